@@ -1,0 +1,425 @@
+"""The helm chart (helm/signalr-sidecar), rendered by the real Helm engine.
+
+Each value set is rendered offline with helm-python-sdk and every object is
+validated against the Kubernetes OpenAPI schemas (kubernetes-validate,
+strict). ServiceMonitor is a Prometheus Operator CRD with no schema there: it
+is skipped by the schema check and its fields are asserted below instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from helm_python import lint
+from helm_python.errors import HelmError, HelmValuesError
+
+import deploy_checks as dc
+from conftest import NAMESPACE, RELEASE
+
+FULLNAME = f"{RELEASE}-signalr-sidecar"
+
+JWKS = json.dumps(
+    {
+        "keys": [
+            {
+                "kty": "RSA",
+                "kid": "test-key",
+                "use": "sig",
+                "alg": "RS256",
+                "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1Wl"
+                "UzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw",
+                "e": "AQAB",
+            }
+        ]
+    }
+)
+
+ROUTES = """\
+[[hubs]]
+path = "/hubs/chat"
+"""
+
+# The value sets that matter (issue 8): name -> values.
+VALUE_SETS = {
+    "defaults": {},
+    "injected": {
+        "mode": "injected",
+        "backend": {
+            "image": {"repository": "registry.example.com/support-center/api", "tag": "2.4.1"},
+            "port": 8000,
+            "command": ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"],
+            "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}],
+            "readinessProbe": {"httpGet": {"path": "/health", "port": "backend"}},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "publisher": {"useRedisStreams": True, "redisPercentage": 10},
+        },
+        "routes": {"content": ROUTES},
+        "ingress": {
+            "enabled": True,
+            "hosts": [
+                {
+                    "host": "support.example.com",
+                    "paths": [{"path": "/hubs", "pathType": "Prefix"}],
+                    "backendPaths": [{"path": "/api", "pathType": "Prefix"}],
+                }
+            ],
+            "tls": [{"secretName": "support-tls", "hosts": ["support.example.com"]}],
+        },
+    },
+    "jwt_jwks": {
+        "auth": {
+            "mode": "jwt",
+            "jwt": {
+                "jwks": JWKS,
+                "issuer": "https://login.example.com/",
+                "audience": "support-center",
+                "leewaySeconds": 30,
+            },
+        },
+        "cors": {"origins": ["https://support.example.com", "https://it.example.com"]},
+    },
+    "tls_redis": {
+        "redis": {
+            "existingSecret": "redis-tls",
+            "existingSecretKey": "url",
+            "tls": True,
+            "cluster": True,
+            "streams": ["events:chat", "events:ticket"],
+            "groupPrefix": "support-rt",
+            "orphanGroupIdleSeconds": 7200,
+        },
+    },
+    "hpa_on": {
+        "hpa": {"enabled": True, "metric": "connections", "targetConnectionsPerPod": 800, "minReplicas": 3},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "ingress": {"enabled": True},
+        "otel": {"endpoint": "http://jaeger-collector.observability:4317", "samplerRatio": 0.25},
+        "drainWindowSeconds": 20,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request, render):
+    objs, notes = render(VALUE_SETS[request.param])
+    return request.param, objs, notes
+
+
+# ------------------------------------------------------- every value set
+
+
+def test_renders_valid_kubernetes_objects(rendered):
+    name, objs, _ = rendered
+    kinds = sorted(o["kind"] for o in objs)
+    assert "Deployment" in kinds and kinds.count("Service") == 2, f"{name}: {kinds}"
+    for obj in objs:
+        assert obj["metadata"]["name"].startswith(FULLNAME)
+        dc.validate_strict(obj)
+
+
+def test_sidecar_deployment_probes_grace_security(rendered):
+    _, objs, _ = rendered
+    dep = dc.check_sidecar_deployment(objs)
+    # The chart computes the grace period from the drain window.
+    side = dc.sidecar_container(dep)
+    drain = int(dc.env_value(side, "SIDECAR_DRAIN_WINDOW_SECONDS"))
+    shutdown = int(dc.env_value(side, "SIDECAR_SHUTDOWN_TIMEOUT_SECONDS"))
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == drain + shutdown + 5
+    # A config change rolls the pods (rollback is a values change).
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" in ann and "checksum/secret" in ann
+
+
+def test_services_ingress_network_policy(rendered):
+    name, objs, _ = rendered
+    dep = dc.sidecar_deployment(objs)
+    client, admin = dc.check_services(objs, dep)
+    assert client["metadata"]["name"] == FULLNAME
+    assert admin["metadata"]["name"] == f"{FULLNAME}-admin"
+    dc.check_ingress(objs, dep, require=name in ("injected", "hpa_on"))
+    dc.check_network_policy(objs, dep)
+    pdb = dc.one(objs, "PodDisruptionBudget")
+    assert dc.labels_match(pdb["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+
+
+def test_notes_tell_how_to_reach_both_ports(rendered):
+    _, _, notes = rendered
+    assert f"port-forward svc/{FULLNAME} 8080:80" in notes
+    assert f"port-forward svc/{FULLNAME}-admin 9090:9090" in notes
+    assert f"-n {NAMESPACE}" in notes
+
+
+# ------------------------------------------------------- per value set
+
+
+def test_defaults(render):
+    objs, _ = render({})
+    dep = dc.sidecar_deployment(objs)
+    pod = dep["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["signalr-sidecar"]
+    side = pod["containers"][0]
+    assert side["image"] == "ghcr.io/example/signalr-sidecar:0.1.0"
+    assert dep["spec"]["replicas"] == 2
+    assert pod["terminationGracePeriodSeconds"] == 40
+    env = dc.env_map(side)
+    # Redis Streams on, URL from the chart's Secret.
+    ref = env["SIDECAR_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    secret = dc.one(objs, "Secret")
+    assert ref["name"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"][ref["key"]]).decode() == "redis://redis:6379/0"
+    assert env["SIDECAR_REDIS_CLUSTER"]["value"] == "false"
+    assert env["SIDECAR_AUTH"]["value"] == "none"
+    # Routes and schemas: the image's defaults, no override.
+    assert "SIDECAR_ROUTES" not in env and "SIDECAR_SCHEMAS_DIR" not in env
+    assert not dc.of_kind(objs, "ConfigMap")
+    # No tracing endpoint configured: no OTEL_* settings at all.
+    assert not [n for n in env if n.startswith("OTEL_")]
+    assert not dc.of_kind(objs, "HorizontalPodAutoscaler")
+    assert not dc.of_kind(objs, "ServiceMonitor")
+    assert not dc.of_kind(objs, "Ingress")
+    sa = dc.one(objs, "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_injected_mode_renders_backend_beside_sidecar(render):
+    objs, _ = render(VALUE_SETS["injected"])
+    dep = dc.sidecar_deployment(objs)
+    pod = dep["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["backend", "signalr-sidecar"]
+    backend = pod["containers"][0]
+    assert backend["image"] == "registry.example.com/support-center/api:2.4.1"
+    assert backend["ports"] == [{"name": "backend", "containerPort": 8000, "protocol": "TCP"}]
+    benv = dc.env_map(backend)
+    assert benv["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "db"
+    # The publisher in the backend talks to the sidecar in the same pod.
+    assert benv["EVENT_TRANSPORT_SIDECAR_URL"]["value"] == "http://127.0.0.1:9090"
+    assert benv["EVENT_TRANSPORT_USE_REDIS_STREAMS"]["value"] == "true"
+    assert benv["EVENT_TRANSPORT_REDIS_PERCENTAGE"]["value"] == "10"
+    assert benv["EVENT_TRANSPORT_FALLBACK_TO_HTTP"]["value"] == "true"
+    side = dc.sidecar_container(dep)
+    assert (
+        benv["EVENT_TRANSPORT_REDIS_URL"]["valueFrom"]
+        == dc.env_map(side)["SIDECAR_REDIS_URL"]["valueFrom"]
+    )
+    # Routing file from a ConfigMap, mounted where SIDECAR_ROUTES points.
+    routes_path = dc.env_value(side, "SIDECAR_ROUTES")
+    cm = dc.one(objs, "ConfigMap")
+    assert cm["data"]["routes.toml"].strip() == ROUTES.strip()
+    _assert_file_from_configmap(pod, side, routes_path, cm, "routes.toml")
+    # The client Service also carries the backend port; the Ingress sends
+    # /api there and /hubs to the sidecar, never to the admin port.
+    client = next(s for s in dc.of_kind(objs, "Service") if s["metadata"]["name"] == FULLNAME)
+    assert {p["name"]: p["targetPort"] for p in client["spec"]["ports"]} == {"http": "http", "backend": "backend"}
+    ing = dc.one(objs, "Ingress")
+    paths = {p["path"]: p["backend"]["service"]["port"]["name"] for p in ing["spec"]["rules"][0]["http"]["paths"]}
+    assert paths == {"/hubs": "http", "/api": "backend"}
+    assert ing["spec"]["tls"][0]["secretName"] == "support-tls"
+    # The NetworkPolicy lets the backend's port in too.
+    np = dc.one(objs, "NetworkPolicy")
+    assert {p["port"] for p in np["spec"]["ingress"][0]["ports"]} == {8080, 8000}
+
+
+def _assert_file_from_configmap(pod, container, file_path, cm, key):
+    mount = next(m for m in container["volumeMounts"] if file_path.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    items = {i["key"]: i["path"] for i in volume["configMap"]["items"]}
+    assert mount["mountPath"] + "/" + items[key] == file_path
+
+
+def test_jwt_with_jwks(render):
+    objs, _ = render(VALUE_SETS["jwt_jwks"])
+    dep = dc.sidecar_deployment(objs)
+    pod = dep["spec"]["template"]["spec"]
+    side = dc.sidecar_container(dep)
+    env = dc.env_map(side)
+    assert env["SIDECAR_AUTH"]["value"] == "jwt"
+    assert env["SIDECAR_JWT_ISSUER"]["value"] == "https://login.example.com/"
+    assert env["SIDECAR_JWT_AUDIENCE"]["value"] == "support-center"
+    assert env["SIDECAR_JWT_LEEWAY_SECONDS"]["value"] == "30"
+    assert env["SIDECAR_CORS_ORIGINS"]["value"] == "https://support.example.com,https://it.example.com"
+    assert "SIDECAR_JWT_SECRET" not in env  # JWKS only, no HS256 secret
+    cm = dc.one(objs, "ConfigMap")
+    assert json.loads(cm["data"]["jwks.json"]) == json.loads(JWKS)
+    _assert_file_from_configmap(pod, side, env["SIDECAR_JWKS_FILE"]["value"], cm, "jwks.json")
+
+
+def test_jwt_with_hs256_secret(render):
+    objs, _ = render({"auth": {"mode": "jwt", "jwt": {"secret": "s3cr3t-for-tests"}}})
+    side = dc.sidecar_container(dc.check_sidecar_deployment(objs))
+    ref = dc.env_map(side)["SIDECAR_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
+    secret = dc.one(objs, "Secret")
+    assert ref["name"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"][ref["key"]]).decode() == "s3cr3t-for-tests"
+    objs, _ = render({"auth": {"mode": "jwt", "jwt": {"existingSecret": "idp", "existingSecretKey": "hs256"}}})
+    side = dc.sidecar_container(dc.sidecar_deployment(objs))
+    assert dc.env_map(side)["SIDECAR_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "idp", "key": "hs256"}
+
+
+def test_tls_redis_from_existing_secret(render):
+    objs, notes = render(VALUE_SETS["tls_redis"])
+    side = dc.sidecar_container(dc.sidecar_deployment(objs))
+    env = dc.env_map(side)
+    assert env["SIDECAR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-tls", "key": "url"}
+    assert env["SIDECAR_REDIS_CLUSTER"]["value"] == "true"
+    assert env["SIDECAR_STREAMS"]["value"] == "events:chat,events:ticket"
+    assert env["SIDECAR_GROUP_PREFIX"]["value"] == "support-rt"
+    assert env["SIDECAR_ORPHAN_GROUP_IDLE_SECONDS"]["value"] == "7200"
+    assert not dc.of_kind(objs, "Secret"), "the chart must not create a Secret when one exists"
+    assert "rediss://" in notes and '"redis-tls"' in notes
+    assert '"support-rt:<pod name>"' in notes
+
+
+def test_tls_redis_rejects_plain_url(render):
+    objs, _ = render({"redis": {"url": "rediss://:pw@redis.example:6380/0", "tls": True}})
+    assert dc.one(objs, "Secret")
+    with pytest.raises(HelmError, match="rediss://"):
+        render({"redis": {"url": "redis://:pw@redis.example:6379/0", "tls": True}})
+
+
+def test_hpa_on_connections_and_service_monitor(render):
+    objs, _ = render(VALUE_SETS["hpa_on"])
+    dep = dc.check_sidecar_deployment(objs)
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20 + 25 + 5
+    hpa = dc.one(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+    assert hpa["spec"]["minReplicas"] == 3
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "sidecar_connections"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "800"}
+
+    # ServiceMonitor (CRD, not schema-validated): scrapes /metrics on the
+    # admin port of the admin Service, in the release namespace.
+    sm = dc.one(objs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"] == [
+        {"port": "admin", "path": "/metrics", "scheme": "http", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    selected = [s for s in dc.of_kind(objs, "Service") if dc.labels_match(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == [f"{FULLNAME}-admin"]
+
+    env = dc.env_map(dc.sidecar_container(dep))
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://jaeger-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "grpc"
+    assert env["OTEL_SERVICE_NAME"]["value"] == FULLNAME
+    assert env["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.25"
+
+
+def test_hpa_on_cpu(render):
+    objs, _ = render({"hpa": {"enabled": True}})
+    for obj in objs:
+        dc.validate_strict(obj)
+    [metric] = dc.one(objs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric == {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+
+
+def test_rollback_is_a_values_change(render):
+    """SC-006: redis.enabled=false is the in-process bus, on both sides."""
+    values = json.loads(json.dumps(VALUE_SETS["injected"]))
+    values["redis"] = {"enabled": False}
+    objs, notes = render(values)
+    for obj in objs:
+        dc.validate_strict(obj)
+    dep = dc.check_sidecar_deployment(objs)
+    pod = dep["spec"]["template"]["spec"]
+    side = dc.sidecar_container(dep)
+    env = dc.env_map(side)
+    assert not [n for n in env if n.startswith("SIDECAR_REDIS")]
+    benv = dc.env_map(pod["containers"][0])
+    assert benv["EVENT_TRANSPORT_USE_REDIS_STREAMS"]["value"] == "false"
+    assert "EVENT_TRANSPORT_REDIS_URL" not in benv
+    assert benv["EVENT_TRANSPORT_SIDECAR_URL"]["value"] == "http://127.0.0.1:9090"
+    assert not dc.of_kind(objs, "Secret")
+    assert "in-process bus" in notes and "WARNING" in notes
+    # The publisher's own switch alone, with Redis still on.
+    values = json.loads(json.dumps(VALUE_SETS["injected"]))
+    values["backend"]["publisher"]["useRedisStreams"] = False
+    objs, _ = render(values)
+    benv = dc.env_map(dc.sidecar_deployment(objs)["spec"]["template"]["spec"]["containers"][0])
+    assert benv["EVENT_TRANSPORT_USE_REDIS_STREAMS"]["value"] == "false"
+
+
+def test_grace_period_override_must_exceed_drain_window(render):
+    objs, _ = render({"terminationGracePeriodSeconds": 60, "drainWindowSeconds": 30})
+    assert dc.sidecar_deployment(objs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+    with pytest.raises(HelmError, match="terminationGracePeriodSeconds"):
+        render({"terminationGracePeriodSeconds": 12, "drainWindowSeconds": 10})
+
+
+def test_network_policy_can_admit_prometheus_namespace(render):
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    objs, _ = render({"networkPolicy": {"adminFrom": [peer]}})
+    dep = dc.sidecar_deployment(objs)
+    dc.check_network_policy(objs, dep)
+    admin_rule = dc.one(objs, "NetworkPolicy")["spec"]["ingress"][1]
+    assert admin_rule["from"] == [{"podSelector": {}}, peer]
+
+
+# ------------------------------------------------------- schema and errors
+
+
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ({"replicas": "three"}, "/replicas"),
+        ({"auth": {"mode": "basic"}}, "/auth/mode"),
+        ({"mode": "daemonset"}, "/mode"),
+        ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
+        ({"backend": {"publisher": {"redisPercentage": 150}}}, "/backend/publisher/redisPercentage"),
+        ({"hpa": {"metric": "memory"}}, "/hpa/metric"),
+        ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
+        ({"securityContext": {"allowPrivilegeEscalation": True}}, "/securityContext/allowPrivilegeEscalation"),
+        ({"replica": 3}, "replica"),  # a typo of a top-level key
+    ],
+)
+def test_values_schema_rejects_bad_values(chart, bad, where):
+    # Helm applies values.schema.json itself when it renders.
+    with pytest.raises(HelmValuesError, match=where):
+        chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(HelmValuesError):
+        chart.validate_schema(bad)
+
+
+def test_values_schema_accepts_every_value_set(chart):
+    for values in VALUE_SETS.values():
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mode": "injected"}, "backend.image.repository"),
+        ({"mode": "injected", "backend": {"image": {"repository": "api"}}}, "backend.image.tag"),
+        ({"auth": {"mode": "jwt"}}, "auth.jwt"),
+        ({"redis": {"url": ""}}, "redis.url"),
+    ],
+)
+def test_incomplete_values_fail_to_render(render, values, message):
+    with pytest.raises(HelmError, match=message.replace(".", r"\.")):
+        render(values)
+
+
+def test_helm_lint_is_clean():
+    report = lint(dc.CHART_DIR, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+def test_chart_metadata(chart):
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "signalr-sidecar"
+    assert meta["appVersion"]
+    names = {t["name"] for t in chart.templates}
+    assert {"templates/_helpers.tpl", "templates/NOTES.txt"} <= names
+    assert chart.schema is not None
