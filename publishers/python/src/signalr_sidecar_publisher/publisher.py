@@ -40,7 +40,7 @@ from .errors import (
 from .routing import maxlen_for, resolve_routes
 from .schema import SchemaSet, packaged_schemas
 from .settings import Path, TransportSettings
-from .telemetry import Metrics, PublisherStats, publish_span, trace_metadata
+from .telemetry import Metrics, PublisherStats, publish_span
 
 log = logging.getLogger("signalr_sidecar_publisher")
 
@@ -151,7 +151,8 @@ class EventPublisher:
     by default it comes from the routing file (see ``routing.resolve_routes``).
     ``maxlen`` overrides seed 004's per-stream MAXLEN. ``source_instance`` goes into
     every event's metadata when given. ``metrics_registry`` is the Prometheus
-    registry (default: the global one).
+    registry (default: the global one); ``tracer_provider`` the OpenTelemetry one
+    (default: the global one).
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class EventPublisher:
         schemas: SchemaSet | None = None,
         source_instance: str | None = None,
         metrics_registry: Any = None,
+        tracer_provider: Any = None,
         redis_timeout_seconds: float = 2.0,
         http_timeout_seconds: float = 5.0,
     ):
@@ -178,6 +180,7 @@ class EventPublisher:
         self.source_instance = source_instance
         self.stats = PublisherStats()
         self.metrics = Metrics(metrics_registry)
+        self.tracer_provider = tracer_provider
         self._redis_args = dict(
             client=redis_client,
             maxlen=maxlen,
@@ -227,8 +230,10 @@ class EventPublisher:
         envelope.validate(self.schemas)
         stream = self.stream_for(envelope.event_type)
         chosen = Path(path) if path is not None else self.path_for(envelope.room_id)
-        with publish_span(envelope.event_type, envelope.room_id, envelope.event_id):
-            extra = trace_metadata()
+        with publish_span(
+            envelope.event_type, envelope.room_id, envelope.event_id, self.tracer_provider
+        ) as trace_meta:
+            extra = dict(trace_meta)
             if self.source_instance:
                 extra["source_instance"] = self.source_instance
             if extra:

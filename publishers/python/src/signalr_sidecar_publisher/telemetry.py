@@ -106,20 +106,25 @@ def otel_available() -> bool:
 
 
 @contextlib.contextmanager
-def publish_span(event_type: str, room_id: str, event_id: str) -> Iterator[None]:
+def publish_span(
+    event_type: str, room_id: str, event_id: str, tracer_provider: Any = None
+) -> Iterator[dict[str, str]]:
     """A PRODUCER span around one publish, child of the caller's current span, when
-    OpenTelemetry is installed; nothing otherwise."""
+    OpenTelemetry is installed. Yields the trace metadata to put in the envelope:
+    that of the publish span, or of the caller's span when the publish span is not
+    recorded (no SDK configured), or ``{}``."""
     if _otel_trace is None:
-        yield
+        yield {}
         return
-    tracer = _otel_trace.get_tracer("signalr_sidecar_publisher")
+    outer = trace_metadata()
+    tracer = _otel_trace.get_tracer("signalr_sidecar_publisher", tracer_provider=tracer_provider)
     with tracer.start_as_current_span(
         f"publish {event_type}",
         kind=_otel_trace.SpanKind.PRODUCER,
         attributes={"messaging.system": "signalr-sidecar", "event.type": event_type,
                     "event.room_id": room_id, "event.id": event_id},
     ):
-        yield
+        yield trace_metadata() or outer
 
 
 def trace_metadata() -> dict[str, str]:
