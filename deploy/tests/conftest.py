@@ -22,8 +22,8 @@ def chart():
         yield loaded
 
 
-RELEASE = "rt"
-NAMESPACE = "support"
+RELEASE = deploy_checks.RELEASE
+NAMESPACE = deploy_checks.NAMESPACE
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "signalr-sidecar"
 MANIFEST_DIR = REPO / "deploy" / "kubernetes"
 
+# Release name and namespace the chart tests render with.
+RELEASE = "rt"
+NAMESPACE = "support"
+
 CLIENT_PORT = 8080
 ADMIN_PORT = 9090
 SHUTDOWN_MARGIN_SECONDS = 5

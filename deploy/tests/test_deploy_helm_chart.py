@@ -16,7 +16,7 @@ from helm_python import lint
 from helm_python.errors import HelmError, HelmValuesError
 
 import deploy_checks as dc
-from conftest import NAMESPACE, RELEASE
+from deploy_checks import NAMESPACE, RELEASE
 
 FULLNAME = f"{RELEASE}-signalr-sidecar"
 
