@@ -320,6 +320,10 @@ def test_hpa_on_cpu(render):
         dc.validate_strict(obj)
     [metric] = dc.one(objs, "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert metric == {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    # Injected: CPU utilization spans both containers, so the backend needs a CPU request.
+    objs, _ = render({**VALUE_SETS["injected"], "hpa": {"enabled": True}})
+    dep = dc.sidecar_deployment(objs)
+    assert all(c["resources"]["requests"]["cpu"] for c in dep["spec"]["template"]["spec"]["containers"])
 
 
 def test_rollback_is_a_values_change(render):
@@ -401,6 +405,10 @@ def test_values_schema_accepts_every_value_set(chart):
         ({"mode": "injected", "backend": {"image": {"repository": "api"}}}, "backend.image.tag"),
         ({"auth": {"mode": "jwt"}}, "auth.jwt"),
         ({"redis": {"url": ""}}, "redis.url"),
+        (
+            {"mode": "injected", "backend": {"image": {"repository": "api", "tag": "1"}}, "hpa": {"enabled": True}},
+            "backend.resources.requests.cpu",
+        ),
     ],
 )
 def test_incomplete_values_fail_to_render(render, values, message):

@@ -156,6 +156,11 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 {{- fail "auth.mode: jwt needs auth.jwt.secret, auth.jwt.existingSecret, auth.jwt.jwks, auth.jwt.jwksExistingConfigMap or auth.jwt.publicKey" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.hpa.enabled (eq .Values.hpa.metric "cpu") (eq .Values.mode "injected") -}}
+{{- if not (dig "requests" "cpu" "" .Values.backend.resources) -}}
+{{- fail "hpa.metric: cpu in mode: injected needs backend.resources.requests.cpu (CPU utilization is computed over every container of the pod)" -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.routes.content .Values.routes.existingConfigMap -}}
 {{- fail "set routes.content or routes.existingConfigMap, not both" -}}
 {{- end -}}
