@@ -330,7 +330,13 @@ def test_event_via_http_reaches_the_client_on_the_in_process_bus(sidecar_memory)
 
 @pytest.mark.parametrize("pct", [0, 50, 100])
 def test_percentage_routes_rooms_and_every_event_arrives_once(sidecar, forwarder, e2e_redis, pct):
-    rooms = [room() for _ in range(12)]
+    low, high = [], []  # six rooms on each side of the 50 % line
+    while len(low) < 6 or len(high) < 6:
+        r = room()
+        side = low if room_bucket(r) < 50 else high
+        if len(side) < 6:
+            side.append(r)
+    rooms = low + high
 
     async def go():
         client = await HubClient.connect(sidecar.client_url)
