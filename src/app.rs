@@ -1,0 +1,166 @@
+//! The only place that wires modules together. It owns every task (one
+//! `TaskTracker`) and runs the shutdown sequence of CONTRACT section 8:
+//! unready, stop listening, stop ingest, drain the pipeline and finish the
+//! acknowledgements, close clients over the drain window, wait, exit.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, RouteTable};
+use crate::envelope::Schemas;
+use crate::fanout::Registry;
+use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
+use crate::hub::{self, HubSettings, Hubs};
+use crate::ingest::{self, Publisher, RedisIngest};
+use crate::pipeline::{self, Pipeline};
+use crate::telemetry::Metrics;
+
+/// Runs the sidecar until `shutdown` resolves, then drains and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let routes = Arc::new(RouteTable::load(&config.routes_path).context("SIDECAR_ROUTES")?);
+    let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(
+        routes.hubs.len(),
+        config.delivery.max_groups_per_connection,
+    ));
+    let readiness = Arc::new(Readiness::default());
+    let tasks = TaskTracker::new();
+
+    let (input, input_rx) = pipeline::channel(config.delivery.ingest_queue_capacity);
+    let publisher = match &config.redis {
+        Some(redis) => {
+            let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
+                .await
+                .with_context(|| {
+                    format!(
+                        "SIDECAR_REDIS_URL: cannot connect to {}",
+                        redis.urls.join(",")
+                    )
+                })?;
+            Publisher::redis(routes.clone(), conn, redis.stream_maxlen)
+        }
+        None => Publisher::memory(routes.clone(), input.clone()),
+    };
+
+    let client_listener = TcpListener::bind(config.server.listen)
+        .await
+        .context("SIDECAR_LISTEN: cannot bind")?;
+    let admin_listener = TcpListener::bind(config.server.admin_listen)
+        .await
+        .context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
+    tracing::info!(client = %client_listener.local_addr()?, admin = %admin_listener.local_addr()?, instance = %config.instance_id,
+        bus = if config.redis.is_some() { "redis" } else { "in-process" }, "listening");
+
+    let listeners_stop = CancellationToken::new();
+    let ingest_stop = CancellationToken::new();
+    let pipeline_stop = CancellationToken::new();
+    let keepalive_stop = CancellationToken::new();
+
+    let pipeline = Pipeline::new(
+        routes.clone(),
+        registry.clone(),
+        metrics.clone(),
+        &config.delivery,
+    );
+    let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
+
+    let hubs = Arc::new(Hubs::new(
+        routes.clone(),
+        registry.clone(),
+        publisher.clone(),
+        metrics.clone(),
+        HubSettings::from_config(&config.server, &config.instance_id),
+    ));
+    tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
+
+    let admin = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        schemas: schemas.clone(),
+        publisher,
+    });
+    let admin_service =
+        hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
+    tasks.spawn(http::serve(
+        admin_listener,
+        admin_service,
+        listeners_stop.clone(),
+        tasks.clone(),
+        "admin",
+    ));
+
+    // Clients may connect while the consumer group is being ensured; the
+    // readiness latch tells load balancers when events will flow.
+    let client = Arc::new(ClientState {
+        hubs: hubs.clone(),
+        tasks: tasks.clone(),
+    });
+    let cors = Cors {
+        origins: config.server.cors_origins.clone(),
+    };
+    let client_service = http::client_service(client, cors);
+    tasks.spawn(http::serve(
+        client_listener,
+        client_service,
+        listeners_stop.clone(),
+        tasks.clone(),
+        "client",
+    ));
+
+    if let Some(redis) = &config.redis {
+        let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
+            .await
+            .context("SIDECAR_REDIS_URL")?;
+        let reader = RedisIngest::new(
+            redis.clone(),
+            &config.instance_id,
+            &config.streams,
+            conn,
+            schemas.clone(),
+            input.clone(),
+            metrics.clone(),
+        );
+        let handles = reader
+            .start(&tasks, ingest_stop.clone())
+            .await
+            .context("ensuring the consumer groups")?;
+        readiness.watch_redis(handles.redis_up);
+    }
+    drop(input);
+    readiness.set(Phase::Running);
+    tracing::info!("ready");
+
+    shutdown.await;
+    let deadline = tokio::time::Instant::now() + config.shutdown.timeout;
+    readiness.set(Phase::Draining);
+    listeners_stop.cancel();
+    ingest_stop.cancel();
+    pipeline_stop.cancel();
+    if tokio::time::timeout_at(deadline, pipeline_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the pipeline did not drain before the deadline");
+    }
+    hub::drain(&hubs, config.shutdown.drain_window).await;
+    keepalive_stop.cancel();
+    tasks.close();
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = tasks.len(),
+            connections = registry.len(),
+            "shutdown deadline passed with tasks still running"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! `codec::Error`: what can be wrong with bytes a client sent.
+
+/// A client sent something the SignalR protocol does not allow. Every variant
+/// is the client's fault; the hub turns it into a Close with the message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The bytes are not JSON, or not the JSON shape of a hub message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The message's `type` is not one this protocol defines.
+    #[error("unknown message type {0}")]
+    UnknownType(i64),
+    /// A record grew past the configured maximum before its separator came.
+    #[error("message larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The handshake named a protocol or version the sidecar does not speak.
+    #[error("the protocol '{name}' version {version} is not supported")]
+    UnsupportedProtocol {
+        /// The protocol name from the handshake.
+        name: String,
+        /// The version from the handshake.
+        version: u32,
+    },
+}

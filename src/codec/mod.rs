@@ -1,0 +1,76 @@
+//! The SignalR wire format: negotiate bodies, the handshake, hub messages and
+//! their framing.
+//!
+//! This module knows bytes and serde, nothing else: no sockets, no tokio, no
+//! Redis. It could become its own crate the day a fuzzer or a second binary
+//! needs it. The specs it follows live in dotnet/aspnetcore under
+//! `src/SignalR/docs/specs/` (HubProtocol.md, TransportProtocols.md).
+
+mod error;
+mod framing;
+mod handshake;
+mod json;
+mod message;
+mod negotiate;
+
+pub use error::Error;
+pub use framing::{RecordBuffer, RECORD_SEPARATOR};
+pub use handshake::{HandshakeRequest, HandshakeResponse};
+pub use message::{CloseMessage, Completion, HubMessage, Invocation};
+pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
+
+/// A hub protocol the sidecar speaks. Each one has its own encoding of every
+/// message, and each event is encoded once per protocol in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `{"protocol":"json","version":1}`: text frames, records end with 0x1E.
+    Json,
+}
+
+impl Protocol {
+    /// Every protocol, in slot order (see [`Protocol::slot`]).
+    pub const ALL: [Protocol; 1] = [Protocol::Json];
+
+    /// The protocol a handshake names, if the sidecar speaks it at that version.
+    pub fn from_handshake(name: &str, version: u32) -> Option<Protocol> {
+        match (name, version) {
+            ("json", 1) => Some(Protocol::Json),
+            _ => None,
+        }
+    }
+
+    /// A small dense index, so per-protocol encodings can live in an array.
+    pub fn slot(self) -> usize {
+        match self {
+            Protocol::Json => 0,
+        }
+    }
+
+    /// Whether the transport must carry this protocol in binary frames.
+    pub fn is_binary(self) -> bool {
+        match self {
+            Protocol::Json => false,
+        }
+    }
+
+    /// Decodes one record (already split off by the protocol's framing).
+    pub fn decode(self, record: &[u8]) -> Result<HubMessage, Error> {
+        match self {
+            Protocol::Json => json::decode(record),
+        }
+    }
+
+    /// Encodes a server-to-client Invocation, serializing each argument once.
+    pub fn encode_invocation<A: serde::Serialize>(self, target: &str, arguments: &[A]) -> Vec<u8> {
+        match self {
+            Protocol::Json => json::encode_invocation(target, arguments),
+        }
+    }
+
+    /// Encodes any message the server sends (Completion, Ping, Close, ...).
+    pub fn encode(self, message: &HubMessage) -> Vec<u8> {
+        match self {
+            Protocol::Json => json::encode(message),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! `Config`: every setting of the sidecar in one typed struct, built from
+//! per-module parts, loaded and validated before any port is bound.
+//!
+//! Each setting has one name: `SIDECAR_<NAME>` in the environment, `<name>`
+//! in the TOML file named by `SIDECAR_CONFIG`. The environment wins. The
+//! README's settings table lists them all with the defaults written here.
+
+mod routes;
+mod source;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use routes::{
+    Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable,
+};
+pub use source::RawSettings;
+use validate::Reader;
+
+/// The default streams (CONTRACT section 5).
+pub const DEFAULT_STREAMS: [&str; 4] = [
+    "events:chat",
+    "events:ticket",
+    "events:notification",
+    "events:remote",
+];
+
+/// All settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This instance's name: consumer and group names, logs. Default: the host name.
+    pub instance_id: String,
+    /// The routing file. Default `protocol/routes.toml`.
+    pub routes_path: PathBuf,
+    /// The directory of JSON Schemas. Default `protocol/schemas`.
+    pub schemas_dir: PathBuf,
+    /// Client and admin ports, limits on what a connection may do.
+    pub server: ServerConfig,
+    /// Redis Streams; `None` runs the in-process bus.
+    pub redis: Option<RedisConfig>,
+    /// Streams read, and published to; used by both buses for labels.
+    pub streams: Vec<String>,
+    /// Delivery rules of CONTRACT section 6.
+    pub delivery: DeliveryConfig,
+    /// Shutdown timing.
+    pub shutdown: ShutdownConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Unknown `SIDECAR_*` variables, to log once telemetry is up.
+    pub warnings: Vec<String>,
+}
+
+/// The two listeners and per-connection limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Client port (`listen`). Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Admin port (`admin_listen`). Default `0.0.0.0:9090`.
+    pub admin_listen: SocketAddr,
+    /// Origins allowed by CORS on the client port (`cors_origins`, comma-separated;
+    /// `*` for any). Default: none, so browsers only connect from the same origin.
+    pub cors_origins: Vec<String>,
+    /// Largest message a client may send (`max_message_bytes`). Default 32768.
+    pub max_message_bytes: usize,
+    /// Time a client has to complete the handshake (`handshake_timeout_seconds`). Default 15.
+    pub handshake_timeout: Duration,
+    /// Interval of server pings (`keepalive_seconds`). Default 15.
+    pub keepalive: Duration,
+    /// Silence after which a client is dropped (`client_timeout_seconds`). Default 30.
+    pub client_timeout: Duration,
+    /// Per-connection WebSocket read buffer (`ws_read_buffer_bytes`). Default 4096.
+    pub ws_read_buffer_bytes: usize,
+    /// Frames a connection's outbound queue holds (`outbox_max_frames`). Default 1024.
+    pub outbox_max_frames: usize,
+    /// Bytes a connection's outbound queue holds (`outbox_max_bytes`). Default 1048576.
+    pub outbox_max_bytes: usize,
+    /// Negotiated connections not yet connected are forgotten after this
+    /// (`negotiate_timeout_seconds`). Default 30.
+    pub negotiate_timeout: Duration,
+}
+
+/// Redis Streams ingest and publishing.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// One URL, or several comma-separated cluster node URLs (`redis_url`).
+    pub urls: Vec<String>,
+    /// Force cluster mode with a single seed URL (`redis_cluster`). Default false.
+    pub cluster: bool,
+    /// Consumer group prefix (`group_prefix`). Default `signalr-sidecar`.
+    pub group_prefix: String,
+    /// Entries per XREADGROUP (`read_count`). Default 100.
+    pub read_count: usize,
+    /// XREADGROUP BLOCK time (`read_block_ms`). Default 1000.
+    pub read_block: Duration,
+    /// How often pending entries are claimed again (`claim_interval_seconds`). Default 10.
+    pub claim_interval: Duration,
+    /// Pending entries idle this long are claimed (`claim_min_idle_seconds`). Default 30.
+    pub claim_min_idle: Duration,
+    /// On a restart with a backlog, wait this long before reading it so clients
+    /// can reconnect and re-join first (`resume_grace_seconds`). Default 3.
+    pub resume_grace: Duration,
+    /// Cap of each `<stream>:dead` stream (`dead_letter_maxlen`). Default 10000.
+    pub dead_letter_maxlen: usize,
+    /// `MAXLEN ~` used when the sidecar itself appends (`stream_maxlen`). Default 10000.
+    pub stream_maxlen: usize,
+}
+
+impl RedisConfig {
+    /// This instance's consumer group: `<group_prefix>:<instance_id>`.
+    pub fn group_name(&self, instance_id: &str) -> String {
+        format!("{}:{}", self.group_prefix, instance_id)
+    }
+}
+
+/// Delivery rules.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Capacity of the queue from ingest to the pipeline (`ingest_queue_capacity`). Default 4096.
+    pub ingest_queue_capacity: usize,
+    /// Events older than this by `timestamp` are dropped (`max_event_age_seconds`). Default 300.
+    pub max_event_age: Duration,
+    /// A `timestamp` further in the future than this is treated as now
+    /// (`max_clock_skew_seconds`). Default 5.
+    pub max_clock_skew: Duration,
+    /// An `event_id` seen within this window is delivered once (`dedupe_window_seconds`). Default 300.
+    pub dedupe_window: Duration,
+    /// Most event ids remembered; the oldest go first past it (`dedupe_max_entries`).
+    /// Default 500000, about 60 MiB at the most.
+    pub dedupe_max_entries: usize,
+    /// Groups one connection may join (`max_groups_per_connection`). Default 100.
+    pub max_groups_per_connection: usize,
+}
+
+/// Shutdown timing (CONTRACT section 8).
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// Close messages are spread over this window (`drain_window_seconds`). Default 10.
+    pub drain_window: Duration,
+    /// Hard deadline for the whole shutdown (`shutdown_timeout_seconds`). Default 25.
+    pub timeout: Duration,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `text` or `json` (`log_format`). Default `text`.
+    pub log_json: bool,
+    /// An EnvFilter directive (`log`, or `RUST_LOG`). Default `info`.
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Loads settings from the process: `SIDECAR_CONFIG` (a TOML file) if
+    /// set, then `SIDECAR_*` variables. Returns every error at once.
+    pub fn from_env() -> Result<Config, Vec<String>> {
+        let mut raw = match std::env::var("SIDECAR_CONFIG") {
+            Ok(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| vec![format!("SIDECAR_CONFIG: cannot read {path}: {e}")])?;
+                RawSettings::from_toml(&text)
+                    .map_err(|e| vec![format!("SIDECAR_CONFIG: {path}: {e}")])?
+            }
+            Err(_) => RawSettings::default(),
+        };
+        raw.overlay_env(std::env::vars());
+        Config::from_raw(&raw)
+    }
+
+    /// Builds and validates a `Config` from settings text.
+    pub fn from_raw(raw: &RawSettings) -> Result<Config, Vec<String>> {
+        let mut r = Reader::new(raw);
+        let server = ServerConfig {
+            listen: r.get("listen", SocketAddr::from(([0, 0, 0, 0], 8080))),
+            admin_listen: r.get("admin_listen", SocketAddr::from(([0, 0, 0, 0], 9090))),
+            cors_origins: r.list("cors_origins", &[]),
+            max_message_bytes: r.count("max_message_bytes", 32 * 1024, 256, 16 << 20),
+            handshake_timeout: r.seconds("handshake_timeout_seconds", 15, 1),
+            keepalive: r.seconds("keepalive_seconds", 15, 1),
+            client_timeout: r.seconds("client_timeout_seconds", 30, 2),
+            ws_read_buffer_bytes: r.count("ws_read_buffer_bytes", 4096, 512, 1 << 20),
+            outbox_max_frames: r.count("outbox_max_frames", 1024, 4, 1 << 20),
+            outbox_max_bytes: r.count("outbox_max_bytes", 1 << 20, 4096, 1 << 30),
+            negotiate_timeout: r.seconds("negotiate_timeout_seconds", 30, 1),
+        };
+        if server.listen == server.admin_listen {
+            r.error("admin_listen", "must differ from SIDECAR_LISTEN: the admin port is never served on the client port");
+        }
+        if server.client_timeout <= server.keepalive {
+            r.error(
+                "client_timeout_seconds",
+                "must be longer than SIDECAR_KEEPALIVE_SECONDS",
+            );
+        }
+        let redis_urls = r.list("redis_url", &[]);
+        let redis_cluster: bool = r.get("redis_cluster", false);
+        let redis = RedisConfig {
+            urls: redis_urls,
+            cluster: redis_cluster,
+            group_prefix: r.get("group_prefix", "signalr-sidecar".to_string()),
+            read_count: r.count("read_count", 100, 1, 10_000),
+            read_block: r.millis("read_block_ms", 1000, 1),
+            claim_interval: r.seconds("claim_interval_seconds", 10, 1),
+            claim_min_idle: r.seconds("claim_min_idle_seconds", 30, 1),
+            resume_grace: r.seconds("resume_grace_seconds", 3, 0),
+            dead_letter_maxlen: r.count("dead_letter_maxlen", 10_000, 1, usize::MAX),
+            stream_maxlen: r.count("stream_maxlen", 10_000, 1, usize::MAX),
+        };
+        for url in &redis.urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                r.error(
+                    "redis_url",
+                    format!("'{url}' must start with redis:// or rediss://"),
+                );
+            }
+        }
+        let streams = r.list("streams", &DEFAULT_STREAMS);
+        if streams.is_empty() {
+            r.error("streams", "names no stream");
+        }
+        let auth: String = r.get("auth", "none".to_string());
+        if auth != "none" {
+            r.error(
+                "auth",
+                format!("'{auth}' is not available in this build: use none"),
+            );
+        }
+        let delivery = DeliveryConfig {
+            ingest_queue_capacity: r.count("ingest_queue_capacity", 4096, 1, 1 << 20),
+            max_event_age: r.seconds("max_event_age_seconds", 300, 1),
+            max_clock_skew: r.seconds("max_clock_skew_seconds", 5, 0),
+            dedupe_window: r.seconds("dedupe_window_seconds", 300, 1),
+            dedupe_max_entries: r.count("dedupe_max_entries", 500_000, 1, 100_000_000),
+            max_groups_per_connection: r.count("max_groups_per_connection", 100, 1, 1_000_000),
+        };
+        let shutdown = ShutdownConfig {
+            drain_window: r.seconds("drain_window_seconds", 10, 0),
+            timeout: r.seconds("shutdown_timeout_seconds", 25, 1),
+        };
+        if shutdown.timeout <= shutdown.drain_window {
+            r.error(
+                "shutdown_timeout_seconds",
+                "must be longer than SIDECAR_DRAIN_WINDOW_SECONDS",
+            );
+        }
+        let log_format: String = r.get("log_format", "text".to_string());
+        if log_format != "text" && log_format != "json" {
+            r.error("log_format", format!("'{log_format}' must be text or json"));
+        }
+        let telemetry = TelemetryConfig {
+            log_json: log_format == "json",
+            log_filter: r
+                .opt("log")
+                .or_else(|| std::env::var("RUST_LOG").ok())
+                .unwrap_or_else(|| "info".to_string()),
+        };
+        let instance_id = r.opt("instance_id").unwrap_or_else(host_name);
+        if instance_id.is_empty() || instance_id.contains(char::is_whitespace) {
+            r.error(
+                "instance_id",
+                format!("'{instance_id}' must be non-empty without spaces"),
+            );
+        }
+        let config = Config {
+            instance_id,
+            routes_path: r.get("routes", PathBuf::from("protocol/routes.toml")),
+            schemas_dir: r.get("schemas_dir", PathBuf::from("protocol/schemas")),
+            redis: (!redis.urls.is_empty()).then_some(redis),
+            streams,
+            server,
+            delivery,
+            shutdown,
+            telemetry,
+            warnings: Vec::new(),
+        };
+        let (errors, warnings) = r.finish();
+        if errors.is_empty() {
+            Ok(Config { warnings, ..config })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The host name, as Kubernetes sets it to the pod name.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "signalr-sidecar".to_string())
+}
+
+#[cfg(test)]
+mod tests;

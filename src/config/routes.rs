@@ -1,0 +1,364 @@
+//! The routing file: hubs, the server methods clients may call, and which
+//! event goes to which client method. Data, not code (CONTRACT section 3).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Index of a hub in [`RouteTable::hubs`]; cheap to copy into every connection.
+pub type HubId = usize;
+
+/// A routing file that cannot be used, with the line at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape, or a rule is broken.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line of the offending item.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a server method does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Add the connection to the group named by the first argument.
+    Join,
+    /// Remove the connection from that group.
+    Leave,
+    /// Publish a typing event for the caller: `(room, isTyping)`.
+    Typing,
+    /// Return who is present in a room.
+    GetPresence,
+    /// Set the caller's presence state.
+    SetPresence,
+}
+
+/// Who may join a group through a `join` method.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Authorize {
+    /// Any connected (authenticated, when auth is on) user.
+    #[default]
+    Open,
+}
+
+/// How an event type is delivered (CONTRACT section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Never batched or delayed.
+    Immediate,
+    /// Coalesced per (room, user) in a short window.
+    Coalesce,
+}
+
+/// One server method of a hub.
+#[derive(Debug, Clone)]
+pub struct MethodDef {
+    /// The name clients invoke (matched without regard to case, as ASP.NET does).
+    pub name: String,
+    /// What it does.
+    pub action: Action,
+    /// Who may join, for `join`.
+    pub authorize: Authorize,
+    /// For `typing`: the event types published for true and false.
+    pub typing_events: (String, String),
+}
+
+/// One hub.
+#[derive(Debug, Clone)]
+pub struct HubDef {
+    /// Its index.
+    pub id: HubId,
+    /// A short name routes refer to.
+    pub name: String,
+    /// The URL path clients connect to, e.g. `/hubs/chat`.
+    pub path: String,
+    /// Whether joins on this hub are presence (CONTRACT section 11).
+    pub presence: bool,
+    methods: HashMap<String, MethodDef>,
+}
+
+impl HubDef {
+    /// The method a client invoked, looked up without regard to case.
+    pub fn method(&self, name: &str) -> Option<&MethodDef> {
+        self.methods.get(&name.to_ascii_lowercase())
+    }
+}
+
+/// Where one event type goes.
+#[derive(Debug, Clone)]
+pub struct EventRoute {
+    /// The event type.
+    pub event_type: String,
+    /// The hub whose connections receive it.
+    pub hub: HubId,
+    /// The client method invoked.
+    pub method: String,
+    /// The stream it is published to by the sidecar itself.
+    pub stream: String,
+    /// Immediate or coalesced.
+    pub delivery: Delivery,
+}
+
+/// The loaded, validated routing table.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Every hub, indexed by [`HubId`].
+    pub hubs: Vec<HubDef>,
+    routes: HashMap<String, EventRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    hub: Vec<Spanned<FileHub>>,
+    #[serde(default)]
+    route: Vec<Spanned<FileRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHub {
+    name: String,
+    path: String,
+    #[serde(default)]
+    presence: bool,
+    #[serde(default)]
+    method: Vec<Spanned<FileMethod>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMethod {
+    name: String,
+    action: Action,
+    #[serde(default)]
+    authorize: Authorize,
+    start_event: Option<String>,
+    stop_event: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    event_type: String,
+    hub: String,
+    method: String,
+    stream: String,
+    delivery: Delivery,
+}
+
+impl RouteTable {
+    /// Reads and validates a routing file.
+    pub fn load(path: &Path) -> Result<RouteTable, RouteError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        RouteTable::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses routing TOML; `path` only names the file in errors.
+    pub fn parse(path: &str, text: &str) -> Result<RouteTable, RouteError> {
+        let invalid = |offset: usize, message: String| RouteError::Invalid {
+            path: path.to_string(),
+            line: text[..offset.min(text.len())].matches('\n').count() + 1,
+            message,
+        };
+        let doc: FileDoc = toml::from_str(text).map_err(|e| {
+            invalid(
+                e.span().map(|s| s.start).unwrap_or(0),
+                e.message().to_string(),
+            )
+        })?;
+
+        let mut hubs: Vec<HubDef> = Vec::new();
+        for spanned in doc.hub {
+            let at = spanned.span().start;
+            let h = spanned.into_inner();
+            if !h.path.starts_with('/') || h.path.ends_with('/') || h.path.contains(['?', '#']) {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "hub '{}': path '{}' must start with / and not end with /",
+                        h.name, h.path
+                    ),
+                ));
+            }
+            if hubs.iter().any(|o| o.name == h.name || o.path == h.path) {
+                return Err(invalid(
+                    at,
+                    format!("hub '{}' ({}) is defined twice", h.name, h.path),
+                ));
+            }
+            let mut methods = HashMap::new();
+            for m in h.method {
+                let at = m.span().start;
+                let m = m.into_inner();
+                let key = m.name.to_ascii_lowercase();
+                if m.action != Action::Typing && (m.start_event.is_some() || m.stop_event.is_some())
+                {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "method '{}': start_event and stop_event belong to action \"typing\"",
+                            m.name
+                        ),
+                    ));
+                }
+                let def = MethodDef {
+                    typing_events: (
+                        m.start_event.unwrap_or_else(|| "typing_start".into()),
+                        m.stop_event.unwrap_or_else(|| "typing_stop".into()),
+                    ),
+                    name: m.name,
+                    action: m.action,
+                    authorize: m.authorize,
+                };
+                if methods.insert(key, def).is_some() {
+                    return Err(invalid(
+                        at,
+                        format!("hub '{}': a method is defined twice", h.name),
+                    ));
+                }
+            }
+            hubs.push(HubDef {
+                id: hubs.len(),
+                name: h.name,
+                path: h.path,
+                presence: h.presence,
+                methods,
+            });
+        }
+        if hubs.is_empty() {
+            return Err(invalid(0, "the file defines no [[hub]]".into()));
+        }
+
+        let mut routes = HashMap::new();
+        for spanned in doc.route {
+            let at = spanned.span().start;
+            let r = spanned.into_inner();
+            let hub = hubs
+                .iter()
+                .find(|h| h.name == r.hub)
+                .ok_or_else(|| {
+                    invalid(
+                        at,
+                        format!("route '{}': no hub named '{}'", r.event_type, r.hub),
+                    )
+                })?
+                .id;
+            if r.method.is_empty() || r.stream.is_empty() {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "route '{}': method and stream must not be empty",
+                        r.event_type
+                    ),
+                ));
+            }
+            let route = EventRoute {
+                hub,
+                event_type: r.event_type.clone(),
+                method: r.method,
+                stream: r.stream,
+                delivery: r.delivery,
+            };
+            if routes.insert(r.event_type.clone(), route).is_some() {
+                return Err(invalid(
+                    at,
+                    format!("route '{}' is defined twice", r.event_type),
+                ));
+            }
+        }
+        for hub in &hubs {
+            for m in hub.methods.values().filter(|m| m.action == Action::Typing) {
+                for ev in [&m.typing_events.0, &m.typing_events.1] {
+                    if routes.get(ev).map(|r: &EventRoute| r.hub) != Some(hub.id) {
+                        return Err(invalid(0, format!("hub '{}': method '{}' publishes '{ev}', which has no route to this hub", hub.name, m.name)));
+                    }
+                }
+            }
+        }
+        Ok(RouteTable { hubs, routes })
+    }
+
+    /// The route of an event type.
+    pub fn route(&self, event_type: &str) -> Option<&EventRoute> {
+        self.routes.get(event_type)
+    }
+
+    /// The hub served at a URL path.
+    pub fn hub_by_path(&self, path: &str) -> Option<&HubDef> {
+        self.hubs.iter().find(|h| h.path == path)
+    }
+
+    /// Every route.
+    pub fn routes(&self) -> impl Iterator<Item = &EventRoute> {
+        self.routes.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_files_load() {
+        for file in ["protocol/routes.toml", "protocol/routes-discussion.toml"] {
+            let table = RouteTable::load(Path::new(file)).expect(file);
+            assert!(!table.hubs.is_empty());
+        }
+        let table = RouteTable::load(Path::new("protocol/routes.toml")).expect("default");
+        let chat = table.hub_by_path("/hubs/chat").expect("chat hub");
+        assert_eq!(
+            chat.method("joinroom").map(|m| m.action),
+            Some(Action::Join)
+        );
+        let r = table.route("typing_start").expect("typing route");
+        assert_eq!(
+            (r.method.as_str(), r.delivery),
+            ("UserTyping", Delivery::Coalesce)
+        );
+        assert_eq!(
+            table.route("notification").map(|r| r.stream.as_str()),
+            Some("events:notification")
+        );
+    }
+
+    #[test]
+    fn an_unknown_hub_names_the_line() {
+        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n\n[[route]]\nevent_type = \"x\"\nhub = \"b\"\nmethod = \"X\"\nstream = \"s\"\ndelivery = \"immediate\"\n";
+        let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
+        assert_eq!(err, "r.toml:5: route 'x': no hub named 'b'");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_line() {
+        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n[[hub.method]]\nname = \"J\"\naction = \"dance\"\n";
+        let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("r.toml:6: unknown variant `dance`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+use super::*;
+
+fn config(file: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    let mut raw = RawSettings::from_toml(file).expect("valid toml");
+    raw.overlay_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_raw(&raw)
+}
+
+#[test]
+fn defaults_need_no_settings() {
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a")]).expect("defaults are valid");
+    assert_eq!(c.server.listen.port(), 8080);
+    assert_eq!(c.server.admin_listen.port(), 9090);
+    assert!(c.redis.is_none(), "no URL means the in-process bus");
+    assert_eq!(c.streams, DEFAULT_STREAMS);
+    assert_eq!(c.server.max_message_bytes, 32 * 1024);
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let c = config(
+        "redis_url = \"redis://a:1\"\nread_count = 5",
+        &[("SIDECAR_READ_COUNT", "7"), ("SIDECAR_INSTANCE_ID", "x")],
+    )
+    .expect("valid");
+    let redis = c.redis.expect("redis configured");
+    assert_eq!(redis.read_count, 7);
+    assert_eq!(redis.group_name("x"), "signalr-sidecar:x");
+}
+
+#[test]
+fn every_error_is_reported_by_name() {
+    let errors = config(
+        "listen = \"nope\"\ntypo_setting = 1",
+        &[
+            ("SIDECAR_READ_COUNT", "0"),
+            ("SIDECAR_REDIS_URL", "http://x"),
+        ],
+    )
+    .expect_err("invalid");
+    let all = errors.join("\n");
+    assert!(all.contains("SIDECAR_LISTEN: 'nope' is not valid"), "{all}");
+    assert!(
+        all.contains("SIDECAR_READ_COUNT: must be between 1 and 10000"),
+        "{all}"
+    );
+    assert!(
+        all.contains("SIDECAR_REDIS_URL: 'http://x' must start with"),
+        "{all}"
+    );
+    assert!(all.contains("typo_setting: unknown setting"), "{all}");
+    assert_eq!(errors.len(), 4, "{all}");
+}
+
+#[test]
+fn unknown_env_is_a_warning_not_an_error() {
+    let c = config(
+        "",
+        &[
+            ("SIDECAR_SERVICE_HOST", "10.0.0.1"),
+            ("SIDECAR_INSTANCE_ID", "a"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.warnings,
+        vec!["SIDECAR_SERVICE_HOST: unknown setting, ignored".to_string()]
+    );
+}

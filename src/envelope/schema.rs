@@ -1,0 +1,116 @@
+//! The JSON Schemas of `protocol/schemas/`: `envelope.json` for every
+//! event and `<event_type>.json` for the payloads that have one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::EnvelopeError;
+
+/// A schema file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The directory or a file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not JSON or not a valid JSON Schema.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Compiled validators, loaded once at start.
+pub struct Schemas {
+    envelope: jsonschema::Validator,
+    payloads: HashMap<String, jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schemas")
+            .field("payloads", &self.payloads.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Schemas {
+    /// Loads `envelope.json` (required) and every other `*.json` in `dir`
+    /// as the payload schema of the event type named like the file.
+    pub fn load(dir: &Path) -> Result<Schemas, SchemaError> {
+        let read_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SchemaError::Read { path, source }
+        };
+        let mut envelope = None;
+        let mut payloads = HashMap::new();
+        for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
+            let path = entry.map_err(read_err(dir))?.path();
+            let (Some(stem), Some("json")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).map_err(read_err(&path))?;
+            let invalid = |message: String| SchemaError::Invalid {
+                path: path.display().to_string(),
+                message,
+            };
+            let schema: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+            let validator =
+                jsonschema::validator_for(&schema).map_err(|e| invalid(e.to_string()))?;
+            if stem == "envelope" {
+                envelope = Some(validator);
+            } else {
+                payloads.insert(stem.to_string(), validator);
+            }
+        }
+        let envelope = envelope.ok_or_else(|| SchemaError::Invalid {
+            path: dir.display().to_string(),
+            message: "no envelope.json in the schema directory".into(),
+        })?;
+        Ok(Schemas { envelope, payloads })
+    }
+
+    pub(super) fn check_envelope(&self, value: &Value) -> Result<(), EnvelopeError> {
+        check(&self.envelope, value, "")
+    }
+
+    pub(super) fn check_payload(
+        &self,
+        event_type: &str,
+        payload: &Map<String, Value>,
+    ) -> Result<(), EnvelopeError> {
+        match self.payloads.get(event_type) {
+            // The validator wants a Value; the clone is per event, never per connection.
+            Some(v) => check(v, &Value::Object(payload.clone()), "/payload"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check(
+    validator: &jsonschema::Validator,
+    value: &Value,
+    prefix: &str,
+) -> Result<(), EnvelopeError> {
+    match validator.iter_errors(value).next() {
+        None => Ok(()),
+        Some(e) => {
+            let at = format!("{prefix}{}", e.instance_path);
+            let at = if at.is_empty() { "/".to_string() } else { at };
+            Err(EnvelopeError::Schema(format!("{at}: {e}")))
+        }
+    }
+}

@@ -1,0 +1,95 @@
+use std::path::Path;
+
+use super::*;
+
+fn schemas() -> Schemas {
+    Schemas::load(Path::new("protocol/schemas")).expect("the shipped schemas load")
+}
+
+const ID: &str = "6f1c2a8e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+
+fn chat_payload() -> Value {
+    serde_json::json!({
+        "id": "m1", "request_id": "r1", "sender_id": "u1", "content": "hello",
+        "sequence_number": 1, "is_screenshot": false, "created_at": "2026-01-16T10:00:00Z",
+        "extra_field": {"kept": true}
+    })
+}
+
+#[test]
+fn flat_and_data_encodings_decode_to_the_same_envelope() {
+    let s = schemas();
+    let payload = chat_payload().to_string();
+    let flat: Vec<(&str, &[u8])> = vec![
+        ("event_id", ID.as_bytes()),
+        ("event_type", b"chat_message"),
+        ("timestamp", b"2026-01-16T10:00:00Z"),
+        ("room_id", b"room-1"),
+        ("payload", payload.as_bytes()),
+    ];
+    let a = Envelope::from_stream_fields(flat, &s).expect("flat decodes");
+    let whole = a.to_json().to_string();
+    let b = Envelope::from_stream_fields([("data", whole.as_bytes())], &s).expect("data decodes");
+    assert_eq!(a, b);
+    assert_eq!(
+        a.payload["extra_field"]["kept"], true,
+        "unknown fields pass through"
+    );
+}
+
+#[test]
+fn schema_errors_name_the_field() {
+    let s = schemas();
+    let mut v = serde_json::json!({
+        "event_id": ID, "event_type": "chat_message", "timestamp": "2026-01-16T10:00:00Z",
+        "room_id": "", "payload": chat_payload()
+    });
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("/room_id:"), "{err}");
+    v["room_id"] = "r".into();
+    v["payload"]
+        .as_object_mut()
+        .expect("object")
+        .remove("content");
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"content\" is a required property"), "{err}");
+    v["event_id"] = "not-a-uuid".into();
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("/event_id:"), "{err}");
+}
+
+#[test]
+fn garbage_is_refused_with_a_reason() {
+    let s = schemas();
+    assert!(matches!(
+        Envelope::from_json(b"{nope", &s),
+        Err(EnvelopeError::NotJson(_))
+    ));
+    let fields: Vec<(&str, &[u8])> = vec![("foo", b"bar")];
+    assert_eq!(
+        Envelope::from_stream_fields(fields, &s),
+        Err(EnvelopeError::UnknownEncoding)
+    );
+    let fields: Vec<(&str, &[u8])> = vec![("event_type", b"x"), ("payload", b"{bad")];
+    assert!(matches!(
+        Envelope::from_stream_fields(fields, &s),
+        Err(EnvelopeError::NotJson(_))
+    ));
+}
+
+#[test]
+fn a_type_without_a_schema_only_needs_an_object_payload() {
+    let s = schemas();
+    let v = serde_json::json!({
+        "event_id": ID, "event_type": "response_posted", "timestamp": "2026-01-16T10:00:00Z",
+        "room_id": "d1", "payload": {"anything": 1}, "metadata": null
+    });
+    let e = Envelope::from_json(v.to_string().as_bytes(), &s).expect("valid");
+    assert_eq!(e.metadata, None);
+}

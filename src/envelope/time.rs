@@ -1,0 +1,37 @@
+//! ISO 8601 timestamps as publishers write them.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// Parses RFC 3339 (`Z` or an offset, with or without a colon) and the naive
+/// form Python's `datetime.utcnow().isoformat()` writes, read as UTC.
+pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.replacen(' ', "T", 1);
+    if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f%z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_forms_publishers_write() {
+        let want = parse_timestamp("2026-01-16T10:00:00Z").expect("utc");
+        for form in [
+            "2026-01-16T10:00:00+00:00",
+            "2026-01-16T10:00:00.000000",
+            "2026-01-16 10:00:00",
+            "2026-01-16T12:00:00+0200",
+        ] {
+            assert_eq!(parse_timestamp(form), Some(want), "{form}");
+        }
+        assert_eq!(parse_timestamp("2026-13-40T10:00:00Z"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! `deliver`: one encoded frame, shared by reference, pushed into every
+//! target outbox without waiting on any of them.
+
+use super::registry::Registry;
+use super::Payload;
+use crate::transport::outbox::{OutFrame, PushError};
+
+/// How many protocol encodings a frame can carry.
+pub const MAX_SLOTS: usize = 2;
+
+/// Who receives a frame, within one hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Every connection of the hub.
+    All {
+        /// The hub.
+        hub: usize,
+    },
+    /// The connections in a group.
+    Group {
+        /// The hub.
+        hub: usize,
+        /// The group name.
+        group: &'a str,
+    },
+    /// The connections of one user.
+    User {
+        /// The hub.
+        hub: usize,
+        /// The user id.
+        user: &'a str,
+    },
+}
+
+/// One event, encoded once per protocol in use.
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    /// Encodings indexed by protocol slot; `None` where nobody needs it.
+    pub by_slot: [Option<Payload>; MAX_SLOTS],
+    /// Whether a full outbox may drop it (coalescable events).
+    pub droppable: bool,
+}
+
+/// What one delivery did, counted once per event rather than per recipient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Outboxes the frame went into.
+    pub queued: usize,
+    /// Droppable frames not queued, plus queued ones evicted, because an outbox was full.
+    pub dropped: usize,
+    /// Connections closed as slow consumers by this delivery.
+    pub overflowed: usize,
+}
+
+impl Registry {
+    /// Pushes `frame` into every outbox `target` names. Never waits: a full
+    /// outbox drops droppable frames, and otherwise kicks its connection.
+    pub fn deliver(&self, target: Target<'_>, frame: &Frame) -> Delivery {
+        let (hub, group, user) = match target {
+            Target::All { hub } => (hub, None, None),
+            Target::Group { hub, group } => (hub, Some(group), None),
+            Target::User { hub, user } => (hub, None, Some(user)),
+        };
+        let mut report = Delivery::default();
+        let inner = self.read();
+        let Some(members) = inner.members(hub, group, user) else {
+            return report;
+        };
+        for entry in members.values() {
+            let Some(payload) = &frame.by_slot[entry.slot] else {
+                continue;
+            };
+            match entry.outbox.try_push(OutFrame {
+                payload: payload.clone(),
+                droppable: frame.droppable,
+            }) {
+                Ok(evicted) => {
+                    report.queued += 1;
+                    report.dropped += evicted;
+                }
+                Err(PushError::Dropped) => report.dropped += 1,
+                Err(PushError::Overflow) => report.overflowed += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fanout::{ConnEntry, Outbox};
+    use crate::transport::outbox::Limits;
+
+    fn conn(reg: &Registry, id: u64, user: Option<&str>) -> Arc<ConnEntry> {
+        let entry = Arc::new(ConnEntry {
+            id,
+            hub: 0,
+            user: user.map(Into::into),
+            slot: 0,
+            transport: "websockets",
+            outbox: Arc::new(Outbox::new(Limits {
+                max_frames: 2,
+                max_bytes: 1 << 20,
+            })),
+            last_seen_ms: AtomicU64::new(0),
+        });
+        reg.add(entry.clone());
+        entry
+    }
+
+    fn frame(droppable: bool) -> Frame {
+        Frame {
+            by_slot: [Some(Payload::text("x".into())), None],
+            droppable,
+        }
+    }
+
+    #[test]
+    fn groups_users_and_all() {
+        let reg = Registry::new(1, 10);
+        let a = conn(&reg, 1, Some("u1"));
+        let b = conn(&reg, 2, Some("u2"));
+        reg.join(1, "room").expect("joins");
+        assert_eq!(
+            reg.deliver(
+                Target::Group {
+                    hub: 0,
+                    group: "room"
+                },
+                &frame(false)
+            )
+            .queued,
+            1
+        );
+        assert_eq!(
+            reg.deliver(Target::User { hub: 0, user: "u2" }, &frame(false))
+                .queued,
+            1
+        );
+        assert_eq!(
+            reg.deliver(
+                Target::Group {
+                    hub: 0,
+                    group: "other"
+                },
+                &frame(false)
+            )
+            .queued,
+            0
+        );
+        assert_eq!((a.outbox.len(), b.outbox.len()), (1, 1));
+        assert!(reg.leave(1, "room"));
+        assert_eq!(
+            reg.deliver(
+                Target::Group {
+                    hub: 0,
+                    group: "room"
+                },
+                &frame(false)
+            )
+            .queued,
+            0
+        );
+        assert_eq!(reg.deliver(Target::All { hub: 0 }, &frame(false)).queued, 2);
+    }
+
+    #[test]
+    fn a_slow_connection_is_kicked_and_the_others_still_receive() {
+        let reg = Registry::new(1, 10);
+        let slow = conn(&reg, 1, None);
+        let fast = conn(&reg, 2, None);
+        reg.join(1, "r").expect("joins");
+        reg.join(2, "r").expect("joins");
+        for _ in 0..2 {
+            reg.deliver(Target::Group { hub: 0, group: "r" }, &frame(false));
+            fast.outbox.take(10);
+        }
+        let d = reg.deliver(Target::Group { hub: 0, group: "r" }, &frame(false));
+        assert_eq!((d.queued, d.overflowed), (1, 1));
+        assert!(slow.outbox.is_closed());
+        assert!(!fast.outbox.is_closed());
+    }
+
+    #[test]
+    fn removal_cleans_every_index() {
+        let reg = Registry::new(1, 1);
+        conn(&reg, 1, Some("u"));
+        reg.join(1, "a").expect("joins");
+        assert_eq!(
+            reg.join(1, "b"),
+            Err(super::super::JoinError::TooManyGroups(1))
+        );
+        assert_eq!(reg.remove(1), vec![Box::<str>::from("a")]);
+        assert!(reg.is_empty());
+        assert_eq!(
+            reg.deliver(Target::User { hub: 0, user: "u" }, &frame(false))
+                .queued,
+            0
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Which outboxes receive a frame. Fan-out knows connections, groups and
+//! users; it does not know where an event came from or how it was encoded.
+
+mod broadcast;
+mod registry;
+
+pub use crate::transport::outbox::{Kick, Outbox, Payload};
+pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
+pub use registry::{ConnEntry, ConnId, JoinError, Registry};

@@ -1,0 +1,237 @@
+//! Connections, and the two-way maps group <-> connections and
+//! user <-> connections, per hub.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{Outbox, MAX_SLOTS};
+
+/// A process-unique connection number (cheaper than the SignalR id string).
+pub type ConnId = u64;
+
+/// What fan-out knows about one connection.
+#[derive(Debug)]
+pub struct ConnEntry {
+    /// Its number.
+    pub id: ConnId,
+    /// The hub it connected to.
+    pub hub: usize,
+    /// The authenticated user, if any.
+    pub user: Option<Arc<str>>,
+    /// Index of its protocol's encoding in a [`super::Frame`].
+    pub slot: usize,
+    /// Its transport's name, for metrics.
+    pub transport: &'static str,
+    /// Its outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// Milliseconds (on the keep-alive clock) when the client was last heard.
+    pub last_seen_ms: AtomicU64,
+}
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    /// The connection is gone.
+    #[error("the connection is closed")]
+    Closed,
+    /// The connection is in too many groups already.
+    #[error("a connection may join at most {0} groups")]
+    TooManyGroups(usize),
+}
+
+type Members = HashMap<ConnId, Arc<ConnEntry>>;
+
+#[derive(Default)]
+struct HubIndex {
+    all: Members,
+    groups: HashMap<Box<str>, Members>,
+    users: HashMap<Arc<str>, Members>,
+}
+
+struct Conn {
+    entry: Arc<ConnEntry>,
+    groups: Vec<Box<str>>,
+}
+
+pub(super) struct Inner {
+    conns: HashMap<ConnId, Conn>,
+    hubs: Vec<HubIndex>,
+}
+
+/// Every open connection of this instance.
+pub struct Registry {
+    inner: RwLock<Inner>,
+    slots_in_use: [AtomicUsize; MAX_SLOTS],
+    max_groups: usize,
+}
+
+impl Registry {
+    /// An empty registry for `hubs` hubs; a connection may join `max_groups` groups.
+    pub fn new(hubs: usize, max_groups: usize) -> Registry {
+        Registry {
+            inner: RwLock::new(Inner {
+                conns: HashMap::new(),
+                hubs: (0..hubs).map(|_| HubIndex::default()).collect(),
+            }),
+            slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
+            max_groups,
+        }
+    }
+
+    /// Adds an open connection (after its handshake).
+    pub fn add(&self, entry: Arc<ConnEntry>) {
+        self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.write();
+        let hub = &mut inner.hubs[entry.hub];
+        hub.all.insert(entry.id, entry.clone());
+        if let Some(user) = &entry.user {
+            hub.users
+                .entry(user.clone())
+                .or_default()
+                .insert(entry.id, entry.clone());
+        }
+        inner.conns.insert(
+            entry.id,
+            Conn {
+                entry,
+                groups: Vec::new(),
+            },
+        );
+    }
+
+    /// Removes a connection from everything; returns the groups it was in.
+    pub fn remove(&self, id: ConnId) -> Vec<Box<str>> {
+        let mut inner = self.write();
+        let Some(conn) = inner.conns.remove(&id) else {
+            return Vec::new();
+        };
+        self.slots_in_use[conn.entry.slot].fetch_sub(1, Ordering::Relaxed);
+        let hub = &mut inner.hubs[conn.entry.hub];
+        hub.all.remove(&id);
+        if let Some(user) = &conn.entry.user {
+            remove_member(&mut hub.users, user, id);
+        }
+        for g in &conn.groups {
+            remove_member(&mut hub.groups, g, id);
+        }
+        conn.groups
+    }
+
+    /// Adds a connection to a group of its hub. `Ok(false)` if it was in it already.
+    pub fn join(&self, id: ConnId, group: &str) -> Result<bool, JoinError> {
+        let mut inner = self.write();
+        let Inner { conns, hubs } = &mut *inner;
+        let conn = conns.get_mut(&id).ok_or(JoinError::Closed)?;
+        if conn.groups.iter().any(|g| &**g == group) {
+            return Ok(false);
+        }
+        if conn.groups.len() >= self.max_groups {
+            return Err(JoinError::TooManyGroups(self.max_groups));
+        }
+        conn.groups.push(group.into());
+        let entry = conn.entry.clone();
+        hubs[entry.hub]
+            .groups
+            .entry(group.into())
+            .or_default()
+            .insert(id, entry);
+        Ok(true)
+    }
+
+    /// Removes a connection from a group. False if it was not in it.
+    pub fn leave(&self, id: ConnId, group: &str) -> bool {
+        let mut inner = self.write();
+        let Inner { conns, hubs } = &mut *inner;
+        let Some(conn) = conns.get_mut(&id) else {
+            return false;
+        };
+        let Some(pos) = conn.groups.iter().position(|g| &**g == group) else {
+            return false;
+        };
+        conn.groups.swap_remove(pos);
+        let hub = conn.entry.hub;
+        remove_member(&mut hubs[hub].groups, group, id);
+        true
+    }
+
+    /// Whether any connection uses this protocol slot (so events need not be
+    /// encoded for protocols nobody speaks).
+    pub fn slot_in_use(&self, slot: usize) -> bool {
+        self.slots_in_use[slot].load(Ordering::Relaxed) > 0
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.read().conns.len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every connection, for the keep-alive tick and the drain.
+    pub fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
+        self.read()
+            .conns
+            .values()
+            .map(|c| c.entry.clone())
+            .collect()
+    }
+
+    /// Calls `f` for every connection under the read lock; `f` must not block.
+    pub fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {
+        for c in self.read().conns.values() {
+            f(&c.entry);
+        }
+    }
+
+    /// Connections per (hub, transport), for the `sidecar_connections` gauge.
+    pub fn count_by_hub_transport(&self) -> HashMap<(usize, &'static str), usize> {
+        let mut out = HashMap::new();
+        for c in self.read().conns.values() {
+            *out.entry((c.entry.hub, c.entry.transport)).or_default() += 1;
+        }
+        out
+    }
+
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // Every mutation leaves the maps consistent, so a poisoned lock is usable.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    /// The members a target names, if any.
+    pub(super) fn members(
+        &self,
+        hub: usize,
+        group: Option<&str>,
+        user: Option<&str>,
+    ) -> Option<&Members> {
+        let h = self.hubs.get(hub)?;
+        match (group, user) {
+            (Some(g), _) => h.groups.get(g),
+            (None, Some(u)) => h.users.get(u),
+            (None, None) => Some(&h.all),
+        }
+    }
+}
+
+fn remove_member<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Members>,
+    key: &str,
+    id: ConnId,
+) {
+    if let Some(members) = map.get_mut(key) {
+        members.remove(&id);
+        if members.is_empty() {
+            map.remove(key);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The admin port: `/metrics`, `/healthz`, `/readyz` and
+//! `POST /internal/events` (the HTTP bridge of CONTRACT section 9).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::error::{text, Body, HttpError};
+use super::Readiness;
+use crate::envelope::Schemas;
+use crate::ingest::{self, Publisher};
+use crate::telemetry::Metrics;
+
+/// Largest POSTed event.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// Metric families to render.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
+    /// Schemas for POSTed envelopes.
+    pub schemas: Arc<Schemas>,
+    /// The bus POSTed events go to.
+    pub publisher: Publisher,
+}
+
+/// Handles one admin request.
+pub async fn handle(
+    state: Arc<AdminState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(route(&state, req)
+        .await
+        .unwrap_or_else(HttpError::into_response))
+}
+
+async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    let ok = |status: StatusCode, body: String, content_type: &'static str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(text(body))
+            .expect("static headers are valid")
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => Ok(ok(StatusCode::OK, "ok\n".into(), "text/plain")),
+        (&Method::GET, "/readyz") => Ok(match state.readiness.check() {
+            Ok(()) => ok(StatusCode::OK, "ready\n".into(), "text/plain"),
+            Err(why) => ok(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+                "text/plain",
+            ),
+        }),
+        (&Method::GET, "/metrics") => Ok(ok(
+            StatusCode::OK,
+            state.metrics.render(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )),
+        (&Method::POST, "/internal/events") => {
+            let body = Limited::new(req.into_body(), MAX_EVENT_BYTES)
+                .collect()
+                .await
+                .map_err(|_| HttpError::TooLarge)?
+                .to_bytes();
+            ingest::http::accept(&body, &state.schemas, &state.publisher).await?;
+            Ok(ok(StatusCode::ACCEPTED, "accepted\n".into(), "text/plain"))
+        }
+        (_, "/healthz" | "/readyz" | "/metrics") => Err(HttpError::MethodNotAllowed("GET")),
+        (_, "/internal/events") => Err(HttpError::MethodNotAllowed("POST")),
+        _ => Err(HttpError::NotFound),
+    }
+}

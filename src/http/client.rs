@@ -1,0 +1,159 @@
+//! The client port: `POST {hub}/negotiate` and the hub paths themselves,
+//! dispatched to the transport the request asks for. Nothing here can
+//! publish events or read metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::task::TaskTracker;
+
+use super::error::{text, Body, HttpError};
+use super::query::param;
+use crate::config::HubDef;
+use crate::hub::{self, Hubs, Identity};
+use crate::transport;
+
+/// What the client port's handlers share.
+pub struct ClientState {
+    /// Hubs and their sessions.
+    pub hubs: Arc<Hubs>,
+    /// Owner of the connection tasks that outlive their HTTP request.
+    pub tasks: TaskTracker,
+}
+
+/// CORS policy for browser clients on another origin.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any (echoing it, since SignalR sends credentials).
+    pub origins: Vec<String>,
+}
+
+impl Cors {
+    /// The tower-http layer for this policy.
+    pub fn layer(&self) -> tower_http::cors::CorsLayer {
+        use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+        let origin = if self.origins.iter().any(|o| o == "*") {
+            AllowOrigin::mirror_request()
+        } else {
+            AllowOrigin::list(
+                self.origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_credentials(true)
+            .allow_headers(AllowHeaders::mirror_request())
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+    }
+}
+
+/// Handles one client-port request.
+pub async fn handle(
+    state: Arc<ClientState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(route(&state, req).unwrap_or_else(HttpError::into_response))
+}
+
+fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    let path = req.uri().path();
+    if let Some(hub) = path
+        .strip_suffix("/negotiate")
+        .and_then(|p| state.hubs.routes.hub_by_path(p))
+    {
+        if req.method() != Method::POST {
+            return Err(HttpError::MethodNotAllowed("POST"));
+        }
+        let version = param(req.uri().query(), "negotiateVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = state.hubs.negotiate(hub.id, version).to_json();
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(text(body))
+            .expect("static headers are valid"));
+    }
+    let hub = state
+        .hubs
+        .routes
+        .hub_by_path(path)
+        .ok_or(HttpError::NotFound)?
+        .clone();
+    let token = param(req.uri().query(), "id");
+    match *req.method() {
+        Method::GET if is_websocket(&req) => websocket(state, &hub, token, req),
+        Method::GET | Method::POST | Method::DELETE => {
+            // Only WebSockets is offered: any other request must name a
+            // token, which is unknown to the polling and SSE transports.
+            let token =
+                token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
+            Err(HttpError::Token(if state.hubs.tokens_contains(&token) {
+                hub::TokenError::InUse
+            } else {
+                hub::TokenError::Unknown
+            }))
+        }
+        _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
+    }
+}
+
+fn is_websocket(req: &Request<Incoming>) -> bool {
+    let has = |name, want: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+    };
+    has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+}
+
+/// Accepts the upgrade: with `id`, the negotiated connection; without it,
+/// a new one (`skipNegotiation`).
+fn websocket(
+    state: &ClientState,
+    hub: &HubDef,
+    token: Option<String>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
+    let connection_id = match &token {
+        Some(t) => state.hubs.tokens.connect(t, hub.id)?,
+        None => hub::new_connection_id(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (hubs, hub_id) = (state.hubs.clone(), hub.id);
+    state.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                hub::run_websocket(
+                    hubs,
+                    hub_id,
+                    connection_id,
+                    token,
+                    Identity::default(),
+                    upgraded,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                if let Some(t) = token {
+                    hubs.tokens.release(&t);
+                }
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "Upgrade")
+        .header(SEC_WEBSOCKET_ACCEPT, accept)
+        .body(text(""))
+        .expect("static headers are valid"))
+}

@@ -1,0 +1,82 @@
+//! The single mapping from each module's errors to an HTTP status and body.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+
+use crate::hub::TokenError;
+use crate::ingest::http::HttpIngestError;
+use crate::transport::Error as TransportError;
+
+/// A response body.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// Why a request failed, at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No hub or admin route at this path.
+    #[error("Not Found")]
+    NotFound,
+    /// The path exists, the method does not.
+    #[error("Method Not Allowed")]
+    MethodNotAllowed(&'static str),
+    /// A connection token problem.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// A transport request that is not what it claims.
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    /// A POSTed event.
+    #[error("{0}")]
+    Ingest(#[from] HttpIngestError),
+    /// The body is larger than allowed.
+    #[error("Payload Too Large")]
+    TooLarge,
+    /// A request this server does not serve (e.g. a transport not offered).
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl HttpError {
+    /// The status code ASP.NET Core SignalR gives for the same case.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Token(TokenError::Unknown) => StatusCode::NOT_FOUND,
+            HttpError::Token(TokenError::InUse) => StatusCode::CONFLICT,
+            HttpError::Transport(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => {
+                StatusCode::BAD_REQUEST
+            }
+            HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The response: the status and the message as plain text.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let mut builder = Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8");
+        if let HttpError::MethodNotAllowed(allow) = self {
+            builder = builder.header("allow", allow);
+        }
+        builder
+            .body(text(self.to_string()))
+            .expect("static headers are valid")
+    }
+}
+
+/// A text body.
+pub fn text(s: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    Full::new(s.into()).boxed()
+}

@@ -1,0 +1,96 @@
+//! The two HTTP servers, on hyper: the client port (hubs, negotiate,
+//! transports) and the admin port (metrics, probes, the HTTP bridge). This
+//! is the edge where errors become status codes (`error.rs`).
+
+mod admin;
+mod client;
+mod error;
+mod query;
+mod readiness;
+
+pub use admin::{handle as admin_handle, AdminState};
+pub use client::{ClientState, Cors};
+pub use error::{Body, HttpError};
+pub use readiness::{Phase, Readiness};
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accepts connections on `listener` until `stop`, serving each with
+/// `service` on a task owned by `tasks`. On `stop` the listener closes and
+/// idle keep-alive connections finish gracefully.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    name: &'static str,
+) where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(server = name, peer = %peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    tracing::info!(server = name, "listener closed");
+}
+
+/// The client port's service: the hub routes behind the CORS layer.
+pub fn client_service(
+    state: std::sync::Arc<ClientState>,
+    cors: Cors,
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = impl Send>
+       + Clone
+       + Send
+       + 'static {
+    let svc = tower::ServiceBuilder::new()
+        .layer(cors.layer())
+        .service(tower::service_fn(move |req| {
+            client::handle(state.clone(), req)
+        }));
+    hyper_util::service::TowerToHyperService::new(svc)
+}

@@ -1,0 +1,52 @@
+//! Query-string parameters, percent-decoded.
+
+/// The first value of `name` in a query string.
+pub fn param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_decodes() {
+        let q = Some("negotiateVersion=1&id=abc%2Fd&access_token=a+b&bad=%zz&end=%4");
+        assert_eq!(param(q, "negotiateVersion").as_deref(), Some("1"));
+        assert_eq!(param(q, "id").as_deref(), Some("abc/d"));
+        assert_eq!(param(q, "access_token").as_deref(), Some("a b"));
+        assert_eq!(param(q, "bad").as_deref(), Some("%zz"));
+        assert_eq!(param(q, "end").as_deref(), Some("%4"));
+        assert_eq!(param(q, "missing"), None);
+        assert_eq!(param(None, "id"), None);
+    }
+}

@@ -1,0 +1,47 @@
+//! The readiness latch and lifecycle phase that `/readyz` reads.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Binding, ensuring the consumer group.
+    Starting = 0,
+    /// Serving.
+    Running = 1,
+    /// Shutting down: `/readyz` answers 503.
+    Draining = 2,
+}
+
+/// Shared readiness state.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    phase: AtomicU8,
+    redis_up: std::sync::OnceLock<Arc<AtomicBool>>,
+}
+
+impl Readiness {
+    /// Moves to `phase`.
+    pub fn set(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// Makes readiness also depend on Redis answering.
+    pub fn watch_redis(&self, up: Arc<AtomicBool>) {
+        let _ = self.redis_up.set(up);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Err("starting"),
+            2 => Err("draining"),
+            _ => match self.redis_up.get() {
+                Some(up) if !up.load(Ordering::Relaxed) => Err("redis unreachable"),
+                _ => Ok(()),
+            },
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Server methods named in the routing file: what each action does with a
+//! client's invocation.
+
+use serde_json::{Map, Value};
+
+use crate::codec::Invocation;
+use crate::config::{Action, HubDef};
+use crate::envelope::Envelope;
+use crate::fanout::{ConnId, JoinError};
+
+use super::{Error, Hubs, Identity};
+
+/// Longest group name a client may join.
+const MAX_GROUP_LEN: usize = 512;
+
+/// Runs one invocation; the result becomes the Completion.
+pub(super) async fn invoke(
+    hubs: &Hubs,
+    hub: &HubDef,
+    conn: ConnId,
+    connection_id: &str,
+    identity: &Identity,
+    inv: &Invocation,
+) -> Result<Value, Error> {
+    let method = hub
+        .method(&inv.target)
+        .ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
+    if !inv.stream_ids.is_empty() {
+        return Err(Error::StreamingUnsupported);
+    }
+    match method.action {
+        Action::Join => {
+            let group = group_arg(&method.name, &inv.arguments)?;
+            match hubs.registry.join(conn, group) {
+                Ok(_) => Ok(Value::Null),
+                Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),
+                Err(JoinError::Closed) => Err(Error::Denied("the connection is closed".into())),
+            }
+        }
+        Action::Leave => {
+            let group = group_arg(&method.name, &inv.arguments)?;
+            hubs.registry.leave(conn, group);
+            Ok(Value::Null)
+        }
+        Action::Typing => {
+            let (room, typing) = match inv.arguments.as_slice() {
+                [Value::String(room), Value::Bool(typing)] if valid_group(room) => (room, *typing),
+                _ => {
+                    return Err(Error::BadArguments(format!(
+                        "{} expects (roomId: string, isTyping: boolean)",
+                        method.name
+                    )))
+                }
+            };
+            // Without authentication there are no users: the connection id
+            // stands in, so typing still works in the default set-up.
+            let user_id = identity.user_id.as_deref().unwrap_or(connection_id);
+            let username = identity.name.as_deref().unwrap_or(user_id);
+            let mut payload = Map::new();
+            payload.insert("user_id".into(), user_id.into());
+            payload.insert("username".into(), username.into());
+            payload.insert("is_typing".into(), typing.into());
+            let mut metadata = Map::new();
+            metadata.insert(
+                "source_instance".into(),
+                hubs.settings.instance_id.clone().into(),
+            );
+            let (start, stop) = &method.typing_events;
+            let envelope = Envelope {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                event_type: if typing { start.clone() } else { stop.clone() },
+                timestamp: chrono::Utc::now(),
+                room_id: room.clone(),
+                payload,
+                metadata: Some(metadata),
+            };
+            hubs.publisher.publish(envelope).await?;
+            Ok(Value::Null)
+        }
+        Action::GetPresence | Action::SetPresence => Err(Error::Unavailable(method.name.clone())),
+    }
+}
+
+fn valid_group(g: &str) -> bool {
+    !g.is_empty() && g.len() <= MAX_GROUP_LEN
+}
+
+fn group_arg<'a>(method: &str, args: &'a [Value]) -> Result<&'a str, Error> {
+    match args {
+        [Value::String(g)] if valid_group(g) => Ok(g),
+        _ => Err(Error::BadArguments(format!(
+            "{method} expects one argument: a non-empty group name of at most {MAX_GROUP_LEN} characters"
+        ))),
+    }
+}

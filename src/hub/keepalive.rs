@@ -1,0 +1,64 @@
+//! One shared tick for every connection: pings each one every keep-alive
+//! interval and drops those silent past the client timeout. No timer per
+//! connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{HubMessage, Protocol};
+use crate::fanout::Payload;
+use crate::transport::Kick;
+
+use super::Hubs;
+
+/// Runs until `stop`.
+pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
+    let pings: Vec<Option<Payload>> = Protocol::ALL
+        .iter()
+        .map(|p| {
+            let bytes = p.encode(&HubMessage::Ping);
+            if p.is_binary() {
+                Some(Payload::Binary(bytes.into()))
+            } else {
+                Payload::text_from_vec(bytes)
+            }
+        })
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keepalive_ms = hubs.settings.keepalive.as_millis() as u64;
+    let timeout_ms = hubs.settings.client_timeout.as_millis() as u64;
+    let mut last_ping = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = hubs.now_ms();
+        let ping_now = now.saturating_sub(last_ping) >= keepalive_ms;
+        if ping_now {
+            last_ping = now;
+            hubs.tokens.sweep(hubs.settings.negotiate_timeout);
+        }
+        let mut timed_out = 0u64;
+        hubs.registry.for_each(|entry| {
+            if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
+                entry.outbox.kick(Kick::ClientTimeout);
+                timed_out += 1;
+            } else if ping_now {
+                if let Some(Some(ping)) = pings.get(entry.slot) {
+                    let _ = entry.outbox.push_critical(ping.clone());
+                }
+            }
+        });
+        if timed_out > 0 {
+            tracing::debug!(
+                connections = timed_out,
+                "client timeout: connections dropped"
+            );
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! SignalR session semantics on top of any transport: the handshake, hub
+//! messages, server methods from the routing file, keep-alive, and how a
+//! connection is told to go.
+
+mod close;
+mod error;
+mod invocation;
+mod keepalive;
+mod session;
+mod tokens;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use error::Error;
+pub use keepalive::run_keepalive;
+pub use session::{HubSession, Identity};
+pub use tokens::{new_id as new_connection_id, TokenError, Tokens};
+
+use crate::codec::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
+use crate::config::{HubId, RouteTable, ServerConfig};
+use crate::fanout::Registry;
+use crate::ingest::Publisher;
+use crate::telemetry::Metrics;
+use crate::transport::{Limits, WsSettings};
+
+/// Per-connection limits and timings, from the server settings.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Largest client message.
+    pub max_message_bytes: usize,
+    /// Outbound queue limits.
+    pub outbox: Limits,
+    /// WebSocket settings.
+    pub ws: WsSettings,
+    /// Server ping interval.
+    pub keepalive: Duration,
+    /// Silence after which a client is dropped.
+    pub client_timeout: Duration,
+    /// Unused negotiations are forgotten after this.
+    pub negotiate_timeout: Duration,
+    /// This instance, for `metadata.source_instance`.
+    pub instance_id: String,
+}
+
+impl HubSettings {
+    /// Derives the hub settings from the server configuration.
+    pub fn from_config(c: &ServerConfig, instance_id: &str) -> HubSettings {
+        HubSettings {
+            max_message_bytes: c.max_message_bytes,
+            outbox: Limits {
+                max_frames: c.outbox_max_frames,
+                max_bytes: c.outbox_max_bytes,
+            },
+            ws: WsSettings {
+                read_buffer_bytes: c.ws_read_buffer_bytes,
+                max_message_bytes: c.max_message_bytes,
+                handshake_timeout: c.handshake_timeout,
+                write_timeout: c.client_timeout.min(Duration::from_secs(10)),
+            },
+            keepalive: c.keepalive,
+            client_timeout: c.client_timeout,
+            negotiate_timeout: c.negotiate_timeout,
+            instance_id: instance_id.to_string(),
+        }
+    }
+}
+
+/// What every session shares: the routing table, the registry, the bus.
+pub struct Hubs {
+    /// The routing table.
+    pub routes: Arc<RouteTable>,
+    /// Open connections and groups.
+    pub registry: Arc<Registry>,
+    /// The bus, for SendTyping.
+    pub publisher: Publisher,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Limits and timings.
+    pub settings: HubSettings,
+    /// Negotiated connection tokens.
+    pub tokens: Tokens,
+    next_conn: AtomicU64,
+    clock: Instant,
+}
+
+impl Hubs {
+    /// Builds the shared hub state.
+    pub fn new(
+        routes: Arc<RouteTable>,
+        registry: Arc<Registry>,
+        publisher: Publisher,
+        metrics: Arc<Metrics>,
+        settings: HubSettings,
+    ) -> Hubs {
+        Hubs {
+            routes,
+            registry,
+            publisher,
+            metrics,
+            settings,
+            tokens: Tokens::default(),
+            next_conn: AtomicU64::new(1),
+            clock: Instant::now(),
+        }
+    }
+
+    /// Answers `POST {hub}/negotiate`: issues an id and a token and lists
+    /// the transports.
+    pub fn negotiate(&self, hub: HubId, requested_version: u32) -> NegotiateResponse {
+        let (id, token) = self.tokens.issue(hub);
+        let transports = vec![AvailableTransport {
+            transport: TransportKind::WebSockets,
+            transfer_formats: vec![TransferFormat::Text, TransferFormat::Binary],
+        }];
+        NegotiateResponse::new(requested_version, id, token, transports)
+    }
+
+    /// Whether a token is known here (connected or not).
+    pub fn tokens_contains(&self, token: &str) -> bool {
+        self.tokens.contains(token)
+    }
+
+    /// Milliseconds since start, the clock of `last_seen_ms`.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Runs one WebSocket connection of `hub` from handshake to cleanup.
+pub async fn run_websocket(
+    hubs: Arc<Hubs>,
+    hub: HubId,
+    connection_id: String,
+    token: Option<String>,
+    identity: Identity,
+    upgraded: hyper::upgrade::Upgraded,
+) {
+    let mut session = HubSession::new(
+        hubs.clone(),
+        hub,
+        connection_id,
+        token,
+        identity,
+        "websockets",
+    );
+    let outbox = session.outbox();
+    let ended =
+        crate::transport::serve_websocket(upgraded, &mut session, &outbox, hubs.settings.ws).await;
+    session.finish(ended).await;
+}
+
+/// Tells every connection to reconnect elsewhere (Close with
+/// `allowReconnect: true`), spread evenly over `window` so clients do not
+/// all come back at once.
+pub async fn drain(hubs: &Hubs, window: Duration) {
+    let all = hubs.registry.snapshot();
+    if all.is_empty() {
+        return;
+    }
+    tracing::info!(
+        connections = all.len(),
+        window_s = window.as_secs_f64(),
+        "closing connections"
+    );
+    let steps = (window.as_millis() / 100).max(1) as usize;
+    let per_step = all.len().div_ceil(steps);
+    for (i, chunk) in all.chunks(per_step).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(window / steps as u32).await;
+        }
+        for entry in chunk {
+            entry.outbox.kick(crate::transport::Kick::ServerShutdown);
+        }
+    }
+}

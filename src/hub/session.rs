@@ -1,0 +1,316 @@
+//! One connection's protocol state machine: handshake, then hub messages,
+//! then close. It does not care which transport carries it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::codec::{
+    CloseMessage, Completion, HandshakeRequest, HandshakeResponse, HubMessage, Protocol,
+    RecordBuffer, RECORD_SEPARATOR,
+};
+use crate::config::HubId;
+use crate::fanout::ConnEntry;
+use crate::transport::{Ended, Flow, Kick, Outbox, Payload, Session};
+
+use super::{close, invocation, Hubs};
+
+/// Who is on the other end, once authentication (if any) has run.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The user id (`sub`), or `None` without authentication.
+    pub user_id: Option<Arc<str>>,
+    /// A display name (`name` claim), if known.
+    pub name: Option<String>,
+}
+
+/// A connection of a hub, from handshake to close.
+pub struct HubSession {
+    hubs: Arc<Hubs>,
+    hub: HubId,
+    conn: u64,
+    transport: &'static str,
+    outbox: Arc<Outbox>,
+    /// Registered in fan-out once the handshake names the protocol.
+    entry: Option<Arc<ConnEntry>>,
+    /// The public SignalR connection id.
+    pub connection_id: String,
+    token: Option<String>,
+    identity: Identity,
+    protocol: Option<Protocol>,
+    handshake: Vec<u8>,
+    records: RecordBuffer,
+}
+
+impl HubSession {
+    /// A new session for `hub`; `token` is released when it ends.
+    pub fn new(
+        hubs: Arc<Hubs>,
+        hub: HubId,
+        connection_id: String,
+        token: Option<String>,
+        identity: Identity,
+        transport: &'static str,
+    ) -> HubSession {
+        let limit = hubs.settings.max_message_bytes;
+        HubSession {
+            conn: hubs.next_conn_id(),
+            outbox: Arc::new(Outbox::new(hubs.settings.outbox)),
+            entry: None,
+            hubs,
+            hub,
+            transport,
+            connection_id,
+            token,
+            identity,
+            protocol: None,
+            handshake: Vec::new(),
+            records: RecordBuffer::new(limit),
+        }
+    }
+
+    /// The connection's outbound queue.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.outbox.clone()
+    }
+
+    /// Removes the connection from every group and table. Call once, when
+    /// the transport has ended.
+    pub async fn finish(self, ended: Ended) {
+        if self.entry.is_some() {
+            self.hubs.registry.remove(self.conn);
+            self.hubs
+                .metrics
+                .connections
+                .get_or_create(&self.labels())
+                .dec();
+        }
+        if let Some(token) = &self.token {
+            self.hubs.tokens.release(token);
+        }
+        let reason = match ended {
+            Ended::ByClient => "client",
+            Ended::BySession => "session",
+            Ended::WriteFailed => "write_failed",
+            Ended::Kicked(Kick::SlowConsumer) => "slow_consumer",
+            Ended::Kicked(Kick::ClientTimeout) => "client_timeout",
+            Ended::Kicked(Kick::ServerShutdown) => "shutdown",
+            Ended::Kicked(Kick::TokenExpired) => "token_expired",
+            Ended::Kicked(Kick::MessageTooLarge) => "message_too_large",
+            Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
+        };
+        self.hubs
+            .metrics
+            .disconnects
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+        tracing::debug!(connection_id = %self.connection_id, reason, "connection closed");
+    }
+
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("hub", self.hubs.routes.hubs[self.hub].name.clone()),
+            ("transport", self.transport.to_string()),
+        ]
+    }
+
+    fn send(&self, bytes: Vec<u8>) {
+        let payload = match self.protocol {
+            Some(p) if p.is_binary() => Payload::Binary(bytes.into()),
+            _ => match Payload::text_from_vec(bytes) {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // A full queue kicks the connection; nothing more to do here.
+        let _ = self.outbox.push_critical(payload);
+    }
+
+    fn send_close(&self, close: CloseMessage) -> Flow {
+        if let Some(p) = self.protocol {
+            self.send(p.encode(&HubMessage::Close(close)));
+        }
+        Flow::Stop
+    }
+
+    /// The handshake: the first record, always JSON text ending in 0x1E.
+    fn receive_handshake(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, Flow> {
+        self.handshake.extend_from_slice(data);
+        let Some(end) = self.handshake.iter().position(|b| *b == RECORD_SEPARATOR) else {
+            if self.handshake.len() > self.hubs.settings.max_message_bytes {
+                return Err(self.refuse_handshake("Handshake too large".into()));
+            }
+            return Ok(None);
+        };
+        let rest = self.handshake.split_off(end + 1);
+        self.handshake.pop();
+        let protocol = match HandshakeRequest::parse(&self.handshake) {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse_handshake(e.to_string())),
+        };
+        self.handshake = Vec::new();
+        self.protocol = Some(protocol);
+        self.send(HandshakeResponse::default().to_record());
+        let entry = Arc::new(ConnEntry {
+            id: self.conn,
+            hub: self.hub,
+            user: self.identity.user_id.clone(),
+            slot: protocol.slot(),
+            transport: self.transport,
+            outbox: self.outbox.clone(),
+            last_seen_ms: self.hubs.now_ms().into(),
+        });
+        self.hubs.registry.add(entry.clone());
+        self.entry = Some(entry);
+        self.hubs
+            .metrics
+            .connections
+            .get_or_create(&self.labels())
+            .inc();
+        tracing::debug!(connection_id = %self.connection_id, protocol = ?protocol, hub = %self.hubs.routes.hubs[self.hub].name, "connection open");
+        Ok(Some(rest))
+    }
+
+    fn refuse_handshake(&self, error: String) -> Flow {
+        tracing::debug!(connection_id = %self.connection_id, error = %error, "handshake refused");
+        if let Some(p) =
+            Payload::text_from_vec(HandshakeResponse { error: Some(error) }.to_record())
+        {
+            let _ = self.outbox.push_critical(p);
+        }
+        Flow::Stop
+    }
+
+    async fn dispatch(&mut self, message: HubMessage) -> Flow {
+        match message {
+            HubMessage::Invocation(inv) => {
+                let hub = &self.hubs.routes.hubs[self.hub];
+                let result = invocation::invoke(
+                    &self.hubs,
+                    hub,
+                    self.conn,
+                    &self.connection_id,
+                    &self.identity,
+                    &inv,
+                )
+                .await;
+                let outcome = match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => {
+                        if e.is_client_fault() {
+                            tracing::debug!(connection_id = %self.connection_id, method = %inv.target, error = %e, "invocation failed");
+                        } else {
+                            tracing::warn!(connection_id = %self.connection_id, method = %inv.target, error = %e, "invocation failed");
+                        }
+                        e.reason().to_string()
+                    }
+                };
+                let method = hub
+                    .method(&inv.target)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                self.hubs
+                    .metrics
+                    .invocations
+                    .get_or_create(&vec![
+                        ("hub", hub.name.clone()),
+                        ("method", method),
+                        ("outcome", outcome),
+                    ])
+                    .inc();
+                if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
+                    let completion = Completion {
+                        invocation_id: id,
+                        outcome: result.map_err(|e| e.to_string()),
+                    };
+                    self.send(p.encode(&HubMessage::Completion(completion)));
+                }
+                Flow::Continue
+            }
+            HubMessage::StreamInvocation(inv) => {
+                if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
+                    let completion = Completion {
+                        invocation_id: id,
+                        outcome: Err(super::Error::StreamingUnsupported.to_string()),
+                    };
+                    self.send(p.encode(&HubMessage::Completion(completion)));
+                }
+                Flow::Continue
+            }
+            HubMessage::Close(_) => Flow::Stop,
+            // Pings only refresh last_seen; the rest have no server-side meaning
+            // here (client results and client streams are not offered).
+            HubMessage::Ping
+            | HubMessage::Completion(_)
+            | HubMessage::StreamItem { .. }
+            | HubMessage::CancelInvocation { .. }
+            | HubMessage::Ack { .. }
+            | HubMessage::Sequence { .. } => Flow::Continue,
+        }
+    }
+}
+
+impl Session for HubSession {
+    async fn receive(&mut self, data: &[u8]) -> Flow {
+        if let Some(entry) = &self.entry {
+            entry
+                .last_seen_ms
+                .store(self.hubs.now_ms(), Ordering::Relaxed);
+        }
+        let owned;
+        let data = match self.protocol {
+            Some(_) => data,
+            None => match self.receive_handshake(data) {
+                Ok(Some(rest)) => {
+                    owned = rest;
+                    &owned[..]
+                }
+                Ok(None) => return Flow::Continue,
+                Err(flow) => return flow,
+            },
+        };
+        let Some(protocol) = self.protocol else {
+            return Flow::Continue;
+        };
+        let mut messages = Vec::new();
+        let framing = self.records.push(data, |record| {
+            messages.push(protocol.decode(record));
+            Ok::<(), crate::codec::Error>(())
+        });
+        for message in messages {
+            match message {
+                Ok(m) => {
+                    if self.dispatch(m).await == Flow::Stop {
+                        return self.send_close(CloseMessage::default());
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(connection_id = %self.connection_id, error = %e, "protocol error");
+                    return self.send_close(close::for_protocol_error(&e));
+                }
+            }
+        }
+        match framing {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.send_close(close::for_protocol_error(&e)),
+        }
+    }
+
+    fn close_frame(&self, why: Kick) -> Option<Payload> {
+        let protocol = self.protocol?;
+        let close = close::for_kick(why, self.hubs.settings.max_message_bytes)?;
+        let bytes = protocol.encode(&HubMessage::Close(close));
+        if protocol.is_binary() {
+            Some(Payload::Binary(bytes.into()))
+        } else {
+            Payload::text_from_vec(bytes)
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.protocol.is_some()
+    }
+
+    fn is_binary(&self) -> bool {
+        self.protocol.is_some_and(Protocol::is_binary)
+    }
+}

@@ -1,0 +1,143 @@
+//! On a timer of its own: claims entries that have stayed pending too long
+//! (a crash between read and ack, or an earlier consumer of this group),
+//! and refreshes the lag and pending gauges from XINFO GROUPS.
+
+use std::sync::Arc;
+
+use redis::streams::StreamAutoClaimReply;
+use redis::{RedisResult, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::redis_streams::{handle_entry, Shared};
+use super::RedisConn;
+
+/// Runs until `stop`.
+pub(super) async fn run(
+    mut conn: RedisConn,
+    shared: Arc<Shared>,
+    streams: Vec<Arc<str>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(
+        shared
+            .config
+            .claim_interval
+            .min(std::time::Duration::from_secs(5)),
+    );
+    let mut since_claim = std::time::Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        since_claim += tick.period();
+        for stream in &streams {
+            if let Err(e) = refresh_stats(&mut conn, &shared, stream).await {
+                tracing::debug!(stream = %stream, error = %e, "XINFO GROUPS failed");
+            }
+        }
+        if since_claim < shared.config.claim_interval {
+            continue;
+        }
+        since_claim = std::time::Duration::ZERO;
+        for stream in &streams {
+            match claim_stream(&mut conn, &shared, stream, &stop).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(stream = %stream, claimed = n, "claimed pending entries again")
+                }
+                Err(e) => tracing::warn!(stream = %stream, error = %e, "XAUTOCLAIM failed"),
+            }
+        }
+    }
+}
+
+async fn claim_stream(
+    conn: &mut RedisConn,
+    shared: &Shared,
+    stream: &Arc<str>,
+    stop: &CancellationToken,
+) -> RedisResult<usize> {
+    let mut start = "0-0".to_string();
+    let mut total = 0;
+    loop {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&**stream)
+            .arg(&shared.group)
+            .arg(&shared.consumer)
+            .arg(shared.config.claim_min_idle.as_millis() as u64)
+            .arg(&start)
+            .arg("COUNT")
+            .arg(shared.config.read_count)
+            .query_async(conn)
+            .await?;
+        total += reply.claimed.len();
+        for entry in reply.claimed {
+            if stop.is_cancelled() || !handle_entry(shared, stream, entry).await {
+                return Ok(total);
+            }
+        }
+        if reply.next_stream_id == "0-0" {
+            return Ok(total);
+        }
+        start = reply.next_stream_id;
+    }
+}
+
+async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> RedisResult<()> {
+    let groups: Vec<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await?;
+    for g in groups {
+        let fields = map_of(g);
+        if fields
+            .iter()
+            .any(|(k, v)| k == "name" && as_text(v).as_deref() == Some(shared.group.as_str()))
+        {
+            let labels = vec![("stream", stream.to_string())];
+            for (k, v) in &fields {
+                let n = match v {
+                    Value::Int(n) => *n,
+                    _ => continue,
+                };
+                match k.as_str() {
+                    "lag" => shared.metrics.stream_lag.get_or_create(&labels).set(n),
+                    "pending" => shared.metrics.stream_pending.get_or_create(&labels).set(n),
+                    _ => 0,
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// XINFO replies are maps in RESP3 and flat key/value arrays in RESP2.
+fn map_of(v: Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .filter_map(|(k, v)| as_text(&k).map(|k| (k, v)))
+            .collect(),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let Some(k) = as_text(&k) {
+                    out.push((k, v));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}

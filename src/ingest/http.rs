@@ -1,0 +1,27 @@
+//! `POST /internal/events`: one envelope as JSON, checked, then published.
+
+use crate::envelope::{Envelope, EnvelopeError, Schemas};
+
+use super::{PublishError, Publisher};
+
+/// Why a POSTed event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpIngestError {
+    /// Not JSON, or not a valid envelope: the publisher's fault (400).
+    #[error("{0}")]
+    Invalid(#[from] EnvelopeError),
+    /// Publishing failed.
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+}
+
+/// Decodes, validates and publishes one POSTed envelope.
+pub async fn accept(
+    body: &[u8],
+    schemas: &Schemas,
+    publisher: &Publisher,
+) -> Result<(), HttpIngestError> {
+    let envelope = Envelope::from_json(body, schemas)?;
+    publisher.publish(envelope).await?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Where envelopes come from. Ingest sources decode and schema-check
+//! events, hand them to the pipeline, and acknowledge (or dead-letter) when
+//! the pipeline's [`Ack`](crate::pipeline::Ack) says so.
+//!
+//! - `redis_streams`: the per-instance consumer group reader (CONTRACT 5);
+//! - `acker`: batched XACK and dead-letter writes for that reader;
+//! - `claim`: re-claims entries left pending, and refreshes lag metrics;
+//! - `http`: `POST /internal/events`, through the [`Publisher`];
+//! - `publisher`: XADD to the event's stream, or the in-process bus when no
+//!   Redis is configured (the bus is the pipeline's own queue).
+
+mod acker;
+mod claim;
+pub mod http;
+mod publisher;
+mod redis_conn;
+mod redis_streams;
+
+pub use publisher::{PublishError, Publisher};
+pub use redis_conn::{connect, RedisConn};
+pub use redis_streams::{RedisIngest, RedisIngestHandles};

@@ -1,0 +1,96 @@
+//! `Publisher`: puts an envelope on the bus. With Redis, XADD to the
+//! event's stream so every instance delivers it; without, straight into the
+//! local pipeline (the in-process bus). Used by `POST /internal/events` and
+//! by the hub's SendTyping.
+
+use std::sync::Arc;
+
+use crate::config::RouteTable;
+use crate::envelope::Envelope;
+use crate::pipeline::{Ack, Input, InputSender};
+
+use super::RedisConn;
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No route names this event type, so no stream either.
+    #[error("no route for event_type '{0}'")]
+    NoRoute(String),
+    /// Redis refused or did not answer.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The sidecar is shutting down.
+    #[error("the sidecar is shutting down")]
+    Closed,
+}
+
+impl PublishError {
+    /// True when the publisher, not the sidecar or Redis, is at fault.
+    pub fn is_publisher_fault(&self) -> bool {
+        matches!(self, PublishError::NoRoute(_))
+    }
+}
+
+/// A cheap, clonable handle to the bus.
+#[derive(Clone)]
+pub struct Publisher {
+    routes: Arc<RouteTable>,
+    bus: Bus,
+}
+
+#[derive(Clone)]
+enum Bus {
+    Memory(InputSender),
+    Redis { conn: RedisConn, maxlen: usize },
+}
+
+impl Publisher {
+    /// Publishes into the local pipeline.
+    pub fn memory(routes: Arc<RouteTable>, input: InputSender) -> Publisher {
+        Publisher {
+            routes,
+            bus: Bus::Memory(input),
+        }
+    }
+
+    /// Publishes with XADD, trimming each stream to about `maxlen` entries.
+    pub fn redis(routes: Arc<RouteTable>, conn: RedisConn, maxlen: usize) -> Publisher {
+        Publisher {
+            routes,
+            bus: Bus::Redis { conn, maxlen },
+        }
+    }
+
+    /// Puts `envelope` on the bus. In memory mode this waits for room in the
+    /// pipeline queue, which is the in-process form of back-pressure.
+    pub async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
+        let route = self
+            .routes
+            .route(&envelope.event_type)
+            .ok_or_else(|| PublishError::NoRoute(envelope.event_type.clone()))?;
+        match &self.bus {
+            Bus::Memory(tx) => {
+                let input = Input {
+                    envelope,
+                    ack: Ack::none(),
+                    source: Arc::from(route.stream.as_str()),
+                };
+                tx.send(input).await.map_err(|_| PublishError::Closed)
+            }
+            Bus::Redis { conn, maxlen } => {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&route.stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(*maxlen)
+                    .arg("*");
+                for (k, v) in envelope.to_stream_fields() {
+                    cmd.arg(k).arg(v);
+                }
+                let _: String = cmd.query_async(&mut conn.clone()).await?;
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! One Redis connection type for a single server and for a cluster, so
+//! every caller works the same in both modes (CONTRACT section 11).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use crate::config::RedisConfig;
+
+/// A reconnecting connection to a Redis server or cluster. Clones share
+/// the underlying multiplexed connection.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server (`redis://` or `rediss://`).
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands are routed by key slot, MOVED/ASK followed.
+    Cluster(ClusterConnection),
+}
+
+/// Connects with the given response timeout (`None` for connections that
+/// issue blocking reads).
+pub async fn connect(
+    config: &RedisConfig,
+    response_timeout: Option<Duration>,
+) -> RedisResult<RedisConn> {
+    if config.cluster || config.urls.len() > 1 {
+        let mut builder = ClusterClientBuilder::new(config.urls.clone())
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(t) = response_timeout {
+            builder = builder.response_timeout(t);
+        }
+        let client = builder.build()?;
+        Ok(RedisConn::Cluster(client.get_async_connection().await?))
+    } else {
+        let client = redis::Client::open(config.urls[0].as_str())?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(response_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        Ok(RedisConn::Single(
+            ConnectionManager::new_with_config(client, cfg).await?,
+        ))
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The `signalr-sidecar` binary: load settings (exit 64 when they are
+//! invalid), start logging, run the app until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use signalr_sidecar::app;
+use signalr_sidecar::config::Config;
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("signalr-sidecar: invalid settings:");
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = signalr_sidecar::telemetry::init(&config.telemetry) {
+        eprintln!("signalr-sidecar: {e}");
+        return ExitCode::from(64);
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("signalr-sidecar: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "signalr-sidecar stopped");
+            eprintln!("signalr-sidecar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the sidecar");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Every Prometheus family, registered once with its help text, unit and
+//! buckets (CONTRACT section 8). Hot paths hold resolved handles and add
+//! once per event, never once per recipient.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label pairs; a small Vec keeps the label sets typed without a derive.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Latency buckets: fine enough to tell 1 ms from 5 ms, wide enough for 5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The metric families of the sidecar.
+pub struct Metrics {
+    registry: Registry,
+    /// Open connections by hub and transport.
+    pub connections: Family<Labels, Gauge>,
+    /// Entries read from a stream (or POSTed in-process), by stream and event_type.
+    pub events_consumed: Family<Labels, Counter>,
+    /// Frames queued to connections.
+    pub events_delivered: Counter,
+    /// Event `timestamp` to frames queued for the sockets, per event.
+    pub event_delivery_seconds: Histogram,
+    /// Time of one event's fan-out.
+    pub broadcast_seconds: Histogram,
+    /// Events merged by coalescing.
+    pub events_coalesced: Counter,
+    /// Events or frames dropped, by reason.
+    pub events_dropped: Family<Labels, Counter>,
+    /// Entries in each stream not yet delivered to this instance's group.
+    pub stream_lag: Family<Labels, Gauge>,
+    /// Entries delivered to this instance's group but not acknowledged.
+    pub stream_pending: Family<Labels, Gauge>,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumer_disconnects: Counter,
+    /// 1 while Redis answers, 0 when it does not (absent without Redis).
+    pub redis_up: Gauge,
+    /// Invalid entries copied to a dead-letter stream, by stream.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Client invocations by hub, method and outcome.
+    pub invocations: Family<Labels, Counter>,
+    /// Time an ingest source waited for room in the pipeline queue.
+    pub ingest_wait_seconds: Histogram,
+    /// Connections closed, by reason.
+    pub disconnects: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            connections: Family::default(),
+            events_consumed: Family::default(),
+            events_delivered: Counter::default(),
+            event_delivery_seconds: latency_histogram(),
+            broadcast_seconds: latency_histogram(),
+            events_coalesced: Counter::default(),
+            events_dropped: Family::default(),
+            stream_lag: Family::default(),
+            stream_pending: Family::default(),
+            slow_consumer_disconnects: Counter::default(),
+            redis_up: Gauge::default(),
+            dead_letters: Family::default(),
+            invocations: Family::default(),
+            ingest_wait_seconds: latency_histogram(),
+            disconnects: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "sidecar_connections",
+            "Open client connections by hub and transport",
+            m.connections.clone(),
+        );
+        r.register(
+            "sidecar_events_consumed",
+            "Events read from the bus by stream and event_type",
+            m.events_consumed.clone(),
+        );
+        r.register(
+            "sidecar_events_delivered",
+            "Frames queued to client connections",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "sidecar_event_delivery_seconds",
+            "Event timestamp to frames queued for the sockets",
+            m.event_delivery_seconds.clone(),
+        );
+        r.register(
+            "sidecar_broadcast_seconds",
+            "Time to fan one event out to its connections",
+            m.broadcast_seconds.clone(),
+        );
+        r.register(
+            "sidecar_events_coalesced",
+            "Events merged into a later one by coalescing",
+            m.events_coalesced.clone(),
+        );
+        r.register(
+            "sidecar_events_dropped",
+            "Events or frames dropped, by reason",
+            m.events_dropped.clone(),
+        );
+        r.register(
+            "sidecar_stream_lag",
+            "Entries of a stream not yet read by this instance's group",
+            m.stream_lag.clone(),
+        );
+        r.register(
+            "sidecar_stream_pending",
+            "Entries read by this instance's group and not acknowledged",
+            m.stream_pending.clone(),
+        );
+        r.register(
+            "sidecar_slow_consumer_disconnects",
+            "Connections closed because their outbound queue overflowed",
+            m.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "sidecar_redis_up",
+            "1 while Redis answers, 0 while it does not",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "sidecar_dead_letters",
+            "Invalid entries copied to a dead-letter stream",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "sidecar_invocations",
+            "Client invocations by hub, method and outcome",
+            m.invocations.clone(),
+        );
+        r.register(
+            "sidecar_ingest_wait_seconds",
+            "Time an ingest source waited for room in the pipeline queue",
+            m.ingest_wait_seconds.clone(),
+        );
+        r.register(
+            "sidecar_disconnects",
+            "Client connections closed, by reason",
+            m.disconnects.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a dropped event or frame.
+    pub fn dropped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.events_dropped
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(n);
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,52 @@
+//! Bytes between a socket and a connection. Transports know frames, never
+//! events: they drain an [`Outbox`] into the socket and hand what the client
+//! sends to a [`Session`] (the hub implements it), whatever carries it.
+
+mod error;
+pub mod outbox;
+mod websocket;
+
+pub use error::Error;
+pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};
+pub use websocket::{accept_key, serve_websocket, WsSettings};
+
+use std::future::Future;
+
+/// What a transport needs from the connection it carries.
+pub trait Session: Send {
+    /// Handles one transport message from the client. `Stop` ends the
+    /// connection once the outbox has been written out.
+    fn receive(&mut self, data: &[u8]) -> impl Future<Output = Flow> + Send;
+
+    /// The message that tells the client why it is being closed, in the
+    /// connection's protocol (a SignalR Close).
+    fn close_frame(&self, why: Kick) -> Option<Payload>;
+
+    /// Whether the handshake has completed.
+    fn is_open(&self) -> bool;
+
+    /// Whether frames must travel as binary (the MessagePack protocol).
+    fn is_binary(&self) -> bool;
+}
+
+/// Whether a connection goes on after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// End after writing what is queued.
+    Stop,
+}
+
+/// How a connection ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it, or the socket went away.
+    ByClient,
+    /// The session ended it (a Close from the hub).
+    BySession,
+    /// Closed from outside.
+    Kicked(Kick),
+    /// A write did not finish in time, or failed.
+    WriteFailed,
+}

@@ -1,0 +1,338 @@
+//! The bounded per-connection outbound queue: the only transport type the
+//! rest of the server touches. Broadcast pushes without ever waiting; the
+//! connection's writer drains it.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Encoded bytes, already in the form the socket sends. Text is kept as
+/// `Utf8Bytes` so each connection's WebSocket frame is built without
+/// checking the UTF-8 again; clones share the buffer.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A text-protocol record (JSON).
+    Text(Utf8Bytes),
+    /// A binary-protocol message (MessagePack).
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Wraps encoded JSON.
+    pub fn text(s: String) -> Payload {
+        Payload::Text(Utf8Bytes::from(s))
+    }
+
+    /// Wraps encoded bytes that must travel as text; `None` if not UTF-8.
+    pub fn text_from_vec(v: Vec<u8>) -> Option<Payload> {
+        String::from_utf8(v).ok().map(Payload::text)
+    }
+
+    /// The bytes as they go on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Text(t) => t.as_ref(),
+            Payload::Binary(b) => b,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// True for a zero-length payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One queued frame.
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    /// What to send.
+    pub payload: Payload,
+    /// A coalescable event (typing, read receipts) that may be dropped first
+    /// when the queue is full.
+    pub droppable: bool,
+}
+
+/// Why a connection is being closed from outside its own session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Its queue overflowed with frames that may not be dropped.
+    SlowConsumer,
+    /// Nothing was heard from the client within the timeout.
+    ClientTimeout,
+    /// The server is draining.
+    ServerShutdown,
+    /// Its access token expired.
+    TokenExpired,
+    /// The client sent a message larger than the limit.
+    MessageTooLarge,
+    /// The client did not complete the handshake in time.
+    HandshakeTimeout,
+}
+
+/// Why a push did not enqueue the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// A droppable frame met a full queue and was dropped.
+    Dropped,
+    /// A frame that may not be dropped met a full queue: the outbox is now
+    /// kicked with [`Kick::SlowConsumer`].
+    Overflow,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+/// Limits of one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most frames queued.
+    pub max_frames: usize,
+    /// Most bytes queued.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<OutFrame>,
+    bytes: usize,
+    /// Set once; the writer finishes after what is queued.
+    ending: bool,
+    kicked: Option<Kick>,
+}
+
+/// What the writer takes out in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Frames to write, in order.
+    pub frames: Vec<Payload>,
+    /// Set when the connection must end after these frames.
+    pub end: Option<End>,
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The session queued its own Close frame (or needs none).
+    Finished,
+    /// Closed from outside; the session supplies the Close frame.
+    Kicked(Kick),
+}
+
+/// A connection's outbound queue.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    limits: Limits,
+}
+
+impl Outbox {
+    /// An empty outbox with the given limits.
+    pub fn new(limits: Limits) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues a frame without waiting. A full queue first gives up droppable
+    /// frames (the new one if it is droppable, else the oldest queued ones);
+    /// when that is not enough the outbox is kicked as a slow consumer.
+    /// Returns how many queued droppable frames were evicted.
+    pub fn try_push(&self, frame: OutFrame) -> Result<usize, PushError> {
+        let mut s = self.lock();
+        if s.ending || s.kicked.is_some() {
+            return Err(PushError::Closed);
+        }
+        let len = frame.payload.len();
+        let fits = |s: &State| {
+            s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes
+        };
+        let mut evicted = 0;
+        if !fits(&s) {
+            if frame.droppable {
+                return Err(PushError::Dropped);
+            }
+            while !fits(&s) {
+                let Some(pos) = s.queue.iter().position(|f| f.droppable) else {
+                    s.kicked = Some(Kick::SlowConsumer);
+                    s.queue.clear();
+                    s.bytes = 0;
+                    drop(s);
+                    self.notify.notify_one();
+                    return Err(PushError::Overflow);
+                };
+                if let Some(old) = s.queue.remove(pos) {
+                    s.bytes -= old.payload.len();
+                    evicted += 1;
+                }
+            }
+        }
+        s.bytes += len;
+        s.queue.push_back(frame);
+        let first = s.queue.len() == 1;
+        drop(s);
+        if first {
+            self.notify.notify_one();
+        }
+        Ok(evicted)
+    }
+
+    /// Queues a frame that belongs to the session itself (handshake answer,
+    /// completion, ping). Same rules as [`Outbox::try_push`].
+    pub fn push_critical(&self, payload: Payload) -> Result<(), PushError> {
+        self.try_push(OutFrame {
+            payload,
+            droppable: false,
+        })
+        .map(|_| ())
+    }
+
+    /// Marks the connection to end once what is queued has been written.
+    pub fn finish(&self) {
+        self.lock().ending = true;
+        self.notify.notify_one();
+    }
+
+    /// Closes the connection from outside. The first reason wins.
+    pub fn kick(&self, why: Kick) {
+        let mut s = self.lock();
+        if s.kicked.is_none() && !s.ending {
+            s.kicked = Some(why);
+            if why == Kick::SlowConsumer {
+                s.queue.clear();
+                s.bytes = 0;
+            }
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the writer, e.g. to take the rest of a queue longer than one batch.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Whether the connection is closing for any reason.
+    pub fn is_closed(&self) -> bool {
+        let s = self.lock();
+        s.ending || s.kicked.is_some()
+    }
+
+    /// Takes every queued frame (at most `max`), and the end if one is due.
+    pub fn take(&self, max: usize) -> Batch {
+        let mut s = self.lock();
+        let n = s.queue.len().min(max);
+        let mut frames = Vec::with_capacity(n);
+        for f in s.queue.drain(..n) {
+            frames.push(f.payload);
+        }
+        s.bytes = s.queue.iter().map(|f| f.payload.len()).sum();
+        if s.queue.is_empty() && s.queue.capacity() > 64 {
+            s.queue.shrink_to(8);
+        }
+        let end = match (s.kicked, s.ending, s.queue.is_empty()) {
+            (Some(k), _, true) => Some(End::Kicked(k)),
+            (None, true, true) => Some(End::Finished),
+            _ => None,
+        };
+        Batch { frames, end }
+    }
+
+    /// Number of frames waiting.
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves when frames or an end may be waiting. Cancel-safe: a wake-up
+    /// that arrives while nobody waits is kept for the next call.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a consistent queue (every
+        // mutation is a single step), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(s: &str, droppable: bool) -> OutFrame {
+        OutFrame {
+            payload: Payload::text(s.to_string()),
+            droppable,
+        }
+    }
+
+    fn outbox(max_frames: usize) -> Outbox {
+        Outbox::new(Limits {
+            max_frames,
+            max_bytes: 1 << 20,
+        })
+    }
+
+    #[test]
+    fn a_full_queue_drops_droppable_frames_first() {
+        let o = outbox(2);
+        o.try_push(frame("typing", true)).expect("room");
+        o.try_push(frame("chat1", false)).expect("room");
+        assert_eq!(o.try_push(frame("typing2", true)), Err(PushError::Dropped));
+        assert_eq!(
+            o.try_push(frame("chat2", false)),
+            Ok(1),
+            "evicts the queued typing frame"
+        );
+        let batch = o.take(10);
+        let texts: Vec<_> = batch
+            .frames
+            .iter()
+            .map(|p| String::from_utf8_lossy(p.as_bytes()).to_string())
+            .collect();
+        assert_eq!(texts, ["chat1", "chat2"]);
+    }
+
+    #[test]
+    fn overflow_of_critical_frames_kicks_the_connection() {
+        let o = outbox(1);
+        o.try_push(frame("a", false)).expect("room");
+        assert_eq!(o.try_push(frame("b", false)), Err(PushError::Overflow));
+        assert_eq!(o.try_push(frame("c", false)), Err(PushError::Closed));
+        assert_eq!(o.take(10).end, Some(End::Kicked(Kick::SlowConsumer)));
+    }
+
+    #[test]
+    fn finish_ends_after_the_queue() {
+        let o = outbox(4);
+        o.try_push(frame("close", false)).expect("room");
+        o.finish();
+        let b = o.take(10);
+        assert_eq!((b.frames.len(), b.end), (1, Some(End::Finished)));
+    }
+
+    #[test]
+    fn byte_limit_counts() {
+        let o = Outbox::new(Limits {
+            max_frames: 100,
+            max_bytes: 8,
+        });
+        o.try_push(frame("12345", false)).expect("room");
+        assert_eq!(o.try_push(frame("6789", true)), Err(PushError::Dropped));
+    }
+}
