@@ -1,0 +1,42 @@
+//! The integration-test harness: a real `redis-server` on a free port, the
+//! real sidecar binary, and the official SignalR client in Node driven over
+//! stdin/stdout (`tests/client/driver.mjs`).
+
+#![allow(dead_code)]
+
+pub mod driver;
+pub mod http;
+pub mod procs;
+
+pub use driver::Driver;
+pub use procs::{free_port, Redis, Sidecar};
+
+use std::time::Duration;
+
+/// A valid event_id.
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Now, as the envelope's timestamp.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A chat_message payload of seed 004 with sequence number `n`.
+pub fn chat_payload(room: &str, n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "id": uuid(), "request_id": room, "sender_id": "agent-1", "content": format!("message {n}"),
+        "sequence_number": n, "is_screenshot": false, "created_at": now()
+    })
+}
+
+/// A whole envelope as JSON.
+pub fn envelope(event_type: &str, room: &str, payload: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": uuid(), "event_type": event_type, "timestamp": now(), "room_id": room, "payload": payload
+    })
+}
+
+/// Long enough for anything on loopback, short enough to fail fast.
+pub const WAIT: Duration = Duration::from_secs(10);

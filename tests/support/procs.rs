@@ -1,0 +1,156 @@
+//! Processes the tests run: redis-server and the sidecar.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The repository root, where the sidecar finds `protocol/`.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A private redis-server, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    /// Starts redis-server without persistence on a free port.
+    pub async fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (the test script installs it)");
+        let r = Redis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(r.url()).and_then(|c| c.get_connection()).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        r
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A blocking connection for test commands.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).expect("url").get_connection().expect("connect")
+    }
+
+    /// XADD with the given fields.
+    pub fn xadd(&self, stream: &str, fields: &[(&str, String)]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        cmd.query(&mut self.conn()).expect("XADD")
+    }
+
+    /// XADD of an envelope in the flat encoding.
+    pub fn xadd_flat(&self, stream: &str, env: &serde_json::Value) -> String {
+        let mut fields = Vec::new();
+        for key in ["event_id", "event_type", "timestamp", "room_id"] {
+            fields.push((key, env[key].as_str().expect("string field").to_string()));
+        }
+        fields.push(("payload", env["payload"].to_string()));
+        if let Some(m) = env.get("metadata") {
+            fields.push(("metadata", m.to_string()));
+        }
+        self.xadd(stream, &fields)
+    }
+
+    /// XADD of an envelope in the `data` encoding.
+    pub fn xadd_data(&self, stream: &str, env: &serde_json::Value) -> String {
+        self.xadd(stream, &[("data", env.to_string())])
+    }
+}
+
+/// The sidecar binary, killed on drop unless stopped.
+pub struct Sidecar {
+    pub port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+}
+
+impl Sidecar {
+    /// Starts the binary with `env` plus free ports, and waits for `/readyz`.
+    pub async fn start(env: &[(&str, String)]) -> Sidecar {
+        Sidecar::start_on(free_port(), free_port(), env).await
+    }
+
+    /// Starts on given ports (for a restart on the same address).
+    pub async fn start_on(port: u16, admin_port: u16, env: &[(&str, String)]) -> Sidecar {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalr-sidecar"));
+        cmd.current_dir(super::procs::root())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SIDECAR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SIDECAR_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("SIDECAR_LOG", std::env::var("SIDECAR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("SIDECAR_INSTANCE_ID", format!("test-{port}"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the sidecar binary starts");
+        let s = Sidecar { port, admin_port, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = super::http::request(admin_port, "GET", "/readyz", &[], b"").await {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the sidecar did not become ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The base URL of the client port.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A hub's URL.
+    pub fn hub(&self, path: &str) -> String {
+        format!("{}{}", self.url(), path)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status code.
+    pub async fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id()?;
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await.ok()?.ok()?;
+        status.code()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// POSTs one envelope to the admin port; returns (status, body).
+    pub async fn post_event(&self, body: &[u8]) -> (u16, String) {
+        super::http::request(self.admin_port, "POST", "/internal/events", &[("content-type", "application/json")], body)
+            .await
+            .expect("admin port answers")
+    }
+}
