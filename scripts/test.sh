@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test of signalr-sidecar, installing what the tests need on a
+# fresh Debian machine: redis-server and chromium (apt-get), the official
+# SignalR client (npm ci in tests/client), Python packages (./.venv).
+#
+#   bash scripts/test.sh            # everything
+#   SKIP_INSTALL=1 bash scripts/test.sh   # assume the tools are there
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  step "npm ci (tests/client: the official @microsoft/signalr client)"
+  (cd tests/client && npm ci --no-audit --no-fund --loglevel=error)
+  step "python venv (.venv): tests/requirements.txt and publishers/python[test]"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt -e 'publishers/python[test]'
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test (unit, protocol vectors, integration with redis-server and the official client)"
+cargo test --all-targets
+
+step "pytest (publishers/python, deploy)"
+.venv/bin/python -m pytest -q publishers/python/tests deploy/tests
