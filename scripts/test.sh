@@ -36,5 +36,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test (unit, protocol vectors, integration with redis-server and the official client)"
 cargo test --all-targets
 
-step "pytest (publishers/python, deploy)"
-.venv/bin/python -m pytest -q publishers/python/tests deploy/tests
+# Two runs: each suite has its own conftest.py, imported by name.
+step "pytest publishers/python (against redis-server and the sidecar binary)"
+.venv/bin/python -m pytest -q publishers/python/tests
+
+step "pytest deploy (helm chart, Kubernetes manifests, Dockerfile)"
+.venv/bin/python -m pytest -q deploy/tests

@@ -43,7 +43,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         redis.urls.join(",")
                     )
                 })?;
-            Publisher::redis(routes.clone(), conn, redis.stream_maxlen)
+            Publisher::redis(routes.clone(), conn, redis.stream_maxlen, input.clone())
         }
         None => Publisher::memory(routes.clone(), input.clone()),
     };

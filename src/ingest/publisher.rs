@@ -2,6 +2,12 @@
 //! event's stream so every instance delivers it; without, straight into the
 //! local pipeline (the in-process bus). Used by `POST /internal/events` and
 //! by the hub's SendTyping.
+//!
+//! When Redis is configured but does not answer, the event is delivered to
+//! this instance's own clients instead of being refused: the HTTP path is
+//! the publisher's fallback when Redis fails (seed 000), so it must keep
+//! working while Redis is down. If the XADD did land after all, the
+//! idempotency window delivers the event once.
 
 use std::sync::Arc;
 
@@ -17,9 +23,6 @@ pub enum PublishError {
     /// No route names this event type, so no stream either.
     #[error("no route for event_type '{0}'")]
     NoRoute(String),
-    /// Redis refused or did not answer.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
     /// The sidecar is shutting down.
     #[error("the sidecar is shutting down")]
     Closed,
@@ -42,7 +45,11 @@ pub struct Publisher {
 #[derive(Clone)]
 enum Bus {
     Memory(InputSender),
-    Redis { conn: RedisConn, maxlen: usize },
+    Redis {
+        conn: RedisConn,
+        maxlen: usize,
+        local: InputSender,
+    },
 }
 
 impl Publisher {
@@ -54,11 +61,21 @@ impl Publisher {
         }
     }
 
-    /// Publishes with XADD, trimming each stream to about `maxlen` entries.
-    pub fn redis(routes: Arc<RouteTable>, conn: RedisConn, maxlen: usize) -> Publisher {
+    /// Publishes with XADD, trimming each stream to about `maxlen` entries;
+    /// falls back to `local` when Redis fails.
+    pub fn redis(
+        routes: Arc<RouteTable>,
+        conn: RedisConn,
+        maxlen: usize,
+        local: InputSender,
+    ) -> Publisher {
         Publisher {
             routes,
-            bus: Bus::Redis { conn, maxlen },
+            bus: Bus::Redis {
+                conn,
+                maxlen,
+                local,
+            },
         }
     }
 
@@ -69,28 +86,44 @@ impl Publisher {
             .routes
             .route(&envelope.event_type)
             .ok_or_else(|| PublishError::NoRoute(envelope.event_type.clone()))?;
-        match &self.bus {
-            Bus::Memory(tx) => {
-                let input = Input {
-                    envelope,
-                    ack: Ack::none(),
-                    source: Arc::from(route.stream.as_str()),
-                };
-                tx.send(input).await.map_err(|_| PublishError::Closed)
-            }
-            Bus::Redis { conn, maxlen } => {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(&route.stream)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(*maxlen)
-                    .arg("*");
-                for (k, v) in envelope.to_stream_fields() {
-                    cmd.arg(k).arg(v);
-                }
-                let _: String = cmd.query_async(&mut conn.clone()).await?;
-                Ok(())
+        let source: Arc<str> = Arc::from(route.stream.as_str());
+        let (conn, maxlen, local) = match &self.bus {
+            Bus::Memory(tx) => return send_local(tx, envelope, source).await,
+            Bus::Redis {
+                conn,
+                maxlen,
+                local,
+            } => (conn, *maxlen, local),
+        };
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&route.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(maxlen)
+            .arg("*");
+        for (k, v) in envelope.to_stream_fields() {
+            cmd.arg(k).arg(v);
+        }
+        match cmd.query_async::<String>(&mut conn.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %route.stream,
+                    "XADD failed: delivering to this instance's clients only");
+                send_local(local, envelope, source).await
             }
         }
     }
+}
+
+async fn send_local(
+    tx: &InputSender,
+    envelope: Envelope,
+    source: Arc<str>,
+) -> Result<(), PublishError> {
+    let input = Input {
+        envelope,
+        ack: Ack::none(),
+        source,
+    };
+    tx.send(input).await.map_err(|_| PublishError::Closed)
 }

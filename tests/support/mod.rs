@@ -2,11 +2,12 @@
 //! real sidecar binary, and the official SignalR client in Node driven over
 //! stdin/stdout (`tests/client/driver.mjs`).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod driver;
 pub mod http;
 pub mod procs;
+pub mod raw;
 
 pub use driver::Driver;
 pub use procs::{free_port, Redis, Sidecar};
