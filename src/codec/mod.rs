@@ -11,10 +11,11 @@ mod framing;
 mod handshake;
 mod json;
 mod message;
+mod msgpack;
 mod negotiate;
 
 pub use error::Error;
-pub use framing::{RecordBuffer, RECORD_SEPARATOR};
+pub use framing::{Framer, LengthBuffer, RecordBuffer, RECORD_SEPARATOR};
 pub use handshake::{HandshakeRequest, HandshakeResponse};
 pub use message::{CloseMessage, Completion, HubMessage, Invocation};
 pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
@@ -25,16 +26,19 @@ pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, Trans
 pub enum Protocol {
     /// `{"protocol":"json","version":1}`: text frames, records end with 0x1E.
     Json,
+    /// `{"protocol":"messagepack","version":1}`: binary frames, VarInt length prefixes.
+    MessagePack,
 }
 
 impl Protocol {
     /// Every protocol, in slot order (see [`Protocol::slot`]).
-    pub const ALL: [Protocol; 1] = [Protocol::Json];
+    pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 
     /// The protocol a handshake names, if the sidecar speaks it at that version.
     pub fn from_handshake(name: &str, version: u32) -> Option<Protocol> {
         match (name, version) {
             ("json", 1) => Some(Protocol::Json),
+            ("messagepack", 1) => Some(Protocol::MessagePack),
             _ => None,
         }
     }
@@ -43,13 +47,20 @@ impl Protocol {
     pub fn slot(self) -> usize {
         match self {
             Protocol::Json => 0,
+            Protocol::MessagePack => 1,
         }
     }
 
     /// Whether the transport must carry this protocol in binary frames.
     pub fn is_binary(self) -> bool {
+        matches!(self, Protocol::MessagePack)
+    }
+
+    /// The framing that splits this protocol's messages, refusing any longer than `limit`.
+    pub fn framer(self, limit: usize) -> Framer {
         match self {
-            Protocol::Json => false,
+            Protocol::Json => Framer::Records(RecordBuffer::new(limit)),
+            Protocol::MessagePack => Framer::Lengths(LengthBuffer::new(limit)),
         }
     }
 
@@ -57,6 +68,7 @@ impl Protocol {
     pub fn decode(self, record: &[u8]) -> Result<HubMessage, Error> {
         match self {
             Protocol::Json => json::decode(record),
+            Protocol::MessagePack => msgpack::decode(record),
         }
     }
 
@@ -64,6 +76,7 @@ impl Protocol {
     pub fn encode_invocation<A: serde::Serialize>(self, target: &str, arguments: &[A]) -> Vec<u8> {
         match self {
             Protocol::Json => json::encode_invocation(target, arguments),
+            Protocol::MessagePack => msgpack::encode_invocation(target, arguments),
         }
     }
 
@@ -71,6 +84,7 @@ impl Protocol {
     pub fn encode(self, message: &HubMessage) -> Vec<u8> {
         match self {
             Protocol::Json => json::encode(message),
+            Protocol::MessagePack => msgpack::encode(message),
         }
     }
 }

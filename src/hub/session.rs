@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::codec::{
-    CloseMessage, Completion, HandshakeRequest, HandshakeResponse, HubMessage, Protocol,
-    RecordBuffer, RECORD_SEPARATOR,
+    CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol,
+    RECORD_SEPARATOR,
 };
 use crate::config::HubId;
 use crate::fanout::ConnEntry;
@@ -38,7 +38,7 @@ pub struct HubSession {
     identity: Identity,
     protocol: Option<Protocol>,
     handshake: Vec<u8>,
-    records: RecordBuffer,
+    framer: Option<Framer>,
 }
 
 impl HubSession {
@@ -51,7 +51,6 @@ impl HubSession {
         identity: Identity,
         transport: &'static str,
     ) -> HubSession {
-        let limit = hubs.settings.max_message_bytes;
         HubSession {
             conn: hubs.next_conn_id(),
             outbox: Arc::new(Outbox::new(hubs.settings.outbox)),
@@ -64,7 +63,7 @@ impl HubSession {
             identity,
             protocol: None,
             handshake: Vec::new(),
-            records: RecordBuffer::new(limit),
+            framer: None,
         }
     }
 
@@ -149,6 +148,7 @@ impl HubSession {
         };
         self.handshake = Vec::new();
         self.protocol = Some(protocol);
+        self.framer = Some(protocol.framer(self.hubs.settings.max_message_bytes));
         self.send(HandshakeResponse::default().to_record());
         let entry = Arc::new(ConnEntry {
             id: self.conn,
@@ -268,11 +268,11 @@ impl Session for HubSession {
                 Err(flow) => return flow,
             },
         };
-        let Some(protocol) = self.protocol else {
+        let (Some(protocol), Some(framer)) = (self.protocol, self.framer.as_mut()) else {
             return Flow::Continue;
         };
         let mut messages = Vec::new();
-        let framing = self.records.push(data, |record| {
+        let framing = framer.push(data, |record| {
             messages.push(protocol.decode(record));
             Ok::<(), crate::codec::Error>(())
         });

@@ -1,0 +1,270 @@
+//! The MessagePack hub protocol: each message is a MessagePack array,
+//! framed by a VarInt length prefix (HubProtocol.md, "MessagePack Encoding").
+
+use rmpv::Value as Mp;
+use serde_json::Value;
+
+use super::{CloseMessage, Completion, Error, HubMessage, Invocation};
+
+/// Completion result kinds.
+const RESULT_ERROR: u64 = 1;
+const RESULT_VOID: u64 = 2;
+const RESULT_VALUE: u64 = 3;
+
+/// Nesting allowed in client messages; deeper input is refused, not recursed.
+const MAX_DEPTH: usize = 64;
+
+/// Decodes one message body (without its length prefix).
+pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
+    let malformed = |m: &str| Error::Malformed(m.to_string());
+    let mut rd = body;
+    let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
+        .map_err(|e| Error::Malformed(e.to_string()))?;
+    let Mp::Array(items) = value else {
+        return Err(malformed("a MessagePack message must be an array"));
+    };
+    let kind = items
+        .first()
+        .and_then(Mp::as_i64)
+        .ok_or_else(|| malformed("missing message type"))?;
+    let text = |i: usize| items.get(i).and_then(Mp::as_str).map(str::to_string);
+    let id = |i: usize| {
+        text(i)
+            .ok_or_else(|| Error::Malformed(format!("message type {kind} needs an invocationId")))
+    };
+    let seq = || {
+        items
+            .get(1)
+            .and_then(Mp::as_u64)
+            .ok_or_else(|| Error::Malformed(format!("message type {kind} needs a sequenceId")))
+    };
+    let invocation = || -> Result<Invocation, Error> {
+        let target = text(3)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| malformed("an invocation needs a target"))?;
+        let arguments = match items.get(4) {
+            Some(Mp::Array(args)) => args.iter().map(to_json).collect::<Result<_, _>>()?,
+            _ => return Err(malformed("an invocation needs an arguments array")),
+        };
+        let stream_ids = match items.get(5) {
+            Some(Mp::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Invocation {
+            invocation_id: text(2),
+            target,
+            arguments,
+            stream_ids,
+        })
+    };
+    Ok(match kind {
+        1 => HubMessage::Invocation(invocation()?),
+        2 => HubMessage::StreamItem {
+            invocation_id: id(2)?,
+        },
+        3 => {
+            let invocation_id = id(2)?;
+            let outcome = match items.get(3).and_then(Mp::as_u64) {
+                Some(RESULT_ERROR) => Err(text(4).unwrap_or_default()),
+                Some(RESULT_VOID) => Ok(Value::Null),
+                Some(RESULT_VALUE) => Ok(items
+                    .get(4)
+                    .map(to_json)
+                    .transpose()?
+                    .unwrap_or(Value::Null)),
+                _ => return Err(malformed("a completion needs a result kind of 1, 2 or 3")),
+            };
+            HubMessage::Completion(Completion {
+                invocation_id,
+                outcome,
+            })
+        }
+        4 => HubMessage::StreamInvocation(invocation()?),
+        5 => HubMessage::CancelInvocation {
+            invocation_id: id(2)?,
+        },
+        6 => HubMessage::Ping,
+        7 => HubMessage::Close(CloseMessage {
+            error: text(1),
+            allow_reconnect: items.get(2).and_then(Mp::as_bool).unwrap_or(false),
+        }),
+        8 => HubMessage::Ack {
+            sequence_id: seq()?,
+        },
+        9 => HubMessage::Sequence {
+            sequence_id: seq()?,
+        },
+        other => return Err(Error::UnknownType(other)),
+    })
+}
+
+fn to_json(v: &Mp) -> Result<Value, Error> {
+    rmpv::ext::from_value(v.clone()).map_err(|e| Error::Malformed(format!("argument: {e}")))
+}
+
+/// Encodes a server-to-client invocation, converting each argument once.
+pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[A]) -> Vec<u8> {
+    let args = arguments
+        .iter()
+        .map(|a| rmpv::ext::to_value(a).unwrap_or(Mp::Nil))
+        .collect();
+    frame(&Mp::Array(vec![
+        1.into(),
+        Mp::Map(Vec::new()),
+        Mp::Nil,
+        target.into(),
+        Mp::Array(args),
+    ]))
+}
+
+/// Encodes any message with its length prefix.
+pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
+    let json = |v: &Value| rmpv::ext::to_value(v).unwrap_or(Mp::Nil);
+    let value = match message {
+        HubMessage::Invocation(inv) => return encode_invocation(&inv.target, &inv.arguments),
+        HubMessage::Completion(c) => {
+            let mut items = vec![
+                3.into(),
+                Mp::Map(Vec::new()),
+                c.invocation_id.as_str().into(),
+            ];
+            match &c.outcome {
+                Err(e) => items.extend([RESULT_ERROR.into(), e.as_str().into()]),
+                Ok(Value::Null) => items.push(RESULT_VOID.into()),
+                Ok(v) => items.extend([RESULT_VALUE.into(), json(v)]),
+            }
+            Mp::Array(items)
+        }
+        HubMessage::Ping => Mp::Array(vec![6.into()]),
+        HubMessage::Close(c) => Mp::Array(vec![
+            7.into(),
+            c.error.as_deref().map(Mp::from).unwrap_or(Mp::Nil),
+            c.allow_reconnect.into(),
+        ]),
+        HubMessage::Ack { sequence_id } => Mp::Array(vec![8.into(), (*sequence_id).into()]),
+        HubMessage::Sequence { sequence_id } => Mp::Array(vec![9.into(), (*sequence_id).into()]),
+        HubMessage::StreamItem { invocation_id } => Mp::Array(vec![
+            2.into(),
+            Mp::Map(Vec::new()),
+            invocation_id.as_str().into(),
+            Mp::Nil,
+        ]),
+        HubMessage::StreamInvocation(inv) => Mp::Array(vec![
+            4.into(),
+            Mp::Map(Vec::new()),
+            inv.invocation_id
+                .as_deref()
+                .map(Mp::from)
+                .unwrap_or(Mp::Nil),
+            inv.target.as_str().into(),
+            Mp::Array(inv.arguments.iter().map(json).collect()),
+        ]),
+        HubMessage::CancelInvocation { invocation_id } => Mp::Array(vec![
+            5.into(),
+            Mp::Map(Vec::new()),
+            invocation_id.as_str().into(),
+        ]),
+    };
+    frame(&value)
+}
+
+fn frame(value: &Mp) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    rmpv::encode::write_value(&mut body, value).expect("writing to a Vec cannot fail");
+    let mut out = Vec::with_capacity(body.len() + 5);
+    let mut len = body.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::LengthBuffer;
+
+    fn roundtrip(m: &HubMessage) -> HubMessage {
+        let bytes = encode(m);
+        let mut buf = LengthBuffer::new(1024);
+        let mut out = Vec::new();
+        buf.push::<Error>(&bytes, |body| {
+            out.push(decode(body)?);
+            Ok(())
+        })
+        .expect("decodes");
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        for m in [
+            HubMessage::Ping,
+            HubMessage::Ack { sequence_id: 300 },
+            HubMessage::Sequence { sequence_id: 1 },
+            HubMessage::Close(CloseMessage {
+                error: Some("bye".into()),
+                allow_reconnect: true,
+            }),
+            HubMessage::Completion(Completion {
+                invocation_id: "1".into(),
+                outcome: Err("no".into()),
+            }),
+            HubMessage::Completion(Completion {
+                invocation_id: "2".into(),
+                outcome: Ok(Value::Null),
+            }),
+            HubMessage::Completion(Completion {
+                invocation_id: "3".into(),
+                outcome: Ok(serde_json::json!({"a": [1, "x"]})),
+            }),
+        ] {
+            assert_eq!(roundtrip(&m), m);
+        }
+    }
+
+    #[test]
+    fn a_server_invocation_carries_the_payload_as_a_map() {
+        let payload = serde_json::json!({"content": "hi", "n": 5, "ok": true, "f": 1.5});
+        let bytes = encode_invocation("ReceiveMessage", &[&payload]);
+        match roundtrip_raw(&bytes) {
+            HubMessage::Invocation(inv) => {
+                assert_eq!(
+                    (inv.target.as_str(), inv.invocation_id),
+                    ("ReceiveMessage", None)
+                );
+                assert_eq!(inv.arguments, vec![payload]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn roundtrip_raw(bytes: &[u8]) -> HubMessage {
+        let mut buf = LengthBuffer::new(1024);
+        let mut out = None;
+        buf.push::<Error>(bytes, |body| {
+            out = Some(decode(body)?);
+            Ok(())
+        })
+        .expect("decodes");
+        out.expect("one message")
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode(&[0xc1]).is_err());
+        assert!(decode(&[0x93, 0x01]).is_err());
+        assert!(matches!(decode(&[0x91, 0x63]), Err(Error::UnknownType(99))));
+    }
+}
