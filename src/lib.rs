@@ -9,6 +9,7 @@
 //!
 //! | module      | its one job |
 //! |-------------|-------------|
+//! | `auth`      | client JWTs: where the token is, which keys may sign it (secret, PEM, JWKS reloaded on change), the claims |
 //! | `codec`     | the SignalR wire format: negotiate, handshake, hub messages, framing (no I/O) |
 //! | `config`    | one typed `Config` from a TOML file and `SIDECAR_*` variables, and the routing file |
 //! | `envelope`  | the event envelope of seed 004, both stream encodings, JSON Schema checks |
@@ -22,6 +23,7 @@
 //! | `app`       | builds everything, owns every task, runs the shutdown sequence |
 
 pub mod app;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod envelope;

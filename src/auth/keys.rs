@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse,
-};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -37,13 +35,20 @@ pub(super) fn from_secret(secret: &str) -> Result<Key, AuthError> {
     }
     let decoding = DecodingKey::from_secret(secret.as_bytes())
         .map_err(|_| AuthError::BadSettings("SIDECAR_JWT_SECRET: is empty".into()))?;
-    Ok(Key { alg: Algorithm::HS256, kid: None, decoding })
+    Ok(Key {
+        alg: Algorithm::HS256,
+        kid: None,
+        decoding,
+    })
 }
 
 /// The RS256 or ES256 key of `SIDECAR_JWT_PUBLIC_KEY_FILE`.
 pub(super) fn from_pem_file(path: &Path) -> Result<Key, AuthError> {
     let bad = |reason: &str| {
-        AuthError::BadSettings(format!("SIDECAR_JWT_PUBLIC_KEY_FILE: {}: {reason}", path.display()))
+        AuthError::BadSettings(format!(
+            "SIDECAR_JWT_PUBLIC_KEY_FILE: {}: {reason}",
+            path.display()
+        ))
     };
     let pem = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
     parse_pem(&pem).ok_or_else(|| bad("not a PEM public key (RSA, or EC on P-256)"))
@@ -61,13 +66,19 @@ fn parse_pem(pem: &[u8]) -> Option<Key> {
     }
     if let Ok(decoding) = DecodingKey::from_rsa_pem(pem) {
         Jwk::from_decoding_key(&decoding, None).ok()?;
-        return Some(Key { alg: Algorithm::RS256, kid: None, decoding });
+        return Some(Key {
+            alg: Algorithm::RS256,
+            kid: None,
+            decoding,
+        });
     }
     let decoding = DecodingKey::from_ec_pem(pem).ok()?;
     match Jwk::from_decoding_key(&decoding, None).ok()?.algorithm {
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            Some(Key { alg: Algorithm::ES256, kid: None, decoding })
-        }
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Some(Key {
+            alg: Algorithm::ES256,
+            kid: None,
+            decoding,
+        }),
         _ => None,
     }
 }
@@ -109,7 +120,11 @@ fn jwk_key(jwk: &Jwk) -> Option<Key> {
         return None;
     }
     let decoding = DecodingKey::from_jwk(jwk).ok()?;
-    Some(Key { alg, kid: jwk.common.key_id.clone(), decoding })
+    Some(Key {
+        alg,
+        kid: jwk.common.key_id.clone(),
+        decoding,
+    })
 }
 
 /// `SIDECAR_JWKS_FILE`, with the keys of its last good version. There is no
@@ -139,7 +154,11 @@ impl JwksFile {
         let keys = read_jwks(path).map_err(|reason| {
             AuthError::BadSettings(format!("SIDECAR_JWKS_FILE: {}: {reason}", path.display()))
         })?;
-        let state = JwksState { keys: keys.into(), mtime, checked_at: Instant::now() };
+        let state = JwksState {
+            keys: keys.into(),
+            mtime,
+            checked_at: Instant::now(),
+        };
         Ok(JwksFile {
             path: path.to_owned(),
             check_every: JWKS_CHECK_EVERY,

@@ -67,7 +67,9 @@ pub fn token_from(
     authorization_header: Option<&str>,
 ) -> Option<String> {
     let from_query = query_access_token.map(str::trim).filter(|t| !t.is_empty());
-    from_query.or_else(|| authorization_header.and_then(bearer)).map(str::to_owned)
+    from_query
+        .or_else(|| authorization_header.and_then(bearer))
+        .map(str::to_owned)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case).
