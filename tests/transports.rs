@@ -52,3 +52,18 @@ async fn websockets_json() {
 async fn websockets_messagepack() {
     round_trip("WebSockets", "msgpack").await;
 }
+
+#[tokio::test]
+async fn server_sent_events_json() {
+    round_trip("ServerSentEvents", "json").await;
+}
+
+#[tokio::test]
+async fn long_polling_json() {
+    round_trip("LongPolling", "json").await;
+}
+
+#[tokio::test]
+async fn long_polling_messagepack() {
+    round_trip("LongPolling", "msgpack").await;
+}

@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// Negotiated connections not yet connected are forgotten after this
     /// (`negotiate_timeout_seconds`). Default 30.
     pub negotiate_timeout: Duration,
+    /// A long poll with nothing to send is answered (empty) after this
+    /// (`long_poll_timeout_seconds`); below the client timeout, since Long
+    /// Polling clients send no pings. Default 20, or two thirds of a
+    /// shorter client timeout.
+    pub long_poll_timeout: Duration,
 }
 
 /// Redis Streams ingest and publishing.
@@ -171,7 +176,7 @@ impl Config {
     /// Builds and validates a `Config` from settings text.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, Vec<String>> {
         let mut r = Reader::new(raw);
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             listen: r.get("listen", SocketAddr::from(([0, 0, 0, 0], 8080))),
             admin_listen: r.get("admin_listen", SocketAddr::from(([0, 0, 0, 0], 9090))),
             cors_origins: r.list("cors_origins", &[]),
@@ -183,7 +188,17 @@ impl Config {
             outbox_max_frames: r.count("outbox_max_frames", 1024, 4, 1 << 20),
             outbox_max_bytes: r.count("outbox_max_bytes", 1 << 20, 4096, 1 << 30),
             negotiate_timeout: r.seconds("negotiate_timeout_seconds", 30, 1),
+            long_poll_timeout: Duration::ZERO,
         };
+        // Default: 20 s, or two thirds of a shorter client timeout.
+        let derived = (server.client_timeout.as_secs() * 2 / 3).clamp(1, 20);
+        server.long_poll_timeout = r.seconds("long_poll_timeout_seconds", derived, 1);
+        if server.long_poll_timeout >= server.client_timeout {
+            r.error(
+                "long_poll_timeout_seconds",
+                "must be shorter than SIDECAR_CLIENT_TIMEOUT_SECONDS",
+            );
+        }
         if server.listen == server.admin_listen {
             r.error("admin_listen", "must differ from SIDECAR_LISTEN: the admin port is never served on the client port");
         }

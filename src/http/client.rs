@@ -6,14 +6,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::header::{
+    HeaderValue, ACCEPT, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
 
 use super::error::{text, Body, HttpError};
+use super::polling;
 use super::query::param;
 use crate::config::HubDef;
-use crate::hub::{self, Hubs, Identity};
+use crate::hub::{self, Attached, Hubs, Identity, TokenTransport};
 use crate::transport;
 
 /// What the client port's handlers share.
@@ -57,10 +60,12 @@ pub async fn handle(
     state: Arc<ClientState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(route(&state, req).unwrap_or_else(HttpError::into_response))
+    Ok(route(&state, req)
+        .await
+        .unwrap_or_else(HttpError::into_response))
 }
 
-fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let path = req.uri().path();
     if let Some(hub) = path
         .strip_suffix("/negotiate")
@@ -85,21 +90,28 @@ fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, 
         .ok_or(HttpError::NotFound)?
         .clone();
     let token = param(req.uri().query(), "id");
+    if req.method() == Method::GET && is_websocket(&req) {
+        return websocket(state, &hub, token, req);
+    }
+    let token = token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
     match *req.method() {
-        Method::GET if is_websocket(&req) => websocket(state, &hub, token, req),
-        Method::GET | Method::POST | Method::DELETE => {
-            // Only WebSockets is offered: any other request must name a
-            // token, which is unknown to the polling and SSE transports.
-            let token =
-                token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
-            Err(HttpError::Token(if state.hubs.tokens_contains(&token) {
-                hub::TokenError::InUse
-            } else {
-                hub::TokenError::Unknown
-            }))
-        }
+        Method::GET if accepts_event_stream(&req) => polling::sse(state, &hub, token),
+        Method::GET => polling::poll(state, &hub, token).await,
+        Method::POST => polling::send(state, &hub, &token, req).await,
+        Method::DELETE => polling::delete(state, &hub, &token),
         _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
     }
+}
+
+fn accepts_event_stream(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().starts_with("text/event-stream"))
+        })
 }
 
 fn is_websocket(req: &Request<Incoming>) -> bool {
@@ -123,7 +135,10 @@ fn websocket(
 ) -> Result<Response<Body>, HttpError> {
     let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
     let connection_id = match &token {
-        Some(t) => state.hubs.tokens.connect(t, hub.id)?,
+        Some(t) => state
+            .hubs
+            .tokens
+            .attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket)?,
         None => hub::new_connection_id(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -45,6 +45,10 @@ impl HttpError {
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Token(TokenError::Unknown) => StatusCode::NOT_FOUND,
             HttpError::Token(TokenError::InUse) => StatusCode::CONFLICT,
+            HttpError::Token(TokenError::OtherTransport | TokenError::DeleteNotLongPolling) => {
+                StatusCode::BAD_REQUEST
+            }
+            HttpError::Token(TokenError::PostToWebSocket) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Transport(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => {

@@ -5,6 +5,7 @@
 mod admin;
 mod client;
 mod error;
+mod polling;
 mod query;
 mod readiness;
 

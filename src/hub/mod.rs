@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 pub use error::Error;
 pub use keepalive::run_keepalive;
 pub use session::{HubSession, Identity};
-pub use tokens::{new_id as new_connection_id, TokenError, Tokens};
+pub use tokens::{
+    new_id as new_connection_id, Attached, TokenError, Tokens, TransportKind as TokenTransport,
+};
 
 use crate::codec::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
 use crate::config::{HubId, RouteTable, ServerConfig};
@@ -40,6 +42,8 @@ pub struct HubSettings {
     pub client_timeout: Duration,
     /// Unused negotiations are forgotten after this.
     pub negotiate_timeout: Duration,
+    /// A long poll with nothing to send is answered empty after this.
+    pub long_poll_timeout: Duration,
     /// This instance, for `metadata.source_instance`.
     pub instance_id: String,
 }
@@ -62,6 +66,7 @@ impl HubSettings {
             keepalive: c.keepalive,
             client_timeout: c.client_timeout,
             negotiate_timeout: c.negotiate_timeout,
+            long_poll_timeout: c.long_poll_timeout,
             instance_id: instance_id.to_string(),
         }
     }
@@ -110,16 +115,21 @@ impl Hubs {
     /// the transports.
     pub fn negotiate(&self, hub: HubId, requested_version: u32) -> NegotiateResponse {
         let (id, token) = self.tokens.issue(hub);
-        let transports = vec![AvailableTransport {
-            transport: TransportKind::WebSockets,
-            transfer_formats: vec![TransferFormat::Text, TransferFormat::Binary],
-        }];
+        let transports = vec![
+            AvailableTransport {
+                transport: TransportKind::WebSockets,
+                transfer_formats: vec![TransferFormat::Text, TransferFormat::Binary],
+            },
+            AvailableTransport {
+                transport: TransportKind::ServerSentEvents,
+                transfer_formats: vec![TransferFormat::Text],
+            },
+            AvailableTransport {
+                transport: TransportKind::LongPolling,
+                transfer_formats: vec![TransferFormat::Text, TransferFormat::Binary],
+            },
+        ];
         NegotiateResponse::new(requested_version, id, token, transports)
-    }
-
-    /// Whether a token is known here (connected or not).
-    pub fn tokens_contains(&self, token: &str) -> bool {
-        self.tokens.contains(token)
     }
 
     /// Milliseconds since start, the clock of `last_seen_ms`.
@@ -152,6 +162,53 @@ pub async fn run_websocket(
     let outbox = session.outbox();
     let ended =
         crate::transport::serve_websocket(upgraded, &mut session, &outbox, hubs.settings.ws).await;
+    session.finish(ended).await;
+}
+
+/// Runs one Server-Sent Events connection; `body` feeds the response.
+pub async fn run_sse(
+    hubs: Arc<Hubs>,
+    hub: HubId,
+    connection_id: String,
+    token: String,
+    identity: Identity,
+    ends: crate::transport::PollingEnds,
+    body: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) {
+    let mut session = HubSession::new(
+        hubs.clone(),
+        hub,
+        connection_id,
+        Some(token),
+        identity,
+        "serversentevents",
+    );
+    let outbox = session.outbox();
+    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body).await;
+    session.finish(ended).await;
+}
+
+/// Runs one Long Polling connection.
+pub async fn run_long_polling(
+    hubs: Arc<Hubs>,
+    hub: HubId,
+    connection_id: String,
+    token: String,
+    identity: Identity,
+    ends: crate::transport::PollingEnds,
+) {
+    let mut session = HubSession::new(
+        hubs.clone(),
+        hub,
+        connection_id,
+        Some(token),
+        identity,
+        "longpolling",
+    );
+    let outbox = session.outbox();
+    let poll_timeout = hubs.settings.long_poll_timeout;
+    let ended =
+        crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
     session.finish(ended).await;
 }
 

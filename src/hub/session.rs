@@ -313,4 +313,12 @@ impl Session for HubSession {
     fn is_binary(&self) -> bool {
         self.protocol.is_some_and(Protocol::is_binary)
     }
+
+    fn touch(&self) {
+        if let Some(entry) = &self.entry {
+            entry
+                .last_seen_ms
+                .store(self.hubs.now_ms(), Ordering::Relaxed);
+        }
+    }
 }

@@ -3,11 +3,17 @@
 //! sends to a [`Session`] (the hub implements it), whatever carries it.
 
 mod error;
+mod long_polling;
 pub mod outbox;
+mod polling;
+mod sse;
 mod websocket;
 
 pub use error::Error;
+pub use long_polling::serve_long_polling;
 pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};
+pub use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
+pub use sse::{serve_sse, SSE_PREAMBLE};
 pub use websocket::{accept_key, serve_websocket, WsSettings};
 
 use std::future::Future;
@@ -27,6 +33,10 @@ pub trait Session: Send {
 
     /// Whether frames must travel as binary (the MessagePack protocol).
     fn is_binary(&self) -> bool;
+
+    /// Records that the client is still there (a long poll arrived or was
+    /// answered), for transports where the client sends no pings.
+    fn touch(&self);
 }
 
 /// Whether a connection goes on after a message.

@@ -1,0 +1,158 @@
+//! The HTTP side of Server-Sent Events and Long Polling: the event stream
+//! GET, polls, POSTed client messages and DELETE. Each connection has one
+//! task (spawned on the first GET) that owns its session; these handlers
+//! only talk to it through its `PollingHandle`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+
+use super::client::ClientState;
+use super::error::{text, Body, HttpError};
+use crate::config::HubDef;
+use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
+use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};
+
+/// `GET {hub}?id=` with `Accept: text/event-stream`: opens the stream.
+pub(super) fn sse(
+    state: &ClientState,
+    hub: &HubDef,
+    token: String,
+) -> Result<Response<Body>, HttpError> {
+    let (handle, ends) = transport::polling_channel(false);
+    let connection_id =
+        state
+            .hubs
+            .tokens
+            .attach(&token, hub.id, TokenTransport::ServerSentEvents, || {
+                Attached::ServerSentEvents(handle)
+            })?;
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
+    let _ = body_tx.try_send(Bytes::from_static(SSE_PREAMBLE));
+    state.tasks.spawn(hub::run_sse(
+        state.hubs.clone(),
+        hub.id,
+        connection_id,
+        token,
+        Identity::default(),
+        ends,
+        body_tx,
+    ));
+    let frames = stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+    });
+    Ok(Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("static headers are valid"))
+}
+
+/// `GET {hub}?id=` otherwise: a long poll. The first one starts the
+/// connection and is answered at once, as ASP.NET Core does.
+pub(super) async fn poll(
+    state: &ClientState,
+    hub: &HubDef,
+    token: String,
+) -> Result<Response<Body>, HttpError> {
+    if state.hubs.tokens.is_fresh(&token, hub.id) {
+        let (handle, ends) = transport::polling_channel(true);
+        let connection_id =
+            state
+                .hubs
+                .tokens
+                .attach(&token, hub.id, TokenTransport::LongPolling, || {
+                    Attached::LongPolling(handle)
+                })?;
+        state.tasks.spawn(hub::run_long_polling(
+            state.hubs.clone(),
+            hub.id,
+            connection_id,
+            token,
+            Identity::default(),
+            ends,
+        ));
+        return Ok(octets(Bytes::new()));
+    }
+    let polls = match state.hubs.tokens.attached(&token, hub.id)? {
+        Attached::LongPolling(h) => h.polls.ok_or(TokenError::Unknown)?,
+        _ => return Err(TokenError::OtherTransport.into()),
+    };
+    let (reply, answer) = oneshot::channel();
+    polls
+        .send(PollRequest { reply })
+        .await
+        .map_err(|_| TokenError::Unknown)?;
+    match answer.await {
+        Ok(PollReply::Data(bytes)) => Ok(octets(bytes)),
+        Ok(PollReply::Gone) | Err(_) => Ok(no_content()),
+    }
+}
+
+/// `POST {hub}?id=`: client messages for an SSE or Long Polling connection.
+pub(super) async fn send(
+    state: &ClientState,
+    hub: &HubDef,
+    token: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let handle = match state.hubs.tokens.attached(token, hub.id)? {
+        Attached::WebSocket => return Err(TokenError::PostToWebSocket.into()),
+        Attached::ServerSentEvents(h) | Attached::LongPolling(h) => h,
+    };
+    // One POST may carry several messages; each is still held to the limit.
+    let limit = state.hubs.settings.max_message_bytes * 4;
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| HttpError::TooLarge)?
+        .to_bytes();
+    match tokio::time::timeout(Duration::from_secs(10), handle.inbound.send(body)).await {
+        Ok(Ok(())) => Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .body(text(""))
+            .expect("static headers are valid")),
+        _ => Err(TokenError::Unknown.into()),
+    }
+}
+
+/// `DELETE {hub}?id=`: ends a Long Polling connection (202).
+pub(super) fn delete(
+    state: &ClientState,
+    hub: &HubDef,
+    token: &str,
+) -> Result<Response<Body>, HttpError> {
+    match state.hubs.tokens.attached(token, hub.id)? {
+        Attached::LongPolling(h) => {
+            h.stop.cancel();
+            Ok(Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .header("content-type", "text/plain")
+                .body(text(""))
+                .expect("static headers are valid"))
+        }
+        _ => Err(TokenError::DeleteNotLongPolling.into()),
+    }
+}
+
+fn octets(bytes: Bytes) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("cache-control", "no-cache, no-store")
+        .body(text(bytes))
+        .expect("static headers are valid")
+}
+
+fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("content-type", "text/plain")
+        .body(text(""))
+        .expect("static headers are valid")
+}

@@ -1,0 +1,89 @@
+//! Server-Sent Events: frames go down a `text/event-stream` response as
+//! `data:` lines; client messages come up in POSTs (see `polling.rs`).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{End, Ended, Flow, Outbox, Payload, PollingEnds, Session};
+
+/// Frames taken from the outbox per write.
+const BATCH_FRAMES: usize = 256;
+
+/// The first bytes of the stream: a comment, so proxies pass the headers on.
+pub const SSE_PREAMBLE: &[u8] = b":\r\n\r\n";
+
+/// Runs one SSE connection: `body` is the response body's sender; the
+/// connection ends when the client goes (the body is dropped) or the
+/// session or server ends it.
+pub async fn serve_sse<S: Session>(
+    session: &mut S,
+    outbox: &Outbox,
+    mut ends: PollingEnds,
+    body: mpsc::Sender<Bytes>,
+) -> Ended {
+    loop {
+        tokio::select! {
+            biased;
+            _ = ends.stop.cancelled() => return Ended::ByClient,
+            _ = body.closed() => return Ended::ByClient,
+            _ = outbox.ready() => {
+                let batch = outbox.take(BATCH_FRAMES);
+                let full = batch.frames.len() == BATCH_FRAMES;
+                let mut frames = batch.frames;
+                let end = match batch.end {
+                    Some(End::Kicked(k)) => {
+                        frames.extend(session.close_frame(k));
+                        Some(Ended::Kicked(k))
+                    }
+                    Some(End::Finished) => Some(Ended::BySession),
+                    None => None,
+                };
+                if !frames.is_empty() && body.send(encode(&frames)).await.is_err() {
+                    return Ended::ByClient;
+                }
+                if let Some(end) = end {
+                    return end;
+                }
+                if full {
+                    outbox.wake();
+                }
+            }
+            data = ends.inbound.recv() => match data {
+                Some(data) => {
+                    if session.receive(&data).await == Flow::Stop {
+                        outbox.finish();
+                    }
+                }
+                None => return Ended::ByClient,
+            },
+        }
+    }
+}
+
+/// `data:` framing: every line of every frame prefixed, a blank line after each.
+fn encode(frames: &[Payload]) -> Bytes {
+    let mut out = BytesMut::with_capacity(frames.iter().map(|f| f.len() + 16).sum());
+    for frame in frames {
+        for line in frame.as_bytes().split(|b| *b == b'\n') {
+            out.put_slice(b"data: ");
+            out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_line_is_a_data_line() {
+        let out = encode(&[
+            Payload::text("{}\u{1e}".into()),
+            Payload::text("a\nb".into()),
+        ]);
+        assert_eq!(&out[..], b"data: {}\x1e\r\n\r\ndata: a\r\ndata: b\r\n\r\n");
+    }
+}
