@@ -25,10 +25,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let routes = Arc::new(RouteTable::load(&config.routes_path).context("SIDECAR_ROUTES")?);
     let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(
-        routes.hubs.len(),
-        config.delivery.max_groups_per_connection,
-    ));
+    let registry = Arc::new(Registry::new(routes.hubs.len(), config.delivery.max_groups_per_connection));
     let readiness = Arc::new(Readiness::default());
     let tasks = TaskTracker::new();
 
@@ -37,23 +34,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(redis) => {
             let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
                 .await
-                .with_context(|| {
-                    format!(
-                        "SIDECAR_REDIS_URL: cannot connect to {}",
-                        redis.urls.join(",")
-                    )
-                })?;
+                .with_context(|| format!("SIDECAR_REDIS_URL: cannot connect to {}", redis.urls.join(",")))?;
             Publisher::redis(routes.clone(), conn, redis.stream_maxlen, input.clone())
         }
         None => Publisher::memory(routes.clone(), input.clone()),
     };
 
-    let client_listener = TcpListener::bind(config.server.listen)
-        .await
-        .context("SIDECAR_LISTEN: cannot bind")?;
-    let admin_listener = TcpListener::bind(config.server.admin_listen)
-        .await
-        .context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
+    let client_listener = TcpListener::bind(config.server.listen).await.context("SIDECAR_LISTEN: cannot bind")?;
+    let admin_listener =
+        TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
     tracing::info!(client = %client_listener.local_addr()?, admin = %admin_listener.local_addr()?, instance = %config.instance_id,
         bus = if config.redis.is_some() { "redis" } else { "in-process" }, "listening");
 
@@ -62,12 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let pipeline_stop = CancellationToken::new();
     let keepalive_stop = CancellationToken::new();
 
-    let pipeline = Pipeline::new(
-        routes.clone(),
-        registry.clone(),
-        metrics.clone(),
-        &config.delivery,
-    );
+    let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
     let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
     let hubs = Arc::new(Hubs::new(
@@ -85,38 +69,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         schemas: schemas.clone(),
         publisher,
     });
-    let admin_service =
-        hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
-    tasks.spawn(http::serve(
-        admin_listener,
-        admin_service,
-        listeners_stop.clone(),
-        tasks.clone(),
-        "admin",
-    ));
+    let admin_service = hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
+    tasks.spawn(http::serve(admin_listener, admin_service, listeners_stop.clone(), tasks.clone(), "admin"));
 
     // Clients may connect while the consumer group is being ensured; the
     // readiness latch tells load balancers when events will flow.
-    let client = Arc::new(ClientState {
-        hubs: hubs.clone(),
-        tasks: tasks.clone(),
-    });
-    let cors = Cors {
-        origins: config.server.cors_origins.clone(),
-    };
+    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone() });
+    let cors = Cors { origins: config.server.cors_origins.clone() };
     let client_service = http::client_service(client, cors);
-    tasks.spawn(http::serve(
-        client_listener,
-        client_service,
-        listeners_stop.clone(),
-        tasks.clone(),
-        "client",
-    ));
+    tasks.spawn(http::serve(client_listener, client_service, listeners_stop.clone(), tasks.clone(), "client"));
 
     if let Some(redis) = &config.redis {
-        let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
-            .await
-            .context("SIDECAR_REDIS_URL")?;
+        let conn =
+            ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
         let reader = RedisIngest::new(
             redis.clone(),
             &config.instance_id,
@@ -126,10 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             input.clone(),
             metrics.clone(),
         );
-        let handles = reader
-            .start(&tasks, ingest_stop.clone())
-            .await
-            .context("ensuring the consumer groups")?;
+        let handles = reader.start(&tasks, ingest_stop.clone()).await.context("ensuring the consumer groups")?;
         readiness.watch_redis(handles.redis_up);
     }
     drop(input);
@@ -142,19 +104,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     listeners_stop.cancel();
     ingest_stop.cancel();
     pipeline_stop.cancel();
-    if tokio::time::timeout_at(deadline, pipeline_task)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(deadline, pipeline_task).await.is_err() {
         tracing::warn!("the pipeline did not drain before the deadline");
     }
     hub::drain(&hubs, config.shutdown.drain_window).await;
     keepalive_stop.cancel();
     tasks.close();
-    if tokio::time::timeout_at(deadline, tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
         tracing::warn!(
             tasks = tasks.len(),
             connections = registry.len(),

@@ -56,12 +56,8 @@ impl From<jsonwebtoken::errors::Error> for AuthError {
             K::InvalidIssuer => AuthError::Invalid("issuer"),
             K::InvalidAudience => AuthError::Invalid("audience"),
             K::InvalidSignature => AuthError::Invalid("signature"),
-            K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
-                AuthError::Invalid("algorithm")
-            }
-            K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => {
-                AuthError::Invalid("claims")
-            }
+            K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => AuthError::Invalid("algorithm"),
+            K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => AuthError::Invalid("claims"),
             _ => AuthError::Invalid("malformed"),
         }
     }

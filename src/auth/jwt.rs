@@ -41,11 +41,7 @@ impl Authenticator {
         if let Some(path) = &settings.public_key_file {
             static_keys.push(keys::from_pem_file(path)?);
         }
-        let jwks = settings
-            .jwks_file
-            .as_deref()
-            .map(JwksFile::load)
-            .transpose()?;
+        let jwks = settings.jwks_file.as_deref().map(JwksFile::load).transpose()?;
         if static_keys.is_empty() && jwks.is_none() {
             return Err(AuthError::BadSettings(
                 "SIDECAR_JWT_SECRET, SIDECAR_JWT_PUBLIC_KEY_FILE or SIDECAR_JWKS_FILE: \
@@ -63,12 +59,7 @@ impl Authenticator {
             "" => "sub".to_owned(),
             claim => claim.to_owned(),
         };
-        Ok(Authenticator {
-            static_keys,
-            jwks,
-            validation: validation(settings),
-            user_claim,
-        })
+        Ok(Authenticator { static_keys, jwks, validation: validation(settings), user_claim })
     }
 
     /// Verifies a token; never panics on any input. The signature is checked
@@ -82,31 +73,20 @@ impl Authenticator {
             return Err(AuthError::Invalid("malformed"));
         }
         // `alg: none` and unknown algorithms already fail to parse here.
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
-        if !matches!(
-            header.alg,
-            Algorithm::HS256 | Algorithm::RS256 | Algorithm::ES256
-        ) {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        if !matches!(header.alg, Algorithm::HS256 | Algorithm::RS256 | Algorithm::ES256) {
             return Err(AuthError::Invalid("algorithm"));
         }
         let jwks = self.jwks.as_ref().map(JwksFile::keys);
-        let from_jwks = jwks.iter().flat_map(|keys| keys.iter()).filter(|key| {
-            header
-                .kid
-                .as_deref()
-                .is_none_or(|kid| key.kid.as_deref() == Some(kid))
-        });
+        let from_jwks = jwks
+            .iter()
+            .flat_map(|keys| keys.iter())
+            .filter(|key| header.kid.as_deref().is_none_or(|kid| key.kid.as_deref() == Some(kid)));
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
 
         let mut outcome = AuthError::Invalid("no_key");
-        for key in self
-            .static_keys
-            .iter()
-            .chain(from_jwks)
-            .filter(|k| k.alg == header.alg)
-        {
+        for key in self.static_keys.iter().chain(from_jwks).filter(|k| k.alg == header.alg) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation) {
                 Ok(data) => return self.claims(data.claims),
                 Err(e) if is_other_key(e.kind()) => outcome = AuthError::Invalid("signature"),
@@ -122,20 +102,10 @@ impl Authenticator {
             Some(Value::Number(id)) => id.to_string(),
             _ => return Err(AuthError::Invalid("user_claim")),
         };
-        let name = claims
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let expires_at = claims
-            .get("exp")
-            .and_then(seconds)
-            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
-        Ok(Claims {
-            user_id,
-            name,
-            expires_at,
-            claims,
-        })
+        let name = claims.get("name").and_then(Value::as_str).map(str::to_owned);
+        let expires_at =
+            claims.get("exp").and_then(seconds).and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+        Ok(Claims { user_id, name, expires_at, claims })
     }
 }
 

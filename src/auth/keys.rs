@@ -35,21 +35,13 @@ pub(super) fn from_secret(secret: &str) -> Result<Key, AuthError> {
     }
     let decoding = DecodingKey::from_secret(secret.as_bytes())
         .map_err(|_| AuthError::BadSettings("SIDECAR_JWT_SECRET: is empty".into()))?;
-    Ok(Key {
-        alg: Algorithm::HS256,
-        kid: None,
-        decoding,
-    })
+    Ok(Key { alg: Algorithm::HS256, kid: None, decoding })
 }
 
 /// The RS256 or ES256 key of `SIDECAR_JWT_PUBLIC_KEY_FILE`.
 pub(super) fn from_pem_file(path: &Path) -> Result<Key, AuthError> {
-    let bad = |reason: &str| {
-        AuthError::BadSettings(format!(
-            "SIDECAR_JWT_PUBLIC_KEY_FILE: {}: {reason}",
-            path.display()
-        ))
-    };
+    let bad =
+        |reason: &str| AuthError::BadSettings(format!("SIDECAR_JWT_PUBLIC_KEY_FILE: {}: {reason}", path.display()));
     let pem = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
     parse_pem(&pem).ok_or_else(|| bad("not a PEM public key (RSA, or EC on P-256)"))
 }
@@ -59,26 +51,18 @@ pub(super) fn from_pem_file(path: &Path) -> Result<Key, AuthError> {
 /// material, so a damaged key is refused at start, not at the first token.
 fn parse_pem(pem: &[u8]) -> Option<Key> {
     let text = std::str::from_utf8(pem).ok()?;
-    if !text.contains("-----BEGIN PUBLIC KEY-----")
-        && !text.contains("-----BEGIN RSA PUBLIC KEY-----")
-    {
+    if !text.contains("-----BEGIN PUBLIC KEY-----") && !text.contains("-----BEGIN RSA PUBLIC KEY-----") {
         return None;
     }
     if let Ok(decoding) = DecodingKey::from_rsa_pem(pem) {
         Jwk::from_decoding_key(&decoding, None).ok()?;
-        return Some(Key {
-            alg: Algorithm::RS256,
-            kid: None,
-            decoding,
-        });
+        return Some(Key { alg: Algorithm::RS256, kid: None, decoding });
     }
     let decoding = DecodingKey::from_ec_pem(pem).ok()?;
     match Jwk::from_decoding_key(&decoding, None).ok()?.algorithm {
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Some(Key {
-            alg: Algorithm::ES256,
-            kid: None,
-            decoding,
-        }),
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            Some(Key { alg: Algorithm::ES256, kid: None, decoding })
+        }
         _ => None,
     }
 }
@@ -120,11 +104,7 @@ fn jwk_key(jwk: &Jwk) -> Option<Key> {
         return None;
     }
     let decoding = DecodingKey::from_jwk(jwk).ok()?;
-    Some(Key {
-        alg,
-        kid: jwk.common.key_id.clone(),
-        decoding,
-    })
+    Some(Key { alg, kid: jwk.common.key_id.clone(), decoding })
 }
 
 /// `SIDECAR_JWKS_FILE`, with the keys of its last good version. There is no
@@ -151,19 +131,10 @@ impl JwksFile {
     /// Reads the file at start; unlike a later reload, a bad file is an error.
     pub(super) fn load(path: &Path) -> Result<JwksFile, AuthError> {
         let mtime = modified(path);
-        let keys = read_jwks(path).map_err(|reason| {
-            AuthError::BadSettings(format!("SIDECAR_JWKS_FILE: {}: {reason}", path.display()))
-        })?;
-        let state = JwksState {
-            keys: keys.into(),
-            mtime,
-            checked_at: Instant::now(),
-        };
-        Ok(JwksFile {
-            path: path.to_owned(),
-            check_every: JWKS_CHECK_EVERY,
-            state: Mutex::new(state),
-        })
+        let keys = read_jwks(path)
+            .map_err(|reason| AuthError::BadSettings(format!("SIDECAR_JWKS_FILE: {}: {reason}", path.display())))?;
+        let state = JwksState { keys: keys.into(), mtime, checked_at: Instant::now() };
+        Ok(JwksFile { path: path.to_owned(), check_every: JWKS_CHECK_EVERY, state: Mutex::new(state) })
     }
 
     /// The current keys, re-read first if the file changed since last look.

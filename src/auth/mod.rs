@@ -62,14 +62,9 @@ pub struct Claims {
 /// query parameter (browsers, WebSockets/SSE; pass it percent-decoded) or
 /// `Authorization: Bearer <token>`. The query parameter wins when both are
 /// there, as in ASP.NET Core's usual `OnMessageReceived` hook.
-pub fn token_from(
-    query_access_token: Option<&str>,
-    authorization_header: Option<&str>,
-) -> Option<String> {
+pub fn token_from(query_access_token: Option<&str>, authorization_header: Option<&str>) -> Option<String> {
     let from_query = query_access_token.map(str::trim).filter(|t| !t.is_empty());
-    from_query
-        .or_else(|| authorization_header.and_then(bearer))
-        .map(str::to_owned)
+    from_query.or_else(|| authorization_header.and_then(bearer)).map(str::to_owned)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case).

@@ -13,9 +13,7 @@ const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const JWKS_SECRET: &str = "jwks-oct-secret-for-tests-only-0123456789";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/auth")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/auth").join(name)
 }
 
 fn read(name: &str) -> Vec<u8> {
@@ -23,10 +21,7 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn rsa() -> EncodingKey {
@@ -72,10 +67,7 @@ fn b64(json: &Value) -> String {
     let bytes = json.to_string().into_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -84,26 +76,15 @@ fn b64(json: &Value) -> String {
 }
 
 fn settings() -> JwtSettings {
-    JwtSettings {
-        leeway_seconds: 30,
-        user_claim: "sub".into(),
-        ..JwtSettings::default()
-    }
+    JwtSettings { leeway_seconds: 30, user_claim: "sub".into(), ..JwtSettings::default() }
 }
 
 fn hs_auth() -> Authenticator {
-    Authenticator::new(&JwtSettings {
-        secret: Some(SECRET.into()),
-        ..settings()
-    })
-    .unwrap()
+    Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..settings() }).unwrap()
 }
 
 fn pem_auth(name: &str) -> Authenticator {
-    let settings = JwtSettings {
-        public_key_file: Some(fixture(name)),
-        ..settings()
-    };
+    let settings = JwtSettings { public_key_file: Some(fixture(name)), ..settings() };
     Authenticator::new(&settings).unwrap()
 }
 
@@ -125,8 +106,7 @@ impl TempFile {
     fn rewrite(&self, contents: &[u8], mtime_offset_seconds: u64) {
         std::fs::write(&self.0, contents).unwrap();
         let file = std::fs::File::options().write(true).open(&self.0).unwrap();
-        file.set_modified(SystemTime::now() + Duration::from_secs(mtime_offset_seconds))
-            .unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(mtime_offset_seconds)).unwrap();
     }
 }
 
@@ -139,65 +119,35 @@ impl Drop for TempFile {
 #[test]
 fn hs256_valid_token_gives_its_claims() {
     let exp = now() + 3600;
-    let token = sign(
-        Algorithm::HS256,
-        &hs(SECRET),
-        None,
-        &with(claims(), "exp", json!(exp)),
-    );
+    let token = sign(Algorithm::HS256, &hs(SECRET), None, &with(claims(), "exp", json!(exp)));
     let claims = hs_auth().verify(&token).unwrap();
     assert_eq!(claims.user_id, "user-1");
     assert_eq!(claims.name.as_deref(), Some("Ada"));
-    assert_eq!(
-        claims.expires_at,
-        Some(UNIX_EPOCH + Duration::from_secs(exp))
-    );
+    assert_eq!(claims.expires_at, Some(UNIX_EPOCH + Duration::from_secs(exp)));
     assert_eq!(claims.claims["rooms"], json!(["room-1"]));
 }
 
 #[test]
 fn rs256_and_es256_valid_from_pem() {
     let token = sign(Algorithm::RS256, &rsa(), None, &claims());
-    assert_eq!(
-        pem_auth("rsa_public.pem").verify(&token).unwrap().user_id,
-        "user-1"
-    );
+    assert_eq!(pem_auth("rsa_public.pem").verify(&token).unwrap().user_id, "user-1");
     let token = sign(Algorithm::ES256, &ec(), None, &claims());
-    assert_eq!(
-        pem_auth("ec_public.pem").verify(&token).unwrap().user_id,
-        "user-1"
-    );
+    assert_eq!(pem_auth("ec_public.pem").verify(&token).unwrap().user_id, "user-1");
 }
 
 #[test]
 fn wrong_signature_is_refused() {
-    let token = sign(
-        Algorithm::HS256,
-        &hs("another-secret-of-at-least-32-bytes"),
-        None,
-        &claims(),
-    );
+    let token = sign(Algorithm::HS256, &hs("another-secret-of-at-least-32-bytes"), None, &claims());
     assert_eq!(reason(hs_auth().verify(&token)), "signature");
 
     let token = sign(Algorithm::ES256, &ec2(), None, &claims());
-    assert_eq!(
-        reason(pem_auth("ec_public.pem").verify(&token)),
-        "signature"
-    );
+    assert_eq!(reason(pem_auth("ec_public.pem").verify(&token)), "signature");
 
     // A genuine RS256 signature over another payload.
     let token = sign(Algorithm::RS256, &rsa(), None, &claims());
     let parts: Vec<&str> = token.split('.').collect();
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(&with(claims(), "sub", json!("admin"))),
-        parts[2]
-    );
-    assert_eq!(
-        reason(pem_auth("rsa_public.pem").verify(&forged)),
-        "signature"
-    );
+    let forged = format!("{}.{}.{}", parts[0], b64(&with(claims(), "sub", json!("admin"))), parts[2]);
+    assert_eq!(reason(pem_auth("rsa_public.pem").verify(&forged)), "signature");
 }
 
 #[test]
@@ -209,27 +159,13 @@ fn audience_and_issuer_are_checked_only_when_configured() {
         ..settings()
     })
     .unwrap();
-    let good = with(
-        with(claims(), "iss", json!("https://issuer.test")),
-        "aud",
-        json!("sidecar"),
-    );
+    let good = with(with(claims(), "iss", json!("https://issuer.test")), "aud", json!("sidecar"));
     let verify = |claims: &Value| strict.verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims));
 
     assert!(verify(&good).is_ok());
     assert!(verify(&with(good.clone(), "aud", json!(["other", "sidecar"]))).is_ok());
-    assert_eq!(
-        reason(verify(&with(good.clone(), "aud", json!("other")))),
-        "audience"
-    );
-    assert_eq!(
-        reason(verify(&with(
-            good.clone(),
-            "iss",
-            json!("https://evil.test")
-        ))),
-        "issuer"
-    );
+    assert_eq!(reason(verify(&with(good.clone(), "aud", json!("other")))), "audience");
+    assert_eq!(reason(verify(&with(good.clone(), "iss", json!("https://evil.test")))), "issuer");
     assert_eq!(reason(verify(&without(good.clone(), "aud"))), "claims");
     assert_eq!(reason(verify(&without(good.clone(), "iss"))), "claims");
 
@@ -240,27 +176,17 @@ fn audience_and_issuer_are_checked_only_when_configured() {
 
 #[test]
 fn exp_and_nbf_are_checked_with_the_leeway() {
-    let verify =
-        |claims: &Value| hs_auth().verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims));
-    assert!(matches!(
-        verify(&with(claims(), "exp", json!(now() - 120))),
-        Err(AuthError::Expired)
-    ));
+    let verify = |claims: &Value| hs_auth().verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims));
+    assert!(matches!(verify(&with(claims(), "exp", json!(now() - 120))), Err(AuthError::Expired)));
     assert!(verify(&with(claims(), "exp", json!(now() - 10))).is_ok());
     let future = with(claims(), "nbf", json!(now() + 120));
     assert!(matches!(verify(&future), Err(AuthError::NotYetValid)));
     assert!(verify(&with(claims(), "nbf", json!(now() + 10))).is_ok());
     // exp is optional; when present it must be a number.
     assert_eq!(verify(&without(claims(), "exp")).unwrap().expires_at, None);
-    assert_eq!(
-        reason(verify(&with(claims(), "exp", json!("tomorrow")))),
-        "claims"
-    );
+    assert_eq!(reason(verify(&with(claims(), "exp", json!("tomorrow")))), "claims");
     let float_exp = (now() + 60) as f64 + 0.4;
-    assert!(verify(&with(claims(), "exp", json!(float_exp)))
-        .unwrap()
-        .expires_at
-        .is_some());
+    assert!(verify(&with(claims(), "exp", json!(float_exp))).unwrap().expires_at.is_some());
 }
 
 #[test]
@@ -268,19 +194,9 @@ fn unsigned_alg_none_tokens_are_refused() {
     let hs = hs_auth();
     let rs = pem_auth("rsa_public.pem");
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let token = format!(
-            "{}.{}.",
-            b64(&json!({"alg": alg, "typ": "JWT"})),
-            b64(&claims())
-        );
-        assert!(
-            matches!(hs.verify(&token), Err(AuthError::Invalid(_))),
-            "{alg}"
-        );
-        assert!(
-            matches!(rs.verify(&token), Err(AuthError::Invalid(_))),
-            "{alg}"
-        );
+        let token = format!("{}.{}.", b64(&json!({"alg": alg, "typ": "JWT"})), b64(&claims()));
+        assert!(matches!(hs.verify(&token), Err(AuthError::Invalid(_))), "{alg}");
+        assert!(matches!(rs.verify(&token), Err(AuthError::Invalid(_))), "{alg}");
     }
 }
 
@@ -288,123 +204,55 @@ fn unsigned_alg_none_tokens_are_refused() {
 fn algorithms_without_a_configured_key_are_refused() {
     let rs = pem_auth("rsa_public.pem");
     // Algorithm confusion: HS256 "signed" with the RSA public key as secret.
-    let token = sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(&read("rsa_public.pem")).unwrap(),
-        None,
-        &claims(),
-    );
+    let token = sign(Algorithm::HS256, &EncodingKey::from_secret(&read("rsa_public.pem")).unwrap(), None, &claims());
     assert_eq!(reason(rs.verify(&token)), "no_key");
-    assert_eq!(
-        reason(rs.verify(&sign(Algorithm::ES256, &ec(), None, &claims()))),
-        "no_key"
-    );
-    assert_eq!(
-        reason(hs_auth().verify(&sign(Algorithm::RS256, &rsa(), None, &claims()))),
-        "no_key"
-    );
+    assert_eq!(reason(rs.verify(&sign(Algorithm::ES256, &ec(), None, &claims()))), "no_key");
+    assert_eq!(reason(hs_auth().verify(&sign(Algorithm::RS256, &rsa(), None, &claims()))), "no_key");
     let hs384 = sign(Algorithm::HS384, &hs(SECRET), None, &claims());
     assert_eq!(reason(hs_auth().verify(&hs384)), "algorithm");
 }
 
 #[test]
 fn the_user_claim_is_required_and_configurable() {
-    let verify = |auth: &Authenticator, claims: &Value| {
-        auth.verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims))
-    };
+    let verify = |auth: &Authenticator, claims: &Value| auth.verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims));
     let auth = hs_auth();
-    assert_eq!(
-        reason(verify(&auth, &without(claims(), "sub"))),
-        "user_claim"
-    );
-    assert_eq!(
-        reason(verify(&auth, &with(claims(), "sub", json!("")))),
-        "user_claim"
-    );
+    assert_eq!(reason(verify(&auth, &without(claims(), "sub"))), "user_claim");
+    assert_eq!(reason(verify(&auth, &with(claims(), "sub", json!("")))), "user_claim");
     // jsonwebtoken itself cannot read an object `sub`; refused either way.
     let object_sub = with(claims(), "sub", json!({"id": 1}));
-    assert!(matches!(
-        verify(&auth, &object_sub),
-        Err(AuthError::Invalid(_))
-    ));
-    assert_eq!(
-        reason(verify(&auth, &with(claims(), "sub", json!(true)))),
-        "user_claim"
-    );
-    assert_eq!(
-        verify(&auth, &with(claims(), "sub", json!(42)))
-            .unwrap()
-            .user_id,
-        "42"
-    );
+    assert!(matches!(verify(&auth, &object_sub), Err(AuthError::Invalid(_))));
+    assert_eq!(reason(verify(&auth, &with(claims(), "sub", json!(true)))), "user_claim");
+    assert_eq!(verify(&auth, &with(claims(), "sub", json!(42))).unwrap().user_id, "42");
 
-    let by_uid = JwtSettings {
-        secret: Some(SECRET.into()),
-        user_claim: "uid".into(),
-        ..settings()
-    };
+    let by_uid = JwtSettings { secret: Some(SECRET.into()), user_claim: "uid".into(), ..settings() };
     let auth = Authenticator::new(&by_uid).unwrap();
-    assert_eq!(
-        verify(&auth, &with(claims(), "uid", json!("u-9")))
-            .unwrap()
-            .user_id,
-        "u-9"
-    );
+    assert_eq!(verify(&auth, &with(claims(), "uid", json!("u-9"))).unwrap().user_id, "u-9");
     assert_eq!(reason(verify(&auth, &claims())), "user_claim");
 }
 
 #[test]
 fn jwks_keys_are_selected_by_kid_or_tried_in_turn() {
-    let settings = JwtSettings {
-        jwks_file: Some(fixture("jwks.json")),
-        ..settings()
-    };
+    let settings = JwtSettings { jwks_file: Some(fixture("jwks.json")), ..settings() };
     let auth = Authenticator::new(&settings).unwrap();
     let ok = |token: String| auth.verify(&token).map(|c| c.user_id).unwrap();
 
-    assert_eq!(
-        ok(sign(Algorithm::RS256, &rsa(), Some("rsa-1"), &claims())),
-        "user-1"
-    );
-    assert_eq!(
-        ok(sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims())),
-        "user-1"
-    );
-    assert_eq!(
-        ok(sign(
-            Algorithm::HS256,
-            &hs(JWKS_SECRET),
-            Some("hs-1"),
-            &claims()
-        )),
-        "user-1"
-    );
+    assert_eq!(ok(sign(Algorithm::RS256, &rsa(), Some("rsa-1"), &claims())), "user-1");
+    assert_eq!(ok(sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims())), "user-1");
+    assert_eq!(ok(sign(Algorithm::HS256, &hs(JWKS_SECRET), Some("hs-1"), &claims())), "user-1");
     // No kid: every key of the token's algorithm is tried.
     assert_eq!(ok(sign(Algorithm::ES256, &ec(), None, &claims())), "user-1");
 
     let refused = |token: String| reason(auth.verify(&token));
-    assert_eq!(
-        refused(sign(Algorithm::ES256, &ec(), Some("nope"), &claims())),
-        "no_key"
-    );
+    assert_eq!(refused(sign(Algorithm::ES256, &ec(), Some("nope"), &claims())), "no_key");
     // The kid exists, but for another algorithm.
-    assert_eq!(
-        refused(sign(Algorithm::ES256, &ec(), Some("rsa-1"), &claims())),
-        "no_key"
-    );
-    assert_eq!(
-        refused(sign(Algorithm::ES256, &ec2(), Some("ec-1"), &claims())),
-        "signature"
-    );
+    assert_eq!(refused(sign(Algorithm::ES256, &ec(), Some("rsa-1"), &claims())), "no_key");
+    assert_eq!(refused(sign(Algorithm::ES256, &ec2(), Some("ec-1"), &claims())), "signature");
 }
 
 #[test]
 fn the_jwks_file_is_reloaded_when_it_changes() {
     let file = TempFile::new("reload-jwks.json", &read("jwks.json"));
-    let settings = JwtSettings {
-        jwks_file: Some(file.0.clone()),
-        ..settings()
-    };
+    let settings = JwtSettings { jwks_file: Some(file.0.clone()), ..settings() };
     let mut auth = Authenticator::new(&settings).unwrap();
     auth.jwks.as_mut().unwrap().check_every = Duration::ZERO;
     let old = sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims());
@@ -426,10 +274,7 @@ fn the_jwks_file_is_reloaded_when_it_changes() {
 #[test]
 fn the_jwks_file_is_looked_at_no_more_than_once_per_interval() {
     let file = TempFile::new("throttle-jwks.json", &read("jwks.json"));
-    let settings = JwtSettings {
-        jwks_file: Some(file.0.clone()),
-        ..settings()
-    };
+    let settings = JwtSettings { jwks_file: Some(file.0.clone()), ..settings() };
     let mut auth = Authenticator::new(&settings).unwrap();
     auth.jwks.as_mut().unwrap().check_every = Duration::from_secs(3600);
     file.rewrite(&read("jwks_rotated.json"), 10);
@@ -446,67 +291,33 @@ fn bad_settings_name_the_setting() {
         error.to_string()
     };
     assert!(message(settings()).starts_with("SIDECAR_JWT_SECRET, SIDECAR_JWT_PUBLIC_KEY_FILE"));
-    assert!(message(JwtSettings {
-        secret: Some(String::new()),
-        ..settings()
-    })
-    .starts_with("SIDECAR_JWT_SECRET: "));
+    assert!(message(JwtSettings { secret: Some(String::new()), ..settings() }).starts_with("SIDECAR_JWT_SECRET: "));
 
     let missing = fixture("missing.pem");
-    let text = message(JwtSettings {
-        public_key_file: Some(missing.clone()),
-        ..settings()
-    });
-    assert!(text.starts_with(&format!(
-        "SIDECAR_JWT_PUBLIC_KEY_FILE: {}: ",
-        missing.display()
-    )));
+    let text = message(JwtSettings { public_key_file: Some(missing.clone()), ..settings() });
+    assert!(text.starts_with(&format!("SIDECAR_JWT_PUBLIC_KEY_FILE: {}: ", missing.display())));
     for wrong in ["rsa_private.pem", "ec_private.pem", "jwks.json"] {
-        let text = message(JwtSettings {
-            public_key_file: Some(fixture(wrong)),
-            ..settings()
-        });
-        assert!(
-            text.ends_with("not a PEM public key (RSA, or EC on P-256)"),
-            "{text}"
-        );
+        let text = message(JwtSettings { public_key_file: Some(fixture(wrong)), ..settings() });
+        assert!(text.ends_with("not a PEM public key (RSA, or EC on P-256)"), "{text}");
     }
 
-    let text = message(JwtSettings {
-        jwks_file: Some(fixture("rsa_public.pem")),
-        ..settings()
-    });
+    let text = message(JwtSettings { jwks_file: Some(fixture("rsa_public.pem")), ..settings() });
     assert!(text.starts_with("SIDECAR_JWKS_FILE: "), "{text}");
-    let empty = TempFile::new(
-        "empty-jwks.json",
-        b"{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-384\"}]}",
-    );
-    let text = message(JwtSettings {
-        jwks_file: Some(empty.0.clone()),
-        ..settings()
-    });
-    assert!(
-        text.ends_with("no HS256, RS256 or ES256 signing key"),
-        "{text}"
-    );
+    let empty = TempFile::new("empty-jwks.json", b"{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-384\"}]}");
+    let text = message(JwtSettings { jwks_file: Some(empty.0.clone()), ..settings() });
+    assert!(text.ends_with("no HS256, RS256 or ES256 signing key"), "{text}");
 
-    let text = message(JwtSettings {
-        secret: Some(SECRET.into()),
-        leeway_seconds: u64::MAX,
-        ..settings()
-    });
+    let text = message(JwtSettings { secret: Some(SECRET.into()), leeway_seconds: u64::MAX, ..settings() });
     assert!(text.starts_with("SIDECAR_JWT_LEEWAY_SECONDS: "));
 }
 
 #[test]
 fn hostile_tokens_never_panic() {
     let header = b64(&json!({"alg": "HS256", "typ": "JWT"}));
-    let mut inputs: Vec<String> = [
-        "", " ", ".", "..", "...", "a.b", "a.b.c", "a.b.c.d", "\u{0}", "é.é.é", "Bearer x",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut inputs: Vec<String> = ["", " ", ".", "..", "...", "a.b", "a.b.c", "a.b.c.d", "\u{0}", "é.é.é", "Bearer x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for payload in [
         json!(null),
         json!([1]),
@@ -521,14 +332,8 @@ fn hostile_tokens_never_panic() {
         inputs.push(sign(Algorithm::HS256, &hs(SECRET), None, &payload));
     }
     inputs.push(format!("{header}.{}.c", "A".repeat(300 * 1024)));
-    inputs.push(format!(
-        "{}.e30.AAAA",
-        b64(&json!({"alg": "RS256", "kid": 7}))
-    ));
-    inputs.push(format!(
-        "{}.e30.AAAA",
-        b64(&json!({"alg": "ES256", "crit": ["x"]}))
-    ));
+    inputs.push(format!("{}.e30.AAAA", b64(&json!({"alg": "RS256", "kid": 7}))));
+    inputs.push(format!("{}.e30.AAAA", b64(&json!({"alg": "ES256", "crit": ["x"]}))));
     // A small deterministic fuzz over the token alphabet.
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ";
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -536,9 +341,7 @@ fn hostile_tokens_never_panic() {
         let len = (seed % 200) as usize;
         let token: String = (0..len)
             .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 alphabet[(seed >> 33) as usize % alphabet.len()] as char
             })
             .collect();
@@ -560,22 +363,10 @@ fn hostile_tokens_never_panic() {
 #[test]
 fn token_from_reads_the_query_then_the_bearer_header() {
     assert_eq!(token_from(Some("q.t.s"), None).as_deref(), Some("q.t.s"));
-    assert_eq!(
-        token_from(None, Some("Bearer h.t.s")).as_deref(),
-        Some("h.t.s")
-    );
-    assert_eq!(
-        token_from(None, Some("  bearer   h.t.s ")).as_deref(),
-        Some("h.t.s")
-    );
-    assert_eq!(
-        token_from(Some("q.t.s"), Some("Bearer h.t.s")).as_deref(),
-        Some("q.t.s")
-    );
-    assert_eq!(
-        token_from(Some(""), Some("Bearer h.t.s")).as_deref(),
-        Some("h.t.s")
-    );
+    assert_eq!(token_from(None, Some("Bearer h.t.s")).as_deref(), Some("h.t.s"));
+    assert_eq!(token_from(None, Some("  bearer   h.t.s ")).as_deref(), Some("h.t.s"));
+    assert_eq!(token_from(Some("q.t.s"), Some("Bearer h.t.s")).as_deref(), Some("q.t.s"));
+    assert_eq!(token_from(Some(""), Some("Bearer h.t.s")).as_deref(), Some("h.t.s"));
     assert_eq!(token_from(None, Some("Basic dXNlcjpwYXNz")), None);
     assert_eq!(token_from(None, Some("Bearer ")), None);
     assert_eq!(token_from(None, Some("Bearer")), None);

@@ -18,20 +18,13 @@ pub struct RecordBuffer {
 impl RecordBuffer {
     /// A buffer that refuses records longer than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        RecordBuffer {
-            pending: Vec::new(),
-            limit,
-        }
+        RecordBuffer { pending: Vec::new(), limit }
     }
 
     /// Appends `data` and calls `each` with every record it completes, in
     /// order, without the separator. A partial record stays for next time.
     /// Stops at the first error `each` returns.
-    pub fn push<E>(
-        &mut self,
-        data: &[u8],
-        mut each: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E>
+    pub fn push<E>(&mut self, data: &[u8], mut each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>
     where
         E: From<Error>,
     {
@@ -82,18 +75,11 @@ pub struct LengthBuffer {
 impl LengthBuffer {
     /// A buffer that refuses messages longer than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        LengthBuffer {
-            pending: Vec::new(),
-            limit,
-        }
+        LengthBuffer { pending: Vec::new(), limit }
     }
 
     /// Appends `data` and calls `each` with every complete message body.
-    pub fn push<E>(
-        &mut self,
-        data: &[u8],
-        mut each: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E>
+    pub fn push<E>(&mut self, data: &[u8], mut each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>
     where
         E: From<Error>,
     {
@@ -144,11 +130,7 @@ pub enum Framer {
 
 impl Framer {
     /// Appends `data` and calls `each` with every complete message.
-    pub fn push<E>(
-        &mut self,
-        data: &[u8],
-        each: impl FnMut(&[u8]) -> Result<(), E>,
-    ) -> Result<(), E>
+    pub fn push<E>(&mut self, data: &[u8], each: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E>
     where
         E: From<Error>,
     {
@@ -178,18 +160,12 @@ mod tests {
 
     #[test]
     fn splits_several_records_in_one_message() {
-        assert_eq!(
-            records(&[b"a\x1eb\x1e"]),
-            vec![b"a".to_vec(), b"b".to_vec()]
-        );
+        assert_eq!(records(&[b"a\x1eb\x1e"]), vec![b"a".to_vec(), b"b".to_vec()]);
     }
 
     #[test]
     fn joins_a_record_split_across_messages() {
-        assert_eq!(
-            records(&[b"{\"ty", b"pe\":6}\x1e{", b"}\x1e"]),
-            vec![b"{\"type\":6}".to_vec(), b"{}".to_vec()]
-        );
+        assert_eq!(records(&[b"{\"ty", b"pe\":6}\x1e{", b"}\x1e"]), vec![b"{\"type\":6}".to_vec(), b"{}".to_vec()]);
     }
 
     #[test]

@@ -16,12 +16,10 @@ pub struct HandshakeRequest {
 impl HandshakeRequest {
     /// Parses a handshake record (without its separator) and picks the protocol.
     pub fn parse(record: &[u8]) -> Result<Protocol, Error> {
-        let req: HandshakeRequest = serde_json::from_slice(record)
-            .map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
-        Protocol::from_handshake(&req.protocol, req.version).ok_or(Error::UnsupportedProtocol {
-            name: req.protocol,
-            version: req.version,
-        })
+        let req: HandshakeRequest =
+            serde_json::from_slice(record).map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
+        Protocol::from_handshake(&req.protocol, req.version)
+            .ok_or(Error::UnsupportedProtocol { name: req.protocol, version: req.version })
     }
 }
 
@@ -55,19 +53,13 @@ mod tests {
     #[test]
     fn refuses_an_unknown_protocol_by_name() {
         let err = HandshakeRequest::parse(br#"{"protocol":"xml","version":1}"#).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the protocol 'xml' version 1 is not supported"
-        );
+        assert_eq!(err.to_string(), "the protocol 'xml' version 1 is not supported");
     }
 
     #[test]
     fn success_and_error_records() {
         assert_eq!(HandshakeResponse::default().to_record(), b"{}\x1e");
-        let err = HandshakeResponse {
-            error: Some("no".into()),
-        }
-        .to_record();
+        let err = HandshakeResponse { error: Some("no".into()) }.to_record();
         assert_eq!(err, b"{\"error\":\"no\"}\x1e");
     }
 }

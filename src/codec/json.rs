@@ -26,9 +26,9 @@ struct Wire {
 pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
     let wire: Wire = serde_json::from_slice(record).map_err(|e| Error::Malformed(e.to_string()))?;
     let id = |w: &Wire| {
-        w.invocation_id.clone().ok_or_else(|| {
-            Error::Malformed(format!("message type {} needs an invocationId", w.kind))
-        })
+        w.invocation_id
+            .clone()
+            .ok_or_else(|| Error::Malformed(format!("message type {} needs an invocationId", w.kind)))
     };
     let invocation = |w: Wire| -> Result<Invocation, Error> {
         let target = w
@@ -42,15 +42,11 @@ pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
             stream_ids: w.stream_ids.unwrap_or_default(),
         })
     };
-    let sequence = |w: &Wire| {
-        w.sequence_id
-            .ok_or_else(|| Error::Malformed(format!("message type {} needs a sequenceId", w.kind)))
-    };
+    let sequence =
+        |w: &Wire| w.sequence_id.ok_or_else(|| Error::Malformed(format!("message type {} needs a sequenceId", w.kind)));
     Ok(match wire.kind {
         1 => HubMessage::Invocation(invocation(wire)?),
-        2 => HubMessage::StreamItem {
-            invocation_id: id(&wire)?,
-        },
+        2 => HubMessage::StreamItem { invocation_id: id(&wire)? },
         3 => HubMessage::Completion(Completion {
             invocation_id: id(&wire)?,
             outcome: match wire.error {
@@ -59,20 +55,14 @@ pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
             },
         }),
         4 => HubMessage::StreamInvocation(invocation(wire)?),
-        5 => HubMessage::CancelInvocation {
-            invocation_id: id(&wire)?,
-        },
+        5 => HubMessage::CancelInvocation { invocation_id: id(&wire)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
             error: wire.error,
             allow_reconnect: wire.allow_reconnect.unwrap_or(false),
         }),
-        8 => HubMessage::Ack {
-            sequence_id: sequence(&wire)?,
-        },
-        9 => HubMessage::Sequence {
-            sequence_id: sequence(&wire)?,
-        },
+        8 => HubMessage::Ack { sequence_id: sequence(&wire)? },
+        9 => HubMessage::Sequence { sequence_id: sequence(&wire)? },
         other => return Err(Error::UnknownType(other)),
     })
 }

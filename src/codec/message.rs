@@ -42,13 +42,7 @@ impl HubMessage {
     /// (HubProtocol.md: invocations, stream items, completions and cancels do;
     /// pings, closes, acks and sequences do not).
     pub fn is_sequenced(&self) -> bool {
-        !matches!(
-            self,
-            HubMessage::Ping
-                | HubMessage::Close(_)
-                | HubMessage::Ack { .. }
-                | HubMessage::Sequence { .. }
-        )
+        !matches!(self, HubMessage::Ping | HubMessage::Close(_) | HubMessage::Ack { .. } | HubMessage::Sequence { .. })
     }
 }
 

@@ -37,8 +37,10 @@ impl Protocol {
     /// The protocol a handshake names, if the sidecar speaks it at that version.
     pub fn from_handshake(name: &str, version: u32) -> Option<Protocol> {
         match (name, version) {
-            ("json", 1) => Some(Protocol::Json),
-            ("messagepack", 1) => Some(Protocol::MessagePack),
+            // Version 2 adds Ack and Sequence (stateful reconnect); the
+            // encoding of every other message is the same.
+            ("json", 1 | 2) => Some(Protocol::Json),
+            ("messagepack", 1 | 2) => Some(Protocol::MessagePack),
             _ => None,
         }
     }

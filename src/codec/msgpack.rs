@@ -18,20 +18,14 @@ const MAX_DEPTH: usize = 64;
 pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
     let malformed = |m: &str| Error::Malformed(m.to_string());
     let mut rd = body;
-    let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
-        .map_err(|e| Error::Malformed(e.to_string()))?;
+    let value =
+        rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).map_err(|e| Error::Malformed(e.to_string()))?;
     let Mp::Array(items) = value else {
         return Err(malformed("a MessagePack message must be an array"));
     };
-    let kind = items
-        .first()
-        .and_then(Mp::as_i64)
-        .ok_or_else(|| malformed("missing message type"))?;
+    let kind = items.first().and_then(Mp::as_i64).ok_or_else(|| malformed("missing message type"))?;
     let text = |i: usize| items.get(i).and_then(Mp::as_str).map(str::to_string);
-    let id = |i: usize| {
-        text(i)
-            .ok_or_else(|| Error::Malformed(format!("message type {kind} needs an invocationId")))
-    };
+    let id = |i: usize| text(i).ok_or_else(|| Error::Malformed(format!("message type {kind} needs an invocationId")));
     let seq = || {
         items
             .get(1)
@@ -39,64 +33,39 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             .ok_or_else(|| Error::Malformed(format!("message type {kind} needs a sequenceId")))
     };
     let invocation = || -> Result<Invocation, Error> {
-        let target = text(3)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| malformed("an invocation needs a target"))?;
+        let target = text(3).filter(|t| !t.is_empty()).ok_or_else(|| malformed("an invocation needs a target"))?;
         let arguments = match items.get(4) {
             Some(Mp::Array(args)) => args.iter().map(to_json).collect::<Result<_, _>>()?,
             _ => return Err(malformed("an invocation needs an arguments array")),
         };
         let stream_ids = match items.get(5) {
-            Some(Mp::Array(ids)) => ids
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect(),
+            Some(Mp::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
             _ => Vec::new(),
         };
-        Ok(Invocation {
-            invocation_id: text(2),
-            target,
-            arguments,
-            stream_ids,
-        })
+        Ok(Invocation { invocation_id: text(2), target, arguments, stream_ids })
     };
     Ok(match kind {
         1 => HubMessage::Invocation(invocation()?),
-        2 => HubMessage::StreamItem {
-            invocation_id: id(2)?,
-        },
+        2 => HubMessage::StreamItem { invocation_id: id(2)? },
         3 => {
             let invocation_id = id(2)?;
             let outcome = match items.get(3).and_then(Mp::as_u64) {
                 Some(RESULT_ERROR) => Err(text(4).unwrap_or_default()),
                 Some(RESULT_VOID) => Ok(Value::Null),
-                Some(RESULT_VALUE) => Ok(items
-                    .get(4)
-                    .map(to_json)
-                    .transpose()?
-                    .unwrap_or(Value::Null)),
+                Some(RESULT_VALUE) => Ok(items.get(4).map(to_json).transpose()?.unwrap_or(Value::Null)),
                 _ => return Err(malformed("a completion needs a result kind of 1, 2 or 3")),
             };
-            HubMessage::Completion(Completion {
-                invocation_id,
-                outcome,
-            })
+            HubMessage::Completion(Completion { invocation_id, outcome })
         }
         4 => HubMessage::StreamInvocation(invocation()?),
-        5 => HubMessage::CancelInvocation {
-            invocation_id: id(2)?,
-        },
+        5 => HubMessage::CancelInvocation { invocation_id: id(2)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
             error: text(1),
             allow_reconnect: items.get(2).and_then(Mp::as_bool).unwrap_or(false),
         }),
-        8 => HubMessage::Ack {
-            sequence_id: seq()?,
-        },
-        9 => HubMessage::Sequence {
-            sequence_id: seq()?,
-        },
+        8 => HubMessage::Ack { sequence_id: seq()? },
+        9 => HubMessage::Sequence { sequence_id: seq()? },
         other => return Err(Error::UnknownType(other)),
     })
 }
@@ -107,17 +76,8 @@ fn to_json(v: &Mp) -> Result<Value, Error> {
 
 /// Encodes a server-to-client invocation, converting each argument once.
 pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[A]) -> Vec<u8> {
-    let args = arguments
-        .iter()
-        .map(|a| rmpv::ext::to_value(a).unwrap_or(Mp::Nil))
-        .collect();
-    frame(&Mp::Array(vec![
-        1.into(),
-        Mp::Map(Vec::new()),
-        Mp::Nil,
-        target.into(),
-        Mp::Array(args),
-    ]))
+    let args = arguments.iter().map(|a| rmpv::ext::to_value(a).unwrap_or(Mp::Nil)).collect();
+    frame(&Mp::Array(vec![1.into(), Mp::Map(Vec::new()), Mp::Nil, target.into(), Mp::Array(args)]))
 }
 
 /// Encodes any message with its length prefix.
@@ -126,11 +86,7 @@ pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
     let value = match message {
         HubMessage::Invocation(inv) => return encode_invocation(&inv.target, &inv.arguments),
         HubMessage::Completion(c) => {
-            let mut items = vec![
-                3.into(),
-                Mp::Map(Vec::new()),
-                c.invocation_id.as_str().into(),
-            ];
+            let mut items = vec![3.into(), Mp::Map(Vec::new()), c.invocation_id.as_str().into()];
             match &c.outcome {
                 Err(e) => items.extend([RESULT_ERROR.into(), e.as_str().into()]),
                 Ok(Value::Null) => items.push(RESULT_VOID.into()),
@@ -139,34 +95,24 @@ pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
             Mp::Array(items)
         }
         HubMessage::Ping => Mp::Array(vec![6.into()]),
-        HubMessage::Close(c) => Mp::Array(vec![
-            7.into(),
-            c.error.as_deref().map(Mp::from).unwrap_or(Mp::Nil),
-            c.allow_reconnect.into(),
-        ]),
+        HubMessage::Close(c) => {
+            Mp::Array(vec![7.into(), c.error.as_deref().map(Mp::from).unwrap_or(Mp::Nil), c.allow_reconnect.into()])
+        }
         HubMessage::Ack { sequence_id } => Mp::Array(vec![8.into(), (*sequence_id).into()]),
         HubMessage::Sequence { sequence_id } => Mp::Array(vec![9.into(), (*sequence_id).into()]),
-        HubMessage::StreamItem { invocation_id } => Mp::Array(vec![
-            2.into(),
-            Mp::Map(Vec::new()),
-            invocation_id.as_str().into(),
-            Mp::Nil,
-        ]),
+        HubMessage::StreamItem { invocation_id } => {
+            Mp::Array(vec![2.into(), Mp::Map(Vec::new()), invocation_id.as_str().into(), Mp::Nil])
+        }
         HubMessage::StreamInvocation(inv) => Mp::Array(vec![
             4.into(),
             Mp::Map(Vec::new()),
-            inv.invocation_id
-                .as_deref()
-                .map(Mp::from)
-                .unwrap_or(Mp::Nil),
+            inv.invocation_id.as_deref().map(Mp::from).unwrap_or(Mp::Nil),
             inv.target.as_str().into(),
             Mp::Array(inv.arguments.iter().map(json).collect()),
         ]),
-        HubMessage::CancelInvocation { invocation_id } => Mp::Array(vec![
-            5.into(),
-            Mp::Map(Vec::new()),
-            invocation_id.as_str().into(),
-        ]),
+        HubMessage::CancelInvocation { invocation_id } => {
+            Mp::Array(vec![5.into(), Mp::Map(Vec::new()), invocation_id.as_str().into()])
+        }
     };
     frame(&value)
 }
@@ -213,18 +159,9 @@ mod tests {
             HubMessage::Ping,
             HubMessage::Ack { sequence_id: 300 },
             HubMessage::Sequence { sequence_id: 1 },
-            HubMessage::Close(CloseMessage {
-                error: Some("bye".into()),
-                allow_reconnect: true,
-            }),
-            HubMessage::Completion(Completion {
-                invocation_id: "1".into(),
-                outcome: Err("no".into()),
-            }),
-            HubMessage::Completion(Completion {
-                invocation_id: "2".into(),
-                outcome: Ok(Value::Null),
-            }),
+            HubMessage::Close(CloseMessage { error: Some("bye".into()), allow_reconnect: true }),
+            HubMessage::Completion(Completion { invocation_id: "1".into(), outcome: Err("no".into()) }),
+            HubMessage::Completion(Completion { invocation_id: "2".into(), outcome: Ok(Value::Null) }),
             HubMessage::Completion(Completion {
                 invocation_id: "3".into(),
                 outcome: Ok(serde_json::json!({"a": [1, "x"]})),
@@ -240,10 +177,7 @@ mod tests {
         let bytes = encode_invocation("ReceiveMessage", &[&payload]);
         match roundtrip_raw(&bytes) {
             HubMessage::Invocation(inv) => {
-                assert_eq!(
-                    (inv.target.as_str(), inv.invocation_id),
-                    ("ReceiveMessage", None)
-                );
+                assert_eq!((inv.target.as_str(), inv.invocation_id), ("ReceiveMessage", None));
                 assert_eq!(inv.arguments, vec![payload]);
             }
             other => panic!("{other:?}"),

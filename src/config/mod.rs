@@ -13,19 +13,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use routes::{
-    Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable,
-};
+pub use routes::{Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable};
 pub use source::RawSettings;
 use validate::Reader;
 
 /// The default streams (CONTRACT section 5).
-pub const DEFAULT_STREAMS: [&str; 4] = [
-    "events:chat",
-    "events:ticket",
-    "events:notification",
-    "events:remote",
-];
+pub const DEFAULT_STREAMS: [&str; 4] = ["events:chat", "events:ticket", "events:notification", "events:remote"];
 
 /// All settings.
 #[derive(Debug, Clone)]
@@ -84,6 +77,11 @@ pub struct ServerConfig {
     /// Polling clients send no pings. Default 20, or two thirds of a
     /// shorter client timeout.
     pub long_poll_timeout: Duration,
+    /// Whether clients may negotiate stateful reconnect (`stateful_reconnect`). Default true.
+    pub stateful_reconnect: bool,
+    /// Unacknowledged bytes kept per stateful connection; past it a resume is
+    /// refused and the client reconnects afresh (`stateful_reconnect_buffer_bytes`). Default 1048576.
+    pub stateful_reconnect_buffer_bytes: usize,
 }
 
 /// Redis Streams ingest and publishing.
@@ -164,8 +162,7 @@ impl Config {
             Ok(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| vec![format!("SIDECAR_CONFIG: cannot read {path}: {e}")])?;
-                RawSettings::from_toml(&text)
-                    .map_err(|e| vec![format!("SIDECAR_CONFIG: {path}: {e}")])?
+                RawSettings::from_toml(&text).map_err(|e| vec![format!("SIDECAR_CONFIG: {path}: {e}")])?
             }
             Err(_) => RawSettings::default(),
         };
@@ -189,24 +186,23 @@ impl Config {
             outbox_max_bytes: r.count("outbox_max_bytes", 1 << 20, 4096, 1 << 30),
             negotiate_timeout: r.seconds("negotiate_timeout_seconds", 30, 1),
             long_poll_timeout: Duration::ZERO,
+            stateful_reconnect: r.get("stateful_reconnect", true),
+            stateful_reconnect_buffer_bytes: r.count("stateful_reconnect_buffer_bytes", 1 << 20, 1024, 1 << 30),
         };
         // Default: 20 s, or two thirds of a shorter client timeout.
         let derived = (server.client_timeout.as_secs() * 2 / 3).clamp(1, 20);
         server.long_poll_timeout = r.seconds("long_poll_timeout_seconds", derived, 1);
         if server.long_poll_timeout >= server.client_timeout {
-            r.error(
-                "long_poll_timeout_seconds",
-                "must be shorter than SIDECAR_CLIENT_TIMEOUT_SECONDS",
-            );
+            r.error("long_poll_timeout_seconds", "must be shorter than SIDECAR_CLIENT_TIMEOUT_SECONDS");
         }
         if server.listen == server.admin_listen {
-            r.error("admin_listen", "must differ from SIDECAR_LISTEN: the admin port is never served on the client port");
+            r.error(
+                "admin_listen",
+                "must differ from SIDECAR_LISTEN: the admin port is never served on the client port",
+            );
         }
         if server.client_timeout <= server.keepalive {
-            r.error(
-                "client_timeout_seconds",
-                "must be longer than SIDECAR_KEEPALIVE_SECONDS",
-            );
+            r.error("client_timeout_seconds", "must be longer than SIDECAR_KEEPALIVE_SECONDS");
         }
         let redis_urls = r.list("redis_url", &[]);
         let redis_cluster: bool = r.get("redis_cluster", false);
@@ -224,10 +220,7 @@ impl Config {
         };
         for url in &redis.urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                r.error(
-                    "redis_url",
-                    format!("'{url}' must start with redis:// or rediss://"),
-                );
+                r.error("redis_url", format!("'{url}' must start with redis:// or rediss://"));
             }
         }
         let streams = r.list("streams", &DEFAULT_STREAMS);
@@ -236,10 +229,7 @@ impl Config {
         }
         let auth: String = r.get("auth", "none".to_string());
         if auth != "none" {
-            r.error(
-                "auth",
-                format!("'{auth}' is not available in this build: use none"),
-            );
+            r.error("auth", format!("'{auth}' is not available in this build: use none"));
         }
         let delivery = DeliveryConfig {
             ingest_queue_capacity: r.count("ingest_queue_capacity", 4096, 1, 1 << 20),
@@ -254,10 +244,7 @@ impl Config {
             timeout: r.seconds("shutdown_timeout_seconds", 25, 1),
         };
         if shutdown.timeout <= shutdown.drain_window {
-            r.error(
-                "shutdown_timeout_seconds",
-                "must be longer than SIDECAR_DRAIN_WINDOW_SECONDS",
-            );
+            r.error("shutdown_timeout_seconds", "must be longer than SIDECAR_DRAIN_WINDOW_SECONDS");
         }
         let log_format: String = r.get("log_format", "text".to_string());
         if log_format != "text" && log_format != "json" {
@@ -265,17 +252,11 @@ impl Config {
         }
         let telemetry = TelemetryConfig {
             log_json: log_format == "json",
-            log_filter: r
-                .opt("log")
-                .or_else(|| std::env::var("RUST_LOG").ok())
-                .unwrap_or_else(|| "info".to_string()),
+            log_filter: r.opt("log").or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_string()),
         };
         let instance_id = r.opt("instance_id").unwrap_or_else(host_name);
         if instance_id.is_empty() || instance_id.contains(char::is_whitespace) {
-            r.error(
-                "instance_id",
-                format!("'{instance_id}' must be non-empty without spaces"),
-            );
+            r.error("instance_id", format!("'{instance_id}' must be non-empty without spaces"));
         }
         let config = Config {
             instance_id,

@@ -170,10 +170,8 @@ struct FileRoute {
 impl RouteTable {
     /// Reads and validates a routing file.
     pub fn load(path: &Path) -> Result<RouteTable, RouteError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RouteError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RouteError::Read { path: path.display().to_string(), source })?;
         RouteTable::parse(&path.display().to_string(), &text)
     }
 
@@ -184,12 +182,8 @@ impl RouteTable {
             line: text[..offset.min(text.len())].matches('\n').count() + 1,
             message,
         };
-        let doc: FileDoc = toml::from_str(text).map_err(|e| {
-            invalid(
-                e.span().map(|s| s.start).unwrap_or(0),
-                e.message().to_string(),
-            )
-        })?;
+        let doc: FileDoc = toml::from_str(text)
+            .map_err(|e| invalid(e.span().map(|s| s.start).unwrap_or(0), e.message().to_string()))?;
 
         let mut hubs: Vec<HubDef> = Vec::new();
         for spanned in doc.hub {
@@ -198,31 +192,21 @@ impl RouteTable {
             if !h.path.starts_with('/') || h.path.ends_with('/') || h.path.contains(['?', '#']) {
                 return Err(invalid(
                     at,
-                    format!(
-                        "hub '{}': path '{}' must start with / and not end with /",
-                        h.name, h.path
-                    ),
+                    format!("hub '{}': path '{}' must start with / and not end with /", h.name, h.path),
                 ));
             }
             if hubs.iter().any(|o| o.name == h.name || o.path == h.path) {
-                return Err(invalid(
-                    at,
-                    format!("hub '{}' ({}) is defined twice", h.name, h.path),
-                ));
+                return Err(invalid(at, format!("hub '{}' ({}) is defined twice", h.name, h.path)));
             }
             let mut methods = HashMap::new();
             for m in h.method {
                 let at = m.span().start;
                 let m = m.into_inner();
                 let key = m.name.to_ascii_lowercase();
-                if m.action != Action::Typing && (m.start_event.is_some() || m.stop_event.is_some())
-                {
+                if m.action != Action::Typing && (m.start_event.is_some() || m.stop_event.is_some()) {
                     return Err(invalid(
                         at,
-                        format!(
-                            "method '{}': start_event and stop_event belong to action \"typing\"",
-                            m.name
-                        ),
+                        format!("method '{}': start_event and stop_event belong to action \"typing\"", m.name),
                     ));
                 }
                 let def = MethodDef {
@@ -235,19 +219,10 @@ impl RouteTable {
                     authorize: m.authorize,
                 };
                 if methods.insert(key, def).is_some() {
-                    return Err(invalid(
-                        at,
-                        format!("hub '{}': a method is defined twice", h.name),
-                    ));
+                    return Err(invalid(at, format!("hub '{}': a method is defined twice", h.name)));
                 }
             }
-            hubs.push(HubDef {
-                id: hubs.len(),
-                name: h.name,
-                path: h.path,
-                presence: h.presence,
-                methods,
-            });
+            hubs.push(HubDef { id: hubs.len(), name: h.name, path: h.path, presence: h.presence, methods });
         }
         if hubs.is_empty() {
             return Err(invalid(0, "the file defines no [[hub]]".into()));
@@ -260,21 +235,10 @@ impl RouteTable {
             let hub = hubs
                 .iter()
                 .find(|h| h.name == r.hub)
-                .ok_or_else(|| {
-                    invalid(
-                        at,
-                        format!("route '{}': no hub named '{}'", r.event_type, r.hub),
-                    )
-                })?
+                .ok_or_else(|| invalid(at, format!("route '{}': no hub named '{}'", r.event_type, r.hub)))?
                 .id;
             if r.method.is_empty() || r.stream.is_empty() {
-                return Err(invalid(
-                    at,
-                    format!(
-                        "route '{}': method and stream must not be empty",
-                        r.event_type
-                    ),
-                ));
+                return Err(invalid(at, format!("route '{}': method and stream must not be empty", r.event_type)));
             }
             let route = EventRoute {
                 hub,
@@ -284,17 +248,20 @@ impl RouteTable {
                 delivery: r.delivery,
             };
             if routes.insert(r.event_type.clone(), route).is_some() {
-                return Err(invalid(
-                    at,
-                    format!("route '{}' is defined twice", r.event_type),
-                ));
+                return Err(invalid(at, format!("route '{}' is defined twice", r.event_type)));
             }
         }
         for hub in &hubs {
             for m in hub.methods.values().filter(|m| m.action == Action::Typing) {
                 for ev in [&m.typing_events.0, &m.typing_events.1] {
                     if routes.get(ev).map(|r: &EventRoute| r.hub) != Some(hub.id) {
-                        return Err(invalid(0, format!("hub '{}': method '{}' publishes '{ev}', which has no route to this hub", hub.name, m.name)));
+                        return Err(invalid(
+                            0,
+                            format!(
+                                "hub '{}': method '{}' publishes '{ev}', which has no route to this hub",
+                                hub.name, m.name
+                            ),
+                        ));
                     }
                 }
             }
@@ -330,19 +297,10 @@ mod tests {
         }
         let table = RouteTable::load(Path::new("protocol/routes.toml")).expect("default");
         let chat = table.hub_by_path("/hubs/chat").expect("chat hub");
-        assert_eq!(
-            chat.method("joinroom").map(|m| m.action),
-            Some(Action::Join)
-        );
+        assert_eq!(chat.method("joinroom").map(|m| m.action), Some(Action::Join));
         let r = table.route("typing_start").expect("typing route");
-        assert_eq!(
-            (r.method.as_str(), r.delivery),
-            ("UserTyping", Delivery::Coalesce)
-        );
-        assert_eq!(
-            table.route("notification").map(|r| r.stream.as_str()),
-            Some("events:notification")
-        );
+        assert_eq!((r.method.as_str(), r.delivery), ("UserTyping", Delivery::Coalesce));
+        assert_eq!(table.route("notification").map(|r| r.stream.as_str()), Some("events:notification"));
     }
 
     #[test]
@@ -356,9 +314,6 @@ mod tests {
     fn a_bad_value_names_the_line() {
         let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n[[hub.method]]\nname = \"J\"\naction = \"dance\"\n";
         let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
-        assert!(
-            err.starts_with("r.toml:6: unknown variant `dance`"),
-            "{err}"
-        );
+        assert!(err.starts_with("r.toml:6: unknown variant `dance`"), "{err}");
     }
 }

@@ -46,18 +46,10 @@ impl RawSettings {
                     })
                     .collect::<Vec<_>>()
                     .join(","),
-                toml::Value::Table(_) => {
-                    return Err(format!("{key}: nested tables are not settings"))
-                }
+                toml::Value::Table(_) => return Err(format!("{key}: nested tables are not settings")),
                 other => other.to_string(),
             };
-            raw.values.insert(
-                key,
-                Entry {
-                    value: text,
-                    origin: Origin::File,
-                },
-            );
+            raw.values.insert(key, Entry { value: text, origin: Origin::File });
         }
         Ok(raw)
     }
@@ -75,13 +67,7 @@ impl RawSettings {
                 if name == "CONFIG" {
                     continue;
                 }
-                self.values.insert(
-                    name.to_ascii_lowercase(),
-                    Entry {
-                        value: value.into(),
-                        origin: Origin::Env,
-                    },
-                );
+                self.values.insert(name.to_ascii_lowercase(), Entry { value: value.into(), origin: Origin::Env });
             }
         }
     }

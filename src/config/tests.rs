@@ -32,38 +32,19 @@ fn env_overrides_the_file() {
 fn every_error_is_reported_by_name() {
     let errors = config(
         "listen = \"nope\"\ntypo_setting = 1",
-        &[
-            ("SIDECAR_READ_COUNT", "0"),
-            ("SIDECAR_REDIS_URL", "http://x"),
-        ],
+        &[("SIDECAR_READ_COUNT", "0"), ("SIDECAR_REDIS_URL", "http://x")],
     )
     .expect_err("invalid");
     let all = errors.join("\n");
     assert!(all.contains("SIDECAR_LISTEN: 'nope' is not valid"), "{all}");
-    assert!(
-        all.contains("SIDECAR_READ_COUNT: must be between 1 and 10000"),
-        "{all}"
-    );
-    assert!(
-        all.contains("SIDECAR_REDIS_URL: 'http://x' must start with"),
-        "{all}"
-    );
+    assert!(all.contains("SIDECAR_READ_COUNT: must be between 1 and 10000"), "{all}");
+    assert!(all.contains("SIDECAR_REDIS_URL: 'http://x' must start with"), "{all}");
     assert!(all.contains("typo_setting: unknown setting"), "{all}");
     assert_eq!(errors.len(), 4, "{all}");
 }
 
 #[test]
 fn unknown_env_is_a_warning_not_an_error() {
-    let c = config(
-        "",
-        &[
-            ("SIDECAR_SERVICE_HOST", "10.0.0.1"),
-            ("SIDECAR_INSTANCE_ID", "a"),
-        ],
-    )
-    .expect("valid");
-    assert_eq!(
-        c.warnings,
-        vec!["SIDECAR_SERVICE_HOST: unknown setting, ignored".to_string()]
-    );
+    let c = config("", &[("SIDECAR_SERVICE_HOST", "10.0.0.1"), ("SIDECAR_INSTANCE_ID", "a")]).expect("valid");
+    assert_eq!(c.warnings, vec!["SIDECAR_SERVICE_HOST: unknown setting, ignored".to_string()]);
 }

@@ -16,11 +16,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Starts reading `raw`.
     pub fn new(raw: &'a RawSettings) -> Self {
-        Reader {
-            raw,
-            errors: Vec::new(),
-            known: Vec::new(),
-        }
+        Reader { raw, errors: Vec::new(), known: Vec::new() }
     }
 
     /// The setting parsed as `T`, or `default` when absent.
@@ -63,10 +59,7 @@ impl<'a> Reader<'a> {
     pub fn millis(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
         let v = self.get(name, default);
         if v < min {
-            self.error(
-                name,
-                format!("must be at least {min} (milliseconds), got {v}"),
-            );
+            self.error(name, format!("must be at least {min} (milliseconds), got {v}"));
         }
         Duration::from_millis(v)
     }
@@ -84,12 +77,7 @@ impl<'a> Reader<'a> {
     pub fn list(&mut self, name: &'static str, default: &[&str]) -> Vec<String> {
         self.known.push(name);
         match self.raw.get(name) {
-            Some(text) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            Some(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
             None => default.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -111,12 +99,10 @@ impl<'a> Reader<'a> {
                 continue;
             }
             match origin {
-                super::source::Origin::File => self
-                    .errors
-                    .push(format!("{name}: unknown setting in the settings file")),
-                super::source::Origin::Env => {
-                    warnings.push(format!("{}: unknown setting, ignored", env_name(name)))
+                super::source::Origin::File => {
+                    self.errors.push(format!("{name}: unknown setting in the settings file"))
                 }
+                super::source::Origin::Env => warnings.push(format!("{}: unknown setting, ignored", env_name(name))),
             }
         }
         (self.errors, warnings)

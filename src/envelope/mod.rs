@@ -49,29 +49,18 @@ pub struct Envelope {
 }
 
 /// The flat field names of CONTRACT section 4.
-const FLAT_FIELDS: [&str; 6] = [
-    "event_id",
-    "event_type",
-    "timestamp",
-    "room_id",
-    "payload",
-    "metadata",
-];
+const FLAT_FIELDS: [&str; 6] = ["event_id", "event_type", "timestamp", "room_id", "payload", "metadata"];
 
 impl Envelope {
     /// Decodes and validates a whole envelope given as JSON text.
     pub fn from_json(bytes: &[u8], schemas: &Schemas) -> Result<Envelope, EnvelopeError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         Envelope::from_value(value, schemas)
     }
 
     /// Decodes a Redis Stream entry: one `data` field holding the whole
     /// envelope, or the flat fields with `payload` and `metadata` as JSON text.
-    pub fn from_stream_fields<'a, I>(
-        fields: I,
-        schemas: &Schemas,
-    ) -> Result<Envelope, EnvelopeError>
+    pub fn from_stream_fields<'a, I>(fields: I, schemas: &Schemas) -> Result<Envelope, EnvelopeError>
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
@@ -88,20 +77,15 @@ impl Envelope {
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| EnvelopeError::NotJson(format!("field '{name}' is not UTF-8")))?;
             let value = if name == "payload" || name == "metadata" {
-                serde_json::from_str(text)
-                    .map_err(|e| EnvelopeError::NotJson(format!("field '{name}': {e}")))?
+                serde_json::from_str(text).map_err(|e| EnvelopeError::NotJson(format!("field '{name}': {e}")))?
             } else {
                 Value::String(text.to_string())
             };
             object.insert(name.to_string(), value);
         }
         match data {
-            Some(bytes) if !object.contains_key("event_type") => {
-                Envelope::from_json(bytes, schemas)
-            }
-            _ if object.contains_key("event_type") => {
-                Envelope::from_value(Value::Object(object), schemas)
-            }
+            Some(bytes) if !object.contains_key("event_type") => Envelope::from_json(bytes, schemas),
+            _ if object.contains_key("event_type") => Envelope::from_value(Value::Object(object), schemas),
             _ => Err(EnvelopeError::UnknownEncoding),
         }
     }
@@ -118,12 +102,8 @@ impl Envelope {
             Some(Value::String(s)) => s,
             _ => unreachable!("the envelope schema requires string field {k}"),
         };
-        let (event_id, event_type, raw_time, room_id) = (
-            text("event_id"),
-            text("event_type"),
-            text("timestamp"),
-            text("room_id"),
-        );
+        let (event_id, event_type, raw_time, room_id) =
+            (text("event_id"), text("event_type"), text("timestamp"), text("room_id"));
         let timestamp = parse_timestamp(&raw_time).ok_or(EnvelopeError::BadTimestamp(raw_time))?;
         let Some(Value::Object(payload)) = o.remove("payload") else {
             unreachable!("the envelope schema requires an object payload");
@@ -133,14 +113,7 @@ impl Envelope {
             _ => None,
         };
         schemas.check_payload(&event_type, &payload)?;
-        Ok(Envelope {
-            event_id,
-            event_type,
-            timestamp,
-            room_id,
-            payload,
-            metadata,
-        })
+        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata })
     }
 
     /// The envelope as one JSON object (the `data` encoding and the HTTP body).

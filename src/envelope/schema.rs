@@ -38,9 +38,7 @@ pub struct Schemas {
 
 impl std::fmt::Debug for Schemas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Schemas")
-            .field("payloads", &self.payloads.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Schemas").field("payloads", &self.payloads.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -56,20 +54,15 @@ impl Schemas {
         let mut payloads = HashMap::new();
         for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
             let path = entry.map_err(read_err(dir))?.path();
-            let (Some(stem), Some("json")) = (
-                path.file_stem().and_then(|s| s.to_str()),
-                path.extension().and_then(|s| s.to_str()),
-            ) else {
+            let (Some(stem), Some("json")) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+            else {
                 continue;
             };
             let text = std::fs::read_to_string(&path).map_err(read_err(&path))?;
-            let invalid = |message: String| SchemaError::Invalid {
-                path: path.display().to_string(),
-                message,
-            };
+            let invalid = |message: String| SchemaError::Invalid { path: path.display().to_string(), message };
             let schema: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-            let validator =
-                jsonschema::validator_for(&schema).map_err(|e| invalid(e.to_string()))?;
+            let validator = jsonschema::validator_for(&schema).map_err(|e| invalid(e.to_string()))?;
             if stem == "envelope" {
                 envelope = Some(validator);
             } else {
@@ -87,11 +80,7 @@ impl Schemas {
         check(&self.envelope, value, "")
     }
 
-    pub(super) fn check_payload(
-        &self,
-        event_type: &str,
-        payload: &Map<String, Value>,
-    ) -> Result<(), EnvelopeError> {
+    pub(super) fn check_payload(&self, event_type: &str, payload: &Map<String, Value>) -> Result<(), EnvelopeError> {
         match self.payloads.get(event_type) {
             // The validator wants a Value; the clone is per event, never per connection.
             Some(v) => check(v, &Value::Object(payload.clone()), "/payload"),
@@ -100,11 +89,7 @@ impl Schemas {
     }
 }
 
-fn check(
-    validator: &jsonschema::Validator,
-    value: &Value,
-    prefix: &str,
-) -> Result<(), EnvelopeError> {
+fn check(validator: &jsonschema::Validator, value: &Value, prefix: &str) -> Result<(), EnvelopeError> {
     match validator.iter_errors(value).next() {
         None => Ok(()),
         Some(e) => {

@@ -31,10 +31,7 @@ fn flat_and_data_encodings_decode_to_the_same_envelope() {
     let whole = a.to_json().to_string();
     let b = Envelope::from_stream_fields([("data", whole.as_bytes())], &s).expect("data decodes");
     assert_eq!(a, b);
-    assert_eq!(
-        a.payload["extra_field"]["kept"], true,
-        "unknown fields pass through"
-    );
+    assert_eq!(a.payload["extra_field"]["kept"], true, "unknown fields pass through");
 }
 
 #[test]
@@ -44,43 +41,25 @@ fn schema_errors_name_the_field() {
         "event_id": ID, "event_type": "chat_message", "timestamp": "2026-01-16T10:00:00Z",
         "room_id": "", "payload": chat_payload()
     });
-    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
-        .unwrap_err()
-        .to_string();
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
     assert!(err.starts_with("/room_id:"), "{err}");
     v["room_id"] = "r".into();
-    v["payload"]
-        .as_object_mut()
-        .expect("object")
-        .remove("content");
-    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
-        .unwrap_err()
-        .to_string();
+    v["payload"].as_object_mut().expect("object").remove("content");
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
     assert!(err.contains("\"content\" is a required property"), "{err}");
     v["event_id"] = "not-a-uuid".into();
-    let err = Envelope::from_json(v.to_string().as_bytes(), &s)
-        .unwrap_err()
-        .to_string();
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
     assert!(err.starts_with("/event_id:"), "{err}");
 }
 
 #[test]
 fn garbage_is_refused_with_a_reason() {
     let s = schemas();
-    assert!(matches!(
-        Envelope::from_json(b"{nope", &s),
-        Err(EnvelopeError::NotJson(_))
-    ));
+    assert!(matches!(Envelope::from_json(b"{nope", &s), Err(EnvelopeError::NotJson(_))));
     let fields: Vec<(&str, &[u8])> = vec![("foo", b"bar")];
-    assert_eq!(
-        Envelope::from_stream_fields(fields, &s),
-        Err(EnvelopeError::UnknownEncoding)
-    );
+    assert_eq!(Envelope::from_stream_fields(fields, &s), Err(EnvelopeError::UnknownEncoding));
     let fields: Vec<(&str, &[u8])> = vec![("event_type", b"x"), ("payload", b"{bad")];
-    assert!(matches!(
-        Envelope::from_stream_fields(fields, &s),
-        Err(EnvelopeError::NotJson(_))
-    ));
+    assert!(matches!(Envelope::from_stream_fields(fields, &s), Err(EnvelopeError::NotJson(_))));
 }
 
 #[test]

@@ -73,6 +73,7 @@ impl Registry {
             match entry.outbox.try_push(OutFrame {
                 payload: payload.clone(),
                 droppable: frame.droppable,
+                sequenced: true,
             }) {
                 Ok(evicted) => {
                     report.queued += 1;
@@ -103,10 +104,7 @@ mod tests {
             user: user.map(Into::into),
             slot: 0,
             transport: "websockets",
-            outbox: Arc::new(Outbox::new(Limits {
-                max_frames: 2,
-                max_bytes: 1 << 20,
-            })),
+            outbox: Arc::new(Outbox::new(Limits { max_frames: 2, max_bytes: 1 << 20 })),
             last_seen_ms: AtomicU64::new(0),
         });
         reg.add(entry.clone());
@@ -114,10 +112,7 @@ mod tests {
     }
 
     fn frame(droppable: bool) -> Frame {
-        Frame {
-            by_slot: [Some(Payload::text("x".into())), None],
-            droppable,
-        }
+        Frame { by_slot: [Some(Payload::text("x".into())), None], droppable }
     }
 
     #[test]
@@ -126,46 +121,12 @@ mod tests {
         let a = conn(&reg, 1, Some("u1"));
         let b = conn(&reg, 2, Some("u2"));
         reg.join(1, "room").expect("joins");
-        assert_eq!(
-            reg.deliver(
-                Target::Group {
-                    hub: 0,
-                    group: "room"
-                },
-                &frame(false)
-            )
-            .queued,
-            1
-        );
-        assert_eq!(
-            reg.deliver(Target::User { hub: 0, user: "u2" }, &frame(false))
-                .queued,
-            1
-        );
-        assert_eq!(
-            reg.deliver(
-                Target::Group {
-                    hub: 0,
-                    group: "other"
-                },
-                &frame(false)
-            )
-            .queued,
-            0
-        );
+        assert_eq!(reg.deliver(Target::Group { hub: 0, group: "room" }, &frame(false)).queued, 1);
+        assert_eq!(reg.deliver(Target::User { hub: 0, user: "u2" }, &frame(false)).queued, 1);
+        assert_eq!(reg.deliver(Target::Group { hub: 0, group: "other" }, &frame(false)).queued, 0);
         assert_eq!((a.outbox.len(), b.outbox.len()), (1, 1));
         assert!(reg.leave(1, "room"));
-        assert_eq!(
-            reg.deliver(
-                Target::Group {
-                    hub: 0,
-                    group: "room"
-                },
-                &frame(false)
-            )
-            .queued,
-            0
-        );
+        assert_eq!(reg.deliver(Target::Group { hub: 0, group: "room" }, &frame(false)).queued, 0);
         assert_eq!(reg.deliver(Target::All { hub: 0 }, &frame(false)).queued, 2);
     }
 
@@ -191,16 +152,9 @@ mod tests {
         let reg = Registry::new(1, 1);
         conn(&reg, 1, Some("u"));
         reg.join(1, "a").expect("joins");
-        assert_eq!(
-            reg.join(1, "b"),
-            Err(super::super::JoinError::TooManyGroups(1))
-        );
+        assert_eq!(reg.join(1, "b"), Err(super::super::JoinError::TooManyGroups(1)));
         assert_eq!(reg.remove(1), vec![Box::<str>::from("a")]);
         assert!(reg.is_empty());
-        assert_eq!(
-            reg.deliver(Target::User { hub: 0, user: "u" }, &frame(false))
-                .queued,
-            0
-        );
+        assert_eq!(reg.deliver(Target::User { hub: 0, user: "u" }, &frame(false)).queued, 0);
     }
 }

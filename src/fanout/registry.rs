@@ -70,10 +70,7 @@ impl Registry {
     /// An empty registry for `hubs` hubs; a connection may join `max_groups` groups.
     pub fn new(hubs: usize, max_groups: usize) -> Registry {
         Registry {
-            inner: RwLock::new(Inner {
-                conns: HashMap::new(),
-                hubs: (0..hubs).map(|_| HubIndex::default()).collect(),
-            }),
+            inner: RwLock::new(Inner { conns: HashMap::new(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
             max_groups,
         }
@@ -86,18 +83,9 @@ impl Registry {
         let hub = &mut inner.hubs[entry.hub];
         hub.all.insert(entry.id, entry.clone());
         if let Some(user) = &entry.user {
-            hub.users
-                .entry(user.clone())
-                .or_default()
-                .insert(entry.id, entry.clone());
+            hub.users.entry(user.clone()).or_default().insert(entry.id, entry.clone());
         }
-        inner.conns.insert(
-            entry.id,
-            Conn {
-                entry,
-                groups: Vec::new(),
-            },
-        );
+        inner.conns.insert(entry.id, Conn { entry, groups: Vec::new() });
     }
 
     /// Removes a connection from everything; returns the groups it was in.
@@ -131,11 +119,7 @@ impl Registry {
         }
         conn.groups.push(group.into());
         let entry = conn.entry.clone();
-        hubs[entry.hub]
-            .groups
-            .entry(group.into())
-            .or_default()
-            .insert(id, entry);
+        hubs[entry.hub].groups.entry(group.into()).or_default().insert(id, entry);
         Ok(true)
     }
 
@@ -173,11 +157,7 @@ impl Registry {
 
     /// A snapshot of every connection, for the keep-alive tick and the drain.
     pub fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
-        self.read()
-            .conns
-            .values()
-            .map(|c| c.entry.clone())
-            .collect()
+        self.read().conns.values().map(|c| c.entry.clone()).collect()
     }
 
     /// Calls `f` for every connection under the read lock; `f` must not block.
@@ -208,12 +188,7 @@ impl Registry {
 
 impl Inner {
     /// The members a target names, if any.
-    pub(super) fn members(
-        &self,
-        hub: usize,
-        group: Option<&str>,
-        user: Option<&str>,
-    ) -> Option<&Members> {
+    pub(super) fn members(&self, hub: usize, group: Option<&str>, user: Option<&str>) -> Option<&Members> {
         let h = self.hubs.get(hub)?;
         match (group, user) {
             (Some(g), _) => h.groups.get(g),

@@ -30,13 +30,8 @@ pub struct AdminState {
 }
 
 /// Handles one admin request.
-pub async fn handle(
-    state: Arc<AdminState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    Ok(route(&state, req)
-        .await
-        .unwrap_or_else(HttpError::into_response))
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
@@ -51,17 +46,11 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/healthz") => Ok(ok(StatusCode::OK, "ok\n".into(), "text/plain")),
         (&Method::GET, "/readyz") => Ok(match state.readiness.check() {
             Ok(()) => ok(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(why) => ok(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {why}\n"),
-                "text/plain",
-            ),
+            Err(why) => ok(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), "text/plain"),
         }),
-        (&Method::GET, "/metrics") => Ok(ok(
-            StatusCode::OK,
-            state.metrics.render(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )),
+        (&Method::GET, "/metrics") => {
+            Ok(ok(StatusCode::OK, state.metrics.render(), "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+        }
         (&Method::POST, "/internal/events") => {
             let body = Limited::new(req.into_body(), MAX_EVENT_BYTES)
                 .collect()

@@ -6,9 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, ACCEPT, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
-};
+use hyper::header::{HeaderValue, ACCEPT, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
 
@@ -41,11 +39,7 @@ impl Cors {
         let origin = if self.origins.iter().any(|o| o == "*") {
             AllowOrigin::mirror_request()
         } else {
-            AllowOrigin::list(
-                self.origins
-                    .iter()
-                    .filter_map(|o| HeaderValue::from_str(o).ok()),
-            )
+            AllowOrigin::list(self.origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
         };
         CorsLayer::new()
             .allow_origin(origin)
@@ -56,39 +50,26 @@ impl Cors {
 }
 
 /// Handles one client-port request.
-pub async fn handle(
-    state: Arc<ClientState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    Ok(route(&state, req)
-        .await
-        .unwrap_or_else(HttpError::into_response))
+pub async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))
 }
 
 async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let path = req.uri().path();
-    if let Some(hub) = path
-        .strip_suffix("/negotiate")
-        .and_then(|p| state.hubs.routes.hub_by_path(p))
-    {
+    if let Some(hub) = path.strip_suffix("/negotiate").and_then(|p| state.hubs.routes.hub_by_path(p)) {
         if req.method() != Method::POST {
             return Err(HttpError::MethodNotAllowed("POST"));
         }
-        let version = param(req.uri().query(), "negotiateVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let body = state.hubs.negotiate(hub.id, version).to_json();
+        let query = req.uri().query();
+        let version = param(query, "negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let stateful = param(query, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let body = state.hubs.negotiate(hub.id, version, stateful).to_json();
         return Ok(Response::builder()
             .header("content-type", "application/json")
             .body(text(body))
             .expect("static headers are valid"));
     }
-    let hub = state
-        .hubs
-        .routes
-        .hub_by_path(path)
-        .ok_or(HttpError::NotFound)?
-        .clone();
+    let hub = state.hubs.routes.hub_by_path(path).ok_or(HttpError::NotFound)?.clone();
     let token = param(req.uri().query(), "id");
     if req.method() == Method::GET && is_websocket(&req) {
         return websocket(state, &hub, token, req);
@@ -108,10 +89,7 @@ fn accepts_event_stream(req: &Request<Incoming>) -> bool {
         .get_all(ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().starts_with("text/event-stream"))
-        })
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")))
 }
 
 fn is_websocket(req: &Request<Incoming>) -> bool {
@@ -134,36 +112,45 @@ fn websocket(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
     let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
-    let connection_id = match &token {
-        Some(t) => state
-            .hubs
-            .tokens
-            .attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket)?,
-        None => hub::new_connection_id(),
+    let attached = match &token {
+        Some(t) => state.hubs.tokens.attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket),
+        None => Ok(hub::Negotiated { connection_id: hub::new_connection_id(), stateful: false }),
+    };
+    // A token in use may belong to a stateful session waiting for this very
+    // reconnect; otherwise it is a conflict.
+    let parked = match (&attached, &token) {
+        (Err(hub::TokenError::InUse), Some(t)) => Some(state.hubs.parked.take(t).ok_or(hub::TokenError::InUse)?),
+        _ => None,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let (hubs, hub_id) = (state.hubs.clone(), hub.id);
-    state.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                hub::run_websocket(
-                    hubs,
-                    hub_id,
-                    connection_id,
-                    token,
-                    Identity::default(),
-                    upgraded,
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                if let Some(t) = token {
-                    hubs.tokens.release(&t);
+    let hubs = state.hubs.clone();
+    match parked {
+        Some(session) => state.tasks.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => hub::resume_websocket(hubs, session, upgraded).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    session.finish(transport::Ended::ByClient).await;
                 }
             }
+        }),
+        None => {
+            let (negotiated, hub_id) = (attached?, hub.id);
+            state.tasks.spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        hub::run_websocket(hubs, hub_id, negotiated, token, Identity::default(), upgraded).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket upgrade failed");
+                        if let Some(t) = token {
+                            hubs.tokens.release(&t);
+                        }
+                    }
+                }
+            })
         }
-    });
+    };
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(UPGRADE, "websocket")

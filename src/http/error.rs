@@ -45,15 +45,11 @@ impl HttpError {
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Token(TokenError::Unknown) => StatusCode::NOT_FOUND,
             HttpError::Token(TokenError::InUse) => StatusCode::CONFLICT,
-            HttpError::Token(TokenError::OtherTransport | TokenError::DeleteNotLongPolling) => {
-                StatusCode::BAD_REQUEST
-            }
+            HttpError::Token(TokenError::OtherTransport | TokenError::DeleteNotLongPolling) => StatusCode::BAD_REQUEST,
             HttpError::Token(TokenError::PostToWebSocket) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Transport(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => {
-                StatusCode::BAD_REQUEST
-            }
+            HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -67,15 +63,11 @@ impl HttpError {
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
-        let mut builder = Response::builder()
-            .status(status)
-            .header("content-type", "text/plain; charset=utf-8");
+        let mut builder = Response::builder().status(status).header("content-type", "text/plain; charset=utf-8");
         if let HttpError::MethodNotAllowed(allow) = self {
             builder = builder.header("allow", allow);
         }
-        builder
-            .body(text(self.to_string()))
-            .expect("static headers are valid")
+        builder.body(text(self.to_string())).expect("static headers are valid")
     }
 }
 

@@ -36,10 +36,7 @@ pub async fn serve<S>(
     tasks: TaskTracker,
     name: &'static str,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     loop {
@@ -90,8 +87,6 @@ pub fn client_service(
        + 'static {
     let svc = tower::ServiceBuilder::new()
         .layer(cors.layer())
-        .service(tower::service_fn(move |req| {
-            client::handle(state.clone(), req)
-        }));
+        .service(tower::service_fn(move |req| client::handle(state.clone(), req)));
     hyper_util::service::TowerToHyperService::new(svc)
 }

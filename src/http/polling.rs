@@ -19,33 +19,24 @@ use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};
 
 /// `GET {hub}?id=` with `Accept: text/event-stream`: opens the stream.
-pub(super) fn sse(
-    state: &ClientState,
-    hub: &HubDef,
-    token: String,
-) -> Result<Response<Body>, HttpError> {
+pub(super) fn sse(state: &ClientState, hub: &HubDef, token: String) -> Result<Response<Body>, HttpError> {
     let (handle, ends) = transport::polling_channel(false);
-    let connection_id =
-        state
-            .hubs
-            .tokens
-            .attach(&token, hub.id, TokenTransport::ServerSentEvents, || {
-                Attached::ServerSentEvents(handle)
-            })?;
+    let connection_id = state
+        .hubs
+        .tokens
+        .attach(&token, hub.id, TokenTransport::ServerSentEvents, || Attached::ServerSentEvents(handle))?;
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
     let _ = body_tx.try_send(Bytes::from_static(SSE_PREAMBLE));
     state.tasks.spawn(hub::run_sse(
         state.hubs.clone(),
         hub.id,
-        connection_id,
+        connection_id.connection_id,
         token,
         Identity::default(),
         ends,
         body_tx,
     ));
-    let frames = stream::unfold(body_rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
-    });
+    let frames = stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
     Ok(Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
@@ -56,24 +47,15 @@ pub(super) fn sse(
 
 /// `GET {hub}?id=` otherwise: a long poll. The first one starts the
 /// connection and is answered at once, as ASP.NET Core does.
-pub(super) async fn poll(
-    state: &ClientState,
-    hub: &HubDef,
-    token: String,
-) -> Result<Response<Body>, HttpError> {
+pub(super) async fn poll(state: &ClientState, hub: &HubDef, token: String) -> Result<Response<Body>, HttpError> {
     if state.hubs.tokens.is_fresh(&token, hub.id) {
         let (handle, ends) = transport::polling_channel(true);
         let connection_id =
-            state
-                .hubs
-                .tokens
-                .attach(&token, hub.id, TokenTransport::LongPolling, || {
-                    Attached::LongPolling(handle)
-                })?;
+            state.hubs.tokens.attach(&token, hub.id, TokenTransport::LongPolling, || Attached::LongPolling(handle))?;
         state.tasks.spawn(hub::run_long_polling(
             state.hubs.clone(),
             hub.id,
-            connection_id,
+            connection_id.connection_id,
             token,
             Identity::default(),
             ends,
@@ -85,10 +67,7 @@ pub(super) async fn poll(
         _ => return Err(TokenError::OtherTransport.into()),
     };
     let (reply, answer) = oneshot::channel();
-    polls
-        .send(PollRequest { reply })
-        .await
-        .map_err(|_| TokenError::Unknown)?;
+    polls.send(PollRequest { reply }).await.map_err(|_| TokenError::Unknown)?;
     match answer.await {
         Ok(PollReply::Data(bytes)) => Ok(octets(bytes)),
         Ok(PollReply::Gone) | Err(_) => Ok(no_content()),
@@ -108,11 +87,7 @@ pub(super) async fn send(
     };
     // One POST may carry several messages; each is still held to the limit.
     let limit = state.hubs.settings.max_message_bytes * 4;
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| HttpError::TooLarge)?
-        .to_bytes();
+    let body = Limited::new(req.into_body(), limit).collect().await.map_err(|_| HttpError::TooLarge)?.to_bytes();
     match tokio::time::timeout(Duration::from_secs(10), handle.inbound.send(body)).await {
         Ok(Ok(())) => Ok(Response::builder()
             .header("content-type", "text/plain")
@@ -123,11 +98,7 @@ pub(super) async fn send(
 }
 
 /// `DELETE {hub}?id=`: ends a Long Polling connection (202).
-pub(super) fn delete(
-    state: &ClientState,
-    hub: &HubDef,
-    token: &str,
-) -> Result<Response<Body>, HttpError> {
+pub(super) fn delete(state: &ClientState, hub: &HubDef, token: &str) -> Result<Response<Body>, HttpError> {
     match state.hubs.tokens.attached(token, hub.id)? {
         Attached::LongPolling(h) => {
             h.stop.cancel();

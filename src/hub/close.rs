@@ -8,32 +8,21 @@ use crate::transport::Kick;
 /// protocol allows no message (before the handshake completed).
 pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
     let (error, allow_reconnect) = match why {
-        Kick::SlowConsumer => (
-            "Connection closed: the client did not read its messages fast enough.".to_string(),
-            true,
-        ),
-        Kick::ClientTimeout => (
-            "Server timeout elapsed without receiving a message from the client.".to_string(),
-            true,
-        ),
+        Kick::SlowConsumer => {
+            ("Connection closed: the client did not read its messages fast enough.".to_string(), true)
+        }
+        Kick::ClientTimeout => {
+            ("Server timeout elapsed without receiving a message from the client.".to_string(), true)
+        }
         Kick::ServerShutdown => ("Server is shutting down; reconnect.".to_string(), true),
         Kick::TokenExpired => ("The access token expired.".to_string(), true),
-        Kick::MessageTooLarge => (
-            format!("Message larger than the limit of {max_message_bytes} bytes."),
-            false,
-        ),
+        Kick::MessageTooLarge => (format!("Message larger than the limit of {max_message_bytes} bytes."), false),
         Kick::HandshakeTimeout => return None,
     };
-    Some(CloseMessage {
-        error: Some(error),
-        allow_reconnect,
-    })
+    Some(CloseMessage { error: Some(error), allow_reconnect })
 }
 
 /// A Close for a message the client should never have sent.
 pub fn for_protocol_error(e: &CodecError) -> CloseMessage {
-    CloseMessage {
-        error: Some(format!("Connection closed with an error: {e}")),
-        allow_reconnect: false,
-    }
+    CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: false }
 }

@@ -22,9 +22,7 @@ pub(super) async fn invoke(
     identity: &Identity,
     inv: &Invocation,
 ) -> Result<Value, Error> {
-    let method = hub
-        .method(&inv.target)
-        .ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
+    let method = hub.method(&inv.target).ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
     if !inv.stream_ids.is_empty() {
         return Err(Error::StreamingUnsupported);
     }
@@ -61,10 +59,7 @@ pub(super) async fn invoke(
             payload.insert("username".into(), username.into());
             payload.insert("is_typing".into(), typing.into());
             let mut metadata = Map::new();
-            metadata.insert(
-                "source_instance".into(),
-                hubs.settings.instance_id.clone().into(),
-            );
+            metadata.insert("source_instance".into(), hubs.settings.instance_id.clone().into());
             let (start, stop) = &method.typing_events;
             let envelope = Envelope {
                 event_id: uuid::Uuid::new_v4().to_string(),

@@ -43,6 +43,9 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
             last_ping = now;
             hubs.tokens.sweep(hubs.settings.negotiate_timeout);
         }
+        for session in hubs.parked.expired(hubs.settings.client_timeout) {
+            session.finish(crate::transport::Ended::ByClient).await;
+        }
         let mut timed_out = 0u64;
         hubs.registry.for_each(|entry| {
             if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
@@ -50,15 +53,12 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
                 timed_out += 1;
             } else if ping_now {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
-                    let _ = entry.outbox.push_critical(ping.clone());
+                    let _ = entry.outbox.push_unsequenced(ping.clone());
                 }
             }
         });
         if timed_out > 0 {
-            tracing::debug!(
-                connections = timed_out,
-                "client timeout: connections dropped"
-            );
+            tracing::debug!(connections = timed_out, "client timeout: connections dropped");
         }
     }
 }

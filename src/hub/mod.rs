@@ -6,6 +6,7 @@ mod close;
 mod error;
 mod invocation;
 mod keepalive;
+mod reconnect;
 mod session;
 mod tokens;
 
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 
 pub use error::Error;
 pub use keepalive::run_keepalive;
+pub use reconnect::Parked;
 pub use session::{HubSession, Identity};
 pub use tokens::{
-    new_id as new_connection_id, Attached, TokenError, Tokens, TransportKind as TokenTransport,
+    new_id as new_connection_id, Attached, Negotiated, TokenError, Tokens, TransportKind as TokenTransport,
 };
 
 use crate::codec::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
@@ -44,6 +46,10 @@ pub struct HubSettings {
     pub negotiate_timeout: Duration,
     /// A long poll with nothing to send is answered empty after this.
     pub long_poll_timeout: Duration,
+    /// Whether clients may negotiate stateful reconnect.
+    pub stateful_reconnect: bool,
+    /// Unacknowledged bytes kept per stateful connection.
+    pub replay_max_bytes: usize,
     /// This instance, for `metadata.source_instance`.
     pub instance_id: String,
 }
@@ -53,10 +59,7 @@ impl HubSettings {
     pub fn from_config(c: &ServerConfig, instance_id: &str) -> HubSettings {
         HubSettings {
             max_message_bytes: c.max_message_bytes,
-            outbox: Limits {
-                max_frames: c.outbox_max_frames,
-                max_bytes: c.outbox_max_bytes,
-            },
+            outbox: Limits { max_frames: c.outbox_max_frames, max_bytes: c.outbox_max_bytes },
             ws: WsSettings {
                 read_buffer_bytes: c.ws_read_buffer_bytes,
                 max_message_bytes: c.max_message_bytes,
@@ -67,6 +70,8 @@ impl HubSettings {
             client_timeout: c.client_timeout,
             negotiate_timeout: c.negotiate_timeout,
             long_poll_timeout: c.long_poll_timeout,
+            stateful_reconnect: c.stateful_reconnect,
+            replay_max_bytes: c.stateful_reconnect_buffer_bytes,
             instance_id: instance_id.to_string(),
         }
     }
@@ -86,6 +91,8 @@ pub struct Hubs {
     pub settings: HubSettings,
     /// Negotiated connection tokens.
     pub tokens: Tokens,
+    /// Stateful sessions waiting for their client to reconnect.
+    pub parked: Parked,
     next_conn: AtomicU64,
     clock: Instant,
 }
@@ -106,6 +113,7 @@ impl Hubs {
             metrics,
             settings,
             tokens: Tokens::default(),
+            parked: Parked::default(),
             next_conn: AtomicU64::new(1),
             clock: Instant::now(),
         }
@@ -113,8 +121,9 @@ impl Hubs {
 
     /// Answers `POST {hub}/negotiate`: issues an id and a token and lists
     /// the transports.
-    pub fn negotiate(&self, hub: HubId, requested_version: u32) -> NegotiateResponse {
-        let (id, token) = self.tokens.issue(hub);
+    pub fn negotiate(&self, hub: HubId, requested_version: u32, stateful_requested: bool) -> NegotiateResponse {
+        let stateful = stateful_requested && self.settings.stateful_reconnect && requested_version >= 1;
+        let (id, token) = self.tokens.issue(hub, stateful);
         let transports = vec![
             AvailableTransport {
                 transport: TransportKind::WebSockets,
@@ -129,7 +138,10 @@ impl Hubs {
                 transfer_formats: vec![TransferFormat::Text, TransferFormat::Binary],
             },
         ];
-        NegotiateResponse::new(requested_version, id, token, transports)
+        NegotiateResponse {
+            use_stateful_reconnect: stateful,
+            ..NegotiateResponse::new(requested_version, id, token, transports)
+        }
     }
 
     /// Milliseconds since start, the clock of `last_seen_ms`.
@@ -146,23 +158,45 @@ impl Hubs {
 pub async fn run_websocket(
     hubs: Arc<Hubs>,
     hub: HubId,
-    connection_id: String,
+    negotiated: Negotiated,
     token: Option<String>,
     identity: Identity,
     upgraded: hyper::upgrade::Upgraded,
 ) {
-    let mut session = HubSession::new(
+    let session = HubSession::new(
         hubs.clone(),
         hub,
-        connection_id,
+        negotiated.connection_id,
         token,
         identity,
         "websockets",
+        negotiated.stateful,
     );
+    serve_websocket_session(hubs, session, upgraded).await;
+}
+
+/// Gives a parked stateful session its new WebSocket: it resends what the
+/// client has not acknowledged, then carries on.
+pub async fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) {
+    session.resume();
+    tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
+    serve_websocket_session(hubs, session, upgraded).await;
+}
+
+async fn serve_websocket_session(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) {
     let outbox = session.outbox();
-    let ended =
-        crate::transport::serve_websocket(upgraded, &mut session, &outbox, hubs.settings.ws).await;
-    session.finish(ended).await;
+    let ended = crate::transport::serve_websocket(upgraded, &mut session, &outbox, hubs.settings.ws).await;
+    // A socket that dropped without a Close may come back with the same
+    // token (stateful reconnect): keep the session, and its groups, for it.
+    match (ended, session.token().map(str::to_string)) {
+        (crate::transport::Ended::ByClient | crate::transport::Ended::WriteFailed, Some(token))
+            if session.can_resume() =>
+        {
+            tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
+            hubs.parked.park(token, session);
+        }
+        _ => session.finish(ended).await,
+    }
 }
 
 /// Runs one Server-Sent Events connection; `body` feeds the response.
@@ -175,14 +209,8 @@ pub async fn run_sse(
     ends: crate::transport::PollingEnds,
     body: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) {
-    let mut session = HubSession::new(
-        hubs.clone(),
-        hub,
-        connection_id,
-        Some(token),
-        identity,
-        "serversentevents",
-    );
+    let mut session =
+        HubSession::new(hubs.clone(), hub, connection_id, Some(token), identity, "serversentevents", false);
     let outbox = session.outbox();
     let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body).await;
     session.finish(ended).await;
@@ -197,18 +225,10 @@ pub async fn run_long_polling(
     identity: Identity,
     ends: crate::transport::PollingEnds,
 ) {
-    let mut session = HubSession::new(
-        hubs.clone(),
-        hub,
-        connection_id,
-        Some(token),
-        identity,
-        "longpolling",
-    );
+    let mut session = HubSession::new(hubs.clone(), hub, connection_id, Some(token), identity, "longpolling", false);
     let outbox = session.outbox();
     let poll_timeout = hubs.settings.long_poll_timeout;
-    let ended =
-        crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
+    let ended = crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
     session.finish(ended).await;
 }
 
@@ -216,15 +236,14 @@ pub async fn run_long_polling(
 /// `allowReconnect: true`), spread evenly over `window` so clients do not
 /// all come back at once.
 pub async fn drain(hubs: &Hubs, window: Duration) {
+    for session in hubs.parked.drain() {
+        session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
+    }
     let all = hubs.registry.snapshot();
     if all.is_empty() {
         return;
     }
-    tracing::info!(
-        connections = all.len(),
-        window_s = window.as_secs_f64(),
-        "closing connections"
-    );
+    tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
     let steps = (window.as_millis() / 100).max(1) as usize;
     let per_step = all.len().div_ceil(steps);
     for (i, chunk) in all.chunks(per_step).enumerate() {

@@ -5,13 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::codec::{
-    CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol,
-    RECORD_SEPARATOR,
+    CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol, RECORD_SEPARATOR,
 };
 use crate::config::HubId;
 use crate::fanout::ConnEntry;
 use crate::transport::{Ended, Flow, Kick, Outbox, Payload, Session};
 
+use super::reconnect::Incoming;
 use super::{close, invocation, Hubs};
 
 /// Who is on the other end, once authentication (if any) has run.
@@ -39,6 +39,12 @@ pub struct HubSession {
     protocol: Option<Protocol>,
     handshake: Vec<u8>,
     framer: Option<Framer>,
+    /// Stateful reconnect was negotiated for this connection.
+    stateful: bool,
+    incoming: Incoming,
+    /// Set when a parked session gets a new WebSocket: the first frames
+    /// written are a Sequence and the unacknowledged messages.
+    resuming: bool,
 }
 
 impl HubSession {
@@ -50,8 +56,12 @@ impl HubSession {
         token: Option<String>,
         identity: Identity,
         transport: &'static str,
+        stateful: bool,
     ) -> HubSession {
         HubSession {
+            stateful,
+            incoming: Incoming::default(),
+            resuming: false,
             conn: hubs.next_conn_id(),
             outbox: Arc::new(Outbox::new(hubs.settings.outbox)),
             entry: None,
@@ -67,6 +77,23 @@ impl HubSession {
         }
     }
 
+    /// Whether this session can wait for its client to reconnect (stateful
+    /// reconnect negotiated, handshake done, still open).
+    pub fn can_resume(&self) -> bool {
+        self.stateful && self.protocol.is_some() && !self.outbox.is_closed()
+    }
+
+    /// The token this session was negotiated with.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Marks a parked session as taken up by a new transport.
+    pub fn resume(&mut self) {
+        self.resuming = true;
+        self.touch();
+    }
+
     /// The connection's outbound queue.
     pub fn outbox(&self) -> Arc<Outbox> {
         self.outbox.clone()
@@ -77,11 +104,7 @@ impl HubSession {
     pub async fn finish(self, ended: Ended) {
         if self.entry.is_some() {
             self.hubs.registry.remove(self.conn);
-            self.hubs
-                .metrics
-                .connections
-                .get_or_create(&self.labels())
-                .dec();
+            self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
         }
         if let Some(token) = &self.token {
             self.hubs.tokens.release(token);
@@ -97,38 +120,40 @@ impl HubSession {
             Ended::Kicked(Kick::MessageTooLarge) => "message_too_large",
             Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
         };
-        self.hubs
-            .metrics
-            .disconnects
-            .get_or_create(&vec![("reason", reason.to_string())])
-            .inc();
+        self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
         tracing::debug!(connection_id = %self.connection_id, reason, "connection closed");
     }
 
     fn labels(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("hub", self.hubs.routes.hubs[self.hub].name.clone()),
-            ("transport", self.transport.to_string()),
-        ]
+        vec![("hub", self.hubs.routes.hubs[self.hub].name.clone()), ("transport", self.transport.to_string())]
     }
 
+    /// Queues a sequenced message (a completion). A full queue kicks the
+    /// connection; nothing more to do here.
     fn send(&self, bytes: Vec<u8>) {
-        let payload = match self.protocol {
-            Some(p) if p.is_binary() => Payload::Binary(bytes.into()),
-            _ => match Payload::text_from_vec(bytes) {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        // A full queue kicks the connection; nothing more to do here.
-        let _ = self.outbox.push_critical(payload);
+        if let Some(p) = self.payload(bytes) {
+            let _ = self.outbox.push_critical(p);
+        }
     }
 
     fn send_close(&self, close: CloseMessage) -> Flow {
         if let Some(p) = self.protocol {
-            self.send(p.encode(&HubMessage::Close(close)));
+            self.send_unsequenced(p.encode(&HubMessage::Close(close)));
         }
         Flow::Stop
+    }
+
+    fn payload(&self, bytes: Vec<u8>) -> Option<Payload> {
+        match self.protocol {
+            Some(p) if p.is_binary() => Some(Payload::Binary(bytes.into())),
+            _ => Payload::text_from_vec(bytes),
+        }
+    }
+
+    fn send_unsequenced(&self, bytes: Vec<u8>) {
+        if let Some(p) = self.payload(bytes) {
+            let _ = self.outbox.push_unsequenced(p);
+        }
     }
 
     /// The handshake: the first record, always JSON text ending in 0x1E.
@@ -149,7 +174,10 @@ impl HubSession {
         self.handshake = Vec::new();
         self.protocol = Some(protocol);
         self.framer = Some(protocol.framer(self.hubs.settings.max_message_bytes));
-        self.send(HandshakeResponse::default().to_record());
+        if self.stateful {
+            self.outbox.enable_replay(self.hubs.settings.replay_max_bytes);
+        }
+        self.send_unsequenced(HandshakeResponse::default().to_record());
         let entry = Arc::new(ConnEntry {
             id: self.conn,
             hub: self.hub,
@@ -161,21 +189,15 @@ impl HubSession {
         });
         self.hubs.registry.add(entry.clone());
         self.entry = Some(entry);
-        self.hubs
-            .metrics
-            .connections
-            .get_or_create(&self.labels())
-            .inc();
+        self.hubs.metrics.connections.get_or_create(&self.labels()).inc();
         tracing::debug!(connection_id = %self.connection_id, protocol = ?protocol, hub = %self.hubs.routes.hubs[self.hub].name, "connection open");
         Ok(Some(rest))
     }
 
     fn refuse_handshake(&self, error: String) -> Flow {
         tracing::debug!(connection_id = %self.connection_id, error = %error, "handshake refused");
-        if let Some(p) =
-            Payload::text_from_vec(HandshakeResponse { error: Some(error) }.to_record())
-        {
-            let _ = self.outbox.push_critical(p);
+        if let Some(p) = Payload::text_from_vec(HandshakeResponse { error: Some(error) }.to_record()) {
+            let _ = self.outbox.push_unsequenced(p);
         }
         Flow::Stop
     }
@@ -184,15 +206,8 @@ impl HubSession {
         match message {
             HubMessage::Invocation(inv) => {
                 let hub = &self.hubs.routes.hubs[self.hub];
-                let result = invocation::invoke(
-                    &self.hubs,
-                    hub,
-                    self.conn,
-                    &self.connection_id,
-                    &self.identity,
-                    &inv,
-                )
-                .await;
+                let result =
+                    invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv).await;
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
                     Err(e) => {
@@ -204,34 +219,22 @@ impl HubSession {
                         e.reason().to_string()
                     }
                 };
-                let method = hub
-                    .method(&inv.target)
-                    .map(|m| m.name.clone())
-                    .unwrap_or_else(|| "unknown".into());
+                let method = hub.method(&inv.target).map(|m| m.name.clone()).unwrap_or_else(|| "unknown".into());
                 self.hubs
                     .metrics
                     .invocations
-                    .get_or_create(&vec![
-                        ("hub", hub.name.clone()),
-                        ("method", method),
-                        ("outcome", outcome),
-                    ])
+                    .get_or_create(&vec![("hub", hub.name.clone()), ("method", method), ("outcome", outcome)])
                     .inc();
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion = Completion {
-                        invocation_id: id,
-                        outcome: result.map_err(|e| e.to_string()),
-                    };
+                    let completion = Completion { invocation_id: id, outcome: result.map_err(|e| e.to_string()) };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
             }
             HubMessage::StreamInvocation(inv) => {
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion = Completion {
-                        invocation_id: id,
-                        outcome: Err(super::Error::StreamingUnsupported.to_string()),
-                    };
+                    let completion =
+                        Completion { invocation_id: id, outcome: Err(super::Error::StreamingUnsupported.to_string()) };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
@@ -252,9 +255,7 @@ impl HubSession {
 impl Session for HubSession {
     async fn receive(&mut self, data: &[u8]) -> Flow {
         if let Some(entry) = &self.entry {
-            entry
-                .last_seen_ms
-                .store(self.hubs.now_ms(), Ordering::Relaxed);
+            entry.last_seen_ms.store(self.hubs.now_ms(), Ordering::Relaxed);
         }
         let owned;
         let data = match self.protocol {
@@ -278,6 +279,9 @@ impl Session for HubSession {
         });
         for message in messages {
             match message {
+                Ok(HubMessage::Ack { sequence_id }) => self.outbox.ack(sequence_id),
+                Ok(HubMessage::Sequence { sequence_id }) => self.incoming.reset(sequence_id),
+                Ok(m) if m.is_sequenced() && self.stateful && !self.incoming.accept() => {} // resent, done already
                 Ok(m) => {
                     if self.dispatch(m).await == Flow::Stop {
                         return self.send_close(CloseMessage::default());
@@ -289,10 +293,26 @@ impl Session for HubSession {
                 }
             }
         }
+        if let (true, Some(id)) = (self.stateful, self.incoming.ack_due()) {
+            self.send_unsequenced(protocol.encode(&HubMessage::Ack { sequence_id: id }));
+        }
         match framing {
             Ok(()) => Flow::Continue,
             Err(e) => self.send_close(close::for_protocol_error(&e)),
         }
+    }
+
+    fn first_frames(&mut self) -> Vec<Payload> {
+        if !std::mem::take(&mut self.resuming) {
+            return Vec::new();
+        }
+        let (Some(protocol), Some((first, frames))) = (self.protocol, self.outbox.resume()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Payload> =
+            self.payload(protocol.encode(&HubMessage::Sequence { sequence_id: first })).into_iter().collect();
+        out.extend(frames);
+        out
     }
 
     fn close_frame(&self, why: Kick) -> Option<Payload> {
@@ -316,9 +336,7 @@ impl Session for HubSession {
 
     fn touch(&self) {
         if let Some(entry) = &self.entry {
-            entry
-                .last_seen_ms
-                .store(self.hubs.now_ms(), Ordering::Relaxed);
+            entry.last_seen_ms.store(self.hubs.now_ms(), Ordering::Relaxed);
         }
     }
 }

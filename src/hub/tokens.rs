@@ -47,7 +47,17 @@ struct Slot {
     connection_id: String,
     hub: HubId,
     issued: Instant,
+    stateful: bool,
     attached: Option<Attached>,
+}
+
+/// A negotiated connection a transport has just attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The public connection id.
+    pub connection_id: String,
+    /// Whether stateful reconnect was negotiated.
+    pub stateful: bool,
 }
 
 /// The token table of this instance.
@@ -63,17 +73,10 @@ pub fn new_id() -> String {
 
 impl Tokens {
     /// Issues a connection id and token for `hub`.
-    pub fn issue(&self, hub: HubId) -> (String, String) {
+    pub fn issue(&self, hub: HubId, stateful: bool) -> (String, String) {
         let (connection_id, token) = (new_id(), new_id());
-        self.lock().insert(
-            token.clone(),
-            Slot {
-                connection_id: connection_id.clone(),
-                hub,
-                issued: Instant::now(),
-                attached: None,
-            },
-        );
+        let slot = Slot { connection_id: connection_id.clone(), hub, issued: Instant::now(), stateful, attached: None };
+        self.lock().insert(token.clone(), slot);
         (connection_id, token)
     }
 
@@ -85,16 +88,13 @@ impl Tokens {
         hub: HubId,
         kind: TransportKind,
         make: impl FnOnce() -> Attached,
-    ) -> Result<String, TokenError> {
+    ) -> Result<Negotiated, TokenError> {
         let mut slots = self.lock();
-        let slot = slots
-            .get_mut(token)
-            .filter(|s| s.hub == hub)
-            .ok_or(TokenError::Unknown)?;
+        let slot = slots.get_mut(token).filter(|s| s.hub == hub).ok_or(TokenError::Unknown)?;
         match &slot.attached {
             None => {
                 slot.attached = Some(make());
-                Ok(slot.connection_id.clone())
+                Ok(Negotiated { connection_id: slot.connection_id.clone(), stateful: slot.stateful })
             }
             Some(a) if kind_of(a) == kind => Err(TokenError::InUse),
             Some(_) => Err(TokenError::OtherTransport),
@@ -104,18 +104,13 @@ impl Tokens {
     /// The attachment of a token in use.
     pub fn attached(&self, token: &str, hub: HubId) -> Result<Attached, TokenError> {
         let slots = self.lock();
-        let slot = slots
-            .get(token)
-            .filter(|s| s.hub == hub)
-            .ok_or(TokenError::Unknown)?;
+        let slot = slots.get(token).filter(|s| s.hub == hub).ok_or(TokenError::Unknown)?;
         slot.attached.clone().ok_or(TokenError::Unknown)
     }
 
     /// Whether the token is issued and not yet attached (a first long poll).
     pub fn is_fresh(&self, token: &str, hub: HubId) -> bool {
-        self.lock()
-            .get(token)
-            .is_some_and(|s| s.hub == hub && s.attached.is_none())
+        self.lock().get(token).is_some_and(|s| s.hub == hub && s.attached.is_none())
     }
 
     /// Forgets a token when its connection ends.
@@ -126,8 +121,7 @@ impl Tokens {
     /// Forgets tokens negotiated longer than `ttl` ago and never attached.
     pub fn sweep(&self, ttl: Duration) {
         let now = Instant::now();
-        self.lock()
-            .retain(|_, s| s.attached.is_some() || now.duration_since(s.issued) < ttl);
+        self.lock().retain(|_, s| s.attached.is_some() || now.duration_since(s.issued) < ttl);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -161,32 +155,23 @@ mod tests {
     #[test]
     fn a_token_attaches_once_and_only_to_its_hub() {
         let t = Tokens::default();
-        let (id, token) = t.issue(0);
+        let (id, token) = t.issue(0, false);
         let ws = || Attached::WebSocket;
-        assert_eq!(
-            t.attach(&token, 1, TransportKind::WebSocket, ws),
-            Err(TokenError::Unknown)
-        );
-        assert_eq!(t.attach(&token, 0, TransportKind::WebSocket, ws), Ok(id));
+        assert_eq!(t.attach(&token, 1, TransportKind::WebSocket, ws), Err(TokenError::Unknown));
         assert_eq!(
             t.attach(&token, 0, TransportKind::WebSocket, ws),
-            Err(TokenError::InUse)
+            Ok(Negotiated { connection_id: id, stateful: false })
         );
-        assert_eq!(
-            t.attach(&token, 0, TransportKind::LongPolling, ws),
-            Err(TokenError::OtherTransport)
-        );
+        assert_eq!(t.attach(&token, 0, TransportKind::WebSocket, ws), Err(TokenError::InUse));
+        assert_eq!(t.attach(&token, 0, TransportKind::LongPolling, ws), Err(TokenError::OtherTransport));
         t.release(&token);
-        assert_eq!(
-            t.attach(&token, 0, TransportKind::WebSocket, ws),
-            Err(TokenError::Unknown)
-        );
+        assert_eq!(t.attach(&token, 0, TransportKind::WebSocket, ws), Err(TokenError::Unknown));
     }
 
     #[test]
     fn unused_tokens_expire() {
         let t = Tokens::default();
-        let (_, token) = t.issue(0);
+        let (_, token) = t.issue(0, false);
         t.sweep(Duration::ZERO);
         assert!(!t.is_fresh(&token, 0));
     }

@@ -12,18 +12,8 @@ use super::redis_streams::{handle_entry, Shared};
 use super::RedisConn;
 
 /// Runs until `stop`.
-pub(super) async fn run(
-    mut conn: RedisConn,
-    shared: Arc<Shared>,
-    streams: Vec<Arc<str>>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(
-        shared
-            .config
-            .claim_interval
-            .min(std::time::Duration::from_secs(5)),
-    );
+pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<Arc<str>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.claim_interval.min(std::time::Duration::from_secs(5)));
     let mut since_claim = std::time::Duration::ZERO;
     loop {
         tokio::select! {
@@ -85,17 +75,10 @@ async fn claim_stream(
 }
 
 async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> RedisResult<()> {
-    let groups: Vec<Value> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(conn)
-        .await?;
+    let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     for g in groups {
         let fields = map_of(g);
-        if fields
-            .iter()
-            .any(|(k, v)| k == "name" && as_text(v).as_deref() == Some(shared.group.as_str()))
-        {
+        if fields.iter().any(|(k, v)| k == "name" && as_text(v).as_deref() == Some(shared.group.as_str())) {
             let labels = vec![("stream", stream.to_string())];
             for (k, v) in &fields {
                 let n = match v {
@@ -116,10 +99,7 @@ async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> R
 /// XINFO replies are maps in RESP3 and flat key/value arrays in RESP2.
 fn map_of(v: Value) -> Vec<(String, Value)> {
     match v {
-        Value::Map(pairs) => pairs
-            .into_iter()
-            .filter_map(|(k, v)| as_text(&k).map(|k| (k, v)))
-            .collect(),
+        Value::Map(pairs) => pairs.into_iter().filter_map(|(k, v)| as_text(&k).map(|k| (k, v))).collect(),
         Value::Array(items) => {
             let mut out = Vec::new();
             let mut it = items.into_iter();

@@ -16,11 +16,7 @@ pub enum HttpIngestError {
 }
 
 /// Decodes, validates and publishes one POSTed envelope.
-pub async fn accept(
-    body: &[u8],
-    schemas: &Schemas,
-    publisher: &Publisher,
-) -> Result<(), HttpIngestError> {
+pub async fn accept(body: &[u8], schemas: &Schemas, publisher: &Publisher) -> Result<(), HttpIngestError> {
     let envelope = Envelope::from_json(body, schemas)?;
     publisher.publish(envelope).await?;
     Ok(())

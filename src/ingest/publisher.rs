@@ -45,38 +45,19 @@ pub struct Publisher {
 #[derive(Clone)]
 enum Bus {
     Memory(InputSender),
-    Redis {
-        conn: RedisConn,
-        maxlen: usize,
-        local: InputSender,
-    },
+    Redis { conn: RedisConn, maxlen: usize, local: InputSender },
 }
 
 impl Publisher {
     /// Publishes into the local pipeline.
     pub fn memory(routes: Arc<RouteTable>, input: InputSender) -> Publisher {
-        Publisher {
-            routes,
-            bus: Bus::Memory(input),
-        }
+        Publisher { routes, bus: Bus::Memory(input) }
     }
 
     /// Publishes with XADD, trimming each stream to about `maxlen` entries;
     /// falls back to `local` when Redis fails.
-    pub fn redis(
-        routes: Arc<RouteTable>,
-        conn: RedisConn,
-        maxlen: usize,
-        local: InputSender,
-    ) -> Publisher {
-        Publisher {
-            routes,
-            bus: Bus::Redis {
-                conn,
-                maxlen,
-                local,
-            },
-        }
+    pub fn redis(routes: Arc<RouteTable>, conn: RedisConn, maxlen: usize, local: InputSender) -> Publisher {
+        Publisher { routes, bus: Bus::Redis { conn, maxlen, local } }
     }
 
     /// Puts `envelope` on the bus. In memory mode this waits for room in the
@@ -89,18 +70,10 @@ impl Publisher {
         let source: Arc<str> = Arc::from(route.stream.as_str());
         let (conn, maxlen, local) = match &self.bus {
             Bus::Memory(tx) => return send_local(tx, envelope, source).await,
-            Bus::Redis {
-                conn,
-                maxlen,
-                local,
-            } => (conn, *maxlen, local),
+            Bus::Redis { conn, maxlen, local } => (conn, *maxlen, local),
         };
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&route.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(maxlen)
-            .arg("*");
+        cmd.arg(&route.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
         for (k, v) in envelope.to_stream_fields() {
             cmd.arg(k).arg(v);
         }
@@ -115,15 +88,7 @@ impl Publisher {
     }
 }
 
-async fn send_local(
-    tx: &InputSender,
-    envelope: Envelope,
-    source: Arc<str>,
-) -> Result<(), PublishError> {
-    let input = Input {
-        envelope,
-        ack: Ack::none(),
-        source,
-    };
+async fn send_local(tx: &InputSender, envelope: Envelope, source: Arc<str>) -> Result<(), PublishError> {
+    let input = Input { envelope, ack: Ack::none(), source };
     tx.send(input).await.map_err(|_| PublishError::Closed)
 }

@@ -22,13 +22,9 @@ pub enum RedisConn {
 
 /// Connects with the given response timeout (`None` for connections that
 /// issue blocking reads).
-pub async fn connect(
-    config: &RedisConfig,
-    response_timeout: Option<Duration>,
-) -> RedisResult<RedisConn> {
+pub async fn connect(config: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<RedisConn> {
     if config.cluster || config.urls.len() > 1 {
-        let mut builder = ClusterClientBuilder::new(config.urls.clone())
-            .connection_timeout(Duration::from_secs(5));
+        let mut builder = ClusterClientBuilder::new(config.urls.clone()).connection_timeout(Duration::from_secs(5));
         if let Some(t) = response_timeout {
             builder = builder.response_timeout(t);
         }
@@ -41,9 +37,7 @@ pub async fn connect(
             .set_response_timeout(response_timeout)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        Ok(RedisConn::Single(
-            ConnectionManager::new_with_config(client, cfg).await?,
-        ))
+        Ok(RedisConn::Single(ConnectionManager::new_with_config(client, cfg).await?))
     }
 }
 

@@ -69,78 +69,37 @@ impl RedisIngest {
             settled,
             redis_up: Arc::new(AtomicBool::new(true)),
         });
-        RedisIngest {
-            shared,
-            conn,
-            streams: streams.iter().map(|s| Arc::from(s.as_str())).collect(),
-            settled_rx,
-        }
+        RedisIngest { shared, conn, streams: streams.iter().map(|s| Arc::from(s.as_str())).collect(), settled_rx }
     }
 
     /// Ensures this instance's group on every stream (the readiness latch
     /// waits for this), then starts the readers, the acker and the claimer
     /// on `tasks`. Readers stop when `stop` fires; the acker stops once every
     /// outstanding ack is settled.
-    pub async fn start(
-        self,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
-    ) -> RedisResult<RedisIngestHandles> {
-        let RedisIngest {
-            shared,
-            conn,
-            streams,
-            settled_rx,
-        } = self;
+    pub async fn start(self, tasks: &TaskTracker, stop: CancellationToken) -> RedisResult<RedisIngestHandles> {
+        let RedisIngest { shared, conn, streams, settled_rx } = self;
         let mut existed = false;
         for stream in &streams {
             existed |= ensure_group(&mut conn.clone(), stream, &shared.group).await?;
         }
         tracing::info!(group = %shared.group, streams = ?streams, resumed = existed, "consumer group ready");
         shared.metrics.redis_up.set(1);
-        let handles = RedisIngestHandles {
-            redis_up: shared.redis_up.clone(),
-        };
+        let handles = RedisIngestHandles { redis_up: shared.redis_up.clone() };
         tasks.spawn(acker::run(conn.clone(), shared.clone(), settled_rx));
-        tasks.spawn(claim::run(
-            conn.clone(),
-            shared.clone(),
-            streams.clone(),
-            stop.clone(),
-        ));
-        let grace = if existed {
-            shared.config.resume_grace
-        } else {
-            Duration::ZERO
-        };
+        tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
+        let grace = if existed { shared.config.resume_grace } else { Duration::ZERO };
         for stream in streams {
             let reader_conn = super::connect(&shared.config, None).await?;
-            tasks.spawn(read_stream(
-                reader_conn,
-                shared.clone(),
-                stream,
-                grace,
-                stop.clone(),
-            ));
+            tasks.spawn(read_stream(reader_conn, shared.clone(), stream, grace, stop.clone()));
         }
         Ok(handles)
     }
 }
 
 /// Creates the group at `$` (and the stream) if missing. True if it existed.
-pub(super) async fn ensure_group(
-    conn: &mut RedisConn,
-    stream: &str,
-    group: &str,
-) -> RedisResult<bool> {
-    let created: RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
+pub(super) async fn ensure_group(conn: &mut RedisConn, stream: &str, group: &str) -> RedisResult<bool> {
+    let created: RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg("$").arg("MKSTREAM").query_async(conn).await;
     match created {
         Ok(()) => Ok(false),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(true),
@@ -205,29 +164,15 @@ async fn read_stream(
     tracing::info!(stream = %stream, "reader stopped");
 }
 
-async fn read_once(
-    conn: &mut RedisConn,
-    shared: &Shared,
-    stream: &str,
-    cursor: &str,
-) -> RedisResult<Vec<StreamId>> {
+async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str, cursor: &str) -> RedisResult<Vec<StreamId>> {
     let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(&shared.group)
-        .arg(&shared.consumer)
-        .arg("COUNT")
-        .arg(shared.config.read_count);
+    cmd.arg("GROUP").arg(&shared.group).arg(&shared.consumer).arg("COUNT").arg(shared.config.read_count);
     if cursor == ">" {
-        cmd.arg("BLOCK")
-            .arg(shared.config.read_block.as_millis() as u64);
+        cmd.arg("BLOCK").arg(shared.config.read_block.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream).arg(cursor);
     let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
-    Ok(reply
-        .into_iter()
-        .flat_map(|r| r.keys)
-        .flat_map(|k| k.ids)
-        .collect())
+    Ok(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect())
 }
 
 /// Decodes one entry and hands it to the pipeline, or dead-letters it.
@@ -245,22 +190,15 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Stre
             (k, bytes)
         })
         .collect();
-    let decoded = Envelope::from_stream_fields(
-        fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-        &shared.schemas,
-    );
+    let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
     let id = entry.id;
     let envelope = match decoded {
         Ok(e) => e,
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
-            let _ = shared.settled.send(Settled {
-                stream: stream.clone(),
-                id,
-                outcome: Outcome::Invalid(reason),
-                fields,
-            });
+            let _ =
+                shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
             return true;
         }
     };
@@ -272,18 +210,9 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Stre
             Outcome::Invalid(_) => fields.take().unwrap_or_default(),
             _ => Vec::new(),
         };
-        let _ = settled.send(Settled {
-            stream: ack_stream,
-            id: ack_id,
-            outcome,
-            fields,
-        });
+        let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
     });
-    let input = Input {
-        envelope,
-        ack,
-        source: stream.clone(),
-    };
+    let input = Input { envelope, ack, source: stream.clone() };
     let started = Instant::now();
     let sent = match shared.input.try_send(input) {
         Ok(()) => true,
@@ -291,10 +220,7 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Stre
             // The pipeline is behind: wait for room, which pauses this reader
             // (the stream keeps the events).
             let ok = shared.input.send(input).await.is_ok();
-            shared
-                .metrics
-                .ingest_wait_seconds
-                .observe(started.elapsed().as_secs_f64());
+            shared.metrics.ingest_wait_seconds.observe(started.elapsed().as_secs_f64());
             ok
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -322,8 +248,7 @@ impl Backoff {
         self.failures += 1;
         shared.metrics.redis_up.set(0);
         shared.redis_up.store(false, Ordering::Relaxed);
-        let delay =
-            Duration::from_millis(100 * 2u64.pow(self.failures.min(6))).min(Duration::from_secs(5));
+        let delay = Duration::from_millis(100 * 2u64.pow(self.failures.min(6))).min(Duration::from_secs(5));
         tracing::warn!(stream = %stream, error = %e, retry_in_ms = delay.as_millis() as u64, "redis read failed");
         tokio::time::sleep(delay).await;
     }

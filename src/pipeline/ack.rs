@@ -40,10 +40,6 @@ impl Ack {
 
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Ack(pending)"
-        } else {
-            "Ack(none)"
-        })
+        f.write_str(if self.0.is_some() { "Ack(pending)" } else { "Ack(none)" })
     }
 }

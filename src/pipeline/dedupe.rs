@@ -17,12 +17,7 @@ pub struct Dedupe {
 impl Dedupe {
     /// A window of `window`, holding at most `max_entries` ids.
     pub fn new(window: Duration, max_entries: usize) -> Dedupe {
-        Dedupe {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-            window,
-            max_entries,
-        }
+        Dedupe { seen: HashSet::new(), order: VecDeque::new(), window, max_entries }
     }
 
     /// Records `id`; false if it was already seen within the window.
@@ -60,10 +55,7 @@ mod tests {
         let mut d = Dedupe::new(Duration::from_secs(300), 10);
         assert!(d.first_time("a", t0));
         assert!(!d.first_time("a", t0 + Duration::from_secs(299)));
-        assert!(
-            d.first_time("a", t0 + Duration::from_secs(301)),
-            "forgotten after the window"
-        );
+        assert!(d.first_time("a", t0 + Duration::from_secs(301)), "forgotten after the window");
     }
 
     #[test]

@@ -64,10 +64,7 @@ impl Pipeline {
             registry,
             metrics,
             dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max_entries),
-            freshness: Freshness {
-                max_age: config.max_event_age,
-                max_skew: config.max_clock_skew,
-            },
+            freshness: Freshness { max_age: config.max_event_age, max_skew: config.max_clock_skew },
         }
     }
 
@@ -93,24 +90,14 @@ impl Pipeline {
 
     /// Runs one event through every stage.
     pub fn process(&mut self, input: Input) {
-        let Input {
-            envelope,
-            ack,
-            source,
-        } = input;
+        let Input { envelope, ack, source } = input;
         self.metrics
             .events_consumed
-            .get_or_create(&vec![
-                ("stream", source.to_string()),
-                ("event_type", envelope.event_type.clone()),
-            ])
+            .get_or_create(&vec![("stream", source.to_string()), ("event_type", envelope.event_type.clone())])
             .inc();
         let Some(route) = self.routes.route(&envelope.event_type) else {
             self.metrics.dropped("no_route", 1);
-            return ack.resolve(Outcome::Invalid(format!(
-                "no route for event_type '{}'",
-                envelope.event_type
-            )));
+            return ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
         };
         let now = chrono::Utc::now();
         let Some(effective_time) = self.freshness.check(envelope.timestamp, now) else {
@@ -127,22 +114,14 @@ impl Pipeline {
         let started = Instant::now();
         let droppable = route.delivery == Delivery::Coalesce;
         let (frame, _bytes) = route::encode(&self.registry, &route.method, &envelope, droppable);
-        let report = self
-            .registry
-            .deliver(route::target_of(route.hub, &envelope.room_id), &frame);
-        self.metrics
-            .broadcast_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let report = self.registry.deliver(route::target_of(route.hub, &envelope.room_id), &frame);
+        self.metrics.broadcast_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.events_delivered.inc_by(report.queued as u64);
         self.metrics.dropped("outbox_full", report.dropped as u64);
-        self.metrics
-            .slow_consumer_disconnects
-            .inc_by(report.overflowed as u64);
+        self.metrics.slow_consumer_disconnects.inc_by(report.overflowed as u64);
         if report.queued > 0 {
             let age = chrono::Utc::now().signed_duration_since(effective_time);
-            self.metrics
-                .event_delivery_seconds
-                .observe(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+            self.metrics.event_delivery_seconds.observe(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
         }
         ack.resolve(Outcome::Delivered);
     }

@@ -12,24 +12,13 @@ pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
     } else if let Some(user) = room_id.strip_prefix("user:") {
         Target::User { hub, user }
     } else {
-        Target::Group {
-            hub,
-            group: room_id,
-        }
+        Target::Group { hub, group: room_id }
     }
 }
 
 /// Encodes `method(payload)` for every protocol some connection speaks.
-pub fn encode(
-    registry: &Registry,
-    method: &str,
-    envelope: &Envelope,
-    droppable: bool,
-) -> (Frame, usize) {
-    let mut frame = Frame {
-        droppable,
-        ..Frame::default()
-    };
+pub fn encode(registry: &Registry, method: &str, envelope: &Envelope, droppable: bool) -> (Frame, usize) {
+    let mut frame = Frame { droppable, ..Frame::default() };
     let mut bytes = 0;
     for protocol in Protocol::ALL {
         if !registry.slot_in_use(protocol.slot()) {
@@ -37,11 +26,8 @@ pub fn encode(
         }
         let encoded = protocol.encode_invocation(method, &[&envelope.payload]);
         bytes += encoded.len();
-        frame.by_slot[protocol.slot()] = if protocol.is_binary() {
-            Some(Payload::Binary(encoded.into()))
-        } else {
-            Payload::text_from_vec(encoded)
-        };
+        frame.by_slot[protocol.slot()] =
+            if protocol.is_binary() { Some(Payload::Binary(encoded.into())) } else { Payload::text_from_vec(encoded) };
     }
     (frame, bytes)
 }
@@ -54,12 +40,6 @@ mod tests {
     fn room_ids_name_targets() {
         assert_eq!(target_of(1, "*"), Target::All { hub: 1 });
         assert_eq!(target_of(1, "user:42"), Target::User { hub: 1, user: "42" });
-        assert_eq!(
-            target_of(1, "room-9"),
-            Target::Group {
-                hub: 1,
-                group: "room-9"
-            }
-        );
+        assert_eq!(target_of(1, "room-9"), Target::Group { hub: 1, group: "room-9" });
     }
 }

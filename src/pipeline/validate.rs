@@ -34,10 +34,7 @@ mod tests {
 
     #[test]
     fn stale_future_and_fresh() {
-        let f = Freshness {
-            max_age: Duration::from_secs(300),
-            max_skew: Duration::from_secs(5),
-        };
+        let f = Freshness { max_age: Duration::from_secs(300), max_skew: Duration::from_secs(5) };
         let now = Utc::now();
         assert_eq!(f.check(now - chrono::Duration::seconds(600), now), None);
         assert_eq!(f.check(now + chrono::Duration::seconds(60), now), Some(now));

@@ -13,10 +13,8 @@ use prometheus_client::registry::Registry;
 pub type Labels = Vec<(&'static str, String)>;
 
 /// Latency buckets: fine enough to tell 1 ms from 5 ms, wide enough for 5 s.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
-];
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
@@ -86,21 +84,13 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "sidecar_connections",
-            "Open client connections by hub and transport",
-            m.connections.clone(),
-        );
+        r.register("sidecar_connections", "Open client connections by hub and transport", m.connections.clone());
         r.register(
             "sidecar_events_consumed",
             "Events read from the bus by stream and event_type",
             m.events_consumed.clone(),
         );
-        r.register(
-            "sidecar_events_delivered",
-            "Frames queued to client connections",
-            m.events_delivered.clone(),
-        );
+        r.register("sidecar_events_delivered", "Frames queued to client connections", m.events_delivered.clone());
         r.register(
             "sidecar_event_delivery_seconds",
             "Event timestamp to frames queued for the sockets",
@@ -116,11 +106,7 @@ impl Metrics {
             "Events merged into a later one by coalescing",
             m.events_coalesced.clone(),
         );
-        r.register(
-            "sidecar_events_dropped",
-            "Events or frames dropped, by reason",
-            m.events_dropped.clone(),
-        );
+        r.register("sidecar_events_dropped", "Events or frames dropped, by reason", m.events_dropped.clone());
         r.register(
             "sidecar_stream_lag",
             "Entries of a stream not yet read by this instance's group",
@@ -136,40 +122,22 @@ impl Metrics {
             "Connections closed because their outbound queue overflowed",
             m.slow_consumer_disconnects.clone(),
         );
-        r.register(
-            "sidecar_redis_up",
-            "1 while Redis answers, 0 while it does not",
-            m.redis_up.clone(),
-        );
-        r.register(
-            "sidecar_dead_letters",
-            "Invalid entries copied to a dead-letter stream",
-            m.dead_letters.clone(),
-        );
-        r.register(
-            "sidecar_invocations",
-            "Client invocations by hub, method and outcome",
-            m.invocations.clone(),
-        );
+        r.register("sidecar_redis_up", "1 while Redis answers, 0 while it does not", m.redis_up.clone());
+        r.register("sidecar_dead_letters", "Invalid entries copied to a dead-letter stream", m.dead_letters.clone());
+        r.register("sidecar_invocations", "Client invocations by hub, method and outcome", m.invocations.clone());
         r.register(
             "sidecar_ingest_wait_seconds",
             "Time an ingest source waited for room in the pipeline queue",
             m.ingest_wait_seconds.clone(),
         );
-        r.register(
-            "sidecar_disconnects",
-            "Client connections closed, by reason",
-            m.disconnects.clone(),
-        );
+        r.register("sidecar_disconnects", "Client connections closed, by reason", m.disconnects.clone());
         Metrics { registry, ..m }
     }
 
     /// Counts a dropped event or frame.
     pub fn dropped(&self, reason: &'static str, n: u64) {
         if n > 0 {
-            self.events_dropped
-                .get_or_create(&vec![("reason", reason.to_string())])
-                .inc_by(n);
+            self.events_dropped.get_or_create(&vec![("reason", reason.to_string())]).inc_by(n);
         }
     }
 

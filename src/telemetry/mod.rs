@@ -13,15 +13,9 @@ use crate::config::TelemetryConfig;
 /// `log` setting (or `RUST_LOG`). Returns an error if one is installed already.
 pub fn init(config: &TelemetryConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| format!("SIDECAR_LOG: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     let result = if config.log_json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).try_init()
     } else {
         builder.try_init()
     };

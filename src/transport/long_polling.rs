@@ -20,7 +20,6 @@ pub async fn serve_long_polling<S: Session>(
     poll_timeout: Duration,
 ) -> Ended {
     let mut waiting: Option<(PollRequest, Instant)> = None;
-    let mut gone_after_reply: Option<Ended> = None;
     loop {
         let deadline = waiting.as_ref().map(|(_, d)| *d);
         tokio::select! {
@@ -34,10 +33,6 @@ pub async fn serve_long_polling<S: Session>(
             poll = ends.polls.recv() => {
                 let Some(poll) = poll else { return Ended::ByClient };
                 session.touch();
-                if let Some(end) = gone_after_reply {
-                    let _ = poll.reply.send(PollReply::Gone);
-                    return end;
-                }
                 if let Some((old, _)) = waiting.replace((poll, Instant::now() + poll_timeout)) {
                     let _ = old.reply.send(PollReply::Gone);
                 }
@@ -90,7 +85,11 @@ pub async fn serve_long_polling<S: Session>(
                     body.put_slice(f.as_bytes());
                 }
                 let _ = poll.reply.send(PollReply::Data(body.freeze()));
-                gone_after_reply = end;
+                // The Close went out in this reply: the connection is over (a
+                // later poll finds no connection, as in ASP.NET Core).
+                if let Some(end) = end {
+                    return end;
+                }
                 if !outbox.is_empty() {
                     outbox.wake();
                 }

@@ -34,6 +34,10 @@ pub trait Session: Send {
     /// Whether frames must travel as binary (the MessagePack protocol).
     fn is_binary(&self) -> bool;
 
+    /// Frames to write before anything queued: for a resumed stateful
+    /// connection, a Sequence and every unacknowledged message.
+    fn first_frames(&mut self) -> Vec<Payload>;
+
     /// Records that the client is still there (a long poll arrived or was
     /// answered), for transports where the client sends no pings.
     fn touch(&self);

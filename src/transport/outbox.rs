@@ -58,6 +58,9 @@ pub struct OutFrame {
     /// A coalescable event (typing, read receipts) that may be dropped first
     /// when the queue is full.
     pub droppable: bool,
+    /// Counts toward the stateful-reconnect sequence (invocations and
+    /// completions; not pings, closes or the handshake answer).
+    pub sequenced: bool,
 }
 
 /// Why a connection is being closed from outside its own session.
@@ -105,6 +108,21 @@ struct State {
     /// Set once; the writer finishes after what is queued.
     ending: bool,
     kicked: Option<Kick>,
+    /// Frames written but not yet acknowledged, for stateful reconnect.
+    replay: Option<Replay>,
+}
+
+/// The stateful-reconnect buffer: every sequenced frame taken for writing,
+/// numbered from 1, kept until the client acknowledges it.
+#[derive(Debug)]
+struct Replay {
+    next_seq: u64,
+    frames: VecDeque<(u64, Payload)>,
+    bytes: usize,
+    max_bytes: usize,
+    /// Set when frames had to be dropped unacknowledged: a resume would
+    /// lose them, so it is refused and the client reconnects afresh.
+    broken: bool,
 }
 
 /// What the writer takes out in one go.
@@ -136,11 +154,7 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox with the given limits.
     pub fn new(limits: Limits) -> Outbox {
-        Outbox {
-            state: Mutex::new(State::default()),
-            notify: Notify::new(),
-            limits,
-        }
+        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limits }
     }
 
     /// Queues a frame without waiting. A full queue first gives up droppable
@@ -153,9 +167,7 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let len = frame.payload.len();
-        let fits = |s: &State| {
-            s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes
-        };
+        let fits = |s: &State| s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes;
         let mut evicted = 0;
         if !fits(&s) {
             if frame.droppable {
@@ -186,14 +198,16 @@ impl Outbox {
         Ok(evicted)
     }
 
-    /// Queues a frame that belongs to the session itself (handshake answer,
-    /// completion, ping). Same rules as [`Outbox::try_push`].
+    /// Queues a sequenced frame of the session itself (a completion). Same
+    /// rules as [`Outbox::try_push`].
     pub fn push_critical(&self, payload: Payload) -> Result<(), PushError> {
-        self.try_push(OutFrame {
-            payload,
-            droppable: false,
-        })
-        .map(|_| ())
+        self.try_push(OutFrame { payload, droppable: false, sequenced: true }).map(|_| ())
+    }
+
+    /// Queues a frame outside the reconnect sequence (handshake answer,
+    /// ping, Close, Ack, Sequence).
+    pub fn push_unsequenced(&self, payload: Payload) -> Result<(), PushError> {
+        self.try_push(OutFrame { payload, droppable: false, sequenced: false }).map(|_| ())
     }
 
     /// Marks the connection to end once what is queued has been written.
@@ -232,7 +246,11 @@ impl Outbox {
         let mut s = self.lock();
         let n = s.queue.len().min(max);
         let mut frames = Vec::with_capacity(n);
-        for f in s.queue.drain(..n) {
+        let State { queue, replay, .. } = &mut *s;
+        for f in queue.drain(..n) {
+            if let (Some(r), true) = (replay.as_mut(), f.sequenced) {
+                r.record(f.payload.clone());
+            }
             frames.push(f.payload);
         }
         s.bytes = s.queue.iter().map(|f| f.payload.len()).sum();
@@ -245,6 +263,33 @@ impl Outbox {
             _ => None,
         };
         Batch { frames, end }
+    }
+
+    /// Keeps sequenced frames after writing them, up to `max_bytes`, so a
+    /// stateful reconnect can resend what the client did not acknowledge.
+    pub fn enable_replay(&self, max_bytes: usize) {
+        self.lock().replay = Some(Replay { next_seq: 1, frames: VecDeque::new(), bytes: 0, max_bytes, broken: false });
+    }
+
+    /// The client acknowledged every frame up to `sequence_id`.
+    pub fn ack(&self, sequence_id: u64) {
+        if let Some(r) = self.lock().replay.as_mut() {
+            while r.frames.front().is_some_and(|(seq, _)| *seq <= sequence_id) {
+                if let Some((_, p)) = r.frames.pop_front() {
+                    r.bytes -= p.len();
+                }
+            }
+        }
+    }
+
+    /// For a resumed connection: the sequence id of the first frame to
+    /// resend, and the frames (unacknowledged ones, oldest first). `None`
+    /// when the buffer lost frames, or replay is off.
+    pub fn resume(&self) -> Option<(u64, Vec<Payload>)> {
+        let s = self.lock();
+        let r = s.replay.as_ref().filter(|r| !r.broken)?;
+        let first = r.frames.front().map(|(seq, _)| *seq).unwrap_or(r.next_seq);
+        Some((first, r.frames.iter().map(|(_, p)| p.clone()).collect()))
     }
 
     /// Number of frames waiting.
@@ -270,22 +315,60 @@ impl Outbox {
     }
 }
 
+// === impl Replay ===
+
+impl Replay {
+    fn record(&mut self, p: Payload) {
+        self.bytes += p.len();
+        self.frames.push_back((self.next_seq, p));
+        self.next_seq += 1;
+        while self.bytes > self.max_bytes {
+            match self.frames.pop_front() {
+                Some((_, old)) => {
+                    self.bytes -= old.len();
+                    self.broken = true;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frame(s: &str, droppable: bool) -> OutFrame {
-        OutFrame {
-            payload: Payload::text(s.to_string()),
-            droppable,
+        OutFrame { payload: Payload::text(s.to_string()), droppable, sequenced: true }
+    }
+
+    #[test]
+    fn replay_keeps_unacknowledged_sequenced_frames() {
+        let o = outbox(10);
+        o.enable_replay(1 << 20);
+        o.try_push(frame("a", false)).expect("room");
+        o.push_unsequenced(Payload::text("ping".into())).expect("room");
+        o.try_push(frame("b", false)).expect("room");
+        assert_eq!(o.take(10).frames.len(), 3);
+        o.ack(1);
+        let (first, frames) = o.resume().expect("replay on");
+        let texts: Vec<_> = frames.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect();
+        assert_eq!((first, texts), (2, vec!["b".to_string()]));
+    }
+
+    #[test]
+    fn an_overflowing_replay_buffer_refuses_resume() {
+        let o = outbox(10);
+        o.enable_replay(2);
+        for t in ["aa", "bb"] {
+            o.try_push(frame(t, false)).expect("room");
         }
+        o.take(10);
+        assert!(o.resume().is_none());
     }
 
     fn outbox(max_frames: usize) -> Outbox {
-        Outbox::new(Limits {
-            max_frames,
-            max_bytes: 1 << 20,
-        })
+        Outbox::new(Limits { max_frames, max_bytes: 1 << 20 })
     }
 
     #[test]
@@ -294,17 +377,9 @@ mod tests {
         o.try_push(frame("typing", true)).expect("room");
         o.try_push(frame("chat1", false)).expect("room");
         assert_eq!(o.try_push(frame("typing2", true)), Err(PushError::Dropped));
-        assert_eq!(
-            o.try_push(frame("chat2", false)),
-            Ok(1),
-            "evicts the queued typing frame"
-        );
+        assert_eq!(o.try_push(frame("chat2", false)), Ok(1), "evicts the queued typing frame");
         let batch = o.take(10);
-        let texts: Vec<_> = batch
-            .frames
-            .iter()
-            .map(|p| String::from_utf8_lossy(p.as_bytes()).to_string())
-            .collect();
+        let texts: Vec<_> = batch.frames.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect();
         assert_eq!(texts, ["chat1", "chat2"]);
     }
 
@@ -328,10 +403,7 @@ mod tests {
 
     #[test]
     fn byte_limit_counts() {
-        let o = Outbox::new(Limits {
-            max_frames: 100,
-            max_bytes: 8,
-        });
+        let o = Outbox::new(Limits { max_frames: 100, max_bytes: 8 });
         o.try_push(frame("12345", false)).expect("room");
         assert_eq!(o.try_push(frame("6789", true)), Err(PushError::Dropped));
     }

@@ -52,17 +52,6 @@ pub fn polling_channel(long_polling: bool) -> (PollingHandle, PollingEnds) {
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (poll_tx, poll_rx) = mpsc::channel(4);
     let stop = CancellationToken::new();
-    let handle = PollingHandle {
-        inbound: in_tx,
-        polls: long_polling.then_some(poll_tx),
-        stop: stop.clone(),
-    };
-    (
-        handle,
-        PollingEnds {
-            inbound: in_rx,
-            polls: poll_rx,
-            stop,
-        },
-    )
+    let handle = PollingHandle { inbound: in_tx, polls: long_polling.then_some(poll_tx), stop: stop.clone() };
+    (handle, PollingEnds { inbound: in_rx, polls: poll_rx, stop })
 }

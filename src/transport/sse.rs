@@ -80,10 +80,7 @@ mod tests {
 
     #[test]
     fn each_line_is_a_data_line() {
-        let out = encode(&[
-            Payload::text("{}\u{1e}".into()),
-            Payload::text("a\nb".into()),
-        ]);
+        let out = encode(&[Payload::text("{}\u{1e}".into()), Payload::text("a\nb".into())]);
         assert_eq!(&out[..], b"data: {}\x1e\r\n\r\ndata: a\r\ndata: b\r\n\r\n");
     }
 }

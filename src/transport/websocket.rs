@@ -49,9 +49,12 @@ pub async fn serve_websocket<S: Session>(
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
+    let resend = session.first_frames();
+    if !resend.is_empty() && !write(&mut ws, resend, session.is_binary(), settings.write_timeout).await {
+        return Ended::WriteFailed;
+    }
 
     let ended = loop {
         tokio::select! {
@@ -102,12 +105,7 @@ pub async fn serve_websocket<S: Session>(
 
 /// Feeds every frame, then flushes once. False when the socket failed or
 /// did not take the bytes in time.
-async fn write<T>(
-    ws: &mut WebSocketStream<T>,
-    frames: Vec<Payload>,
-    binary: bool,
-    limit: Duration,
-) -> bool
+async fn write<T>(ws: &mut WebSocketStream<T>, frames: Vec<Payload>, binary: bool, limit: Duration) -> bool
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -30,21 +30,14 @@ impl Driver {
             .expect("node must be installed, with tests/client installed by npm ci");
         let stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Driver {
-            child,
-            stdin,
-            lines,
-            next_id: 1,
-            pending: VecDeque::new(),
-        }
+        Driver { child, stdin, lines, next_id: 1, pending: VecDeque::new() }
     }
 
     async fn read_line(&mut self, timeout: Duration) -> Option<Value> {
         match tokio::time::timeout(timeout, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => Some(
-                serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("driver printed non-JSON: {line}")),
-            ),
+            Ok(Ok(Some(line))) => {
+                Some(serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver printed non-JSON: {line}")))
+            }
             Ok(_) => panic!("the Node driver exited"),
             Err(_) => None,
         }
@@ -56,15 +49,9 @@ impl Driver {
         self.next_id += 1;
         cmd["id"] = json!(id);
         let line = format!("{cmd}\n");
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .expect("driver stdin");
+        self.stdin.write_all(line.as_bytes()).await.expect("driver stdin");
         loop {
-            let v = self
-                .read_line(Duration::from_secs(30))
-                .await
-                .expect("the driver replies within 30 s");
+            let v = self.read_line(Duration::from_secs(30)).await.expect("the driver replies within 30 s");
             if v.get("id") == Some(&json!(id)) {
                 return if v["ok"] == true {
                     Ok(v["result"].clone())
@@ -78,13 +65,7 @@ impl Driver {
 
     /// Connects client `name` to `url`, listening for `methods`; extra
     /// options (transport, protocol, reconnect...) are merged in.
-    pub async fn connect(
-        &mut self,
-        name: &str,
-        url: &str,
-        methods: &[&str],
-        extra: Value,
-    ) -> Result<Value, String> {
+    pub async fn connect(&mut self, name: &str, url: &str, methods: &[&str], extra: Value) -> Result<Value, String> {
         let mut cmd = json!({"cmd": "connect", "name": name, "url": url, "methods": methods});
         if let (Some(o), Some(e)) = (cmd.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
@@ -96,8 +77,7 @@ impl Driver {
 
     /// `connection.invoke(method, ...args)`.
     pub async fn invoke(&mut self, name: &str, method: &str, args: Value) -> Result<Value, String> {
-        self.call(json!({"cmd": "invoke", "name": name, "method": method, "args": args}))
-            .await
+        self.call(json!({"cmd": "invoke", "name": name, "method": method, "args": args})).await
     }
 
     /// `connection.stop()`.
@@ -107,11 +87,7 @@ impl Driver {
 
     /// The next event matching `pred`, within `timeout`. Non-matching
     /// events stay queued for later calls.
-    pub async fn wait_for(
-        &mut self,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
+    pub async fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         if let Some(pos) = self.pending.iter().position(&pred) {
             return self.pending.remove(pos);
         }
@@ -128,10 +104,7 @@ impl Driver {
 
     /// The next message delivered to client `name` for `method`.
     pub async fn message(&mut self, name: &str, method: &str, timeout: Duration) -> Option<Value> {
-        self.wait_for(timeout, |v| {
-            v["event"] == "message" && v["name"] == name && v["method"] == method
-        })
-        .await
+        self.wait_for(timeout, |v| v["event"] == "message" && v["name"] == name && v["method"] == method).await
     }
 
     /// Every message received so far (and for `quiet` more) by `name`.
@@ -139,10 +112,8 @@ impl Driver {
         while let Some(v) = self.read_line(quiet).await {
             self.pending.push_back(v);
         }
-        let (mine, rest): (Vec<Value>, Vec<Value>) = self
-            .pending
-            .drain(..)
-            .partition(|v| v["event"] == "message" && v["name"] == name);
+        let (mine, rest): (Vec<Value>, Vec<Value>) =
+            self.pending.drain(..).partition(|v| v["event"] == "message" && v["name"] == name);
         self.pending = rest.into();
         mine
     }

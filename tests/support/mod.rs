@@ -10,7 +10,7 @@ pub mod procs;
 pub mod raw;
 
 pub use driver::Driver;
-pub use procs::{free_port, Redis, Sidecar};
+pub use procs::{free_port, Proxy, Redis, Sidecar};
 
 use std::time::Duration;
 

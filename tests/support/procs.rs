@@ -9,11 +9,7 @@ use tokio::process::{Child, Command};
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The repository root, where the sidecar finds `protocol/`.
@@ -32,26 +28,14 @@ impl Redis {
     pub async fn start() -> Redis {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server must be installed (the test script installs it)");
         let r = Redis { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(r.url())
-            .and_then(|c| c.get_connection())
-            .is_err()
-        {
+        while redis::Client::open(r.url()).and_then(|c| c.get_connection()).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -65,10 +49,7 @@ impl Redis {
 
     /// A blocking connection for test commands.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_connection()
-            .expect("connect")
+        redis::Client::open(self.url()).expect("url").get_connection().expect("connect")
     }
 
     /// XADD with the given fields.
@@ -121,10 +102,7 @@ impl Sidecar {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SIDECAR_LISTEN", format!("127.0.0.1:{port}"))
             .env("SIDECAR_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-            .env(
-                "SIDECAR_LOG",
-                std::env::var("SIDECAR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("SIDECAR_LOG", std::env::var("SIDECAR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .env("SIDECAR_INSTANCE_ID", format!("test-{port}"))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -132,21 +110,13 @@ impl Sidecar {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("the sidecar binary starts");
-        let s = Sidecar {
-            port,
-            admin_port,
-            child: Some(child),
-        };
+        let s = Sidecar { port, admin_port, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((200, _)) = super::http::request(admin_port, "GET", "/readyz", &[], b"").await
-            {
+            if let Ok((200, _)) = super::http::request(admin_port, "GET", "/readyz", &[], b"").await {
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the sidecar did not become ready"
-            );
+            assert!(Instant::now() < deadline, "the sidecar did not become ready");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -165,13 +135,8 @@ impl Sidecar {
     pub async fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         let pid = child.id()?;
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-            .await
-            .ok()?
-            .ok()?;
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await.ok()?.ok()?;
         status.code()
     }
 
@@ -184,14 +149,57 @@ impl Sidecar {
 
     /// POSTs one envelope to the admin port; returns (status, body).
     pub async fn post_event(&self, body: &[u8]) -> (u16, String) {
-        super::http::request(
-            self.admin_port,
-            "POST",
-            "/internal/events",
-            &[("content-type", "application/json")],
-            body,
-        )
-        .await
-        .expect("admin port answers")
+        super::http::request(self.admin_port, "POST", "/internal/events", &[("content-type", "application/json")], body)
+            .await
+            .expect("admin port answers")
+    }
+}
+
+/// A TCP proxy on loopback whose live connections the test can cut, to
+/// drop a socket under a client without a close handshake.
+pub struct Proxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards a free port to `127.0.0.1:target`.
+    pub async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let cut_tx = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut_rx = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // Both sockets are dropped with no WebSocket close frame:
+                        // to the client the connection just dies.
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut, task }
+    }
+
+    /// Drops every live connection.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// The proxied base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

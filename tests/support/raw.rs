@@ -13,9 +13,7 @@ pub struct RawWs {
 impl RawWs {
     /// Opens `ws://127.0.0.1:port{path}`; `Err(status)` when refused.
     pub async fn connect(port: u16, path: &str) -> Result<RawWs, u16> {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("tcp connect");
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp connect");
         let url = format!("ws://127.0.0.1:{port}{path}");
         match tokio_tungstenite::client_async(url, stream).await {
             Ok((ws, _)) => Ok(RawWs { ws }),
@@ -32,14 +30,10 @@ impl RawWs {
     /// The next text message, or `None` when the socket closed.
     pub async fn recv(&mut self) -> Option<String> {
         loop {
-            let next = tokio::time::timeout(super::WAIT, self.ws.next())
-                .await
-                .expect("a message within the wait");
+            let next = tokio::time::timeout(super::WAIT, self.ws.next()).await.expect("a message within the wait");
             match next {
                 Some(Ok(Message::Text(t))) => return Some(t.to_string()),
-                Some(Ok(Message::Binary(b))) => {
-                    return Some(String::from_utf8_lossy(&b).to_string())
-                }
+                Some(Ok(Message::Binary(b))) => return Some(String::from_utf8_lossy(&b).to_string()),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                 Some(Ok(_)) => continue,
             }

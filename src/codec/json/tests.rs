@@ -4,18 +4,14 @@ use super::*;
 use crate::codec::RecordBuffer;
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!(
-        "../../../protocol/vectors/json-hub-protocol.json"
-    ))
-    .expect("the vector file is JSON")
+    serde_json::from_str(include_str!("../../../protocol/vectors/json-hub-protocol.json"))
+        .expect("the vector file is JSON")
 }
 
 /// Re-encodes without the separator, with object keys sorted (serde_json's
 /// default map), so the vectors do not depend on field order.
 fn canonical(bytes: &[u8]) -> String {
-    let body = bytes
-        .strip_suffix(&[RECORD_SEPARATOR])
-        .expect("a record ends with 0x1E");
+    let body = bytes.strip_suffix(&[RECORD_SEPARATOR]).expect("a record ends with 0x1E");
     let v: Value = serde_json::from_slice(body).expect("encoded records are JSON");
     if v["type"] == 1 {
         return String::from_utf8(body.to_vec()).expect("utf-8");
@@ -29,17 +25,9 @@ fn decode_vectors() {
     for case in all["decode"].as_array().expect("decode cases") {
         let name = case["name"].as_str().expect("name");
         let record = case["record"].as_str().expect("record");
-        match (
-            decode(record.as_bytes()),
-            case.get("encoded"),
-            case.get("error"),
-        ) {
+        match (decode(record.as_bytes()), case.get("encoded"), case.get("error")) {
             (Ok(msg), Some(encoded), None) => {
-                assert_eq!(
-                    canonical(&encode(&msg)),
-                    encoded.as_str().expect("str"),
-                    "{name}"
-                )
+                assert_eq!(canonical(&encode(&msg)), encoded.as_str().expect("str"), "{name}")
             }
             (Err(e), None, Some(error)) => {
                 assert_eq!(e.to_string(), error.as_str().expect("str"), "{name}")

@@ -1,0 +1,109 @@
+//! Stateful reconnect (HubProtocol.md, "Ack" and "Sequence"): numbering of
+//! the client's sequenced messages so resent ones are not processed twice,
+//! and the sessions waiting for their client to come back.
+//!
+//! The server's own side (numbering what it sends and keeping it until
+//! acknowledged) lives in the outbox's replay buffer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::HubSession;
+
+/// Numbers the client's sequenced messages (ids start at 1).
+#[derive(Debug)]
+pub(super) struct Incoming {
+    /// The id the next sequenced message will have.
+    next: u64,
+    /// The highest id processed.
+    received: u64,
+    /// The highest id acknowledged to the client.
+    acked: u64,
+}
+
+impl Default for Incoming {
+    fn default() -> Self {
+        Incoming { next: 1, received: 0, acked: 0 }
+    }
+}
+
+impl Incoming {
+    /// The client says its next sequenced message has id `id` (it is resending).
+    pub(super) fn reset(&mut self, id: u64) {
+        self.next = id;
+    }
+
+    /// Numbers one sequenced message; false when it was processed already.
+    pub(super) fn accept(&mut self) -> bool {
+        let id = self.next;
+        self.next += 1;
+        if id <= self.received {
+            return false;
+        }
+        self.received = id;
+        true
+    }
+
+    /// The id to acknowledge, if anything new arrived since the last Ack.
+    pub(super) fn ack_due(&mut self) -> Option<u64> {
+        (self.received > self.acked).then(|| {
+            self.acked = self.received;
+            self.received
+        })
+    }
+}
+
+/// Sessions whose WebSocket dropped without a Close, kept for their token
+/// until the client comes back or the window passes. They stay in fan-out,
+/// so events keep queueing for them.
+#[derive(Default)]
+pub struct Parked {
+    sessions: Mutex<HashMap<String, (HubSession, Instant)>>,
+}
+
+impl Parked {
+    /// Keeps `session` for `token`.
+    pub fn park(&self, token: String, session: HubSession) {
+        self.lock().insert(token, (session, Instant::now()));
+    }
+
+    /// Takes the session parked for `token`.
+    pub fn take(&self, token: &str) -> Option<HubSession> {
+        self.lock().remove(token).map(|(s, _)| s)
+    }
+
+    /// Removes and returns the sessions parked longer than `window`.
+    pub fn expired(&self, window: Duration) -> Vec<HubSession> {
+        let mut sessions = self.lock();
+        let old: Vec<String> =
+            sessions.iter().filter(|(_, (_, at))| at.elapsed() > window).map(|(t, _)| t.clone()).collect();
+        old.iter().filter_map(|t| sessions.remove(t)).map(|(s, _)| s).collect()
+    }
+
+    /// Removes every parked session (shutdown).
+    pub fn drain(&self) -> Vec<HubSession> {
+        self.lock().drain().map(|(_, (s, _))| s).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (HubSession, Instant)>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resent_messages_are_skipped() {
+        let mut i = Incoming::default();
+        assert!(i.accept() && i.accept());
+        assert_eq!(i.ack_due(), Some(2));
+        assert_eq!(i.ack_due(), None);
+        i.reset(2);
+        assert!(!i.accept(), "id 2 again");
+        assert!(i.accept(), "id 3 is new");
+        assert_eq!(i.ack_due(), Some(3));
+    }
+}

@@ -1,0 +1,88 @@
+//! Coming back: stateful reconnect after a dropped socket, automatic
+//! reconnect after a sidecar restart, and the drain on SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn seq(m: &Value) -> u64 {
+    m["args"][0]["sequence_number"].as_u64().expect("sequence number")
+}
+
+#[tokio::test]
+async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let proxy = Proxy::start(s.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    for n in 0..20 {
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    for n in 0..20 {
+        assert_eq!(seq(&d.message("c", "ReceiveMessage", WAIT).await.expect("before the drop")), n);
+    }
+    proxy.cut();
+    for n in 20..60 {
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        if n == 30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("after the drop only {got:?}"));
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (20..60).collect::<Vec<_>>(), "in order, none lost or doubled");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close").await.is_none(),
+        "the hub connection never closed"
+    );
+    assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null), "invocations work after the resume");
+}
+
+#[tokio::test]
+async fn automatic_reconnect_after_a_sidecar_restart() {
+    let redis = Redis::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let env = [("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", "auto".to_string())];
+    let mut s = Sidecar::start_on(port, admin, &env).await;
+    let mut d = Driver::start().await;
+    d.connect("c", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({"reconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    assert_eq!(s.stop().await, Some(0));
+    d.wait_for(WAIT, |v| v["event"] == "reconnecting").await.expect("the client starts reconnecting");
+    let s = Sidecar::start_on(port, admin, &env).await;
+    d.wait_for(Duration::from_secs(20), |v| v["event"] == "reconnected")
+        .await
+        .expect("the client comes back by itself");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("re-joins");
+    let e = envelope("chat_message", "r", chat_payload("r", 1));
+    redis.xadd_flat("events:chat", &e);
+    assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.expect("new events arrive")["args"][0], e["payload"]);
+    drop(s);
+}
+
+#[tokio::test]
+async fn sigterm_tells_every_client_to_reconnect_and_exits() {
+    let mut s = Sidecar::start(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;
+    let mut d = Driver::start().await;
+    for (name, transport) in [("ws", "WebSockets"), ("sse", "ServerSentEvents"), ("lp", "LongPolling")] {
+        d.connect(name, &s.hub("/hubs/chat"), &[], json!({"transport": transport})).await.expect("connects");
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(s.stop().await, Some(0), "exits cleanly");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    for name in ["ws", "sse", "lp"] {
+        let close =
+            d.wait_for(WAIT, |v| v["event"] == "close" && v["name"] == name).await.expect("every client is closed");
+        assert!(close["error"].as_str().unwrap_or("").contains("shutting down"), "{name}: {close}");
+    }
+}
