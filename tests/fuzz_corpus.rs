@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// The files of `fuzz/<kind>/<target>/`, by target, sorted.
 fn inputs(kind: &str) -> Vec<(String, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
-        .join(kind);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind);
     let mut out = Vec::new();
     let Ok(targets) = std::fs::read_dir(&root) else {
         return out;
@@ -25,11 +23,8 @@ fn inputs(kind: &str) -> Vec<(String, PathBuf)> {
         if !target.is_dir() {
             continue;
         }
-        let name = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("target directories have UTF-8 names")
-            .to_string();
+        let name =
+            target.file_name().and_then(|n| n.to_str()).expect("target directories have UTF-8 names").to_string();
         for file in std::fs::read_dir(&target).expect("readable target directory") {
             let file = file.expect("readable directory entry").path();
             if file.is_file() && !is_scratch(&file) {
@@ -43,9 +38,7 @@ fn inputs(kind: &str) -> Vec<(String, PathBuf)> {
 
 /// libFuzzer's scratch files (`.gitignore` keeps them out of git).
 fn is_scratch(file: &Path) -> bool {
-    file.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("tmp") || n.starts_with('.'))
+    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("tmp") || n.starts_with('.'))
 }
 
 /// Runs every input through its target's check; returns how many ran and
@@ -56,10 +49,7 @@ fn replay(kind: &str) -> (usize, Vec<String>) {
     let all = inputs(kind);
     for (target, file) in &all {
         let Some((_, check)) = checks::TARGETS.iter().find(|(t, _)| t == target) else {
-            failures.push(format!(
-                "{}: no check named '{target}' in fuzz/checks.rs TARGETS",
-                file.display()
-            ));
+            failures.push(format!("{}: no check named '{target}' in fuzz/checks.rs TARGETS", file.display()));
             continue;
         };
         let data = std::fs::read(file).expect("readable input");
@@ -79,32 +69,19 @@ fn replay(kind: &str) -> (usize, Vec<String>) {
 fn corpus_replays_without_a_panic() {
     let (count, failures) = replay("corpus");
     assert!(count > 0, "fuzz/corpus/ is empty or missing");
-    assert!(
-        failures.is_empty(),
-        "{} of {count} corpus inputs failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {count} corpus inputs failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn saved_crash_inputs_replay_without_a_panic() {
     let (count, failures) = replay("artifacts");
-    assert!(
-        failures.is_empty(),
-        "{} of {count} crash inputs still fail:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {count} crash inputs still fail:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn every_target_has_a_corpus() {
     let corpus = inputs("corpus");
     for (target, _) in checks::TARGETS {
-        assert!(
-            corpus.iter().any(|(t, _)| t == target),
-            "fuzz/corpus/{target}/ has no inputs"
-        );
+        assert!(corpus.iter().any(|(t, _)| t == target), "fuzz/corpus/{target}/ has no inputs");
     }
 }
