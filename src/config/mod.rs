@@ -134,6 +134,11 @@ pub struct DeliveryConfig {
     pub dedupe_max_entries: usize,
     /// Groups one connection may join (`max_groups_per_connection`). Default 100.
     pub max_groups_per_connection: usize,
+    /// Window of coalesced events per (room, user) (`coalesce_window_ms`). Default 100.
+    pub coalesce_window: Duration,
+    /// A typing indicator is cleared after this long without a typing event
+    /// from that user in that room (`typing_timeout_seconds`). Default 5.
+    pub typing_timeout: Duration,
 }
 
 /// Shutdown timing (CONTRACT section 8).
@@ -238,6 +243,8 @@ impl Config {
             dedupe_window: r.seconds("dedupe_window_seconds", 300, 1),
             dedupe_max_entries: r.count("dedupe_max_entries", 500_000, 1, 100_000_000),
             max_groups_per_connection: r.count("max_groups_per_connection", 100, 1, 1_000_000),
+            coalesce_window: r.millis("coalesce_window_ms", 100, 1),
+            typing_timeout: r.seconds("typing_timeout_seconds", 5, 1),
         };
         let shutdown = ShutdownConfig {
             drain_window: r.seconds("drain_window_seconds", 10, 0),

@@ -97,6 +97,11 @@ pub struct HubDef {
 }
 
 impl HubDef {
+    /// The (start, stop) event types of this hub's `typing` methods.
+    pub fn typing_events(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.methods.values().filter(|m| m.action == Action::Typing).map(|m| (&m.typing_events.0, &m.typing_events.1))
+    }
+
     /// The method a client invoked, looked up without regard to case.
     pub fn method(&self, name: &str) -> Option<&MethodDef> {
         self.methods.get(&name.to_ascii_lowercase())

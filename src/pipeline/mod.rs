@@ -1,25 +1,32 @@
-//! Envelope in, frames out: validate -> dedupe -> route -> encode once ->
-//! fan out, with every drop counted and every outcome reported on its
-//! [`Ack`]. One task runs it, so per-event state needs no locks.
+//! Envelope in, frames out: validate -> dedupe -> typing state -> coalesce
+//! -> route -> encode once -> fan out, with every drop counted and every
+//! outcome reported on its [`Ack`]. One task runs it, so per-event state
+//! needs no locks, and its timers (coalescing windows, typing timeouts)
+//! share the task's one `select!`.
 
 mod ack;
+mod coalesce;
 mod dedupe;
 mod route;
+mod typing;
 mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use ack::{Ack, Outcome};
 
-use crate::config::{Delivery, DeliveryConfig, RouteTable};
+use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::telemetry::Metrics;
+use coalesce::{Coalescer, Key, Offer};
 use dedupe::Dedupe;
+use typing::TypingState;
 use validate::Freshness;
 
 /// One event on its way to the pipeline.
@@ -49,6 +56,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     dedupe: Dedupe,
     freshness: Freshness,
+    coalescer: Coalescer,
+    typing: TypingState,
 }
 
 impl Pipeline {
@@ -60,6 +69,8 @@ impl Pipeline {
         config: &DeliveryConfig,
     ) -> Pipeline {
         Pipeline {
+            typing: TypingState::new(&routes, config.typing_timeout),
+            coalescer: Coalescer::new(config.coalesce_window),
             routes,
             registry,
             metrics,
@@ -73,11 +84,13 @@ impl Pipeline {
     /// (and acknowledged) before the connections are closed.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
         loop {
+            let deadline = [self.coalescer.next_deadline(), self.typing.next_deadline()].into_iter().flatten().min();
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(input) => self.process(input),
                     None => return,
                 },
+                _ = sleep_until(deadline) => self.fire(Instant::now()),
                 _ = stop.cancelled() => break,
             }
         }
@@ -95,34 +108,96 @@ impl Pipeline {
             .events_consumed
             .get_or_create(&vec![("stream", source.to_string()), ("event_type", envelope.event_type.clone())])
             .inc();
-        let Some(route) = self.routes.route(&envelope.event_type) else {
+        let routes = self.routes.clone();
+        let Some(route) = routes.route(&envelope.event_type) else {
             self.metrics.dropped("no_route", 1);
             return ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
         };
-        let now = chrono::Utc::now();
-        let Some(effective_time) = self.freshness.check(envelope.timestamp, now) else {
+        let Some(effective_time) = self.freshness.check(envelope.timestamp, Utc::now()) else {
             self.metrics.dropped("stale", 1);
             tracing::debug!(event_id = %envelope.event_id, timestamp = %envelope.timestamp, "stale event dropped");
             return ack.resolve(Outcome::Dropped("stale"));
         };
-        if !self.dedupe.first_time(&envelope.event_id, Instant::now()) {
+        let now = Instant::now();
+        if !self.dedupe.first_time(&envelope.event_id, now) {
             self.metrics.dropped("duplicate", 1);
             tracing::debug!(event_id = %envelope.event_id, "duplicate event dropped");
             return ack.resolve(Outcome::Dropped("duplicate"));
         }
 
+        let about =
+            |field: &str| envelope.payload_str(field).map(|u| (route.hub, envelope.room_id.clone(), u.to_string()));
+        if let Some(key) = about("user_id") {
+            self.typing.observe(&key, &envelope, now);
+            if route.delivery == Delivery::Coalesce {
+                match self.coalescer.offer(key, envelope, now) {
+                    Offer::Send(envelope) => self.deliver(route, &envelope, effective_time),
+                    Offer::Held => {
+                        self.metrics.events_coalesced.inc();
+                        return ack.resolve(Outcome::Dropped("coalesced"));
+                    }
+                }
+                return ack.resolve(Outcome::Delivered);
+            }
+        }
+        let sender = about("sender_id");
+        self.deliver(route, &envelope, effective_time);
+        ack.resolve(Outcome::Delivered);
+        // A message from someone typing in this room ends their indicator.
+        if let Some(stop) = sender.and_then(|key| self.typing.message_sent(&key).map(|stop| (key, stop))) {
+            self.send_server_stop(stop, now);
+        }
+    }
+
+    /// Closes coalescing windows and typing timeouts due by `now`.
+    fn fire(&mut self, now: Instant) {
+        let (trailing, dropped) = self.coalescer.due(now);
+        self.metrics.events_coalesced.inc_by(dropped);
+        let routes = self.routes.clone();
+        for (mut envelope, merged) in trailing {
+            if merged > 1 {
+                self.metrics.events_coalesced.inc_by(merged - 1);
+                envelope.metadata.get_or_insert_with(Default::default).insert("coalesced_count".into(), merged.into());
+            }
+            if let Some(route) = routes.route(&envelope.event_type) {
+                self.deliver(route, &envelope, Utc::now());
+            }
+        }
+        for stop in self.typing.due(now) {
+            self.send_server_stop(stop, now);
+        }
+    }
+
+    /// Sends a typing stop the server decided on, past any open window.
+    fn send_server_stop(&mut self, (key, stop): (Key, Envelope), now: Instant) {
+        let obsolete = self.coalescer.force(key, &stop, now);
+        self.metrics.events_coalesced.inc_by(obsolete);
+        let routes = self.routes.clone();
+        if let Some(route) = routes.route(&stop.event_type) {
+            self.deliver(route, &stop, Utc::now());
+        }
+    }
+
+    /// Encodes once per protocol in use and fans out.
+    fn deliver(&self, route: &EventRoute, envelope: &Envelope, effective_time: DateTime<Utc>) {
         let started = Instant::now();
         let droppable = route.delivery == Delivery::Coalesce;
-        let (frame, _bytes) = route::encode(&self.registry, &route.method, &envelope, droppable);
+        let (frame, _bytes) = route::encode(&self.registry, &route.method, envelope, droppable);
         let report = self.registry.deliver(route::target_of(route.hub, &envelope.room_id), &frame);
         self.metrics.broadcast_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.events_delivered.inc_by(report.queued as u64);
         self.metrics.dropped("outbox_full", report.dropped as u64);
         self.metrics.slow_consumer_disconnects.inc_by(report.overflowed as u64);
         if report.queued > 0 {
-            let age = chrono::Utc::now().signed_duration_since(effective_time);
+            let age = Utc::now().signed_duration_since(effective_time);
             self.metrics.event_delivery_seconds.observe(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
         }
-        ack.resolve(Outcome::Delivered);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,160 @@
+//! Server-side typing state (seed 003 FR-020/FR-021): a user's typing
+//! indicator in a room is cleared with a typing-stop event after a quiet
+//! period, and at once when a message from that user reaches the room.
+//! Each instance sees every event, so each clears for its own clients.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::coalesce::Key;
+use crate::config::RouteTable;
+use crate::envelope::Envelope;
+
+/// What a typing event type means.
+#[derive(Debug, Clone)]
+struct Kind {
+    starts: bool,
+    stop_event: String,
+}
+
+struct Typist {
+    deadline: Instant,
+    username: String,
+    stop_event: String,
+}
+
+/// Who is typing where.
+pub struct TypingState {
+    timeout: Duration,
+    kinds: HashMap<String, Kind>,
+    typing: HashMap<Key, Typist>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+}
+
+impl TypingState {
+    /// Learns the typing event types from the routing file's `typing` methods.
+    pub fn new(routes: &RouteTable, timeout: Duration) -> TypingState {
+        let mut kinds = HashMap::new();
+        for hub in &routes.hubs {
+            for (start, stop) in hub.typing_events() {
+                kinds.insert(start.clone(), Kind { starts: true, stop_event: stop.clone() });
+                kinds.insert(stop.clone(), Kind { starts: false, stop_event: stop.clone() });
+            }
+        }
+        TypingState { timeout, kinds, typing: HashMap::new(), timers: BinaryHeap::new() }
+    }
+
+    /// Notes a typing event (start or stop) about `key`.
+    pub fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) {
+        let Some(kind) = self.kinds.get(&envelope.event_type) else { return };
+        let starts = kind.starts && envelope.payload.get("is_typing").and_then(Value::as_bool) != Some(false);
+        if !starts {
+            self.typing.remove(key);
+            return;
+        }
+        let username = envelope.payload_str("username").unwrap_or(&key.2).to_string();
+        let deadline = now + self.timeout;
+        self.typing.insert(key.clone(), Typist { deadline, username, stop_event: kind.stop_event.clone() });
+        self.timers.push(Reverse((deadline, key.clone())));
+    }
+
+    /// A message from `key`'s user reached the room: the stop to send, if
+    /// that user was typing there.
+    pub fn message_sent(&mut self, key: &Key) -> Option<Envelope> {
+        self.typing.remove(key).map(|t| stop(key, t, "message_sent"))
+    }
+
+    /// Typists quiet past the timeout, as stop events.
+    pub fn due(&mut self, now: Instant) -> Vec<(Key, Envelope)> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.timers.pop() else { break };
+            if self.typing.get(&key).is_some_and(|t| t.deadline <= now) {
+                if let Some(t) = self.typing.remove(&key) {
+                    let env = stop(&key, t, "typing_timeout");
+                    out.push((key, env));
+                }
+            }
+        }
+        out
+    }
+
+    /// When the next typist times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+fn stop(key: &Key, t: Typist, why: &str) -> Envelope {
+    let mut payload = Map::new();
+    payload.insert("user_id".into(), key.2.clone().into());
+    payload.insert("username".into(), t.username.into());
+    payload.insert("is_typing".into(), false.into());
+    let mut metadata = Map::new();
+    metadata.insert("cleared_by".into(), why.into());
+    Envelope {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_type: t.stop_event,
+        timestamp: chrono::Utc::now(),
+        room_id: key.1.clone(),
+        payload,
+        metadata: Some(metadata),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn start() -> Envelope {
+        let payload = serde_json::json!({"user_id": "u", "username": "Ann", "is_typing": true});
+        Envelope {
+            event_id: "x".into(),
+            event_type: "typing_start".into(),
+            timestamp: chrono::Utc::now(),
+            room_id: "r".into(),
+            payload: payload.as_object().cloned().unwrap_or_default(),
+            metadata: None,
+        }
+    }
+
+    fn state() -> TypingState {
+        let routes = RouteTable::load(Path::new("protocol/routes.toml")).expect("routes");
+        TypingState::new(&routes, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_quiet_typist_is_cleared_after_the_timeout() {
+        let (t0, key) = (Instant::now(), (0, "r".to_string(), "u".to_string()));
+        let mut s = state();
+        s.observe(&key, &start(), t0);
+        assert!(s.due(t0 + Duration::from_secs(4)).is_empty());
+        s.observe(&key, &start(), t0 + Duration::from_secs(4));
+        assert!(s.due(t0 + Duration::from_secs(5)).is_empty(), "the second event restarted the clock");
+        let stops = s.due(t0 + Duration::from_secs(9));
+        assert_eq!(stops.len(), 1);
+        assert_eq!(
+            (stops[0].1.event_type.as_str(), stops[0].1.payload["is_typing"].clone()),
+            ("typing_stop", false.into())
+        );
+        assert_eq!(stops[0].1.payload["username"], "Ann");
+    }
+
+    #[test]
+    fn a_message_clears_at_once() {
+        let key = (0, "r".to_string(), "u".to_string());
+        let mut s = state();
+        s.observe(&key, &start(), Instant::now());
+        assert!(s.message_sent(&key).is_some());
+        assert!(s.message_sent(&key).is_none());
+        assert!(s.due(Instant::now() + Duration::from_secs(10)).is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! The delivery rules of CONTRACT section 6 through the real sidecar and
+//! the official client: idempotency, freshness, coalescing, typing state,
+//! back-pressure.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::http::request;
+use support::raw::RawWs;
+use support::*;
+
+fn typing(room: &str, user: &str, on: bool) -> Value {
+    let t = if on { "typing_start" } else { "typing_stop" };
+    envelope(t, room, json!({"user_id": user, "username": "Ann", "is_typing": on}))
+}
+
+async fn watcher(d: &mut Driver, s: &Sidecar, name: &str, room: &str) {
+    d.connect(name, &s.hub("/hubs/chat"), &["ReceiveMessage", "UserTyping"], json!({})).await.expect("connects");
+    d.invoke(name, "JoinRoom", json!([room])).await.expect("joins");
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+async fn a_duplicate_event_id_through_redis_and_http_arrives_once() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "w", "r").await;
+    let e = envelope("chat_message", "r", chat_payload("r", 1));
+    redis.xadd_flat("events:chat", &e);
+    redis.xadd_data("events:chat", &e);
+    assert_eq!(s.post_event(e.to_string().as_bytes()).await.0, 202);
+    d.message("w", "ReceiveMessage", WAIT).await.expect("delivered once");
+    assert!(d.message("w", "ReceiveMessage", Duration::from_millis(700)).await.is_none(), "and only once");
+
+    // Without Redis the in-process bus applies the same window.
+    let m = Sidecar::start(&[]).await;
+    watcher(&mut d, &m, "w2", "r").await;
+    for _ in 0..3 {
+        assert_eq!(m.post_event(e.to_string().as_bytes()).await.0, 202);
+    }
+    d.message("w2", "ReceiveMessage", WAIT).await.expect("delivered once");
+    assert!(d.message("w2", "ReceiveMessage", Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_ten_minute_old_event_never_arrives() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "w", "r").await;
+    let mut old = envelope("chat_message", "r", chat_payload("r", 0));
+    old["timestamp"] = json!((chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339());
+    redis.xadd_flat("events:chat", &old);
+    let fresh = envelope("chat_message", "r", chat_payload("r", 1));
+    redis.xadd_flat("events:chat", &fresh);
+    let got = d.message("w", "ReceiveMessage", WAIT).await.expect("the fresh one");
+    assert_eq!(got["args"][0]["sequence_number"], 1, "the stale one was dropped");
+    let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_events_dropped_total{reason=\"stale\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_typing_burst_is_coalesced_and_a_chat_message_is_not_delayed() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "w", "r").await;
+    let mut conn = redis.conn();
+    let started = now_ms();
+    let mut chat_sent_at = 0.0;
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..100 {
+        pace.tick().await;
+        // Alternating states, ending on "typing".
+        let e = typing("r", "ann", i % 2 == 1);
+        let _: String = redis::cmd("XADD")
+            .arg("events:chat")
+            .arg("*")
+            .arg("data")
+            .arg(e.to_string())
+            .query(&mut conn)
+            .expect("XADD");
+        if i == 50 {
+            chat_sent_at = now_ms();
+            let chat = envelope("chat_message", "r", chat_payload("r", 7));
+            let _: String = redis::cmd("XADD")
+                .arg("events:chat")
+                .arg("*")
+                .arg("data")
+                .arg(chat.to_string())
+                .query(&mut conn)
+                .expect("XADD");
+        }
+    }
+    let burst_ms = now_ms() - started;
+    assert!(burst_ms < 1100.0, "the burst took {burst_ms} ms");
+    let frames = d.drain_messages("w", Duration::from_millis(600)).await;
+    let typing: Vec<&Value> = frames.iter().filter(|m| m["method"] == "UserTyping").collect();
+    let chat: Vec<&Value> = frames.iter().filter(|m| m["method"] == "ReceiveMessage").collect();
+    assert!(typing.len() <= 12 && typing.len() >= 2, "100 typing events became {} frames", typing.len());
+    let first_at = typing[0]["at"].as_f64().expect("at");
+    assert!(first_at - started <= 20.0, "first indicator after {} ms", first_at - started);
+    assert_eq!(typing.last().expect("last")["args"][0]["is_typing"], true, "the last state is right");
+    assert_eq!(chat.len(), 1);
+    let chat_latency = chat[0]["at"].as_f64().expect("at") - chat_sent_at;
+    assert!(chat_latency < 50.0, "the chat message took {chat_latency} ms");
+}
+
+#[tokio::test]
+async fn typing_clears_after_silence_and_when_the_typist_posts() {
+    let s = Sidecar::start(&[]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "w", "r").await;
+    let sent = Instant::now();
+    assert_eq!(s.post_event(typing("r", "ann", true).to_string().as_bytes()).await.0, 202);
+    assert_eq!(d.message("w", "UserTyping", WAIT).await.expect("typing")["args"][0]["is_typing"], true);
+    let cleared = d.message("w", "UserTyping", WAIT).await.expect("cleared by the server");
+    let waited = sent.elapsed();
+    assert_eq!(cleared["args"][0], json!({"user_id": "ann", "username": "Ann", "is_typing": false}));
+    assert!(waited >= Duration::from_millis(4800) && waited < Duration::from_millis(6500), "{waited:?}");
+
+    assert_eq!(s.post_event(typing("r", "bob", true).to_string().as_bytes()).await.0, 202);
+    d.message("w", "UserTyping", WAIT).await.expect("typing");
+    let mut chat = chat_payload("r", 1);
+    chat["sender_id"] = json!("bob");
+    let posted = Instant::now();
+    assert_eq!(s.post_event(envelope("chat_message", "r", chat).to_string().as_bytes()).await.0, 202);
+    d.message("w", "ReceiveMessage", WAIT).await.expect("chat");
+    let stop = d.message("w", "UserTyping", Duration::from_secs(1)).await.expect("cleared at once");
+    assert_eq!(
+        (stop["args"][0]["user_id"].clone(), stop["args"][0]["is_typing"].clone()),
+        (json!("bob"), json!(false))
+    );
+    assert!(posted.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_OUTBOX_MAX_BYTES", "65536".into())]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "healthy", "r").await;
+    let mut stuck = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    stuck.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    stuck.recv().await;
+    stuck.send("{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    stuck.recv_type(3).await.expect("joined");
+    // From here on `stuck` never reads its socket.
+    let big = "x".repeat(16 * 1024);
+    let mut conn = redis.conn();
+    let mut latencies = Vec::new();
+    for n in 0..600u64 {
+        let mut p = chat_payload("r", n);
+        p["content"] = json!(big);
+        let e = envelope("chat_message", "r", p);
+        let sent = now_ms();
+        let _: String = redis::cmd("XADD")
+            .arg("events:chat")
+            .arg("*")
+            .arg("data")
+            .arg(e.to_string())
+            .query(&mut conn)
+            .expect("XADD");
+        let m =
+            d.message("healthy", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("healthy client missed {n}"));
+        assert_eq!(m["args"][0]["sequence_number"], n);
+        latencies.push(m["at"].as_f64().expect("at") - sent);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 < 100.0, "healthy client p99 {p99} ms while another client is stuck");
+    let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_slow_consumer_disconnects_total 1"), "{metrics}");
+    drop(stuck);
+}
