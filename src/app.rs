@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, RouteTable};
+use crate::auth::{Authenticator, JwtSettings};
+use crate::config::{AuthConfig, Config, RouteTable};
 use crate::envelope::Schemas;
 use crate::fanout::Registry;
 use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
@@ -25,6 +26,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let routes = Arc::new(RouteTable::load(&config.routes_path).context("SIDECAR_ROUTES")?);
     let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
     let metrics = Arc::new(Metrics::new());
+    let auth = match &config.auth {
+        AuthConfig::None => None,
+        AuthConfig::Jwt(j) => Some(Arc::new(
+            Authenticator::new(&JwtSettings {
+                secret: j.secret.clone(),
+                public_key_file: j.public_key_file.clone(),
+                jwks_file: j.jwks_file.clone(),
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                leeway_seconds: j.leeway_seconds,
+                user_claim: j.user_claim.clone(),
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+    };
     let registry = Arc::new(Registry::new(routes.hubs.len(), config.delivery.max_groups_per_connection));
     let readiness = Arc::new(Readiness::default());
     let tasks = TaskTracker::new();
@@ -59,7 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         registry.clone(),
         publisher.clone(),
         metrics.clone(),
-        HubSettings::from_config(&config.server, &config.instance_id),
+        HubSettings::from_config(&config.server, &config.limits, &config.instance_id),
     ));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
 
@@ -70,14 +86,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         publisher,
     });
     let admin_service = hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
-    tasks.spawn(http::serve(admin_listener, admin_service, listeners_stop.clone(), tasks.clone(), "admin"));
+    let header_timeout = config.limits.http_header_timeout;
+    tasks.spawn(http::serve(
+        admin_listener,
+        admin_service,
+        listeners_stop.clone(),
+        tasks.clone(),
+        "admin",
+        header_timeout,
+    ));
 
     // Clients may connect while the consumer group is being ensured; the
     // readiness latch tells load balancers when events will flow.
-    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone() });
+    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone(), auth });
     let cors = Cors { origins: config.server.cors_origins.clone() };
     let client_service = http::client_service(client, cors);
-    tasks.spawn(http::serve(client_listener, client_service, listeners_stop.clone(), tasks.clone(), "client"));
+    tasks.spawn(http::serve(
+        client_listener,
+        client_service,
+        listeners_stop.clone(),
+        tasks.clone(),
+        "client",
+        header_timeout,
+    ));
 
     if let Some(redis) = &config.redis {
         let conn =

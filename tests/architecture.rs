@@ -14,39 +14,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("telemetry", &["config"][..]),
         ("transport", &["telemetry"][..]),
         ("fanout", &["transport", "telemetry"][..]),
-        (
-            "pipeline",
-            &["codec", "envelope", "fanout", "config", "telemetry"][..],
-        ),
-        (
-            "ingest",
-            &["pipeline", "envelope", "config", "telemetry"][..],
-        ),
-        (
-            "hub",
-            &[
-                "codec",
-                "envelope",
-                "transport",
-                "fanout",
-                "ingest",
-                "config",
-                "telemetry",
-                "auth",
-            ][..],
-        ),
-        (
-            "http",
-            &[
-                "hub",
-                "transport",
-                "ingest",
-                "envelope",
-                "telemetry",
-                "config",
-                "auth",
-            ][..],
-        ),
+        ("pipeline", &["codec", "envelope", "fanout", "config", "telemetry"][..]),
+        ("ingest", &["pipeline", "envelope", "config", "telemetry"][..]),
+        ("hub", &["codec", "envelope", "transport", "fanout", "ingest", "config", "telemetry", "auth"][..]),
+        ("http", &["hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
     ])
 }
 
@@ -56,10 +27,7 @@ fn scan(dir: &Path, out: &mut Vec<(String, String)>) {
         if path.is_dir() {
             scan(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push((
-                path.display().to_string(),
-                std::fs::read_to_string(&path).expect("utf-8 source"),
-            ));
+            out.push((path.display().to_string(), std::fs::read_to_string(&path).expect("utf-8 source")));
         }
     }
 }
@@ -72,10 +40,7 @@ fn modules_only_use_what_their_row_allows() {
     let rules = allowed();
     let mut broken = Vec::new();
     for (path, text) in &files {
-        let rel = path
-            .strip_prefix(&*root.display().to_string())
-            .unwrap_or(path)
-            .trim_start_matches('/');
+        let rel = path.strip_prefix(&*root.display().to_string()).unwrap_or(path).trim_start_matches('/');
         let module = rel.split(['/', '.']).next().unwrap_or("");
         let Some(allowed) = rules.get(module) else {
             continue; // lib.rs, main.rs, app.rs wire everything
@@ -84,19 +49,12 @@ fn modules_only_use_what_their_row_allows() {
             let mut rest = line;
             while let Some(pos) = rest.find("crate::") {
                 rest = &rest[pos + 7..];
-                let used: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
+                let used: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                 if used != module && !allowed.contains(&used.as_str()) {
                     broken.push(format!("{rel}:{}: {module} uses crate::{used}", n + 1));
                 }
             }
         }
     }
-    assert!(
-        broken.is_empty(),
-        "imports against STYLE.md 2.2:\n{}",
-        broken.join("\n")
-    );
+    assert!(broken.is_empty(), "imports against STYLE.md 2.2:\n{}", broken.join("\n"));
 }

@@ -11,87 +11,50 @@ use support::*;
 
 #[tokio::test]
 async fn pings_flow_and_a_silent_client_is_dropped() {
-    let s = Sidecar::start(&[
-        ("SIDECAR_KEEPALIVE_SECONDS", "1".into()),
-        ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "3".into()),
-    ])
-    .await;
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("connects");
+    let s =
+        Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "3".into())])
+            .await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
     assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
     let started = Instant::now();
     assert!(ws.recv_type(6).await.is_some(), "a ping arrives");
-    let close = ws
-        .recv_type(7)
-        .await
-        .expect("a Close after the client timeout");
+    let close = ws.recv_type(7).await.expect("a Close after the client timeout");
     let waited = started.elapsed();
-    assert!(
-        close["error"].as_str().expect("error").contains("timeout"),
-        "{close}"
-    );
-    assert!(
-        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
-        "{waited:?}"
-    );
+    assert!(close["error"].as_str().expect("error").contains("timeout"), "{close}");
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(6), "{waited:?}");
 }
 
 #[tokio::test]
 async fn a_client_that_pings_is_kept() {
-    let s = Sidecar::start(&[
-        ("SIDECAR_KEEPALIVE_SECONDS", "1".into()),
-        ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into()),
-    ])
-    .await;
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("connects");
+    let s =
+        Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into())])
+            .await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
     ws.recv().await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(900)).await;
         ws.send("{\"type\":6}\u{1e}").await;
     }
-    ws.send(
-        "{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}",
-    )
-    .await;
-    let done = ws
-        .recv_type(3)
-        .await
-        .expect("still open after 3.6 s of pings");
+    ws.send("{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    let done = ws.recv_type(3).await.expect("still open after 3.6 s of pings");
     assert_eq!(done["invocationId"], "1");
 }
 
 #[tokio::test]
 async fn records_split_anywhere_across_websocket_messages() {
     let s = Sidecar::start(&[]).await;
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("connects");
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     let all = "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}{\"type\":6}\u{1e}{\"type\":1,\"invocationId\":\"2\",\"target\":\"LeaveRoom\",\"arguments\":[\"r\"]}\u{1e}";
     // Handshake and first invocation share a message; every later record is
     // cut in the middle and across the separator.
-    for piece in [
-        &all[..40],
-        &all[40..95],
-        &all[95..96],
-        &all[96..130],
-        &all[130..],
-    ] {
+    for piece in [&all[..40], &all[40..95], &all[95..96], &all[96..130], &all[130..]] {
         ws.send(piece).await;
     }
     let first = ws.recv_type(3).await.expect("completion 1");
     let second = ws.recv_type(3).await.expect("completion 2");
-    assert_eq!(
-        (
-            first["invocationId"].clone(),
-            second["invocationId"].clone()
-        ),
-        (json!("1"), json!("2"))
-    );
+    assert_eq!((first["invocationId"].clone(), second["invocationId"].clone()), (json!("1"), json!("2")));
 }
 
 #[tokio::test]
@@ -107,9 +70,7 @@ async fn entries_left_pending_by_a_crash_are_read_again_at_start() {
         .arg("MKSTREAM")
         .query(&mut conn)
         .expect("group");
-    let sent: Vec<_> = (0..5)
-        .map(|n| envelope("chat_message", "r", chat_payload("r", n)))
-        .collect();
+    let sent: Vec<_> = (0..5).map(|n| envelope("chat_message", "r", chat_payload("r", n))).collect();
     for e in &sent {
         redis.xadd_flat("events:chat", e);
     }
@@ -130,28 +91,17 @@ async fn entries_left_pending_by_a_crash_are_read_again_at_start() {
     ])
     .await;
     let mut d = Driver::start().await;
-    d.connect("a", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({}))
-        .await
-        .expect("connects");
-    d.invoke("a", "JoinRoom", json!(["r"]))
-        .await
-        .expect("joins");
+    d.connect("a", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({})).await.expect("connects");
+    d.invoke("a", "JoinRoom", json!(["r"])).await.expect("joins");
     for e in &sent {
-        let m = d
-            .message("a", "ReceiveMessage", WAIT)
-            .await
-            .expect("pending entry delivered");
+        let m = d.message("a", "ReceiveMessage", WAIT).await.expect("pending entry delivered");
         assert_eq!(m["args"][0], e["payload"]);
     }
     let deadline = Instant::now() + WAIT;
     loop {
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg("events:chat")
-            .arg(group)
-            .query(&mut conn)
-            .expect("XPENDING");
-        if matches!(&summary, redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(0)))
-        {
+        let summary: redis::Value =
+            redis::cmd("XPENDING").arg("events:chat").arg(group).query(&mut conn).expect("XPENDING");
+        if matches!(&summary, redis::Value::Array(items) if items.first() == Some(&redis::Value::Int(0))) {
             break;
         }
         assert!(Instant::now() < deadline, "still pending: {summary:?}");

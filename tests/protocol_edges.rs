@@ -13,15 +13,8 @@ use support::*;
 const HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
 
 async fn negotiate(s: &Sidecar, hub: &str) -> Value {
-    let (status, body) = request(
-        s.port,
-        "POST",
-        &format!("{hub}/negotiate?negotiateVersion=1"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("negotiate");
+    let (status, body) =
+        request(s.port, "POST", &format!("{hub}/negotiate?negotiateVersion=1"), &[], b"").await.expect("negotiate");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("JSON")
 }
@@ -31,81 +24,34 @@ async fn negotiate_answers_like_aspnet_core() {
     let s = Sidecar::start(&[]).await;
     let v1 = negotiate(&s, "/hubs/chat").await;
     assert_eq!(v1["negotiateVersion"], 1);
-    assert!(v1["connectionToken"]
-        .as_str()
-        .is_some_and(|t| !t.is_empty()));
+    assert!(v1["connectionToken"].as_str().is_some_and(|t| !t.is_empty()));
     assert_ne!(v1["connectionToken"], v1["connectionId"]);
     assert_eq!(v1["availableTransports"][0]["transport"], "WebSockets");
-    let (status, body) = request(s.port, "POST", "/hubs/chat/negotiate", &[], b"")
-        .await
-        .expect("v0");
+    let (status, body) = request(s.port, "POST", "/hubs/chat/negotiate", &[], b"").await.expect("v0");
     let v0: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!((status, v0["negotiateVersion"].clone(), v0.get("connectionToken")), (200, json!(0), None));
+    assert_eq!(request(s.port, "GET", "/hubs/chat/negotiate", &[], b"").await.expect("get").0, 405);
+    assert_eq!(request(s.port, "POST", "/hubs/nope/negotiate", &[], b"").await.expect("unknown").0, 404);
     assert_eq!(
-        (
-            status,
-            v0["negotiateVersion"].clone(),
-            v0.get("connectionToken")
-        ),
-        (200, json!(0), None)
-    );
-    assert_eq!(
-        request(s.port, "GET", "/hubs/chat/negotiate", &[], b"")
-            .await
-            .expect("get")
-            .0,
-        405
-    );
-    assert_eq!(
-        request(s.port, "POST", "/hubs/nope/negotiate", &[], b"")
-            .await
-            .expect("unknown")
-            .0,
-        404
-    );
-    assert_eq!(
-        request(s.port, "GET", "/metrics", &[], b"")
-            .await
-            .expect("metrics")
-            .0,
+        request(s.port, "GET", "/metrics", &[], b"").await.expect("metrics").0,
         404,
         "the admin port is not served on the client port"
     );
-    assert_eq!(
-        request(s.port, "POST", "/internal/events", &[], b"{}")
-            .await
-            .expect("events")
-            .0,
-        404
-    );
+    assert_eq!(request(s.port, "POST", "/internal/events", &[], b"{}").await.expect("events").0, 404);
 }
 
 #[tokio::test]
 async fn connection_tokens_unknown_and_reused() {
     let s = Sidecar::start(&[]).await;
+    assert_eq!(RawWs::connect(s.port, "/hubs/chat?id=nope").await.err(), Some(404));
+    let token = negotiate(&s, "/hubs/chat").await["connectionToken"].as_str().expect("token").to_string();
     assert_eq!(
-        RawWs::connect(s.port, "/hubs/chat?id=nope").await.err(),
-        Some(404)
-    );
-    let token = negotiate(&s, "/hubs/chat").await["connectionToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    assert_eq!(
-        RawWs::connect(s.port, &format!("/hubs/ticket?id={token}"))
-            .await
-            .err(),
+        RawWs::connect(s.port, &format!("/hubs/ticket?id={token}")).await.err(),
         Some(404),
         "a token belongs to its hub"
     );
-    let mut first = RawWs::connect(s.port, &format!("/hubs/chat?id={token}"))
-        .await
-        .expect("first use");
-    assert_eq!(
-        RawWs::connect(s.port, &format!("/hubs/chat?id={token}"))
-            .await
-            .err(),
-        Some(409)
-    );
+    let mut first = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.expect("first use");
+    assert_eq!(RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.err(), Some(409));
     first.send(HANDSHAKE).await;
     assert_eq!(first.recv().await.as_deref(), Some("{}\u{1e}"));
 }
@@ -113,109 +59,64 @@ async fn connection_tokens_unknown_and_reused() {
 #[tokio::test]
 async fn malformed_handshake_gets_an_error_and_a_close() {
     let s = Sidecar::start(&[]).await;
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("skipNegotiation");
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("skipNegotiation");
     ws.send("{\"protocol\":\"xml\",\"version\":1}\u{1e}").await;
     let answer = ws.recv().await.expect("a handshake answer");
     let v: Value = serde_json::from_str(answer.trim_end_matches('\u{1e}')).expect("JSON");
     assert_eq!(v["error"], "the protocol 'xml' version 1 is not supported");
     assert_eq!(ws.recv().await, None, "then the socket closes");
 
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("connects");
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send("not json\u{1e}").await;
     let answer = ws.recv().await.expect("a handshake answer");
-    assert!(
-        answer.starts_with("{\"error\":\"malformed message: handshake"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("{\"error\":\"malformed message: handshake"), "{answer}");
 }
 
 #[tokio::test]
 async fn bad_messages_close_only_their_own_connection() {
     let s = Sidecar::start(&[]).await;
     let mut d = Driver::start().await;
-    d.connect(
-        "healthy",
-        &s.hub("/hubs/chat"),
-        &["ReceiveMessage"],
-        json!({}),
-    )
-    .await
-    .expect("connects");
-    d.invoke("healthy", "JoinRoom", json!(["r"]))
-        .await
-        .expect("joins");
+    d.connect("healthy", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({})).await.expect("connects");
+    d.invoke("healthy", "JoinRoom", json!(["r"])).await.expect("joins");
 
     for (bad, expect) in [
         ("{\"type\":1,", "malformed message"),
         ("{\"type\":42}", "unknown message type 42"),
-        (
-            "{\"type\":1,\"arguments\":[]}",
-            "an invocation needs a target",
-        ),
+        ("{\"type\":1,\"arguments\":[]}", "an invocation needs a target"),
     ] {
-        let mut ws = RawWs::connect(s.port, "/hubs/chat")
-            .await
-            .expect("connects");
+        let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
         ws.send(HANDSHAKE).await;
         assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
         ws.send(&format!("{bad}\u{1e}")).await;
         let close = ws.recv_type(7).await.expect("a Close message");
-        assert!(
-            close["error"].as_str().expect("error").contains(expect),
-            "{close}"
-        );
-        assert_eq!(
-            close.get("allowReconnect"),
-            None,
-            "a broken client is not asked to come back"
-        );
+        assert!(close["error"].as_str().expect("error").contains(expect), "{close}");
+        assert_eq!(close.get("allowReconnect"), None, "a broken client is not asked to come back");
     }
 
-    let mut ws = RawWs::connect(s.port, "/hubs/chat")
-        .await
-        .expect("connects");
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send(HANDSHAKE).await;
     ws.recv().await;
-    ws.send(&format!("{{\"type\":1,\"invocationId\":\"9\",\"target\":\"JoinRoom\",\"arguments\":[\"{}\"]}}\u{1e}", "x".repeat(40_000))).await;
-    let close = ws
-        .recv_type(7)
-        .await
-        .expect("a Close for an oversize message");
-    assert!(
-        close["error"].as_str().expect("error").contains("32768"),
-        "{close}"
-    );
+    ws.send(&format!(
+        "{{\"type\":1,\"invocationId\":\"9\",\"target\":\"JoinRoom\",\"arguments\":[\"{}\"]}}\u{1e}",
+        "x".repeat(40_000)
+    ))
+    .await;
+    let close = ws.recv_type(7).await.expect("a Close for an oversize message");
+    assert!(close["error"].as_str().expect("error").contains("32768"), "{close}");
 
     let env = envelope("chat_message", "r", chat_payload("r", 1));
     assert_eq!(s.post_event(env.to_string().as_bytes()).await.0, 202);
-    assert_eq!(
-        d.message("healthy", "ReceiveMessage", WAIT)
-            .await
-            .expect("still served")["args"][0],
-        env["payload"]
-    );
+    assert_eq!(d.message("healthy", "ReceiveMessage", WAIT).await.expect("still served")["args"][0], env["payload"]);
 }
 
 #[tokio::test]
 async fn blocking_invocations_always_get_a_completion() {
     let s = Sidecar::start(&[]).await;
     let mut d = Driver::start().await;
-    d.connect("a", &s.hub("/hubs/chat"), &[], json!({}))
-        .await
-        .expect("connects");
-    let err = d
-        .invoke("a", "NoSuchMethod", json!([]))
-        .await
-        .expect_err("unknown method");
+    d.connect("a", &s.hub("/hubs/chat"), &[], json!({})).await.expect("connects");
+    let err = d.invoke("a", "NoSuchMethod", json!([])).await.expect_err("unknown method");
     assert!(err.contains("Unknown hub method 'NoSuchMethod'"), "{err}");
-    let err = d
-        .invoke("a", "JoinRoom", json!([42]))
-        .await
-        .expect_err("bad argument");
+    let err = d.invoke("a", "JoinRoom", json!([42])).await.expect_err("bad argument");
     assert!(err.contains("JoinRoom expects one argument"), "{err}");
     assert_eq!(
         d.invoke("a", "joinroom", json!(["r"])).await,
@@ -228,28 +129,13 @@ async fn blocking_invocations_always_get_a_completion() {
 async fn the_in_process_bus_and_skip_negotiation() {
     let s = Sidecar::start(&[]).await;
     let mut d = Driver::start().await;
-    d.connect(
-        "ws",
-        &s.hub("/hubs/chat"),
-        &["ReceiveMessage", "UserTyping"],
-        json!({"skipNegotiation": true}),
-    )
-    .await
-    .expect("connects");
-    d.invoke("ws", "JoinRoom", json!(["r"]))
+    d.connect("ws", &s.hub("/hubs/chat"), &["ReceiveMessage", "UserTyping"], json!({"skipNegotiation": true}))
         .await
-        .expect("joins");
+        .expect("connects");
+    d.invoke("ws", "JoinRoom", json!(["r"])).await.expect("joins");
     let env = envelope("chat_message", "r", chat_payload("r", 1));
-    assert_eq!(
-        s.post_event(env.to_string().as_bytes()).await,
-        (202, "accepted\n".to_string())
-    );
-    assert_eq!(
-        d.message("ws", "ReceiveMessage", WAIT)
-            .await
-            .expect("delivered")["args"][0],
-        env["payload"]
-    );
+    assert_eq!(s.post_event(env.to_string().as_bytes()).await, (202, "accepted\n".to_string()));
+    assert_eq!(d.message("ws", "ReceiveMessage", WAIT).await.expect("delivered")["args"][0], env["payload"]);
 
     let (status, body) = s.post_event(b"{not json").await;
     assert_eq!(status, 400);
@@ -257,50 +143,21 @@ async fn the_in_process_bus_and_skip_negotiation() {
     let mut bad = env.clone();
     bad["room_id"] = json!("");
     let (status, body) = s.post_event(bad.to_string().as_bytes()).await;
-    assert_eq!(
-        (status, body.starts_with("/room_id")),
-        (400, true),
-        "{body}"
-    );
+    assert_eq!((status, body.starts_with("/room_id")), (400, true), "{body}");
 
-    assert_eq!(
-        d.invoke("ws", "SendTyping", json!(["r", true])).await,
-        Ok(Value::Null)
-    );
-    let typing = d
-        .message("ws", "UserTyping", WAIT)
-        .await
-        .expect("typing delivered");
+    assert_eq!(d.invoke("ws", "SendTyping", json!(["r", true])).await, Ok(Value::Null));
+    let typing = d.message("ws", "UserTyping", WAIT).await.expect("typing delivered");
     assert_eq!(typing["args"][0]["is_typing"], true);
-    assert!(typing["args"][0]["user_id"]
-        .as_str()
-        .is_some_and(|u| !u.is_empty()));
-    assert!(d
-        .message("ws", "UserTyping", Duration::from_millis(200))
-        .await
-        .is_none());
+    assert!(typing["args"][0]["user_id"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(d.message("ws", "UserTyping", Duration::from_millis(200)).await.is_none());
 }
 
 #[tokio::test]
 async fn health_readiness_and_metrics_on_the_admin_port() {
     let mut s = Sidecar::start(&[]).await;
-    assert_eq!(
-        request(s.admin_port, "GET", "/healthz", &[], b"")
-            .await
-            .expect("healthz")
-            .0,
-        200
-    );
-    assert_eq!(
-        request(s.admin_port, "GET", "/readyz", &[], b"")
-            .await
-            .expect("readyz")
-            .0,
-        200
-    );
-    let (status, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"")
-        .await
-        .expect("metrics");
+    assert_eq!(request(s.admin_port, "GET", "/healthz", &[], b"").await.expect("healthz").0, 200);
+    assert_eq!(request(s.admin_port, "GET", "/readyz", &[], b"").await.expect("readyz").0, 200);
+    let (status, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert_eq!(status, 200);
     for name in [
         "sidecar_events_delivered_total",

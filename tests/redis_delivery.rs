@@ -16,13 +16,8 @@ async fn setup() -> (Redis, Sidecar, Driver) {
 }
 
 async fn join(d: &mut Driver, name: &str, url: &str, room: &str) {
-    d.connect(name, url, &["ReceiveMessage", "UserTyping"], json!({}))
-        .await
-        .expect("connects");
-    assert_eq!(
-        d.invoke(name, "JoinRoom", json!([room])).await,
-        Ok(Value::Null)
-    );
+    d.connect(name, url, &["ReceiveMessage", "UserTyping"], json!({})).await.expect("connects");
+    assert_eq!(d.invoke(name, "JoinRoom", json!([room])).await, Ok(Value::Null));
 }
 
 #[tokio::test]
@@ -34,24 +29,16 @@ async fn both_stream_encodings_reach_a_room_member_and_nobody_else() {
 
     let flat = envelope("chat_message", "room-1", chat_payload("room-1", 1));
     redis.xadd_flat("events:chat", &flat);
-    let got = d
-        .message("member", "ReceiveMessage", WAIT)
-        .await
-        .expect("flat entry delivered");
+    let got = d.message("member", "ReceiveMessage", WAIT).await.expect("flat entry delivered");
     assert_eq!(got["args"], json!([flat["payload"]]));
 
     let data = envelope("chat_message", "room-1", chat_payload("room-1", 2));
     redis.xadd_data("events:chat", &data);
-    let got = d
-        .message("member", "ReceiveMessage", WAIT)
-        .await
-        .expect("data entry delivered");
+    let got = d.message("member", "ReceiveMessage", WAIT).await.expect("data entry delivered");
     assert_eq!(got["args"], json!([data["payload"]]));
 
     assert!(
-        d.message("other", "ReceiveMessage", Duration::from_millis(300))
-            .await
-            .is_none(),
+        d.message("other", "ReceiveMessage", Duration::from_millis(300)).await.is_none(),
         "a non-member receives nothing"
     );
 }
@@ -60,25 +47,11 @@ async fn both_stream_encodings_reach_a_room_member_and_nobody_else() {
 async fn leaving_a_room_stops_delivery() {
     let (redis, sidecar, mut d) = setup().await;
     join(&mut d, "a", &sidecar.hub("/hubs/chat"), "r").await;
-    redis.xadd_flat(
-        "events:chat",
-        &envelope("chat_message", "r", chat_payload("r", 1)),
-    );
-    d.message("a", "ReceiveMessage", WAIT)
-        .await
-        .expect("delivered while a member");
-    assert_eq!(
-        d.invoke("a", "LeaveRoom", json!(["r"])).await,
-        Ok(Value::Null)
-    );
-    redis.xadd_flat(
-        "events:chat",
-        &envelope("chat_message", "r", chat_payload("r", 2)),
-    );
-    assert!(d
-        .message("a", "ReceiveMessage", Duration::from_millis(500))
-        .await
-        .is_none());
+    redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 1)));
+    d.message("a", "ReceiveMessage", WAIT).await.expect("delivered while a member");
+    assert_eq!(d.invoke("a", "LeaveRoom", json!(["r"])).await, Ok(Value::Null));
+    redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 2)));
+    assert!(d.message("a", "ReceiveMessage", Duration::from_millis(500)).await.is_none());
 }
 
 #[tokio::test]
@@ -89,12 +62,7 @@ async fn a_thousand_events_arrive_in_order_none_lost_or_doubled() {
     let mut pipe = redis::pipe();
     for n in 0..1000u64 {
         let env = envelope("chat_message", "r", chat_payload("r", n));
-        pipe.cmd("XADD")
-            .arg("events:chat")
-            .arg("*")
-            .arg("data")
-            .arg(env.to_string())
-            .ignore();
+        pipe.cmd("XADD").arg("events:chat").arg("*").arg("data").arg(env.to_string()).ignore();
     }
     let () = pipe.query(&mut conn).expect("XADD x1000");
     let mut seen = Vec::new();
@@ -103,19 +71,10 @@ async fn a_thousand_events_arrive_in_order_none_lost_or_doubled() {
             .message("a", "ReceiveMessage", WAIT)
             .await
             .unwrap_or_else(|| panic!("only {} of 1000 arrived", seen.len()));
-        seen.push(
-            m["args"][0]["sequence_number"]
-                .as_u64()
-                .expect("sequence number"),
-        );
+        seen.push(m["args"][0]["sequence_number"].as_u64().expect("sequence number"));
     }
     assert_eq!(seen, (0..1000).collect::<Vec<_>>());
-    assert!(
-        d.message("a", "ReceiveMessage", Duration::from_millis(300))
-            .await
-            .is_none(),
-        "nothing doubled"
-    );
+    assert!(d.message("a", "ReceiveMessage", Duration::from_millis(300)).await.is_none(), "nothing doubled");
 }
 
 #[tokio::test]
@@ -124,37 +83,23 @@ async fn an_invalid_entry_is_dead_lettered_and_the_next_one_still_arrives() {
     join(&mut d, "a", &sidecar.hub("/hubs/chat"), "r").await;
     redis.xadd(
         "events:chat",
-        &[
-            ("event_type", "chat_message".into()),
-            ("room_id", "r".into()),
-            ("payload", "{not json".into()),
-        ],
+        &[("event_type", "chat_message".into()), ("room_id", "r".into()), ("payload", "{not json".into())],
     );
     let mut missing_field = envelope("chat_message", "r", chat_payload("r", 0));
-    missing_field["payload"]
-        .as_object_mut()
-        .expect("object")
-        .remove("content");
+    missing_field["payload"].as_object_mut().expect("object").remove("content");
     redis.xadd_flat("events:chat", &missing_field);
     redis.xadd("events:chat", &[("garbage", "x".into())]);
     redis.xadd_flat("events:chat", &envelope("no_such_type", "r", json!({})));
     let good = envelope("chat_message", "r", chat_payload("r", 7));
     redis.xadd_flat("events:chat", &good);
-    let got = d
-        .message("a", "ReceiveMessage", WAIT)
-        .await
-        .expect("the valid entry arrives");
+    let got = d.message("a", "ReceiveMessage", WAIT).await.expect("the valid entry arrives");
     assert_eq!(got["args"][0], good["payload"]);
 
     let mut conn = redis.conn();
     let mut dead: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for _ in 0..100 {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("events:chat:dead")
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .expect("XRANGE");
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg("events:chat:dead").arg("-").arg("+").query(&mut conn).expect("XRANGE");
         dead = reply
             .ids
             .into_iter()
@@ -162,12 +107,7 @@ async fn an_invalid_entry_is_dead_lettered_and_the_next_one_still_arrives() {
                 let fields = e
                     .map
                     .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            redis::from_redis_value_ref::<String>(v).expect("text"),
-                        )
-                    })
+                    .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).expect("text")))
                     .collect();
                 (e.id, fields)
             })
@@ -177,50 +117,18 @@ async fn an_invalid_entry_is_dead_lettered_and_the_next_one_still_arrives() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        dead.len(),
-        4,
-        "every invalid entry is dead-lettered: {dead:?}"
-    );
-    let field = |i: usize, k: &str| {
-        dead[i]
-            .1
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
-    assert!(
-        field(0, "reason").expect("reason").contains("payload"),
-        "{dead:?}"
-    );
-    assert_eq!(
-        field(0, "payload").as_deref(),
-        Some("{not json"),
-        "original fields are kept"
-    );
-    assert!(
-        field(1, "reason").expect("reason").contains("content"),
-        "{dead:?}"
-    );
+    assert_eq!(dead.len(), 4, "every invalid entry is dead-lettered: {dead:?}");
+    let field = |i: usize, k: &str| dead[i].1.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert!(field(0, "reason").expect("reason").contains("payload"), "{dead:?}");
+    assert_eq!(field(0, "payload").as_deref(), Some("{not json"), "original fields are kept");
+    assert!(field(1, "reason").expect("reason").contains("content"), "{dead:?}");
     assert_eq!(field(2, "garbage").as_deref(), Some("x"));
-    assert_eq!(
-        field(3, "reason").as_deref(),
-        Some("no route for event_type 'no_such_type'")
-    );
+    assert_eq!(field(3, "reason").as_deref(), Some("no route for event_type 'no_such_type'"));
     let group = format!("signalr-sidecar:test-{}", sidecar.port);
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg("events:chat")
-        .arg(&group)
-        .query(&mut conn)
-        .expect("XPENDING");
-    let redis::Value::Array(items) = summary else {
-        panic!("XPENDING summary: {summary:?}")
-    };
-    assert_eq!(
-        items.first(),
-        Some(&redis::Value::Int(0)),
-        "every entry acknowledged: {items:?}"
-    );
+    let summary: redis::Value =
+        redis::cmd("XPENDING").arg("events:chat").arg(&group).query(&mut conn).expect("XPENDING");
+    let redis::Value::Array(items) = summary else { panic!("XPENDING summary: {summary:?}") };
+    assert_eq!(items.first(), Some(&redis::Value::Int(0)), "every entry acknowledged: {items:?}");
 }
 
 #[tokio::test]
@@ -235,32 +143,19 @@ async fn events_appended_while_the_sidecar_is_down_reach_a_client_that_rejoins()
     let mut sidecar = Sidecar::start_on(port, admin, &env).await;
     let mut d = Driver::start().await;
     join(&mut d, "a", &sidecar.hub("/hubs/chat"), "r").await;
-    redis.xadd_flat(
-        "events:chat",
-        &envelope("chat_message", "r", chat_payload("r", 0)),
-    );
-    d.message("a", "ReceiveMessage", WAIT)
-        .await
-        .expect("delivered before the restart");
+    redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
+    d.message("a", "ReceiveMessage", WAIT).await.expect("delivered before the restart");
 
     assert_eq!(sidecar.stop().await, Some(0), "SIGTERM exits cleanly");
-    d.wait_for(WAIT, |v| v["event"] == "close" && v["name"] == "a")
-        .await
-        .expect("the client sees the close");
+    d.wait_for(WAIT, |v| v["event"] == "close" && v["name"] == "a").await.expect("the client sees the close");
     for n in 1..=20 {
-        redis.xadd_flat(
-            "events:chat",
-            &envelope("chat_message", "r", chat_payload("r", n)),
-        );
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
     }
     let sidecar = Sidecar::start_on(port, admin, &env).await;
     join(&mut d, "b", &sidecar.hub("/hubs/chat"), "r").await;
     let mut seen = Vec::new();
     while seen.len() < 20 {
-        let m = d
-            .message("b", "ReceiveMessage", WAIT)
-            .await
-            .unwrap_or_else(|| panic!("only {seen:?} arrived"));
+        let m = d.message("b", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("only {seen:?} arrived"));
         seen.push(m["args"][0]["sequence_number"].as_u64().expect("n"));
     }
     assert_eq!(seen, (1..=20).collect::<Vec<_>>());
@@ -275,17 +170,11 @@ async fn two_instances_on_one_redis_each_deliver_every_event_to_their_own_client
     join(&mut d, "on-a", &a.hub("/hubs/chat"), "r").await;
     join(&mut d, "on-b", &b.hub("/hubs/chat"), "r").await;
     for n in 0..50 {
-        redis.xadd_flat(
-            "events:chat",
-            &envelope("chat_message", "r", chat_payload("r", n)),
-        );
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
     }
     for name in ["on-a", "on-b"] {
         for n in 0..50u64 {
-            let m = d
-                .message(name, "ReceiveMessage", WAIT)
-                .await
-                .unwrap_or_else(|| panic!("{name} missed {n}"));
+            let m = d.message(name, "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{name} missed {n}"));
             assert_eq!(m["args"][0]["sequence_number"], n);
         }
     }
@@ -294,57 +183,17 @@ async fn two_instances_on_one_redis_each_deliver_every_event_to_their_own_client
 #[tokio::test]
 async fn user_and_broadcast_targets_on_the_notification_and_ticket_hubs() {
     let (redis, sidecar, mut d) = setup().await;
-    d.connect(
-        "t",
-        &sidecar.hub("/hubs/ticket"),
-        &["TicketStatusChanged"],
-        json!({}),
-    )
-    .await
-    .expect("connects");
-    assert_eq!(
-        d.invoke("t", "SubscribeTicket", json!(["ticket-9"])).await,
-        Ok(Value::Null)
-    );
+    d.connect("t", &sidecar.hub("/hubs/ticket"), &["TicketStatusChanged"], json!({})).await.expect("connects");
+    assert_eq!(d.invoke("t", "SubscribeTicket", json!(["ticket-9"])).await, Ok(Value::Null));
     let status = json!({"request_id": "ticket-9", "old_status": "open", "new_status": "closed", "changed_by": "u", "changed_at": now()});
-    redis.xadd_flat(
-        "events:ticket",
-        &envelope("status_change", "ticket-9", status.clone()),
-    );
-    assert_eq!(
-        d.message("t", "TicketStatusChanged", WAIT)
-            .await
-            .expect("delivered")["args"][0],
-        status
-    );
+    redis.xadd_flat("events:ticket", &envelope("status_change", "ticket-9", status.clone()));
+    assert_eq!(d.message("t", "TicketStatusChanged", WAIT).await.expect("delivered")["args"][0], status);
 
-    d.connect(
-        "n",
-        &sidecar.hub("/hubs/notification"),
-        &["ReceiveNotification"],
-        json!({}),
-    )
-    .await
-    .expect("connects");
-    let note =
-        json!({"id": "n1", "user_id": "u1", "title": "hi", "message": "all", "created_at": now()});
-    redis.xadd_flat(
-        "events:notification",
-        &envelope("notification", "*", note.clone()),
-    );
-    assert_eq!(
-        d.message("n", "ReceiveNotification", WAIT)
-            .await
-            .expect("broadcast")["args"][0],
-        note
-    );
+    d.connect("n", &sidecar.hub("/hubs/notification"), &["ReceiveNotification"], json!({})).await.expect("connects");
+    let note = json!({"id": "n1", "user_id": "u1", "title": "hi", "message": "all", "created_at": now()});
+    redis.xadd_flat("events:notification", &envelope("notification", "*", note.clone()));
+    assert_eq!(d.message("n", "ReceiveNotification", WAIT).await.expect("broadcast")["args"][0], note);
     // Without authentication no connection has a user, so `user:` reaches nobody.
-    redis.xadd_flat(
-        "events:notification",
-        &envelope("notification", "user:u1", note),
-    );
-    assert!(d
-        .message("n", "ReceiveNotification", Duration::from_millis(300))
-        .await
-        .is_none());
+    redis.xadd_flat("events:notification", &envelope("notification", "user:u1", note));
+    assert!(d.message("n", "ReceiveNotification", Duration::from_millis(300)).await.is_none());
 }

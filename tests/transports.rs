@@ -14,32 +14,18 @@ async fn round_trip(transport: &str, protocol: &str) {
     d.connect("c", &s.hub("/hubs/chat"), &["ReceiveMessage"], opts)
         .await
         .unwrap_or_else(|e| panic!("{transport}/{protocol}: {e}"));
-    assert_eq!(
-        d.invoke("c", "JoinRoom", json!(["r"])).await,
-        Ok(Value::Null),
-        "{transport}/{protocol}"
-    );
-    let sent: Vec<Value> = (0..50)
-        .map(|n| envelope("chat_message", "r", chat_payload("r", n)))
-        .collect();
+    assert_eq!(d.invoke("c", "JoinRoom", json!(["r"])).await, Ok(Value::Null), "{transport}/{protocol}");
+    let sent: Vec<Value> = (0..50).map(|n| envelope("chat_message", "r", chat_payload("r", n))).collect();
     for e in &sent {
         redis.xadd_flat("events:chat", e);
     }
     for e in &sent {
-        let got = d
-            .message("c", "ReceiveMessage", WAIT)
-            .await
-            .unwrap_or_else(|| panic!("{transport}/{protocol}: missing"));
+        let got =
+            d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{transport}/{protocol}: missing"));
         assert_eq!(got["args"][0], e["payload"], "{transport}/{protocol}");
     }
-    let err = d
-        .invoke("c", "JoinRoom", json!([]))
-        .await
-        .expect_err("bad arguments");
-    assert!(
-        err.contains("JoinRoom expects one argument"),
-        "{transport}/{protocol}: {err}"
-    );
+    let err = d.invoke("c", "JoinRoom", json!([])).await.expect_err("bad arguments");
+    assert!(err.contains("JoinRoom expects one argument"), "{transport}/{protocol}: {err}");
     d.stop("c").await;
 }
 

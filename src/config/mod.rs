@@ -39,6 +39,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Shutdown timing.
     pub shutdown: ShutdownConfig,
+    /// Client authentication.
+    pub auth: AuthConfig,
+    /// Rate limits and connection limits (CONTRACT section 7).
+    pub limits: LimitsConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
     /// Unknown `SIDECAR_*` variables, to log once telemetry is up.
@@ -141,6 +145,54 @@ pub struct DeliveryConfig {
     pub typing_timeout: Duration,
 }
 
+/// `SIDECAR_AUTH`: how clients prove who they are.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// No authentication: connections have no user (`none`, the default).
+    None,
+    /// A JWT on negotiate and connect (`jwt`).
+    Jwt(JwtConfig),
+}
+
+/// The `SIDECAR_JWT_*` settings.
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    /// HS256 secret, plain text (`jwt_secret`).
+    pub secret: Option<String>,
+    /// PEM public key, RSA or EC P-256 (`jwt_public_key_file`).
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS file, re-read when it changes (`jwks_file`).
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`, checked only when set (`jwt_issuer`).
+    pub issuer: Option<String>,
+    /// Required `aud`, checked only when set (`jwt_audience`).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (`jwt_leeway_seconds`). Default 30.
+    pub leeway_seconds: u64,
+    /// Claim holding the user id (`jwt_user_claim`). Default `sub`.
+    pub user_claim: String,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Client invocations per user per minute; per connection without auth
+    /// (`rate_limit_per_minute`). Default 100.
+    pub invocations_per_minute: u32,
+    /// Invocations allowed at once (`rate_limit_burst`): a page that joins many rooms on load must not be limited. Default 100.
+    pub invocation_burst: u32,
+    /// New connections per source address per second (`connection_rate_per_ip`). Default 20.
+    pub connections_per_ip_per_second: u32,
+    /// New connections from one address at once above that rate (`connection_burst_per_ip`). Default 100.
+    pub connection_burst_per_ip: u32,
+    /// Open SignalR connections on this instance (`max_connections`). Default 200000.
+    pub max_connections: usize,
+    /// Open connections of one user (`max_connections_per_user`). Default 100.
+    pub max_connections_per_user: usize,
+    /// Time a client has to send its HTTP request headers (`http_header_timeout_seconds`). Default 10.
+    pub http_header_timeout: Duration,
+}
+
 /// Shutdown timing (CONTRACT section 8).
 #[derive(Debug, Clone)]
 pub struct ShutdownConfig {
@@ -232,10 +284,38 @@ impl Config {
         if streams.is_empty() {
             r.error("streams", "names no stream");
         }
-        let auth: String = r.get("auth", "none".to_string());
-        if auth != "none" {
-            r.error("auth", format!("'{auth}' is not available in this build: use none"));
-        }
+        let auth_mode: String = r.get("auth", "none".to_string());
+        let jwt = JwtConfig {
+            secret: r.opt("jwt_secret"),
+            public_key_file: r.opt("jwt_public_key_file"),
+            jwks_file: r.opt("jwks_file"),
+            issuer: r.opt("jwt_issuer"),
+            audience: r.opt("jwt_audience"),
+            leeway_seconds: r.get("jwt_leeway_seconds", 30),
+            user_claim: r.get("jwt_user_claim", "sub".to_string()),
+        };
+        let auth = match auth_mode.as_str() {
+            "none" => AuthConfig::None,
+            "jwt" => {
+                if jwt.secret.is_none() && jwt.public_key_file.is_none() && jwt.jwks_file.is_none() {
+                    r.error("auth", "jwt needs SIDECAR_JWT_SECRET, SIDECAR_JWT_PUBLIC_KEY_FILE or SIDECAR_JWKS_FILE");
+                }
+                AuthConfig::Jwt(jwt)
+            }
+            other => {
+                r.error("auth", format!("'{other}' must be none or jwt"));
+                AuthConfig::None
+            }
+        };
+        let limits = LimitsConfig {
+            invocations_per_minute: r.get("rate_limit_per_minute", 100),
+            invocation_burst: r.get("rate_limit_burst", 100),
+            connections_per_ip_per_second: r.get("connection_rate_per_ip", 20),
+            connection_burst_per_ip: r.get("connection_burst_per_ip", 100),
+            max_connections: r.count("max_connections", 200_000, 1, 10_000_000),
+            max_connections_per_user: r.count("max_connections_per_user", 100, 1, 1_000_000),
+            http_header_timeout: r.seconds("http_header_timeout_seconds", 10, 1),
+        };
         let delivery = DeliveryConfig {
             ingest_queue_capacity: r.count("ingest_queue_capacity", 4096, 1, 1 << 20),
             max_event_age: r.seconds("max_event_age_seconds", 300, 1),
@@ -275,6 +355,8 @@ impl Config {
             delivery,
             shutdown,
             telemetry,
+            auth,
+            limits,
             warnings: Vec::new(),
         };
         let (errors, warnings) = r.finish();

@@ -50,13 +50,94 @@ pub enum Action {
     SetPresence,
 }
 
-/// Who may join a group through a `join` method.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// Who may join a group through a `join` method (CONTRACT section 7).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Authorize {
     /// Any connected (authenticated, when auth is on) user.
     #[default]
     Open,
+    /// The token lists the rooms (`claim`), or holds one of `roles` in
+    /// `roles_claim`, which may join any room.
+    Claim {
+        /// Claim listing allowed rooms (array, or space/comma-separated text).
+        claim: String,
+        /// Claim listing the user's roles.
+        roles_claim: String,
+        /// Roles that may join any room.
+        roles: Vec<String>,
+    },
+    /// Ask the backend: POST `url` with the user and room; 2xx allows.
+    Webhook {
+        /// `http://host:port/path` (the backend beside the sidecar).
+        url: String,
+        /// How long an answer is reused for the same user and room.
+        cache: std::time::Duration,
+        /// No answer within this denies.
+        timeout: std::time::Duration,
+    },
+}
+
+/// `authorize = "open"`, or a table naming a policy.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileAuthorize {
+    Name(String),
+    Table(FileAuthorizeTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuthorizeTable {
+    policy: String,
+    claim: Option<String>,
+    roles_claim: Option<String>,
+    roles: Option<Vec<String>>,
+    url: Option<String>,
+    cache_seconds: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+impl FileAuthorize {
+    fn into_policy(self) -> Result<Authorize, String> {
+        let t = match self {
+            FileAuthorize::Name(n) if n == "open" => return Ok(Authorize::Open),
+            FileAuthorize::Name(n) if n == "claim" => FileAuthorizeTable {
+                policy: n,
+                claim: None,
+                roles_claim: None,
+                roles: None,
+                url: None,
+                cache_seconds: None,
+                timeout_ms: None,
+            },
+            FileAuthorize::Name(n) => {
+                return Err(format!("authorize '{n}' must be open, claim, or a table with policy = \"webhook\""))
+            }
+            FileAuthorize::Table(t) => t,
+        };
+        match t.policy.as_str() {
+            "open" => Ok(Authorize::Open),
+            "claim" => Ok(Authorize::Claim {
+                claim: t.claim.unwrap_or_else(|| "rooms".into()),
+                roles_claim: t.roles_claim.unwrap_or_else(|| "roles".into()),
+                roles: t.roles.unwrap_or_default(),
+            }),
+            "webhook" => {
+                let url = t.url.ok_or("authorize webhook needs url")?;
+                if !url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')) {
+                    return Err(format!(
+                        "authorize webhook url '{url}' must be an http:// URL (the backend beside the sidecar)"
+                    ));
+                }
+                Ok(Authorize::Webhook {
+                    url,
+                    cache: std::time::Duration::from_secs(t.cache_seconds.unwrap_or(60)),
+                    timeout: std::time::Duration::from_millis(t.timeout_ms.unwrap_or(2000)),
+                })
+            }
+            other => Err(format!("authorize policy '{other}' must be open, claim or webhook")),
+        }
+    }
 }
 
 /// How an event type is delivered (CONTRACT section 6).
@@ -156,8 +237,7 @@ struct FileHub {
 struct FileMethod {
     name: String,
     action: Action,
-    #[serde(default)]
-    authorize: Authorize,
+    authorize: Option<FileAuthorize>,
     start_event: Option<String>,
     stop_event: Option<String>,
 }
@@ -214,6 +294,13 @@ impl RouteTable {
                         format!("method '{}': start_event and stop_event belong to action \"typing\"", m.name),
                     ));
                 }
+                if m.action != Action::Join && m.authorize.is_some() {
+                    return Err(invalid(at, format!("method '{}': authorize belongs to action \"join\"", m.name)));
+                }
+                let authorize = match m.authorize {
+                    Some(a) => a.into_policy().map_err(|e| invalid(at, format!("method '{}': {e}", m.name)))?,
+                    None => Authorize::Open,
+                };
                 let def = MethodDef {
                     typing_events: (
                         m.start_event.unwrap_or_else(|| "typing_start".into()),
@@ -221,7 +308,7 @@ impl RouteTable {
                     ),
                     name: m.name,
                     action: m.action,
-                    authorize: m.authorize,
+                    authorize,
                 };
                 if methods.insert(key, def).is_some() {
                     return Err(invalid(at, format!("hub '{}': a method is defined twice", h.name)));
@@ -313,6 +400,21 @@ mod tests {
         let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n\n[[route]]\nevent_type = \"x\"\nhub = \"b\"\nmethod = \"X\"\nstream = \"s\"\ndelivery = \"immediate\"\n";
         let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
         assert_eq!(err, "r.toml:5: route 'x': no hub named 'b'");
+    }
+
+    #[test]
+    fn authorize_policies() {
+        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n[[hub.method]]\nname = \"J\"\naction = \"join\"\nauthorize = { policy = \"claim\", roles = [\"admin\"] }\n[[hub.method]]\nname = \"K\"\naction = \"join\"\nauthorize = { policy = \"webhook\", url = \"http://127.0.0.1:9/ok\" }\n";
+        let t = RouteTable::parse("r.toml", text).expect("valid");
+        let hub = &t.hubs[0];
+        assert_eq!(
+            hub.method("j").map(|m| m.authorize.clone()),
+            Some(Authorize::Claim { claim: "rooms".into(), roles_claim: "roles".into(), roles: vec!["admin".into()] })
+        );
+        assert!(matches!(hub.method("k").map(|m| &m.authorize), Some(Authorize::Webhook { .. })));
+        let bad = text.replace("http://127.0.0.1:9/ok", "ftp://x");
+        let err = RouteTable::parse("r.toml", &bad).unwrap_err().to_string();
+        assert!(err.starts_with("r.toml:8: method 'K': authorize webhook url"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct ConnEntry {
     pub outbox: Arc<Outbox>,
     /// Milliseconds (on the keep-alive clock) when the client was last heard.
     pub last_seen_ms: AtomicU64,
+    /// When its access token expires (Unix milliseconds), if it does.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// Why a join was refused.
@@ -143,6 +145,11 @@ impl Registry {
     /// encoded for protocols nobody speaks).
     pub fn slot_in_use(&self, slot: usize) -> bool {
         self.slots_in_use[slot].load(Ordering::Relaxed) > 0
+    }
+
+    /// Open connections of `user` on every hub.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.read().hubs.iter().filter_map(|h| h.users.get(user)).map(|m| m.len()).sum()
     }
 
     /// Number of open connections.

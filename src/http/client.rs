@@ -6,13 +6,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
 
 use super::error::{text, Body, HttpError};
 use super::polling;
 use super::query::param;
+use super::PeerAddr;
+use crate::auth::{token_from, AuthError, Authenticator};
 use crate::config::HubDef;
 use crate::hub::{self, Attached, Hubs, Identity, TokenTransport};
 use crate::transport;
@@ -23,6 +25,43 @@ pub struct ClientState {
     pub hubs: Arc<Hubs>,
     /// Owner of the connection tasks that outlive their HTTP request.
     pub tasks: TaskTracker,
+    /// Token checks, when `SIDECAR_AUTH=jwt`.
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+impl ClientState {
+    /// Who sent `req`: a verified token's claims with `SIDECAR_AUTH=jwt`
+    /// (401 without a valid one), nobody in particular without.
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<Identity, HttpError> {
+        let Some(auth) = &self.auth else {
+            return Ok(Identity::default());
+        };
+        let query_token = param(req.uri().query(), "access_token");
+        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let verified =
+            token_from(query_token.as_deref(), header).ok_or(AuthError::Missing).and_then(|t| auth.verify(&t));
+        match verified {
+            Ok(claims) => Ok(Identity {
+                user_id: Some(Arc::from(claims.user_id.as_str())),
+                name: claims.name,
+                expires_at_ms: claims
+                    .expires_at
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64),
+                claims: Some(Arc::new(claims.claims)),
+            }),
+            Err(e) => {
+                self.hubs.metrics.auth_failures.get_or_create(&vec![("reason", e.reason().to_string())]).inc();
+                Err(HttpError::Unauthorized(e))
+            }
+        }
+    }
+
+    /// Whether a new connection fits the limits.
+    fn admit(&self, identity: &Identity, req: &Request<Incoming>) -> Result<(), HttpError> {
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        self.hubs.admit(identity, peer).map_err(HttpError::Limited)
+    }
 }
 
 /// CORS policy for browser clients on another origin.
@@ -60,6 +99,7 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         if req.method() != Method::POST {
             return Err(HttpError::MethodNotAllowed("POST"));
         }
+        state.authenticate(&req)?;
         let query = req.uri().query();
         let version = param(query, "negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
         let stateful = param(query, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -70,14 +110,26 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
             .expect("static headers are valid"));
     }
     let hub = state.hubs.routes.hub_by_path(path).ok_or(HttpError::NotFound)?.clone();
+    if !matches!(*req.method(), Method::GET | Method::POST | Method::DELETE) {
+        return Err(HttpError::MethodNotAllowed("GET, POST, DELETE"));
+    }
+    let identity = state.authenticate(&req)?;
     let token = param(req.uri().query(), "id");
     if req.method() == Method::GET && is_websocket(&req) {
-        return websocket(state, &hub, token, req);
+        return websocket(state, &hub, token, identity, req);
     }
     let token = token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
     match *req.method() {
-        Method::GET if accepts_event_stream(&req) => polling::sse(state, &hub, token),
-        Method::GET => polling::poll(state, &hub, token).await,
+        Method::GET if accepts_event_stream(&req) => {
+            state.admit(&identity, &req)?;
+            polling::sse(state, &hub, token, identity)
+        }
+        Method::GET => {
+            if state.hubs.tokens.is_fresh(&token, hub.id) {
+                state.admit(&identity, &req)?;
+            }
+            polling::poll(state, &hub, token, identity).await
+        }
         Method::POST => polling::send(state, &hub, &token, req).await,
         Method::DELETE => polling::delete(state, &hub, &token),
         _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
@@ -109,6 +161,7 @@ fn websocket(
     state: &ClientState,
     hub: &HubDef,
     token: Option<String>,
+    identity: Identity,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
     let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
@@ -122,6 +175,14 @@ fn websocket(
         (Err(hub::TokenError::InUse), Some(t)) => Some(state.hubs.parked.take(t).ok_or(hub::TokenError::InUse)?),
         _ => None,
     };
+    if parked.is_none() {
+        if let Err(e) = state.admit(&identity, &req) {
+            if let Some(t) = &token {
+                state.hubs.tokens.release(t);
+            }
+            return Err(e);
+        }
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hubs = state.hubs.clone();
     match parked {
@@ -138,9 +199,7 @@ fn websocket(
             let (negotiated, hub_id) = (attached?, hub.id);
             state.tasks.spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => {
-                        hub::run_websocket(hubs, hub_id, negotiated, token, Identity::default(), upgraded).await
-                    }
+                    Ok(upgraded) => hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded).await,
                     Err(e) => {
                         tracing::debug!(error = %e, "websocket upgrade failed");
                         if let Some(t) = token {

@@ -32,6 +32,12 @@ pub enum HttpError {
     /// The body is larger than allowed.
     #[error("Payload Too Large")]
     TooLarge,
+    /// No valid token (`SIDECAR_AUTH=jwt`).
+    #[error("Unauthorized: {0}")]
+    Unauthorized(crate::auth::AuthError),
+    /// A rate or connection limit.
+    #[error("{0}")]
+    Limited(crate::hub::Error),
     /// A request this server does not serve (e.g. a transport not offered).
     #[error("{0}")]
     BadRequest(String),
@@ -52,6 +58,8 @@ impl HttpError {
             HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -64,8 +72,10 @@ impl HttpError {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
         let mut builder = Response::builder().status(status).header("content-type", "text/plain; charset=utf-8");
-        if let HttpError::MethodNotAllowed(allow) = self {
-            builder = builder.header("allow", allow);
+        match &self {
+            HttpError::MethodNotAllowed(allow) => builder = builder.header("allow", *allow),
+            HttpError::Unauthorized(_) => builder = builder.header("www-authenticate", "Bearer"),
+            _ => {}
         }
         builder.body(text(self.to_string())).expect("static headers are valid")
     }

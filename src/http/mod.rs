@@ -26,6 +26,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The address of the client that sent a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Accepts connections on `listener` until `stop`, serving each with
 /// `service` on a task owned by `tasks`. On `stop` the listener closes and
 /// idle keep-alive connections finish gracefully.
@@ -35,6 +39,7 @@ pub async fn serve<S>(
     stop: CancellationToken,
     tasks: TaskTracker,
     name: &'static str,
+    header_timeout: std::time::Duration,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -53,10 +58,17 @@ pub async fn serve<S>(
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let inner = service.clone();
+        // Handlers learn the client's address from the request extensions.
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            inner.call(req)
+        });
         let stop = stop.clone();
         tasks.spawn(async move {
             let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .keep_alive(true)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)

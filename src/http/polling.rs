@@ -19,7 +19,12 @@ use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};
 
 /// `GET {hub}?id=` with `Accept: text/event-stream`: opens the stream.
-pub(super) fn sse(state: &ClientState, hub: &HubDef, token: String) -> Result<Response<Body>, HttpError> {
+pub(super) fn sse(
+    state: &ClientState,
+    hub: &HubDef,
+    token: String,
+    identity: Identity,
+) -> Result<Response<Body>, HttpError> {
     let (handle, ends) = transport::polling_channel(false);
     let connection_id = state
         .hubs
@@ -32,7 +37,7 @@ pub(super) fn sse(state: &ClientState, hub: &HubDef, token: String) -> Result<Re
         hub.id,
         connection_id.connection_id,
         token,
-        Identity::default(),
+        identity,
         ends,
         body_tx,
     ));
@@ -47,7 +52,12 @@ pub(super) fn sse(state: &ClientState, hub: &HubDef, token: String) -> Result<Re
 
 /// `GET {hub}?id=` otherwise: a long poll. The first one starts the
 /// connection and is answered at once, as ASP.NET Core does.
-pub(super) async fn poll(state: &ClientState, hub: &HubDef, token: String) -> Result<Response<Body>, HttpError> {
+pub(super) async fn poll(
+    state: &ClientState,
+    hub: &HubDef,
+    token: String,
+    identity: Identity,
+) -> Result<Response<Body>, HttpError> {
     if state.hubs.tokens.is_fresh(&token, hub.id) {
         let (handle, ends) = transport::polling_channel(true);
         let connection_id =
@@ -57,7 +67,7 @@ pub(super) async fn poll(state: &ClientState, hub: &HubDef, token: String) -> Re
             hub.id,
             connection_id.connection_id,
             token,
-            Identity::default(),
+            identity,
             ends,
         ));
         return Ok(octets(Bytes::new()));

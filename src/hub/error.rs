@@ -21,6 +21,9 @@ pub enum Error {
     /// The group is closed to this connection.
     #[error("{0}")]
     Denied(String),
+    /// A rate or connection limit was reached.
+    #[error("{0}")]
+    Limited(String),
     /// Publishing to the bus failed.
     #[error("The event could not be published: {0}")]
     Publish(#[from] PublishError),
@@ -41,6 +44,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::StreamingUnsupported => "streaming",
             Error::Denied(_) => "denied",
+            Error::Limited(_) => "rate_limited",
             Error::Publish(_) => "publish_failed",
         }
     }

@@ -29,6 +29,7 @@ pub(super) async fn invoke(
     match method.action {
         Action::Join => {
             let group = group_arg(&method.name, &inv.arguments)?;
+            hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
             match hubs.registry.join(conn, group) {
                 Ok(_) => Ok(Value::Null),
                 Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),

@@ -46,9 +46,19 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         for session in hubs.parked.expired(hubs.settings.client_timeout) {
             session.finish(crate::transport::Ended::ByClient).await;
         }
+        if ping_now {
+            hubs.invocation_limiter.sweep();
+            hubs.connection_limiter.sweep();
+        }
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut timed_out = 0u64;
         hubs.registry.for_each(|entry| {
-            if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
+            if entry.expires_at_ms.is_some_and(|exp| unix_ms >= exp) {
+                entry.outbox.kick(Kick::TokenExpired);
+            } else if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
                 entry.outbox.kick(Kick::ClientTimeout);
                 timed_out += 1;
             } else if ping_now {

@@ -2,10 +2,12 @@
 //! messages, server methods from the routing file, keep-alive, and how a
 //! connection is told to go.
 
+mod authorize;
 mod close;
 mod error;
 mod invocation;
 mod keepalive;
+mod limits;
 mod reconnect;
 mod session;
 mod tokens;
@@ -14,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use authorize::Authorizer;
 pub use error::Error;
 pub use keepalive::run_keepalive;
+pub use limits::RateLimiter;
 pub use reconnect::Parked;
 pub use session::{HubSession, Identity};
 pub use tokens::{
@@ -23,7 +27,7 @@ pub use tokens::{
 };
 
 use crate::codec::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
-use crate::config::{HubId, RouteTable, ServerConfig};
+use crate::config::{HubId, LimitsConfig, RouteTable, ServerConfig};
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
 use crate::telemetry::Metrics;
@@ -52,11 +56,13 @@ pub struct HubSettings {
     pub replay_max_bytes: usize,
     /// This instance, for `metadata.source_instance`.
     pub instance_id: String,
+    /// Connection and invocation limits.
+    pub limits: LimitsConfig,
 }
 
 impl HubSettings {
     /// Derives the hub settings from the server configuration.
-    pub fn from_config(c: &ServerConfig, instance_id: &str) -> HubSettings {
+    pub fn from_config(c: &ServerConfig, limits: &LimitsConfig, instance_id: &str) -> HubSettings {
         HubSettings {
             max_message_bytes: c.max_message_bytes,
             outbox: Limits { max_frames: c.outbox_max_frames, max_bytes: c.outbox_max_bytes },
@@ -73,6 +79,7 @@ impl HubSettings {
             stateful_reconnect: c.stateful_reconnect,
             replay_max_bytes: c.stateful_reconnect_buffer_bytes,
             instance_id: instance_id.to_string(),
+            limits: limits.clone(),
         }
     }
 }
@@ -93,6 +100,12 @@ pub struct Hubs {
     pub tokens: Tokens,
     /// Stateful sessions waiting for their client to reconnect.
     pub parked: Parked,
+    /// Join policies and their webhook cache.
+    pub authorizer: Authorizer,
+    /// Invocations per user (per connection without authentication).
+    pub invocation_limiter: RateLimiter<Arc<str>>,
+    /// New connections per source address.
+    pub connection_limiter: RateLimiter<std::net::IpAddr>,
     next_conn: AtomicU64,
     clock: Instant,
 }
@@ -106,6 +119,11 @@ impl Hubs {
         metrics: Arc<Metrics>,
         settings: HubSettings,
     ) -> Hubs {
+        let limits = &settings.limits;
+        let invocation_limiter =
+            RateLimiter::new(f64::from(limits.invocations_per_minute) / 60.0, limits.invocation_burst);
+        let connection_limiter =
+            RateLimiter::new(f64::from(limits.connections_per_ip_per_second), limits.connection_burst_per_ip);
         Hubs {
             routes,
             registry,
@@ -114,9 +132,37 @@ impl Hubs {
             settings,
             tokens: Tokens::default(),
             parked: Parked::default(),
+            invocation_limiter,
+            connection_limiter,
+            authorizer: Authorizer::default(),
             next_conn: AtomicU64::new(1),
             clock: Instant::now(),
         }
+    }
+
+    /// Whether a new connection from `peer` for `identity` fits the limits
+    /// (per source address, per instance, per user). Counted when refused.
+    pub fn admit(&self, identity: &Identity, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
+        let limits = &self.settings.limits;
+        let refuse = |limit: &'static str, message: String| {
+            self.metrics.limited.get_or_create(&vec![("limit", limit.to_string())]).inc();
+            Err(Error::Limited(message))
+        };
+        if peer.is_some_and(|ip| !self.connection_limiter.allow(&ip)) {
+            return refuse("connections_per_ip", "Too many new connections from this address".into());
+        }
+        if self.registry.len() >= limits.max_connections {
+            return refuse("max_connections", "This server has no room for more connections".into());
+        }
+        if let Some(user) = &identity.user_id {
+            if self.registry.user_connections(user) >= limits.max_connections_per_user {
+                return refuse(
+                    "connections_per_user",
+                    format!("At most {} connections per user", limits.max_connections_per_user),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Answers `POST {hub}/negotiate`: issues an id and a token and lists

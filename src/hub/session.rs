@@ -21,6 +21,10 @@ pub struct Identity {
     pub user_id: Option<Arc<str>>,
     /// A display name (`name` claim), if known.
     pub name: Option<String>,
+    /// Every claim of the token, for room policies.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// When the token expires (Unix milliseconds).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A connection of a hub, from handshake to close.
@@ -186,6 +190,7 @@ impl HubSession {
             transport: self.transport,
             outbox: self.outbox.clone(),
             last_seen_ms: self.hubs.now_ms().into(),
+            expires_at_ms: self.identity.expires_at_ms,
         });
         self.hubs.registry.add(entry.clone());
         self.entry = Some(entry);
@@ -202,12 +207,32 @@ impl HubSession {
         Flow::Stop
     }
 
+    /// Takes one invocation from the caller's budget (its user's, or its
+    /// own without authentication).
+    fn within_rate(&self) -> bool {
+        let key: Arc<str> = match &self.identity.user_id {
+            Some(u) => u.clone(),
+            None => Arc::from(self.connection_id.as_str()),
+        };
+        let ok = self.hubs.invocation_limiter.allow(&key);
+        if !ok {
+            self.hubs.metrics.limited.get_or_create(&vec![("limit", "invocations".to_string())]).inc();
+        }
+        ok
+    }
+
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
         match message {
             HubMessage::Invocation(inv) => {
                 let hub = &self.hubs.routes.hubs[self.hub];
-                let result =
-                    invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv).await;
+                let result = if self.within_rate() {
+                    invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv).await
+                } else {
+                    Err(super::Error::Limited(format!(
+                        "Too many invocations: the limit is {} per minute",
+                        self.hubs.settings.limits.invocations_per_minute
+                    )))
+                };
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
                     Err(e) => {

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub ingest_wait_seconds: Histogram,
     /// Connections closed, by reason.
     pub disconnects: Family<Labels, Counter>,
+    /// Requests or invocations refused by a limit, by limit.
+    pub limited: Family<Labels, Counter>,
+    /// Failed token checks, by reason.
+    pub auth_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,8 @@ impl Metrics {
             invocations: Family::default(),
             ingest_wait_seconds: latency_histogram(),
             disconnects: Family::default(),
+            limited: Family::default(),
+            auth_failures: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -131,6 +137,8 @@ impl Metrics {
             m.ingest_wait_seconds.clone(),
         );
         r.register("sidecar_disconnects", "Client connections closed, by reason", m.disconnects.clone());
+        r.register("sidecar_limited", "Requests or invocations refused by a limit", m.limited.clone());
+        r.register("sidecar_auth_failures", "Failed token checks, by reason", m.auth_failures.clone());
         Metrics { registry, ..m }
     }
 

@@ -1,0 +1,114 @@
+//! Room authorization for `join` methods: the policy the routing file names
+//! (open, a claim, or a backend webhook with a cache). A denied join gets a
+//! Completion error and joins nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::config::Authorize;
+
+use super::{Error, Identity};
+
+type CacheKey = (String, String, String);
+
+/// Evaluates join policies; remembers webhook answers.
+#[derive(Default)]
+pub struct Authorizer {
+    cache: Mutex<HashMap<CacheKey, (bool, Instant)>>,
+}
+
+impl Authorizer {
+    /// `Ok` when `identity` may join `room` under `policy`.
+    pub async fn check(&self, policy: &Authorize, identity: &Identity, hub: &str, room: &str) -> Result<(), Error> {
+        let denied = || Err(Error::Denied(format!("Not authorized to join '{room}'")));
+        match policy {
+            Authorize::Open => Ok(()),
+            Authorize::Claim { claim, roles_claim, roles } => {
+                let Some(claims) = &identity.claims else { return denied() };
+                let listed = |name: &str, want: &dyn Fn(&str) -> bool| match claims.get(name) {
+                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(want),
+                    Some(Value::String(s)) => s.split([' ', ',']).any(want),
+                    _ => false,
+                };
+                if listed(claim, &|r| r == room) || listed(roles_claim, &|r| roles.iter().any(|x| x == r)) {
+                    Ok(())
+                } else {
+                    denied()
+                }
+            }
+            Authorize::Webhook { url, cache, timeout } => {
+                let user = identity.user_id.as_deref().unwrap_or("").to_string();
+                let key = (url.clone(), user.clone(), room.to_string());
+                if let Some(allowed) = self.cached(&key, *cache) {
+                    return if allowed { Ok(()) } else { denied() };
+                }
+                let body = serde_json::json!({"user_id": identity.user_id.as_deref(), "room_id": room, "hub": hub});
+                match tokio::time::timeout(*timeout, ask(url, body.to_string())).await {
+                    Ok(Ok(status)) if status.is_success() => {
+                        self.remember(key, true);
+                        Ok(())
+                    }
+                    Ok(Ok(status)) if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED => {
+                        self.remember(key, false);
+                        denied()
+                    }
+                    Ok(Ok(status)) => {
+                        tracing::warn!(url = %url, status = status.as_u16(), "authorization webhook answered an error: join denied");
+                        denied()
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(url = %url, error = %e, "authorization webhook unreachable: join denied");
+                        denied()
+                    }
+                    Err(_) => {
+                        tracing::warn!(url = %url, timeout_ms = timeout.as_millis() as u64, "authorization webhook timed out: join denied");
+                        denied()
+                    }
+                }
+            }
+        }
+    }
+
+    fn cached(&self, key: &CacheKey, ttl: Duration) -> Option<bool> {
+        let cache = self.lock();
+        cache.get(key).filter(|(_, at)| at.elapsed() < ttl).map(|(allowed, _)| *allowed)
+    }
+
+    fn remember(&self, key: CacheKey, allowed: bool) {
+        let mut cache = self.lock();
+        if cache.len() > 100_000 {
+            cache.clear(); // a bound, not an LRU: answers are cheap to fetch again
+        }
+        cache.insert(key, (allowed, Instant::now()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (bool, Instant)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One POST to the backend over plain HTTP/1.1; returns the status.
+async fn ask(url: &str, body: String) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+    let uri: hyper::Uri = url.parse()?;
+    let host = uri.host().ok_or("no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let req = Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", format!("{host}:{port}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    driver.abort();
+    Ok(status)
+}

@@ -1,0 +1,76 @@
+//! Token buckets: client invocations per user (per connection without
+//! authentication) and new connections per source address. Memory: one
+//! small entry per active key; full (idle) buckets are swept.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A token bucket per key: `burst` at once, refilled at `per_second`.
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter refilling `per_second` tokens, holding at most `burst`.
+    pub fn new(per_second: f64, burst: u32) -> RateLimiter<K> {
+        RateLimiter { per_second, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes a token for `key`; false when the key is over its rate.
+    pub fn allow(&self, key: &K) -> bool {
+        self.allow_at(key, Instant::now())
+    }
+
+    fn allow_at(&self, key: &K, now: Instant) -> bool {
+        let mut buckets = self.lock();
+        let b = buckets.entry(key.clone()).or_insert(Bucket { tokens: self.burst, at: now });
+        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_second).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets keys whose bucket has refilled (nothing to remember).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let (rate, burst) = (self.per_second, self.burst);
+        self.lock().retain(|_, b| b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_steady_rate() {
+        let l = RateLimiter::new(1.0, 3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| l.allow_at(&"u", t0)));
+        assert!(!l.allow_at(&"u", t0), "burst used up");
+        assert!(l.allow_at(&"other", t0), "keys are independent");
+        assert!(l.allow_at(&"u", t0 + Duration::from_millis(1100)), "refilled one");
+        assert!(!l.allow_at(&"u", t0 + Duration::from_millis(1200)));
+    }
+}
