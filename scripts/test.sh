@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of signalr-sidecar, installing what the tests need on a
 # fresh Debian machine: redis-server and chromium (apt-get), the official
-# SignalR client (npm ci in tests/client), Python packages (./.venv).
+# SignalR client (npm ci in tests/client), Python packages (./.venv),
+# prometheus (the dashboard test scrapes the real sidecar with it).
 #
 #   bash scripts/test.sh            # everything
 #   SKIP_INSTALL=1 bash scripts/test.sh   # assume the tools are there
@@ -13,6 +14,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt-get install ${missing[*]}"

@@ -17,13 +17,6 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    if let Err(e) = signalr_sidecar::telemetry::init(&config.telemetry) {
-        eprintln!("signalr-sidecar: {e}");
-        return ExitCode::from(64);
-    }
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -31,14 +24,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(config, shutdown_signal())) {
+    // The gRPC trace exporter spawns on the runtime, so telemetry starts inside it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        match signalr_sidecar::telemetry::init(&config.telemetry) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("signalr-sidecar: {e}");
+                return ExitCode::from(64);
+            }
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(traces = telemetry.exporting(), "telemetry started");
+    let code = match runtime.block_on(app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "signalr-sidecar stopped");
             eprintln!("signalr-sidecar: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    {
+        let _inside = runtime.enter();
+        telemetry.shutdown();
     }
+    code
 }
 
 /// Resolves on the first SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -2,7 +2,9 @@
 //! then close. It does not care which transport carries it.
 
 use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
+use tracing::Instrument;
 
 use crate::codec::{
     CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol, RECORD_SEPARATOR,
@@ -106,6 +108,11 @@ impl HubSession {
     /// Removes the connection from every group and table. Call once, when
     /// the transport has ended.
     pub async fn finish(self, ended: Ended) {
+        // A kicked connection often ends in a failed write; the kick is the cause.
+        let ended = match (ended, self.outbox.kicked()) {
+            (Ended::ByClient | Ended::WriteFailed, Some(k)) => Ended::Kicked(k),
+            (e, _) => e,
+        };
         if self.entry.is_some() {
             self.hubs.registry.remove(self.conn);
             self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
@@ -125,7 +132,19 @@ impl HubSession {
             Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
         };
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
-        tracing::debug!(connection_id = %self.connection_id, reason, "connection closed");
+        self.connection_event("connection closed", reason);
+    }
+
+    /// Logs a connection opening or closing; with traces on, also as a
+    /// short span carrying the event, so it shows in Jaeger.
+    fn connection_event(&self, what: &'static str, detail: &str) {
+        let hub = &self.hubs.routes.hubs[self.hub].name;
+        if crate::telemetry::tracing_enabled() {
+            let span = tracing::info_span!("sidecar.connection", otel.name = what, connection_id = %self.connection_id, hub = %hub, transport = self.transport);
+            span.in_scope(|| tracing::info!(detail, "{what}"));
+        } else {
+            tracing::debug!(connection_id = %self.connection_id, hub = %hub, transport = self.transport, detail, "{what}");
+        }
     }
 
     fn labels(&self) -> Vec<(&'static str, String)> {
@@ -195,7 +214,7 @@ impl HubSession {
         self.hubs.registry.add(entry.clone());
         self.entry = Some(entry);
         self.hubs.metrics.connections.get_or_create(&self.labels()).inc();
-        tracing::debug!(connection_id = %self.connection_id, protocol = ?protocol, hub = %self.hubs.routes.hubs[self.hub].name, "connection open");
+        self.connection_event("connection open", if protocol.is_binary() { "messagepack" } else { "json" });
         Ok(Some(rest))
     }
 
@@ -226,7 +245,24 @@ impl HubSession {
             HubMessage::Invocation(inv) => {
                 let hub = &self.hubs.routes.hubs[self.hub];
                 let result = if self.within_rate() {
-                    invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv).await
+                    let call =
+                        invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv);
+                    if crate::telemetry::tracing_enabled() {
+                        let span = tracing::info_span!(
+                            "sidecar.invocation",
+                            otel.name = %format!("invoke {}", inv.target),
+                            otel.kind = "server",
+                            hub = %hub.name,
+                            method = %inv.target,
+                            connection_id = %self.connection_id,
+                            outcome = tracing::field::Empty,
+                        );
+                        let result = call.instrument(span.clone()).await;
+                        span.record("outcome", result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()));
+                        result
+                    } else {
+                        call.await
+                    }
                 } else {
                     Err(super::Error::Limited(format!(
                         "Too many invocations: the limit is {} per minute",

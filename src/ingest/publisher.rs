@@ -89,6 +89,6 @@ impl Publisher {
 }
 
 async fn send_local(tx: &InputSender, envelope: Envelope, source: Arc<str>) -> Result<(), PublishError> {
-    let input = Input { envelope, ack: Ack::none(), source };
+    let input = Input { envelope, ack: Ack::none(), source, entry_id: None, received: std::time::Instant::now() };
     tx.send(input).await.map_err(|_| PublishError::Closed)
 }

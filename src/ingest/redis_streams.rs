@@ -203,6 +203,7 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Stre
         }
     };
     let settled = shared.settled.clone();
+    let ack_entry_id = id.clone();
     let (ack_stream, ack_id) = (stream.clone(), id);
     let mut fields = Some(fields);
     let ack = Ack::new(move |outcome| {
@@ -212,8 +213,8 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Stre
         };
         let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
     });
-    let input = Input { envelope, ack, source: stream.clone() };
     let started = Instant::now();
+    let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
     let sent = match shared.input.try_send(input) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(input)) => {

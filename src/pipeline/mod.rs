@@ -23,7 +23,7 @@ pub use ack::{Ack, Outcome};
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, Metrics};
 use coalesce::{Coalescer, Key, Offer};
 use dedupe::Dedupe;
 use typing::TypingState;
@@ -36,8 +36,12 @@ pub struct Input {
     pub envelope: Envelope,
     /// Where the outcome goes.
     pub ack: Ack,
-    /// The stream it came from, or `http` for the in-process bus.
+    /// The stream it came from (the route's stream for the in-process bus).
     pub source: Arc<str>,
+    /// The stream entry id, when it came from Redis.
+    pub entry_id: Option<String>,
+    /// When ingest received it, for the queue-wait attribute.
+    pub received: Instant,
 }
 
 /// The sending side of the pipeline's bounded queue: ingest awaits room in
@@ -103,7 +107,9 @@ impl Pipeline {
 
     /// Runs one event through every stage.
     pub fn process(&mut self, input: Input) {
-        let Input { envelope, ack, source } = input;
+        let Input { envelope, ack, source, entry_id, received } = input;
+        let span = event_span(&envelope, &source, entry_id.as_deref(), received);
+        let _in_span = span.enter();
         self.metrics
             .events_consumed
             .get_or_create(&vec![("stream", source.to_string()), ("event_type", envelope.event_type.clone())])
@@ -178,12 +184,16 @@ impl Pipeline {
         }
     }
 
-    /// Encodes once per protocol in use and fans out.
+    /// Encodes once per protocol in use and fans out; records the fan-out
+    /// on the current event span.
     fn deliver(&self, route: &EventRoute, envelope: &Envelope, effective_time: DateTime<Utc>) {
         let started = Instant::now();
         let droppable = route.delivery == Delivery::Coalesce;
-        let (frame, _bytes) = route::encode(&self.registry, &route.method, envelope, droppable);
+        let (frame, bytes) = route::encode(&self.registry, &route.method, envelope, droppable);
         let report = self.registry.deliver(route::target_of(route.hub, &envelope.room_id), &frame);
+        let span = tracing::Span::current();
+        span.record("connections", report.queued as i64);
+        span.record("bytes", bytes as i64);
         self.metrics.broadcast_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.events_delivered.inc_by(report.queued as u64);
         self.metrics.dropped("outbox_full", report.dropped as u64);
@@ -193,6 +203,38 @@ impl Pipeline {
             self.metrics.event_delivery_seconds.observe(age.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
         }
     }
+}
+
+/// One span per consumed event, continuing the publisher's trace; none at
+/// all (no cost) when no trace exporter runs.
+fn event_span(envelope: &Envelope, source: &str, entry_id: Option<&str>, received: Instant) -> tracing::Span {
+    if !telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    let in_redis_ms = (Utc::now() - envelope.timestamp).num_microseconds().unwrap_or(0).max(0) as f64 / 1000.0;
+    let span = tracing::info_span!(
+        "sidecar.event",
+        otel.name = %format!("deliver {}", envelope.event_type),
+        otel.kind = "consumer",
+        messaging.system = "redis",
+        messaging.destination.name = %source,
+        messaging.message.id = entry_id.unwrap_or(""),
+        event_id = %envelope.event_id,
+        event_type = %envelope.event_type,
+        room_id = %envelope.room_id,
+        queue_wait_ms = received.elapsed().as_secs_f64() * 1000.0,
+        since_published_ms = in_redis_ms,
+        connections = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(parent) = telemetry::trace_context::from_metadata(envelope.metadata.as_ref(), &envelope.event_id) {
+        telemetry::set_remote_parent(&span, parent);
+    }
+    if let Some(id) = telemetry::trace_id_of(&span) {
+        span.record("trace_id", telemetry::trace_context::format_trace_id(id));
+    }
+    span
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

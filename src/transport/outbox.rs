@@ -235,6 +235,11 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Why the connection was closed from outside, if it was.
+    pub fn kicked(&self) -> Option<Kick> {
+        self.lock().kicked
+    }
+
     /// Whether the connection is closing for any reason.
     pub fn is_closed(&self) -> bool {
         let s = self.lock();
