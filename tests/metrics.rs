@@ -1,0 +1,59 @@
+//! The delivery-latency histogram agrees with what clients measure.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::http::request;
+use support::*;
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
+}
+
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// Tolerance: the sidecar measures from the envelope's timestamp to the
+/// frame queued for the socket; the client adds the socket, Node's event
+/// loop and the driver's pipe. On loopback that is a few milliseconds.
+const TOLERANCE_MS: f64 = 10.0;
+
+#[tokio::test]
+async fn the_delivery_histogram_agrees_with_client_latency() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    d.connect("c", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    let mut conn = redis.conn();
+    let mut client_total = 0.0;
+    let n = 200;
+    for i in 0..n {
+        let e = envelope("chat_message", "r", chat_payload("r", i));
+        let sent = now_ms();
+        let _: String = redis::cmd("XADD").arg("events:chat").arg("*").arg("data").arg(e.to_string()).query(&mut conn).expect("XADD");
+        let m = d.message("c", "ReceiveMessage", WAIT).await.expect("delivered");
+        client_total += m["at"].as_f64().expect("at") - sent;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, text) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    let count = sample(&text, "sidecar_event_delivery_seconds_count");
+    let sum_ms = sample(&text, "sidecar_event_delivery_seconds_sum") * 1000.0;
+    assert_eq!(count as u64, n, "one observation per delivered event");
+    let (sidecar_mean, client_mean) = (sum_ms / count, client_total / n as f64);
+    assert!(
+        sidecar_mean <= client_mean + 1.0 && client_mean - sidecar_mean <= TOLERANCE_MS,
+        "sidecar mean {sidecar_mean:.3} ms vs client mean {client_mean:.3} ms"
+    );
+    assert_eq!(sample(&text, "sidecar_events_delivered_total") as u64, n);
+    assert!(text.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 1"), "{text}");
+    assert!(text.contains("sidecar_events_consumed_total{stream=\"events:chat\",event_type=\"chat_message\"} 200"), "{text}");
+}
