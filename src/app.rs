@@ -19,6 +19,7 @@ use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
 use crate::hub::{self, HubSettings, Hubs};
 use crate::ingest::{self, Publisher, RedisIngest};
 use crate::pipeline::{self, Pipeline};
+use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::telemetry::Metrics;
 
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
@@ -70,13 +71,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
     let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
+    let presence = match &config.redis {
+        Some(redis) => {
+            let conn =
+                ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+            let hub_names = routes.hubs.iter().map(|h| h.name.clone()).collect();
+            Presence::Redis(Box::new(RedisPresence::new(conn, &config.instance_id, config.presence_ttl, hub_names)))
+        }
+        None => Presence::Memory(MemoryPresence::default()),
+    };
     let hubs = Arc::new(Hubs::new(
         routes.clone(),
         registry.clone(),
         publisher.clone(),
         metrics.clone(),
         HubSettings::from_config(&config.server, &config.limits, &config.instance_id),
+        presence,
     ));
+    tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
 
     let admin = Arc::new(AdminState {

@@ -18,6 +18,7 @@
 //! | `fanout`    | which outboxes receive a frame: connections, groups, users |
 //! | `pipeline`  | envelope to frames: freshness, idempotency, routing, one encoding per protocol |
 //! | `ingest`    | where envelopes come from: the Redis Streams reader, the HTTP bridge, the publisher |
+//! | `presence`  | who is in which room across instances (Redis, or in process) |
 //! | `hub`       | SignalR sessions: handshake, invocations, keep-alive, close reasons |
 //! | `http`      | the client and admin HTTP servers; errors become status codes here |
 //! | `app`       | builds everything, owns every task, runs the shutdown sequence |
@@ -32,5 +33,6 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod pipeline;
+pub mod presence;
 pub mod telemetry;
 pub mod transport;

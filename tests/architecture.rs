@@ -16,7 +16,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("fanout", &["transport", "telemetry"][..]),
         ("pipeline", &["codec", "envelope", "fanout", "config", "telemetry"][..]),
         ("ingest", &["pipeline", "envelope", "config", "telemetry"][..]),
-        ("hub", &["codec", "envelope", "transport", "fanout", "ingest", "config", "telemetry", "auth"][..]),
+        ("presence", &["ingest", "config", "telemetry"][..]),
+        ("hub", &["codec", "envelope", "transport", "fanout", "ingest", "presence", "config", "telemetry", "auth"][..]),
         ("http", &["hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
     ])
 }

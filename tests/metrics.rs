@@ -39,7 +39,13 @@ async fn the_delivery_histogram_agrees_with_client_latency() {
     for i in 0..n {
         let e = envelope("chat_message", "r", chat_payload("r", i));
         let sent = now_ms();
-        let _: String = redis::cmd("XADD").arg("events:chat").arg("*").arg("data").arg(e.to_string()).query(&mut conn).expect("XADD");
+        let _: String = redis::cmd("XADD")
+            .arg("events:chat")
+            .arg("*")
+            .arg("data")
+            .arg(e.to_string())
+            .query(&mut conn)
+            .expect("XADD");
         let m = d.message("c", "ReceiveMessage", WAIT).await.expect("delivered");
         client_total += m["at"].as_f64().expect("at") - sent;
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -55,5 +61,8 @@ async fn the_delivery_histogram_agrees_with_client_latency() {
     );
     assert_eq!(sample(&text, "sidecar_events_delivered_total") as u64, n);
     assert!(text.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 1"), "{text}");
-    assert!(text.contains("sidecar_events_consumed_total{stream=\"events:chat\",event_type=\"chat_message\"} 200"), "{text}");
+    assert!(
+        text.contains("sidecar_events_consumed_total{stream=\"events:chat\",event_type=\"chat_message\"} 200"),
+        "{text}"
+    );
 }

@@ -45,6 +45,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// A crashed instance's users leave presence within this
+    /// (`presence_ttl_seconds`). Default 30.
+    pub presence_ttl: Duration,
     /// Unknown `SIDECAR_*` variables, to log once telemetry is up.
     pub warnings: Vec<String>,
 }
@@ -112,6 +115,9 @@ pub struct RedisConfig {
     pub dead_letter_maxlen: usize,
     /// `MAXLEN ~` used when the sidecar itself appends (`stream_maxlen`). Default 10000.
     pub stream_maxlen: usize,
+    /// Another instance's group is removed once all its consumers have been
+    /// idle this long (`orphan_group_idle_seconds`). Default 3600.
+    pub orphan_group_idle: Duration,
 }
 
 impl RedisConfig {
@@ -274,6 +280,7 @@ impl Config {
             resume_grace: r.seconds("resume_grace_seconds", 3, 0),
             dead_letter_maxlen: r.count("dead_letter_maxlen", 10_000, 1, usize::MAX),
             stream_maxlen: r.count("stream_maxlen", 10_000, 1, usize::MAX),
+            orphan_group_idle: r.seconds("orphan_group_idle_seconds", 3600, 1),
         };
         for url in &redis.urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -357,6 +364,7 @@ impl Config {
             telemetry,
             auth,
             limits,
+            presence_ttl: r.seconds("presence_ttl_seconds", 30, 1),
             warnings: Vec::new(),
         };
         let (errors, warnings) = r.finish();

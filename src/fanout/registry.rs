@@ -141,6 +141,11 @@ impl Registry {
         true
     }
 
+    /// The groups a connection is in.
+    pub fn groups_of(&self, id: ConnId) -> Vec<Box<str>> {
+        self.read().conns.get(&id).map(|c| c.groups.clone()).unwrap_or_default()
+    }
+
     /// Whether any connection uses this protocol slot (so events need not be
     /// encoded for protocols nobody speaks).
     pub fn slot_in_use(&self, slot: usize) -> bool {

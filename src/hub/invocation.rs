@@ -31,6 +31,15 @@ pub(super) async fn invoke(
             let group = group_arg(&method.name, &inv.arguments)?;
             hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
             match hubs.registry.join(conn, group) {
+                Ok(true) if hub.presence => {
+                    let member = member(hub, group, identity, connection_id);
+                    let username = identity.name.as_deref().unwrap_or(&member.user_id).to_string();
+                    match hubs.presence.join(&member, &username).await {
+                        Ok(t) => hubs.publish_presence(t).await,
+                        Err(e) => tracing::warn!(error = %e, room = group, "presence not recorded"),
+                    }
+                    Ok(Value::Null)
+                }
                 Ok(_) => Ok(Value::Null),
                 Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),
                 Err(JoinError::Closed) => Err(Error::Denied("the connection is closed".into())),
@@ -38,7 +47,12 @@ pub(super) async fn invoke(
         }
         Action::Leave => {
             let group = group_arg(&method.name, &inv.arguments)?;
-            hubs.registry.leave(conn, group);
+            if hubs.registry.leave(conn, group) && hub.presence {
+                match hubs.presence.leave(&member(hub, group, identity, connection_id)).await {
+                    Ok(t) => hubs.publish_presence(t).await,
+                    Err(e) => tracing::warn!(error = %e, room = group, "presence not updated"),
+                }
+            }
             Ok(Value::Null)
         }
         Action::Typing => {
@@ -73,7 +87,41 @@ pub(super) async fn invoke(
             hubs.publisher.publish(envelope).await?;
             Ok(Value::Null)
         }
-        Action::GetPresence | Action::SetPresence => Err(Error::Unavailable(method.name.clone())),
+        Action::GetPresence => {
+            let room = group_arg(&method.name, &inv.arguments)?;
+            let users =
+                hubs.presence.users(hub.id, room).await.map_err(|e| Error::Unavailable(format!("presence ({e})")))?;
+            Ok(serde_json::json!({"room_id": room, "count": users.len(), "users": users}))
+        }
+        Action::SetPresence => {
+            let state = match inv.arguments.as_slice() {
+                [Value::String(s)] if s == "online" || s == "away" => s.as_str(),
+                _ => {
+                    return Err(Error::BadArguments(format!(
+                        "{} expects one argument: \"online\" or \"away\"",
+                        method.name
+                    )))
+                }
+            };
+            let user = identity.user_id.as_deref().unwrap_or(connection_id);
+            for room in hubs.registry.groups_of(conn) {
+                hubs.presence
+                    .set_state(hub.id, &room, user, state)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("presence ({e})")))?;
+            }
+            Ok(Value::Null)
+        }
+    }
+}
+
+/// This connection's presence entry in a room.
+pub(super) fn member(hub: &HubDef, room: &str, identity: &Identity, connection_id: &str) -> crate::presence::Member {
+    crate::presence::Member {
+        hub: hub.id,
+        room: room.to_string(),
+        user_id: identity.user_id.as_deref().unwrap_or(connection_id).to_string(),
+        connection: connection_id.to_string(),
     }
 }
 

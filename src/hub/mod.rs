@@ -30,6 +30,7 @@ use crate::codec::{AvailableTransport, NegotiateResponse, TransferFormat, Transp
 use crate::config::{HubId, LimitsConfig, RouteTable, ServerConfig};
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
+use crate::presence::{Presence, Transition};
 use crate::telemetry::Metrics;
 use crate::transport::{Limits, WsSettings};
 
@@ -102,6 +103,8 @@ pub struct Hubs {
     pub parked: Parked,
     /// Join policies and their webhook cache.
     pub authorizer: Authorizer,
+    /// Who is in which room of a presence hub, on any instance.
+    pub presence: Presence,
     /// Invocations per user (per connection without authentication).
     pub invocation_limiter: RateLimiter<Arc<str>>,
     /// New connections per source address.
@@ -118,6 +121,7 @@ impl Hubs {
         publisher: Publisher,
         metrics: Arc<Metrics>,
         settings: HubSettings,
+        presence: Presence,
     ) -> Hubs {
         let limits = &settings.limits;
         let invocation_limiter =
@@ -135,6 +139,7 @@ impl Hubs {
             invocation_limiter,
             connection_limiter,
             authorizer: Authorizer::default(),
+            presence,
             next_conn: AtomicU64::new(1),
             clock: Instant::now(),
         }
@@ -163,6 +168,38 @@ impl Hubs {
             }
         }
         Ok(())
+    }
+
+    /// Publishes presence transitions as `user_joined` / `user_left` events
+    /// (through the bus, so every instance delivers them).
+    pub async fn publish_presence(&self, transitions: Vec<Transition>) {
+        for t in transitions {
+            let (event_type, hub, room, user) = match t {
+                Transition::Joined { hub, room, user } => ("user_joined", hub, room, user),
+                Transition::Left { hub, room, user } => ("user_left", hub, room, user),
+            };
+            if self.routes.route(event_type).is_none_or(|r| r.hub != hub) {
+                tracing::debug!(event_type, "no route for the presence event on this hub; not published");
+                continue;
+            }
+            let mut payload = serde_json::Map::new();
+            payload.insert("user_id".into(), user.user_id.into());
+            payload.insert("username".into(), user.username.into());
+            payload.insert("room_id".into(), room.clone().into());
+            let mut metadata = serde_json::Map::new();
+            metadata.insert("source_instance".into(), self.settings.instance_id.clone().into());
+            let envelope = crate::envelope::Envelope {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                event_type: event_type.to_string(),
+                timestamp: chrono::Utc::now(),
+                room_id: room,
+                payload,
+                metadata: Some(metadata),
+            };
+            if let Err(e) = self.publisher.publish(envelope).await {
+                tracing::warn!(event_type, error = %e, "presence event not published");
+            }
+        }
     }
 
     /// Answers `POST {hub}/negotiate`: issues an id and a token and lists
@@ -276,6 +313,23 @@ pub async fn run_long_polling(
     let poll_timeout = hubs.settings.long_poll_timeout;
     let ended = crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
     session.finish(ended).await;
+}
+
+/// Keeps this instance's presence entries alive and publishes `user_left`
+/// for users of instances that died, until `stop`.
+pub async fn run_presence(hubs: Arc<Hubs>, stop: tokio_util::sync::CancellationToken) {
+    let Some(every) = hubs.presence.tick_interval() else { return };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match hubs.presence.tick().await {
+            Ok(transitions) => hubs.publish_presence(transitions).await,
+            Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
+        }
+    }
 }
 
 /// Tells every connection to reconnect elsewhere (Close with

@@ -114,7 +114,17 @@ impl HubSession {
             (e, _) => e,
         };
         if self.entry.is_some() {
-            self.hubs.registry.remove(self.conn);
+            let groups = self.hubs.registry.remove(self.conn);
+            let hub = &self.hubs.routes.hubs[self.hub];
+            if hub.presence {
+                for group in groups {
+                    let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
+                    match self.hubs.presence.leave(&member).await {
+                        Ok(t) => self.hubs.publish_presence(t).await,
+                        Err(e) => tracing::warn!(error = %e, room = %group, "presence not updated on disconnect"),
+                    }
+                }
+            }
             self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
         }
         if let Some(token) = &self.token {

@@ -31,27 +31,35 @@ pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, mut rx: mpsc::
     let (group, maxlen, metrics) = (shared.group.clone(), shared.config.dead_letter_maxlen, shared.metrics.clone());
     drop(shared);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
+        // One command per key, so the same code works on a Redis Cluster
+        // (a stream and its dead-letter stream live in different slots).
+        // A dead letter is written before its entry is acknowledged; if the
+        // write fails the entry stays pending and is claimed again later.
         let mut acks: HashMap<&str, Vec<&str>> = HashMap::new();
         for s in &batch {
             if let Outcome::Invalid(reason) = &s.outcome {
-                let dead = format!("{}:dead", s.stream);
-                let cmd = pipe.cmd("XADD").arg(&dead).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(format!("{}:dead", s.stream)).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
                 for (k, v) in &s.fields {
                     cmd.arg(k).arg(v.as_slice());
                 }
-                cmd.arg("reason").arg(reason).ignore();
+                cmd.arg("reason").arg(reason);
+                if let Err(e) = cmd.query_async::<String>(&mut conn).await {
+                    tracing::warn!(stream = %s.stream, entry_id = %s.id, error = %e, "dead-letter write failed; the entry stays pending");
+                    continue;
+                }
                 metrics.dead_letters.get_or_create(&vec![("stream", s.stream.to_string())]).inc();
             }
             acks.entry(&s.stream).or_default().push(&s.id);
         }
         for (stream, ids) in &acks {
-            pipe.cmd("XACK").arg(*stream).arg(&group).arg(ids.as_slice()).ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            // Unacknowledged entries stay pending and are claimed again later;
-            // the idempotency window hides the repeat.
-            tracing::warn!(error = %e, entries = batch.len(), "XACK failed; the entries stay pending");
+            let acked: redis::RedisResult<i64> =
+                redis::cmd("XACK").arg(*stream).arg(&group).arg(ids.as_slice()).query_async(&mut conn).await;
+            if let Err(e) = acked {
+                // Unacknowledged entries stay pending and are claimed again
+                // later; the idempotency window hides the repeat.
+                tracing::warn!(stream = %stream, error = %e, entries = ids.len(), "XACK failed; the entries stay pending");
+            }
         }
         batch.clear();
     }

@@ -15,12 +15,32 @@ use super::RedisConn;
 pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<Arc<str>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.claim_interval.min(std::time::Duration::from_secs(5)));
     let mut since_claim = std::time::Duration::ZERO;
+    let mut since_orphans = std::time::Duration::ZERO;
+    let orphan_check = (shared.config.orphan_group_idle / 2)
+        .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
         since_claim += tick.period();
+        since_orphans += tick.period();
+        if since_orphans >= orphan_check {
+            since_orphans = std::time::Duration::ZERO;
+            let idle_ms = shared.config.orphan_group_idle.as_millis() as u64;
+            for stream in &streams {
+                match super::orphans::sweep(&mut conn, stream, &shared.group, &shared.config.group_prefix, idle_ms)
+                    .await
+                {
+                    Ok(removed) => {
+                        for name in removed {
+                            tracing::info!(stream = %stream, group = %name, "removed the consumer group of an instance that is gone");
+                        }
+                    }
+                    Err(e) => tracing::debug!(stream = %stream, error = %e, "orphan group check failed"),
+                }
+            }
+        }
         for stream in &streams {
             if let Err(e) = refresh_stats(&mut conn, &shared, stream).await {
                 tracing::debug!(stream = %stream, error = %e, "XINFO GROUPS failed");
@@ -97,7 +117,7 @@ async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> R
 }
 
 /// XINFO replies are maps in RESP3 and flat key/value arrays in RESP2.
-fn map_of(v: Value) -> Vec<(String, Value)> {
+pub(super) fn map_of(v: Value) -> Vec<(String, Value)> {
     match v {
         Value::Map(pairs) => pairs.into_iter().filter_map(|(k, v)| as_text(&k).map(|k| (k, v))).collect(),
         Value::Array(items) => {
@@ -114,7 +134,7 @@ fn map_of(v: Value) -> Vec<(String, Value)> {
     }
 }
 
-fn as_text(v: &Value) -> Option<String> {
+pub(super) fn as_text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),

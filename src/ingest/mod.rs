@@ -4,7 +4,8 @@
 //!
 //! - `redis_streams`: the per-instance consumer group reader (CONTRACT 5);
 //! - `acker`: batched XACK and dead-letter writes for that reader;
-//! - `claim`: re-claims entries left pending, and refreshes lag metrics;
+//! - `claim`: re-claims entries left pending, refreshes lag metrics, and
+//!   (`orphans`) removes the groups of instances that are gone;
 //! - `http`: `POST /internal/events`, through the [`Publisher`];
 //! - `publisher`: XADD to the event's stream, or the in-process bus when no
 //!   Redis is configured (the bus is the pipeline's own queue).
@@ -12,6 +13,7 @@
 mod acker;
 mod claim;
 pub mod http;
+mod orphans;
 mod publisher;
 mod redis_conn;
 mod redis_streams;

@@ -41,3 +41,19 @@ pub fn envelope(event_type: &str, room: &str, payload: serde_json::Value) -> ser
 
 /// Long enough for anything on loopback, short enough to fail fast.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The HS256 secret the tests' sidecars trust with [`jwt_env`].
+pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
+
+/// Settings for `SIDECAR_AUTH=jwt` with [`JWT_SECRET`].
+pub fn jwt_env() -> Vec<(&'static str, String)> {
+    vec![("SIDECAR_AUTH", "jwt".into()), ("SIDECAR_JWT_SECRET", JWT_SECRET.into())]
+}
+
+/// A valid HS256 token for `sub`, named `name`, for ten minutes.
+pub fn token(sub: &str, name: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+    let claims = serde_json::json!({"sub": sub, "name": name, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("sign")
+}

@@ -176,6 +176,7 @@ impl Sidecar {
 pub struct Proxy {
     pub port: u16,
     cut: tokio::sync::watch::Sender<u64>,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -186,9 +187,12 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let cut_tx = cut.clone();
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let current = target.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut cut_rx = cut_tx.subscribe();
+                let target = current.load(std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
                     tokio::select! {
@@ -200,7 +204,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, cut, task }
+        Proxy { port, cut, target, task }
+    }
+
+    /// Sends new connections to another port (a load balancer moving on).
+    pub fn retarget(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Drops every live connection.

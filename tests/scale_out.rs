@@ -1,0 +1,179 @@
+//! Many instances on one Redis: every event reaches every subscriber once,
+//! a killed instance's clients move on, presence across tabs and instances,
+//! and the groups of instances that are gone are removed.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+async fn instance(redis: &Redis, id: &str, extra: &[(&'static str, String)]) -> Sidecar {
+    let mut env = jwt_env();
+    env.push(("SIDECAR_REDIS_URL", redis.url()));
+    env.push(("SIDECAR_INSTANCE_ID", id.to_string()));
+    env.extend(extra.iter().cloned());
+    Sidecar::start(&env).await
+}
+
+async fn join(d: &mut Driver, name: &str, url: &str, user: &str, room: &str, extra: Value) {
+    let mut opts = json!({"accessToken": token(user, &format!("User {user}"))});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        opts[k] = v.clone();
+    }
+    d.connect(name, url, &["ReceiveMessage", "UserJoined", "UserLeft"], opts)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(d.invoke(name, "JoinRoom", json!([room])).await, Ok(Value::Null), "{name}");
+}
+
+#[tokio::test]
+async fn three_instances_deliver_once_each_and_survive_a_sigkill() {
+    let redis = Redis::start().await;
+    let a = instance(&redis, "a", &[]).await;
+    let mut b = instance(&redis, "b", &[]).await;
+    let c = instance(&redis, "c", &[]).await;
+    let lb = Proxy::start(b.port).await; // the load balancer in front of b
+    let mut d = Driver::start().await;
+    join(&mut d, "on-a", &a.hub("/hubs/chat"), "u1", "r", json!({})).await;
+    join(&mut d, "on-c", &c.hub("/hubs/chat"), "u2", "r", json!({})).await;
+    let lb_url = format!("{}/hubs/chat", lb.url());
+    join(&mut d, "on-b", &lb_url, "u3", "r", json!({"reconnect": true})).await;
+
+    for n in 0..100u64 {
+        if n == 40 {
+            b.kill().await; // SIGKILL, mid-stream
+            lb.retarget(a.port);
+        }
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for name in ["on-a", "on-c"] {
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let m = d
+                .message(name, "ReceiveMessage", WAIT)
+                .await
+                .unwrap_or_else(|| panic!("{name} got only {}", seen.len()));
+            seen.push(m["args"][0]["sequence_number"].as_u64().expect("n"));
+        }
+        assert_eq!(seen, (0..100).collect::<Vec<_>>(), "{name}: every event once, in order");
+        assert!(
+            d.message(name, "ReceiveMessage", Duration::from_millis(300)).await.is_none(),
+            "{name}: nothing doubled"
+        );
+    }
+    // b's client reconnects through the load balancer, now to a, and re-joins.
+    d.wait_for(Duration::from_secs(20), |v| v["event"] == "reconnected" && v["name"] == "on-b")
+        .await
+        .expect("on-b comes back");
+    assert_eq!(d.invoke("on-b", "JoinRoom", json!(["r"])).await, Ok(Value::Null));
+    let after = envelope("chat_message", "r", chat_payload("r", 1000));
+    redis.xadd_flat("events:chat", &after);
+    let m = d
+        .wait_for(WAIT, |v| {
+            v["name"] == "on-b" && v["method"] == "ReceiveMessage" && v["args"][0]["sequence_number"] == 1000
+        })
+        .await;
+    assert!(m.is_some(), "on-b receives new events after moving to another instance");
+}
+
+#[tokio::test]
+async fn presence_across_tabs_and_instances() {
+    let redis = Redis::start().await;
+    let a = instance(&redis, "pa", &[]).await;
+    let b = instance(&redis, "pb", &[]).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "watcher", &a.hub("/hubs/chat"), "watcher", "r", json!({})).await;
+    d.drain_messages("watcher", Duration::from_millis(300)).await; // its own UserJoined
+    join(&mut d, "tab1", &a.hub("/hubs/chat"), "alice", "r", json!({})).await;
+    join(&mut d, "tab2", &b.hub("/hubs/chat"), "alice", "r", json!({"transport": "LongPolling"})).await;
+    let joined = d.message("watcher", "UserJoined", WAIT).await.expect("user_joined");
+    assert_eq!(joined["args"][0], json!({"user_id": "alice", "username": "User alice", "room_id": "r"}));
+    assert!(
+        d.message("watcher", "UserJoined", Duration::from_millis(500)).await.is_none(),
+        "one user_joined for two tabs"
+    );
+
+    let p = d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence");
+    assert_eq!(p["count"], 2, "{p}");
+    assert_eq!(p["users"][0], json!({"user_id": "alice", "username": "User alice", "state": "online"}));
+    d.invoke("tab2", "SetPresence", json!(["away"])).await.expect("away");
+    let p = d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence");
+    assert_eq!(p["users"][0]["state"], "away", "{p}");
+    assert!(d.invoke("tab2", "SetPresence", json!(["asleep"])).await.is_err());
+
+    d.stop("tab1").await;
+    assert!(d.message("watcher", "UserLeft", Duration::from_millis(600)).await.is_none(), "closing one tab: nothing");
+    d.stop("tab2").await;
+    let left = d.message("watcher", "UserLeft", WAIT).await.expect("user_left");
+    assert_eq!(left["args"][0]["user_id"], "alice");
+    assert!(d.message("watcher", "UserLeft", Duration::from_millis(500)).await.is_none(), "exactly one user_left");
+    let p = d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence");
+    assert_eq!(p["count"], 1, "{p}");
+}
+
+#[tokio::test]
+async fn a_crashed_instances_users_expire_within_the_ttl() {
+    let redis = Redis::start().await;
+    let ttl = [("SIDECAR_PRESENCE_TTL_SECONDS", "2".to_string())];
+    let a = instance(&redis, "ea", &ttl).await;
+    let mut b = instance(&redis, "eb", &ttl).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "watcher", &a.hub("/hubs/chat"), "watcher", "r", json!({})).await;
+    join(&mut d, "doomed", &b.hub("/hubs/chat"), "bob", "r", json!({})).await;
+    d.message("watcher", "UserJoined", WAIT).await.expect("bob joined");
+    assert_eq!(d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence")["count"], 2);
+    b.kill().await;
+    let started = std::time::Instant::now();
+    let left = d
+        .wait_for(Duration::from_secs(6), |v| v["name"] == "watcher" && v["method"] == "UserLeft")
+        .await
+        .expect("bob leaves by expiry");
+    assert_eq!(left["args"][0]["user_id"], "bob");
+    assert!(started.elapsed() < Duration::from_millis(3500), "within the TTL: {:?}", started.elapsed());
+    assert_eq!(d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence")["count"], 1);
+}
+
+#[tokio::test]
+async fn groups_of_instances_that_are_gone_are_removed_and_the_own_one_kept() {
+    let redis = Redis::start().await;
+    let mut conn = redis.conn();
+    for group in ["signalr-sidecar:ghost", "other-app:keep"] {
+        let () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("events:chat")
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query(&mut conn)
+            .expect("group");
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg("c1")
+            .arg("STREAMS")
+            .arg("events:chat")
+            .arg(">")
+            .query(&mut conn)
+            .expect("read");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let _s = instance(&redis, "live", &[("SIDECAR_ORPHAN_GROUP_IDLE_SECONDS", "2".into())]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let groups: Vec<redis::Value> =
+            redis::cmd("XINFO").arg("GROUPS").arg("events:chat").query(&mut conn).expect("XINFO");
+        let names: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+        let has = |n: &str| names.iter().any(|g| g.contains(n));
+        if !has("signalr-sidecar:ghost") {
+            assert!(has("signalr-sidecar:live"), "its own group stays: {names:?}");
+            assert!(has("other-app:keep"), "another prefix is not ours to remove: {names:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ghost group is still there: {names:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
