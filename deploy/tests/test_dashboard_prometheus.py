@@ -18,7 +18,7 @@ is run through Prometheus' HTTP API (with the dashboard's variables expanded
 as Grafana would: ``$instance`` to its "All" value, ``$__rate_interval`` to
 ``RATE_INTERVAL``) and must return data; the sidecar's ``/metrics`` text is
 parsed with ``prometheus_client`` and must hold every family the README's
-Operations section names, with the labels it names.
+Observability > Metrics table names, with the labels it names.
 
 Every process is stopped at the end, by its own pid.
 """
@@ -693,13 +693,20 @@ def test_instance_variable_lists_the_sidecar(stack, traffic):
 
 
 def readme_metrics() -> dict[str, set[str]]:
-    """{family: labels} of every metric the README's Operations section names."""
+    """{family: labels} of every metric in the README's Observability > Metrics table
+    (rows: | `name` | type | labels | what |; a label may be followed by its values in parentheses)."""
     text = README.read_text()
-    section = text.split("\n## Operations", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n### Metrics", 1)[1].split("\n### ", 1)[0]
     names = {}
-    for name, label_list in re.findall(r"`(sidecar_\w+)(?:\{([^}]*)\})?`", section):
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`(sidecar_\w+)`", cells[0]) if len(cells) >= 3 else None
+        if not match:
+            continue
+        name = match.group(1)
         family = name[: -len("_total")] if name.endswith("_total") else name
-        names[family] = {label.strip() for label in label_list.split(",") if label.strip()}
+        labels = re.sub(r"\([^)]*\)", "", cells[2])
+        names[family] = {label.strip() for label in labels.split(",") if label.strip()}
     return names
 
 
@@ -708,7 +715,7 @@ def test_metrics_text_has_every_family_the_readme_names(traffic):
     assert len(expected) >= 13, expected
     families = traffic.after.families()
     missing = sorted(set(expected) - set(families))
-    assert not missing, f"families named in README's Operations section but not in /metrics: {missing}"
+    assert not missing, f"families named in README's metrics table but not in /metrics: {missing}"
     for family, wanted in expected.items():
         samples = families[family].samples
         assert samples, f"{family} has no samples"
