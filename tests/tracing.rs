@@ -172,3 +172,35 @@ async fn without_an_endpoint_nothing_is_exported_and_nothing_fails() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(rx.try_recv().is_err(), "nothing exported to port {port}");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_trace_id_inside_an_event_span() {
+    let (port, _rx) = grpc_receiver().await;
+    let redis = Redis::start().await;
+    let log = std::env::temp_dir().join(format!("sidecar-json-{}.log", free_port()));
+    let mut env = otel_env(port, "grpc");
+    env.extend([
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_LOG_FORMAT", "json".to_string()),
+        ("SIDECAR_LOG", "signalr_sidecar=debug".to_string()),
+    ]);
+    let s = Sidecar::start_logged(&env, &log).await;
+    let mut e = envelope("chat_message", "r", chat_payload("r", 1));
+    e["metadata"] = json!({"traceparent": format!("00-{TRACE_ID}-{PARENT_SPAN}-01")});
+    redis.xadd_flat("events:chat", &e);
+    redis.xadd_flat("events:chat", &e); // the duplicate logs inside its event span
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("duplicate event dropped")) {
+            break l.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no duplicate log line in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["span"]["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(v["level"], "DEBUG", "{line}");
+    drop(s);
+    let _ = std::fs::remove_file(log);
+}

@@ -94,8 +94,17 @@ impl Sidecar {
         Sidecar::start_on(free_port(), free_port(), env).await
     }
 
+    /// Starts with its log (standard output) written to `log`.
+    pub async fn start_logged(env: &[(&str, String)], log: &std::path::Path) -> Sidecar {
+        Sidecar::spawn(free_port(), free_port(), env, Some(log)).await
+    }
+
     /// Starts on given ports (for a restart on the same address).
     pub async fn start_on(port: u16, admin_port: u16, env: &[(&str, String)]) -> Sidecar {
+        Sidecar::spawn(port, admin_port, env, None).await
+    }
+
+    async fn spawn(port: u16, admin_port: u16, env: &[(&str, String)], log: Option<&std::path::Path>) -> Sidecar {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalr-sidecar"));
         cmd.current_dir(super::procs::root())
             .env_clear()
@@ -108,6 +117,9 @@ impl Sidecar {
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(path) = log {
+            cmd.stdout(std::fs::File::create(path).expect("log file"));
         }
         let child = cmd.spawn().expect("the sidecar binary starts");
         let s = Sidecar { port, admin_port, child: Some(child) };
