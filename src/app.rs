@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, JwtSettings};
+use crate::auth::Authenticator;
 use crate::config::{AuthConfig, Config, RouteTable};
 use crate::envelope::Schemas;
 use crate::fanout::Registry;
@@ -29,18 +29,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let metrics = Arc::new(Metrics::new());
     let auth = match &config.auth {
         AuthConfig::None => None,
-        AuthConfig::Jwt(j) => Some(Arc::new(
-            Authenticator::new(&JwtSettings {
-                secret: j.secret.clone(),
-                public_key_file: j.public_key_file.clone(),
-                jwks_file: j.jwks_file.clone(),
-                issuer: j.issuer.clone(),
-                audience: j.audience.clone(),
-                leeway_seconds: j.leeway_seconds,
-                user_claim: j.user_claim.clone(),
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )),
+        AuthConfig::Jwt(j) => Some(Arc::new(Authenticator::new(j).map_err(|e| anyhow::anyhow!("{e}"))?)),
     };
     let registry = Arc::new(Registry::new(routes.hubs.len(), config.delivery.max_groups_per_connection));
     let readiness = Arc::new(Readiness::default());

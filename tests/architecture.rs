@@ -10,7 +10,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("codec", &[][..]),
         ("config", &[][..]),
         ("envelope", &[][..]),
-        ("auth", &[][..]),
+        ("auth", &["config"][..]),
         ("telemetry", &["config"][..]),
         ("transport", &["telemetry"][..]),
         ("fanout", &["transport", "telemetry"][..]),

@@ -3,7 +3,7 @@
 //! secret, an RS256/ES256 PEM key, a JWKS file that is re-read when it
 //! changes), and the claims the hub and the room policies rely on.
 //!
-//! No I/O beyond reading the key files, and no other module of this crate.
+//! No I/O beyond reading the key files; of this crate it uses only `config`.
 
 mod error;
 mod jwt;
@@ -11,35 +11,14 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use error::AuthError;
 pub use jwt::Authenticator;
 
-/// Settings of `SIDECAR_AUTH=jwt` (the config module fills it from the
-/// `SIDECAR_JWT_*` variables), kept here so this module needs no `config`.
-#[derive(Debug, Clone, Default)]
-pub struct JwtSettings {
-    /// `SIDECAR_JWT_SECRET`: the HS256 secret, plain text.
-    pub secret: Option<String>,
-    /// `SIDECAR_JWT_PUBLIC_KEY_FILE`: a PEM public key, RSA (RS256) or EC
-    /// P-256 (ES256).
-    pub public_key_file: Option<PathBuf>,
-    /// `SIDECAR_JWKS_FILE`: a JWKS JSON file; its HS256, RS256 and ES256 keys
-    /// are used, and it is read again (at most once a second) when its
-    /// modification time changes, so keys rotate without a restart.
-    pub jwks_file: Option<PathBuf>,
-    /// `SIDECAR_JWT_ISSUER`: the required `iss`; not checked when unset.
-    pub issuer: Option<String>,
-    /// `SIDECAR_JWT_AUDIENCE`: a required `aud`; not checked when unset.
-    pub audience: Option<String>,
-    /// `SIDECAR_JWT_LEEWAY_SECONDS`: clock skew allowed on `exp` and `nbf`
-    /// (at most a day).
-    pub leeway_seconds: u64,
-    /// The claim holding the user id; empty means `sub`.
-    pub user_claim: String,
-}
+/// Settings of `SIDECAR_AUTH=jwt`: the `SIDECAR_JWT_*` group of the
+/// configuration, used as it is (an empty `user_claim` means `sub`).
+pub type JwtSettings = crate::config::JwtConfig;
 
 /// What a verified token says about its holder: the user id for `user:`
 /// targets and presence, the display name for typing events, the expiry

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::{End, Ended, Flow, Outbox, PollReply, PollRequest, PollingEnds, Session};
+use super::{End, Ended, Outbox, PollReply, PollRequest, PollingEnds, Session};
 
 /// Frames per poll response.
 const BATCH_FRAMES: usize = 1024;
@@ -39,11 +39,7 @@ pub async fn serve_long_polling<S: Session>(
                 outbox.wake();
             }
             data = ends.inbound.recv() => match data {
-                Some(data) => {
-                    if session.receive(&data).await == Flow::Stop {
-                        outbox.finish();
-                    }
-                }
+                Some(data) => super::receive(session, outbox, &data).await,
                 None => return Ended::ByClient,
             },
             _ = outbox.ready() => {
@@ -58,15 +54,7 @@ pub async fn serve_long_polling<S: Session>(
                     continue;
                 };
                 let batch = outbox.take(BATCH_FRAMES);
-                let mut frames = batch.frames;
-                let end = match batch.end {
-                    Some(End::Kicked(k)) => {
-                        frames.extend(session.close_frame(k));
-                        Some(Ended::Kicked(k))
-                    }
-                    Some(End::Finished) => Some(Ended::BySession),
-                    None => None,
-                };
+                let (frames, end) = super::closing_frames(session, batch);
                 if frames.is_empty() {
                     match end {
                         Some(end) => {

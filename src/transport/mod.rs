@@ -64,3 +64,26 @@ pub enum Ended {
     /// A write did not finish in time, or failed.
     WriteFailed,
 }
+
+/// Frames of a batch to write, with the session's Close appended when the
+/// connection was kicked, and how the connection ends after them (if it does).
+pub(crate) fn closing_frames<S: Session>(session: &S, batch: Batch) -> (Vec<Payload>, Option<Ended>) {
+    let mut frames = batch.frames;
+    let end = match batch.end {
+        Some(End::Kicked(k)) => {
+            frames.extend(session.close_frame(k));
+            Some(Ended::Kicked(k))
+        }
+        Some(End::Finished) => Some(Ended::BySession),
+        None => None,
+    };
+    (frames, end)
+}
+
+/// Hands one POST body to the session; a `Stop` ends the connection after
+/// the outbox is written.
+pub(crate) async fn receive<S: Session>(session: &mut S, outbox: &Outbox, data: &[u8]) {
+    if session.receive(data).await == Flow::Stop {
+        outbox.finish();
+    }
+}

@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::{End, Ended, Flow, Outbox, Payload, PollingEnds, Session};
+use super::{Ended, Outbox, Payload, PollingEnds, Session};
 
 /// Frames taken from the outbox per write.
 const BATCH_FRAMES: usize = 256;
@@ -29,15 +29,7 @@ pub async fn serve_sse<S: Session>(
             _ = outbox.ready() => {
                 let batch = outbox.take(BATCH_FRAMES);
                 let full = batch.frames.len() == BATCH_FRAMES;
-                let mut frames = batch.frames;
-                let end = match batch.end {
-                    Some(End::Kicked(k)) => {
-                        frames.extend(session.close_frame(k));
-                        Some(Ended::Kicked(k))
-                    }
-                    Some(End::Finished) => Some(Ended::BySession),
-                    None => None,
-                };
+                let (frames, end) = super::closing_frames(session, batch);
                 if !frames.is_empty() && body.send(encode(&frames)).await.is_err() {
                     return Ended::ByClient;
                 }
@@ -49,11 +41,7 @@ pub async fn serve_sse<S: Session>(
                 }
             }
             data = ends.inbound.recv() => match data {
-                Some(data) => {
-                    if session.receive(&data).await == Flow::Stop {
-                        outbox.finish();
-                    }
-                }
+                Some(data) => super::receive(session, outbox, &data).await,
                 None => return Ended::ByClient,
             },
         }
