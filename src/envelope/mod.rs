@@ -95,24 +95,32 @@ impl Envelope {
             value.as_object_mut().map(|o| o.remove("metadata"));
         }
         schemas.check_envelope(&value)?;
+        // The shipped schema guarantees the shape below, but an operator may
+        // replace it: every field is still checked, never assumed.
+        let shape = |field: &str, what: &str| EnvelopeError::Schema(format!("/{field}: must be {what}"));
+        let event_type =
+            value.get("event_type").and_then(Value::as_str).ok_or_else(|| shape("event_type", "a string"))?;
+        if let Some(payload) = value.get("payload") {
+            schemas.check_payload(event_type, payload)?;
+        }
         let Value::Object(mut o) = value else {
-            unreachable!("the envelope schema requires an object");
+            return Err(shape("", "an object"));
         };
         let mut text = |k: &str| match o.remove(k) {
-            Some(Value::String(s)) => s,
-            _ => unreachable!("the envelope schema requires string field {k}"),
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            _ => Err(shape(k, "a non-empty string")),
         };
         let (event_id, event_type, raw_time, room_id) =
-            (text("event_id"), text("event_type"), text("timestamp"), text("room_id"));
+            (text("event_id")?, text("event_type")?, text("timestamp")?, text("room_id")?);
         let timestamp = parse_timestamp(&raw_time).ok_or(EnvelopeError::BadTimestamp(raw_time))?;
         let Some(Value::Object(payload)) = o.remove("payload") else {
-            unreachable!("the envelope schema requires an object payload");
+            return Err(shape("payload", "an object"));
         };
         let metadata = match o.remove("metadata") {
             Some(Value::Object(m)) => Some(m),
-            _ => None,
+            None => None,
+            Some(_) => return Err(shape("metadata", "an object")),
         };
-        schemas.check_payload(&event_type, &payload)?;
         Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata })
     }
 

@@ -62,6 +62,31 @@ pub struct Pipeline {
     freshness: Freshness,
     coalescer: Coalescer,
     typing: TypingState,
+    consumed: ConsumedCounters,
+}
+
+/// `sidecar_events_consumed_total` handles, resolved once per (stream,
+/// event type) so counting an event allocates nothing.
+#[derive(Default)]
+struct ConsumedCounters(
+    std::collections::HashMap<
+        Arc<str>,
+        std::collections::HashMap<String, prometheus_client::metrics::counter::Counter>,
+    >,
+);
+
+impl ConsumedCounters {
+    fn count(&mut self, metrics: &Metrics, stream: &Arc<str>, event_type: &str) {
+        let by_type = self.0.entry(stream.clone()).or_default();
+        if let Some(c) = by_type.get(event_type) {
+            c.inc();
+            return;
+        }
+        let labels = vec![("stream", stream.to_string()), ("event_type", event_type.to_string())];
+        let c = metrics.events_consumed.get_or_create(&labels).clone();
+        c.inc();
+        by_type.insert(event_type.to_string(), c);
+    }
 }
 
 impl Pipeline {
@@ -74,6 +99,7 @@ impl Pipeline {
     ) -> Pipeline {
         Pipeline {
             typing: TypingState::new(&routes, config.typing_timeout),
+            consumed: ConsumedCounters::default(),
             coalescer: Coalescer::new(config.coalesce_window),
             routes,
             registry,
@@ -110,12 +136,13 @@ impl Pipeline {
         let Input { envelope, ack, source, entry_id, received } = input;
         let span = event_span(&envelope, &source, entry_id.as_deref(), received);
         let _in_span = span.enter();
-        self.metrics
-            .events_consumed
-            .get_or_create(&vec![("stream", source.to_string()), ("event_type", envelope.event_type.clone())])
-            .inc();
         let routes = self.routes.clone();
-        let Some(route) = routes.route(&envelope.event_type) else {
+        let route = routes.route(&envelope.event_type);
+        // Label values come from the routing file only, so a publisher cannot
+        // grow the number of series.
+        let label = if route.is_some() { envelope.event_type.as_str() } else { "unrouted" };
+        self.consumed.count(&self.metrics, &source, label);
+        let Some(route) = route else {
             self.metrics.dropped("no_route", 1);
             return ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
         };
