@@ -45,7 +45,14 @@ pub struct Publisher {
 #[derive(Clone)]
 enum Bus {
     Memory(InputSender),
-    Redis { conn: RedisConn, maxlen: usize, local: InputSender },
+    Redis {
+        conn: RedisConn,
+        maxlen: usize,
+        local: InputSender,
+        /// When the last XADD failed: for a second after a failure, events
+        /// go straight to local delivery instead of waiting on Redis again.
+        failed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    },
 }
 
 impl Publisher {
@@ -57,7 +64,7 @@ impl Publisher {
     /// Publishes with XADD, trimming each stream to about `maxlen` entries;
     /// falls back to `local` when Redis fails.
     pub fn redis(routes: Arc<RouteTable>, conn: RedisConn, maxlen: usize, local: InputSender) -> Publisher {
-        Publisher { routes, bus: Bus::Redis { conn, maxlen, local } }
+        Publisher { routes, bus: Bus::Redis { conn, maxlen, local, failed_at: Arc::default() } }
     }
 
     /// Puts `envelope` on the bus. In memory mode this waits for room in the
@@ -68,18 +75,29 @@ impl Publisher {
             .route(&envelope.event_type)
             .ok_or_else(|| PublishError::NoRoute(envelope.event_type.clone()))?;
         let source: Arc<str> = Arc::from(route.stream.as_str());
-        let (conn, maxlen, local) = match &self.bus {
+        let (conn, maxlen, local, failed_at) = match &self.bus {
             Bus::Memory(tx) => return send_local(tx, envelope, source).await,
-            Bus::Redis { conn, maxlen, local } => (conn, *maxlen, local),
+            Bus::Redis { conn, maxlen, local, failed_at } => (conn, *maxlen, local, failed_at),
         };
+        let recently_failed = failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        if recently_failed {
+            return send_local(local, envelope, source).await;
+        }
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&route.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
         for (k, v) in envelope.to_stream_fields() {
             cmd.arg(k).arg(v);
         }
         match cmd.query_async::<String>(&mut conn.clone()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(())
+            }
             Err(e) => {
+                *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %route.stream,
                     "XADD failed: delivering to this instance's clients only");
                 send_local(local, envelope, source).await
