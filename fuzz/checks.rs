@@ -390,8 +390,15 @@ fn check_handshake(record: &[u8]) -> Result<Protocol, codec::Error> {
 /// serde's derived `Deserialize` also takes a struct as an array of its
 /// fields in order, so `["json",1]` is a handshake too (ASP.NET Core
 /// accepts only an object; harmless, but noted in fuzz/README.md).
+///
+/// serde_json skips an unknown field's string without checking its UTF-8,
+/// so a handshake with invalid UTF-8 in an extra field is accepted while a
+/// `Value` refuses it (harmless: those bytes are never read); such records
+/// are read lossily here.
 fn handshake_fields(record: &[u8]) -> (Option<Value>, Option<Value>) {
-    match serde_json::from_slice::<Value>(record) {
+    let value = serde_json::from_slice::<Value>(record)
+        .or_else(|_| serde_json::from_str::<Value>(&String::from_utf8_lossy(record)));
+    match value {
         Ok(Value::Object(mut o)) => (o.remove("protocol"), o.remove("version")),
         Ok(Value::Array(a)) => (a.first().cloned(), a.get(1).cloned()),
         _ => (None, None),

@@ -6,4 +6,7 @@
 #[path = "../checks.rs"]
 mod checks;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::envelope_stream_fields(data, checks::schemas(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::envelope_stream_fields(
+    data,
+    checks::schemas(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+));
