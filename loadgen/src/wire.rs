@@ -1,0 +1,337 @@
+//! The client side of the SignalR hub protocols: what a client sends
+//! (handshake, a JoinRoom invocation, pings) and how it reads what the
+//! server sends, for JSON (records ending in 0x1E) and MessagePack (VarInt
+//! length-prefixed arrays). The handshake response is JSON in both.
+
+use memchr::memmem;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::msgpack::{self, Reader};
+
+/// The JSON record separator.
+const RS: u8 = 0x1e;
+
+/// A hub protocol.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Json,
+    MessagePack,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Json => "json",
+            Protocol::MessagePack => "messagepack",
+        }
+    }
+
+    /// The handshake request (always a JSON text record).
+    pub fn handshake(self) -> Message {
+        Message::text(format!("{{\"protocol\":\"{}\",\"version\":1}}\u{1e}", self.name()))
+    }
+
+    /// A blocking invocation of `target(arg)` with invocation id `id`.
+    pub fn invocation(self, id: &str, target: &str, arg: &str) -> Message {
+        match self {
+            Protocol::Json => {
+                let arg = serde_json::Value::from(arg);
+                Message::text(format!(
+                    "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"{target}\",\"arguments\":[{arg}]}}\u{1e}"
+                ))
+            }
+            Protocol::MessagePack => {
+                // [1, {}, id, target, [arg]]
+                let mut body = vec![0x95, 0x01, 0x80];
+                msgpack::put_str(&mut body, id);
+                msgpack::put_str(&mut body, target);
+                body.push(0x91);
+                msgpack::put_str(&mut body, arg);
+                Message::binary(msgpack::framed(&body))
+            }
+        }
+    }
+
+    /// A Ping message, as the official clients send every 15 s.
+    pub fn ping(self) -> Message {
+        match self {
+            Protocol::Json => Message::text("{\"type\":6}\u{1e}"),
+            Protocol::MessagePack => Message::binary(vec![0x02, 0x91, 0x06]),
+        }
+    }
+}
+
+/// One hub message from the server, borrowed from the received bytes.
+#[derive(Debug, PartialEq)]
+pub enum Incoming<'a> {
+    /// The handshake response (JSON, without its separator).
+    Handshake(&'a [u8]),
+    /// A server-to-client invocation and its first argument.
+    Invocation { target: &'a [u8], arg: Arg<'a> },
+    /// A completion: invocation id and error text, if any.
+    Completion { id: Vec<u8>, error: Option<String> },
+    /// A Close message, with its error if any.
+    Close(Option<String>),
+    /// Ping and everything the generator does not look at.
+    Other,
+}
+
+/// The first argument of an invocation: a payload object.
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub enum Arg<'a> {
+    /// The whole JSON record: fields are found by key in it (the payloads
+    /// the generator publishes have no string that looks like a key).
+    Json(&'a [u8]),
+    /// A MessagePack map and what follows it.
+    MessagePack(&'a [u8]),
+}
+
+impl<'a> Arg<'a> {
+    /// An unsigned integer field of the payload.
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        match self {
+            Arg::Json(rec) => json_value(rec, key).and_then(|v| {
+                let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+                std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
+            }),
+            Arg::MessagePack(m) => Reader::new(m).field(key.as_bytes())?.uint(),
+        }
+    }
+
+    /// A string field of the payload (no escapes expected).
+    pub fn str(&self, key: &str) -> Option<&'a [u8]> {
+        match self {
+            Arg::Json(rec) => {
+                let v = json_value(rec, key)?.strip_prefix(b"\"")?;
+                Some(&v[..memchr::memchr(b'"', v)?])
+            }
+            Arg::MessagePack(m) => Reader::new(m).field(key.as_bytes())?.str(),
+        }
+    }
+
+    /// A boolean field of the payload.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self {
+            Arg::Json(rec) => {
+                let v = json_value(rec, key)?;
+                if v.starts_with(b"true") {
+                    Some(true)
+                } else if v.starts_with(b"false") {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            Arg::MessagePack(m) => Reader::new(m).field(key.as_bytes())?.bool(),
+        }
+    }
+}
+
+/// The bytes after `"key":` (and any spaces) in a JSON record.
+fn json_value<'a>(rec: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut needle = Vec::with_capacity(key.len() + 3);
+    needle.push(b'"');
+    needle.extend_from_slice(key.as_bytes());
+    needle.extend_from_slice(b"\":");
+    let at = memmem::find(rec, &needle)? + needle.len();
+    let rest = &rec[at..];
+    let spaces = rest.iter().take_while(|b| **b == b' ').count();
+    Some(&rest[spaces..])
+}
+
+/// Splits the server's byte stream into hub messages, keeping a partial
+/// message across WebSocket frames.
+pub struct Decoder {
+    protocol: Protocol,
+    carry: Vec<u8>,
+    handshake_done: bool,
+}
+
+impl Decoder {
+    pub fn new(protocol: Protocol) -> Decoder {
+        Decoder { protocol, carry: Vec::new(), handshake_done: false }
+    }
+
+    /// Feeds one frame's bytes and calls `each` per complete message;
+    /// `each` returns false to stop early (a Close). Err on bad framing.
+    pub fn feed(&mut self, data: &[u8], mut each: impl FnMut(Incoming<'_>) -> bool) -> Result<(), String> {
+        if self.carry.is_empty() {
+            let used = self.split(data, &mut each)?;
+            self.carry.extend_from_slice(&data[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.carry);
+            buf.extend_from_slice(data);
+            let used = self.split(&buf, &mut each)?;
+            buf.drain(..used);
+            self.carry = buf;
+        }
+        Ok(())
+    }
+
+    /// Handles every complete message in `data`; returns the bytes used.
+    fn split(&mut self, data: &[u8], each: &mut impl FnMut(Incoming<'_>) -> bool) -> Result<usize, String> {
+        let mut at = 0;
+        if !self.handshake_done {
+            let Some(end) = memchr::memchr(RS, data) else { return Ok(0) };
+            self.handshake_done = true;
+            at = end + 1;
+            if !each(Incoming::Handshake(&data[..end])) {
+                return Ok(at);
+            }
+        }
+        while at < data.len() {
+            let (body, next) = match self.protocol {
+                Protocol::Json => match memchr::memchr(RS, &data[at..]) {
+                    Some(end) => (&data[at..at + end], at + end + 1),
+                    None => break,
+                },
+                Protocol::MessagePack => match msgpack::varint(&data[at..]) {
+                    Err(()) => return Err("MessagePack length prefix over 5 bytes".into()),
+                    Ok(None) => break,
+                    Ok(Some((len, prefix))) if data.len() - at - prefix >= len => {
+                        (&data[at + prefix..at + prefix + len], at + prefix + len)
+                    }
+                    Ok(Some(_)) => break,
+                },
+            };
+            at = next;
+            if !each(parse(self.protocol, body)) {
+                break;
+            }
+        }
+        Ok(at)
+    }
+}
+
+/// Reads one message body.
+pub fn parse(protocol: Protocol, body: &[u8]) -> Incoming<'_> {
+    match protocol {
+        Protocol::Json => parse_json(body),
+        Protocol::MessagePack => parse_msgpack(body).unwrap_or(Incoming::Other),
+    }
+}
+
+fn parse_json(rec: &[u8]) -> Incoming<'_> {
+    match Arg::Json(rec).u64("type") {
+        Some(1) => match Arg::Json(rec).str("target") {
+            Some(target) => Incoming::Invocation { target, arg: Arg::Json(rec) },
+            None => Incoming::Other,
+        },
+        Some(kind @ (3 | 7)) => {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(rec) else { return Incoming::Other };
+            let error = v.get("error").and_then(|e| e.as_str()).map(str::to_string);
+            if kind == 7 {
+                return Incoming::Close(error);
+            }
+            let id = v.get("invocationId").and_then(|i| i.as_str()).unwrap_or("").as_bytes().to_vec();
+            Incoming::Completion { id, error }
+        }
+        _ => Incoming::Other,
+    }
+}
+
+fn parse_msgpack(body: &[u8]) -> Option<Incoming<'_>> {
+    let mut r = Reader::new(body);
+    r.array_len()?;
+    Some(match r.uint()? {
+        1 => {
+            r.skip()?; // headers
+            r.skip()?; // invocation id (nil for server invocations)
+            let target = r.str()?;
+            if r.array_len()? == 0 {
+                return None;
+            }
+            Incoming::Invocation { target, arg: Arg::MessagePack(r.rest()) }
+        }
+        3 => {
+            r.skip()?;
+            let id = r.str()?.to_vec();
+            let error = match r.uint()? {
+                1 => Some(String::from_utf8_lossy(r.str()?).into_owned()),
+                _ => None,
+            };
+            Incoming::Completion { id, error }
+        }
+        7 => Incoming::Close(r.str_or_nil().map(|e| String::from_utf8_lossy(e).into_owned())),
+        _ => Incoming::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(d: &mut Decoder, data: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        d.feed(data, |m| {
+            out.push(format!("{m:?}"));
+            true
+        })
+        .expect("framing");
+        out
+    }
+
+    #[test]
+    fn json_records_split_anywhere() {
+        let stream = b"{}\x1e{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[{\"sent_ns\":17,\"sequence_number\":3,\"is_typing\":false,\"user_id\":\"t-9\"}]}\x1e{\"type\":6}\x1e";
+        for cut in 0..stream.len() {
+            let mut d = Decoder::new(Protocol::Json);
+            let mut all = collect(&mut d, &stream[..cut]);
+            all.extend(collect(&mut d, &stream[cut..]));
+            assert_eq!(all.len(), 3, "cut at {cut}");
+        }
+        let rec = &stream[3..stream.len() - 12];
+        let Incoming::Invocation { target, arg } = parse(Protocol::Json, rec) else { panic!("invocation") };
+        assert_eq!(target, b"ReceiveMessage");
+        assert_eq!((arg.u64("sent_ns"), arg.u64("sequence_number")), (Some(17), Some(3)));
+        assert_eq!((arg.bool("is_typing"), arg.str("user_id")), (Some(false), Some(&b"t-9"[..])));
+    }
+
+    #[test]
+    fn json_completion_and_close() {
+        let c = parse(Protocol::Json, br#"{"type":3,"invocationId":"1","error":"no"}"#);
+        assert_eq!(c, Incoming::Completion { id: b"1".to_vec(), error: Some("no".into()) });
+        assert_eq!(parse(Protocol::Json, br#"{"type":7}"#), Incoming::Close(None));
+        assert_eq!(parse(Protocol::Json, br#"{"type":10}"#), Incoming::Other);
+    }
+
+    #[test]
+    fn msgpack_invocation_and_completion() {
+        // [1, {}, nil, "UserTyping", [{"is_typing": true}]]
+        let mut body = vec![0x95, 0x01, 0x80, 0xc0];
+        msgpack::put_str(&mut body, "UserTyping");
+        body.extend_from_slice(&[0x91, 0x81]);
+        msgpack::put_str(&mut body, "is_typing");
+        body.push(0xc3);
+        let mut stream = b"{}\x1e".to_vec();
+        stream.extend(msgpack::framed(&body));
+        stream.extend(msgpack::framed(&[0x94, 0x03, 0x80, 0xa1, b'1', 0x02])); // void completion
+        let mut d = Decoder::new(Protocol::MessagePack);
+        let mut seen = Vec::new();
+        d.feed(&stream, |m| {
+            if let Incoming::Invocation { target, arg } = &m {
+                seen.push((target.to_vec(), arg.bool("is_typing")));
+            }
+            if let Incoming::Completion { id, error } = &m {
+                seen.push((id.clone(), error.as_ref().map(|_| true)));
+            }
+            true
+        })
+        .expect("framing");
+        assert_eq!(seen, vec![(b"UserTyping".to_vec(), Some(true)), (b"1".to_vec(), None)]);
+    }
+
+    #[test]
+    fn msgpack_join_is_what_the_hub_expects() {
+        let Message::Binary(b) = Protocol::MessagePack.invocation("1", "JoinRoom", "room-3") else { panic!("binary") };
+        assert_eq!(b[0] as usize, b.len() - 1, "one length byte");
+        let mut r = Reader::new(&b[1..]);
+        assert_eq!(r.array_len(), Some(5));
+        assert_eq!(r.uint(), Some(1));
+        r.skip();
+        assert_eq!(r.str(), Some(&b"1"[..]));
+        assert_eq!(r.str(), Some(&b"JoinRoom"[..]));
+        assert_eq!(r.array_len(), Some(1));
+        assert_eq!(r.str(), Some(&b"room-3"[..]));
+    }
+}
