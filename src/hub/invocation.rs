@@ -31,7 +31,7 @@ pub(super) async fn invoke(
             let group = group_arg(&method.name, &inv.arguments)?;
             hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
             match hubs.registry.join(conn, group) {
-                Ok(true) if hub.presence => {
+                Ok(true) if hub.presence && identity.user_id.is_some() => {
                     let member = member(hub, group, identity, connection_id);
                     let username = identity.name.as_deref().unwrap_or(&member.user_id).to_string();
                     match hubs.presence.join(&member, &username).await {
@@ -47,7 +47,7 @@ pub(super) async fn invoke(
         }
         Action::Leave => {
             let group = group_arg(&method.name, &inv.arguments)?;
-            if hubs.registry.leave(conn, group) && hub.presence {
+            if hubs.registry.leave(conn, group) && hub.presence && identity.user_id.is_some() {
                 match hubs.presence.leave(&member(hub, group, identity, connection_id)).await {
                     Ok(t) => hubs.publish_presence(t).await,
                     Err(e) => tracing::warn!(error = %e, room = group, "presence not updated"),
@@ -115,7 +115,8 @@ pub(super) async fn invoke(
     }
 }
 
-/// This connection's presence entry in a room.
+/// This connection's presence entry in a room. Presence is about users:
+/// without authentication there are none, and nothing is recorded.
 pub(super) fn member(hub: &HubDef, room: &str, identity: &Identity, connection_id: &str) -> crate::presence::Member {
     crate::presence::Member {
         hub: hub.id,

@@ -255,7 +255,7 @@ pub async fn run_websocket(
         "websockets",
         negotiated.stateful,
     );
-    serve_websocket_session(hubs, session, upgraded).await;
+    serve_websocket_session(hubs, Box::new(session), upgraded).await;
 }
 
 /// Gives a parked stateful session its new WebSocket: it resends what the
@@ -263,12 +263,15 @@ pub async fn run_websocket(
 pub async fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
-    serve_websocket_session(hubs, session, upgraded).await;
+    serve_websocket_session(hubs, Box::new(session), upgraded).await;
 }
 
-async fn serve_websocket_session(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) {
+/// The session is boxed so that it lives once per connection: a by-value
+/// argument would be stored twice in this future (rustc keeps the argument
+/// slot after the move), and every idle connection pays for its future.
+async fn serve_websocket_session(hubs: Arc<Hubs>, mut session: Box<HubSession>, upgraded: hyper::upgrade::Upgraded) {
     let outbox = session.outbox();
-    let ended = crate::transport::serve_websocket(upgraded, &mut session, &outbox, hubs.settings.ws).await;
+    let ended = crate::transport::serve_websocket(upgraded, &mut *session, &outbox, hubs.settings.ws).await;
     // A socket that dropped without a Close may come back with the same
     // token (stateful reconnect): keep the session, and its groups, for it.
     match (ended, session.token().map(str::to_string)) {
@@ -276,9 +279,9 @@ async fn serve_websocket_session(hubs: Arc<Hubs>, mut session: HubSession, upgra
             if session.can_resume() =>
         {
             tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
-            hubs.parked.park(token, session);
+            hubs.parked.park(token, *session);
         }
-        _ => session.finish(ended).await,
+        _ => Box::pin(session.finish(ended)).await,
     }
 }
 
@@ -296,7 +299,7 @@ pub async fn run_sse(
         HubSession::new(hubs.clone(), hub, connection_id, Some(token), identity, "serversentevents", false);
     let outbox = session.outbox();
     let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body).await;
-    session.finish(ended).await;
+    Box::pin(session.finish(ended)).await;
 }
 
 /// Runs one Long Polling connection.
@@ -312,7 +315,7 @@ pub async fn run_long_polling(
     let outbox = session.outbox();
     let poll_timeout = hubs.settings.long_poll_timeout;
     let ended = crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
-    session.finish(ended).await;
+    Box::pin(session.finish(ended)).await;
 }
 
 /// Keeps this instance's presence entries alive and publishes `user_left`

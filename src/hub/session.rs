@@ -116,10 +116,10 @@ impl HubSession {
         if self.entry.is_some() {
             let groups = self.hubs.registry.remove(self.conn);
             let hub = &self.hubs.routes.hubs[self.hub];
-            if hub.presence {
+            if hub.presence && self.identity.user_id.is_some() {
                 for group in groups {
                     let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
-                    match self.hubs.presence.leave(&member).await {
+                    match Box::pin(self.hubs.presence.leave(&member)).await {
                         Ok(t) => self.hubs.publish_presence(t).await,
                         Err(e) => tracing::warn!(error = %e, room = %group, "presence not updated on disconnect"),
                     }

@@ -83,7 +83,7 @@ pub(crate) fn closing_frames<S: Session>(session: &S, batch: Batch) -> (Vec<Payl
 /// Hands one POST body to the session; a `Stop` ends the connection after
 /// the outbox is written.
 pub(crate) async fn receive<S: Session>(session: &mut S, outbox: &Outbox, data: &[u8]) {
-    if session.receive(data).await == Flow::Stop {
+    if Box::pin(session.receive(data)).await == Flow::Stop {
         outbox.finish();
     }
 }

@@ -37,7 +37,9 @@ pub fn accept_key(key: Option<&[u8]>) -> Result<String, Error> {
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
 }
 
-/// Runs one WebSocket connection until it ends.
+/// Runs one WebSocket connection until it ends. Most connections sit idle
+/// for hours, so the rare, large steps (handling a client message, closing)
+/// are boxed: only the waiting state lives in every connection's task.
 pub async fn serve_websocket<S: Session>(
     upgraded: Upgraded,
     session: &mut S,
@@ -49,10 +51,10 @@ pub async fn serve_websocket<S: Session>(
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let mut ws = Box::pin(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))).await;
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
     let resend = session.first_frames();
-    if !resend.is_empty() && !write(&mut ws, resend, session.is_binary(), settings.write_timeout).await {
+    if !resend.is_empty() && !Box::pin(write(&mut ws, resend, session.is_binary(), settings.write_timeout)).await {
         return Ended::WriteFailed;
     }
 
@@ -63,31 +65,31 @@ pub async fn serve_websocket<S: Session>(
                 let batch = outbox.take(BATCH_FRAMES);
                 let more = batch.frames.len() == BATCH_FRAMES;
                 let binary = session.is_binary();
-                if !write(&mut ws, batch.frames, binary, settings.write_timeout).await {
+                if !Box::pin(write(&mut ws, batch.frames, binary, settings.write_timeout)).await {
                     break Ended::WriteFailed;
                 }
                 match batch.end {
                     Some(End::Finished) => break Ended::BySession,
-                    Some(End::Kicked(k)) => break kicked(&mut ws, session, k, binary, settings.write_timeout).await,
+                    Some(End::Kicked(k)) => break Box::pin(kicked(&mut ws, session, k, binary, settings.write_timeout)).await,
                     None if more => outbox.wake(), // the rest of a long queue
                     None => {}
                 }
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if session.receive(t.as_bytes()).await == Flow::Stop {
+                    if Box::pin(session.receive(t.as_bytes())).await == Flow::Stop {
                         outbox.finish();
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
-                    if session.receive(&b).await == Flow::Stop {
+                    if Box::pin(session.receive(&b)).await == Flow::Stop {
                         outbox.finish();
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break Ended::ByClient,
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                    break kicked(&mut ws, session, Kick::MessageTooLarge, session.is_binary(), settings.write_timeout).await;
+                    break Box::pin(kicked(&mut ws, session, Kick::MessageTooLarge, session.is_binary(), settings.write_timeout)).await;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
@@ -95,11 +97,11 @@ pub async fn serve_websocket<S: Session>(
                 }
             },
             _ = tokio::time::sleep_until(handshake_deadline), if !session.is_open() => {
-                break kicked(&mut ws, session, Kick::HandshakeTimeout, session.is_binary(), settings.write_timeout).await;
+                break Box::pin(kicked(&mut ws, session, Kick::HandshakeTimeout, session.is_binary(), settings.write_timeout)).await;
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
     ended
 }
 
