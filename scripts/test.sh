@@ -32,11 +32,14 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo test (unit, protocol vectors, integration with redis-server and the official client)"
 cargo test --all-targets
+
+step "benchmark smoke run (bench/run.sh with BENCH_SMOKE=1: seconds, to keep it from rotting)"
+BENCH_SMOKE=1 bash bench/run.sh
 
 # Two runs: each suite has its own conftest.py, imported by name.
 step "pytest publishers/python (against redis-server and the sidecar binary)"
