@@ -17,27 +17,27 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn read(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).unwrap()
+    std::fs::read(fixture(name)).expect("test fixture")
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("test fixture").as_secs()
 }
 
 fn rsa() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap()
+    EncodingKey::from_rsa_pem(&read("rsa_private.pem")).expect("test fixture")
 }
 
 fn ec() -> EncodingKey {
-    EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap()
+    EncodingKey::from_ec_pem(&read("ec_private.pem")).expect("test fixture")
 }
 
 fn ec2() -> EncodingKey {
-    EncodingKey::from_ec_pem(&read("ec2_private.pem")).unwrap()
+    EncodingKey::from_ec_pem(&read("ec2_private.pem")).expect("test fixture")
 }
 
 fn hs(secret: &str) -> EncodingKey {
-    EncodingKey::from_secret(secret.as_bytes()).unwrap()
+    EncodingKey::from_secret(secret.as_bytes()).expect("test fixture")
 }
 
 /// A valid claim set: `sub`, `name`, an `exp` an hour ahead, and a room list.
@@ -51,14 +51,14 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 }
 
 fn without(mut claims: Value, key: &str) -> Value {
-    claims.as_object_mut().unwrap().remove(key);
+    claims.as_object_mut().expect("test fixture").remove(key);
     claims
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
-    encode(&header, claims, key).unwrap()
+    encode(&header, claims, key).expect("test fixture")
 }
 
 /// base64url without padding, for tokens crafted by hand.
@@ -80,12 +80,12 @@ fn settings() -> JwtSettings {
 }
 
 fn hs_auth() -> Authenticator {
-    Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..settings() }).unwrap()
+    Authenticator::new(&JwtSettings { secret: Some(SECRET.into()), ..settings() }).expect("test fixture")
 }
 
 fn pem_auth(name: &str) -> Authenticator {
     let settings = JwtSettings { public_key_file: Some(fixture(name)), ..settings() };
-    Authenticator::new(&settings).unwrap()
+    Authenticator::new(&settings).expect("test fixture")
 }
 
 fn reason(result: Result<Claims, AuthError>) -> &'static str {
@@ -98,15 +98,15 @@ struct TempFile(PathBuf);
 impl TempFile {
     fn new(name: &str, contents: &[u8]) -> TempFile {
         let path = std::env::temp_dir().join(format!("sidecar-auth-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).unwrap();
+        std::fs::write(&path, contents).expect("test fixture");
         TempFile(path)
     }
 
     /// Replaces the contents and moves the mtime clearly past the last one.
     fn rewrite(&self, contents: &[u8], mtime_offset_seconds: u64) {
-        std::fs::write(&self.0, contents).unwrap();
-        let file = std::fs::File::options().write(true).open(&self.0).unwrap();
-        file.set_modified(SystemTime::now() + Duration::from_secs(mtime_offset_seconds)).unwrap();
+        std::fs::write(&self.0, contents).expect("test fixture");
+        let file = std::fs::File::options().write(true).open(&self.0).expect("test fixture");
+        file.set_modified(SystemTime::now() + Duration::from_secs(mtime_offset_seconds)).expect("test fixture");
     }
 }
 
@@ -120,7 +120,7 @@ impl Drop for TempFile {
 fn hs256_valid_token_gives_its_claims() {
     let exp = now() + 3600;
     let token = sign(Algorithm::HS256, &hs(SECRET), None, &with(claims(), "exp", json!(exp)));
-    let claims = hs_auth().verify(&token).unwrap();
+    let claims = hs_auth().verify(&token).expect("test fixture");
     assert_eq!(claims.user_id, "user-1");
     assert_eq!(claims.name.as_deref(), Some("Ada"));
     assert_eq!(claims.expires_at, Some(UNIX_EPOCH + Duration::from_secs(exp)));
@@ -130,9 +130,9 @@ fn hs256_valid_token_gives_its_claims() {
 #[test]
 fn rs256_and_es256_valid_from_pem() {
     let token = sign(Algorithm::RS256, &rsa(), None, &claims());
-    assert_eq!(pem_auth("rsa_public.pem").verify(&token).unwrap().user_id, "user-1");
+    assert_eq!(pem_auth("rsa_public.pem").verify(&token).expect("test fixture").user_id, "user-1");
     let token = sign(Algorithm::ES256, &ec(), None, &claims());
-    assert_eq!(pem_auth("ec_public.pem").verify(&token).unwrap().user_id, "user-1");
+    assert_eq!(pem_auth("ec_public.pem").verify(&token).expect("test fixture").user_id, "user-1");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn audience_and_issuer_are_checked_only_when_configured() {
         audience: Some("sidecar".into()),
         ..settings()
     })
-    .unwrap();
+    .expect("test fixture");
     let good = with(with(claims(), "iss", json!("https://issuer.test")), "aud", json!("sidecar"));
     let verify = |claims: &Value| strict.verify(&sign(Algorithm::HS256, &hs(SECRET), None, claims));
 
@@ -183,10 +183,10 @@ fn exp_and_nbf_are_checked_with_the_leeway() {
     assert!(matches!(verify(&future), Err(AuthError::NotYetValid)));
     assert!(verify(&with(claims(), "nbf", json!(now() + 10))).is_ok());
     // exp is optional; when present it must be a number.
-    assert_eq!(verify(&without(claims(), "exp")).unwrap().expires_at, None);
+    assert_eq!(verify(&without(claims(), "exp")).expect("test fixture").expires_at, None);
     assert_eq!(reason(verify(&with(claims(), "exp", json!("tomorrow")))), "claims");
     let float_exp = (now() + 60) as f64 + 0.4;
-    assert!(verify(&with(claims(), "exp", json!(float_exp))).unwrap().expires_at.is_some());
+    assert!(verify(&with(claims(), "exp", json!(float_exp))).expect("test fixture").expires_at.is_some());
 }
 
 #[test]
@@ -204,7 +204,12 @@ fn unsigned_alg_none_tokens_are_refused() {
 fn algorithms_without_a_configured_key_are_refused() {
     let rs = pem_auth("rsa_public.pem");
     // Algorithm confusion: HS256 "signed" with the RSA public key as secret.
-    let token = sign(Algorithm::HS256, &EncodingKey::from_secret(&read("rsa_public.pem")).unwrap(), None, &claims());
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&read("rsa_public.pem")).expect("test fixture"),
+        None,
+        &claims(),
+    );
     assert_eq!(reason(rs.verify(&token)), "no_key");
     assert_eq!(reason(rs.verify(&sign(Algorithm::ES256, &ec(), None, &claims()))), "no_key");
     assert_eq!(reason(hs_auth().verify(&sign(Algorithm::RS256, &rsa(), None, &claims()))), "no_key");
@@ -222,19 +227,19 @@ fn the_user_claim_is_required_and_configurable() {
     let object_sub = with(claims(), "sub", json!({"id": 1}));
     assert!(matches!(verify(&auth, &object_sub), Err(AuthError::Invalid(_))));
     assert_eq!(reason(verify(&auth, &with(claims(), "sub", json!(true)))), "user_claim");
-    assert_eq!(verify(&auth, &with(claims(), "sub", json!(42))).unwrap().user_id, "42");
+    assert_eq!(verify(&auth, &with(claims(), "sub", json!(42))).expect("test fixture").user_id, "42");
 
     let by_uid = JwtSettings { secret: Some(SECRET.into()), user_claim: "uid".into(), ..settings() };
-    let auth = Authenticator::new(&by_uid).unwrap();
-    assert_eq!(verify(&auth, &with(claims(), "uid", json!("u-9"))).unwrap().user_id, "u-9");
+    let auth = Authenticator::new(&by_uid).expect("test fixture");
+    assert_eq!(verify(&auth, &with(claims(), "uid", json!("u-9"))).expect("test fixture").user_id, "u-9");
     assert_eq!(reason(verify(&auth, &claims())), "user_claim");
 }
 
 #[test]
 fn jwks_keys_are_selected_by_kid_or_tried_in_turn() {
     let settings = JwtSettings { jwks_file: Some(fixture("jwks.json")), ..settings() };
-    let auth = Authenticator::new(&settings).unwrap();
-    let ok = |token: String| auth.verify(&token).map(|c| c.user_id).unwrap();
+    let auth = Authenticator::new(&settings).expect("test fixture");
+    let ok = |token: String| auth.verify(&token).map(|c| c.user_id).expect("test fixture");
 
     assert_eq!(ok(sign(Algorithm::RS256, &rsa(), Some("rsa-1"), &claims())), "user-1");
     assert_eq!(ok(sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims())), "user-1");
@@ -253,8 +258,8 @@ fn jwks_keys_are_selected_by_kid_or_tried_in_turn() {
 fn the_jwks_file_is_reloaded_when_it_changes() {
     let file = TempFile::new("reload-jwks.json", &read("jwks.json"));
     let settings = JwtSettings { jwks_file: Some(file.0.clone()), ..settings() };
-    let mut auth = Authenticator::new(&settings).unwrap();
-    auth.jwks.as_mut().unwrap().check_every = Duration::ZERO;
+    let mut auth = Authenticator::new(&settings).expect("test fixture");
+    auth.jwks.as_mut().expect("test fixture").check_every = Duration::ZERO;
     let old = sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims());
     let new = sign(Algorithm::ES256, &ec2(), Some("ec-2"), &claims());
     assert!(auth.verify(&old).is_ok());
@@ -275,8 +280,8 @@ fn the_jwks_file_is_reloaded_when_it_changes() {
 fn the_jwks_file_is_looked_at_no_more_than_once_per_interval() {
     let file = TempFile::new("throttle-jwks.json", &read("jwks.json"));
     let settings = JwtSettings { jwks_file: Some(file.0.clone()), ..settings() };
-    let mut auth = Authenticator::new(&settings).unwrap();
-    auth.jwks.as_mut().unwrap().check_every = Duration::from_secs(3600);
+    let mut auth = Authenticator::new(&settings).expect("test fixture");
+    auth.jwks.as_mut().expect("test fixture").check_every = Duration::from_secs(3600);
     file.rewrite(&read("jwks_rotated.json"), 10);
     let old = sign(Algorithm::ES256, &ec(), Some("ec-1"), &claims());
     assert!(auth.verify(&old).is_ok());
@@ -354,7 +359,7 @@ fn hostile_tokens_never_panic() {
         jwks_file: Some(fixture("jwks.json")),
         ..settings()
     };
-    let auth = Authenticator::new(&jwks).unwrap();
+    let auth = Authenticator::new(&jwks).expect("test fixture");
     for input in &inputs {
         let _ = auth.verify(input);
     }
