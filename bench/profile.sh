@@ -12,6 +12,7 @@
 #   perf       perf record -g (only where `perf stat -e instructions true` works)
 #
 # Example: bash bench/profile.sh callgrind --connections 1000 --rooms 100 --rate 50 --duration 10
+# (SIDECAR_ROUTES=<file> to profile with another routing file.)
 # Output: bench-out/profile-<tool>-<stamp>/ (report.txt and the raw data).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,11 +36,12 @@ sleep 0.5
 
 ENVS=(SIDECAR_CONNECTION_RATE_PER_IP=1000000 SIDECAR_CONNECTION_BURST_PER_IP=1000000 SIDECAR_LISTEN="127.0.0.1:$CPORT"
   SIDECAR_ADMIN_LISTEN="127.0.0.1:$APORT" SIDECAR_REDIS_URL="redis://127.0.0.1:$RPORT" SIDECAR_INSTANCE_ID=profile
-  SIDECAR_STREAMS=events:chat SIDECAR_LOG=warn SIDECAR_HANDSHAKE_TIMEOUT_SECONDS=120)
+  SIDECAR_STREAMS=events:chat SIDECAR_LOG=warn SIDECAR_HANDSHAKE_TIMEOUT_SECONDS=120
+  SIDECAR_ROUTES="${SIDECAR_ROUTES:-protocol/routes.toml}")
 BIN="$ROOT/target/release/signalr-sidecar"
 case $TOOL in
   callgrind) env "${ENVS[@]}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
-  massif) env "${ENVS[@]}" valgrind --tool=massif --massif-out-file="$OUT/massif.out" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
+  massif) env "${ENVS[@]}" valgrind --tool=massif --threshold=0.2 --massif-out-file="$OUT/massif.out" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   perf) env "${ENVS[@]}" perf record -g -o "$OUT/perf.data" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   strace) env "${ENVS[@]}" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   *) die "unknown tool $TOOL" ;;

@@ -134,7 +134,8 @@ start_sidecars() { # start_sidecars N: fresh instances bench-1..N, each ready
     # The per-address connection limit guards against floods from one
     # client; the generator is one "client" ramping thousands of connections.
     # shellcheck disable=SC2086 # SIDECAR_BENCH_ENV is a list of NAME=value words
-    env SIDECAR_CONNECTION_RATE_PER_IP=1000000 SIDECAR_CONNECTION_BURST_PER_IP=1000000 SIDECAR_LISTEN="127.0.0.1:$port" SIDECAR_ADMIN_LISTEN="127.0.0.1:$aport" \
+    env SIDECAR_CONNECTION_RATE_PER_IP=1000000 SIDECAR_CONNECTION_BURST_PER_IP=1000000 \
+      SIDECAR_ROUTES="${SIDECAR_ROUTES:-protocol/routes.toml}" SIDECAR_LISTEN="127.0.0.1:$port" SIDECAR_ADMIN_LISTEN="127.0.0.1:$aport" \
       SIDECAR_REDIS_URL="$REDIS_URL" SIDECAR_INSTANCE_ID="bench-$k" SIDECAR_STREAMS="$STREAM" \
       SIDECAR_LOG="${SIDECAR_LOG:-warn}" ${SIDECAR_BENCH_ENV:-} "$SIDECAR_BIN" >>"$OUT/sidecar.log" 2>&1 </dev/null &
     SIDECAR_PIDS+=("$!")
@@ -166,7 +167,7 @@ run() {
   start_sidecars "$n"
   local args=(--url "$(join_by , "${SIDECAR_URLS[@]}")" --server-pid "$(join_by , "${SIDECAR_PIDS[@]}")"
     --redis "$REDIS_URL" --stream "$STREAM" --label "$label" --out "$OUT/$label.json" "$@")
-  echo "signalr-loadgen $*" >"$OUT/$label.cmd"
+  echo "${SIDECAR_ROUTES:+SIDECAR_ROUTES=$(basename "$SIDECAR_ROUTES") }signalr-loadgen $*" >"$OUT/$label.cmd"
   say "$label: $* ($n instance(s))"
   timeout -k 10 900 "$LOADGEN_BIN" "${args[@]}" >/dev/null 2>"$OUT/$label.log" || rc=$?
   stop_sidecars
@@ -274,14 +275,15 @@ fi
 for s in $SCENARIOS; do
   case $s in
     a)
-      run a-json 1 --protocol json --connections 100 --rooms 50 --rate 10 --warmup "$WARM" --duration "$WIN" || true
-      run a-msgpack 1 --protocol messagepack --connections 100 --rooms 50 --rate 10 --warmup "$WARM" --duration "$WIN" || true
+      # --redis-probe: a blocked XREAD beside the clients times the Redis hop alone.
+      run a-json 1 --protocol json --connections 100 --rooms 50 --rate 10 --warmup "$WARM" --duration "$WIN" --redis-probe || true
+      run a-msgpack 1 --protocol messagepack --connections 100 --rooms 50 --rate 10 --warmup "$WARM" --duration "$WIN" --redis-probe || true
       ;;
     b)
       # The same rate per user as a (0.1 events/s per user, 2 users per room).
       for users in 50 100 150 200; do
         run "b-$users" 1 --connections "$users" --rooms $((users / 2)) --rate "$(awk -v u="$users" 'BEGIN { print u / 10 }')" \
-          --warmup "$WARM" --duration "$WIN_B" || true
+          --warmup "$WARM" --duration "$WIN_B" --redis-probe || true
       done
       ;;
     c)
@@ -289,10 +291,16 @@ for s in $SCENARIOS; do
       run c-mixed 1 --protocol mixed --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration "$WIN" || true
       ;;
     d)
-      # Stepped until two steps in a row fall behind.
+      # With presence on (the default routing file) every join sends
+      # user_joined to the whole room: ramping one room of 5,000 is a storm
+      # of N^2/2 frames (see Gaps). One step shows it; the steps that measure
+      # fan-out run with presence off in a copy of the routing file.
+      run d-presence-2 1 --connections "$BCAST" --rooms 1 --rate 2 --warmup 3 --duration $((WIN / 2)) --drain 10 || true
+      sed 's/^presence = true/presence = false/' protocol/routes.toml >"$OUT/routes-no-presence.toml"
       behind=0
       for rate in ${BENCH_BROADCAST_RATES:-$RATES}; do
-        run "d-$rate" 1 --connections "$BCAST" --rooms 1 --rate "$rate" --warmup 3 --duration $((WIN / 2)) --drain 10 || true
+        SIDECAR_ROUTES="$OUT/routes-no-presence.toml" \
+          run "d-$rate" 1 --connections "$BCAST" --rooms 1 --rate "$rate" --warmup 3 --duration $((WIN / 2)) --drain 10 || true
         if python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r.get("expected_deliveries",0) and r["missing"] <= r["expected_deliveries"]/100 and r["delivered_per_sec"] >= 0.95*r["offered_per_sec"] else 1)' "$OUT/d-$rate.json"; then
           behind=0
         else
