@@ -2,7 +2,10 @@
 //! (hub, room, user) in a short window (CONTRACT section 6): the first
 //! event goes out at once (leading edge); later ones in the window collapse
 //! into the latest, sent when the window closes if it differs from what was
-//! sent (trailing edge). Memory: one slot per key with a window open.
+//! sent (trailing edge). A state equal to the last one sent is not sent
+//! again while it is remembered (for the typing timeout), so a typist's
+//! keystrokes become one indicator, not one frame per keystroke. Memory:
+//! one slot per key active within that time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,6 +20,8 @@ pub type Key = (usize, String, String);
 
 struct Slot {
     window_until: Instant,
+    /// The slot (and what was last sent) is forgotten after this.
+    remember_until: Instant,
     /// What was last sent: event type and payload.
     last_sent: (String, Map<String, Value>),
     pending: Option<Envelope>,
@@ -26,6 +31,7 @@ struct Slot {
 /// The coalescing windows.
 pub struct Coalescer {
     window: Duration,
+    remember: Duration,
     slots: HashMap<Key, Slot>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
 }
@@ -37,12 +43,14 @@ pub enum Offer {
     Send(Envelope),
     /// Held: it replaced the pending state of an open window.
     Held,
+    /// Not sent: the same state went out recently.
+    Unchanged,
 }
 
 impl Coalescer {
-    /// Windows of `window`.
-    pub fn new(window: Duration) -> Coalescer {
-        Coalescer { window, slots: HashMap::new(), timers: BinaryHeap::new() }
+    /// Windows of `window`; the last state sent is remembered for `remember`.
+    pub fn new(window: Duration, remember: Duration) -> Coalescer {
+        Coalescer { window, remember: remember.max(window), slots: HashMap::new(), timers: BinaryHeap::new() }
     }
 
     /// Offers an event; it goes out at once when no window is open.
@@ -53,6 +61,10 @@ impl Coalescer {
                     slot.merged += 1;
                 }
                 Offer::Held
+            }
+            Some(slot) if slot.last_sent.0 == envelope.event_type && slot.last_sent.1 == envelope.payload => {
+                slot.remember_until = now + self.remember;
+                Offer::Unchanged
             }
             _ => {
                 self.open(key, &envelope, now);
@@ -85,13 +97,18 @@ impl Coalescer {
                 continue; // a newer window; its own timer is queued
             }
             let Some(pending) = slot.pending.take() else {
-                self.slots.remove(&key);
+                if slot.remember_until <= now {
+                    self.slots.remove(&key);
+                } else {
+                    self.timers.push(Reverse((slot.remember_until, key)));
+                }
                 continue;
             };
             let merged = std::mem::take(&mut slot.merged) + 1;
             if slot.last_sent.0 == pending.event_type && slot.last_sent.1 == pending.payload {
                 dropped += merged;
-                self.slots.remove(&key);
+                slot.remember_until = slot.remember_until.max(now + self.remember);
+                self.timers.push(Reverse((slot.remember_until, key)));
             } else {
                 self.open(key, &pending, now);
                 out.push((pending, merged));
@@ -109,6 +126,7 @@ impl Coalescer {
         let until = now + self.window;
         let slot = Slot {
             window_until: until,
+            remember_until: now + self.remember,
             last_sent: (sent.event_type.clone(), sent.payload.clone()),
             pending: None,
             merged: 0,
@@ -143,7 +161,7 @@ mod tests {
     #[test]
     fn leading_edge_then_latest_state_at_the_trailing_edge() {
         let t0 = Instant::now();
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
         assert!(matches!(c.offer(key(), typing(true), t0), Offer::Send(_)));
         assert_eq!(c.offer(key(), typing(false), t0 + Duration::from_millis(10)), Offer::Held);
         assert_eq!(c.offer(key(), typing(true), t0 + Duration::from_millis(20)), Offer::Held);
@@ -156,14 +174,19 @@ mod tests {
     #[test]
     fn an_unchanged_state_is_not_sent_again() {
         let t0 = Instant::now();
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
         c.offer(key(), typing(true), t0);
         c.offer(key(), typing(true), t0 + Duration::from_millis(50));
         let (sent, dropped) = c.due(t0 + Duration::from_millis(100));
         assert_eq!((sent.len(), dropped), (0, 1));
-        assert!(
-            matches!(c.offer(key(), typing(true), t0 + Duration::from_millis(150)), Offer::Send(_)),
-            "window closed"
-        );
+        // Keystrokes after the window: the same state is not sent again...
+        for ms in [300, 500, 4000] {
+            assert_eq!(c.offer(key(), typing(true), t0 + Duration::from_millis(ms)), Offer::Unchanged, "{ms} ms");
+        }
+        // ...a change is, at once...
+        assert!(matches!(c.offer(key(), typing(false), t0 + Duration::from_millis(4100)), Offer::Send(_)));
+        // ...and once forgotten, the same state goes out again.
+        assert!(c.due(t0 + Duration::from_secs(10)).0.is_empty());
+        assert!(matches!(c.offer(key(), typing(false), t0 + Duration::from_secs(10)), Offer::Send(_)));
     }
 }

@@ -100,7 +100,7 @@ impl Pipeline {
         Pipeline {
             typing: TypingState::new(&routes, config.typing_timeout),
             consumed: ConsumedCounters::default(),
-            coalescer: Coalescer::new(config.coalesce_window),
+            coalescer: Coalescer::new(config.coalesce_window, config.typing_timeout),
             routes,
             registry,
             metrics,
@@ -165,7 +165,7 @@ impl Pipeline {
             if route.delivery == Delivery::Coalesce {
                 match self.coalescer.offer(key, envelope, now) {
                     Offer::Send(envelope) => self.deliver(route, &envelope, effective_time),
-                    Offer::Held => {
+                    Offer::Held | Offer::Unchanged => {
                         self.metrics.events_coalesced.inc();
                         return ack.resolve(Outcome::Dropped("coalesced"));
                     }
