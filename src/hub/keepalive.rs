@@ -1,6 +1,6 @@
 //! One shared tick for every connection: pings each one every keep-alive
-//! interval and drops those silent past the client timeout. No timer per
-//! connection.
+//! interval (a share of them each second, not all at once) and drops those
+//! silent past the client timeout. No timer per connection.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,22 +31,29 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keepalive_ms = hubs.settings.keepalive.as_millis() as u64;
     let timeout_ms = hubs.settings.client_timeout.as_millis() as u64;
-    let mut last_ping = 0;
+    let mut last_sweep = 0;
+    // Each second pings the connections whose id falls in this second's
+    // share, so every connection is pinged once per keep-alive interval
+    // without a burst of pings to all of them at once.
+    let shares = hubs.settings.keepalive.as_secs().max(1);
+    let mut second = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
         let now = hubs.now_ms();
-        let ping_now = now.saturating_sub(last_ping) >= keepalive_ms;
-        if ping_now {
-            last_ping = now;
+        second = second.wrapping_add(1);
+        let share = second % shares;
+        let sweep_now = now.saturating_sub(last_sweep) >= keepalive_ms;
+        if sweep_now {
+            last_sweep = now;
             hubs.tokens.sweep(hubs.settings.negotiate_timeout);
         }
         for session in hubs.parked.expired(hubs.settings.client_timeout) {
             session.finish(crate::transport::Ended::ByClient).await;
         }
-        if ping_now {
+        if sweep_now {
             hubs.invocation_limiter.sweep();
             hubs.connection_limiter.sweep();
         }
@@ -61,7 +68,7 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
             } else if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
                 entry.outbox.kick(Kick::ClientTimeout);
                 timed_out += 1;
-            } else if ping_now {
+            } else if entry.id % shares == share {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
                     let _ = entry.outbox.push_unsequenced(ping.clone());
                 }
