@@ -99,7 +99,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     // Clients may connect while the consumer group is being ensured; the
     // readiness latch tells load balancers when events will flow.
-    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone(), auth });
+    let client_ip_header = config.server.client_ip_header.clone();
+    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone(), auth, client_ip_header });
     let cors = Cors { origins: config.server.cors_origins.clone() };
     let client_service = http::client_service(client, cors);
     tasks.spawn(http::serve(

@@ -300,3 +300,35 @@ async fn a_flooding_client_is_limited_and_its_room_is_not_slowed() {
     let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(metrics.contains("sidecar_limited_total{limit=\"invocations\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn behind_a_proxy_the_per_address_limit_uses_the_forwarded_address() {
+    use support::http::request;
+    let s = Sidecar::start(&[
+        ("SIDECAR_CLIENT_IP_HEADER", "X-Forwarded-For".into()),
+        ("SIDECAR_CONNECTION_RATE_PER_IP", "1".into()),
+        ("SIDECAR_CONNECTION_BURST_PER_IP", "2".into()),
+    ])
+    .await;
+    // A first long poll starts a connection: that is what the limit counts.
+    let start = |forwarded: &'static str| {
+        let port = s.port;
+        async move {
+            let (_, body) =
+                request(port, "POST", "/hubs/chat/negotiate?negotiateVersion=1", &[], b"").await.expect("negotiate");
+            let token = serde_json::from_str::<Value>(&body).expect("json")["connectionToken"]
+                .as_str()
+                .expect("token")
+                .to_string();
+            request(port, "GET", &format!("/hubs/chat?id={token}"), &[("x-forwarded-for", forwarded)], b"")
+                .await
+                .expect("poll")
+                .0
+        }
+    };
+    // The client's own claim (first entry) is ignored; the proxy's last entry counts.
+    assert_eq!(start("1.1.1.1, 10.0.0.1").await, 200);
+    assert_eq!(start("2.2.2.2, 10.0.0.1").await, 200);
+    assert_eq!(start("3.3.3.3, 10.0.0.1").await, 429, "10.0.0.1 is over its burst");
+    assert_eq!(start("1.1.1.1, 10.0.0.2").await, 200, "another client behind the same proxy is not limited");
+}

@@ -29,36 +29,19 @@ ADMIN_PORT = 9090
 SHUTDOWN_MARGIN_SECONDS = 5
 SIDECAR_CONTAINER = "signalr-sidecar"
 
-# Every setting the binary reads (the contract and the README); any other
+# Every setting the binary reads: the README's settings table is the one list
+# (a hook checks that every SIDECAR_* name in src/ is in the README); any other
 # SIDECAR_* name in a manifest is a typo the binary would silently ignore.
-SIDECAR_SETTINGS = frozenset(
-    {
-        "SIDECAR_CONFIG",
-        "SIDECAR_LISTEN",
-        "SIDECAR_ADMIN_LISTEN",
-        "SIDECAR_ROUTES",
-        "SIDECAR_SCHEMAS_DIR",
-        "SIDECAR_REDIS_URL",
-        "SIDECAR_REDIS_CLUSTER",
-        "SIDECAR_STREAMS",
-        "SIDECAR_GROUP_PREFIX",
-        "SIDECAR_INSTANCE_ID",
-        "SIDECAR_AUTH",
-        "SIDECAR_JWT_SECRET",
-        "SIDECAR_JWT_PUBLIC_KEY_FILE",
-        "SIDECAR_JWKS_FILE",
-        "SIDECAR_JWT_ISSUER",
-        "SIDECAR_JWT_AUDIENCE",
-        "SIDECAR_JWT_LEEWAY_SECONDS",
-        "SIDECAR_DRAIN_WINDOW_SECONDS",
-        "SIDECAR_SHUTDOWN_TIMEOUT_SECONDS",
-        "SIDECAR_LOG_FORMAT",
-        "SIDECAR_LOG",
-        "SIDECAR_CORS_ORIGINS",
-        "SIDECAR_ORPHAN_GROUP_IDLE_SECONDS",
-        "SIDECAR_PRESENCE_TTL_SECONDS",
-    }
-)
+def _readme_settings() -> frozenset:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("\n## Settings", 1)[1].split("\n## ", 1)[0]
+    return frozenset(re.findall(r"^\| `(SIDECAR_[A-Z0-9_]+)`", table, flags=re.M))
+
+
+SIDECAR_SETTINGS = _readme_settings()
 # Binary defaults, used when a manifest leaves a setting out.
 DEFAULT_DRAIN_WINDOW_SECONDS = 10
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 25

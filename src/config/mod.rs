@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// Origins allowed by CORS on the client port (`cors_origins`, comma-separated;
     /// `*` for any). Default: none, so browsers only connect from the same origin.
     pub cors_origins: Vec<String>,
+    /// A header in which a trusted proxy (the ingress) appends the client's
+    /// address, e.g. `x-forwarded-for` (`client_ip_header`); the last address in
+    /// it is used for per-address limits. Default: none, the TCP peer counts.
+    pub client_ip_header: Option<String>,
     /// Largest message a client may send (`max_message_bytes`). Default 32768.
     pub max_message_bytes: usize,
     /// Time a client has to complete the handshake (`handshake_timeout_seconds`). Default 15.
@@ -242,6 +246,7 @@ impl Config {
             listen: r.get("listen", SocketAddr::from(([0, 0, 0, 0], 8080))),
             admin_listen: r.get("admin_listen", SocketAddr::from(([0, 0, 0, 0], 9090))),
             cors_origins: r.list("cors_origins", &[]),
+            client_ip_header: r.opt::<String>("client_ip_header").map(|h| h.to_ascii_lowercase()),
             max_message_bytes: r.count("max_message_bytes", 32 * 1024, 256, 16 << 20),
             handshake_timeout: r.seconds("handshake_timeout_seconds", 15, 1),
             keepalive: r.seconds("keepalive_seconds", 15, 1),

@@ -27,6 +27,8 @@ pub struct ClientState {
     pub tasks: TaskTracker,
     /// Token checks, when `SIDECAR_AUTH=jwt`.
     pub auth: Option<Arc<Authenticator>>,
+    /// Header carrying the client's address behind a proxy (`SIDECAR_CLIENT_IP_HEADER`).
+    pub client_ip_header: Option<String>,
 }
 
 impl ClientState {
@@ -59,8 +61,19 @@ impl ClientState {
 
     /// Whether a new connection fits the limits.
     fn admit(&self, identity: &Identity, req: &Request<Incoming>) -> Result<(), HttpError> {
-        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
-        self.hubs.admit(identity, peer).map_err(HttpError::Limited)
+        self.hubs.admit(identity, self.client_ip(req)).map_err(HttpError::Limited)
+    }
+
+    /// The client's address: the last one a trusted proxy appended to the
+    /// configured header (behind an ingress every TCP peer is the ingress),
+    /// else the TCP peer. Earlier entries are the client's own claims and are
+    /// never trusted.
+    fn client_ip(&self, req: &Request<Incoming>) -> Option<std::net::IpAddr> {
+        let forwarded = self.client_ip_header.as_deref().and_then(|name| {
+            let value = req.headers().get_all(name).iter().last()?.to_str().ok()?;
+            value.rsplit(',').next()?.trim().parse().ok()
+        });
+        forwarded.or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip()))
     }
 }
 
