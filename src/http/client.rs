@@ -70,7 +70,7 @@ impl ClientState {
     /// never trusted.
     fn client_ip(&self, req: &Request<Incoming>) -> Option<std::net::IpAddr> {
         let forwarded = self.client_ip_header.as_deref().and_then(|name| {
-            let value = req.headers().get_all(name).iter().last()?.to_str().ok()?;
+            let value = req.headers().get_all(name).iter().next_back()?.to_str().ok()?;
             value.rsplit(',').next()?.trim().parse().ok()
         });
         forwarded.or_else(|| req.extensions().get::<PeerAddr>().map(|p| p.0.ip()))
