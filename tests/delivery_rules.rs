@@ -21,10 +21,6 @@ async fn watcher(d: &mut Driver, s: &Sidecar, name: &str, room: &str) {
     d.invoke(name, "JoinRoom", json!([room])).await.expect("joins");
 }
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
-}
-
 #[tokio::test]
 async fn a_duplicate_event_id_through_redis_and_http_arrives_once() {
     let redis = Redis::start().await;
@@ -79,23 +75,11 @@ async fn a_typing_burst_is_coalesced_and_a_chat_message_is_not_delayed() {
         pace.tick().await;
         // Alternating states, ending on "typing".
         let e = typing("r", "ann", i % 2 == 1);
-        let _: String = redis::cmd("XADD")
-            .arg("events:chat")
-            .arg("*")
-            .arg("data")
-            .arg(e.to_string())
-            .query(&mut conn)
-            .expect("XADD");
+        xadd_data_on(&mut conn, "events:chat", &e);
         if i == 50 {
             chat_sent_at = now_ms();
             let chat = envelope("chat_message", "r", chat_payload("r", 7));
-            let _: String = redis::cmd("XADD")
-                .arg("events:chat")
-                .arg("*")
-                .arg("data")
-                .arg(chat.to_string())
-                .query(&mut conn)
-                .expect("XADD");
+            xadd_data_on(&mut conn, "events:chat", &chat);
         }
     }
     let burst_ms = now_ms() - started;
@@ -160,13 +144,7 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
         p["content"] = json!(big);
         let e = envelope("chat_message", "r", p);
         let sent = now_ms();
-        let _: String = redis::cmd("XADD")
-            .arg("events:chat")
-            .arg("*")
-            .arg("data")
-            .arg(e.to_string())
-            .query(&mut conn)
-            .expect("XADD");
+        xadd_data_on(&mut conn, "events:chat", &e);
         let m =
             d.message("healthy", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("healthy client missed {n}"));
         assert_eq!(m["args"][0]["sequence_number"], n);

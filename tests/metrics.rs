@@ -8,10 +8,6 @@ use serde_json::json;
 use support::http::request;
 use support::*;
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
-}
-
 fn sample(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
@@ -45,13 +41,7 @@ async fn the_delivery_histogram_agrees_with_client_latency() {
     for i in 0..n {
         let e = envelope("chat_message", "r", chat_payload("r", i));
         let sent = now_ms();
-        let _: String = redis::cmd("XADD")
-            .arg("events:chat")
-            .arg("*")
-            .arg("data")
-            .arg(e.to_string())
-            .query(&mut conn)
-            .expect("XADD");
+        xadd_data_on(&mut conn, "events:chat", &e);
         let m = d.message("c", "ReceiveMessage", WAIT).await.expect("delivered");
         client_total += m["at"].as_f64().expect("at") - sent;
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -24,6 +24,17 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Wall-clock milliseconds, the clock the Node driver stamps messages with.
+pub fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
+}
+
+/// XADD of an envelope in the `data` encoding on an open connection (for
+/// loops that must not pay a connect per event).
+pub fn xadd_data_on(conn: &mut redis::Connection, stream: &str, env: &serde_json::Value) -> String {
+    redis::cmd("XADD").arg(stream).arg("*").arg("data").arg(env.to_string()).query(conn).expect("XADD")
+}
+
 /// A chat_message payload of seed 004 with sequence number `n`.
 pub fn chat_payload(room: &str, n: u64) -> serde_json::Value {
     serde_json::json!({

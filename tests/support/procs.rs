@@ -77,7 +77,7 @@ impl Redis {
 
     /// XADD of an envelope in the `data` encoding.
     pub fn xadd_data(&self, stream: &str, env: &serde_json::Value) -> String {
-        self.xadd(stream, &[("data", env.to_string())])
+        super::xadd_data_on(&mut self.conn(), stream, env)
     }
 }
 
