@@ -13,22 +13,24 @@ use redis::{Script, Value};
 use super::{Member, PresenceError, PresentUser, Transition};
 use crate::ingest::RedisConn;
 
-/// Expires overdue entries of one room; shared by every script.
+/// Removes one entry (reporting its user when it was the last) and expires
+/// overdue entries of one room; shared by every script.
 const EXPIRE: &str = r#"
+local function drop(m, left)
+  if redis.call('ZREM', KEYS[1], m) == 0 then return end
+  local u = redis.call('HGET', KEYS[2], m)
+  redis.call('HDEL', KEYS[2], m)
+  if u and redis.call('HINCRBY', KEYS[3], u, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], u)
+    table.insert(left, u)
+    table.insert(left, redis.call('HGET', KEYS[4], u) or '')
+    redis.call('HDEL', KEYS[4], u)
+  end
+end
 local function expire(now)
   local left = {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-    redis.call('ZREM', KEYS[1], m)
-    local u = redis.call('HGET', KEYS[2], m)
-    redis.call('HDEL', KEYS[2], m)
-    if u then
-      if redis.call('HINCRBY', KEYS[3], u, -1) <= 0 then
-        redis.call('HDEL', KEYS[3], u)
-        table.insert(left, u)
-        table.insert(left, redis.call('HGET', KEYS[4], u) or '')
-        redis.call('HDEL', KEYS[4], u)
-      end
-    end
+    drop(m, left)
   end
   return left
 end
@@ -49,16 +51,7 @@ return {joined, left}
 
 const LEAVE: &str = r#"
 local left = expire(ARGV[2])
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  local u = redis.call('HGET', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  if u and redis.call('HINCRBY', KEYS[3], u, -1) <= 0 then
-    redis.call('HDEL', KEYS[3], u)
-    table.insert(left, u)
-    table.insert(left, redis.call('HGET', KEYS[4], u) or '')
-    redis.call('HDEL', KEYS[4], u)
-  end
-end
+drop(ARGV[1], left)
 return {0, left}
 "#;
 
