@@ -4,8 +4,14 @@
 //! into the latest, sent when the window closes if it differs from what was
 //! sent (trailing edge). A state equal to the last one sent is not sent
 //! again while it is remembered (for the typing timeout), so a typist's
-//! keystrokes become one indicator, not one frame per keystroke. Memory:
-//! one slot per key active within that time.
+//! keystrokes become one indicator, not one frame per keystroke.
+//!
+//! One exception to the window, for typing: when a stop went out after a
+//! quiet spell (the typist's client debounced) and the typist resumes
+//! within the window, the start goes out at once instead of at the
+//! trailing edge, so a resumed indicator never waits up to a window. That
+//! happens once per quiet spell; a rapidly alternating key still gets one
+//! frame per window. Memory: one slot per key active within that time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -26,6 +32,11 @@ struct Slot {
     last_sent: (String, Map<String, Value>),
     pending: Option<Envelope>,
     merged: u64,
+    /// When the last event about the key was offered.
+    last_offered: Instant,
+    /// The window was opened by a stop sent after a quiet spell: a start
+    /// inside it is a typist resuming and goes out at once.
+    resumable: bool,
 }
 
 /// The coalescing windows.
@@ -53,24 +64,28 @@ impl Coalescer {
         Coalescer { window, remember: remember.max(window), slots: HashMap::new(), timers: BinaryHeap::new() }
     }
 
-    /// Offers an event; it goes out at once when no window is open.
-    pub fn offer(&mut self, key: Key, envelope: Envelope, now: Instant) -> Offer {
-        match self.slots.get_mut(&key) {
-            Some(slot) if now < slot.window_until => {
+    /// Offers an event; it goes out at once when no window is open, or
+    /// when it `starts` typing inside a window a post-quiet stop opened.
+    pub fn offer(&mut self, key: Key, envelope: Envelope, starts: bool, now: Instant) -> Offer {
+        let quiet = match self.slots.get_mut(&key) {
+            Some(slot) if now < slot.window_until && !(starts && slot.resumable) => {
+                slot.last_offered = now;
                 if slot.pending.replace(envelope).is_some() {
                     slot.merged += 1;
                 }
-                Offer::Held
+                return Offer::Held;
             }
             Some(slot) if slot.last_sent.0 == envelope.event_type && slot.last_sent.1 == envelope.payload => {
+                slot.last_offered = now;
                 slot.remember_until = now + self.remember;
-                Offer::Unchanged
+                return Offer::Unchanged;
             }
-            _ => {
-                self.open(key, &envelope, now);
-                Offer::Send(envelope)
-            }
-        }
+            Some(slot) => now >= slot.window_until && now.duration_since(slot.last_offered) >= self.window,
+            None => true,
+        };
+        // A start that resumes inside a window replaces what it held.
+        self.open(key, &envelope, quiet && !starts, now);
+        Offer::Send(envelope)
     }
 
     /// Records an event the server sends regardless of windows (a typing
@@ -78,7 +93,7 @@ impl Coalescer {
     /// Returns how many held events it made obsolete.
     pub fn force(&mut self, key: Key, envelope: &Envelope, now: Instant) -> u64 {
         let dropped = self.slots.get(&key).map(|s| s.merged + u64::from(s.pending.is_some())).unwrap_or(0);
-        self.open(key, envelope, now);
+        self.open(key, envelope, true, now);
         dropped
     }
 
@@ -106,11 +121,16 @@ impl Coalescer {
             };
             let merged = std::mem::take(&mut slot.merged) + 1;
             if slot.last_sent.0 == pending.event_type && slot.last_sent.1 == pending.payload {
+                // Nothing new to send, but the key is still busy: the next
+                // window follows at once, so a flickering key gets at most
+                // one frame per window.
                 dropped += merged;
+                slot.window_until = now + self.window;
                 slot.remember_until = slot.remember_until.max(now + self.remember);
-                self.timers.push(Reverse((slot.remember_until, key)));
+                slot.resumable = false;
+                self.timers.push(Reverse((slot.window_until, key)));
             } else {
-                self.open(key, &pending, now);
+                self.open(key, &pending, false, now);
                 out.push((pending, merged));
             }
         }
@@ -122,7 +142,7 @@ impl Coalescer {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn open(&mut self, key: Key, sent: &Envelope, now: Instant) {
+    fn open(&mut self, key: Key, sent: &Envelope, resumable: bool, now: Instant) {
         let until = now + self.window;
         let slot = Slot {
             window_until: until,
@@ -130,6 +150,8 @@ impl Coalescer {
             last_sent: (sent.event_type.clone(), sent.payload.clone()),
             pending: None,
             merged: 0,
+            last_offered: now,
+            resumable,
         };
         self.slots.insert(key.clone(), slot);
         self.timers.push(Reverse((until, key)));
@@ -162,10 +184,10 @@ mod tests {
     fn leading_edge_then_latest_state_at_the_trailing_edge() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
-        assert!(matches!(c.offer(key(), typing(true), t0), Offer::Send(_)));
-        assert_eq!(c.offer(key(), typing(false), t0 + Duration::from_millis(10)), Offer::Held);
-        assert_eq!(c.offer(key(), typing(true), t0 + Duration::from_millis(20)), Offer::Held);
-        assert_eq!(c.offer(key(), typing(false), t0 + Duration::from_millis(30)), Offer::Held);
+        assert!(matches!(c.offer(key(), typing(true), true, t0), Offer::Send(_)));
+        assert_eq!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(10)), Offer::Held);
+        assert_eq!(c.offer(key(), typing(true), true, t0 + Duration::from_millis(20)), Offer::Held);
+        assert_eq!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(30)), Offer::Held);
         assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(100)));
         let (sent, dropped) = c.due(t0 + Duration::from_millis(100));
         assert_eq!((sent.len(), sent[0].0.payload["is_typing"].clone(), sent[0].1, dropped), (1, false.into(), 3, 0));
@@ -175,18 +197,54 @@ mod tests {
     fn an_unchanged_state_is_not_sent_again() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
-        c.offer(key(), typing(true), t0);
-        c.offer(key(), typing(true), t0 + Duration::from_millis(50));
+        c.offer(key(), typing(true), true, t0);
+        c.offer(key(), typing(true), true, t0 + Duration::from_millis(50));
         let (sent, dropped) = c.due(t0 + Duration::from_millis(100));
         assert_eq!((sent.len(), dropped), (0, 1));
         // Keystrokes after the window: the same state is not sent again...
         for ms in [300, 500, 4000] {
-            assert_eq!(c.offer(key(), typing(true), t0 + Duration::from_millis(ms)), Offer::Unchanged, "{ms} ms");
+            assert_eq!(c.offer(key(), typing(true), true, t0 + Duration::from_millis(ms)), Offer::Unchanged, "{ms} ms");
         }
         // ...a change is, at once...
-        assert!(matches!(c.offer(key(), typing(false), t0 + Duration::from_millis(4100)), Offer::Send(_)));
+        assert!(matches!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(4100)), Offer::Send(_)));
         // ...and once forgotten, the same state goes out again.
         assert!(c.due(t0 + Duration::from_secs(10)).0.is_empty());
-        assert!(matches!(c.offer(key(), typing(false), t0 + Duration::from_secs(10)), Offer::Send(_)));
+        assert!(matches!(c.offer(key(), typing(false), false, t0 + Duration::from_secs(10)), Offer::Send(_)));
+    }
+
+    #[test]
+    fn a_typist_resuming_after_a_quiet_stop_is_shown_at_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
+        assert!(matches!(c.offer(key(), typing(true), true, t0), Offer::Send(_)));
+        // The debounce stop after two quiet seconds goes out at once...
+        assert!(matches!(c.offer(key(), typing(false), false, ms(2000)), Offer::Send(_)));
+        // ...and so does the start 30 ms later, inside the stop's window.
+        assert!(matches!(c.offer(key(), typing(true), true, ms(2030)), Offer::Send(_)));
+        // Only once: the next flicker in the window is held as usual.
+        assert_eq!(c.offer(key(), typing(false), false, ms(2040)), Offer::Held);
+        assert_eq!(c.offer(key(), typing(true), true, ms(2050)), Offer::Held);
+        let (sent, dropped) = c.due(ms(2130));
+        assert_eq!((sent.len(), dropped), (0, 2), "the held start equals what was sent");
+        // The key stayed busy, so a stop right after is held for a window.
+        assert_eq!(c.offer(key(), typing(false), false, ms(2140)), Offer::Held);
+    }
+
+    #[test]
+    fn a_rapidly_alternating_key_resumes_once_then_gets_one_frame_per_window() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut frames = 0;
+        for i in 0..100u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            let (trailing, _) = c.due(now);
+            frames += trailing.len();
+            let on = i % 2 == 1;
+            frames += usize::from(matches!(c.offer(key(), typing(on), on, now), Offer::Send(_)));
+        }
+        frames += c.due(t0 + Duration::from_secs(2)).0.len();
+        // The leading stop, the resumed start, then at most one per window.
+        assert!(frames <= 2 + 10, "{frames} frames");
     }
 }

@@ -161,9 +161,9 @@ impl Pipeline {
         let about =
             |field: &str| envelope.payload_str(field).map(|u| (route.hub, envelope.room_id.clone(), u.to_string()));
         if let Some(key) = about("user_id") {
-            self.typing.observe(&key, &envelope, now);
+            let starts = self.typing.observe(&key, &envelope, now);
             if route.delivery == Delivery::Coalesce {
-                match self.coalescer.offer(key, envelope, now) {
+                match self.coalescer.offer(key, envelope, starts, now) {
                     Offer::Send(envelope) => self.deliver(route, &envelope, effective_time),
                     Offer::Held | Offer::Unchanged => {
                         self.metrics.events_coalesced.inc();

@@ -47,18 +47,20 @@ impl TypingState {
         TypingState { timeout, kinds, typing: HashMap::new(), timers: BinaryHeap::new() }
     }
 
-    /// Notes a typing event (start or stop) about `key`.
-    pub fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) {
-        let Some(kind) = self.kinds.get(&envelope.event_type) else { return };
+    /// Notes a typing event (start or stop) about `key`; true when it says
+    /// the user is typing (so a coalescer can show a resumed typist at once).
+    pub fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) -> bool {
+        let Some(kind) = self.kinds.get(&envelope.event_type) else { return false };
         let starts = kind.starts && envelope.payload.get("is_typing").and_then(Value::as_bool) != Some(false);
         if !starts {
             self.typing.remove(key);
-            return;
+            return false;
         }
         let username = envelope.payload_str("username").unwrap_or(&key.2).to_string();
         let deadline = now + self.timeout;
         self.typing.insert(key.clone(), Typist { deadline, username, stop_event: kind.stop_event.clone() });
         self.timers.push(Reverse((deadline, key.clone())));
+        true
     }
 
     /// A message from `key`'s user reached the room: the stop to send, if
