@@ -201,7 +201,7 @@ fn websocket(
     match parked {
         Some(session) => state.tasks.spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => Box::pin(hub::resume_websocket(hubs, session, upgraded)).await,
+                Ok(upgraded) => hub::resume_websocket(hubs, session, upgraded).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");
                     session.finish(transport::Ended::ByClient).await;
@@ -212,9 +212,7 @@ fn websocket(
             let (negotiated, hub_id) = (attached?, hub.id);
             state.tasks.spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => {
-                        Box::pin(hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded)).await
-                    }
+                    Ok(upgraded) => hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded).await,
                     Err(e) => {
                         tracing::debug!(error = %e, "websocket upgrade failed");
                         if let Some(t) = token {

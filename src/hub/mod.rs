@@ -237,15 +237,21 @@ impl Hubs {
     }
 }
 
-/// Runs one WebSocket connection of `hub` from handshake to cleanup.
-pub async fn run_websocket(
+/// A WebSocket connection's whole life, boxed: one allocation that every
+/// idle connection keeps, so it holds only the waiting state.
+pub type WebSocketTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs one WebSocket connection of `hub` from handshake to cleanup. A plain
+/// function, not `async`: the arguments are moved into the session here
+/// instead of being kept for the connection's life in the future.
+pub fn run_websocket(
     hubs: Arc<Hubs>,
     hub: HubId,
     negotiated: Negotiated,
     token: Option<String>,
     identity: Identity,
     upgraded: hyper::upgrade::Upgraded,
-) {
+) -> WebSocketTask {
     let session = HubSession::new(
         hubs.clone(),
         hub,
@@ -255,33 +261,53 @@ pub async fn run_websocket(
         "websockets",
         negotiated.stateful,
     );
-    serve_websocket_session(hubs, Box::new(session), upgraded).await;
+    websocket_task(hubs, session, upgraded)
 }
 
 /// Gives a parked stateful session its new WebSocket: it resends what the
 /// client has not acknowledged, then carries on.
-pub async fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) {
+pub fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) -> WebSocketTask {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
-    serve_websocket_session(hubs, Box::new(session), upgraded).await;
+    websocket_task(hubs, session, upgraded)
 }
 
-/// The session is boxed so that it lives once per connection: a by-value
-/// argument would be stored twice in this future (rustc keeps the argument
-/// slot after the move), and every idle connection pays for its future.
-async fn serve_websocket_session(hubs: Arc<Hubs>, mut session: Box<HubSession>, upgraded: hyper::upgrade::Upgraded) {
-    let outbox = session.outbox();
-    let ended = crate::transport::serve_websocket(upgraded, &mut *session, &outbox, hubs.settings.ws).await;
-    // A socket that dropped without a Close may come back with the same
-    // token (stateful reconnect): keep the session, and its groups, for it.
-    match (ended, session.token().map(str::to_string)) {
-        (crate::transport::Ended::ByClient | crate::transport::Ended::WriteFailed, Some(token))
-            if session.can_resume() =>
-        {
-            tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
-            hubs.parked.park(token, *session);
+fn websocket_task(hubs: Arc<Hubs>, session: HubSession, upgraded: hyper::upgrade::Upgraded) -> WebSocketTask {
+    match crate::transport::websocket_stream(upgraded, &hubs.settings.ws) {
+        Some(ws) => Box::pin(serve_websocket_session(hubs, Box::new(session), ws)),
+        None => {
+            tracing::error!(connection_id = %session.connection_id, "the WebSocket layer did not start: connection closed");
+            Box::pin(session.finish(crate::transport::Ended::WriteFailed))
         }
-        _ => Box::pin(session.finish(ended)).await,
+    }
+}
+
+/// A plain function returning an `async` block, not an `async fn`: the
+/// block keeps each value it owns once, where an `async fn` would keep a
+/// by-value argument twice (the argument and the local it moves into), and
+/// every idle connection pays for its future. The session is boxed so that
+/// moving it into the parked table later does not copy it out of the future.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn serve_websocket_session(
+    hubs: Arc<Hubs>,
+    mut session: Box<HubSession>,
+    mut ws: crate::transport::WsStream,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let outbox = session.outbox();
+        let ended = crate::transport::serve_websocket(&mut ws, &mut *session, &outbox, &hubs.settings.ws).await;
+        drop(ws);
+        // A socket that dropped without a Close may come back with the same
+        // token (stateful reconnect): keep the session, and its groups, for it.
+        match (ended, session.token().map(str::to_string)) {
+            (crate::transport::Ended::ByClient | crate::transport::Ended::WriteFailed, Some(token))
+                if session.can_resume() =>
+            {
+                tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
+                hubs.parked.park(token, *session);
+            }
+            _ => Box::pin(session.finish(ended)).await,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ pub use long_polling::serve_long_polling;
 pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};
 pub use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
 pub use sse::{serve_sse, SSE_PREAMBLE};
-pub use websocket::{accept_key, serve_websocket, WsSettings};
+pub use websocket::{accept_key, serve_websocket, websocket_stream, WsSettings, WsStream};
 
 use std::future::Future;
 

@@ -259,8 +259,10 @@ impl Outbox {
             frames.push(f.payload);
         }
         s.bytes = s.queue.iter().map(|f| f.payload.len()).sum();
-        if s.queue.is_empty() && s.queue.capacity() > 64 {
-            s.queue.shrink_to(8);
+        if s.queue.is_empty() {
+            // Most connections sit idle between deliveries: an empty queue
+            // holds no memory (the next push allocates again).
+            s.queue = VecDeque::new();
         }
         let end = match (s.kicked, s.ending, s.queue.is_empty()) {
             (Some(k), _, true) => Some(End::Kicked(k)),

@@ -2,12 +2,12 @@
 //! messages and drains the outbox, feeding every queued frame before a
 //! single flush.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -37,72 +37,143 @@ pub fn accept_key(key: Option<&[u8]>) -> Result<String, Error> {
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
 }
 
-/// Runs one WebSocket connection until it ends. Most connections sit idle
-/// for hours, so the rare, large steps (handling a client message, closing)
-/// are boxed: only the waiting state lives in every connection's task.
-pub async fn serve_websocket<S: Session>(
-    upgraded: Upgraded,
-    session: &mut S,
-    outbox: &Outbox,
-    settings: WsSettings,
-) -> Ended {
+/// An accepted WebSocket, the client's side of one connection.
+pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Wraps an upgraded connection in the WebSocket layer with this server's
+/// limits. Synchronous, so no future keeps `upgraded` for the connection's
+/// life: tokio-tungstenite's `from_raw_socket` performs no I/O (there is no
+/// handshake to do) and is ready on its first poll. `None` if a future
+/// version of it ever is not, which the caller reports as an error.
+pub fn websocket_stream(upgraded: Upgraded, settings: &WsSettings) -> Option<WsStream> {
     let config = WebSocketConfig::default()
         .read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    let mut ws = Box::pin(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))).await;
-    let handshake_deadline = Instant::now() + settings.handshake_timeout;
+    let start = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config));
+    let mut start = std::pin::pin!(start);
+    match start.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(ws) => Some(ws),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Runs one WebSocket connection until it ends. Most connections sit idle
+/// for hours, so the rare, large steps (the handshake's deadline, handling
+/// a client message, closing) are boxed: only the waiting state lives in
+/// every connection's task.
+///
+/// Every argument is a reference: an `async fn` keeps a by-value argument
+/// twice in its future (the argument and the local it is moved into), and a
+/// WebSocket stream is a few hundred bytes.
+pub async fn serve_websocket<S: Session>(
+    ws: &mut WsStream,
+    session: &mut S,
+    outbox: &Outbox,
+    settings: &WsSettings,
+) -> Ended {
     let resend = session.first_frames();
-    if !resend.is_empty() && !Box::pin(write(&mut ws, resend, session.is_binary(), settings.write_timeout)).await {
+    if !resend.is_empty() && !Box::pin(write(ws, resend, session.is_binary(), settings.write_timeout)).await {
         return Ended::WriteFailed;
+    }
+    if !session.is_open() {
+        if let Some(ended) = Box::pin(until_open(ws, session, outbox, settings)).await {
+            return ended;
+        }
     }
 
     let ended = loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            _ = outbox.ready() => {
-                let batch = outbox.take(BATCH_FRAMES);
-                let more = batch.frames.len() == BATCH_FRAMES;
-                let binary = session.is_binary();
-                if !Box::pin(write(&mut ws, batch.frames, binary, settings.write_timeout)).await {
-                    break Ended::WriteFailed;
-                }
-                match batch.end {
-                    Some(End::Finished) => break Ended::BySession,
-                    Some(End::Kicked(k)) => break Box::pin(kicked(&mut ws, session, k, binary, settings.write_timeout)).await,
-                    None if more => outbox.wake(), // the rest of a long queue
-                    None => {}
-                }
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if Box::pin(session.receive(t.as_bytes())).await == Flow::Stop {
-                        outbox.finish();
-                    }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    if Box::pin(session.receive(&b)).await == Flow::Stop {
-                        outbox.finish();
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => break Ended::ByClient,
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                    break Box::pin(kicked(&mut ws, session, Kick::MessageTooLarge, session.is_binary(), settings.write_timeout)).await;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
-                    break Ended::ByClient;
-                }
-            },
-            _ = tokio::time::sleep_until(handshake_deadline), if !session.is_open() => {
-                break Box::pin(kicked(&mut ws, session, Kick::HandshakeTimeout, session.is_binary(), settings.write_timeout)).await;
-            }
+            _ = outbox.ready() => Box::pin(drain(ws, session, outbox, settings)).await,
+            msg = ws.next() => Box::pin(on_message(ws, session, outbox, settings, msg)).await,
+        };
+        if let Some(ended) = step {
+            break ended;
         }
     };
     let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
     ended
+}
+
+/// The connection until its handshake is done, with the handshake's
+/// deadline; `Some` if it ended before that.
+async fn until_open<S: Session>(
+    ws: &mut WsStream,
+    session: &mut S,
+    outbox: &Outbox,
+    settings: &WsSettings,
+) -> Option<Ended> {
+    let deadline = tokio::time::sleep(settings.handshake_timeout);
+    tokio::pin!(deadline);
+    while !session.is_open() {
+        let step = tokio::select! {
+            biased;
+            _ = outbox.ready() => drain(ws, session, outbox, settings).await,
+            msg = ws.next() => on_message(ws, session, outbox, settings, msg).await,
+            _ = &mut deadline => {
+                Some(kicked(ws, session, Kick::HandshakeTimeout, session.is_binary(), settings.write_timeout).await)
+            }
+        };
+        if step.is_some() {
+            return step;
+        }
+    }
+    None
+}
+
+/// Writes what the outbox holds; `Some` when the connection ends with it.
+async fn drain<S: Session>(
+    ws: &mut WsStream,
+    session: &mut S,
+    outbox: &Outbox,
+    settings: &WsSettings,
+) -> Option<Ended> {
+    let batch = outbox.take(BATCH_FRAMES);
+    let more = batch.frames.len() == BATCH_FRAMES;
+    let binary = session.is_binary();
+    if !write(ws, batch.frames, binary, settings.write_timeout).await {
+        return Some(Ended::WriteFailed);
+    }
+    match batch.end {
+        Some(End::Finished) => Some(Ended::BySession),
+        Some(End::Kicked(k)) => Some(kicked(ws, session, k, binary, settings.write_timeout).await),
+        None => {
+            if more {
+                outbox.wake(); // the rest of a long queue
+            }
+            None
+        }
+    }
+}
+
+/// Handles what the client sent; `Some` when the connection ends with it.
+async fn on_message<S: Session>(
+    ws: &mut WsStream,
+    session: &mut S,
+    outbox: &Outbox,
+    settings: &WsSettings,
+    msg: Option<Result<Message, WsError>>,
+) -> Option<Ended> {
+    let flow = match msg {
+        Some(Ok(Message::Text(t))) => session.receive(t.as_bytes()).await,
+        Some(Ok(Message::Binary(b))) => session.receive(&b).await,
+        Some(Ok(Message::Close(_))) | None => return Some(Ended::ByClient),
+        Some(Ok(_)) => return None, // ping/pong: tungstenite answers pings itself
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+            let binary = session.is_binary();
+            return Some(kicked(ws, session, Kick::MessageTooLarge, binary, settings.write_timeout).await);
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            return Some(Ended::ByClient);
+        }
+    };
+    if flow == Flow::Stop {
+        outbox.finish();
+    }
+    None
 }
 
 /// Feeds every frame, then flushes once. False when the socket failed or
