@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use redis::streams::StreamAutoClaimReply;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::entries;
 use super::redis_streams::{handle_entry, Shared};
 use super::RedisConn;
 
@@ -71,7 +71,7 @@ async fn claim_stream(
     let mut start = "0-0".to_string();
     let mut total = 0;
     loop {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&**stream)
             .arg(&shared.group)
             .arg(&shared.consumer)
@@ -81,16 +81,17 @@ async fn claim_stream(
             .arg(shared.config.read_count)
             .query_async(conn)
             .await?;
-        total += reply.claimed.len();
-        for entry in reply.claimed {
+        let (next, claimed) = entries::from_autoclaim_reply(reply);
+        total += claimed.len();
+        for entry in claimed {
             if stop.is_cancelled() || !handle_entry(shared, stream, entry).await {
                 return Ok(total);
             }
         }
-        if reply.next_stream_id == "0-0" {
+        if next == "0-0" {
             return Ok(total);
         }
-        start = reply.next_stream_id;
+        start = next;
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - `redis_streams`: the per-instance consumer group reader (CONTRACT 5);
 //! - `acker`: batched XACK and dead-letter writes for that reader;
+//! - `entries`: stream entries out of XREADGROUP and XAUTOCLAIM replies;
 //! - `claim`: re-claims entries left pending, refreshes lag metrics, and
 //!   (`orphans`) removes the groups of instances that are gone;
 //! - `http`: `POST /internal/events`, through the [`Publisher`];
@@ -12,6 +13,7 @@
 
 mod acker;
 mod claim;
+mod entries;
 pub mod http;
 mod orphans;
 mod publisher;

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::streams::{StreamId, StreamReadReply};
 use redis::{RedisError, RedisResult, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Settled};
+use super::entries::{self, Entry};
 use super::{claim, RedisConn};
 use crate::config::RedisConfig;
 use crate::envelope::{Envelope, Schemas};
@@ -164,34 +164,22 @@ async fn read_stream(
     tracing::info!(stream = %stream, "reader stopped");
 }
 
-async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str, cursor: &str) -> RedisResult<Vec<StreamId>> {
+async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str, cursor: &str) -> RedisResult<Vec<Entry>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP").arg(&shared.group).arg(&shared.consumer).arg("COUNT").arg(shared.config.read_count);
     if cursor == ">" {
         cmd.arg("BLOCK").arg(shared.config.read_block.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream).arg(cursor);
-    let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
-    Ok(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect())
+    let reply: Value = cmd.query_async(conn).await?;
+    Ok(entries::from_read_reply(reply))
 }
 
 /// Decodes one entry and hands it to the pipeline, or dead-letters it.
 /// False when the pipeline is gone (shutting down).
-pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: StreamId) -> bool {
-    let fields: Vec<(String, Vec<u8>)> = entry
-        .map
-        .into_iter()
-        .map(|(k, v)| {
-            let bytes = match v {
-                Value::BulkString(b) => b,
-                Value::SimpleString(s) => s.into_bytes(),
-                other => format!("{other:?}").into_bytes(),
-            };
-            (k, bytes)
-        })
-        .collect();
+pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
+    let Entry { id, fields } = entry;
     let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
-    let id = entry.id;
     let envelope = match decoded {
         Ok(e) => e,
         Err(e) => {
