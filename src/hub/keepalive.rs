@@ -1,7 +1,15 @@
-//! One shared tick for every connection: pings each one every keep-alive
-//! interval (a share of them every 100 ms, not all at once) and, once a
-//! second, drops those silent past the client timeout. No timer per
+//! One shared tick for every connection: pings each one once per keep-alive
+//! interval, spread over the interval rather than all at once, and once a
+//! second drops those silent past the client timeout. No timer per
 //! connection.
+//!
+//! Each connection has a fixed phase in the interval (a hash of its id);
+//! a tick pings the connections whose phase the clock passed since the
+//! previous tick. So the tick may be short when there are many connections
+//! (a short burst of sends per tick: at 10,000 connections a whole second's
+//! share, 667 sends, held deliveries behind it for milliseconds) and long
+//! when there are few (an idle sidecar wakes once a second), and every
+//! connection is still pinged exactly once per interval.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,10 +23,69 @@ use crate::transport::Kick;
 
 use super::Hubs;
 
-/// How often a share of the connections is pinged.
-const TICK: Duration = Duration::from_millis(100);
-/// Every this many ticks (once a second), expiry and timeouts are checked.
-const CHECKS_EVERY: u64 = 10;
+/// Pings per tick the tick length aims at.
+const PINGS_PER_TICK: u64 = 64;
+/// Bounds of the tick.
+const MIN_TICK_MS: u64 = 100;
+const MAX_TICK_MS: u64 = 1000;
+/// Expiry and timeouts are checked this often.
+const CHECK_EVERY_MS: u64 = 1000;
+
+/// Which phases of the keep-alive interval a tick covers.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Phases in `(from, to]`, modulo the interval; everything if `all`.
+    from: u64,
+    to: u64,
+    all: bool,
+}
+
+/// The phase schedule of one keep-alive interval.
+#[derive(Debug)]
+struct Schedule {
+    interval_ms: u64,
+    last_ms: u64,
+}
+
+impl Schedule {
+    fn new(interval: Duration, now_ms: u64) -> Schedule {
+        Schedule { interval_ms: (interval.as_millis() as u64).max(1), last_ms: now_ms }
+    }
+
+    /// How long to wait before the next tick with `connections` open.
+    fn tick(&self, connections: usize) -> Duration {
+        let ms = self.interval_ms.saturating_mul(PINGS_PER_TICK) / (connections as u64).max(1);
+        Duration::from_millis(ms.clamp(MIN_TICK_MS, MAX_TICK_MS.min(self.interval_ms)))
+    }
+
+    /// The phases passed since the previous call.
+    fn advance(&mut self, now_ms: u64) -> Window {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        let window = Window {
+            from: self.last_ms % self.interval_ms,
+            to: now_ms % self.interval_ms,
+            all: elapsed >= self.interval_ms,
+        };
+        self.last_ms = self.last_ms.max(now_ms);
+        window
+    }
+
+    /// A connection's phase: its id hashed over the interval, so that
+    /// connections opened together are spread out.
+    fn phase(&self, id: u64) -> u64 {
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15) % self.interval_ms
+    }
+}
+
+impl Window {
+    fn contains(&self, phase: u64) -> bool {
+        match (self.all, self.from <= self.to) {
+            (true, _) => true,
+            (false, true) => phase > self.from && phase <= self.to,
+            (false, false) => phase > self.from || phase <= self.to,
+        }
+    }
+}
 
 /// Runs until `stop`.
 pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
@@ -33,36 +100,29 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
             }
         })
         .collect();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keepalive_ms = hubs.settings.keepalive.as_millis() as u64;
     let timeout_ms = hubs.settings.client_timeout.as_millis() as u64;
-    let mut last_sweep = 0;
-    // Each tick pings the connections whose id falls in its share, so every
-    // connection is pinged once per keep-alive interval. Small shares keep
-    // each tick's burst of sends short (at 10,000 connections a whole
-    // second's share held deliveries behind it for milliseconds).
-    let shares = (keepalive_ms / TICK.as_millis() as u64).max(1);
-    let mut ticks = 0u64;
+    let mut schedule = Schedule::new(hubs.settings.keepalive, hubs.now_ms());
+    let (mut last_check, mut last_sweep) = (hubs.now_ms(), 0);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(schedule.tick(hubs.registry.len())) => {}
             _ = stop.cancelled() => return,
         }
         let now = hubs.now_ms();
-        ticks = ticks.wrapping_add(1);
-        let share = ticks % shares;
+        let window = schedule.advance(now);
         let ping = |entry: &ConnEntry| {
-            if entry.id % shares == share {
+            if window.contains(schedule.phase(entry.id)) {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
                     let _ = entry.outbox.push_unsequenced(ping.clone());
                 }
             }
         };
-        if !ticks.is_multiple_of(CHECKS_EVERY) {
+        if now.saturating_sub(last_check) < CHECK_EVERY_MS {
             hubs.registry.for_each(&ping);
             continue;
         }
+        last_check = now;
         let sweep_now = now.saturating_sub(last_sweep) >= keepalive_ms;
         if sweep_now {
             last_sweep = now;
@@ -93,5 +153,46 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         if timed_out > 0 {
             tracing::debug!(connections = timed_out, "client timeout: connections dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_is_pinged_once_per_interval_whatever_the_ticks() {
+        let mut s = Schedule::new(Duration::from_secs(15), 1_000_000);
+        let ids: Vec<u64> = (0..1000).collect();
+        let mut pinged = vec![0u32; ids.len()];
+        let mut now = 1_000_000;
+        // Uneven ticks, as the tick follows the connection count; three
+        // rounds of 5 s make exactly one interval.
+        for step in [100, 1000, 250, 150, 1000, 2500].iter().cycle().take(18) {
+            now += step;
+            let w = s.advance(now);
+            for &id in &ids {
+                pinged[id as usize] += u32::from(w.contains(s.phase(id)));
+            }
+        }
+        assert_eq!(now - 1_000_000, 15_000);
+        assert!(pinged.iter().all(|&n| n == 1), "each connection pinged exactly once: {pinged:?}");
+    }
+
+    #[test]
+    fn the_tick_is_short_for_many_connections_and_long_for_few() {
+        let s = Schedule::new(Duration::from_secs(15), 0);
+        assert_eq!(s.tick(10), Duration::from_secs(1));
+        assert_eq!(s.tick(10_000), Duration::from_millis(100));
+        assert_eq!(s.tick(2_000), Duration::from_millis(480));
+        // Never longer than the interval itself.
+        assert_eq!(Schedule::new(Duration::from_millis(500), 0).tick(1), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_late_tick_pings_everyone() {
+        let mut s = Schedule::new(Duration::from_secs(15), 0);
+        let w = s.advance(20_000);
+        assert!((0..100).all(|id| w.contains(s.phase(id))));
     }
 }
