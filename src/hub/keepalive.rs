@@ -118,7 +118,9 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
                 }
             }
         };
-        if now.saturating_sub(last_check) < CHECK_EVERY_MS {
+        // Half a tick of slack: a timer that fires a millisecond early must
+        // not put the check off by a whole (one-second) tick.
+        if now.saturating_sub(last_check) + MIN_TICK_MS / 2 < CHECK_EVERY_MS {
             hubs.registry.for_each(&ping);
             continue;
         }
