@@ -7,8 +7,8 @@ use std::sync::Arc;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::entries;
 use super::redis_streams::{handle_entry, Shared};
+use super::replies::{self, pairs, text};
 use super::RedisConn;
 
 /// Runs until `stop`.
@@ -81,7 +81,7 @@ async fn claim_stream(
             .arg(shared.config.read_count)
             .query_async(conn)
             .await?;
-        let (next, claimed) = entries::from_autoclaim_reply(reply);
+        let (next, claimed) = replies::from_autoclaim_reply(reply);
         total += claimed.len();
         for entry in claimed {
             if stop.is_cancelled() || !handle_entry(shared, stream, entry).await {
@@ -98,8 +98,8 @@ async fn claim_stream(
 async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> RedisResult<()> {
     let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     for g in groups {
-        let fields = map_of(g);
-        if fields.iter().any(|(k, v)| k == "name" && as_text(v).as_deref() == Some(shared.group.as_str())) {
+        let fields = pairs(g);
+        if fields.iter().any(|(k, v)| k == "name" && text(v.clone()).as_deref() == Some(shared.group.as_str())) {
             let labels = vec![("stream", stream.to_string())];
             for (k, v) in &fields {
                 let n = match v {
@@ -115,30 +115,4 @@ async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> R
         }
     }
     Ok(())
-}
-
-/// XINFO replies are maps in RESP3 and flat key/value arrays in RESP2.
-pub(super) fn map_of(v: Value) -> Vec<(String, Value)> {
-    match v {
-        Value::Map(pairs) => pairs.into_iter().filter_map(|(k, v)| as_text(&k).map(|k| (k, v))).collect(),
-        Value::Array(items) => {
-            let mut out = Vec::new();
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let Some(k) = as_text(&k) {
-                    out.push((k, v));
-                }
-            }
-            out
-        }
-        _ => Vec::new(),
-    }
-}
-
-pub(super) fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
 }

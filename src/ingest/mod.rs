@@ -4,7 +4,7 @@
 //!
 //! - `redis_streams`: the per-instance consumer group reader (CONTRACT 5);
 //! - `acker`: batched XACK and dead-letter writes for that reader;
-//! - `entries`: stream entries out of XREADGROUP and XAUTOCLAIM replies;
+//! - `replies`: stream entries and XINFO maps out of Redis replies, by value;
 //! - `claim`: re-claims entries left pending, refreshes lag metrics, and
 //!   (`orphans`) removes the groups of instances that are gone;
 //! - `http`: `POST /internal/events`, through the [`Publisher`];
@@ -13,12 +13,12 @@
 
 mod acker;
 mod claim;
-mod entries;
 pub mod http;
 mod orphans;
 mod publisher;
 mod redis_conn;
 mod redis_streams;
+mod replies;
 
 pub use publisher::{PublishError, Publisher};
 pub use redis_conn::{connect, RedisConn};

@@ -5,7 +5,7 @@
 
 use redis::{RedisResult, Value};
 
-use super::claim::{as_text, map_of};
+use super::replies::{pairs, text};
 use super::RedisConn;
 
 /// Destroys the orphaned groups on `stream`; returns their names.
@@ -19,7 +19,7 @@ pub(super) async fn sweep(
     let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     let mut removed = Vec::new();
     for g in groups {
-        let Some(name) = map_of(g).into_iter().find(|(k, _)| k == "name").and_then(|(_, v)| as_text(&v)) else {
+        let Some(name) = pairs(g).into_iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v)) else {
             continue;
         };
         if name == own || !name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(':')) {
@@ -30,7 +30,7 @@ pub(super) async fn sweep(
         let idles: Vec<i64> = consumers
             .into_iter()
             .filter_map(|c| {
-                map_of(c).into_iter().find(|(k, _)| k == "idle").and_then(|(_, v)| match v {
+                pairs(c).into_iter().find(|(k, _)| k == "idle").and_then(|(_, v)| match v {
                     Value::Int(n) => Some(n),
                     _ => None,
                 })

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Settled};
-use super::entries::{self, Entry};
+use super::replies::{self, Entry};
 use super::{claim, RedisConn};
 use crate::config::RedisConfig;
 use crate::envelope::{Envelope, Schemas};
@@ -172,7 +172,7 @@ async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str, cursor: 
     }
     cmd.arg("STREAMS").arg(stream).arg(cursor);
     let reply: Value = cmd.query_async(conn).await?;
-    Ok(entries::from_read_reply(reply))
+    Ok(replies::from_read_reply(reply))
 }
 
 /// Decodes one entry and hands it to the pipeline, or dead-letters it.

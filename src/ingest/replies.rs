@@ -1,7 +1,8 @@
-//! Stream entries taken apart from XREADGROUP and XAUTOCLAIM replies by
-//! value. The redis crate's typed replies (`StreamReadReply`) clone every
-//! field into a map first, which cost about a tenth of the sidecar's
-//! instructions per event; here each field's bytes are moved, not copied.
+//! Redis replies taken apart by value: the stream entries of XREADGROUP and
+//! XAUTOCLAIM, and the key/value maps of XINFO (maps in RESP3, flat arrays
+//! in RESP2). The redis crate's typed stream replies (`StreamReadReply`)
+//! clone every field into a map first, which cost about a tenth of the
+//! sidecar's instructions per event; here each field's bytes are moved.
 
 use redis::Value;
 
@@ -48,26 +49,34 @@ fn entries(v: Value) -> Vec<Entry> {
             let Value::Array(pair) = item else { return None };
             let mut pair = pair.into_iter();
             let id = pair.next().and_then(text)?;
-            let fields = match pair.next() {
-                Some(Value::Array(flat)) => {
-                    let mut out = Vec::with_capacity(flat.len() / 2);
-                    let mut flat = flat.into_iter();
-                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                        if let Some(k) = text(k) {
-                            out.push((k, bytes(v)));
-                        }
-                    }
-                    out
-                }
-                Some(Value::Map(pairs)) => pairs.into_iter().filter_map(|(k, v)| Some((text(k)?, bytes(v)))).collect(),
-                _ => Vec::new(),
-            };
+            let fields = pair.next().map(pairs).unwrap_or_default();
+            let fields = fields.into_iter().map(|(k, v)| (k, bytes(v))).collect();
             Some(Entry { id, fields })
         })
         .collect()
 }
 
-fn text(v: Value) -> Option<String> {
+/// A key/value reply (XINFO, an entry's fields) as pairs: a map in RESP3, a
+/// flat `[key, value, ...]` array in RESP2. Keys that are not text are skipped.
+pub(super) fn pairs(v: Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(pairs) => pairs.into_iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
+        Value::Array(flat) => {
+            let mut out = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                if let Some(k) = text(k) {
+                    out.push((k, v));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A bulk or simple string as text.
+pub(super) fn text(v: Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b).ok(),
         Value::SimpleString(s) => Some(s),
