@@ -62,14 +62,7 @@ async fn entries_left_pending_by_a_crash_are_read_again_at_start() {
     let redis = Redis::start().await;
     let group = "signalr-sidecar:crashed";
     let mut conn = redis.conn();
-    let () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("events:chat")
-        .arg(group)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query(&mut conn)
-        .expect("group");
+    redis.create_group("events:chat", group);
     let sent: Vec<_> = (0..5).map(|n| envelope("chat_message", "r", chat_payload("r", n))).collect();
     for e in &sent {
         redis.xadd_flat("events:chat", e);

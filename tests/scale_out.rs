@@ -141,14 +141,7 @@ async fn groups_of_instances_that_are_gone_are_removed_and_the_own_one_kept() {
     let redis = Redis::start().await;
     let mut conn = redis.conn();
     for group in ["signalr-sidecar:ghost", "other-app:keep"] {
-        let () = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg("events:chat")
-            .arg(group)
-            .arg("$")
-            .arg("MKSTREAM")
-            .query(&mut conn)
-            .expect("group");
+        redis.create_group("events:chat", group);
         redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
         let _: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")

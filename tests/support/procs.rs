@@ -52,6 +52,18 @@ impl Redis {
         redis::Client::open(self.url()).expect("url").get_connection().expect("connect")
     }
 
+    /// Creates a consumer group at the end of `stream` (and the stream).
+    pub fn create_group(&self, stream: &str, group: &str) {
+        let () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query(&mut self.conn())
+            .expect("XGROUP CREATE");
+    }
+
     /// XADD with the given fields.
     pub fn xadd(&self, stream: &str, fields: &[(&str, String)]) -> String {
         let mut cmd = redis::cmd("XADD");
