@@ -39,6 +39,13 @@ struct Slot {
     resumable: bool,
 }
 
+impl Slot {
+    /// Whether `e` is the state last sent.
+    fn sent(&self, e: &Envelope) -> bool {
+        self.last_sent.0 == e.event_type && self.last_sent.1 == e.payload
+    }
+}
+
 /// The coalescing windows.
 pub struct Coalescer {
     window: Duration,
@@ -75,7 +82,7 @@ impl Coalescer {
                 }
                 return Offer::Held;
             }
-            Some(slot) if slot.last_sent.0 == envelope.event_type && slot.last_sent.1 == envelope.payload => {
+            Some(slot) if slot.sent(&envelope) => {
                 slot.last_offered = now;
                 slot.remember_until = now + self.remember;
                 return Offer::Unchanged;
@@ -120,7 +127,7 @@ impl Coalescer {
                 continue;
             };
             let merged = std::mem::take(&mut slot.merged) + 1;
-            if slot.last_sent.0 == pending.event_type && slot.last_sent.1 == pending.payload {
+            if slot.sent(&pending) {
                 // Nothing new to send, but the key is still busy: the next
                 // window follows at once, so a flickering key gets at most
                 // one frame per window.
