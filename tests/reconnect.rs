@@ -83,6 +83,8 @@ async fn sigterm_tells_every_client_to_reconnect_and_exits() {
     for name in ["ws", "sse", "lp"] {
         let close =
             d.wait_for(WAIT, |v| v["event"] == "close" && v["name"] == name).await.expect("every client is closed");
-        assert!(close["error"].as_str().unwrap_or("").contains("shutting down"), "{name}: {close}");
+        // A Close without an error (ASP.NET Core's `{"type":7,"allowReconnect":true}`):
+        // the client stops without one; a dropped socket would give it an error.
+        assert!(close["error"].is_null(), "{name}: {close}");
     }
 }

@@ -38,9 +38,11 @@ impl Protocol {
     pub fn from_handshake(name: &str, version: u32) -> Option<Protocol> {
         match (name, version) {
             // Version 2 adds Ack and Sequence (stateful reconnect); the
-            // encoding of every other message is the same.
-            ("json", 1 | 2) => Some(Protocol::Json),
-            ("messagepack", 1 | 2) => Some(Protocol::MessagePack),
+            // encoding of every other message is the same. Any version up to
+            // the server's is accepted, as ASP.NET Core's `IsVersionSupported`
+            // does (`version <= Version`): clients of the 1.x era send 0.
+            ("json", 0..=2) => Some(Protocol::Json),
+            ("messagepack", 0..=2) => Some(Protocol::MessagePack),
             _ => None,
         }
     }

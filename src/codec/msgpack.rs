@@ -75,9 +75,18 @@ fn to_json(v: &Mp) -> Result<Value, Error> {
 }
 
 /// Encodes a server-to-client invocation, converting each argument once.
+/// Six elements, the last the (empty) StreamIds array, exactly as ASP.NET
+/// Core writes it: clients that read element 5 depend on it.
 pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[A]) -> Vec<u8> {
     let args = arguments.iter().map(|a| rmpv::ext::to_value(a).unwrap_or(Mp::Nil)).collect();
-    frame(&Mp::Array(vec![1.into(), Mp::Map(Vec::new()), Mp::Nil, target.into(), Mp::Array(args)]))
+    frame(&Mp::Array(vec![
+        1.into(),
+        Mp::Map(Vec::new()),
+        Mp::Nil,
+        target.into(),
+        Mp::Array(args),
+        Mp::Array(Vec::new()),
+    ]))
 }
 
 /// Encodes any message with its length prefix.
@@ -109,6 +118,7 @@ pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
             inv.invocation_id.as_deref().map(Mp::from).unwrap_or(Mp::Nil),
             inv.target.as_str().into(),
             Mp::Array(inv.arguments.iter().map(json).collect()),
+            Mp::Array(inv.stream_ids.iter().map(|s| Mp::from(s.as_str())).collect()),
         ]),
         HubMessage::CancelInvocation { invocation_id } => {
             Mp::Array(vec![5.into(), Mp::Map(Vec::new()), invocation_id.as_str().into()])

@@ -178,28 +178,26 @@ fn websocket(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
     let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
-    let attached = match &token {
-        Some(t) => state.hubs.tokens.attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket),
-        None => Ok(hub::Negotiated { connection_id: hub::new_connection_id(), stateful: false }),
-    };
-    // A token in use may belong to a stateful session waiting for this very
-    // reconnect; otherwise it is a conflict.
-    let parked = match (&attached, &token) {
-        (Err(hub::TokenError::InUse), Some(t)) => Some(state.hubs.parked.take(t).ok_or(hub::TokenError::InUse)?),
-        _ => None,
-    };
-    if parked.is_none() {
-        if let Err(e) = state.admit(&identity, &req) {
-            if let Some(t) = &token {
-                state.hubs.tokens.release(t);
-            }
-            return Err(e);
+    // One order for every request: a stateful session waiting for this very
+    // reconnect resumes (it was admitted when it started); anything else is
+    // admitted before it may take a token, so a refusal never touches a
+    // token that another connection holds.
+    let parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
+    let attached = match (&parked, &token) {
+        (Some(_), _) => None,
+        (None, Some(t)) => {
+            state.admit(&identity, &req)?;
+            Some(state.hubs.tokens.attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket)?)
         }
-    }
+        (None, None) => {
+            state.admit(&identity, &req)?;
+            Some(hub::Negotiated::unnegotiated())
+        }
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hubs = state.hubs.clone();
-    match parked {
-        Some(session) => state.tasks.spawn(async move {
+    match (parked, attached) {
+        (Some(session), _) => state.tasks.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => hub::resume_websocket(hubs, session, upgraded).await,
                 Err(e) => {
@@ -208,8 +206,9 @@ fn websocket(
                 }
             }
         }),
-        None => {
-            let (negotiated, hub_id) = (attached?, hub.id);
+        (None, attached) => {
+            let negotiated = attached.unwrap_or_else(hub::Negotiated::unnegotiated);
+            let hub_id = hub.id;
             state.tasks.spawn(async move {
                 match on_upgrade.await {
                     Ok(upgraded) => hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded).await,

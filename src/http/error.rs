@@ -57,7 +57,7 @@ impl HttpError {
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::TooLarge | HttpError::Token(TokenError::EarlyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }

@@ -26,10 +26,12 @@ pub(super) fn sse(
     identity: Identity,
 ) -> Result<Response<Body>, HttpError> {
     let (handle, ends) = transport::polling_channel(false);
+    let inbound = handle.inbound.clone();
     let connection_id = state
         .hubs
         .tokens
         .attach(&token, hub.id, TokenTransport::ServerSentEvents, || Attached::ServerSentEvents(handle))?;
+    hand_over_early(&inbound, connection_id.early);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
     let _ = body_tx.try_send(Bytes::from_static(SSE_PREAMBLE));
     state.tasks.spawn(hub::run_sse(
@@ -60,8 +62,10 @@ pub(super) async fn poll(
 ) -> Result<Response<Body>, HttpError> {
     if state.hubs.tokens.is_fresh(&token, hub.id) {
         let (handle, ends) = transport::polling_channel(true);
+        let inbound = handle.inbound.clone();
         let connection_id =
             state.hubs.tokens.attach(&token, hub.id, TokenTransport::LongPolling, || Attached::LongPolling(handle))?;
+        hand_over_early(&inbound, connection_id.early);
         state.tasks.spawn(hub::run_long_polling(
             state.hubs.clone(),
             hub.id,
@@ -85,26 +89,54 @@ pub(super) async fn poll(
 }
 
 /// `POST {hub}?id=`: client messages for an SSE or Long Polling connection.
+/// A negotiated connection no transport has attached to yet keeps what is
+/// sent for its transport (ASP.NET Core accepts a send before the first poll).
 pub(super) async fn send(
     state: &ClientState,
     hub: &HubDef,
     token: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let handle = match state.hubs.tokens.attached(token, hub.id)? {
-        Attached::WebSocket => return Err(TokenError::PostToWebSocket.into()),
-        Attached::ServerSentEvents(h) | Attached::LongPolling(h) => h,
+    let tokens = &state.hubs.tokens;
+    let known = match tokens.attached(token, hub.id) {
+        Ok(Attached::WebSocket) => return Err(TokenError::PostToWebSocket.into()),
+        Ok(Attached::ServerSentEvents(h) | Attached::LongPolling(h)) => Some(h),
+        Err(TokenError::Unknown) if tokens.is_fresh(token, hub.id) => None,
+        Err(e) => return Err(e.into()),
     };
     // One POST may carry several messages; each is still held to the limit.
     let limit = state.hubs.settings.max_message_bytes * 4;
     let body = Limited::new(req.into_body(), limit).collect().await.map_err(|_| HttpError::TooLarge)?.to_bytes();
+    let handle = match known {
+        Some(h) => h,
+        None => match tokens.keep_early(token, hub.id, body.clone(), limit) {
+            Ok(()) => return Ok(sent()),
+            // A transport attached while the body was read: it takes it.
+            Err(TokenError::Unknown) => match tokens.attached(token, hub.id)? {
+                Attached::WebSocket => return Err(TokenError::PostToWebSocket.into()),
+                Attached::ServerSentEvents(h) | Attached::LongPolling(h) => h,
+            },
+            Err(e) => return Err(e.into()),
+        },
+    };
     match tokio::time::timeout(Duration::from_secs(10), handle.inbound.send(body)).await {
-        Ok(Ok(())) => Ok(Response::builder()
-            .header("content-type", "text/plain")
-            .body(text(""))
-            .expect("static headers are valid")),
+        Ok(Ok(())) => Ok(sent()),
         _ => Err(TokenError::Unknown.into()),
     }
+}
+
+/// Gives a new polling connection's task what was POSTed before it started.
+/// The inbound queue is longer than the most bodies kept, so this never waits.
+fn hand_over_early(inbound: &mpsc::Sender<Bytes>, early: Vec<Bytes>) {
+    for body in early {
+        if inbound.try_send(body).is_err() {
+            tracing::warn!("a message sent before the connection started was lost: the inbound queue is full");
+        }
+    }
+}
+
+fn sent() -> Response<Body> {
+    Response::builder().header("content-type", "text/plain").body(text("")).expect("static headers are valid")
 }
 
 /// `DELETE {hub}?id=`: ends a Long Polling connection (202).

@@ -14,7 +14,9 @@ pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
         Kick::ClientTimeout => {
             ("Server timeout elapsed without receiving a message from the client.".to_string(), true)
         }
-        Kick::ServerShutdown => ("Server is shutting down; reconnect.".to_string(), true),
+        // Nothing failed: ASP.NET Core's Close carries no error then, and
+        // clients that treat any error as fatal still reconnect.
+        Kick::ServerShutdown => return Some(CloseMessage { error: None, allow_reconnect: true }),
         Kick::TokenExpired => ("The access token expired.".to_string(), true),
         Kick::MessageTooLarge => (format!("Message larger than the limit of {max_message_bytes} bytes."), false),
         Kick::HandshakeTimeout => return None,
@@ -25,4 +27,11 @@ pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
 /// A Close for a message the client should never have sent.
 pub fn for_protocol_error(e: &CodecError) -> CloseMessage {
     CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: false }
+}
+
+/// A Close for a `Sequence` the two sides cannot agree on. ASP.NET Core
+/// allows a reconnect here (only an abort forbids it): the client starts a
+/// new connection rather than a resume.
+pub fn for_sequence_error(e: &super::reconnect::SequenceError) -> CloseMessage {
+    CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: true }
 }

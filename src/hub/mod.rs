@@ -206,7 +206,7 @@ impl Hubs {
     /// the transports.
     pub fn negotiate(&self, hub: HubId, requested_version: u32, stateful_requested: bool) -> NegotiateResponse {
         let stateful = stateful_requested && self.settings.stateful_reconnect && requested_version >= 1;
-        let (id, token) = self.tokens.issue(hub, stateful);
+        let (id, token) = self.tokens.issue(hub, stateful, requested_version.min(1));
         let transports = vec![
             AvailableTransport {
                 transport: TransportKind::WebSockets,
@@ -261,7 +261,7 @@ pub fn run_websocket(
         "websockets",
         negotiated.stateful,
     );
-    websocket_task(hubs, session, upgraded)
+    websocket_task(hubs, session, negotiated.early, upgraded)
 }
 
 /// Gives a parked stateful session its new WebSocket: it resends what the
@@ -269,12 +269,17 @@ pub fn run_websocket(
 pub fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, upgraded: hyper::upgrade::Upgraded) -> WebSocketTask {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
-    websocket_task(hubs, session, upgraded)
+    websocket_task(hubs, session, Vec::new(), upgraded)
 }
 
-fn websocket_task(hubs: Arc<Hubs>, session: HubSession, upgraded: hyper::upgrade::Upgraded) -> WebSocketTask {
+fn websocket_task(
+    hubs: Arc<Hubs>,
+    session: HubSession,
+    early: Vec<bytes::Bytes>,
+    upgraded: hyper::upgrade::Upgraded,
+) -> WebSocketTask {
     match crate::transport::websocket_stream(upgraded, &hubs.settings.ws) {
-        Some(ws) => Box::pin(serve_websocket_session(hubs, Box::new(session), ws)),
+        Some(ws) => Box::pin(serve_websocket_session(hubs, Box::new(session), early, ws)),
         None => {
             tracing::error!(connection_id = %session.connection_id, "the WebSocket layer did not start: connection closed");
             Box::pin(session.finish(crate::transport::Ended::WriteFailed))
@@ -291,10 +296,14 @@ fn websocket_task(hubs: Arc<Hubs>, session: HubSession, upgraded: hyper::upgrade
 fn serve_websocket_session(
     hubs: Arc<Hubs>,
     mut session: Box<HubSession>,
+    early: Vec<bytes::Bytes>,
     mut ws: crate::transport::WsStream,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let outbox = session.outbox();
+        for body in early {
+            crate::transport::receive(&mut *session, &outbox, &body).await;
+        }
         let ended = crate::transport::serve_websocket(&mut ws, &mut *session, &outbox, &hubs.settings.ws).await;
         drop(ws);
         // A socket that dropped without a Close may come back with the same

@@ -22,6 +22,17 @@ pub(super) struct Incoming {
     acked: u64,
 }
 
+/// A `Sequence` that names messages the client never sent: the two sides'
+/// numbering no longer agrees, so the connection cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Sequence ID {got} greater than amount of messages we've received ({next} expected next).")]
+pub struct SequenceError {
+    /// The id the client named.
+    pub got: u64,
+    /// The id the server expected next.
+    pub next: u64,
+}
+
 impl Default for Incoming {
     fn default() -> Self {
         Incoming { next: 1, received: 0, acked: 0 }
@@ -29,15 +40,23 @@ impl Default for Incoming {
 }
 
 impl Incoming {
-    /// The client says its next sequenced message has id `id` (it is resending).
-    pub(super) fn reset(&mut self, id: u64) {
+    /// The client says its next sequenced message has id `id` (it is
+    /// resending). An id beyond the next one expected, or 0, is refused, as
+    /// ASP.NET Core's `MessageBuffer.ResetSequence` refuses it.
+    pub(super) fn reset(&mut self, id: u64) -> Result<(), SequenceError> {
+        if id == 0 || id > self.next {
+            return Err(SequenceError { got: id, next: self.next });
+        }
         self.next = id;
+        Ok(())
     }
 
     /// Numbers one sequenced message; false when it was processed already.
+    /// `next` never passes `received + 1` (reset only moves it back), so it
+    /// cannot overflow before 2^64 real messages.
     pub(super) fn accept(&mut self) -> bool {
         let id = self.next;
-        self.next += 1;
+        self.next = id.saturating_add(1);
         if id <= self.received {
             return false;
         }
@@ -68,9 +87,13 @@ impl Parked {
         self.lock().insert(token, (session, Instant::now()));
     }
 
-    /// Takes the session parked for `token`.
-    pub fn take(&self, token: &str) -> Option<HubSession> {
-        self.lock().remove(token).map(|(s, _)| s)
+    /// Takes the session parked for `token` on `hub`.
+    pub fn take(&self, token: &str, hub: crate::config::HubId) -> Option<HubSession> {
+        let mut sessions = self.lock();
+        if sessions.get(token).is_none_or(|(s, _)| s.hub() != hub) {
+            return None;
+        }
+        sessions.remove(token).map(|(s, _)| s)
     }
 
     /// Removes and returns the sessions parked longer than `window`.
@@ -101,9 +124,21 @@ mod tests {
         assert!(i.accept() && i.accept());
         assert_eq!(i.ack_due(), Some(2));
         assert_eq!(i.ack_due(), None);
-        i.reset(2);
+        i.reset(2).expect("a resend from id 2");
         assert!(!i.accept(), "id 2 again");
         assert!(i.accept(), "id 3 is new");
         assert_eq!(i.ack_due(), Some(3));
+    }
+
+    #[test]
+    fn a_sequence_beyond_what_was_received_is_refused() {
+        let mut i = Incoming::default();
+        assert!(i.accept());
+        assert_eq!(i.reset(u64::MAX), Err(SequenceError { got: u64::MAX, next: 2 }));
+        assert_eq!(i.reset(3), Err(SequenceError { got: 3, next: 2 }));
+        assert_eq!(i.reset(0), Err(SequenceError { got: 0, next: 2 }));
+        assert_eq!(i.reset(2), Ok(()), "nothing to resend");
+        assert!(i.accept(), "id 2 is new and still answered");
+        assert!(i.accept(), "and id 3");
     }
 }

@@ -89,6 +89,11 @@ impl HubSession {
         self.stateful && self.protocol.is_some() && !self.outbox.is_closed()
     }
 
+    /// The hub this session belongs to.
+    pub fn hub(&self) -> HubId {
+        self.hub
+    }
+
     /// The token this session was negotiated with.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
@@ -351,7 +356,12 @@ impl Session for HubSession {
         for message in messages {
             match message {
                 Ok(HubMessage::Ack { sequence_id }) => self.outbox.ack(sequence_id),
-                Ok(HubMessage::Sequence { sequence_id }) => self.incoming.reset(sequence_id),
+                Ok(HubMessage::Sequence { sequence_id }) if self.stateful => {
+                    if let Err(e) = self.incoming.reset(sequence_id) {
+                        tracing::debug!(connection_id = %self.connection_id, error = %e, "protocol error");
+                        return self.send_close(close::for_sequence_error(&e));
+                    }
+                }
                 Ok(m) if m.is_sequenced() && self.stateful && !self.incoming.accept() => {} // resent, done already
                 Ok(m) => {
                     if self.dispatch(m).await == Flow::Stop {

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::config::HubId;
 use crate::transport::PollingHandle;
 
@@ -29,6 +31,9 @@ pub enum TokenError {
     /// DELETE on a connection that is not Long Polling.
     #[error("Cannot terminate this connection using the DELETE endpoint.")]
     DeleteNotLongPolling,
+    /// More sent before the connection started than it may keep.
+    #[error("Too much data sent before the connection started.")]
+    EarlyTooLarge,
 }
 
 /// The transport a token is connected with.
@@ -49,6 +54,9 @@ struct Slot {
     issued: Instant,
     stateful: bool,
     attached: Option<Attached>,
+    /// POST bodies that arrived before any transport attached, kept for the
+    /// connection as ASP.NET Core keeps them in its pipe.
+    early: Vec<Bytes>,
 }
 
 /// A negotiated connection a transport has just attached to.
@@ -58,7 +66,20 @@ pub struct Negotiated {
     pub connection_id: String,
     /// Whether stateful reconnect was negotiated.
     pub stateful: bool,
+    /// What the client POSTed before this transport attached, in order.
+    pub early: Vec<Bytes>,
 }
+
+impl Negotiated {
+    /// A connection that skipped negotiate (WebSockets only).
+    pub fn unnegotiated() -> Negotiated {
+        Negotiated { connection_id: new_id(), stateful: false, early: Vec::new() }
+    }
+}
+
+/// POST bodies kept for a connection before its transport attaches; fewer
+/// than a polling connection's inbound queue, so handing them over never waits.
+pub const MAX_EARLY_BODIES: usize = 8;
 
 /// The token table of this instance.
 #[derive(Debug, Default)]
@@ -72,10 +93,20 @@ pub fn new_id() -> String {
 }
 
 impl Tokens {
-    /// Issues a connection id and token for `hub`.
-    pub fn issue(&self, hub: HubId, stateful: bool) -> (String, String) {
-        let (connection_id, token) = (new_id(), new_id());
-        let slot = Slot { connection_id: connection_id.clone(), hub, issued: Instant::now(), stateful, attached: None };
+    /// Issues a connection id and token for `hub`. With negotiate version 0
+    /// the id is the token (the client never sees another one), as ASP.NET
+    /// Core's `HttpConnectionManager` does.
+    pub fn issue(&self, hub: HubId, stateful: bool, negotiate_version: u32) -> (String, String) {
+        let connection_id = new_id();
+        let token = if negotiate_version == 0 { connection_id.clone() } else { new_id() };
+        let slot = Slot {
+            connection_id: connection_id.clone(),
+            hub,
+            issued: Instant::now(),
+            stateful,
+            attached: None,
+            early: Vec::new(),
+        };
         self.lock().insert(token.clone(), slot);
         (connection_id, token)
     }
@@ -94,7 +125,11 @@ impl Tokens {
         match &slot.attached {
             None => {
                 slot.attached = Some(make());
-                Ok(Negotiated { connection_id: slot.connection_id.clone(), stateful: slot.stateful })
+                Ok(Negotiated {
+                    connection_id: slot.connection_id.clone(),
+                    stateful: slot.stateful,
+                    early: std::mem::take(&mut slot.early),
+                })
             }
             Some(a) if kind_of(a) == kind => Err(TokenError::InUse),
             Some(_) => Err(TokenError::OtherTransport),
@@ -106,6 +141,20 @@ impl Tokens {
         let slots = self.lock();
         let slot = slots.get(token).filter(|s| s.hub == hub).ok_or(TokenError::Unknown)?;
         slot.attached.clone().ok_or(TokenError::Unknown)
+    }
+
+    /// Keeps a POST body for a negotiated connection no transport has
+    /// attached to yet (a client may send its handshake before its first
+    /// poll). At most `max_bytes` in all are kept.
+    pub fn keep_early(&self, token: &str, hub: HubId, body: Bytes, max_bytes: usize) -> Result<(), TokenError> {
+        let mut slots = self.lock();
+        let slot = slots.get_mut(token).filter(|s| s.hub == hub && s.attached.is_none()).ok_or(TokenError::Unknown)?;
+        let kept: usize = slot.early.iter().map(Bytes::len).sum();
+        if kept + body.len() > max_bytes || slot.early.len() >= MAX_EARLY_BODIES {
+            return Err(TokenError::EarlyTooLarge);
+        }
+        slot.early.push(body);
+        Ok(())
     }
 
     /// Whether the token is issued and not yet attached (a first long poll).
@@ -155,12 +204,13 @@ mod tests {
     #[test]
     fn a_token_attaches_once_and_only_to_its_hub() {
         let t = Tokens::default();
-        let (id, token) = t.issue(0, false);
+        let (id, token) = t.issue(0, false, 1);
+        assert_ne!(id, token, "version 1 has a token of its own");
         let ws = || Attached::WebSocket;
         assert_eq!(t.attach(&token, 1, TransportKind::WebSocket, ws), Err(TokenError::Unknown));
         assert_eq!(
             t.attach(&token, 0, TransportKind::WebSocket, ws),
-            Ok(Negotiated { connection_id: id, stateful: false })
+            Ok(Negotiated { connection_id: id, stateful: false, early: Vec::new() })
         );
         assert_eq!(t.attach(&token, 0, TransportKind::WebSocket, ws), Err(TokenError::InUse));
         assert_eq!(t.attach(&token, 0, TransportKind::LongPolling, ws), Err(TokenError::OtherTransport));
@@ -171,8 +221,29 @@ mod tests {
     #[test]
     fn unused_tokens_expire() {
         let t = Tokens::default();
-        let (_, token) = t.issue(0, false);
+        let (_, token) = t.issue(0, false, 1);
         t.sweep(Duration::ZERO);
         assert!(!t.is_fresh(&token, 0));
+    }
+
+    #[test]
+    fn version_0_uses_the_connection_id_as_the_token() {
+        let t = Tokens::default();
+        let (id, token) = t.issue(0, false, 0);
+        assert_eq!(id, token);
+        let attached = t.attach(&id, 0, TransportKind::WebSocket, || Attached::WebSocket).expect("the id is the token");
+        assert_eq!(attached.connection_id, id);
+    }
+
+    #[test]
+    fn posts_before_the_first_poll_are_kept_for_the_connection() {
+        let t = Tokens::default();
+        let (_, token) = t.issue(0, false, 1);
+        t.keep_early(&token, 0, Bytes::from_static(b"hs"), 4).expect("kept");
+        assert_eq!(t.keep_early(&token, 0, Bytes::from_static(b"abc"), 4), Err(TokenError::EarlyTooLarge));
+        assert_eq!(t.keep_early(&token, 1, Bytes::from_static(b"x"), 4), Err(TokenError::Unknown), "other hub");
+        let n = t.attach(&token, 0, TransportKind::LongPolling, || Attached::WebSocket).expect("attach");
+        assert_eq!(n.early, vec![Bytes::from_static(b"hs")]);
+        assert_eq!(t.keep_early(&token, 0, Bytes::from_static(b"x"), 4), Err(TokenError::Unknown), "attached now");
     }
 }

@@ -1,0 +1,401 @@
+//! What community SignalR clients (Python, Java, Go, Swift, ...) do that no
+//! official JavaScript client does, spoken on the raw protocol: they follow
+//! ASP.NET Core's server, so the sidecar must answer exactly as it does
+//! (CONTRACT section 13).
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rmpv::Value as Mp;
+use serde_json::{json, Value};
+use support::http::{request, request_bytes};
+use support::raw::RawWs;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const RS: char = '\u{1e}';
+
+/// `POST {hub}/negotiate` without `negotiateVersion`, as clients written
+/// against ASP.NET Core 2.1 do.
+async fn negotiate_v0(s: &Sidecar) -> String {
+    let (status, body) = request(s.port, "POST", "/hubs/chat/negotiate", &[], b"").await.expect("negotiate");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["negotiateVersion"], 0);
+    assert!(v.get("connectionToken").is_none(), "version 0 shows no token: {v}");
+    v["connectionId"].as_str().expect("connectionId").to_string()
+}
+
+fn chat_event(room: &str) -> Value {
+    envelope("chat_message", room, chat_payload(room, 1))
+}
+
+async fn publish(s: &Sidecar, event: &Value) {
+    let (status, body) = s.post_event(event.to_string().as_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// JSON records of a text body.
+fn records(text: &str) -> Vec<Value> {
+    text.split(RS).filter(|r| !r.trim().is_empty()).map(|r| serde_json::from_str(r).expect("a JSON record")).collect()
+}
+
+// === MessagePack ===
+
+/// One MessagePack hub message with its VarInt length prefix.
+fn mp_frame(value: &Mp) -> Vec<u8> {
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, value).expect("encode");
+    let (mut out, mut len) = (Vec::new(), body.len());
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend(body);
+    out
+}
+
+/// Every length-prefixed message of a binary body.
+fn mp_messages(mut bytes: &[u8]) -> Vec<Vec<Mp>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (mut len, mut shift, mut i) = (0usize, 0, 0);
+        loop {
+            let b = bytes[i];
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = &bytes[i..i + len];
+        match rmpv::decode::read_value(&mut body).expect("a MessagePack value") {
+            Mp::Array(items) => out.push(items),
+            other => panic!("a hub message is an array, got {other}"),
+        }
+        bytes = &bytes[i + len..];
+    }
+    out
+}
+
+fn mp_join(room: &str) -> Vec<u8> {
+    mp_frame(&Mp::Array(vec![
+        1.into(),
+        Mp::Map(vec![]),
+        "1".into(),
+        "JoinRoom".into(),
+        Mp::Array(vec![room.into()]),
+        Mp::Array(vec![]),
+    ]))
+}
+
+/// Checks a server Invocation element by element against HubProtocol.md
+/// and ASP.NET Core's MessagePack writer: six elements, StreamIds last.
+fn assert_mp_invocation(items: &[Mp], target: &str, payload: &Value) {
+    assert_eq!(items.len(), 6, "an Invocation has 6 elements: {items:?}");
+    assert_eq!(items[0].as_u64(), Some(1), "type");
+    assert_eq!(items[1], Mp::Map(vec![]), "headers");
+    assert_eq!(items[2], Mp::Nil, "no invocation id: the server expects no answer");
+    assert_eq!(items[3].as_str(), Some(target), "target");
+    let Mp::Array(args) = &items[4] else { panic!("arguments array: {items:?}") };
+    let arg: Value = rmpv::ext::from_value(args[0].clone()).expect("payload as JSON");
+    assert_eq!((args.len(), &arg), (1, payload), "arguments");
+    assert_eq!(items[5], Mp::Array(vec![]), "StreamIds, empty");
+}
+
+/// A void Completion: `[3, {}, id, 2]`.
+fn assert_mp_void_completion(items: &[Mp], id: &str) {
+    assert_eq!(items.len(), 4, "a void Completion has 4 elements: {items:?}");
+    assert_eq!(items[0].as_u64(), Some(3));
+    assert_eq!(items[1], Mp::Map(vec![]));
+    assert_eq!(items[2].as_str(), Some(id));
+    assert_eq!(items[3].as_u64(), Some(2), "result kind: void");
+}
+
+// === WebSockets ===
+
+#[tokio::test]
+async fn version_0_clients_connect_join_and_receive_over_websockets_with_json() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={id}")).await.expect("the connectionId is the token");
+    ws.send(&format!("{{\"protocol\":\"json\",\"version\":0}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"), "handshake version 0 is accepted");
+    ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["v0-ws"]}))).await;
+    let done = ws.recv_type(3).await.expect("a Completion");
+    assert_eq!((done["invocationId"].clone(), done.get("error")), (json!("1"), None), "{done}");
+    let event = chat_event("v0-ws");
+    publish(&s, &event).await;
+    let inv = ws.recv_type(1).await.expect("the event");
+    assert_eq!(
+        (inv["target"].clone(), inv["arguments"][0].clone()),
+        (json!("ReceiveMessage"), event["payload"].clone())
+    );
+}
+
+#[tokio::test]
+async fn version_0_clients_connect_join_and_receive_over_websockets_with_messagepack() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={id}")).await.expect("the connectionId is the token");
+    ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":0}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.ws.send(Message::binary(mp_join("v0-mp"))).await.expect("send");
+    let mut seen = Vec::new();
+    let event = chat_event("v0-mp");
+    let mut published = false;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, ws.ws.next()).await {
+        let Message::Binary(bytes) = msg else { continue };
+        for items in mp_messages(&bytes) {
+            match items[0].as_u64() {
+                Some(3) => {
+                    assert_mp_void_completion(&items, "1");
+                    publish(&s, &event).await;
+                    published = true;
+                }
+                Some(1) => {
+                    assert!(published, "the event comes after the join");
+                    assert_mp_invocation(&items, "ReceiveMessage", &event["payload"]);
+                    return;
+                }
+                _ => seen.push(items),
+            }
+        }
+    }
+    panic!("no Completion and event; other messages: {seen:?}");
+}
+
+// === Long Polling ===
+
+/// A Long Polling connection on the raw protocol.
+struct Poller {
+    port: u16,
+    path: String,
+}
+
+impl Poller {
+    async fn post(&self, body: &[u8]) -> u16 {
+        request_bytes(self.port, "POST", &self.path, &[], body).await.expect("POST").0
+    }
+
+    async fn poll(&self) -> (u16, Vec<u8>) {
+        request_bytes(self.port, "GET", &self.path, &[], b"").await.expect("poll")
+    }
+
+    /// Polls until a non-empty body arrives.
+    async fn poll_data(&self) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.poll().await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            if !body.is_empty() {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nothing arrived");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_send_before_the_first_poll_is_kept_and_version_0_long_polling_works_with_json() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
+    // The handshake before any poll: ASP.NET Core keeps it for the connection.
+    assert_eq!(lp.post(format!("{{\"protocol\":\"json\",\"version\":0}}{RS}").as_bytes()).await, 200);
+    let (status, first) = lp.poll().await;
+    assert_eq!((status, first.len()), (200, 0), "the first poll starts the connection and is answered at once");
+    assert_eq!(lp.poll_data().await, b"{}\x1e", "the early handshake was answered");
+    let join = json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["v0-lp"]});
+    assert_eq!(lp.post(format!("{join}{RS}").as_bytes()).await, 200);
+    let done = records(&String::from_utf8_lossy(&lp.poll_data().await));
+    assert_eq!((done[0]["type"].clone(), done[0].get("error")), (json!(3), None), "{done:?}");
+    let event = chat_event("v0-lp");
+    publish(&s, &event).await;
+    let got = records(&String::from_utf8_lossy(&lp.poll_data().await));
+    assert_eq!(
+        (got[0]["target"].clone(), got[0]["arguments"][0].clone()),
+        (json!("ReceiveMessage"), event["payload"].clone())
+    );
+}
+
+#[tokio::test]
+async fn version_0_long_polling_works_with_messagepack() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
+    assert_eq!(lp.poll().await.0, 200);
+    assert_eq!(lp.post(format!("{{\"protocol\":\"messagepack\",\"version\":0}}{RS}").as_bytes()).await, 200);
+    assert_eq!(lp.poll_data().await, b"{}\x1e");
+    assert_eq!(lp.post(&mp_join("v0-lp-mp")).await, 200);
+    assert_mp_void_completion(&mp_messages(&lp.poll_data().await)[0], "1");
+    let event = chat_event("v0-lp-mp");
+    publish(&s, &event).await;
+    assert_mp_invocation(&mp_messages(&lp.poll_data().await)[0], "ReceiveMessage", &event["payload"]);
+}
+
+#[tokio::test]
+async fn too_much_sent_before_the_first_poll_is_refused_and_an_unknown_token_is_404() {
+    let s = Sidecar::start(&[("SIDECAR_MAX_MESSAGE_BYTES", "1024".into())]).await;
+    let id = negotiate_v0(&s).await;
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
+    assert_eq!(lp.post(&[b' '; 3000]).await, 200);
+    assert_eq!(lp.post(&[b' '; 3000]).await, 413, "more than a POST's limit in all is not kept");
+    let nobody = Poller { port: s.port, path: "/hubs/chat?id=nobody".into() };
+    assert_eq!(nobody.post(b"{}").await, 404);
+}
+
+// === Server-Sent Events ===
+
+/// An open event stream and what it has carried so far.
+struct EventStream {
+    stream: tokio::net::TcpStream,
+    seen: String,
+}
+
+impl EventStream {
+    async fn open(port: u16, path: &str) -> EventStream {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        EventStream { stream, seen: String::new() }
+    }
+
+    /// Reads until a `data:` record satisfying `want` has arrived.
+    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found = self
+                .seen
+                .split("data: ")
+                .skip(1)
+                .filter_map(|d| d.split(RS).next())
+                .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+                .find(|v| want(v));
+            if let Some(v) = found {
+                return v;
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .expect("a record within the wait")
+                .expect("read");
+            assert!(n > 0, "the stream ended: {}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn version_0_server_sent_events_work_with_json() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let path = format!("/hubs/chat?id={id}");
+    let mut sse = EventStream::open(s.port, &path).await;
+    let post = |body: String| {
+        let path = path.clone();
+        async move { request(s.port, "POST", &path, &[], body.as_bytes()).await.expect("POST").0 }
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(post(format!("{{\"protocol\":\"json\",\"version\":0}}{RS}")).await, 200);
+    sse.until(|v| v == &json!({})).await;
+    assert_eq!(
+        post(format!("{}{RS}", json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["v0-sse"]}))).await,
+        200
+    );
+    let done = sse.until(|v| v["type"] == 3).await;
+    assert!(done.get("error").is_none(), "{done}");
+    let event = chat_event("v0-sse");
+    publish(&s, &event).await;
+    let inv = sse.until(|v| v["type"] == 1).await;
+    assert_eq!(inv["arguments"][0], event["payload"]);
+}
+
+// === Stateful reconnect and the drain ===
+
+#[tokio::test]
+async fn a_sequence_beyond_what_the_client_sent_closes_with_an_error() {
+    let s = Sidecar::start(&[]).await;
+    let (_, body) =
+        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", &[], b"")
+            .await
+            .expect("negotiate");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["useStatefulReconnect"], true);
+    let token = v["connectionToken"].as_str().expect("token");
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.expect("connect");
+    ws.send(&format!("{{\"protocol\":\"json\",\"version\":2}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["seq"]}))).await;
+    assert_eq!(ws.recv_type(3).await.expect("answered")["invocationId"], "1");
+    // The client claims it sent 2^64-1 messages: it sent one.
+    ws.send(&format!("{{\"type\":9,\"sequenceId\":{}}}{RS}", u64::MAX)).await;
+    ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"2","target":"JoinRoom","arguments":["seq"]}))).await;
+    let close = ws.recv_type(7).await.expect("a Close, not a silent connection");
+    assert!(close["error"].as_str().is_some_and(|e| e.contains("Sequence ID")), "{close}");
+    assert_eq!(close["allowReconnect"], true, "ASP.NET Core lets the client start afresh: {close}");
+}
+
+#[tokio::test]
+async fn the_drain_close_carries_no_error() {
+    let mut s = Sidecar::start(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;
+    let mut json_ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connect");
+    json_ws.send(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
+    assert_eq!(json_ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    let mut mp_ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connect");
+    mp_ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}")).await;
+    assert_eq!(mp_ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    let pid = s.pid().expect("running");
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let close = json_ws.recv_type(7).await.expect("a Close");
+    assert_eq!(close, json!({"type": 7, "allowReconnect": true}), "exactly ASP.NET Core's Close");
+    loop {
+        match tokio::time::timeout(WAIT, mp_ws.ws.next()).await.expect("a Close within the wait") {
+            Some(Ok(Message::Binary(b))) => {
+                let messages = mp_messages(&b);
+                if let Some(close) = messages.iter().find(|m| m[0].as_u64() == Some(7)) {
+                    assert_eq!(close, &vec![Mp::from(7), Mp::Nil, Mp::Boolean(true)], "[7, nil, true]");
+                    break;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended without a Close: {other:?}"),
+        }
+    }
+    assert_eq!(s.stop().await, Some(0));
+}
+
+// === Admission never touches another connection's token ===
+
+#[tokio::test]
+async fn a_refused_websocket_upgrade_leaves_the_long_polling_connection_alone() {
+    let s = Sidecar::start(&[("SIDECAR_MAX_CONNECTIONS", "1".into())]).await;
+    let (_, body) =
+        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1", &[], b"").await.expect("negotiate");
+    let token =
+        serde_json::from_str::<Value>(&body).expect("JSON")["connectionToken"].as_str().expect("token").to_string();
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={token}") };
+    assert_eq!(lp.poll().await.0, 200);
+    assert_eq!(lp.post(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}").as_bytes()).await, 200);
+    assert_eq!(lp.poll_data().await, b"{}\x1e");
+    // The one connection allowed is taken; an upgrade with its token is refused...
+    let refused = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.err();
+    assert!(matches!(refused, Some(400 | 409 | 429 | 503)), "refused: {refused:?}");
+    // ...and the Long Polling connection goes on untouched.
+    let join = json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["lp-alone"]});
+    assert_eq!(lp.post(format!("{join}{RS}").as_bytes()).await, 200, "its token is still its own");
+    assert_eq!(records(&String::from_utf8_lossy(&lp.poll_data().await))[0]["type"], 3);
+    let event = chat_event("lp-alone");
+    publish(&s, &event).await;
+    let got = records(&String::from_utf8_lossy(&lp.poll_data().await));
+    assert_eq!(got[0]["arguments"][0], event["payload"]);
+}
