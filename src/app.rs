@@ -1,7 +1,8 @@
 //! The only place that wires modules together. It owns every task (one
-//! `TaskTracker`) and runs the shutdown sequence of CONTRACT section 8:
-//! unready, stop listening, stop ingest, drain the pipeline and finish the
-//! acknowledgements, close clients over the drain window, wait, exit.
+//! `TaskTracker`) and runs the shutdown sequence of CONTRACT sections 8 and
+//! 14: unready, stop listening, close clients over the drain window while
+//! events still reach those not yet closed, then stop ingest, drain the
+//! pipeline and finish the acknowledgements, wait, exit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -123,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             schemas.clone(),
             input.clone(),
             metrics.clone(),
+            on_hole(hubs.clone(), routes.clone(), tasks.clone(), config.shutdown.drain_window),
         );
         let handles = reader.start(&tasks, ingest_stop.clone()).await.context("ensuring the consumer groups")?;
         readiness.watch_redis(handles.redis_up);
@@ -135,12 +137,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let deadline = tokio::time::Instant::now() + config.shutdown.timeout;
     readiness.set(Phase::Draining);
     listeners_stop.cancel();
+    // Connections not yet told to go are still owed every event: ingest and
+    // the pipeline run until the last one has been closed.
+    hub::drain(&hubs, config.shutdown.drain_window).await;
+    wait_for_connections(&registry, deadline).await;
     ingest_stop.cancel();
     pipeline_stop.cancel();
     if tokio::time::timeout_at(deadline, pipeline_task).await.is_err() {
         tracing::warn!("the pipeline did not drain before the deadline");
     }
-    hub::drain(&hubs, config.shutdown.drain_window).await;
     keepalive_stop.cancel();
     tasks.close();
     if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
@@ -152,4 +157,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits (until `deadline`) for the connections told to go to finish
+/// writing their Close.
+async fn wait_for_connections(registry: &Registry, deadline: tokio::time::Instant) {
+    while !registry.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What happens on a hole in a stream: the connections of the hubs that
+/// stream feeds are closed over the drain window, by a task `tasks` owns.
+fn on_hole(
+    hubs: Arc<Hubs>,
+    routes: Arc<RouteTable>,
+    tasks: TaskTracker,
+    window: std::time::Duration,
+) -> ingest::OnHole {
+    Arc::new(move |hole: ingest::Hole| {
+        let mut fed: Vec<_> = routes.routes_from_stream(&hole.stream).map(|r| r.hub).collect();
+        fed.sort_unstable();
+        fed.dedup();
+        let hubs = hubs.clone();
+        tasks.spawn(async move { hub::close_for_hole(&hubs, &fed, hole.cause.label(), window).await });
+    })
 }

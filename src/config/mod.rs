@@ -114,9 +114,6 @@ pub struct RedisConfig {
     pub claim_interval: Duration,
     /// Pending entries idle this long are claimed (`claim_min_idle_seconds`). Default 30.
     pub claim_min_idle: Duration,
-    /// On a restart with a backlog, wait this long before reading it so clients
-    /// can reconnect and re-join first (`resume_grace_seconds`). Default 3.
-    pub resume_grace: Duration,
     /// Cap of each `<stream>:dead` stream (`dead_letter_maxlen`). Default 10000.
     pub dead_letter_maxlen: usize,
     /// `MAXLEN ~` used when the sidecar itself appends (`stream_maxlen`). Default 10000.
@@ -284,7 +281,6 @@ impl Config {
             read_block: r.millis("read_block_ms", 1000, 1),
             claim_interval: r.seconds("claim_interval_seconds", 10, 1),
             claim_min_idle: r.seconds("claim_min_idle_seconds", 30, 1),
-            resume_grace: r.seconds("resume_grace_seconds", 3, 0),
             dead_letter_maxlen: r.count("dead_letter_maxlen", 10_000, 1, usize::MAX),
             stream_maxlen: r.count("stream_maxlen", 10_000, 1, usize::MAX),
             orphan_group_idle: r.seconds("orphan_group_idle_seconds", 3600, 1),

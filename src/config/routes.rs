@@ -366,6 +366,12 @@ impl RouteTable {
         self.routes.get(event_type)
     }
 
+    /// The routes whose events the sidecar itself appends to `stream` (so
+    /// the hubs that stream feeds).
+    pub fn routes_from_stream<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a EventRoute> + 'a {
+        self.routes.values().filter(move |r| r.stream == stream)
+    }
+
     /// The hub served at a URL path.
     pub fn hub_by_path(&self, path: &str) -> Option<&HubDef> {
         self.hubs.iter().find(|h| h.path == path)

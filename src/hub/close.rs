@@ -16,7 +16,9 @@ pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
         }
         // Nothing failed: ASP.NET Core's Close carries no error then, and
         // clients that treat any error as fatal still reconnect.
-        Kick::ServerShutdown => return Some(CloseMessage { error: None, allow_reconnect: true }),
+        Kick::ServerShutdown | Kick::ContinuityLost => {
+            return Some(CloseMessage { error: None, allow_reconnect: true })
+        }
         Kick::TokenExpired => ("The access token expired.".to_string(), true),
         Kick::MessageTooLarge => (format!("Message larger than the limit of {max_message_bytes} bytes."), false),
         Kick::HandshakeTimeout => return None,

@@ -372,24 +372,47 @@ pub async fn run_presence(hubs: Arc<Hubs>, stop: tokio_util::sync::CancellationT
 
 /// Tells every connection to reconnect elsewhere (Close with
 /// `allowReconnect: true`), spread evenly over `window` so clients do not
-/// all come back at once.
+/// all come back at once. Events keep flowing to the connections not yet
+/// closed: the caller stops ingest only after this returns.
 pub async fn drain(hubs: &Hubs, window: Duration) {
     for session in hubs.parked.drain() {
         session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
     }
     let all = hubs.registry.snapshot();
-    if all.is_empty() {
+    if !all.is_empty() {
+        tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
+    }
+    kick_spread(&all, crate::transport::Kick::ServerShutdown, window).await;
+}
+
+/// Closes (Close with `allowReconnect: true`) every connection of `hubs_fed`
+/// that may have missed events of a stream with a hole, spread over
+/// `window`, and refuses the resume of parked sessions: their client
+/// reconnects afresh and refetches (CONTRACT section 14).
+pub async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: &'static str, window: Duration) {
+    for session in hubs.parked.drain() {
+        session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ContinuityLost)).await;
+    }
+    let affected: Vec<_> =
+        hubs.registry.snapshot().into_iter().filter(|e| hubs_fed.is_empty() || hubs_fed.contains(&e.hub)).collect();
+    hubs.metrics.continuity_closes.get_or_create(&vec![("cause", cause.to_string())]).inc_by(affected.len() as u64);
+    tracing::warn!(connections = affected.len(), cause, "closing connections that may have missed events");
+    kick_spread(&affected, crate::transport::Kick::ContinuityLost, window).await;
+}
+
+/// Kicks `entries` in steps of 100 ms spread over `window`.
+async fn kick_spread(entries: &[Arc<crate::fanout::ConnEntry>], why: crate::transport::Kick, window: Duration) {
+    if entries.is_empty() {
         return;
     }
-    tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
     let steps = (window.as_millis() / 100).max(1) as usize;
-    let per_step = all.len().div_ceil(steps);
-    for (i, chunk) in all.chunks(per_step).enumerate() {
+    let per_step = entries.len().div_ceil(steps);
+    for (i, chunk) in entries.chunks(per_step).enumerate() {
         if i > 0 {
             tokio::time::sleep(window / steps as u32).await;
         }
         for entry in chunk {
-            entry.outbox.kick(crate::transport::Kick::ServerShutdown);
+            entry.outbox.kick(why);
         }
     }
 }

@@ -145,6 +145,7 @@ impl HubSession {
             Ended::Kicked(Kick::TokenExpired) => "token_expired",
             Ended::Kicked(Kick::MessageTooLarge) => "message_too_large",
             Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
+            Ended::Kicked(Kick::ContinuityLost) => "continuity",
         };
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
         self.connection_event("connection closed", reason);

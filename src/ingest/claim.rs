@@ -56,6 +56,8 @@ pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<A
                 Ok(n) => {
                     tracing::info!(stream = %stream, claimed = n, "claimed pending entries again")
                 }
+                // The reader recreates a lost group where delivery stopped.
+                Err(e) if e.code() == Some("NOGROUP") => {}
                 Err(e) => tracing::warn!(stream = %stream, error = %e, "XAUTOCLAIM failed"),
             }
         }

@@ -13,13 +13,17 @@
 
 mod acker;
 mod claim;
+mod hole;
 pub mod http;
 mod orphans;
+mod position;
 mod publisher;
 mod redis_conn;
 mod redis_streams;
 mod replies;
 
+pub use hole::{Hole, HoleCause, OnHole};
+pub use position::StreamId;
 pub use publisher::{PublishError, Publisher};
 pub use redis_conn::{connect, RedisConn};
 pub use redis_streams::{RedisIngest, RedisIngestHandles};

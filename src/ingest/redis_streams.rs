@@ -1,7 +1,10 @@
-//! The Redis Streams reader (CONTRACT section 5): one consumer group per
-//! instance, created at `$`; one reader task per stream (which also keeps
-//! every XREADGROUP within one cluster slot); XACK only after the pipeline
-//! reports the outcome.
+//! The Redis Streams reader (CONTRACT sections 5 and 14): one consumer
+//! group per instance, started at `$` (a process has no connection owed
+//! older entries); one reader task per stream (which also keeps every
+//! XREADGROUP within one cluster slot); XACK only after the pipeline reports
+//! the outcome. Each reader knows the last entry it handed on, so a lost
+//! group comes back where delivery stopped, and a hole (entries gone before
+//! they were read) is reported instead of skipped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,12 +16,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Settled};
+use super::hole::{Hole, HoleCause, OnHole};
 use super::replies::{self, Entry};
-use super::{claim, RedisConn};
+use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::{Envelope, Schemas};
 use crate::pipeline::{Ack, Input, InputSender, Outcome};
 use crate::telemetry::Metrics;
+
+/// How often a reader checks that nothing after its position was trimmed.
+const TRIM_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Everything the reader tasks share.
 pub(super) struct Shared {
@@ -30,6 +37,7 @@ pub(super) struct Shared {
     pub metrics: Arc<Metrics>,
     pub settled: mpsc::UnboundedSender<Settled>,
     pub redis_up: Arc<AtomicBool>,
+    pub on_hole: OnHole,
 }
 
 /// The Redis ingest source, ready to start.
@@ -47,7 +55,8 @@ pub struct RedisIngestHandles {
 }
 
 impl RedisIngest {
-    /// Prepares the reader. `conn` is used for everything but blocking reads.
+    /// Prepares the reader. `conn` is used for everything but blocking reads;
+    /// `on_hole` hears of entries lost before they were read.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: RedisConfig,
@@ -57,6 +66,7 @@ impl RedisIngest {
         schemas: Arc<Schemas>,
         input: InputSender,
         metrics: Arc<Metrics>,
+        on_hole: OnHole,
     ) -> RedisIngest {
         let (settled, settled_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -68,65 +78,107 @@ impl RedisIngest {
             metrics,
             settled,
             redis_up: Arc::new(AtomicBool::new(true)),
+            on_hole,
         });
         RedisIngest { shared, conn, streams: streams.iter().map(|s| Arc::from(s.as_str())).collect(), settled_rx }
     }
 
-    /// Ensures this instance's group on every stream (the readiness latch
-    /// waits for this), then starts the readers, the acker and the claimer
-    /// on `tasks`. Readers stop when `stop` fires; the acker stops once every
-    /// outstanding ack is settled.
+    /// Starts this instance's group on every stream at its end (the
+    /// readiness latch waits for this), then starts the readers, the acker
+    /// and the claimer on `tasks`. Readers stop when `stop` fires; the acker
+    /// stops once every outstanding ack is settled.
     pub async fn start(self, tasks: &TaskTracker, stop: CancellationToken) -> RedisResult<RedisIngestHandles> {
         let RedisIngest { shared, conn, streams, settled_rx } = self;
-        let mut existed = false;
+        let mut positions = Vec::with_capacity(streams.len());
         for stream in &streams {
-            existed |= ensure_group(&mut conn.clone(), stream, &shared.group).await?;
+            positions.push(start_group(&mut conn.clone(), stream, &shared.group).await?);
         }
-        tracing::info!(group = %shared.group, streams = ?streams, resumed = existed, "consumer group ready");
+        tracing::info!(group = %shared.group, streams = ?streams, "consumer group ready");
         shared.metrics.redis_up.set(1);
         let handles = RedisIngestHandles { redis_up: shared.redis_up.clone() };
         tasks.spawn(acker::run(conn.clone(), shared.clone(), settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
-        let grace = if existed { shared.config.resume_grace } else { Duration::ZERO };
-        for stream in streams {
+        for (stream, position) in streams.into_iter().zip(positions) {
             let reader_conn = super::connect(&shared.config, None).await?;
-            tasks.spawn(read_stream(reader_conn, shared.clone(), stream, grace, stop.clone()));
+            tasks.spawn(read_stream(reader_conn, shared.clone(), stream, position, stop.clone()));
         }
         Ok(handles)
     }
 }
 
-/// Creates the group at `$` (and the stream) if missing. True if it existed.
-pub(super) async fn ensure_group(conn: &mut RedisConn, stream: &str, group: &str) -> RedisResult<bool> {
+/// Creates the group at the stream's end (and the stream) and returns that
+/// position. A group left by an earlier process of this instance (a pod
+/// that keeps its name) is started afresh: its backlog and pending entries
+/// were for connections that ended with that process, and the clients that
+/// reconnected elsewhere have had them; reading them now would deliver
+/// duplicates (CONTRACT section 14).
+pub(super) async fn start_group(conn: &mut RedisConn, stream: &str, group: &str) -> RedisResult<StreamId> {
+    if !create_group(conn, stream, group, "$").await? {
+        tracing::info!(stream = %stream, group = %group, "an earlier process of this instance left its group: starting it afresh at the stream's end");
+        let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(stream).arg(group).query_async(conn).await?;
+        create_group(conn, stream, group, "$").await?;
+    }
+    group_position(conn, stream, group).await
+}
+
+/// XGROUP CREATE at `id` (MKSTREAM); false when the group exists already.
+async fn create_group(conn: &mut RedisConn, stream: &str, group: &str, id: &str) -> RedisResult<bool> {
     let created: RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg("$").arg("MKSTREAM").query_async(conn).await;
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(id).arg("MKSTREAM").query_async(conn).await;
     match created {
-        Ok(()) => Ok(false),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(true),
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// One stream's read loop: first this consumer's own pending entries (left
-/// by a crash), then new ones, until `stop`.
+/// The group's last delivered id, from XINFO GROUPS.
+async fn group_position(conn: &mut RedisConn, stream: &str, group: &str) -> RedisResult<StreamId> {
+    let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
+    for g in groups {
+        let fields = replies::pairs(g);
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| replies::text(v.clone()));
+        if field("name").as_deref() == Some(group) {
+            return Ok(field("last-delivered-id").and_then(|id| id.parse().ok()).unwrap_or(StreamId::ZERO));
+        }
+    }
+    Ok(StreamId::ZERO)
+}
+
+/// What the stream still holds around `position`: whether the entry at it
+/// is there, and the newest id deleted or trimmed (Redis 7).
+async fn stream_state(conn: &mut RedisConn, stream: &str, position: StreamId) -> RedisResult<(bool, StreamId)> {
+    let at = position.to_string();
+    let reply: Value = redis::cmd("XRANGE").arg(stream).arg(&at).arg(&at).query_async(conn).await?;
+    let holds = !replies::from_range_reply(reply).is_empty();
+    let info: RedisResult<Value> = redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await;
+    let max_deleted = match info {
+        Ok(v) => replies::pairs(v)
+            .into_iter()
+            .find(|(k, _)| k == "max-deleted-entry-id")
+            .and_then(|(_, v)| replies::text(v))
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(StreamId::ZERO),
+        Err(e) if e.code() == Some("ERR") => StreamId::ZERO, // no such stream
+        Err(e) => return Err(e),
+    };
+    Ok((holds, max_deleted))
+}
+
+/// One stream's read loop, until `stop`. `position` is the last entry
+/// handed to the pipeline (or where the group started).
 async fn read_stream(
     mut conn: RedisConn,
     shared: Arc<Shared>,
     stream: Arc<str>,
-    grace: Duration,
+    mut position: StreamId,
     stop: CancellationToken,
 ) {
-    if !grace.is_zero() {
-        tracing::info!(stream = %stream, grace_s = grace.as_secs_f64(), "resuming a group: waiting for clients to reconnect before reading the backlog");
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
     let mut backoff = Backoff::default();
-    let mut cursor = "0".to_string(); // own pending entries first; ">" once they are done
+    let mut trim_checked = Instant::now();
+    let mut hole_reported = StreamId::ZERO;
     loop {
-        let read = read_once(&mut conn, &shared, &stream, &cursor);
+        let read = read_once(&mut conn, &shared, &stream);
         let result = tokio::select! {
             r = read => r,
             _ = stop.cancelled() => break,
@@ -134,22 +186,28 @@ async fn read_stream(
         match result {
             Ok(entries) => {
                 backoff.reset(&shared);
-                if cursor != ">" {
-                    match entries.last() {
-                        Some(last) => cursor = last.id.clone(),
-                        None => cursor = ">".to_string(),
-                    }
-                }
                 for entry in entries {
+                    if let Ok(id) = entry.id.parse() {
+                        position = id;
+                    }
                     if !handle_entry(&shared, &stream, entry).await {
                         break;
                     }
                 }
+                if trim_checked.elapsed() >= TRIM_CHECK_EVERY {
+                    trim_checked = Instant::now();
+                    match stream_state(&mut conn, &stream, position).await {
+                        Ok((_, max_deleted)) if max_deleted > position && max_deleted > hole_reported => {
+                            hole_reported = max_deleted;
+                            report_hole(&shared, &stream, HoleCause::StreamTrimmed, position);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(stream = %stream, error = %e, "XINFO STREAM failed"),
+                    }
+                }
             }
             Err(e) if e.code() == Some("NOGROUP") => {
-                tracing::warn!(stream = %stream, group = %shared.group, "consumer group lost (Redis restarted without persistence?): recreating it; events in between are skipped");
-                shared.metrics.dropped("group_lost", 1);
-                if let Err(e) = ensure_group(&mut conn, &stream, &shared.group).await {
+                if let Err(e) = recover_group(&mut conn, &shared, &stream, position).await {
                     backoff.fail(&shared, &stream, &e).await;
                 }
             }
@@ -164,13 +222,38 @@ async fn read_stream(
     tracing::info!(stream = %stream, "reader stopped");
 }
 
-async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str, cursor: &str) -> RedisResult<Vec<Entry>> {
+/// The group is gone (Redis restarted without persistence, or someone
+/// destroyed it): recreate it where delivery stopped, so nothing published
+/// in between is skipped. If the stream no longer holds that entry, what
+/// came after it may be gone too: a hole.
+async fn recover_group(
+    conn: &mut RedisConn,
+    shared: &Shared,
+    stream: &Arc<str>,
+    position: StreamId,
+) -> RedisResult<()> {
+    let (holds, max_deleted) = stream_state(conn, stream, position).await?;
+    let intact = (holds || position == StreamId::ZERO) && max_deleted <= position;
+    create_group(conn, stream, &shared.group, &position.to_string()).await?;
+    if intact {
+        tracing::warn!(stream = %stream, group = %shared.group, from = %position, "consumer group lost: recreated where delivery stopped");
+    } else {
+        report_hole(shared, stream, HoleCause::StreamLost, position);
+    }
+    Ok(())
+}
+
+fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: StreamId) {
+    tracing::warn!(stream = %stream, group = %shared.group, after = %position, cause = cause.label(), "entries were lost before this instance read them: closing the connections that may have been owed them");
+    shared.metrics.dropped("group_lost", 1);
+    (shared.on_hole)(Hole { stream: stream.clone(), cause });
+}
+
+async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str) -> RedisResult<Vec<Entry>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP").arg(&shared.group).arg(&shared.consumer).arg("COUNT").arg(shared.config.read_count);
-    if cursor == ">" {
-        cmd.arg("BLOCK").arg(shared.config.read_block.as_millis() as u64);
-    }
-    cmd.arg("STREAMS").arg(stream).arg(cursor);
+    cmd.arg("BLOCK").arg(shared.config.read_block.as_millis() as u64);
+    cmd.arg("STREAMS").arg(stream).arg(">");
     let reply: Value = cmd.query_async(conn).await?;
     Ok(replies::from_read_reply(reply))
 }
@@ -237,7 +320,9 @@ impl Backoff {
         self.failures += 1;
         shared.metrics.redis_up.set(0);
         shared.redis_up.store(false, Ordering::Relaxed);
-        let delay = Duration::from_millis(100 * 2u64.pow(self.failures.min(6))).min(Duration::from_secs(5));
+        // At most a second: a reader kept away after Redis is back delays
+        // every event by the rest of its wait.
+        let delay = Duration::from_millis(50 * 2u64.pow(self.failures.min(5))).min(Duration::from_secs(1));
         tracing::warn!(stream = %stream, error = %e, retry_in_ms = delay.as_millis() as u64, "redis read failed");
         tokio::time::sleep(delay).await;
     }

@@ -38,6 +38,11 @@ pub(super) fn from_autoclaim_reply(reply: Value) -> (String, Vec<Entry>) {
     (next, parts.next().map(entries).unwrap_or_default())
 }
 
+/// The entries of an XRANGE reply.
+pub(super) fn from_range_reply(reply: Value) -> Vec<Entry> {
+    entries(reply)
+}
+
 /// `[[id, [field, value, ...]], ...]`. An entry deleted while pending comes
 /// as `[id, nil]` from older servers: it keeps its id and has no fields
 /// (the caller dead-letters it, which also acknowledges it).

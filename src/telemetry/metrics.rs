@@ -57,6 +57,10 @@ pub struct Metrics {
     pub limited: Family<Labels, Counter>,
     /// Failed token checks, by reason.
     pub auth_failures: Family<Labels, Counter>,
+    /// Connections closed because owed events may be gone, by cause.
+    pub continuity_closes: Family<Labels, Counter>,
+    /// Stateful sessions handed between instances, by outcome.
+    pub session_handoffs: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +91,8 @@ impl Metrics {
             disconnects: Family::default(),
             limited: Family::default(),
             auth_failures: Family::default(),
+            continuity_closes: Family::default(),
+            session_handoffs: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -139,6 +145,16 @@ impl Metrics {
         r.register("sidecar_disconnects", "Client connections closed, by reason", m.disconnects.clone());
         r.register("sidecar_limited", "Requests or invocations refused by a limit", m.limited.clone());
         r.register("sidecar_auth_failures", "Failed token checks, by reason", m.auth_failures.clone());
+        r.register(
+            "sidecar_continuity_closes",
+            "Connections closed (allowReconnect) because events owed to them may be gone, by cause",
+            m.continuity_closes.clone(),
+        );
+        r.register(
+            "sidecar_session_handoffs",
+            "Stateful sessions saved for, resumed on, or refused by another instance",
+            m.session_handoffs.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -78,6 +78,9 @@ pub enum Kick {
     MessageTooLarge,
     /// The client did not complete the handshake in time.
     HandshakeTimeout,
+    /// Events owed to the connection may be lost (Redis lost or trimmed
+    /// them before they were read): the client must reconnect and refetch.
+    ContinuityLost,
 }
 
 /// Why a push did not enqueue the frame.

@@ -1,0 +1,40 @@
+//! Holes: events a reader can no longer read because Redis lost them (a
+//! restart without persistence) or trimmed them before this instance read
+//! them. Ingest cannot tell which connections were owed them, so it says
+//! which stream and why, and the server closes the connections that may
+//! have been (CONTRACT section 14: the client must know).
+
+use std::sync::Arc;
+
+/// Why owed entries may be gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoleCause {
+    /// The stream no longer holds the last entry this instance read (Redis
+    /// restarted empty, or the stream was deleted).
+    StreamLost,
+    /// Entries after this instance's position were trimmed or deleted
+    /// before it read them.
+    StreamTrimmed,
+}
+
+impl HoleCause {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HoleCause::StreamLost => "stream_lost",
+            HoleCause::StreamTrimmed => "stream_trimmed",
+        }
+    }
+}
+
+/// A hole in one stream.
+#[derive(Debug, Clone)]
+pub struct Hole {
+    /// The stream.
+    pub stream: Arc<str>,
+    /// Why.
+    pub cause: HoleCause,
+}
+
+/// Who is told about holes (the app closes the affected connections).
+pub type OnHole = Arc<dyn Fn(Hole) + Send + Sync>;

@@ -1,0 +1,55 @@
+//! Stream entry ids (`<ms>-<seq>`) as ordered values: where a reader stands
+//! in a stream, compared to what Redis still holds.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One stream entry id. Ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// `0-0`: before every entry.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+}
+
+/// An id that is not `<ms>-<seq>` (or `<ms>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a stream entry id")]
+pub struct BadStreamId(pub String);
+
+impl FromStr for StreamId {
+    type Err = BadStreamId;
+
+    fn from_str(s: &str) -> Result<StreamId, BadStreamId> {
+        let bad = || BadStreamId(s.to_string());
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Ok(StreamId { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_order_as_redis_orders_them() {
+        let a: StreamId = "1700000000000-9".parse().expect("id");
+        let b: StreamId = "1700000000001-0".parse().expect("id");
+        assert!(a < b && StreamId::ZERO < a);
+        assert_eq!("5".parse::<StreamId>(), Ok(StreamId { ms: 5, seq: 0 }));
+        assert_eq!(a.to_string(), "1700000000000-9");
+        assert!("x-1".parse::<StreamId>().is_err());
+    }
+}
