@@ -24,8 +24,10 @@ use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::telemetry::Metrics;
 
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let routes = Arc::new(RouteTable::load(&config.routes_path).context("SIDECAR_ROUTES")?);
+/// `routes` is the routing file `config.routes_path` names, loaded (and
+/// validated) by the caller with the other settings, before anything starts.
+pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let routes = Arc::new(routes);
     let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
     let metrics = Arc::new(Metrics::new());
     let auth = match &config.auth {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use signalr_sidecar::app;
-use signalr_sidecar::config::Config;
+use signalr_sidecar::config::{Config, RouteTable};
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
@@ -14,6 +14,16 @@ fn main() -> ExitCode {
             for e in errors {
                 eprintln!("  {e}");
             }
+            return ExitCode::from(64);
+        }
+    };
+    // The routing file is a setting too: a bad one is reported like the
+    // others (its file, line and reason) and stops the start with 64.
+    let routes = match RouteTable::load(&config.routes_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("signalr-sidecar: invalid settings:");
+            eprintln!("  SIDECAR_ROUTES: {e}");
             return ExitCode::from(64);
         }
     };
@@ -39,7 +49,7 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     tracing::info!(traces = telemetry.exporting(), "telemetry started");
-    let code = match runtime.block_on(app::run(config, shutdown_signal())) {
+    let code = match runtime.block_on(app::run(config, routes, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "signalr-sidecar stopped");

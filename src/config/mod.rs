@@ -5,6 +5,7 @@
 //! in the TOML file named by `SIDECAR_CONFIG`. The environment wins. The
 //! README's settings table lists them all with the defaults written here.
 
+mod arguments;
 mod routes;
 mod source;
 mod validate;
@@ -13,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use arguments::{
+    ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS,
+};
 pub use routes::{Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable};
 pub use source::RawSettings;
 use validate::Reader;

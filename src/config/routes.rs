@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::arguments::{ArgumentSource, Arguments, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS};
+
 /// Index of a hub in [`RouteTable::hubs`]; cheap to copy into every connection.
 pub type HubId = usize;
 
@@ -202,6 +204,8 @@ pub struct EventRoute {
     pub stream: String,
     /// Immediate or coalesced.
     pub delivery: Delivery,
+    /// What the client method receives, position by position (`[payload]` by default).
+    pub arguments: Arguments,
 }
 
 /// The loaded, validated routing table.
@@ -250,6 +254,7 @@ struct FileRoute {
     method: String,
     stream: String,
     delivery: Delivery,
+    arguments: Option<Vec<Spanned<String>>>,
 }
 
 impl RouteTable {
@@ -321,6 +326,7 @@ impl RouteTable {
         }
 
         let mut routes = HashMap::new();
+        let mut route_at = HashMap::new();
         for spanned in doc.route {
             let at = spanned.span().start;
             let r = spanned.into_inner();
@@ -332,17 +338,42 @@ impl RouteTable {
             if r.method.is_empty() || r.stream.is_empty() {
                 return Err(invalid(at, format!("route '{}': method and stream must not be empty", r.event_type)));
             }
+            let arguments = match r.arguments {
+                None => Arguments::default(),
+                Some(list) => Arguments::new(
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            let at = a.span().start;
+                            ArgumentSource::parse(a.get_ref())
+                                .map_err(|e| invalid(at, format!("route '{}': argument {}: {e}", r.event_type, i + 1)))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            route_at.insert(r.event_type.clone(), at);
             let route = EventRoute {
                 hub,
                 event_type: r.event_type.clone(),
                 method: r.method,
                 stream: r.stream,
                 delivery: r.delivery,
+                arguments,
             };
             if routes.insert(r.event_type.clone(), route).is_some() {
                 return Err(invalid(at, format!("route '{}' is defined twice", r.event_type)));
             }
         }
+        // The events the sidecar makes itself must fit their route's
+        // arguments too, or their client method would change signature
+        // with the producer (or they would never be delivered).
+        let own_payload = |ev: &str, fields: &[&str]| match routes.get(ev) {
+            Some(r) => r
+                .arguments
+                .fit_own_payload(fields)
+                .map_err(|e| invalid(route_at.get(ev).copied().unwrap_or(0), format!("route '{ev}': {e}"))),
+            None => Ok(()),
+        };
         for hub in &hubs {
             for m in hub.methods.values().filter(|m| m.action == Action::Typing) {
                 for ev in [&m.typing_events.0, &m.typing_events.1] {
@@ -355,6 +386,12 @@ impl RouteTable {
                             ),
                         ));
                     }
+                    own_payload(ev, &TYPING_PAYLOAD_FIELDS)?;
+                }
+            }
+            for ev in ["user_joined", "user_left"] {
+                if hub.presence && routes.get(ev).is_some_and(|r| r.hub == hub.id) {
+                    own_payload(ev, &PRESENCE_PAYLOAD_FIELDS)?;
                 }
             }
         }
@@ -384,49 +421,4 @@ impl RouteTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_files_load() {
-        for file in ["protocol/routes.toml", "protocol/routes-discussion.toml"] {
-            let table = RouteTable::load(Path::new(file)).expect(file);
-            assert!(!table.hubs.is_empty());
-        }
-        let table = RouteTable::load(Path::new("protocol/routes.toml")).expect("default");
-        let chat = table.hub_by_path("/hubs/chat").expect("chat hub");
-        assert_eq!(chat.method("joinroom").map(|m| m.action), Some(Action::Join));
-        let r = table.route("typing_start").expect("typing route");
-        assert_eq!((r.method.as_str(), r.delivery), ("UserTyping", Delivery::Coalesce));
-        assert_eq!(table.route("notification").map(|r| r.stream.as_str()), Some("events:notification"));
-    }
-
-    #[test]
-    fn an_unknown_hub_names_the_line() {
-        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n\n[[route]]\nevent_type = \"x\"\nhub = \"b\"\nmethod = \"X\"\nstream = \"s\"\ndelivery = \"immediate\"\n";
-        let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
-        assert_eq!(err, "r.toml:5: route 'x': no hub named 'b'");
-    }
-
-    #[test]
-    fn authorize_policies() {
-        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n[[hub.method]]\nname = \"J\"\naction = \"join\"\nauthorize = { policy = \"claim\", roles = [\"admin\"] }\n[[hub.method]]\nname = \"K\"\naction = \"join\"\nauthorize = { policy = \"webhook\", url = \"http://127.0.0.1:9/ok\" }\n";
-        let t = RouteTable::parse("r.toml", text).expect("valid");
-        let hub = &t.hubs[0];
-        assert_eq!(
-            hub.method("j").map(|m| m.authorize.clone()),
-            Some(Authorize::Claim { claim: "rooms".into(), roles_claim: "roles".into(), roles: vec!["admin".into()] })
-        );
-        assert!(matches!(hub.method("k").map(|m| &m.authorize), Some(Authorize::Webhook { .. })));
-        let bad = text.replace("http://127.0.0.1:9/ok", "ftp://x");
-        let err = RouteTable::parse("r.toml", &bad).unwrap_err().to_string();
-        assert!(err.starts_with("r.toml:8: method 'K': authorize webhook url"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_value_names_the_line() {
-        let text = "[[hub]]\nname = \"a\"\npath = \"/a\"\n[[hub.method]]\nname = \"J\"\naction = \"dance\"\n";
-        let err = RouteTable::parse("r.toml", text).unwrap_err().to_string();
-        assert!(err.starts_with("r.toml:6: unknown variant `dance`"), "{err}");
-    }
-}
+mod tests;

@@ -69,6 +69,8 @@ pub(super) async fn invoke(
             // stands in, so typing still works in the default set-up.
             let user_id = identity.user_id.as_deref().unwrap_or(connection_id);
             let username = identity.name.as_deref().unwrap_or(user_id);
+            // These fields are config::TYPING_PAYLOAD_FIELDS: the routing
+            // file's `arguments` for typing routes are checked against them.
             let mut payload = Map::new();
             payload.insert("user_id".into(), user_id.into());
             payload.insert("username".into(), username.into());

@@ -182,6 +182,8 @@ impl Hubs {
                 tracing::debug!(event_type, "no route for the presence event on this hub; not published");
                 continue;
             }
+            // These fields are config::PRESENCE_PAYLOAD_FIELDS: the routing
+            // file's `arguments` for these routes are checked against them.
             let mut payload = serde_json::Map::new();
             payload.insert("user_id".into(), user.user_id.into());
             payload.insert("username".into(), user.username.into());

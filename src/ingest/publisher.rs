@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::config::RouteTable;
+use crate::config::{MissingField, RouteTable};
 use crate::envelope::Envelope;
 use crate::pipeline::{Ack, Input, InputSender};
 
@@ -23,6 +23,15 @@ pub enum PublishError {
     /// No route names this event type, so no stream either.
     #[error("no route for event_type '{0}'")]
     NoRoute(String),
+    /// The payload lacks a field the route's `arguments` name: the event
+    /// could never be delivered, so it is refused before it is published.
+    #[error("route '{event_type}': {missing}")]
+    MissingArgument {
+        /// The route's event type.
+        event_type: String,
+        /// The field and its position.
+        missing: MissingField,
+    },
     /// The sidecar is shutting down.
     #[error("the sidecar is shutting down")]
     Closed,
@@ -31,7 +40,7 @@ pub enum PublishError {
 impl PublishError {
     /// True when the publisher, not the sidecar or Redis, is at fault.
     pub fn is_publisher_fault(&self) -> bool {
-        matches!(self, PublishError::NoRoute(_))
+        matches!(self, PublishError::NoRoute(_) | PublishError::MissingArgument { .. })
     }
 }
 
@@ -74,6 +83,9 @@ impl Publisher {
             .routes
             .route(&envelope.event_type)
             .ok_or_else(|| PublishError::NoRoute(envelope.event_type.clone()))?;
+        if let Some(missing) = route.arguments.missing_field(&envelope.payload) {
+            return Err(PublishError::MissingArgument { event_type: route.event_type.clone(), missing });
+        }
         let source: Arc<str> = Arc::from(route.stream.as_str());
         let (conn, maxlen, local, failed_at) = match &self.bus {
             Bus::Memory(tx) => return send_local(tx, envelope, source).await,

@@ -1,5 +1,5 @@
 //! Envelope in, frames out: validate -> dedupe -> typing state -> coalesce
-//! -> route -> encode once -> fan out, with every drop counted and every
+//! -> route -> shape the arguments -> encode once -> fan out, with every drop counted and every
 //! outcome reported on its [`Ack`]. One task runs it, so per-event state
 //! needs no locks, and its timers (coalescing windows, typing timeouts)
 //! share the task's one `select!`.
@@ -8,6 +8,7 @@ mod ack;
 mod coalesce;
 mod dedupe;
 mod route;
+mod shape;
 mod typing;
 mod validate;
 
@@ -146,6 +147,14 @@ impl Pipeline {
             self.metrics.dropped("no_route", 1);
             return ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
         };
+        // Checked before any state is kept (dedupe, typing, coalescing), so
+        // every event held for later can be shaped when it goes out.
+        if let Some(missing) = route.arguments.missing_field(&envelope.payload) {
+            let reason = format!("route '{}': {missing}", route.event_type);
+            self.metrics.dropped("missing_argument", 1);
+            tracing::warn!(event_id = %envelope.event_id, reason = %reason, "event not delivered: a named argument is missing");
+            return ack.resolve(Outcome::Invalid(reason));
+        }
         let Some(effective_time) = self.freshness.check(envelope.timestamp, Utc::now()) else {
             self.metrics.dropped("stale", 1);
             tracing::debug!(event_id = %envelope.event_id, timestamp = %envelope.timestamp, "stale event dropped");
@@ -211,12 +220,23 @@ impl Pipeline {
         }
     }
 
-    /// Encodes once per protocol in use and fans out; records the fan-out
-    /// on the current event span.
+    /// Shapes the route's arguments, encodes them once per protocol in use
+    /// and fans out; records the fan-out on the current event span.
     fn deliver(&self, route: &EventRoute, envelope: &Envelope, effective_time: DateTime<Utc>) {
         let started = Instant::now();
         let droppable = route.delivery == Delivery::Coalesce;
-        let (frame, bytes) = route::encode(&self.registry, &route.method, envelope, droppable);
+        let arguments = match shape::shape(&route.arguments, envelope) {
+            Ok(a) => a,
+            Err(missing) => {
+                // Only the sidecar's own events get here unchecked, and the
+                // routing file's validation makes their payloads fit.
+                self.metrics.dropped("missing_argument", 1);
+                tracing::warn!(event_id = %envelope.event_id, event_type = %envelope.event_type, reason = %missing,
+                    "event not delivered: a named argument is missing");
+                return;
+            }
+        };
+        let (frame, bytes) = route::encode(&self.registry, &route.method, &arguments, droppable);
         let report = self.registry.deliver(route::target_of(route.hub, &envelope.room_id), &frame);
         let span = tracing::Span::current();
         span.record("connections", report.queued as i64);

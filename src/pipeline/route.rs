@@ -1,8 +1,8 @@
 //! Looks up an event's route and encodes its frame exactly once per
 //! protocol in use.
 
+use super::shape::Argument;
 use crate::codec::Protocol;
-use crate::envelope::Envelope;
 use crate::fanout::{Frame, Payload, Registry, Target};
 
 /// The target a `room_id` names (CONTRACT section 3).
@@ -16,15 +16,15 @@ pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
     }
 }
 
-/// Encodes `method(payload)` for every protocol some connection speaks.
-pub fn encode(registry: &Registry, method: &str, envelope: &Envelope, droppable: bool) -> (Frame, usize) {
+/// Encodes `method(arguments...)` for every protocol some connection speaks.
+pub fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_>], droppable: bool) -> (Frame, usize) {
     let mut frame = Frame { droppable, ..Frame::default() };
     let mut bytes = 0;
     for protocol in Protocol::ALL {
         if !registry.slot_in_use(protocol.slot()) {
             continue;
         }
-        let encoded = protocol.encode_invocation(method, &[&envelope.payload]);
+        let encoded = protocol.encode_invocation(method, arguments);
         bytes += encoded.len();
         frame.by_slot[protocol.slot()] =
             if protocol.is_binary() { Some(Payload::Binary(encoded.into())) } else { Payload::text_from_vec(encoded) };

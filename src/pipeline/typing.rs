@@ -151,6 +151,19 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_has_the_payload_routes_are_checked_against() {
+        let key = (0, "r".to_string(), "u".to_string());
+        let mut s = state();
+        s.observe(&key, &start(), Instant::now());
+        let stop = s.message_sent(&key).expect("a stop");
+        let mut fields: Vec<&str> = stop.payload.keys().map(String::as_str).collect();
+        let mut expected = crate::config::TYPING_PAYLOAD_FIELDS.to_vec();
+        fields.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(fields, expected, "config::TYPING_PAYLOAD_FIELDS must list what the sidecar sends");
+    }
+
+    #[test]
     fn a_message_clears_at_once() {
         let key = (0, "r".to_string(), "u".to_string());
         let mut s = state();

@@ -145,6 +145,30 @@ impl Sidecar {
         }
     }
 
+    /// Runs the binary with `env` (free ports added) when it is expected
+    /// to refuse to start: its exit code and standard error, or `None` for
+    /// the code if it is still running after 10 s (then it is killed).
+    pub async fn refused(env: &[(&str, String)]) -> (Option<i32>, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalr-sidecar"));
+        cmd.current_dir(super::procs::root())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SIDECAR_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("SIDECAR_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the sidecar binary starts");
+        match tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await {
+            Ok(Ok(out)) => (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned()),
+            _ => (None, String::new()),
+        }
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())

@@ -1,0 +1,151 @@
+//! Builds a route's invocation arguments from an event, once per event (the
+//! codec then encodes them once per protocol): the routing file's
+//! `arguments` say what each position holds. Arguments borrow from the
+//! envelope where they can, so the default `[payload]` copies nothing.
+
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::config::{ArgumentSource, Arguments, MissingField};
+use crate::envelope::{format_timestamp, Envelope};
+
+/// One argument of an outgoing invocation.
+#[derive(Debug, PartialEq)]
+pub enum Argument<'a> {
+    /// A value inside the envelope (a payload or metadata field).
+    Value(&'a Value),
+    /// The payload object.
+    Object(&'a Map<String, Value>),
+    /// A string field of the envelope (room, event type, id).
+    Text(&'a str),
+    /// Made for this event: the timestamp text, the whole envelope.
+    Owned(Value),
+    /// An absent metadata field.
+    Null,
+}
+
+impl Serialize for Argument<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Argument::Value(v) => v.serialize(serializer),
+            Argument::Object(m) => m.serialize(serializer),
+            Argument::Text(s) => serializer.serialize_str(s),
+            Argument::Owned(v) => v.serialize(serializer),
+            Argument::Null => serializer.serialize_unit(),
+        }
+    }
+}
+
+/// The arguments `spec` asks for, in order; refuses (never sends a
+/// half-shaped call) when the payload lacks a named field.
+pub fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argument<'a>>, MissingField> {
+    spec.sources()
+        .iter()
+        .enumerate()
+        .map(|(i, source)| {
+            Ok(match source {
+                ArgumentSource::Payload => Argument::Object(&envelope.payload),
+                ArgumentSource::PayloadField(path) => Argument::Value(
+                    path.lookup(&envelope.payload)
+                        .ok_or_else(|| MissingField { position: i + 1, path: path.as_str().to_string() })?,
+                ),
+                ArgumentSource::RoomId => Argument::Text(&envelope.room_id),
+                ArgumentSource::EventType => Argument::Text(&envelope.event_type),
+                ArgumentSource::EventId => Argument::Text(&envelope.event_id),
+                ArgumentSource::Timestamp => Argument::Owned(format_timestamp(&envelope.timestamp).into()),
+                ArgumentSource::MetadataField(path) => {
+                    envelope.metadata.as_ref().and_then(|m| path.lookup(m)).map_or(Argument::Null, Argument::Value)
+                }
+                ArgumentSource::Envelope => Argument::Owned(envelope.to_json()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::codec::Protocol;
+
+    fn spec(texts: &[&str]) -> Arguments {
+        Arguments::new(texts.iter().map(|t| ArgumentSource::parse(t).expect("valid source")).collect())
+    }
+
+    fn event() -> Envelope {
+        let payload = json!({"request_id": "req-1", "sender": {"name": "Ann", "id": 7}, "content": "hi"});
+        Envelope {
+            event_id: "e-1".into(),
+            event_type: "chat_message".into(),
+            timestamp: crate::envelope::parse_timestamp("2026-01-02T03:04:05.123456Z").expect("time"),
+            room_id: "room-1".into(),
+            payload: payload.as_object().cloned().expect("object"),
+            metadata: Some(json!({"trace_id": "t-1"}).as_object().cloned().expect("object")),
+        }
+    }
+
+    fn as_json(args: &[Argument<'_>]) -> Value {
+        serde_json::to_value(args).expect("arguments serialize")
+    }
+
+    #[test]
+    fn every_source_takes_its_part_of_the_envelope() {
+        let e = event();
+        let args = shape(
+            &spec(&[
+                "room_id",
+                "payload.request_id",
+                "payload.sender.name",
+                "event_type",
+                "event_id",
+                "timestamp",
+                "metadata.trace_id",
+                "metadata.absent",
+            ]),
+            &e,
+        )
+        .expect("shaped");
+        assert_eq!(
+            as_json(&args),
+            json!(["room-1", "req-1", "Ann", "chat_message", "e-1", "2026-01-02T03:04:05.123456Z", "t-1", null])
+        );
+        let whole = shape(&spec(&["envelope"]), &e).expect("shaped");
+        assert_eq!(as_json(&whole), json!([e.to_json()]));
+    }
+
+    #[test]
+    fn the_default_borrows_the_payload_and_encodes_as_before() {
+        let e = event();
+        let args = shape(&Arguments::default(), &e).expect("shaped");
+        assert_eq!(args, [Argument::Object(&e.payload)]);
+        for protocol in Protocol::ALL {
+            assert_eq!(
+                protocol.encode_invocation("ReceiveMessage", &args),
+                protocol.encode_invocation("ReceiveMessage", &[&e.payload]),
+                "{protocol:?}: same bytes as a route without arguments always sent"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_payload_field_shapes_nothing() {
+        let e = event();
+        assert_eq!(
+            shape(&spec(&["room_id", "payload.sender.email"]), &e),
+            Err(MissingField { position: 2, path: "sender.email".into() })
+        );
+    }
+
+    #[test]
+    fn msgpack_carries_each_argument_in_its_position() {
+        let e = event();
+        let args = shape(&spec(&["room_id", "payload.sender", "metadata.absent"]), &e).expect("shaped");
+        let bytes = Protocol::MessagePack.encode_invocation("M", &args);
+        // Skip the one-byte length prefix (the message is short).
+        let value = rmpv::decode::read_value(&mut &bytes[1..]).expect("msgpack");
+        let arguments = value.as_array().and_then(|a| a.get(4)).and_then(|a| a.as_array()).expect("arguments");
+        let decoded: Value = rmpv::ext::from_value(rmpv::Value::Array(arguments.clone())).expect("json");
+        assert_eq!(decoded, json!(["room-1", {"name": "Ann", "id": 7}, null]));
+    }
+}
