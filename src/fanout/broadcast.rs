@@ -1,7 +1,9 @@
 //! `deliver`: one encoded frame, shared by reference, pushed into every
 //! target outbox without waiting on any of them.
 
-use super::registry::Registry;
+use std::sync::Arc;
+
+use super::registry::{Inner, Registry};
 use super::Payload;
 use crate::transport::outbox::{OutFrame, PushError};
 
@@ -56,13 +58,28 @@ impl Registry {
     /// Pushes `frame` into every outbox `target` names. Never waits: a full
     /// outbox drops droppable frames, and otherwise kicks its connection.
     pub fn deliver(&self, target: Target<'_>, frame: &Frame) -> Delivery {
+        self.deliver_at(target, frame, None)
+    }
+
+    /// [`Registry::deliver`] for a stream entry: the stream's position moves
+    /// to `at` before the fan-out's lock is released.
+    pub fn deliver_at(&self, target: Target<'_>, frame: &Frame, at: Option<(&Arc<str>, String)>) -> Delivery {
+        let inner = self.read();
+        let report = self.push_all(&inner, target, frame);
+        if let Some((stream, id)) = at {
+            self.advance(stream, id);
+        }
+        drop(inner);
+        report
+    }
+
+    fn push_all(&self, inner: &Inner, target: Target<'_>, frame: &Frame) -> Delivery {
         let (hub, group, user) = match target {
             Target::All { hub } => (hub, None, None),
             Target::Group { hub, group } => (hub, Some(group), None),
             Target::User { hub, user } => (hub, None, Some(user)),
         };
         let mut report = Delivery::default();
-        let inner = self.read();
         let Some(members) = inner.members(hub, group, user) else {
             return report;
         };

@@ -6,4 +6,4 @@ mod registry;
 
 pub use crate::transport::outbox::{Kick, Outbox, Payload};
 pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
-pub use registry::{ConnEntry, ConnId, JoinError, Registry};
+pub use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};

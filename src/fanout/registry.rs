@@ -61,9 +61,16 @@ pub(super) struct Inner {
     hubs: Vec<HubIndex>,
 }
 
+/// Where fan-out stands in each stream: the id of the last entry whose
+/// frames were pushed (or that needed none). A connection taken out of
+/// fan-out has every entry up to these in its outbox (if addressed to it)
+/// and none after: the cut a stateful session hands to another instance.
+pub type Positions = Vec<(Arc<str>, String)>;
+
 /// Every open connection of this instance.
 pub struct Registry {
     inner: RwLock<Inner>,
+    positions: std::sync::Mutex<HashMap<Arc<str>, String>>,
     slots_in_use: [AtomicUsize; MAX_SLOTS],
     max_groups: usize,
 }
@@ -75,7 +82,57 @@ impl Registry {
             inner: RwLock::new(Inner { conns: HashMap::new(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
             max_groups,
+            positions: std::sync::Mutex::default(),
         }
+    }
+
+    /// Records that every entry of `stream` up to `id` has been fanned out.
+    /// Called under the fan-out's read lock by [`Registry::deliver`], so a
+    /// [`Registry::detach`] never sees a position ahead of what was pushed.
+    pub fn advance(&self, stream: &Arc<str>, id: String) {
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        match positions.get_mut(stream) {
+            Some(at) => *at = id,
+            None => {
+                positions.insert(stream.clone(), id);
+            }
+        }
+    }
+
+    /// The current positions.
+    pub fn positions(&self) -> Positions {
+        let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.iter().map(|(s, id)| (s.clone(), id.clone())).collect()
+    }
+
+    /// Adds a connection with its groups at once and returns the positions
+    /// at that instant: everything after them reaches its outbox.
+    pub fn add_with_groups(&self, entry: Arc<ConnEntry>, groups: &[Box<str>]) -> Positions {
+        self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.write();
+        let hub = &mut inner.hubs[entry.hub];
+        hub.all.insert(entry.id, entry.clone());
+        if let Some(user) = &entry.user {
+            hub.users.entry(user.clone()).or_default().insert(entry.id, entry.clone());
+        }
+        let mut joined: Vec<Box<str>> = Vec::new();
+        for g in groups.iter().take(self.max_groups) {
+            if !joined.contains(g) {
+                hub.groups.entry(g.clone()).or_default().insert(entry.id, entry.clone());
+                joined.push(g.clone());
+            }
+        }
+        inner.conns.insert(entry.id, Conn { entry, groups: joined });
+        self.positions()
+    }
+
+    /// Takes a connection out of fan-out and returns its groups and the
+    /// positions at that instant (see [`Positions`]).
+    pub fn detach(&self, id: ConnId) -> (Vec<Box<str>>, Positions) {
+        let mut inner = self.write();
+        let positions = self.positions();
+        let groups = Self::remove_locked(&mut inner, &self.slots_in_use, id);
+        (groups, positions)
     }
 
     /// Adds an open connection (after its handshake).
@@ -93,10 +150,14 @@ impl Registry {
     /// Removes a connection from everything; returns the groups it was in.
     pub fn remove(&self, id: ConnId) -> Vec<Box<str>> {
         let mut inner = self.write();
+        Self::remove_locked(&mut inner, &self.slots_in_use, id)
+    }
+
+    fn remove_locked(inner: &mut Inner, slots_in_use: &[AtomicUsize; MAX_SLOTS], id: ConnId) -> Vec<Box<str>> {
         let Some(conn) = inner.conns.remove(&id) else {
             return Vec::new();
         };
-        self.slots_in_use[conn.entry.slot].fetch_sub(1, Ordering::Relaxed);
+        slots_in_use[conn.entry.slot].fetch_sub(1, Ordering::Relaxed);
         let hub = &mut inner.hubs[conn.entry.hub];
         hub.all.remove(&id);
         if let Some(user) = &conn.entry.user {

@@ -137,15 +137,33 @@ impl Pipeline {
         let Input { envelope, ack, source, entry_id, received } = input;
         let span = event_span(&envelope, &source, entry_id.as_deref(), received);
         let _in_span = span.enter();
+        let at = entry_id.map(|id| (source.clone(), id));
+        let at = self.stages(envelope, ack, &source, at);
+        // An entry that was not fanned out still moves the stream's position
+        // (a delivered one moved it under the fan-out's lock).
+        if let Some((stream, id)) = at {
+            self.registry.advance(&stream, id);
+        }
+    }
+
+    /// The stages for one event; gives `at` back unless a delivery took it.
+    fn stages(
+        &mut self,
+        envelope: Envelope,
+        ack: Ack,
+        source: &Arc<str>,
+        at: Option<(Arc<str>, String)>,
+    ) -> Option<(Arc<str>, String)> {
         let routes = self.routes.clone();
         let route = routes.route(&envelope.event_type);
         // Label values come from the routing file only, so a publisher cannot
         // grow the number of series.
         let label = if route.is_some() { envelope.event_type.as_str() } else { "unrouted" };
-        self.consumed.count(&self.metrics, &source, label);
+        self.consumed.count(&self.metrics, source, label);
         let Some(route) = route else {
             self.metrics.dropped("no_route", 1);
-            return ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
+            ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
+            return at;
         };
         // Checked before any state is kept (dedupe, typing, coalescing), so
         // every event held for later can be shaped when it goes out.
@@ -153,18 +171,21 @@ impl Pipeline {
             let reason = format!("route '{}': {missing}", route.event_type);
             self.metrics.dropped("missing_argument", 1);
             tracing::warn!(event_id = %envelope.event_id, reason = %reason, "event not delivered: a named argument is missing");
-            return ack.resolve(Outcome::Invalid(reason));
+            ack.resolve(Outcome::Invalid(reason));
+            return at;
         }
         let Some(effective_time) = self.freshness.check(envelope.timestamp, Utc::now()) else {
             self.metrics.dropped("stale", 1);
             tracing::debug!(event_id = %envelope.event_id, timestamp = %envelope.timestamp, "stale event dropped");
-            return ack.resolve(Outcome::Dropped("stale"));
+            ack.resolve(Outcome::Dropped("stale"));
+            return at;
         };
         let now = Instant::now();
         if !self.dedupe.first_time(&envelope.event_id, now) {
             self.metrics.dropped("duplicate", 1);
             tracing::debug!(event_id = %envelope.event_id, "duplicate event dropped");
-            return ack.resolve(Outcome::Dropped("duplicate"));
+            ack.resolve(Outcome::Dropped("duplicate"));
+            return at;
         }
 
         let about =
@@ -173,22 +194,25 @@ impl Pipeline {
             let starts = self.typing.observe(&key, &envelope, now);
             if route.delivery == Delivery::Coalesce {
                 match self.coalescer.offer(key, envelope, starts, now) {
-                    Offer::Send(envelope) => self.deliver(route, &envelope, effective_time),
+                    Offer::Send(envelope) => self.deliver(route, &envelope, effective_time, at),
                     Offer::Held | Offer::Unchanged => {
                         self.metrics.events_coalesced.inc();
-                        return ack.resolve(Outcome::Dropped("coalesced"));
+                        ack.resolve(Outcome::Dropped("coalesced"));
+                        return at;
                     }
                 }
-                return ack.resolve(Outcome::Delivered);
+                ack.resolve(Outcome::Delivered);
+                return None;
             }
         }
         let sender = about("sender_id");
-        self.deliver(route, &envelope, effective_time);
+        self.deliver(route, &envelope, effective_time, at);
         ack.resolve(Outcome::Delivered);
         // A message from someone typing in this room ends their indicator.
         if let Some(stop) = sender.and_then(|key| self.typing.message_sent(&key).map(|stop| (key, stop))) {
             self.send_server_stop(stop, now);
         }
+        None
     }
 
     /// Closes coalescing windows and typing timeouts due by `now`.
@@ -202,7 +226,7 @@ impl Pipeline {
                 envelope.metadata.get_or_insert_with(Default::default).insert("coalesced_count".into(), merged.into());
             }
             if let Some(route) = routes.route(&envelope.event_type) {
-                self.deliver(route, &envelope, Utc::now());
+                self.deliver(route, &envelope, Utc::now(), None);
             }
         }
         for stop in self.typing.due(now) {
@@ -216,13 +240,21 @@ impl Pipeline {
         self.metrics.events_coalesced.inc_by(obsolete);
         let routes = self.routes.clone();
         if let Some(route) = routes.route(&stop.event_type) {
-            self.deliver(route, &stop, Utc::now());
+            self.deliver(route, &stop, Utc::now(), None);
         }
     }
 
     /// Shapes the route's arguments, encodes them once per protocol in use
     /// and fans out; records the fan-out on the current event span.
-    fn deliver(&self, route: &EventRoute, envelope: &Envelope, effective_time: DateTime<Utc>) {
+    /// `at` is the stream entry the event came from: its position moves
+    /// with the fan-out (see [`crate::fanout::Positions`]).
+    fn deliver(
+        &self,
+        route: &EventRoute,
+        envelope: &Envelope,
+        effective_time: DateTime<Utc>,
+        at: Option<(Arc<str>, String)>,
+    ) {
         let started = Instant::now();
         let droppable = route.delivery == Delivery::Coalesce;
         let arguments = match shape::shape(&route.arguments, envelope) {
@@ -233,11 +265,15 @@ impl Pipeline {
                 self.metrics.dropped("missing_argument", 1);
                 tracing::warn!(event_id = %envelope.event_id, event_type = %envelope.event_type, reason = %missing,
                     "event not delivered: a named argument is missing");
+                if let Some((stream, id)) = at {
+                    self.registry.advance(&stream, id);
+                }
                 return;
             }
         };
         let (frame, bytes) = route::encode(&self.registry, &route.method, &arguments, droppable);
-        let report = self.registry.deliver(route::target_of(route.hub, &envelope.room_id), &frame);
+        let target = route::target_of(route.hub, &envelope.room_id);
+        let report = self.registry.deliver_at(target, &frame, at.as_ref().map(|(s, id)| (s, id.clone())));
         let span = tracing::Span::current();
         span.record("connections", report.queued as i64);
         span.record("bytes", bytes as i64);
