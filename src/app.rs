@@ -49,11 +49,13 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         None => Publisher::memory(routes.clone(), input.clone()),
     };
 
+    // A bad certificate stops the start, before any port is bound.
+    let tls = config.server.tls.as_ref().map(http::Tls::load).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
     let client_listener = TcpListener::bind(config.server.listen).await.context("SIDECAR_LISTEN: cannot bind")?;
     let admin_listener =
         TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
     tracing::info!(client = %client_listener.local_addr()?, admin = %admin_listener.local_addr()?, instance = %config.instance_id,
-        bus = if config.redis.is_some() { "redis" } else { "in-process" }, "listening");
+        bus = if config.redis.is_some() { "redis" } else { "in-process" }, tls = tls.is_some(), "listening");
 
     let listeners_stop = CancellationToken::new();
     let ingest_stop = CancellationToken::new();
@@ -98,6 +100,8 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         tasks.clone(),
         "admin",
         header_timeout,
+        // Pod-internal (probes, metrics, the HTTP bridge): always plain HTTP.
+        None,
     ));
 
     // Clients may connect while the consumer group is being ensured; the
@@ -113,6 +117,7 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         tasks.clone(),
         "client",
         header_timeout,
+        tls,
     ));
 
     if let Some(redis) = &config.redis {

@@ -20,7 +20,7 @@
 //! | `ingest`    | where envelopes come from: the Redis Streams reader, the HTTP bridge, the publisher |
 //! | `presence`  | who is in which room across instances (Redis, or in process) |
 //! | `hub`       | SignalR sessions: handshake, invocations, keep-alive, close reasons |
-//! | `http`      | the client and admin HTTP servers; errors become status codes here |
+//! | `http`      | the client and admin HTTP servers, TLS on the client port; errors become status codes here |
 //! | `app`       | builds everything, owns every task, runs the shutdown sequence |
 
 pub mod app;

@@ -222,9 +222,11 @@ def check_sidecar_deployment(objs: list[dict[str, Any]]) -> dict[str, Any]:
     if redis is not None:
         assert "value" not in redis, "SIDECAR_REDIS_URL is inline; it belongs in a Secret"
         assert redis["valueFrom"]["secretKeyRef"]["name"]
-    jwt = env_map(side).get("SIDECAR_JWT_SECRET")
-    if jwt is not None:
-        assert "value" not in jwt and jwt["valueFrom"]["secretKeyRef"]["name"]
+    for secret_setting in ("SIDECAR_JWT_SECRET", "SIDECAR_ADMIN_TOKEN"):
+        ref = env_map(side).get(secret_setting)
+        if ref is not None:
+            assert "value" not in ref, f"{secret_setting} is inline; it belongs in a Secret"
+            assert ref["valueFrom"]["secretKeyRef"]["name"]
 
     assert side.get("resources", {}).get("requests"), "sidecar has no resource requests"
     assert side["resources"].get("limits", {}).get("memory"), "sidecar has no memory limit"

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import posixpath
+import re
 
 import pytest
+import yaml
 from helm_python import lint
 from helm_python.errors import HelmError, HelmValuesError
 
@@ -98,7 +101,53 @@ VALUE_SETS = {
         "otel": {"endpoint": "http://jaeger-collector.observability:4317", "samplerRatio": 0.25},
         "drainWindowSeconds": 20,
     },
+    # issue 20: the replica count under the name every chart uses.
+    "replica_count": {"replicaCount": 3},
+    # issue 20: TLS on the client port from a kubernetes.io/tls Secret, the
+    # admin token from a Secret, and an Ingress in front.
+    "tls_on": {
+        "tls": {"enabled": True, "secretName": "signalr-example-com-tls"},
+        "adminToken": {"existingSecret": "signalr-admin", "existingSecretKey": "bearer"},
+        "ingress": {"enabled": True},
+    },
 }
+
+# A values file copied from another chart (the layout `helm create` writes),
+# keeping the keys this chart shares with it.
+COPIED_VALUES = """\
+replicaCount: 3
+image:
+  repository: registry.example.com/signalr-sidecar
+  pullPolicy: IfNotPresent
+  # Overrides the image tag whose default is the chart appVersion.
+  tag: ""
+imagePullSecrets: []
+nameOverride: ""
+fullnameOverride: ""
+serviceAccount:
+  create: true
+  annotations: {}
+  name: ""
+podAnnotations: {}
+podLabels: {}
+service:
+  type: ClusterIP
+  port: 80
+ingress:
+  enabled: false
+  className: ""
+  annotations: {}
+  hosts:
+    - host: chart-example.local
+      paths:
+        - path: /
+          pathType: ImplementationSpecific
+  tls: []
+resources: {}
+nodeSelector: {}
+tolerations: []
+affinity: {}
+"""
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
@@ -152,6 +201,100 @@ def test_notes_tell_how_to_reach_both_ports(rendered):
 
 
 # ------------------------------------------------------- per value set
+
+
+def test_replica_count(render):
+    objs, notes = render(VALUE_SETS["replica_count"])
+    dep = dc.check_sidecar_deployment(objs)
+    assert dep["spec"]["replicas"] == 3
+    assert "DEPRECATED" not in notes
+    objs, _ = render({"replicaCount": 1})
+    assert dc.sidecar_deployment(objs)["spec"]["replicas"] == 1
+    # The HPA still owns the count when it is on.
+    objs, _ = render({"replicaCount": 3, "hpa": {"enabled": True}})
+    assert "replicas" not in dc.sidecar_deployment(objs)["spec"]
+
+
+def test_replicas_is_a_deprecated_alias_that_wins(render):
+    objs, notes = render({"replicas": 5})
+    for obj in objs:
+        dc.validate_strict(obj)
+    assert dc.sidecar_deployment(objs)["spec"]["replicas"] == 5
+    assert "DEPRECATED: `replicas`" in notes and "(5)" in notes
+    # Both set: the alias wins (an install that set it keeps its count on
+    # upgrade) and NOTES say so with both numbers.
+    objs, notes = render({"replicas": 4, "replicaCount": 3})
+    assert dc.sidecar_deployment(objs)["spec"]["replicas"] == 4
+    assert "set (4) and wins" in notes and "replicaCount (3)" in notes
+    # In-process bus with several replicas through the alias: still warned.
+    _, notes = render({"replicas": 3, "redis": {"enabled": False}})
+    assert "WARNING: with the in-process bus" in notes
+    _, notes = render({"replicas": 1, "replicaCount": 3, "redis": {"enabled": False}})
+    assert "WARNING: with the in-process bus" not in notes
+
+
+def test_values_copied_from_another_chart(chart, render):
+    values = yaml.safe_load(COPIED_VALUES)
+    chart.validate_schema(values)
+    objs, _ = render(values)
+    for obj in objs:
+        dc.validate_strict(obj)
+    dep = dc.sidecar_deployment(objs)
+    assert dep["spec"]["replicas"] == 3
+    assert dc.sidecar_container(dep)["image"] == "registry.example.com/signalr-sidecar:0.1.0"
+
+
+def test_tls_on_client_port_from_secret(render):
+    objs, notes = render(VALUE_SETS["tls_on"])
+    dep = dc.check_sidecar_deployment(objs)
+    pod = dep["spec"]["template"]["spec"]
+    side = dc.sidecar_container(dep)
+    cert = dc.env_value(side, "SIDECAR_TLS_CERT_FILE")
+    key = dc.env_value(side, "SIDECAR_TLS_KEY_FILE")
+    assert cert and key and posixpath.dirname(cert) == posixpath.dirname(key)
+    # The Secret is mounted as a directory: a subPath mount would never see
+    # a renewed certificate (the kubelet swaps the directory's contents).
+    [mount] = [m for m in side["volumeMounts"] if m["mountPath"] == posixpath.dirname(cert)]
+    assert mount.get("readOnly") is True
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "signalr-example-com-tls"
+    files = {i["key"]: posixpath.join(mount["mountPath"], i["path"]) for i in volume["secret"]["items"]}
+    assert files == {"tls.crt": cert, "tls.key": key}
+    # Probes stay on the plain-HTTP admin port.
+    assert side["readinessProbe"]["httpGet"].get("scheme", "HTTP") == "HTTP"
+    # The Ingress speaks HTTPS to pods that serve TLS.
+    ing = dc.one(objs, "Ingress")
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert "https://127.0.0.1:8080/hubs/chat" in notes
+    assert 'Secret "signalr-example-com-tls"' in notes
+    # The chart makes no Secret for a certificate it does not hold.
+    assert not any(s["metadata"]["name"] == "signalr-example-com-tls" for s in dc.of_kind(objs, "Secret"))
+
+
+def test_tls_off_by_default(render):
+    objs, notes = render({"ingress": {"enabled": True}})
+    dep = dc.sidecar_deployment(objs)
+    side = dc.sidecar_container(dep)
+    env = dc.env_map(side)
+    assert "SIDECAR_TLS_CERT_FILE" not in env and "SIDECAR_TLS_KEY_FILE" not in env
+    assert not [v for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert "nginx.ingress.kubernetes.io/backend-protocol" not in dc.one(objs, "Ingress")["metadata"]["annotations"]
+    assert "http://127.0.0.1:8080/hubs/chat" in notes
+
+
+def test_admin_token_from_secret(render):
+    objs, notes = render(VALUE_SETS["tls_on"])
+    side = dc.sidecar_container(dc.sidecar_deployment(objs))
+    token = dc.env_map(side)["SIDECAR_ADMIN_TOKEN"]
+    assert token == {"name": "SIDECAR_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {"name": "signalr-admin", "key": "bearer"}}}
+    assert 'Secret "signalr-admin" (key "bearer")' in notes
+    objs, _ = render({"adminToken": {"existingSecret": "signalr-admin"}})
+    side = dc.sidecar_container(dc.check_sidecar_deployment(objs))
+    assert dc.env_map(side)["SIDECAR_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "signalr-admin", "key": "token"}
+    objs, notes = render({})
+    assert "SIDECAR_ADMIN_TOKEN" not in dc.env_map(dc.sidecar_container(dc.sidecar_deployment(objs)))
+    assert "no token" in notes
 
 
 def test_defaults(render):
@@ -383,6 +526,12 @@ def test_network_policy_can_admit_prometheus_namespace(render):
         ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
         ({"securityContext": {"allowPrivilegeEscalation": True}}, "/securityContext/allowPrivilegeEscalation"),
         ({"replica": 3}, "replica"),  # a typo of a top-level key
+        ({"replicaCount": "three"}, "/replicaCount"),
+        ({"replicaCount": -1}, "/replicaCount"),
+        ({"tls": {"enabled": "yes"}}, "/tls/enabled"),
+        ({"tls": {"secret": "x"}}, "secret"),
+        ({"adminToken": {"existingSecret": "Not_A_Name"}}, "/adminToken/existingSecret"),
+        ({"adminToken": {"value": "s3cr3t"}}, "value"),  # the token comes from a Secret only
     ],
 )
 def test_values_schema_rejects_bad_values(chart, bad, where):
@@ -409,11 +558,51 @@ def test_values_schema_accepts_every_value_set(chart):
             {"mode": "injected", "backend": {"image": {"repository": "api", "tag": "1"}}, "hpa": {"enabled": True}},
             "backend.resources.requests.cpu",
         ),
+        ({"tls": {"enabled": True}}, "tls.secretName"),
+        (
+            {**VALUE_SETS["injected"], "tls": {"enabled": True, "secretName": "support-tls"}},
+            "backendPaths",
+        ),
     ],
 )
 def test_incomplete_values_fail_to_render(render, values, message):
     with pytest.raises(HelmError, match=message.replace(".", r"\.")):
         render(values)
+
+
+def _leaves(values, prefix=""):
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path
+
+
+def _lookup(values, dotted):
+    node = values
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"README documents `{dotted}`, which values.yaml has not"
+        node = node[part]
+    return node
+
+
+def test_chart_readme_documents_every_value_and_its_default():
+    values = yaml.safe_load((dc.CHART_DIR / "values.yaml").read_text())
+    readme = (dc.CHART_DIR / "README.md").read_text()
+    section = readme.split("\n## Values\n", 1)[1]
+    rows = re.findall(r"^\| `([A-Za-z0-9_.]+)` \| `([^`]*)` \| (.+) \|$", section, flags=re.M)
+    documented = {name: default for name, default, _ in rows}
+    assert len(documented) == len(rows), "a value is documented twice"
+    # Every value is in a row (its own, or a whole object's).
+    missing = [
+        leaf for leaf in _leaves(values)
+        if not any(leaf == name or leaf.startswith(name + ".") for name in documented)
+    ]
+    assert missing == [], f"values without a row in the chart README: {missing}"
+    # Every row names a real value, with the default values.yaml gives it.
+    for name, default in documented.items():
+        assert yaml.safe_load(default) == _lookup(values, name), f"README default of `{name}` is `{default}`"
 
 
 def test_helm_lint_is_clean():

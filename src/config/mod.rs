@@ -99,6 +99,19 @@ pub struct ServerConfig {
     /// Unacknowledged bytes kept per stateful connection; past it a resume is
     /// refused and the client reconnects afresh (`stateful_reconnect_buffer_bytes`). Default 1048576.
     pub stateful_reconnect_buffer_bytes: usize,
+    /// TLS on the client port (`tls_cert_file` and `tls_key_file`, both or
+    /// neither). Default: none, plain HTTP. The admin port is always plain.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The certificate the client port serves: PEM files, re-read when they
+/// change so a renewal (cert-manager) needs no restart.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (`tls_cert_file`).
+    pub cert_file: PathBuf,
+    /// Private key of the leaf: PKCS#8, PKCS#1 or SEC1 (`tls_key_file`).
+    pub key_file: PathBuf,
 }
 
 /// Redis Streams ingest and publishing.
@@ -259,6 +272,21 @@ impl Config {
             long_poll_timeout: Duration::ZERO,
             stateful_reconnect: r.get("stateful_reconnect", true),
             stateful_reconnect_buffer_bytes: r.count("stateful_reconnect_buffer_bytes", 1 << 20, 1024, 1 << 30),
+            tls: None,
+        };
+        let tls_cert_file: Option<PathBuf> = r.opt("tls_cert_file");
+        let tls_key_file: Option<PathBuf> = r.opt("tls_key_file");
+        server.tls = match (tls_cert_file, tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsConfig { cert_file, key_file }),
+            (None, None) => None,
+            (Some(_), None) => {
+                r.error("tls_key_file", "must be set with SIDECAR_TLS_CERT_FILE (the certificate's private key)");
+                None
+            }
+            (None, Some(_)) => {
+                r.error("tls_cert_file", "must be set with SIDECAR_TLS_KEY_FILE (the key's certificate)");
+                None
+            }
         };
         // Default: 20 s, or two thirds of a shorter client timeout.
         let derived = (server.client_timeout.as_secs() * 2 / 3).clamp(1, 20);

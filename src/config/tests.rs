@@ -48,3 +48,22 @@ fn unknown_env_is_a_warning_not_an_error() {
     let c = config("", &[("SIDECAR_SERVICE_HOST", "10.0.0.1"), ("SIDECAR_INSTANCE_ID", "a")]).expect("valid");
     assert_eq!(c.warnings, vec!["SIDECAR_SERVICE_HOST: unknown setting, ignored".to_string()]);
 }
+
+#[test]
+fn tls_needs_both_files_or_neither() {
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a")]).expect("valid");
+    assert!(c.server.tls.is_none(), "no files means plain HTTP");
+    let c = config(
+        "tls_cert_file = \"/etc/tls/tls.crt\"",
+        &[("SIDECAR_TLS_KEY_FILE", "/etc/tls/tls.key"), ("SIDECAR_INSTANCE_ID", "a")],
+    )
+    .expect("valid");
+    let tls = c.server.tls.expect("both files set");
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/tls/tls.crt"));
+    assert_eq!(tls.key_file, PathBuf::from("/etc/tls/tls.key"));
+    let errors = config("", &[("SIDECAR_TLS_CERT_FILE", "/etc/tls/tls.crt")]).expect_err("key missing");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("SIDECAR_TLS_KEY_FILE: must be set with SIDECAR_TLS_CERT_FILE"), "{errors:?}");
+    let errors = config("tls_key_file = \"/k\"", &[]).expect_err("certificate missing");
+    assert!(errors[0].starts_with("SIDECAR_TLS_CERT_FILE: must be set with SIDECAR_TLS_KEY_FILE"), "{errors:?}");
+}

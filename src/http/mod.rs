@@ -1,6 +1,7 @@
 //! The two HTTP servers, on hyper: the client port (hubs, negotiate,
-//! transports) and the admin port (metrics, probes, the HTTP bridge). This
-//! is the edge where errors become status codes (`error.rs`).
+//! transports; over TLS when a certificate is set, `tls.rs`) and the admin
+//! port (metrics, probes, the HTTP bridge; always plain HTTP). This is the
+//! edge where errors become status codes (`error.rs`).
 
 mod admin;
 mod client;
@@ -8,11 +9,13 @@ mod error;
 mod polling;
 mod query;
 mod readiness;
+mod tls;
 
 pub use admin::{handle as admin_handle, AdminState};
 pub use client::{ClientState, Cors};
 pub use error::{Body, HttpError};
 pub use readiness::{Phase, Readiness};
+pub use tls::{Tls, TlsError};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,8 +34,10 @@ use tokio_util::task::TaskTracker;
 pub struct PeerAddr(pub SocketAddr);
 
 /// Accepts connections on `listener` until `stop`, serving each with
-/// `service` on a task owned by `tasks`. On `stop` the listener closes and
-/// idle keep-alive connections finish gracefully.
+/// `service` on a task owned by `tasks`; with `tls`, each connection first
+/// completes a TLS handshake on its own task, so a slow or failed handshake
+/// holds up no other connection. On `stop` the listener closes and idle
+/// keep-alive connections finish gracefully.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -40,6 +45,7 @@ pub async fn serve<S>(
     tasks: TaskTracker,
     name: &'static str,
     header_timeout: std::time::Duration,
+    tls: Option<Tls>,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -65,28 +71,57 @@ pub async fn serve<S>(
             inner.call(req)
         });
         let stop = stop.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(TokioIo::new(stream), service, stop, name, peer, header_timeout).await;
             };
-            if let Err(e) = result {
-                tracing::debug!(server = name, peer = %peer, error = %e, "http connection ended with an error");
+            let handshake = tokio::select! {
+                h = tls.accept(stream, header_timeout) => h,
+                _ = stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(stream) => serve_connection(TokioIo::new(stream), service, stop, name, peer, header_timeout).await,
+                Err(e) => tracing::debug!(server = name, peer = %peer, error = %e, "connection refused before HTTP"),
             }
         });
     }
     tracing::info!(server = name, "listener closed");
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one connection, plain
+/// or TLS, until it ends or `stop` asks it to finish gracefully.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    stop: CancellationToken,
+    name: &'static str,
+    peer: SocketAddr,
+    header_timeout: std::time::Duration,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(server = name, peer = %peer, error = %e, "http connection ended with an error");
+    }
 }
 
 /// The client port's service: the hub routes behind the CORS layer.

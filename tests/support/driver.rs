@@ -21,8 +21,15 @@ pub struct Driver {
 impl Driver {
     /// Starts `node tests/client/driver.mjs`.
     pub async fn start() -> Driver {
+        Driver::start_with_env(&[]).await
+    }
+
+    /// Starts the driver with extra environment variables, e.g.
+    /// `NODE_EXTRA_CA_CERTS` so Node trusts a test certificate authority.
+    pub async fn start_with_env(env: &[(&str, String)]) -> Driver {
         let mut child = Command::new("node")
             .arg(super::procs::root().join("tests/client/driver.mjs"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod driver;
 pub mod http;
 pub mod procs;

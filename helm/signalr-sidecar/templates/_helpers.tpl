@@ -110,6 +110,24 @@ jwt-secret
 {{- end -}}
 
 {{/*
+Replica count: replicaCount, or the deprecated alias `replicas` when it is
+set (not null). The alias wins: an install that set `replicas` keeps its
+count on upgrade, where replicaCount's default would silently replace it.
+NOTES.txt reports the deprecation.
+*/}}
+{{- define "signalr-sidecar.replicaCount" -}}
+{{- if kindIs "invalid" .Values.replicas -}}
+{{- int .Values.replicaCount -}}
+{{- else -}}
+{{- int .Values.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the TLS Secret (tls.crt, tls.key) is mounted: a directory, never a
+subPath, so the kubelet's swap of a renewed Secret reaches the container. */}}
+{{- define "signalr-sidecar.tlsDir" -}}/etc/signalr-sidecar/tls{{- end -}}
+
+{{/*
 Pod grace period: it must outlast the drain window plus a shutdown margin,
 or the kubelet kills the sidecar (SIGKILL) while clients are still being
 told to reconnect. Default: drain window + shutdown timeout + 5 s.
@@ -159,6 +177,16 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 {{- if and .Values.hpa.enabled (eq .Values.hpa.metric "cpu") (eq .Values.mode "injected") -}}
 {{- if not (dig "requests" "cpu" "" .Values.backend.resources) -}}
 {{- fail "hpa.metric: cpu in mode: injected needs backend.resources.requests.cpu (CPU utilization is computed over every container of the pod)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret with tls.crt and tls.key)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled .Values.ingress.enabled (eq .Values.mode "injected") -}}
+{{- range .Values.ingress.hosts -}}
+{{- if .backendPaths -}}
+{{- fail "tls.enabled with ingress.hosts[].backendPaths: one Ingress cannot speak HTTPS to the sidecar and plain HTTP to the backend; end TLS at the Ingress (ingress.tls, tls.enabled=false) or route the backend with an Ingress of its own" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.routes.content .Values.routes.existingConfigMap -}}
@@ -259,6 +287,21 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
     - name: SIDECAR_ROUTES
       value: /etc/signalr-sidecar/routes/routes.toml
     {{- end }}
+    {{- if .Values.tls.enabled }}
+    # TLS on the client port; re-read when the mounted Secret changes.
+    - name: SIDECAR_TLS_CERT_FILE
+      value: {{ printf "%s/tls.crt" (include "signalr-sidecar.tlsDir" .) | quote }}
+    - name: SIDECAR_TLS_KEY_FILE
+      value: {{ printf "%s/tls.key" (include "signalr-sidecar.tlsDir" .) | quote }}
+    {{- end }}
+    {{- with .Values.adminToken.existingSecret }}
+    # Bearer token of the /admin/ introspection API on the admin port.
+    - name: SIDECAR_ADMIN_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ . }}
+          key: {{ $.Values.adminToken.existingSecretKey }}
+    {{- end }}
     {{- with .Values.cors.origins }}
     - name: SIDECAR_CORS_ORIGINS
       value: {{ join "," . | quote }}
@@ -314,6 +357,11 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
       mountPath: /etc/signalr-sidecar/jwt
       readOnly: true
     {{- end }}
+    {{- if .Values.tls.enabled }}
+    - name: tls
+      mountPath: {{ include "signalr-sidecar.tlsDir" . }}
+      readOnly: true
+    {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -361,6 +409,16 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
     items:
       - key: jwt-public-key.pem
         path: public.pem
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
