@@ -114,7 +114,8 @@ async function run(transport, protocol) {
     const logged = logger.lines.length ? ` (client log: ${logger.lines.slice(-3).join(" | ")})` : "";
     out({ kind: "result", ...base, ok: false, error: `${step}: ${e?.message ?? e}${logged}`, received: null });
   } finally {
-    await conn?.stop().catch(() => {});
+    // A client that hangs in stop() must not hold back the other results.
+    if (conn) await withTimeout(conn.stop(), 5000, "stop").catch(() => {});
   }
 }
 
