@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of signalr-sidecar, installing what the tests need on a
 # fresh Debian machine: redis-server and chromium (apt-get), the official
-# SignalR client (npm ci in tests/client), Python packages (./.venv),
+# SignalR clients (npm ci in tests/client), Python packages (./.venv),
 # prometheus (the dashboard test scrapes the real sidecar with it).
 #
 #   bash scripts/test.sh            # everything
@@ -22,7 +22,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  step "npm ci (tests/client: the official @microsoft/signalr client)"
+  step "npm ci (tests/client: the official SignalR clients, @aspnet/signalr 1.1 to @microsoft/signalr 10)"
   (cd tests/client && npm ci --no-audit --no-fund --loglevel=error)
   step "python venv (.venv): tests/requirements.txt and publishers/python[test]"
   [ -x .venv/bin/python ] || python3 -m venv .venv

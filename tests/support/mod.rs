@@ -1,10 +1,12 @@
 //! The integration-test harness: a real `redis-server` on a free port, the
 //! real sidecar binary, and the official SignalR client in Node driven over
-//! stdin/stdout (`tests/client/driver.mjs`).
+//! stdin/stdout (`tests/client/driver.mjs`), or every version of it at once
+//! (`tests/client/compat.mjs`).
 
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod compat;
 pub mod driver;
 pub mod http;
 pub mod procs;
