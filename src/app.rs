@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, Config, RouteTable};
+use crate::continuity::{RedisSessionStore, StreamCatchUp};
 use crate::envelope::Schemas;
 use crate::fanout::Registry;
 use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
@@ -22,6 +23,14 @@ use crate::ingest::{self, Publisher, RedisIngest};
 use crate::pipeline::{self, Pipeline};
 use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::telemetry::Metrics;
+
+/// How long a drained instance's stateful session waits in Redis for its
+/// client (who resumes at once) before it is forgotten.
+const SESSION_HANDOFF_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Most entries per stream a taken-over session may have missed; beyond
+/// that its client reconnects afresh and refetches.
+const CATCH_UP_MAX: usize = 10_000;
 
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
 /// `routes` is the routing file `config.routes_path` names, loaded (and
@@ -74,14 +83,25 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         }
         None => Presence::Memory(MemoryPresence::default()),
     };
-    let hubs = Arc::new(Hubs::new(
+    let mut hubs = Hubs::new(
         routes.clone(),
         registry.clone(),
         publisher.clone(),
         metrics.clone(),
         HubSettings::from_config(&config.server, &config.limits, &config.instance_id),
         presence,
-    ));
+    );
+    if let Some(redis) = &config.redis {
+        let conn =
+            ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+        let freshness =
+            pipeline::Freshness { max_age: config.delivery.max_event_age, max_skew: config.delivery.max_clock_skew };
+        hubs = hubs.with_handoff(hub::Handoff {
+            store: Arc::new(RedisSessionStore::new(conn.clone(), &redis.group_prefix, SESSION_HANDOFF_TTL)),
+            catch_up: Arc::new(StreamCatchUp::new(conn, routes.clone(), schemas.clone(), freshness, CATCH_UP_MAX)),
+        });
+    }
+    let hubs = Arc::new(hubs);
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
 
@@ -134,6 +154,11 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
             on_hole(hubs.clone(), routes.clone(), tasks.clone(), config.shutdown.drain_window),
         );
         let handles = reader.start(&tasks, ingest_stop.clone()).await.context("ensuring the consumer groups")?;
+        // Fan-out's positions start where the groups start: a session taken
+        // over from another instance replays what came before from there.
+        for (stream, at) in &handles.positions {
+            registry.advance(stream, at.to_string());
+        }
         readiness.watch_redis(handles.redis_up);
     }
     drop(input);

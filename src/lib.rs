@@ -27,6 +27,7 @@ pub mod app;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod continuity;
 pub mod envelope;
 pub mod fanout;
 pub mod http;

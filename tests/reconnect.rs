@@ -88,3 +88,62 @@ async fn sigterm_tells_every_client_to_reconnect_and_exits() {
         assert!(close["error"].is_null(), "{name}: {close}");
     }
 }
+
+/// CONTRACT section 14: a stateful session outlives its instance. The
+/// instance drains (SIGTERM) while events flow; the client's resume reaches
+/// another instance, which takes the session over and delivers every event
+/// once, in order, including those published while the client was away.
+#[tokio::test]
+async fn a_stateful_session_resumes_on_another_instance_after_a_drain() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("handoff-a")).await;
+    let b = Sidecar::start(&env("handoff-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+
+    let publisher = {
+        let url = redis.url();
+        tokio::spawn(async move {
+            let mut conn = redis::Client::open(url).expect("url").get_connection().expect("redis");
+            for n in 0..120u64 {
+                xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    publisher.await.expect("publisher");
+
+    let mut got = Vec::new();
+    while got.len() < 120 {
+        let Some(m) = d.message("c", "ReceiveMessage", WAIT).await else { break };
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (0..120).collect::<Vec<_>>(), "every event once, in order, across the handoff");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
+            .await
+            .is_none(),
+        "the client stayed Connected: a resume, not a reconnect"
+    );
+    assert_eq!(
+        d.invoke("c", "LeaveRoom", json!(["r"])).await,
+        Ok(Value::Null),
+        "the session works on its new instance"
+    );
+    let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
+}

@@ -129,7 +129,7 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
     let identity = state.authenticate(&req)?;
     let token = param(req.uri().query(), "id");
     if req.method() == Method::GET && is_websocket(&req) {
-        return websocket(state, &hub, token, identity, req);
+        return websocket(state, &hub, token, identity, req).await;
     }
     let token = token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
     match *req.method() {
@@ -170,7 +170,7 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 
 /// Accepts the upgrade: with `id`, the negotiated connection; without it,
 /// a new one (`skipNegotiation`).
-fn websocket(
+async fn websocket(
     state: &ClientState,
     hub: &HubDef,
     token: Option<String>,
@@ -182,7 +182,14 @@ fn websocket(
     // reconnect resumes (it was admitted when it started); anything else is
     // admitted before it may take a token, so a refusal never touches a
     // token that another connection holds.
-    let parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
+    let mut parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
+    // A token this instance never issued may be a stateful session another
+    // instance handed off while draining (CONTRACT section 14).
+    if let (None, Some(t)) = (&parked, &token) {
+        if !state.hubs.tokens.knows(t) {
+            parked = hub::take_over(&state.hubs, t, hub.id, &identity).await;
+        }
+    }
     let attached = match (&parked, &token) {
         (Some(_), _) => None,
         (None, Some(t)) => {

@@ -21,7 +21,8 @@ pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
         }
         Kick::TokenExpired => ("The access token expired.".to_string(), true),
         Kick::MessageTooLarge => (format!("Message larger than the limit of {max_message_bytes} bytes."), false),
-        Kick::HandshakeTimeout => return None,
+        // The client must see a dropped socket, not a Close, to resume.
+        Kick::HandshakeTimeout | Kick::Handoff => return None,
     };
     Some(CloseMessage { error: Some(error), allow_reconnect })
 }
@@ -36,4 +37,12 @@ pub fn for_protocol_error(e: &CodecError) -> CloseMessage {
 /// new connection rather than a resume.
 pub fn for_sequence_error(e: &super::reconnect::SequenceError) -> CloseMessage {
     CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: true }
+}
+
+/// A Close for an `Ack` of a message the server never sent.
+pub fn for_ack_error(sequence_id: u64) -> CloseMessage {
+    CloseMessage {
+        error: Some(format!("Connection closed with an error: Ack {sequence_id} names a message never sent.")),
+        allow_reconnect: true,
+    }
 }

@@ -5,6 +5,7 @@
 mod authorize;
 mod close;
 mod error;
+mod handoff;
 mod invocation;
 mod keepalive;
 mod limits;
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 
 pub use authorize::Authorizer;
 pub use error::Error;
+pub use handoff::{
+    take_over, Addressee, BoxFuture, CatchUp, Frame, Handoff, HandoffError, SessionSnapshot, SessionStore,
+};
 pub use keepalive::run_keepalive;
 pub use limits::RateLimiter;
 pub use reconnect::Parked;
@@ -85,6 +89,9 @@ impl HubSettings {
     }
 }
 
+/// A connection's groups and the fan-out positions when it left fan-out.
+type Cut = (Vec<Box<str>>, crate::fanout::Positions);
+
 /// What every session shares: the routing table, the registry, the bus.
 pub struct Hubs {
     /// The routing table.
@@ -109,6 +116,10 @@ pub struct Hubs {
     pub invocation_limiter: RateLimiter<Arc<str>>,
     /// New connections per source address.
     pub connection_limiter: RateLimiter<std::net::IpAddr>,
+    /// Where stateful sessions go when this instance drains (with Redis).
+    pub handoff: Option<Handoff>,
+    /// Sessions taken out of fan-out for a handoff, until their task saves them.
+    handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
     clock: Instant,
 }
@@ -140,9 +151,17 @@ impl Hubs {
             connection_limiter,
             authorizer: Authorizer::default(),
             presence,
+            handoff: None,
+            handing_off: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
             clock: Instant::now(),
         }
+    }
+
+    /// Lets stateful sessions move to another instance on a drain.
+    pub fn with_handoff(mut self, handoff: Handoff) -> Hubs {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Whether a new connection from `peer` for `identity` fits the limits
@@ -307,6 +326,16 @@ fn serve_websocket_session(
             crate::transport::receive(&mut *session, &outbox, &body).await;
         }
         let ended = crate::transport::serve_websocket(&mut ws, &mut *session, &outbox, &hubs.settings.ws).await;
+        let _ = ended;
+        if outbox.kicked() == Some(crate::transport::Kick::Handoff) {
+            // Saved before the socket goes, so the client's immediate
+            // resume finds the session on whichever instance it reaches.
+            let cut = hubs.take_handing_off(session.conn());
+            let (groups, positions) = cut.unwrap_or_else(|| session.detach());
+            Box::pin(handoff::hand_off(&hubs, *session, groups, positions)).await;
+            drop(ws);
+            return;
+        }
         drop(ws);
         // A socket that dropped without a Close may come back with the same
         // token (stateful reconnect): keep the session, and its groups, for it.
@@ -378,13 +407,41 @@ pub async fn run_presence(hubs: Arc<Hubs>, stop: tokio_util::sync::CancellationT
 /// closed: the caller stops ingest only after this returns.
 pub async fn drain(hubs: &Hubs, window: Duration) {
     for session in hubs.parked.drain() {
-        session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
+        if hubs.handoff.is_some() && session.can_resume() {
+            let (groups, positions) = session.detach();
+            handoff::hand_off(hubs, session, groups, positions).await;
+        } else {
+            session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
+        }
     }
     let all = hubs.registry.snapshot();
     if !all.is_empty() {
         tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
     }
-    kick_spread(&all, crate::transport::Kick::ServerShutdown, window).await;
+    if hubs.handoff.is_none() {
+        return kick_spread(&all, |_| crate::transport::Kick::ServerShutdown, window).await;
+    }
+    // Stateful sessions leave fan-out at the moment they are told to go, so
+    // the instance their client resumes on knows exactly what they missed.
+    kick_spread(
+        &all,
+        |entry| {
+            if !entry.outbox.is_stateful() {
+                return crate::transport::Kick::ServerShutdown;
+            }
+            let cut = hubs.registry.detach(entry.id);
+            hubs.handing_off.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.id, cut);
+            crate::transport::Kick::Handoff
+        },
+        window,
+    )
+    .await;
+}
+
+impl Hubs {
+    fn take_handing_off(&self, conn: u64) -> Option<Cut> {
+        self.handing_off.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn)
+    }
 }
 
 /// Closes (Close with `allowReconnect: true`) every connection of `hubs_fed`
@@ -399,11 +456,16 @@ pub async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: &'static str
         hubs.registry.snapshot().into_iter().filter(|e| hubs_fed.is_empty() || hubs_fed.contains(&e.hub)).collect();
     hubs.metrics.continuity_closes.get_or_create(&vec![("cause", cause.to_string())]).inc_by(affected.len() as u64);
     tracing::warn!(connections = affected.len(), cause, "closing connections that may have missed events");
-    kick_spread(&affected, crate::transport::Kick::ContinuityLost, window).await;
+    kick_spread(&affected, |_| crate::transport::Kick::ContinuityLost, window).await;
 }
 
-/// Kicks `entries` in steps of 100 ms spread over `window`.
-async fn kick_spread(entries: &[Arc<crate::fanout::ConnEntry>], why: crate::transport::Kick, window: Duration) {
+/// Kicks `entries` (each for the reason `why` gives) in steps of 100 ms
+/// spread over `window`.
+async fn kick_spread(
+    entries: &[Arc<crate::fanout::ConnEntry>],
+    why: impl Fn(&crate::fanout::ConnEntry) -> crate::transport::Kick,
+    window: Duration,
+) {
     if entries.is_empty() {
         return;
     }
@@ -414,7 +476,7 @@ async fn kick_spread(entries: &[Arc<crate::fanout::ConnEntry>], why: crate::tran
             tokio::time::sleep(window / steps as u32).await;
         }
         for entry in chunk {
-            entry.outbox.kick(why);
+            entry.outbox.kick(why(entry));
         }
     }
 }

@@ -64,6 +64,16 @@ impl Incoming {
         true
     }
 
+    /// The numbering as (next, received, acked), for a handoff.
+    pub(super) fn export(&self) -> (u64, u64, u64) {
+        (self.next, self.received, self.acked)
+    }
+
+    /// The numbering handed over by another instance.
+    pub(super) fn import((next, received, acked): (u64, u64, u64)) -> Incoming {
+        Incoming { next: next.max(1), received, acked: acked.min(received) }
+    }
+
     /// The id to acknowledge, if anything new arrived since the last Ack.
     pub(super) fn ack_due(&mut self) -> Option<u64> {
         (self.received > self.acked).then(|| {

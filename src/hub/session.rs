@@ -146,6 +146,7 @@ impl HubSession {
             Ended::Kicked(Kick::MessageTooLarge) => "message_too_large",
             Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
             Ended::Kicked(Kick::ContinuityLost) => "continuity",
+            Ended::Kicked(Kick::Handoff) => "handoff",
         };
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
         self.connection_event("connection closed", reason);
@@ -217,6 +218,13 @@ impl HubSession {
             self.outbox.enable_replay(self.hubs.settings.replay_max_bytes);
         }
         self.send_unsequenced(HandshakeResponse::default().to_record());
+        self.register(protocol, &[]);
+        self.connection_event("connection open", if protocol.is_binary() { "messagepack" } else { "json" });
+        Ok(Some(rest))
+    }
+
+    /// Enters fan-out with `groups`; returns the positions at that instant.
+    fn register(&mut self, protocol: Protocol, groups: &[Box<str>]) -> crate::fanout::Positions {
         let entry = Arc::new(ConnEntry {
             id: self.conn,
             hub: self.hub,
@@ -227,11 +235,113 @@ impl HubSession {
             last_seen_ms: self.hubs.now_ms().into(),
             expires_at_ms: self.identity.expires_at_ms,
         });
-        self.hubs.registry.add(entry.clone());
+        let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
         self.entry = Some(entry);
         self.hubs.metrics.connections.get_or_create(&self.labels()).inc();
-        self.connection_event("connection open", if protocol.is_binary() { "messagepack" } else { "json" });
-        Ok(Some(rest))
+        positions
+    }
+
+    /// Takes the session out of fan-out: its groups and the positions at
+    /// that instant (see [`crate::fanout::Positions`]).
+    pub fn detach(&self) -> (Vec<Box<str>>, crate::fanout::Positions) {
+        self.hubs.registry.detach(self.conn)
+    }
+
+    /// Its number in fan-out.
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// The hub protocol, once the handshake named it.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// What another instance needs to carry this session on, taken out of
+    /// fan-out with `groups` at `positions`. `None` when it cannot be
+    /// resumed (no handshake, not stateful, or frames were lost).
+    pub fn snapshot(
+        &self,
+        groups: &[Box<str>],
+        positions: &crate::fanout::Positions,
+    ) -> Option<super::handoff::SessionSnapshot> {
+        let protocol = self.protocol.filter(|_| self.stateful)?;
+        let (next_seq, frames) = self.outbox.handoff()?;
+        Some(super::handoff::SessionSnapshot {
+            hub: self.hubs.routes.hubs[self.hub].name.clone(),
+            connection_id: self.connection_id.clone(),
+            protocol: if protocol.is_binary() { "messagepack" } else { "json" }.to_string(),
+            user_id: self.identity.user_id.as_deref().map(str::to_string),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            next_seq,
+            frames: frames.into_iter().map(|(n, p)| (n, super::handoff::Frame(p.as_bytes().to_vec()))).collect(),
+            incoming: self.incoming.export(),
+            positions: positions.iter().map(|(s, id)| (s.to_string(), id.clone())).collect(),
+        })
+    }
+
+    /// A session handed over by another instance, registered here with its
+    /// groups; also returns the groups and the positions it entered at.
+    pub fn restore(
+        hubs: Arc<Hubs>,
+        hub: HubId,
+        token: String,
+        identity: Identity,
+        snapshot: &super::handoff::SessionSnapshot,
+    ) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Positions)> {
+        let protocol = Protocol::from_handshake(&snapshot.protocol, 2)?;
+        let mut session = HubSession::new(
+            hubs.clone(),
+            hub,
+            snapshot.connection_id.clone(),
+            Some(token.clone()),
+            identity,
+            "websockets",
+            true,
+        );
+        let frames = snapshot
+            .frames
+            .iter()
+            .map(|(n, f)| {
+                let payload = if protocol.is_binary() {
+                    Some(Payload::Binary(f.0.clone().into()))
+                } else {
+                    Payload::text_from_vec(f.0.clone())
+                };
+                payload.map(|p| (*n, p))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        session.outbox.restore_replay(hubs.settings.replay_max_bytes, snapshot.next_seq, frames);
+        session.incoming = Incoming::import(snapshot.incoming);
+        session.protocol = Some(protocol);
+        session.framer = Some(protocol.framer(hubs.settings.max_message_bytes));
+        session.resuming = true;
+        hubs.tokens.adopt(&token, hub, &snapshot.connection_id);
+        let groups: Vec<Box<str>> = snapshot.groups.iter().map(|g| Box::from(g.as_str())).collect();
+        let positions = session.register(protocol, &groups);
+        Some((session, groups, positions))
+    }
+
+    /// Ends a session whose client carries on elsewhere: no presence
+    /// transition is published (the user has not left), the token is free.
+    pub async fn finish_handed_off(self, groups: Vec<Box<str>>) {
+        self.hubs.registry.remove(self.conn);
+        let hub = &self.hubs.routes.hubs[self.hub];
+        if hub.presence && self.identity.user_id.is_some() {
+            for group in groups {
+                let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
+                if let Err(e) = Box::pin(self.hubs.presence.leave(&member)).await {
+                    tracing::debug!(error = %e, room = %group, "presence not updated on handoff");
+                }
+            }
+        }
+        if self.entry.is_some() {
+            self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
+        }
+        if let Some(token) = &self.token {
+            self.hubs.tokens.release(token);
+        }
+        self.hubs.metrics.disconnects.get_or_create(&vec![("reason", "handoff".to_string())]).inc();
     }
 
     fn refuse_handshake(&self, error: String) -> Flow {
@@ -356,7 +466,12 @@ impl Session for HubSession {
         });
         for message in messages {
             match message {
-                Ok(HubMessage::Ack { sequence_id }) => self.outbox.ack(sequence_id),
+                Ok(HubMessage::Ack { sequence_id }) => {
+                    if !self.outbox.ack(sequence_id) {
+                        tracing::debug!(connection_id = %self.connection_id, sequence_id, "Ack of a message never sent");
+                        return self.send_close(close::for_ack_error(sequence_id));
+                    }
+                }
                 Ok(HubMessage::Sequence { sequence_id }) if self.stateful => {
                     if let Err(e) = self.incoming.reset(sequence_id) {
                         tracing::debug!(connection_id = %self.connection_id, error = %e, "protocol error");

@@ -111,6 +111,25 @@ impl Tokens {
         (connection_id, token)
     }
 
+    /// Takes on a token another instance issued, for a stateful session
+    /// taken over here (attached to its WebSocket at once).
+    pub fn adopt(&self, token: &str, hub: HubId, connection_id: &str) {
+        let slot = Slot {
+            connection_id: connection_id.to_string(),
+            hub,
+            issued: Instant::now(),
+            stateful: true,
+            attached: Some(Attached::WebSocket),
+            early: Vec::new(),
+        };
+        self.lock().insert(token.to_string(), slot);
+    }
+
+    /// Whether this instance knows `token` (issued or adopted here).
+    pub fn knows(&self, token: &str) -> bool {
+        self.lock().contains_key(token)
+    }
+
     /// Attaches a transport to a negotiated token; returns its connection id.
     /// `make` builds the attachment only when the token is free.
     pub fn attach(

@@ -52,6 +52,8 @@ pub struct RedisIngest {
 pub struct RedisIngestHandles {
     /// True while Redis answers; `/readyz` reads it.
     pub redis_up: Arc<AtomicBool>,
+    /// Where each stream's group started.
+    pub positions: Vec<(Arc<str>, StreamId)>,
 }
 
 impl RedisIngest {
@@ -95,7 +97,10 @@ impl RedisIngest {
         }
         tracing::info!(group = %shared.group, streams = ?streams, "consumer group ready");
         shared.metrics.redis_up.set(1);
-        let handles = RedisIngestHandles { redis_up: shared.redis_up.clone() };
+        let handles = RedisIngestHandles {
+            redis_up: shared.redis_up.clone(),
+            positions: streams.iter().cloned().zip(positions.iter().copied()).collect(),
+        };
         tasks.spawn(acker::run(conn.clone(), shared.clone(), settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
         for (stream, position) in streams.into_iter().zip(positions) {

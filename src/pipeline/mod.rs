@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use ack::{Ack, Outcome};
+pub use route::{encode_one, target_of};
+pub use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
@@ -28,7 +30,6 @@ use crate::telemetry::{self, Metrics};
 use coalesce::{Coalescer, Key, Offer};
 use dedupe::Dedupe;
 use typing::TypingState;
-use validate::Freshness;
 
 /// One event on its way to the pipeline.
 #[derive(Debug)]

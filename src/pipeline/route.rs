@@ -3,6 +3,8 @@
 
 use super::shape::Argument;
 use crate::codec::Protocol;
+use crate::config::EventRoute;
+use crate::envelope::Envelope;
 use crate::fanout::{Frame, Payload, Registry, Target};
 
 /// The target a `room_id` names (CONTRACT section 3).
@@ -13,6 +15,19 @@ pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
         Target::User { hub, user }
     } else {
         Target::Group { hub, group: room_id }
+    }
+}
+
+/// One event encoded for one protocol, outside the live fan-out: the
+/// events a stateful session taken over from another instance missed.
+/// `None` when the payload lacks a field the route's arguments name.
+pub fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -> Option<Payload> {
+    let arguments = super::shape::shape(&route.arguments, envelope).ok()?;
+    let encoded = protocol.encode_invocation(&route.method, &arguments);
+    if protocol.is_binary() {
+        Some(Payload::Binary(encoded.into()))
+    } else {
+        Payload::text_from_vec(encoded)
     }
 }
 

@@ -6,6 +6,7 @@ mod error;
 mod long_polling;
 pub mod outbox;
 mod polling;
+mod replay;
 mod sse;
 mod websocket;
 

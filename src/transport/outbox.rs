@@ -9,6 +9,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::replay::Replay;
+
 /// Encoded bytes, already in the form the socket sends. Text is kept as
 /// `Utf8Bytes` so each connection's WebSocket frame is built without
 /// checking the UTF-8 again; clones share the buffer.
@@ -78,6 +80,9 @@ pub enum Kick {
     MessageTooLarge,
     /// The client did not complete the handshake in time.
     HandshakeTimeout,
+    /// The server is draining and hands this stateful session to another
+    /// instance: the socket is dropped without a Close, so the client resumes.
+    Handoff,
     /// Events owed to the connection may be lost (Redis lost or trimmed
     /// them before they were read): the client must reconnect and refetch.
     ContinuityLost,
@@ -113,19 +118,6 @@ struct State {
     kicked: Option<Kick>,
     /// Frames written but not yet acknowledged, for stateful reconnect.
     replay: Option<Replay>,
-}
-
-/// The stateful-reconnect buffer: every sequenced frame taken for writing,
-/// numbered from 1, kept until the client acknowledges it.
-#[derive(Debug)]
-struct Replay {
-    next_seq: u64,
-    frames: VecDeque<(u64, Payload)>,
-    bytes: usize,
-    max_bytes: usize,
-    /// Set when frames had to be dropped unacknowledged: a resume would
-    /// lose them, so it is refused and the client reconnects afresh.
-    broken: bool,
 }
 
 /// What the writer takes out in one go.
@@ -278,28 +270,59 @@ impl Outbox {
     /// Keeps sequenced frames after writing them, up to `max_bytes`, so a
     /// stateful reconnect can resend what the client did not acknowledge.
     pub fn enable_replay(&self, max_bytes: usize) {
-        self.lock().replay = Some(Replay { next_seq: 1, frames: VecDeque::new(), bytes: 0, max_bytes, broken: false });
+        self.lock().replay = Some(Replay::new(max_bytes));
     }
 
-    /// The client acknowledged every frame up to `sequence_id`.
-    pub fn ack(&self, sequence_id: u64) {
-        if let Some(r) = self.lock().replay.as_mut() {
-            while r.frames.front().is_some_and(|(seq, _)| *seq <= sequence_id) {
-                if let Some((_, p)) = r.frames.pop_front() {
-                    r.bytes -= p.len();
-                }
-            }
-        }
+    /// Replay state handed over by another instance: the next sequence id
+    /// and the frames the client has not acknowledged.
+    pub fn restore_replay(&self, max_bytes: usize, next_seq: u64, frames: Vec<(u64, Payload)>) {
+        self.lock().replay = Some(Replay::restored(max_bytes, next_seq, frames));
+    }
+
+    /// Whether stateful reconnect keeps this connection's frames.
+    pub fn is_stateful(&self) -> bool {
+        self.lock().replay.is_some()
+    }
+
+    /// The client acknowledged every frame up to `sequence_id`. False when it
+    /// names a frame never sent (a protocol error).
+    pub fn ack(&self, sequence_id: u64) -> bool {
+        self.lock().replay.as_mut().is_none_or(|r| r.ack(sequence_id))
     }
 
     /// For a resumed connection: the sequence id of the first frame to
     /// resend, and the frames (unacknowledged ones, oldest first). `None`
     /// when the buffer lost frames, or replay is off.
     pub fn resume(&self) -> Option<(u64, Vec<Payload>)> {
-        let s = self.lock();
-        let r = s.replay.as_ref().filter(|r| !r.broken)?;
-        let first = r.frames.front().map(|(seq, _)| *seq).unwrap_or(r.next_seq);
-        Some((first, r.frames.iter().map(|(_, p)| p.clone()).collect()))
+        self.lock().replay.as_ref().and_then(Replay::resume)
+    }
+
+    /// For a session handed to another instance: numbers what is still
+    /// queued as if written, and returns the next sequence id and every
+    /// unacknowledged frame. `None` when the buffer lost frames.
+    pub fn handoff(&self) -> Option<(u64, Vec<(u64, Payload)>)> {
+        let mut s = self.lock();
+        let State { queue, replay, .. } = &mut *s;
+        let replay = replay.as_mut()?;
+        for f in queue.drain(..) {
+            if f.sequenced {
+                replay.record(f.payload);
+            }
+        }
+        s.bytes = 0;
+        s.replay.as_ref().and_then(Replay::frames)
+    }
+
+    /// Puts `frames` (sequenced) before everything queued: the events a
+    /// taken-over session missed come before the live ones.
+    pub fn prepend(&self, frames: Vec<Payload>) {
+        let mut s = self.lock();
+        for payload in frames.into_iter().rev() {
+            s.bytes += payload.len();
+            s.queue.push_front(OutFrame { payload, droppable: false, sequenced: true });
+        }
+        drop(s);
+        self.notify.notify_one();
     }
 
     /// Number of frames waiting.
@@ -325,25 +348,6 @@ impl Outbox {
     }
 }
 
-// === impl Replay ===
-
-impl Replay {
-    fn record(&mut self, p: Payload) {
-        self.bytes += p.len();
-        self.frames.push_back((self.next_seq, p));
-        self.next_seq += 1;
-        while self.bytes > self.max_bytes {
-            match self.frames.pop_front() {
-                Some((_, old)) => {
-                    self.bytes -= old.len();
-                    self.broken = true;
-                }
-                None => break,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +364,8 @@ mod tests {
         o.push_unsequenced(Payload::text("ping".into())).expect("room");
         o.try_push(frame("b", false)).expect("room");
         assert_eq!(o.take(10).frames.len(), 3);
-        o.ack(1);
+        assert!(o.ack(1));
+        assert!(!o.ack(3), "frame 3 was never sent");
         let (first, frames) = o.resume().expect("replay on");
         let texts: Vec<_> = frames.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect();
         assert_eq!((first, texts), (2, vec!["b".to_string()]));
@@ -375,6 +380,7 @@ mod tests {
         }
         o.take(10);
         assert!(o.resume().is_none());
+        assert!(o.handoff().is_none(), "nor handed over");
     }
 
     fn outbox(max_frames: usize) -> Outbox {
@@ -416,5 +422,37 @@ mod tests {
         let o = Outbox::new(Limits { max_frames: 100, max_bytes: 8 });
         o.try_push(frame("12345", false)).expect("room");
         assert_eq!(o.try_push(frame("6789", true)), Err(PushError::Dropped));
+    }
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    use super::*;
+
+    fn text(p: &Payload) -> String {
+        String::from_utf8_lossy(p.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn a_handoff_numbers_what_is_still_queued_and_a_restore_resends_it_after_the_catch_up() {
+        let o = Outbox::new(Limits { max_frames: 10, max_bytes: 1 << 20 });
+        o.enable_replay(1 << 20);
+        o.push_critical(Payload::text("a".into())).expect("room");
+        o.take(10);
+        o.push_critical(Payload::text("b".into())).expect("room");
+        o.push_unsequenced(Payload::text("ping".into())).expect("room");
+        let (next, frames) = o.handoff().expect("nothing lost");
+        assert_eq!(next, 3);
+        assert_eq!(frames.iter().map(|(n, p)| (*n, text(p))).collect::<Vec<_>>(), [(1, "a".into()), (2, "b".into())]);
+
+        let taken = Outbox::new(Limits { max_frames: 10, max_bytes: 1 << 20 });
+        taken.restore_replay(1 << 20, next, frames);
+        taken.push_critical(Payload::text("live".into())).expect("room");
+        taken.prepend(vec![Payload::text("missed".into())]);
+        let (first, resend) = taken.resume().expect("restored");
+        assert_eq!((first, resend.iter().map(text).collect::<Vec<_>>()), (1, vec!["a".into(), "b".into()]));
+        let queued: Vec<_> = taken.take(10).frames.iter().map(text).collect();
+        assert_eq!(queued, ["missed", "live"]);
+        assert_eq!(taken.resume().expect("numbered").1.len(), 4, "missed is 3, live is 4");
     }
 }

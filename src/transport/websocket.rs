@@ -93,7 +93,11 @@ pub async fn serve_websocket<S: Session>(
             break ended;
         }
     };
-    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
+    // A session handed to another instance ends with the socket dropped, no
+    // close frame: that is what makes every client resume.
+    if ended != Ended::Kicked(Kick::Handoff) {
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
+    }
     ended
 }
 

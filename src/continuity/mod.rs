@@ -1,0 +1,11 @@
+//! Continuity across instances (CONTRACT section 14), with Redis: where a
+//! draining instance leaves its stateful sessions ([`RedisSessionStore`]),
+//! and how the instance a client resumes on reads again what that session
+//! missed ([`StreamCatchUp`]). The hub decides when; this module knows
+//! Redis, the streams and the routing table, which the hub does not.
+
+mod catch_up;
+mod store;
+
+pub use catch_up::StreamCatchUp;
+pub use store::RedisSessionStore;

@@ -1,0 +1,219 @@
+//! Stateful sessions that outlive their instance (CONTRACT section 14).
+//!
+//! When an instance drains, each stateful session is taken out of fan-out
+//! (which fixes, per stream, the last entry that reached its outbox),
+//! written to a [`SessionStore`] with its unacknowledged frames, and its
+//! socket dropped without a Close, so the client resumes at once. Whichever
+//! instance the resume reaches takes the snapshot (once: the store hands
+//! it out a single time), registers the session in its own fan-out, and
+//! puts before the live frames the events the session missed in between,
+//! read again from the streams by a [`CatchUp`]. The client then gets a
+//! Sequence, the unacknowledged frames, the missed events and the live ones:
+//! each owed event once, in order. Anything that cannot be proven whole is
+//! refused (404), and the client reconnects afresh.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HubSession, Hubs, Identity};
+use crate::codec::Protocol;
+use crate::config::HubId;
+use crate::fanout::Positions;
+use crate::transport::Payload;
+
+/// A boxed future, for the object-safe traits below.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything another instance needs to carry a stateful session on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// The hub's name (ids differ between routing files).
+    pub hub: String,
+    /// The public connection id, which the client keeps.
+    pub connection_id: String,
+    /// The hub protocol of the handshake (`json` or `messagepack`).
+    pub protocol: String,
+    /// The authenticated user, if any; a resume must present the same one.
+    pub user_id: Option<String>,
+    /// The groups the connection had joined.
+    pub groups: Vec<String>,
+    /// The sequence id the next outgoing frame gets.
+    pub next_seq: u64,
+    /// Unacknowledged frames with their sequence ids, oldest first.
+    pub frames: Vec<(u64, Frame)>,
+    /// The client's numbering: next id, highest processed, highest acked.
+    pub incoming: (u64, u64, u64),
+    /// Per stream, the last entry that reached this session's outbox.
+    pub positions: Vec<(String, String)>,
+}
+
+/// One frame's bytes, kept as binary by serializers that can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame(pub Vec<u8>);
+
+impl Serialize for Frame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Frame, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Frame;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Frame, E> {
+                Ok(Frame(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Frame, E> {
+                Ok(Frame(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Frame(out))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
+/// Why a handoff or a takeover failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The store (Redis) failed.
+    #[error("session store: {0}")]
+    Store(String),
+    /// A snapshot could not be read back.
+    #[error("session snapshot unreadable: {0}")]
+    Corrupt(String),
+    /// The missed events cannot be replayed whole.
+    #[error("missed events cannot be replayed: {0}")]
+    Gap(String),
+}
+
+/// Where snapshots wait for the instance a client resumes on.
+pub trait SessionStore: Send + Sync {
+    /// Keeps `snapshot` for `token` until taken, or until it expires.
+    fn save<'a>(&'a self, token: &'a str, snapshot: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>>;
+    /// Takes the snapshot for `token`, if any: each is handed out once.
+    fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>>;
+}
+
+/// Who a taken-over session is, for choosing the events it missed.
+#[derive(Debug, Clone, Copy)]
+pub struct Addressee<'a> {
+    /// Its hub.
+    pub hub: HubId,
+    /// Its user.
+    pub user: Option<&'a str>,
+    /// Its groups.
+    pub groups: &'a [Box<str>],
+    /// Its protocol.
+    pub protocol: Protocol,
+}
+
+/// Reads again the events a session missed between two sets of positions.
+pub trait CatchUp: Send + Sync {
+    /// Whether this instance's fan-out has passed every position of `from`
+    /// (else its live path would deliver some of them a second time).
+    fn covers(&self, from: &[(String, String)], local: &Positions) -> bool;
+    /// The frames of the events addressed to `who` after `from` up to `to`,
+    /// in stream order.
+    fn missed<'a>(
+        &'a self,
+        from: &'a [(String, String)],
+        to: &'a Positions,
+        who: Addressee<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Payload>, HandoffError>>;
+}
+
+/// The store and the reader a deployment with Redis has.
+#[derive(Clone)]
+pub struct Handoff {
+    /// Where snapshots wait.
+    pub store: Arc<dyn SessionStore>,
+    /// Where missed events come from.
+    pub catch_up: Arc<dyn CatchUp>,
+}
+
+/// How long a takeover waits for this instance's fan-out to pass the
+/// snapshot's positions before refusing.
+const COVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Saves a stateful session taken out of fan-out with `groups` at
+/// `positions`, and ends it here without telling anyone it left.
+pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<str>>, positions: Positions) {
+    let Some(handoff) = &hubs.handoff else { return };
+    let saved = match (session.token(), session.snapshot(&groups, &positions)) {
+        (Some(token), Some(snapshot)) => handoff.store.save(token, &snapshot).await.map(|()| "saved"),
+        _ => Ok("unresumable"),
+    };
+    let outcome = match saved {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(connection_id = %session.connection_id, error = %e, "stateful session not handed off: its client reconnects afresh");
+            "save_failed"
+        }
+    };
+    hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    session.finish_handed_off(groups).await;
+}
+
+/// Takes over the session saved for `token` on `hub` for a client that
+/// resumed here, with the events it missed queued before the live ones.
+/// `None` (the caller answers 404) when there is none, or it cannot be
+/// carried on whole.
+pub async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
+    let handoff = hubs.handoff.clone()?;
+    let count =
+        |outcome: &str| hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    let snapshot = match handoff.store.take(token).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable: resume refused");
+            return None;
+        }
+    };
+    if snapshot.hub != hubs.routes.hubs[hub].name || snapshot.user_id.as_deref() != identity.user_id.as_deref() {
+        tracing::debug!(connection_id = %snapshot.connection_id, "resume refused: another hub or user");
+        count("refused");
+        return None;
+    }
+    let waited = tokio::time::Instant::now();
+    while !handoff.catch_up.covers(&snapshot.positions, &hubs.registry.positions()) {
+        if waited.elapsed() > COVER_WAIT {
+            tracing::warn!(connection_id = %snapshot.connection_id, "resume refused: this instance's reader is behind the session's");
+            count("refused");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (session, groups, now_at) =
+        HubSession::restore(hubs.clone(), hub, token.to_string(), identity.clone(), &snapshot)?;
+    let who = Addressee { hub, user: identity.user_id.as_deref(), groups: &groups, protocol: session.protocol()? };
+    match handoff.catch_up.missed(&snapshot.positions, &now_at, who).await {
+        Ok(frames) => {
+            tracing::debug!(connection_id = %snapshot.connection_id, missed = frames.len(), "stateful session taken over");
+            session.outbox().prepend(frames);
+            count("resumed");
+            Some(session)
+        }
+        Err(e) => {
+            tracing::info!(connection_id = %snapshot.connection_id, error = %e, "resume refused: the client reconnects afresh");
+            count("refused");
+            session.finish_handed_off(groups).await;
+            None
+        }
+    }
+}
