@@ -186,3 +186,51 @@ async fn an_event_that_goes_stale_in_the_spool_is_dropped_and_counted() {
     metric_reaches(&s, "sidecar_spool_events_total{outcome=\"flushed\"}", 1.0, WAIT).await;
     assert_eq!(metric(&s, "sidecar_events_dropped_total{reason=\"spool_stale\"}").await, Some(1.0));
 }
+
+#[tokio::test]
+async fn what_the_spool_still_holds_at_exit_is_logged_with_its_count() {
+    let mut redis = Redis::start().await;
+    let log = std::env::temp_dir().join(format!("sidecar-spool-exit-{}.log", free_port()));
+    let env = [
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_INSTANCE_ID", "spool-exit".to_string()),
+        ("SIDECAR_LOG_FORMAT", "json".to_string()),
+        ("SIDECAR_DRAIN_WINDOW_SECONDS", "0".to_string()),
+    ];
+    let mut s = Sidecar::start_logged(&env, &log).await;
+    redis.stop(false).await;
+    for n in 1..=2 {
+        let e = envelope("chat_message", "r", chat_payload("r", n));
+        assert_eq!(post(&s, &e).await, (202, json!({"status": "queued"})));
+    }
+    let started = Instant::now();
+    assert_eq!(s.stop().await, Some(0), "a clean exit");
+    assert!(started.elapsed() < Duration::from_secs(15), "the last attempt is bounded: {:?}", started.elapsed());
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"].as_str().is_some_and(|m| m.contains("could not be appended")))
+        .unwrap_or_else(|| panic!("no log line about the events left in the spool:\n{text}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["events"], 2, "{line}");
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test]
+async fn a_refusal_retrying_cannot_fix_is_502_not_queued() {
+    let redis = Redis::start().await;
+    let s = instance(&redis, "spool-refused", &[]).await;
+    let () = redis::cmd("SET").arg("events:ticket").arg("not a stream").query(&mut redis.conn()).expect("SET");
+    let e = envelope(
+        "status_change",
+        "t1",
+        json!({"request_id": "t1", "old_status": "open", "new_status": "closed", "changed_by": "u1", "changed_at": now()}),
+    );
+    let (status, body) = post(&s, &e).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.as_str().is_some_and(|b| b.contains("WRONGTYPE")), "{body}");
+    assert_eq!(metric(&s, "sidecar_spool_depth").await, Some(0.0), "not held: it would block every later event");
+    let chat = envelope("chat_message", "r", chat_payload("r", 1));
+    assert_eq!(post(&s, &chat).await, (202, json!({"status": "accepted"})), "other streams are unaffected");
+}
