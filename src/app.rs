@@ -53,7 +53,8 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
             let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
                 .await
                 .with_context(|| format!("SIDECAR_REDIS_URL: cannot connect to {}", redis.urls.join(",")))?;
-            Publisher::redis(routes.clone(), conn, redis.stream_maxlen, input.clone())
+            let spool = ingest::Spool::new(redis.spool_max_events, config.delivery.max_event_age, metrics.clone());
+            Publisher::redis(routes.clone(), conn, redis.stream_maxlen, input.clone(), spool)
         }
         None => Publisher::memory(routes.clone(), input.clone()),
     };
@@ -70,6 +71,11 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     let ingest_stop = CancellationToken::new();
     let pipeline_stop = CancellationToken::new();
     let keepalive_stop = CancellationToken::new();
+    // POSTed events spooled while Redis is away: appended until the
+    // listeners close (no more POSTs), then one last attempt.
+    if let Some(flusher) = publisher.spool_flusher() {
+        tasks.spawn(flusher.run(listeners_stop.clone()));
+    }
 
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
     let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));

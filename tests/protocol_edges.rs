@@ -134,7 +134,7 @@ async fn the_in_process_bus_and_skip_negotiation() {
         .expect("connects");
     d.invoke("ws", "JoinRoom", json!(["r"])).await.expect("joins");
     let env = envelope("chat_message", "r", chat_payload("r", 1));
-    assert_eq!(s.post_event(env.to_string().as_bytes()).await, (202, "accepted\n".to_string()));
+    assert_eq!(s.post_event(env.to_string().as_bytes()).await, (202, r#"{"status":"accepted"}"#.to_string()));
     assert_eq!(d.message("ws", "ReceiveMessage", WAIT).await.expect("delivered")["args"][0], env["payload"]);
 
     let (status, body) = s.post_event(b"{not json").await;

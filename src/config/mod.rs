@@ -138,6 +138,11 @@ pub struct RedisConfig {
     /// Another instance's group is removed once all its consumers have been
     /// idle this long (`orphan_group_idle_seconds`). Default 3600.
     pub orphan_group_idle: Duration,
+    /// Events `POST /internal/events` holds while Redis is unreachable, to
+    /// append them once it answers (`spool_max_events`); past it the POST
+    /// gets 503. 0 answers 503 at once. Default 10000 (memory: this many
+    /// POSTed bodies, about 10 MiB for 1 KiB events).
+    pub spool_max_events: usize,
 }
 
 impl RedisConfig {
@@ -316,6 +321,7 @@ impl Config {
             dead_letter_maxlen: r.count("dead_letter_maxlen", 10_000, 1, usize::MAX),
             stream_maxlen: r.count("stream_maxlen", 10_000, 1, usize::MAX),
             orphan_group_idle: r.seconds("orphan_group_idle_seconds", 3600, 1),
+            spool_max_events: r.count("spool_max_events", 10_000, 0, 1_000_000),
         };
         for url in &redis.urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

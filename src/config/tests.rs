@@ -67,3 +67,16 @@ fn tls_needs_both_files_or_neither() {
     let errors = config("tls_key_file = \"/k\"", &[]).expect_err("certificate missing");
     assert!(errors[0].starts_with("SIDECAR_TLS_CERT_FILE: must be set with SIDECAR_TLS_KEY_FILE"), "{errors:?}");
 }
+
+#[test]
+fn the_spool_is_bounded_and_may_be_off() {
+    let redis = |env: &[(&str, &str)]| {
+        let mut all = vec![("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_REDIS_URL", "redis://a:1")];
+        all.extend_from_slice(env);
+        config("", &all)
+    };
+    assert_eq!(redis(&[]).expect("valid").redis.expect("redis").spool_max_events, 10_000);
+    assert_eq!(redis(&[("SIDECAR_SPOOL_MAX_EVENTS", "0")]).expect("valid").redis.expect("redis").spool_max_events, 0);
+    let errors = redis(&[("SIDECAR_SPOOL_MAX_EVENTS", "2000000")]).expect_err("too large");
+    assert_eq!(errors, vec!["SIDECAR_SPOOL_MAX_EVENTS: must be between 0 and 1000000, got 2000000".to_string()]);
+}

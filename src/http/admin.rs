@@ -57,8 +57,9 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Bo
                 .await
                 .map_err(|_| HttpError::TooLarge)?
                 .to_bytes();
-            ingest::http::accept(&body, &state.schemas, &state.publisher).await?;
-            Ok(ok(StatusCode::ACCEPTED, "accepted\n".into(), "text/plain"))
+            let published = ingest::http::accept(&body, &state.schemas, &state.publisher).await?;
+            let answer = serde_json::json!({ "status": published.as_str() }).to_string();
+            Ok(ok(StatusCode::ACCEPTED, answer, "application/json"))
         }
         (_, "/healthz" | "/readyz" | "/metrics") => Err(HttpError::MethodNotAllowed("GET")),
         (_, "/internal/events") => Err(HttpError::MethodNotAllowed("POST")),

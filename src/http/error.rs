@@ -6,7 +6,12 @@ use hyper::{Response, StatusCode};
 
 use crate::hub::TokenError;
 use crate::ingest::http::HttpIngestError;
+use crate::ingest::PublishError;
 use crate::transport::Error as TransportError;
+
+/// `Retry-After` of a 503 for a full spool: Redis is down, and the spool
+/// empties within a second of its return, so a few seconds is a fair wait.
+const SPOOL_FULL_RETRY_AFTER_SECONDS: &str = "2";
 
 /// A response body.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
@@ -56,6 +61,7 @@ impl HttpError {
             HttpError::Transport(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => StatusCode::BAD_REQUEST,
+            HttpError::Ingest(HttpIngestError::Publish(PublishError::Refused { .. })) => StatusCode::BAD_GATEWAY,
             HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooLarge | HttpError::Token(TokenError::EarlyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -75,6 +81,9 @@ impl HttpError {
         match &self {
             HttpError::MethodNotAllowed(allow) => builder = builder.header("allow", *allow),
             HttpError::Unauthorized(_) => builder = builder.header("www-authenticate", "Bearer"),
+            HttpError::Ingest(HttpIngestError::Publish(PublishError::SpoolFull(_))) => {
+                builder = builder.header("retry-after", SPOOL_FULL_RETRY_AFTER_SECONDS)
+            }
             _ => {}
         }
         builder.body(text(self.to_string())).expect("static headers are valid")

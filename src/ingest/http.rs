@@ -2,7 +2,7 @@
 
 use crate::envelope::{Envelope, EnvelopeError, Schemas};
 
-use super::{PublishError, Publisher};
+use super::{PublishError, Published, Publisher};
 
 /// Why a POSTed event was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +15,9 @@ pub enum HttpIngestError {
     Publish(#[from] PublishError),
 }
 
-/// Decodes, validates and publishes one POSTed envelope.
-pub async fn accept(body: &[u8], schemas: &Schemas, publisher: &Publisher) -> Result<(), HttpIngestError> {
+/// Decodes, validates and publishes one POSTed envelope; says whether it
+/// is on the bus or waiting in the spool for Redis.
+pub async fn accept(body: &[u8], schemas: &Schemas, publisher: &Publisher) -> Result<Published, HttpIngestError> {
     let envelope = Envelope::from_json(body, schemas)?;
-    publisher.publish(envelope).await?;
-    Ok(())
+    Ok(publisher.publish_or_queue(envelope).await?)
 }

@@ -9,9 +9,13 @@
 //!   (`orphans`) removes the groups of instances that are gone;
 //! - `http`: `POST /internal/events`, through the [`Publisher`];
 //! - `publisher`: XADD to the event's stream, or the in-process bus when no
-//!   Redis is configured (the bus is the pipeline's own queue).
+//!   Redis is configured (the bus is the pipeline's own queue);
+//! - `append`: the XADD itself, shared by the publisher and the spool;
+//! - `spool` and `spool_flush`: POSTed events kept while Redis does not
+//!   answer, and the task that appends them once it does (CONTRACT 14).
 
 mod acker;
+mod append;
 mod claim;
 mod hole;
 pub mod http;
@@ -22,10 +26,14 @@ mod range;
 mod redis_conn;
 mod redis_streams;
 mod replies;
+mod spool;
+mod spool_flush;
 
 pub use hole::{Hole, HoleCause, OnHole};
 pub use position::StreamId;
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{PublishError, Published, Publisher};
 pub use range::{entries_between, RangeError};
 pub use redis_conn::{connect, RedisConn};
 pub use redis_streams::{RedisIngest, RedisIngestHandles};
+pub use spool::{Spool, SpoolError};
+pub use spool_flush::SpoolFlusher;

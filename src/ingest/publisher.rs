@@ -1,13 +1,17 @@
 //! `Publisher`: puts an envelope on the bus. With Redis, XADD to the
 //! event's stream so every instance delivers it; without, straight into the
-//! local pipeline (the in-process bus). Used by `POST /internal/events` and
-//! by the hub's SendTyping.
+//! local pipeline (the in-process bus). Used by `POST /internal/events`
+//! ([`Publisher::publish_or_queue`]) and by the hub's SendTyping and
+//! presence events ([`Publisher::publish`]).
 //!
-//! When Redis is configured but does not answer, the event is delivered to
-//! this instance's own clients instead of being refused: the HTTP path is
-//! the publisher's fallback when Redis fails (seed 000), so it must keep
-//! working while Redis is down. If the XADD did land after all, the
-//! idempotency window delivers the event once.
+//! The two differ only while Redis is configured but does not answer:
+//! - a POSTed event is kept in the [`Spool`] and appended once Redis answers,
+//!   never delivered locally meanwhile: every instance then delivers it once
+//!   from the stream (the idempotency window on `event_id`), where local
+//!   delivery first would show it to this instance's clients before the
+//!   others' and, after a restart, twice; the answer says `queued`;
+//! - typing and presence events are delivered to this instance's own clients
+//!   instead (see [`Publisher::publish`]).
 
 use std::sync::Arc;
 
@@ -15,6 +19,9 @@ use crate::config::{MissingField, RouteTable};
 use crate::envelope::Envelope;
 use crate::pipeline::{Ack, Input, InputSender};
 
+use super::append::{append, is_unavailable};
+use super::spool::{Spool, SpoolError};
+use super::spool_flush::SpoolFlusher;
 use super::RedisConn;
 
 /// Why an event could not be published.
@@ -35,12 +42,54 @@ pub enum PublishError {
     /// The sidecar is shutting down.
     #[error("the sidecar is shutting down")]
     Closed,
+    /// Redis does not answer and the spool holds its maximum
+    /// (`SIDECAR_SPOOL_MAX_EVENTS`).
+    #[error("Redis is unreachable and the spool of POSTed events is full ({0} events): retry later")]
+    SpoolFull(usize),
+    /// Redis answered the XADD with a refusal that retrying cannot fix
+    /// (a key of another type, an ACL denial).
+    #[error("Redis refused the XADD to {stream}: {source}")]
+    Refused {
+        /// The event's stream.
+        stream: String,
+        /// Redis's answer.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+impl From<SpoolError> for PublishError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Closed => PublishError::Closed,
+            SpoolError::Full(capacity) => PublishError::SpoolFull(capacity),
+        }
+    }
 }
 
 impl PublishError {
     /// True when the publisher, not the sidecar or Redis, is at fault.
     pub fn is_publisher_fault(&self) -> bool {
         matches!(self, PublishError::NoRoute(_) | PublishError::MissingArgument { .. })
+    }
+}
+
+/// What became of a published event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// On the bus: appended to its stream, or in the in-process pipeline.
+    Accepted,
+    /// Redis does not answer: kept in the spool, appended once it does.
+    Queued,
+}
+
+impl Published {
+    /// The word the HTTP answer carries (`{"status": ...}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Published::Accepted => "accepted",
+            Published::Queued => "queued",
+        }
     }
 }
 
@@ -58,9 +107,12 @@ enum Bus {
         conn: RedisConn,
         maxlen: usize,
         local: InputSender,
-        /// When the last XADD failed: for a second after a failure, events
-        /// go straight to local delivery instead of waiting on Redis again.
+        /// When the last XADD of [`Publisher::publish`] failed: for a second
+        /// after a failure, its events go straight to local delivery instead
+        /// of waiting on Redis again.
         failed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+        /// POSTed events waiting for Redis.
+        spool: Arc<Spool>,
     },
 }
 
@@ -71,14 +123,33 @@ impl Publisher {
     }
 
     /// Publishes with XADD, trimming each stream to about `maxlen` entries;
-    /// falls back to `local` when Redis fails.
-    pub fn redis(routes: Arc<RouteTable>, conn: RedisConn, maxlen: usize, local: InputSender) -> Publisher {
-        Publisher { routes, bus: Bus::Redis { conn, maxlen, local, failed_at: Arc::default() } }
+    /// while Redis fails, POSTed events wait in `spool` and typing and
+    /// presence events go to `local`.
+    pub fn redis(
+        routes: Arc<RouteTable>,
+        conn: RedisConn,
+        maxlen: usize,
+        local: InputSender,
+        spool: Spool,
+    ) -> Publisher {
+        let spool = Arc::new(spool);
+        Publisher { routes, bus: Bus::Redis { conn, maxlen, local, failed_at: Arc::default(), spool } }
     }
 
-    /// Puts `envelope` on the bus. In memory mode this waits for room in the
-    /// pipeline queue, which is the in-process form of back-pressure.
-    pub async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
+    /// The task that appends the spool once Redis answers (`None` on the
+    /// in-process bus, which has no spool).
+    pub fn spool_flusher(&self) -> Option<SpoolFlusher> {
+        match &self.bus {
+            Bus::Memory(_) => None,
+            Bus::Redis { conn, maxlen, spool, .. } => {
+                Some(SpoolFlusher { spool: spool.clone(), conn: conn.clone(), maxlen: *maxlen })
+            }
+        }
+    }
+
+    /// The event's stream, or why it can never be delivered (no route, a
+    /// field its route's arguments need is missing).
+    fn stream_of(&self, envelope: &Envelope) -> Result<Arc<str>, PublishError> {
         let route = self
             .routes
             .route(&envelope.event_type)
@@ -86,33 +157,67 @@ impl Publisher {
         if let Some(missing) = route.arguments.missing_field(&envelope.payload) {
             return Err(PublishError::MissingArgument { event_type: route.event_type.clone(), missing });
         }
-        let source: Arc<str> = Arc::from(route.stream.as_str());
+        Ok(Arc::from(route.stream.as_str()))
+    }
+
+    /// Puts a POSTed event on the bus, or in the spool while Redis does not
+    /// answer (`Queued`). While anything is spooled, later events queue
+    /// behind it, so they reach the stream in the order received. In memory
+    /// mode this waits for room in the pipeline queue, the in-process form
+    /// of back-pressure.
+    pub async fn publish_or_queue(&self, envelope: Envelope) -> Result<Published, PublishError> {
+        let stream = self.stream_of(&envelope)?;
+        let (conn, maxlen, spool) = match &self.bus {
+            Bus::Memory(tx) => return send_local(tx, envelope, stream).await.map(|()| Published::Accepted),
+            Bus::Redis { conn, maxlen, spool, .. } => (conn, *maxlen, spool),
+        };
+        if !spool.is_empty() {
+            spool.push(stream, envelope)?;
+            return Ok(Published::Queued);
+        }
+        match append(conn, &stream, maxlen, &envelope).await {
+            Ok(_) => Ok(Published::Accepted),
+            Err(e) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %stream,
+                    "XADD failed: POSTed events wait in the spool until Redis answers");
+                spool.push(stream, envelope)?;
+                Ok(Published::Queued)
+            }
+            Err(source) => Err(PublishError::Refused { stream: stream.to_string(), source }),
+        }
+    }
+
+    /// Puts a typing or presence event on the bus. While Redis does not
+    /// answer, the event is delivered to this instance's own clients instead
+    /// of being spooled: these events are ephemeral (a typing indicator is
+    /// cleared after a few seconds anyway, presence is re-read on join), so
+    /// showing them late to everyone is worth less than showing them now to
+    /// some, and a duplicate is harmless. After a failed XADD the next
+    /// second's events go local at once, then Redis is tried again. If the
+    /// XADD did land after all, the idempotency window delivers it once.
+    pub async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
+        let stream = self.stream_of(&envelope)?;
         let (conn, maxlen, local, failed_at) = match &self.bus {
-            Bus::Memory(tx) => return send_local(tx, envelope, source).await,
-            Bus::Redis { conn, maxlen, local, failed_at } => (conn, *maxlen, local, failed_at),
+            Bus::Memory(tx) => return send_local(tx, envelope, stream).await,
+            Bus::Redis { conn, maxlen, local, failed_at, .. } => (conn, *maxlen, local, failed_at),
         };
         let recently_failed = failed_at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
         if recently_failed {
-            return send_local(local, envelope, source).await;
+            return send_local(local, envelope, stream).await;
         }
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&route.stream).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-        for (k, v) in envelope.to_stream_fields() {
-            cmd.arg(k).arg(v);
-        }
-        match cmd.query_async::<String>(&mut conn.clone()).await {
+        match append(conn, &stream, maxlen, &envelope).await {
             Ok(_) => {
                 *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 Ok(())
             }
             Err(e) => {
                 *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-                tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %route.stream,
+                tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %stream,
                     "XADD failed: delivering to this instance's clients only");
-                send_local(local, envelope, source).await
+                send_local(local, envelope, stream).await
             }
         }
     }

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub continuity_closes: Family<Labels, Counter>,
     /// Stateful sessions handed between instances, by outcome.
     pub session_handoffs: Family<Labels, Counter>,
+    /// POSTed events waiting in the spool for Redis to answer.
+    pub spool_depth: Gauge,
+    /// POSTed events through the spool, by outcome: `spooled`, `flushed`
+    /// (appended to their stream), `refused` (the spool was full: 503).
+    /// Drops are in `events_dropped` (`spool_*` reasons).
+    pub spool_events: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +99,8 @@ impl Metrics {
             auth_failures: Family::default(),
             continuity_closes: Family::default(),
             session_handoffs: Family::default(),
+            spool_depth: Gauge::default(),
+            spool_events: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -155,6 +163,17 @@ impl Metrics {
             "Stateful sessions saved for, resumed on, or refused by another instance",
             m.session_handoffs.clone(),
         );
+        r.register("sidecar_spool_depth", "POSTed events waiting for Redis in the spool", m.spool_depth.clone());
+        r.register(
+            "sidecar_spool_events",
+            "POSTed events through the spool, by outcome (spooled, flushed, refused)",
+            m.spool_events.clone(),
+        );
+        // Counted only during a Redis outage: present from the start, so a
+        // rate over them is defined before the first outage.
+        for outcome in ["spooled", "flushed", "refused"] {
+            m.spool_events.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(0);
+        }
         Metrics { registry, ..m }
     }
 
@@ -162,6 +181,13 @@ impl Metrics {
     pub fn dropped(&self, reason: &'static str, n: u64) {
         if n > 0 {
             self.events_dropped.get_or_create(&vec![("reason", reason.to_string())]).inc_by(n);
+        }
+    }
+
+    /// Counts `n` POSTed events through the spool with `outcome`.
+    pub fn spool(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.spool_events.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(n);
         }
     }
 

@@ -24,6 +24,19 @@ pub async fn request_bytes(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    let (status, _, body) = request_with_head(port, method, path, headers, body).await?;
+    Ok((status, body))
+}
+
+/// Sends one request to 127.0.0.1:`port`; returns (status, the response
+/// head in lower case, body bytes), for tests that read response headers.
+pub async fn request_with_head(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -38,13 +51,13 @@ pub async fn request_bytes(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok((0, Vec::new()));
+        return Ok((0, String::new(), Vec::new()));
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let rest = &raw[split + 4..];
     let body = if head.contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_vec() };
-    Ok((status, body))
+    Ok((status, head, body))
 }
 
 fn dechunk(mut s: &[u8]) -> Vec<u8> {

@@ -21,25 +21,62 @@ pub fn root() -> PathBuf {
 pub struct Redis {
     pub port: u16,
     child: Child,
+    /// Where [`Redis::stop`] saves the data a [`Redis::restart`] loads.
+    data_dir: PathBuf,
 }
 
 impl Redis {
     /// Starts redis-server without persistence on a free port.
     pub async fn start() -> Redis {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // Nothing is written there unless `stop` asks for a save (`dir`
+        // cannot be changed at run time: a protected setting).
+        let data_dir = std::env::temp_dir().join(format!("sidecar-test-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let child = Redis::spawn(port, &data_dir).await;
+        Redis { port, child, data_dir }
+    }
+
+    async fn spawn(port: u16, data_dir: &std::path::Path) -> Child {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.arg("--dir").arg(data_dir);
+        let child = cmd
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server must be installed (the test script installs it)");
-        let r = Redis { port, child };
+        let url = format!("redis://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(r.url()).and_then(|c| c.get_connection()).is_err() {
+        while redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        r
+        child
+    }
+
+    /// Stops the server (Redis becomes unreachable: connections refused).
+    /// With `keep_data`, it saves its data first, so that [`Redis::restart`]
+    /// brings the streams and consumer groups back as a Redis with
+    /// persistence would; without, the restart is empty.
+    pub async fn stop(&mut self, keep_data: bool) {
+        let mut conn = self.conn();
+        if !keep_data {
+            let _ = std::fs::remove_file(self.data_dir.join("dump.rdb"));
+        }
+        // No reply: the server exits.
+        let _: redis::RedisResult<()> =
+            redis::cmd("SHUTDOWN").arg(if keep_data { "SAVE" } else { "NOSAVE" }).query(&mut conn);
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("redis-server exits on SHUTDOWN")
+            .expect("wait");
+    }
+
+    /// Starts the server again on the same port, with the data the last
+    /// [`Redis::stop`] kept, if it kept any.
+    pub async fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, &self.data_dir).await;
     }
 
     /// Its URL.
@@ -90,6 +127,12 @@ impl Redis {
     /// XADD of an envelope in the `data` encoding.
     pub fn xadd_data(&self, stream: &str, env: &serde_json::Value) -> String {
         super::xadd_data_on(&mut self.conn(), stream, env)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

@@ -1,6 +1,7 @@
 """Test harness: a real redis-server on a free loopback port, and a small real HTTP
-server standing in for the sidecar's admin port (records every POST, answers 202,
-400, or forwards to a real sidecar)."""
+server standing in for the sidecar's admin port (records every POST, answers 202
+``{"status": "accepted"}`` as the sidecar does, or what a test sets, or forwards to a
+real sidecar)."""
 
 from __future__ import annotations
 
@@ -33,23 +34,28 @@ def free_port() -> int:
 
 class RedisServer:
     """One redis-server process without persistence; can be stopped and started again
-    on the same port."""
+    on the same port. With ``data_dir``, ``stop(keep_data=True)`` saves its data there
+    first and the next ``start`` loads it (a Redis with persistence restarting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.data_dir = data_dir
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--loglevel", "warning"]
+        if self.data_dir is not None:
+            args += ["--dir", str(self.data_dir)]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--loglevel", "warning"],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -75,7 +81,15 @@ class RedisServer:
             s.sendall(payload.encode())
             return s.makefile("rb").readline().decode().rstrip("\r\n")
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        if keep_data:
+            assert self.data_dir is not None, "keep_data needs a data_dir"
+            try:
+                self.command("SHUTDOWN", "SAVE")  # no reply: the server saves and exits
+            except OSError:
+                pass
+            if self.proc is not None:
+                self.proc.wait(timeout=10)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -106,13 +120,15 @@ def own_redis():
 
 class RecordingSidecar:
     """``POST /internal/events``: records the JSON body, then answers ``status`` with
-    ``reply`` (default 202), or forwards to ``forward_to`` (a real sidecar's base URL)
-    and answers what it answered."""
+    ``reply`` and ``headers`` (default 202 ``{"status": "accepted"}``, as the sidecar
+    answers), or forwards to ``forward_to`` (a real sidecar's base URL) and answers what
+    it answered."""
 
     def __init__(self) -> None:
         self.posts: list[dict] = []
         self.status = 202
-        self.reply = ""
+        self.reply = '{"status":"accepted"}'
+        self.headers: dict[str, str] = {}
         self.forward_to: str | None = None
         self._lock = threading.Lock()
         outer = self
@@ -125,7 +141,7 @@ class RecordingSidecar:
                         outer.posts.append({"path": self.path, "json": json.loads(body)})
                     except ValueError:
                         outer.posts.append({"path": self.path, "raw": body})
-                status, reply = outer.status, outer.reply.encode()
+                status, reply, headers = outer.status, outer.reply.encode(), dict(outer.headers)
                 if outer.forward_to is not None:
                     req = urllib.request.Request(
                         outer.forward_to.rstrip("/") + self.path, data=body,
@@ -134,13 +150,17 @@ class RecordingSidecar:
                     try:
                         with urllib.request.urlopen(req, timeout=5) as resp:
                             status, reply = resp.status, resp.read()
+                            headers = {k: v for k, v in resp.headers.items() if k.lower() == "retry-after"}
                     except urllib.error.HTTPError as exc:
                         status, reply = exc.code, exc.read()
+                        headers = {k: v for k, v in exc.headers.items() if k.lower() == "retry-after"}
                     except OSError as exc:
                         status, reply = 502, str(exc).encode()
                 self.send_response(status)
-                self.send_header("content-type", "text/plain")
+                self.send_header("content-type", "application/json" if reply.startswith(b"{") else "text/plain")
                 self.send_header("content-length", str(len(reply)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(reply)
 

@@ -38,7 +38,16 @@ def test_publishes_from_stdin_over_http(http_sidecar):
     r = cli([], {"EVENT_TRANSPORT_SIDECAR_URL": http_sidecar.url}, stdin=body)
     assert r.returncode == 0, r.stderr
     assert http_sidecar.posts == [{"path": "/internal/events", "json": json.loads(body)}]
-    assert "via http" in r.stdout and json.loads(body)["event_id"] in r.stdout
+    assert "via http: sidecar accepted" in r.stdout and json.loads(body)["event_id"] in r.stdout
+    assert r.stderr == ""
+
+
+def test_a_queued_event_exits_0_and_says_so(http_sidecar):
+    http_sidecar.reply = '{"status":"queued"}'
+    r = cli([], {"EVENT_TRANSPORT_SIDECAR_URL": http_sidecar.url}, stdin=envelope_json())
+    assert r.returncode == 0, r.stderr
+    assert "via http: sidecar queued" in r.stdout
+    assert "cannot reach Redis" in r.stderr and "delayed, not lost" in r.stderr
 
 
 def test_publishes_a_file_over_redis(redis_server, http_sidecar, tmp_path):
@@ -108,6 +117,12 @@ def test_transport_failures_exit_1_with_the_reason(http_sidecar):
 
     r = cli([], {"EVENT_TRANSPORT_SIDECAR_URL": f"http://127.0.0.1:{free_port()}"}, stdin=envelope_json())
     assert r.returncode == 1 and "failed" in r.stderr
+
+    http_sidecar.status, http_sidecar.headers = 503, {"Retry-After": "2"}
+    http_sidecar.reply = "Redis is unreachable and the spool of POSTed events is full (3 events): retry later"
+    r = cli([], {"EVENT_TRANSPORT_SIDECAR_URL": http_sidecar.url}, stdin=envelope_json())
+    assert r.returncode == 1
+    assert "answered 503" in r.stderr and "spool of POSTed events is full" in r.stderr and "retry after 2 s" in r.stderr
 
 
 def test_help_names_the_exit_codes():

@@ -297,13 +297,14 @@ def test_event_via_http_reaches_the_client(sidecar, forwarder, e2e_redis):
         await client.join(r)
         async with EventPublisher(settings(e2e_redis.url, forwarder.url, use_redis_streams=False)) as p:
             e = chat(r, 1)
-            await p.publish(e)
+            result = await p.publish(e)
         got = await client.receive("ReceiveMessage", 1)
         await client.close()
-        return e, got
+        return e, result, got
 
-    e, got = run(go())
+    e, result, got = run(go())
     assert forwarder.event_ids() == [e.event_id]
+    assert result.sidecar_answer == "accepted", "the sidecar appended it to the stream at once"
     assert got == [e.payload], sidecar.log_tail()
 
 
@@ -316,12 +317,13 @@ def test_event_via_http_reaches_the_client_on_the_in_process_bus(sidecar_memory)
         dead_redis = f"redis://127.0.0.1:{free_port()}/0"
         async with EventPublisher(settings(dead_redis, sidecar_memory.admin_url, use_redis_streams=False)) as p:
             e = chat(r, 1)
-            await p.publish(e)
+            result = await p.publish(e)
         got = await client.receive("ReceiveMessage", 1)
         await client.close()
-        return e, got
+        return e, result, got
 
-    e, got = run(go())
+    e, result, got = run(go())
+    assert result.sidecar_answer == "accepted"
     assert got == [e.payload], sidecar_memory.log_tail()
 
 
@@ -455,15 +457,19 @@ def test_redis_unreachable_from_the_backend_falls_back_to_http(sidecar, forwarde
         return before, during, results, got
 
     before, during, results, got = run(go())
-    assert all(res.fell_back for res in results)
+    assert all(res.fell_back and res.sidecar_answer == "accepted" for res in results), "the sidecar still reaches Redis"
     assert forwarder.event_ids() == [e.event_id for e in during]
     assert ids(got) == [e.payload["id"] for e in before + during], sidecar.log_tail()
 
 
-def test_redis_stopped_mid_run_keeps_delivering_via_http(tmp_path):
+def test_redis_stopped_mid_run_queues_in_the_sidecar_until_redis_returns(tmp_path):
     """Redis itself stops (the sidecar loses it too) with fallback on: events published
-    during the outage go over HTTP and still reach the client, none lost."""
-    redis_server = RedisServer().start()
+    during the outage go over HTTP, the sidecar answers ``queued`` and holds them, the
+    client receives none of them while Redis is away (the sidecar does not deliver them
+    locally: the clients of other instances would miss them), and once Redis is back
+    (with its data, as a Redis with persistence restarts) every one arrives once, in
+    order."""
+    redis_server = RedisServer(data_dir=tmp_path).start()
     side = Sidecar(redis_server.url, tmp_path)
     forward = RecordingSidecar()
     forward.forward_to = side.admin_url
@@ -477,7 +483,7 @@ def test_redis_stopped_mid_run_keeps_delivering_via_http(tmp_path):
             for e in before:
                 await p.publish(e)
             got = await client.receive("ReceiveMessage", len(before))
-            redis_server.stop()
+            redis_server.stop(keep_data=True)
             during = [chat(r, seq) for seq in range(6, 16)]
             results = []
             for e in during:
@@ -485,19 +491,24 @@ def test_redis_stopped_mid_run_keeps_delivering_via_http(tmp_path):
                     results.append(await p.publish(e))
                 except Exception as exc:  # noqa: BLE001 - reported below
                     results.append(exc)
-            got += await client.receive("ReceiveMessage", len(during))
+            early = await client.drain("ReceiveMessage", quiet=1.5)
+            redis_server.start()
+            got += await client.receive("ReceiveMessage", len(during), timeout=30)
+            extra = await client.drain("ReceiveMessage", quiet=1.0)
         await client.close()
-        return before, during, results, got
+        return before, during, results, got, early, extra
 
     try:
-        before, during, results, got = run(go())
+        before, during, results, got, early, extra = run(go())
         failures = [x for x in results if isinstance(x, Exception)]
         assert not failures, f"publishing during the Redis outage failed: {failures[0]}\n{side.log_tail()}"
-        assert all(res.fell_back for res in results)
+        assert all(res.fell_back and res.sidecar_answer == "queued" and res.queued for res in results)
         assert forward.event_ids() == [e.event_id for e in during]
+        assert early == [], "nothing is delivered while the sidecar cannot append it to the stream"
         assert ids(got) == [e.payload["id"] for e in before + during], (
-            f"events published over HTTP while Redis was down did not all reach the client\n{side.log_tail()}"
+            f"events queued in the sidecar while Redis was down did not all reach the client\n{side.log_tail()}"
         )
+        assert extra == [], "each exactly once"
     finally:
         forward.close()
         side.stop()

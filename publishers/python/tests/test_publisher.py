@@ -121,9 +121,60 @@ def test_http_path_posts_the_envelope(redis_db, http_sidecar):
 
     e, result, redis_backend = run(go())
     assert result.transports == ("http",) and result.path is Path.HTTP
+    assert result.sidecar_answer == "accepted" and not result.queued
     assert http_sidecar.posts == [{"path": "/internal/events", "json": e.to_dict()}]
     assert redis_backend is None, "HTTP-only settings must not even make a Redis client"
     assert run(stream_event_ids(redis_db.url, "events:chat")) == []
+
+
+def test_a_queued_answer_is_reported_logged_and_counted(redis_db, http_sidecar, caplog):
+    """The sidecar cannot reach Redis: it answers 202 ``queued``. That is a success (the
+    event is held and appended later), and the result, the log and the counters say so."""
+    caplog.set_level(logging.WARNING, logger="signalr_sidecar_publisher")
+    from prometheus_client import CollectorRegistry
+
+    http_sidecar.reply = '{"status":"queued"}'
+    registry = CollectorRegistry()
+
+    async def go():
+        async with EventPublisher(
+            settings(redis_db.url, http_sidecar.url, use_redis_streams=False), metrics_registry=registry
+        ) as p:
+            e = chat("room-q")
+            return e, await p.publish(e), p.stats
+
+    e, result, stats = run(go())
+    assert result.sidecar_answer == "queued" and result.queued and result.transports == ("http",)
+    assert stats.queued["chat_message"] == 1 and stats.published[("http", "chat_message")] == 1
+    assert registry.get_sample_value("event_publish_queued_total", {"event_type": "chat_message"}) == 1
+    [record] = [r for r in caplog.records if "sidecar queued the event" in r.getMessage()]
+    assert e.event_id in record.getMessage()
+
+
+def test_an_older_sidecars_plain_text_answer_means_accepted(redis_db, http_sidecar):
+    http_sidecar.reply = "accepted\n"
+
+    async def go():
+        async with EventPublisher(settings(redis_db.url, http_sidecar.url, use_redis_streams=False)) as p:
+            return await p.publish(chat("room-old"))
+
+    result = run(go())
+    assert result.sidecar_answer == "accepted" and not result.queued
+
+
+def test_a_full_spool_503_is_a_failure_with_the_reason_and_retry_after(redis_db, http_sidecar):
+    http_sidecar.status = 503
+    http_sidecar.reply = "Redis is unreachable and the spool of POSTed events is full (3 events): retry later"
+    http_sidecar.headers = {"Retry-After": "2"}
+
+    async def go():
+        async with EventPublisher(settings(redis_db.url, http_sidecar.url, use_redis_streams=False)) as p:
+            await p.publish(chat("room-full"))
+
+    with pytest.raises(HttpPublishError) as info:
+        run(go())
+    assert info.value.status == 503 and info.value.retry_after == 2.0
+    assert "spool of POSTed events is full" in str(info.value) and "retry after 2 s" in str(info.value)
 
 
 # --- rollout ------------------------------------------------------------------
@@ -214,7 +265,7 @@ def test_redis_stopped_mid_run_falls_back_to_http_losing_nothing(own_redis, http
 
     before, in_stream, during, results, after, in_stream_after, stats = run(go())
     assert in_stream == [e.event_id for e in before]
-    assert all(r.fell_back and r.transports == ("http",) for r in results)
+    assert all(r.fell_back and r.transports == ("http",) and r.sidecar_answer == "accepted" for r in results)
     assert http_sidecar.event_ids() == [e.event_id for e in during], "every event during the outage went over HTTP, in order"
     assert in_stream_after == [e.event_id for e in after]
     assert stats.fallbacks["chat_message"] == 20
@@ -262,6 +313,7 @@ def test_http_other_status_and_unreachable_sidecar(redis_db, http_sidecar):
     with pytest.raises(HttpPublishError) as info:
         run(go(http_sidecar.url))
     assert info.value.status == 503 and "503" in str(info.value) and "draining" in str(info.value)
+    assert info.value.retry_after is None
     with pytest.raises(HttpPublishError, match="ConnectError"):
         run(go(f"http://127.0.0.1:{free_port()}"))
 

@@ -4,8 +4,11 @@ Reads the envelope from standard input, or from the file named as the argument,
 and publishes it by the path the ``EVENT_TRANSPORT_*`` settings choose
 (``--via`` forces one). Exit status:
 
-  0  published (a line on standard output says how)
-  1  the transport failed (Redis without fallback, HTTP error, sidecar said 400)
+  0  published (a line on standard output says how); over HTTP the line ends with the
+     sidecar's answer: ``accepted``, or ``queued`` when the sidecar cannot reach Redis
+     and holds the event until it can (a note on standard error says so)
+  1  the transport failed (Redis without fallback, HTTP error, sidecar said 400, or
+     503: the sidecar's spool is full, retry later)
   2  bad input: unreadable file, not JSON, not a valid envelope (the field is named)
   3  bad settings (the variable is named)
 """
@@ -86,7 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TransportError, PublisherError) as exc:
         return _fail(EXIT_TRANSPORT, str(exc))
     how = "+".join(result.transports) + (" (fallback after a Redis error)" if result.fell_back else "")
-    print(f"published {result.event_id} ({result.event_type}, room {envelope.room_id}) to {result.stream} via {how}")
+    answer = f": sidecar {result.sidecar_answer}" if result.sidecar_answer else ""
+    print(
+        f"published {result.event_id} ({result.event_type}, room {envelope.room_id}) to {result.stream} "
+        f"via {how}{answer}"
+    )
+    if result.queued:
+        print(
+            "signalr-sidecar-publish: the sidecar cannot reach Redis; it holds the event and appends it "
+            "once it can (delivery is delayed, not lost)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@
   ``UnknownEventTypeError`` no stream is known for this event_type
   ``TransportError``       the event could not be handed to the sidecar
     ``RedisPublishError``  XADD failed and ``EVENT_TRANSPORT_FALLBACK_TO_HTTP`` is off
-    ``HttpPublishError``   POST /internal/events failed (network or unexpected status)
+    ``HttpPublishError``   POST /internal/events failed (network or unexpected status;
+                           503 when the sidecar's spool is full, with ``retry_after``)
       ``EventRejectedError`` the sidecar answered 400; ``reason`` is its body
 """
 
@@ -58,11 +59,18 @@ class RedisPublishError(TransportError):
 
 
 class HttpPublishError(TransportError):
-    """POST /internal/events failed: connection error, timeout, or a status other than 202."""
+    """POST /internal/events failed: connection error, timeout, or a status other than 202.
 
-    def __init__(self, message: str, status: int | None = None, body: str = ""):
+    ``status`` and ``body`` are the sidecar's answer (``None`` and ``""`` when there was
+    none). A 503 means the sidecar could not take the event now: its Redis is unreachable
+    and its spool is full, or it is shutting down; ``retry_after`` is then the seconds its
+    ``Retry-After`` header asks to wait (``None`` without one). The event was not sent.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: str = "", retry_after: float | None = None):
         self.status = status
         self.body = body
+        self.retry_after = retry_after
         super().__init__(message)
 
 

@@ -13,11 +13,20 @@ Per event:
    once). A Redis failure falls back to HTTP when ``fallback_to_http`` is on
    (counted in ``event_publish_fallbacks_total`` and logged), and raises
    ``RedisPublishError`` when it is off.
+
+The sidecar's 202 says what it did with a POSTed event: ``{"status": "accepted"}``
+(on its bus: appended to the stream, or its in-process bus) or ``{"status":
+"queued"}`` (it cannot reach Redis either: it holds the event and appends it once
+Redis answers; nobody receives it before, every instance then does). The result's
+``sidecar_answer`` carries that word; ``queued`` ones are logged and counted in
+``event_publish_queued_total``. A 503 (the sidecar's spool is full) raises
+``HttpPublishError`` with the sidecar's reason and ``retry_after``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -47,6 +56,10 @@ log = logging.getLogger("signalr_sidecar_publisher")
 REDIS = "redis_streams"
 HTTP = "http"
 
+#: The sidecar's answers to a POSTed event (the ``status`` of its 202 body).
+ACCEPTED = "accepted"
+QUEUED = "queued"
+
 #: What counts as "Redis failed" (and so triggers the HTTP fallback).
 _REDIS_FAILURES = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
@@ -66,6 +79,16 @@ class PublishResult:
     fell_back: bool = False
     #: the stream entry id when XADD succeeded
     redis_entry_id: str | None = None
+    #: what the sidecar answered when the event went over HTTP: "accepted" (on its bus)
+    #: or "queued" (its Redis is unreachable: it appends the event once Redis answers,
+    #: and nobody receives it before); None when HTTP was not used
+    sidecar_answer: str | None = None
+
+    @property
+    def queued(self) -> bool:
+        """True when the sidecar holds the event until it can reach Redis (delivery is late,
+        not lost)."""
+        return self.sidecar_answer == QUEUED
 
 
 # === backends ===============================================================
@@ -109,35 +132,58 @@ class RedisStreamsBackend:
 
 
 class HttpBackend:
-    """POST the envelope JSON to ``<sidecar>/internal/events``; 202 is success, 400 carries
-    the sidecar's reason."""
+    """POST the envelope JSON to ``<sidecar>/internal/events``; 202 is success (its body
+    says ``accepted`` or ``queued``), 400 carries the sidecar's reason, 503 its reason and
+    ``Retry-After``."""
 
     def __init__(self, events_url: str, *, client: httpx.AsyncClient | None = None, timeout_seconds: float = 5.0):
         self.events_url = events_url
         self._owned = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds)))
 
-    async def send(self, envelope: Envelope) -> None:
+    async def send(self, envelope: Envelope) -> str:
+        """POST one envelope; returns the sidecar's answer, ``"accepted"`` or ``"queued"``."""
         try:
             response = await self.client.post(
                 self.events_url, content=envelope.to_json(), headers={"content-type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise HttpPublishError(f"POST {self.events_url} failed: {type(exc).__name__}: {exc}") from exc
-        if response.status_code == 202:
-            return
         body = response.text.strip()
+        if response.status_code == 202:
+            return _answer_of(body)
         if response.status_code == 400:
             raise EventRejectedError(body or "(no reason given)")
+        retry_after = _seconds(response.headers.get("retry-after"))
+        wait = f" (retry after {retry_after:g} s)" if retry_after is not None else ""
         raise HttpPublishError(
-            f"POST {self.events_url} answered {response.status_code} (expected 202): {body[:500]}",
+            f"POST {self.events_url} answered {response.status_code} (expected 202): {body[:500]}{wait}",
             status=response.status_code,
             body=body,
+            retry_after=retry_after,
         )
 
     async def aclose(self) -> None:
         if self._owned:
             await self.client.aclose()
+
+
+def _answer_of(body: str) -> str:
+    """The ``status`` of a 202 body. Sidecars before the spool answered the plain text
+    ``accepted``; an empty or unreadable body is taken as that too."""
+    try:
+        status = json.loads(body).get("status") if body.startswith("{") else None
+    except (ValueError, AttributeError):
+        status = None
+    return status if isinstance(status, str) and status else ACCEPTED
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not used by the sidecar)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 # === the publisher ==========================================================
@@ -239,8 +285,10 @@ class EventPublisher:
             if extra:
                 envelope = envelope.with_metadata(**extra)
             if chosen is Path.HTTP:
-                await self._send_http(envelope)
-                return PublishResult(envelope.event_id, envelope.event_type, stream, chosen, (HTTP,))
+                answer = await self._send_http(envelope)
+                return PublishResult(
+                    envelope.event_id, envelope.event_type, stream, chosen, (HTTP,), sidecar_answer=answer
+                )
             if chosen is Path.REDIS:
                 return await self._publish_redis(envelope, stream)
             return await self._publish_dual(envelope, stream)
@@ -269,9 +317,10 @@ class EventPublisher:
                 "redis publish failed, falling back to http: event_id=%s event_type=%s stream=%s error=%s: %s",
                 envelope.event_id, envelope.event_type, stream, type(exc).__name__, exc,
             )
-            await self._send_http(envelope)
+            answer = await self._send_http(envelope)
             return PublishResult(
-                envelope.event_id, envelope.event_type, stream, Path.REDIS, (HTTP,), fell_back=True
+                envelope.event_id, envelope.event_type, stream, Path.REDIS, (HTTP,), fell_back=True,
+                sidecar_answer=answer,
             )
         return PublishResult(
             envelope.event_id, envelope.event_type, stream, Path.REDIS, (REDIS,), redis_entry_id=entry_id
@@ -298,7 +347,10 @@ class EventPublisher:
                 f"redis: {type(redis_out).__name__}: {redis_out}; http: {http_out}"
             )
         entry = redis_out if isinstance(redis_out, str) else None
-        return PublishResult(envelope.event_id, envelope.event_type, stream, Path.DUAL, ok, redis_entry_id=entry)
+        answer = http_out if isinstance(http_out, str) else None
+        return PublishResult(
+            envelope.event_id, envelope.event_type, stream, Path.DUAL, ok, redis_entry_id=entry, sidecar_answer=answer
+        )
 
     async def _send_redis(self, stream: str, envelope: Envelope) -> str:
         start = time.perf_counter()
@@ -311,15 +363,24 @@ class EventPublisher:
         self._count(REDIS, envelope.event_type, time.perf_counter() - start)
         return entry_id
 
-    async def _send_http(self, envelope: Envelope) -> None:
+    async def _send_http(self, envelope: Envelope) -> str:
         start = time.perf_counter()
         try:
-            await self.http.send(envelope)
+            answer = await self.http.send(envelope)
         except Exception:
             self.stats.errors[(HTTP, envelope.event_type)] += 1
             self.metrics.error(HTTP, envelope.event_type)
             raise
         self._count(HTTP, envelope.event_type, time.perf_counter() - start)
+        if answer == QUEUED:
+            self.stats.queued[envelope.event_type] += 1
+            self.metrics.queued(envelope.event_type)
+            log.warning(
+                "sidecar queued the event: it cannot reach Redis and will append it once it can "
+                "(delivery is delayed until then): event_id=%s event_type=%s",
+                envelope.event_id, envelope.event_type,
+            )
+        return answer
 
     def _count(self, transport: str, event_type: str, seconds: float) -> None:
         self.stats.published[(transport, event_type)] += 1

@@ -22,11 +22,12 @@ try:  # pragma: no branch
 except ImportError:  # pragma: no cover
     _otel_trace = None
 
-#: Metric names (seed 002, T008/T010), plus the fallback and error counters.
+#: Metric names (seed 002, T008/T010), plus the fallback, error and queued counters.
 PUBLISH_DURATION = "event_publish_duration_seconds"
 PUBLISHED_TOTAL = "events_published_total"
 FALLBACKS_TOTAL = "event_publish_fallbacks_total"
 ERRORS_TOTAL = "event_publish_errors_total"
+QUEUED_TOTAL = "event_publish_queued_total"
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -41,6 +42,8 @@ class PublisherStats:
     fallbacks: Counter = field(default_factory=Counter)
     #: failed attempts, by (transport, event_type)
     errors: Counter = field(default_factory=Counter)
+    #: events the sidecar answered ``queued`` (its Redis was unreachable), by event_type
+    queued: Counter = field(default_factory=Counter)
 
     def published_by(self, transport: str) -> int:
         return sum(n for (t, _), n in self.published.items() if t == transport)
@@ -49,7 +52,7 @@ class PublisherStats:
 class Metrics:
     """The Prometheus families, registered once per registry; no-ops without prometheus_client."""
 
-    _families: dict[int, tuple[Any, Any, Any, Any]] = {}
+    _families: dict[int, tuple[Any, Any, Any, Any, Any]] = {}
 
     def __init__(self, registry: Any = None):
         self.enabled = _prom is not None
@@ -84,8 +87,15 @@ class Metrics:
                     ["transport", "event_type"],
                     registry=registry,
                 ),
+                _prom.Counter(
+                    QUEUED_TOTAL,
+                    "Events POSTed while the sidecar could not reach Redis: it holds them and appends "
+                    "them once it can, by event_type.",
+                    ["event_type"],
+                    registry=registry,
+                ),
             )
-        self._duration, self._published, self._fallbacks, self._errors = Metrics._families[key]
+        self._duration, self._published, self._fallbacks, self._errors, self._queued = Metrics._families[key]
 
     def published(self, transport: str, event_type: str, seconds: float) -> None:
         if self.enabled:
@@ -99,6 +109,10 @@ class Metrics:
     def error(self, transport: str, event_type: str) -> None:
         if self.enabled:
             self._errors.labels(transport, event_type).inc()
+
+    def queued(self, event_type: str) -> None:
+        if self.enabled:
+            self._queued.labels(event_type).inc()
 
 
 def otel_available() -> bool:
