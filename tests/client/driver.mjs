@@ -9,7 +9,14 @@
 //   {"id":4,"cmd":"stop","name":"a"}
 // Replies: {"id":1,"ok":true,"result":...} or {"id":1,"ok":false,"error":"..."}.
 // Events:  {"event":"message","name":"a","method":"ReceiveMessage","args":[...],"at":<ms>}
-//          {"event":"close","name":"a","error":...} / "reconnecting" / "reconnected"
+//          {"event":"close","name":"a","error":...,"at":<ms>} / "reconnecting" / "reconnected"
+// With "rooms":["r1",...] in connect, the driver invokes JoinRoom for each room after start
+// and again after every full reconnect, then prints {"event":"joined","name":"a","at":<ms>}
+// (or {"event":"rejoin_failed",...}): the continuity tests need the moment a join completed
+// on the client's clock, without a round trip through the test process.
+// A stateful-reconnect connection also prints {"event":"resuming"} when its socket drops
+// and {"event":"resumed"} when the resume's replay went out; a refused resume is followed
+// by "reconnecting" or "close" instead.
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import readline from "node:readline";
@@ -35,12 +42,53 @@ async function connect(cmd) {
       out({ event: "message", name: cmd.name, method, args, at: Date.now() });
     });
   }
-  conn.onclose((err) => out({ event: "close", name: cmd.name, error: err ? String(err.message ?? err) : null }));
-  conn.onreconnecting((err) => out({ event: "reconnecting", name: cmd.name, error: err ? String(err.message ?? err) : null }));
-  conn.onreconnected((id) => out({ event: "reconnected", name: cmd.name, connectionId: id ?? null }));
+  const error = (err) => (err ? String(err.message ?? err) : null);
+  conn.onclose((err) => out({ event: "close", name: cmd.name, error: error(err), at: Date.now() }));
+  conn.onreconnecting((err) => out({ event: "reconnecting", name: cmd.name, error: error(err), at: Date.now() }));
+  conn.onreconnected(async (id) => {
+    out({ event: "reconnected", name: cmd.name, connectionId: id ?? null, at: Date.now() });
+    watchResumes(conn, cmd.name);
+    if (cmd.rooms) {
+      try {
+        await join(conn, cmd.rooms);
+        out({ event: "joined", name: cmd.name, connectionId: conn.connectionId, at: Date.now() });
+      } catch (err) {
+        out({ event: "rejoin_failed", name: cmd.name, error: error(err), at: Date.now() });
+      }
+    }
+  });
   conns.set(cmd.name, conn);
   await conn.start();
+  watchResumes(conn, cmd.name);
+  if (cmd.rooms) {
+    await join(conn, cmd.rooms);
+    out({ event: "joined", name: cmd.name, connectionId: conn.connectionId, at: Date.now() });
+  }
   return { connectionId: conn.connectionId };
+}
+
+async function join(conn, rooms) {
+  for (const room of rooms) await conn.invoke("JoinRoom", room);
+}
+
+// The client resumes a stateful session without telling the application:
+// wrap the two hooks HttpConnection calls (features.disconnected when the
+// socket drops, features.resend once the new socket is open) to see it.
+// HubConnection sets them afresh on every start, hence the call after each.
+function watchResumes(conn, name) {
+  const features = conn.connection?.features;
+  if (!features?.reconnect || features.disconnected?.watched) return;
+  const { disconnected, resend } = features;
+  features.disconnected = (...a) => {
+    out({ event: "resuming", name, at: Date.now() });
+    return disconnected(...a);
+  };
+  features.disconnected.watched = true;
+  features.resend = async (...a) => {
+    const r = await resend(...a);
+    out({ event: "resumed", name, at: Date.now() });
+    return r;
+  };
 }
 
 function get(name) {

@@ -5,8 +5,11 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod affinity;
 pub mod certs;
 pub mod compat;
+pub mod continuity;
+pub mod continuity_check;
 pub mod driver;
 pub mod http;
 pub mod procs;

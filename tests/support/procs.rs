@@ -79,6 +79,14 @@ impl Redis {
         self.child = Redis::spawn(self.port, &self.data_dir).await;
     }
 
+    /// Stops the server without saving and, `down` later, starts it empty
+    /// on the same port: Redis restarted without persistence.
+    pub async fn restart_empty(&mut self, down: Duration) {
+        self.stop(false).await;
+        tokio::time::sleep(down).await;
+        self.restart().await;
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
