@@ -4,7 +4,8 @@
 //! learns from the answer which instance issued the `connectionToken` (the
 //! `connectionId` for negotiateVersion 0); every later request carrying
 //! `id=<token>` goes to that instance while it lives, and round-robin to
-//! another live one otherwise. Requests without `id` go round-robin.
+//! another live one otherwise (if that one accepts it, the token sticks
+//! there from then on). Requests without `id` go round-robin.
 //!
 //! Node's fetch keeps connections alive and sends several clients'
 //! requests on one of them, so requests are parsed one at a time and each
@@ -36,10 +37,16 @@ pub struct Stats {
     pub sticky: u64,
     /// Requests with a known token whose instance is gone, sent elsewhere.
     pub moved: u64,
+    /// Of those, the ones the other instance answered 404 (unknown token:
+    /// a stateful resume refused there).
+    pub moved_404: u64,
     /// Requests with an `id` the proxy never saw issued.
     pub unknown: u64,
     /// Requests answered 502 because no instance was reachable.
     pub unrouted: u64,
+    /// Requests sent again to another instance after one failed before
+    /// answering.
+    pub retried: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -176,29 +183,34 @@ impl Shared {
     }
 
     /// The backend for `route`, connected: the issuing instance for a known
-    /// token while it accepts connections, else the next live one that does.
-    async fn pick(&self, route: &Route) -> Option<(u16, TcpStream)> {
+    /// token while it accepts connections, else the next live one that does;
+    /// never one in `failed`. True when a known token had to move.
+    async fn pick(&self, route: &Route, failed: &[u16]) -> Option<(u16, TcpStream, bool)> {
+        let mut moved = false;
         if let Route::Token(token) = route {
             let issued = self.tokens.lock().expect("tokens").get(token).copied();
             match issued {
-                Some(port) if self.live(port) => match connect(port).await {
-                    Some(stream) => {
+                Some(port) if self.live(port) && !failed.contains(&port) => {
+                    if let Some(stream) = connect(port).await {
                         self.bump(|s| s.sticky += 1);
-                        return Some((port, stream));
+                        return Some((port, stream, false));
                     }
-                    None => self.bump(|s| s.moved += 1),
-                },
-                Some(_) => self.bump(|s| s.moved += 1),
+                    moved = true;
+                }
+                Some(_) => moved = true,
                 None => self.bump(|s| s.unknown += 1),
+            }
+            if moved {
+                self.bump(|s| s.moved += 1);
             }
         }
         let slots = self.slots.lock().expect("slots").clone();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..slots.len() {
             let slot = slots[(start + k) % slots.len()];
-            if slot.alive {
+            if slot.alive && !failed.contains(&slot.port) {
                 if let Some(stream) = connect(slot.port).await {
-                    return Some((slot.port, stream));
+                    return Some((slot.port, stream, moved));
                 }
             }
         }
@@ -408,18 +420,43 @@ async fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let Some(raw) = client.until(b"\r\n\r\n").await? else { return Ok(()) };
         let request = Head::parse(&raw)?;
         let route = Route::of(&request.target);
-        let Some((port, backend)) = shared.pick(&route).await else {
-            client.stream.write_all(BAD_GATEWAY).await?;
-            return Ok(());
-        };
-        let mut backend = End::new(backend);
-        backend.stream.write_all(&raw).await?;
-        client.relay(request.request_framing(), &mut backend.stream, &mut None).await?;
-        let Some(raw) = backend.until(b"\r\n\r\n").await? else {
-            client.stream.write_all(BAD_GATEWAY).await?;
-            return Ok(());
+        // A request without a body and without side effects is tried on the
+        // next instance when one fails before answering (an instance dying
+        // right now), as nginx's proxy_next_upstream does by default.
+        let retryable = request.request_framing() == Framing::Empty
+            && matches!(request.first.as_str(), "GET" | "HEAD" | "OPTIONS" | "DELETE");
+        let mut failed = Vec::new();
+        let (port, mut backend, moved, raw) = loop {
+            let Some((port, backend, moved)) = shared.pick(&route, &failed).await else {
+                client.stream.write_all(BAD_GATEWAY).await?;
+                return Ok(());
+            };
+            let mut backend = End::new(backend);
+            let sent = backend.stream.write_all(&raw).await;
+            if sent.is_ok() {
+                client.relay(request.request_framing(), &mut backend.stream, &mut None).await?;
+            }
+            match (sent, backend.until(b"\r\n\r\n").await) {
+                (Ok(()), Ok(Some(head))) => break (port, backend, moved, head),
+                _ if retryable => {
+                    shared.bump(|s| s.retried += 1);
+                    failed.push(port);
+                }
+                _ => {
+                    client.stream.write_all(BAD_GATEWAY).await?;
+                    return Ok(());
+                }
+            }
         };
         let response = Head::parse(&raw)?;
+        if moved && response.status == 404 {
+            shared.bump(|s| s.moved_404 += 1);
+        }
+        if let (true, Route::Token(token), 101 | 200) = (moved, &route, response.status) {
+            // Accepted elsewhere (a session taken over): stick to its new
+            // home, as an ingress re-pins its affinity cookie.
+            shared.tokens.lock().expect("tokens").insert(token.clone(), port);
+        }
         if matches!(route, Route::Negotiate) && response.status == 200 {
             // The whole answer is read and the token learned before the
             // client sees it, so its connect request cannot overtake this.

@@ -343,8 +343,8 @@ impl fmt::Display for Report {
         let p = self.proxy;
         writeln!(
             f,
-            "proxy: tokens learned {}, sticky {}, moved (instance gone) {}, unknown id {}, unrouted {}",
-            p.learned, p.sticky, p.moved, p.unknown, p.unrouted
+            "proxy: tokens learned {}, sticky {}, moved (instance gone) {} (answered 404: {}), unknown id {}, unrouted {}, retried {}",
+            p.learned, p.sticky, p.moved, p.moved_404, p.unknown, p.unrouted, p.retried
         )?;
         for n in &self.notes {
             writeln!(f, "  {n}")?;
