@@ -20,6 +20,12 @@ use super::affinity::Stats;
 /// The slack around each transition, in ms.
 pub const TOLERANCE_MS: f64 = 300.0;
 
+/// How soon after a missed event a Close from the server must come for
+/// the client to count as told ([`Expect::close_tells`]): the drain
+/// window the closes are spread over, plus the 5 s a reader may take to
+/// find Redis again and see the hole.
+pub const TOLD_WITHIN_MS: f64 = (super::continuity::DRAIN_WINDOW_SECONDS * 1000 + 5000) as f64;
+
 /// One client of the scenario.
 #[derive(Clone, Debug)]
 pub struct ClientSpec {
@@ -50,8 +56,11 @@ pub struct ClientReport {
     pub received: usize,
     /// Events owed while Connected (tolerance applied).
     pub owed: usize,
-    /// Owed while Connected and never received: silent misses.
+    /// Owed while Connected and never received.
     pub missed_connected: Vec<u64>,
+    /// Of those, the ones a Close from the server followed within
+    /// [`TOLD_WITHIN_MS`]: the client was told to refetch.
+    pub missed_then_told: Vec<u64>,
     /// Published (surely) after the first join and never received.
     pub missed_total: Vec<u64>,
     /// Received more than once.
@@ -82,6 +91,10 @@ pub struct Expect {
     pub stateful_miss_none: bool,
     /// Nobody misses anything after their first join.
     pub everyone_miss_none: bool,
+    /// A miss while Connected is not silent when a Close from the server
+    /// ends that connection soon after (CONTRACT section 14: "or it makes
+    /// the client know"), as when owed entries are gone.
+    pub close_tells: bool,
 }
 
 /// The verdict on a whole scenario.
@@ -114,7 +127,8 @@ fn check_client(spec: &ClientSpec, published: &[Published], events: &[Value], t0
         stateful: spec.stateful,
         ..Default::default()
     };
-    let mut intervals: Vec<(f64, f64)> = Vec::new();
+    // (start, end, ended by a Close from the server)
+    let mut intervals: Vec<(f64, f64, bool)> = Vec::new();
     let mut open: Option<f64> = None;
     let mut resuming = false;
     let mut arrivals: Vec<u64> = Vec::new();
@@ -137,8 +151,12 @@ fn check_client(spec: &ClientSpec, published: &[Published], events: &[Value], t0
                     e["event"].as_str().unwrap_or(""),
                     e["error"].as_str().unwrap_or("no error")
                 ));
+                // The TS client reports a Close message as no error, or as
+                // "Server returned an error on close: ..."; a dropped socket
+                // as the WebSocket's close status.
+                let told = e["error"].as_str().is_none_or(|m| m.starts_with("Server returned an error on close"));
                 if let Some(s) = open.take() {
-                    intervals.push((s, at));
+                    intervals.push((s, at, told));
                 }
                 if std::mem::take(&mut resuming) {
                     c.resumes.2 += 1;
@@ -159,9 +177,9 @@ fn check_client(spec: &ClientSpec, published: &[Published], events: &[Value], t0
     }
     c.ended_connected = open.is_some();
     if let Some(s) = open {
-        intervals.push((s, f64::INFINITY));
+        intervals.push((s, f64::INFINITY, false));
     }
-    c.intervals = intervals.iter().map(|&(s, e)| (s - t0, e.is_finite().then_some(e - t0))).collect();
+    c.intervals = intervals.iter().map(|&(s, e, _)| (s - t0, e.is_finite().then_some(e - t0))).collect();
     c.received = arrivals.len();
 
     let mut counts: HashMap<u64, usize> = HashMap::new();
@@ -185,10 +203,15 @@ fn check_client(spec: &ClientSpec, published: &[Published], events: &[Value], t0
         if !p.sure {
             continue;
         }
-        if intervals.iter().any(|&(s, e)| p.at >= s + TOLERANCE_MS && p.at <= e - TOLERANCE_MS) {
+        if let Some(&(_, end, told)) =
+            intervals.iter().find(|&&(s, e, _)| p.at >= s + TOLERANCE_MS && p.at <= e - TOLERANCE_MS)
+        {
             c.owed += 1;
             if n == 0 {
                 c.missed_connected.push(p.seq);
+                if told && end - p.at <= TOLD_WITHIN_MS {
+                    c.missed_then_told.push(p.seq);
+                }
             }
         }
         if p.at >= first_join + TOLERANCE_MS && n == 0 {
@@ -207,8 +230,9 @@ impl ClientReport {
     /// Why this client fails `expect`, one phrase each; empty when it passes.
     pub fn failures(&self, expect: Expect) -> Vec<String> {
         let mut f = Vec::new();
-        if !self.missed_connected.is_empty() {
-            f.push(format!("silently missed {} while Connected", self.missed_connected.len()));
+        let silent = self.silent(expect);
+        if !silent.is_empty() {
+            f.push(format!("silently missed {} while Connected", silent.len()));
         }
         if !self.duplicates.is_empty() {
             f.push(format!("{} duplicates", self.duplicates.len()));
@@ -227,6 +251,12 @@ impl ClientReport {
             f.push(format!("missed {} in total", self.missed_total.len()));
         }
         f
+    }
+
+    /// The misses while Connected that `expect` does not excuse.
+    pub fn silent(&self, expect: Expect) -> Vec<u64> {
+        let told = |s: &u64| expect.close_tells && self.missed_then_told.contains(s);
+        self.missed_connected.iter().copied().filter(|s| !told(s)).collect()
     }
 
     fn seqs_with_times(&self, seqs: &[u64]) -> String {
@@ -289,6 +319,7 @@ impl Report {
         );
         for (label, seqs) in [
             ("missed while Connected", &c.missed_connected),
+            ("  of which a Close followed in time", &c.missed_then_told),
             ("missed in total", &c.missed_total),
             ("duplicates", &c.duplicates),
             ("out of order", &c.out_of_order),
@@ -313,11 +344,12 @@ impl fmt::Display for Report {
             let hit = |g: fn(&ClientReport) -> usize| group.iter().filter(|c| g(c) > 0).count();
             writeln!(
                 f,
-                "{:8} clients: {} | missed while Connected {} ({} clients) | missed in total {} ({} clients) | duplicates {} ({} clients) | out of order {} | not Connected at end {} | reconnects {} | resumes {}/{} refused {}",
+                "{:8} clients: {} | missed while Connected {} ({} clients; a Close followed in time for {}) | missed in total {} ({} clients) | duplicates {} ({} clients) | out of order {} | not Connected at end {} | reconnects {} | resumes {}/{} refused {}",
                 if stateful { "stateful" } else { "plain" },
                 group.len(),
                 sum(|c| c.missed_connected.len()),
                 hit(|c| c.missed_connected.len()),
+                sum(|c| c.missed_then_told.len()),
                 sum(|c| c.missed_total.len()),
                 hit(|c| c.missed_total.len()),
                 sum(|c| c.duplicates.len()),
