@@ -6,7 +6,6 @@
 mod admin;
 mod client;
 mod error;
-mod polling;
 mod query;
 mod readiness;
 mod tls;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::redis_streams::Shared;
 use super::RedisConn;
+use crate::telemetry::Metrics;
 use crate::pipeline::Outcome;
 
 /// One entry whose fate is known.
@@ -23,13 +23,16 @@ pub(super) struct Settled {
 const BATCH: usize = 512;
 
 /// Runs until every sender is gone (readers stopped, every ack resolved or
-/// dropped), so acknowledgements finish during shutdown.
-pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Settled>) {
+/// dropped), so acknowledgements finish during shutdown. It gets only what
+/// it uses: the group, the dead-letter cap and the metrics.
+pub(super) async fn run(
+    mut conn: RedisConn,
+    group: String,
+    maxlen: usize,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Settled>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    // The channel's own senders include `shared.settled`; drop our Arc's
-    // claim on it by only holding what we need.
-    let (group, maxlen, metrics) = (shared.group.clone(), shared.config.dead_letter_maxlen, shared.metrics.clone());
-    drop(shared);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // One command per key, so the same code works on a Redis Cluster
         // (a stream and its dead-letter stream live in different slots).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::redis_streams::{handle_entry, Shared};
+use super::intake::{handle_entry, Shared};
 use super::replies::{self, pairs, text};
 use super::RedisConn;
 

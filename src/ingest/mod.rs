@@ -18,6 +18,7 @@ mod acker;
 mod append;
 mod claim;
 mod hole;
+mod intake;
 pub mod http;
 mod orphans;
 mod position;

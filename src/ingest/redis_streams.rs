@@ -16,29 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Settled};
+use super::intake::{handle_entry, Shared};
 use super::hole::{Hole, HoleCause, OnHole};
 use super::replies::{self, Entry};
 use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
-use crate::envelope::{Envelope, Schemas};
-use crate::pipeline::{Ack, Input, InputSender, Outcome};
+use crate::envelope::Schemas;
+use crate::pipeline::InputSender;
 use crate::telemetry::Metrics;
 
 /// How often a reader checks that nothing after its position was trimmed.
 const TRIM_CHECK_EVERY: Duration = Duration::from_secs(2);
-
-/// Everything the reader tasks share.
-pub(super) struct Shared {
-    pub config: RedisConfig,
-    pub group: String,
-    pub consumer: String,
-    pub schemas: Arc<Schemas>,
-    pub input: InputSender,
-    pub metrics: Arc<Metrics>,
-    pub settled: mpsc::UnboundedSender<Settled>,
-    pub redis_up: Arc<AtomicBool>,
-    pub on_hole: OnHole,
-}
 
 /// The Redis ingest source, ready to start.
 pub struct RedisIngest {
@@ -101,7 +89,8 @@ impl RedisIngest {
             redis_up: shared.redis_up.clone(),
             positions: streams.iter().cloned().zip(positions.iter().copied()).collect(),
         };
-        tasks.spawn(acker::run(conn.clone(), shared.clone(), settled_rx));
+        let (group, maxlen) = (shared.group.clone(), shared.config.dead_letter_maxlen);
+        tasks.spawn(acker::run(conn.clone(), group, maxlen, shared.metrics.clone(), settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
         for (stream, position) in streams.into_iter().zip(positions) {
             let reader_conn = super::connect(&shared.config, None).await?;
@@ -261,48 +250,6 @@ async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str) -> Redis
     cmd.arg("STREAMS").arg(stream).arg(">");
     let reply: Value = cmd.query_async(conn).await?;
     Ok(replies::from_read_reply(reply))
-}
-
-/// Decodes one entry and hands it to the pipeline, or dead-letters it.
-/// False when the pipeline is gone (shutting down).
-pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
-    let Entry { id, fields } = entry;
-    let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
-    let envelope = match decoded {
-        Ok(e) => e,
-        Err(e) => {
-            let reason = e.to_string();
-            tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
-            let _ =
-                shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
-            return true;
-        }
-    };
-    let settled = shared.settled.clone();
-    let ack_entry_id = id.clone();
-    let (ack_stream, ack_id) = (stream.clone(), id);
-    let mut fields = Some(fields);
-    let ack = Ack::new(move |outcome| {
-        let fields = match outcome {
-            Outcome::Invalid(_) => fields.take().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
-    });
-    let started = Instant::now();
-    let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
-    let sent = match shared.input.try_send(input) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(input)) => {
-            // The pipeline is behind: wait for room, which pauses this reader
-            // (the stream keeps the events).
-            let ok = shared.input.send(input).await.is_ok();
-            shared.metrics.ingest_wait_seconds.observe(started.elapsed().as_secs_f64());
-            ok
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    };
-    sent
 }
 
 /// Exponential backoff for Redis errors, which also keeps `redis_up`.

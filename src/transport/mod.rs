@@ -5,6 +5,7 @@
 mod error;
 mod long_polling;
 pub mod outbox;
+mod payload;
 mod polling;
 mod replay;
 mod sse;

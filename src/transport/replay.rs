@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::outbox::Payload;
+use super::payload::Payload;
 
 /// Numbered frames not yet acknowledged.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::client::ClientState;
-use super::error::{text, Body, HttpError};
+use super::state::ClientState;
+use super::super::error::{text, Body, HttpError};
 use crate::config::HubDef;
 use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};

@@ -1,0 +1,82 @@
+//! The client port's routes: `POST {hub}/negotiate` and the hub paths,
+//! dispatched to the transport the request asks for.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONNECTION, UPGRADE};
+use hyper::{Method, Request, Response};
+
+use super::super::error::{text, Body, HttpError};
+use super::super::query::param;
+use super::state::ClientState;
+use super::{polling, websocket};
+
+/// Handles one client-port request.
+pub async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))
+}
+
+async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    let path = req.uri().path();
+    if let Some(hub) = path.strip_suffix("/negotiate").and_then(|p| state.hubs.routes.hub_by_path(p)) {
+        if req.method() != Method::POST {
+            return Err(HttpError::MethodNotAllowed("POST"));
+        }
+        state.authenticate(&req)?;
+        let query = req.uri().query();
+        let version = param(query, "negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let stateful = param(query, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let body = state.hubs.negotiate(hub.id, version, stateful).to_json();
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(text(body))
+            .expect("static headers are valid"));
+    }
+    let hub = state.hubs.routes.hub_by_path(path).ok_or(HttpError::NotFound)?.clone();
+    if !matches!(*req.method(), Method::GET | Method::POST | Method::DELETE) {
+        return Err(HttpError::MethodNotAllowed("GET, POST, DELETE"));
+    }
+    let identity = state.authenticate(&req)?;
+    let token = param(req.uri().query(), "id");
+    if req.method() == Method::GET && is_websocket(&req) {
+        return websocket::upgrade(state, &hub, token, identity, req).await;
+    }
+    let token = token.ok_or_else(|| HttpError::BadRequest("Connection ID required".into()))?;
+    match *req.method() {
+        Method::GET if accepts_event_stream(&req) => {
+            state.admit(&identity, &req)?;
+            polling::sse(state, &hub, token, identity)
+        }
+        Method::GET => {
+            if state.hubs.tokens.is_fresh(&token, hub.id) {
+                state.admit(&identity, &req)?;
+            }
+            polling::poll(state, &hub, token, identity).await
+        }
+        Method::POST => polling::send(state, &hub, &token, req).await,
+        Method::DELETE => polling::delete(state, &hub, &token),
+        _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
+    }
+}
+
+fn accepts_event_stream(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")))
+}
+
+fn is_websocket(req: &Request<Incoming>) -> bool {
+    let has = |name, want: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+    };
+    has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+}
+

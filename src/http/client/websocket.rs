@@ -1,0 +1,82 @@
+//! The WebSocket upgrade: a new connection, a negotiated one, a stateful
+//! session resuming here, or one taken over from another instance.
+
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+
+use super::super::error::{text, Body, HttpError};
+use super::state::ClientState;
+use crate::config::HubDef;
+use crate::hub::{self, Attached, Identity, TokenTransport};
+use crate::transport;
+
+/// Accepts the upgrade: with `id`, the negotiated connection; without it,
+/// a new one (`skipNegotiation`).
+pub(super) async fn upgrade(
+    state: &ClientState,
+    hub: &HubDef,
+    token: Option<String>,
+    identity: Identity,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let accept = transport::accept_key(req.headers().get(SEC_WEBSOCKET_KEY).map(|v| v.as_bytes()))?;
+    // One order for every request: a stateful session waiting for this very
+    // reconnect resumes (it was admitted when it started); anything else is
+    // admitted before it may take a token, so a refusal never touches a
+    // token that another connection holds.
+    let mut parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
+    // A token this instance never issued may be a stateful session another
+    // instance handed off while draining (CONTRACT section 14).
+    if let (None, Some(t)) = (&parked, &token) {
+        if !state.hubs.tokens.knows(t) {
+            parked = hub::take_over(&state.hubs, t, hub.id, &identity).await;
+        }
+    }
+    let attached = match (&parked, &token) {
+        (Some(_), _) => None,
+        (None, Some(t)) => {
+            state.admit(&identity, &req)?;
+            Some(state.hubs.tokens.attach(t, hub.id, TokenTransport::WebSocket, || Attached::WebSocket)?)
+        }
+        (None, None) => {
+            state.admit(&identity, &req)?;
+            Some(hub::Negotiated::unnegotiated())
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let hubs = state.hubs.clone();
+    match (parked, attached) {
+        (Some(session), _) => state.tasks.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => hub::resume_websocket(hubs, session, upgraded).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    session.finish(transport::Ended::ByClient).await;
+                }
+            }
+        }),
+        (None, attached) => {
+            let negotiated = attached.unwrap_or_else(hub::Negotiated::unnegotiated);
+            let hub_id = hub.id;
+            state.tasks.spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket upgrade failed");
+                        if let Some(t) = token {
+                            hubs.tokens.release(&t);
+                        }
+                    }
+                }
+            })
+        }
+    };
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "Upgrade")
+        .header(SEC_WEBSOCKET_ACCEPT, accept)
+        .body(text(""))
+        .expect("static headers are valid"))
+}

@@ -1,0 +1,73 @@
+//! What the stream reader and the claimer share, and the one step they
+//! both take: decode an entry and hand it to the pipeline with an `Ack`
+//! that settles it (XACK, or a dead letter) through the acker.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::acker::Settled;
+use super::hole::OnHole;
+use super::replies::Entry;
+use crate::config::RedisConfig;
+use crate::envelope::{Envelope, Schemas};
+use crate::pipeline::{Ack, Input, InputSender, Outcome};
+use crate::telemetry::Metrics;
+
+/// Everything the reader tasks share.
+pub(super) struct Shared {
+    pub config: RedisConfig,
+    pub group: String,
+    pub consumer: String,
+    pub schemas: Arc<Schemas>,
+    pub input: InputSender,
+    pub metrics: Arc<Metrics>,
+    pub settled: mpsc::UnboundedSender<Settled>,
+    pub redis_up: Arc<AtomicBool>,
+    pub on_hole: OnHole,
+}
+
+/// Decodes one entry and hands it to the pipeline, or dead-letters it.
+/// False when the pipeline is gone (shutting down).
+pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
+    let Entry { id, fields } = entry;
+    let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
+    let envelope = match decoded {
+        Ok(e) => e,
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
+            let _ =
+                shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
+            return true;
+        }
+    };
+    let settled = shared.settled.clone();
+    let ack_entry_id = id.clone();
+    let (ack_stream, ack_id) = (stream.clone(), id);
+    let mut fields = Some(fields);
+    let ack = Ack::new(move |outcome| {
+        let fields = match outcome {
+            Outcome::Invalid(_) => fields.take().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
+    });
+    let started = Instant::now();
+    let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
+    let sent = match shared.input.try_send(input) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(input)) => {
+            // The pipeline is behind: wait for room, which pauses this reader
+            // (the stream keeps the events).
+            let ok = shared.input.send(input).await.is_ok();
+            shared.metrics.ingest_wait_seconds.observe(started.elapsed().as_secs_f64());
+            ok
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    };
+    sent
+}
+
