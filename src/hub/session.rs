@@ -233,6 +233,7 @@ impl HubSession {
             transport: self.transport,
             outbox: self.outbox.clone(),
             last_seen_ms: self.hubs.now_ms().into(),
+            timeout_armed: (self.transport == "longpolling").into(),
             expires_at_ms: self.identity.expires_at_ms,
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
@@ -427,10 +428,16 @@ impl HubSession {
                 Flow::Continue
             }
             HubMessage::Close(_) => Flow::Stop,
-            // Pings only refresh last_seen; the rest have no server-side meaning
-            // here (client results and client streams are not offered).
-            HubMessage::Ping
-            | HubMessage::Completion(_)
+            // The first Ping starts the client timeout, as in ASP.NET Core.
+            HubMessage::Ping => {
+                if let Some(entry) = &self.entry {
+                    entry.timeout_armed.store(true, Ordering::Relaxed);
+                }
+                Flow::Continue
+            }
+            // No server-side meaning here (client results and client streams
+            // are not offered).
+            HubMessage::Completion(_)
             | HubMessage::StreamItem { .. }
             | HubMessage::CancelInvocation { .. }
             | HubMessage::Ack { .. }
