@@ -174,6 +174,20 @@ async fn version_0_clients_connect_join_and_receive_over_websockets_with_message
     panic!("no Completion and event; other messages: {seen:?}");
 }
 
+/// ASP.NET Core's WebSocket transport ends with status 1000; a close frame
+/// without a code reaches the JavaScript client as 1005 ("WebSocket closed
+/// with status code: 1005") and makes the .NET client throw.
+#[tokio::test]
+async fn the_websocket_closes_with_status_1000_after_a_signalr_close() {
+    let s = Sidecar::start(&[]).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send(&format!("{{\"type\":7}}{RS}")).await;
+    assert_eq!(ws.recv_type(7).await, Some(json!({"type": 7})), "the server's Close answers the client's");
+    assert_eq!(ws.close_code().await, Some(1000));
+}
+
 // === Long Polling ===
 
 /// A Long Polling connection on the raw protocol.

@@ -9,7 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -96,9 +97,21 @@ pub async fn serve_websocket<S: Session>(
     // A session handed to another instance ends with the socket dropped, no
     // close frame: that is what makes every client resume.
     if ended != Ended::Kicked(Kick::Handoff) {
-        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(Some(close_frame(ended))))).await;
     }
     ended
+}
+
+/// The WebSocket close frame ASP.NET Core's `WebSocketsServerTransport`
+/// ends with: 1000 (normal closure), 1011 only when sending failed. A close
+/// frame without a code reaches clients as 1005, which the JavaScript client
+/// reports as an error and the .NET client throws on.
+fn close_frame(ended: Ended) -> CloseFrame {
+    let code = match ended {
+        Ended::WriteFailed => CloseCode::Error,
+        _ => CloseCode::Normal,
+    };
+    CloseFrame { code, reason: "".into() }
 }
 
 /// The connection until its handshake is done, with the handshake's
