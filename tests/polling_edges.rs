@@ -106,3 +106,53 @@ async fn websocket_and_sse_status_codes() {
     stream.abort();
     assert_eq!(d.invoke("sse", "JoinRoom", json!(["r"])).await, Ok(Value::Null), "the real SSE client is untouched");
 }
+
+/// Opens a Long Polling connection on the raw protocol and completes its
+/// handshake; returns its path.
+async fn open_long_polling(s: &Sidecar) -> String {
+    let path = format!("/hubs/chat?id={}", token(s).await);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("first poll"), (200, String::new()));
+    let handshake = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+    assert_eq!(request(s.port, "POST", &path, &[], handshake.as_bytes()).await.expect("handshake").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll"), (200, "{}\u{1e}".to_string()));
+    path
+}
+
+/// ASP.NET Core answers the poll that carries the Close with 200, keeps the
+/// connection inactive, answers the next poll 204 (and a DELETE 202), and
+/// only then forgets it. A 404 there makes clients report an error instead
+/// of the server's Close.
+#[tokio::test]
+async fn an_ended_long_polling_connection_answers_204_then_is_forgotten() {
+    let s = Sidecar::start(&[]).await;
+    let path = open_long_polling(&s).await;
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":7}\x1e").await.expect("close").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll"), (200, "{\"type\":7}\u{1e}".to_string()));
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":6}\x1e").await.expect("send").0, 404, "nobody reads");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll after the close").0, 204);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("then").0, 404, "forgotten after the 204");
+
+    let path = open_long_polling(&s).await;
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":7}\x1e").await.expect("close").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll").0, 200);
+    assert_eq!(request(s.port, "DELETE", &path, &[], b"").await.expect("delete after the close").0, 202);
+}
+
+/// A connection closed from outside while no poll waits keeps its Close for
+/// the next poll (here the client timeout; Long Polling counts polls).
+#[tokio::test]
+async fn a_close_while_no_poll_waits_is_kept_for_the_next_poll() {
+    let s =
+        Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into())])
+            .await;
+    let path = open_long_polling(&s).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll after the timeout");
+    assert_eq!(status, 200, "{body}");
+    let records: Vec<Value> =
+        body.split('\u{1e}').filter(|r| !r.is_empty()).map(|r| serde_json::from_str(r).expect("JSON")).collect();
+    let close = records.last().expect("a record");
+    assert_eq!((close["type"].clone(), close["allowReconnect"].clone()), (json!(7), json!(true)), "{close}");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("next poll").0, 204);
+}
