@@ -355,8 +355,10 @@ async fn a_sequence_beyond_what_the_client_sent_closes_with_an_error() {
     ws.send(&format!("{{\"type\":9,\"sequenceId\":{}}}{RS}", u64::MAX)).await;
     ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"2","target":"JoinRoom","arguments":["seq"]}))).await;
     let close = ws.recv_type(7).await.expect("a Close, not a silent connection");
-    assert!(close["error"].as_str().is_some_and(|e| e.contains("Sequence ID")), "{close}");
-    assert_eq!(close["allowReconnect"], true, "ASP.NET Core lets the client start afresh: {close}");
+    // ASP.NET Core's MessageBuffer throws; the Close carries its generic
+    // text (the detail only with EnableDetailedErrors) and lets the client
+    // start afresh.
+    assert_eq!(close, json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true}));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use crate::transport::Kick;
 
 /// A Close for a connection kicked from outside, or `None` where the
 /// protocol allows no message (before the handshake completed).
-pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
+pub fn for_kick(why: Kick) -> Option<CloseMessage> {
     let (error, allow_reconnect) = match why {
         Kick::SlowConsumer => {
             ("Connection closed: the client did not read its messages fast enough.".to_string(), true)
@@ -20,29 +20,33 @@ pub fn for_kick(why: Kick, max_message_bytes: usize) -> Option<CloseMessage> {
             return Some(CloseMessage { error: None, allow_reconnect: true })
         }
         Kick::TokenExpired => ("The access token expired.".to_string(), true),
-        Kick::MessageTooLarge => (format!("Message larger than the limit of {max_message_bytes} bytes."), false),
+        Kick::MessageTooLarge => (PROTOCOL_ERROR.to_string(), true),
         // The client must see a dropped socket, not a Close, to resume.
         Kick::HandshakeTimeout | Kick::Handoff => return None,
     };
     Some(CloseMessage { error: Some(error), allow_reconnect })
 }
 
-/// A Close for a message the client should never have sent.
-pub fn for_protocol_error(e: &CodecError) -> CloseMessage {
-    CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: false }
+/// ASP.NET Core's Close text for any failure while reading the client's
+/// messages. It adds the exception's detail only with `EnableDetailedErrors`
+/// (off by default); the sidecar keeps the detail in its log.
+const PROTOCOL_ERROR: &str = "Connection closed with an error.";
+
+/// A Close for a message the client should never have sent (malformed,
+/// too large). ASP.NET Core allows a reconnect here: only a Close or an
+/// abort from the client forbids it.
+pub fn for_protocol_error(_e: &CodecError) -> CloseMessage {
+    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
 }
 
-/// A Close for a `Sequence` the two sides cannot agree on. ASP.NET Core
-/// allows a reconnect here (only an abort forbids it): the client starts a
-/// new connection rather than a resume.
-pub fn for_sequence_error(e: &super::reconnect::SequenceError) -> CloseMessage {
-    CloseMessage { error: Some(format!("Connection closed with an error: {e}")), allow_reconnect: true }
+/// A Close for a `Sequence` the two sides cannot agree on: the client
+/// starts a new connection rather than a resume.
+pub fn for_sequence_error(_e: &super::reconnect::SequenceError) -> CloseMessage {
+    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
 }
 
-/// A Close for an `Ack` of a message the server never sent.
-pub fn for_ack_error(sequence_id: u64) -> CloseMessage {
-    CloseMessage {
-        error: Some(format!("Connection closed with an error: Ack {sequence_id} names a message never sent.")),
-        allow_reconnect: true,
-    }
+/// A Close for an `Ack` of a message the server never sent (the session
+/// logs which).
+pub fn for_ack_error(_sequence_id: u64) -> CloseMessage {
+    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
 }

@@ -521,7 +521,7 @@ impl Session for HubSession {
 
     fn close_frame(&self, why: Kick) -> Option<Payload> {
         let protocol = self.protocol?;
-        let close = close::for_kick(why, self.hubs.settings.max_message_bytes)?;
+        let close = close::for_kick(why)?;
         let bytes = protocol.encode(&HubMessage::Close(close));
         if protocol.is_binary() {
             Some(Payload::Binary(bytes.into()))
