@@ -15,11 +15,12 @@ pub fn for_kick(why: Kick) -> Option<CloseMessage> {
             ("Server timeout elapsed without receiving a message from the client.".to_string(), true)
         }
         // Nothing failed: ASP.NET Core's Close carries no error then, and
-        // clients that treat any error as fatal still reconnect.
-        Kick::ServerShutdown | Kick::ContinuityLost => {
+        // clients that treat any error as fatal still reconnect. Token expiry
+        // is ASP.NET Core's CloseOnAuthenticationExpiration: a close request
+        // that allows a reconnect, without an error.
+        Kick::ServerShutdown | Kick::ContinuityLost | Kick::TokenExpired => {
             return Some(CloseMessage { error: None, allow_reconnect: true })
         }
-        Kick::TokenExpired => ("The access token expired.".to_string(), true),
         Kick::MessageTooLarge => (PROTOCOL_ERROR.to_string(), true),
         // The client must see a dropped socket, not a Close, to resume.
         Kick::HandshakeTimeout | Kick::Handoff => return None,
