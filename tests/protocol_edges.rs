@@ -40,6 +40,31 @@ async fn negotiate_answers_like_aspnet_core() {
     assert_eq!(request(s.port, "POST", "/internal/events", &[], b"{}").await.expect("events").0, 404);
 }
 
+/// ASP.NET Core's endpoint routing ignores a trailing `/` and the case of
+/// the path: a client built with `withUrl(".../hubs/chat/")` negotiates at
+/// `/hubs/chat/negotiate` and connects to `/hubs/chat/?id=`.
+#[tokio::test]
+async fn hub_paths_match_with_a_trailing_slash_and_in_any_case() {
+    let s = Sidecar::start(&[]).await;
+    for (negotiate_path, connect_path) in [
+        ("/hubs/chat/negotiate", "/hubs/chat/"),
+        ("/Hubs/Chat/NEGOTIATE/", "/HUBS/chat"),
+        ("/hubs/chat/negotiate", "/hubs/chat"),
+    ] {
+        let (status, body) = request(s.port, "POST", &format!("{negotiate_path}?negotiateVersion=1"), &[], b"")
+            .await
+            .expect("negotiate");
+        assert_eq!(status, 200, "{negotiate_path}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let token = v["connectionToken"].as_str().expect("token");
+        let mut ws = RawWs::connect(s.port, &format!("{connect_path}?id={token}")).await.expect(connect_path);
+        ws.send(HANDSHAKE).await;
+        assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"), "{connect_path}");
+    }
+    assert_eq!(request(s.port, "POST", "/hubs/chatx/negotiate", &[], b"").await.expect("negotiate").0, 404);
+    assert_eq!(request(s.port, "GET", "/hubs/chat/x?id=y", &[], b"").await.expect("poll").0, 404);
+}
+
 #[tokio::test]
 async fn connection_tokens_unknown_and_reused() {
     let s = Sidecar::start(&[]).await;

@@ -108,7 +108,7 @@ pub async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<R
 
 async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let path = req.uri().path();
-    if let Some(hub) = path.strip_suffix("/negotiate").and_then(|p| state.hubs.routes.hub_by_path(p)) {
+    if let Some(hub) = negotiate_prefix(path).and_then(|p| state.hubs.routes.hub_by_path(p)) {
         if req.method() != Method::POST {
             return Err(HttpError::MethodNotAllowed("POST"));
         }
@@ -147,6 +147,15 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         Method::DELETE => polling::delete(state, &hub, &token),
         _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
     }
+}
+
+/// The hub path of `{hub}/negotiate`, matched as ASP.NET Core's endpoint
+/// routing matches it: any letter case, one trailing `/` ignored.
+fn negotiate_prefix(path: &str) -> Option<&str> {
+    const SUFFIX: &str = "/negotiate";
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let cut = path.len().checked_sub(SUFFIX.len())?;
+    path.get(cut..)?.eq_ignore_ascii_case(SUFFIX).then(|| &path[..cut])
 }
 
 fn accepts_event_stream(req: &Request<Incoming>) -> bool {
