@@ -334,6 +334,44 @@ async fn version_0_server_sent_events_work_with_json() {
     assert_eq!(inv["arguments"][0], event["payload"]);
 }
 
+/// Server-Sent Events carry text only: ASP.NET Core refuses a binary
+/// protocol there in the handshake answer (the sidecar used to accept it
+/// and write MessagePack into the event stream).
+#[tokio::test]
+async fn messagepack_over_server_sent_events_is_refused_in_the_handshake() {
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let path = format!("/hubs/chat?id={id}");
+    let mut sse = EventStream::open(s.port, &path).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let handshake = format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}");
+    assert_eq!(request(s.port, "POST", &path, &[], handshake.as_bytes()).await.expect("POST").0, 200);
+    let answer = sse.until(|v| v.get("error").is_some()).await;
+    assert_eq!(
+        answer["error"],
+        "Cannot use the 'messagepack' protocol on the current transport. The transport does not support 'Binary' transfer format."
+    );
+}
+
+/// Every transport has a handshake deadline (ASP.NET Core's
+/// HandshakeTimeout): a polling connection that never sends its handshake
+/// is answered "Handshake was canceled." and ends, instead of staying open.
+#[tokio::test]
+async fn polling_connections_without_a_handshake_are_canceled() {
+    let s = Sidecar::start(&[("SIDECAR_HANDSHAKE_TIMEOUT_SECONDS", "1".into())]).await;
+    let id = negotiate_v0(&s).await;
+    let mut sse = EventStream::open(s.port, &format!("/hubs/chat?id={id}")).await;
+    let answer = sse.until(|v| v.get("error").is_some()).await;
+    assert_eq!(answer, json!({"error": "Handshake was canceled."}));
+
+    let id = negotiate_v0(&s).await;
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
+    assert_eq!(lp.poll().await.0, 200, "the first poll starts the connection");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lp.poll().await, (200, b"{\"error\":\"Handshake was canceled.\"}\x1e".to_vec()));
+    assert_eq!(lp.poll().await.0, 204, "then it is over");
+}
+
 // === Stateful reconnect and the drain ===
 
 #[tokio::test]

@@ -16,10 +16,16 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The handshake named a protocol or version the sidecar does not speak.
-    #[error("the protocol '{name}' version {version} is not supported")]
-    UnsupportedProtocol {
+    /// The handshake named a protocol the sidecar does not speak.
+    #[error("the protocol '{name}' is not supported")]
+    UnknownProtocol {
         /// The protocol name from the handshake.
+        name: String,
+    },
+    /// The handshake named a version newer than the sidecar's.
+    #[error("version {version} of the '{name}' protocol is not supported")]
+    UnsupportedVersion {
+        /// The protocol name from the handshake, as the client wrote it.
         name: String,
         /// The version from the handshake.
         version: u32,

@@ -1,7 +1,8 @@
 //! The single mapping from why a connection ends to the SignalR Close the
-//! client sees, and whether its automatic reconnect should try again.
+//! client sees, and whether its automatic reconnect should try again; and
+//! from why a handshake fails to the handshake answer.
 
-use crate::codec::{CloseMessage, Error as CodecError};
+use crate::codec::{CloseMessage, Error as CodecError, Protocol};
 use crate::transport::Kick;
 
 /// A Close for a connection kicked from outside, or `None` where the
@@ -50,4 +51,33 @@ pub fn for_sequence_error(_e: &super::reconnect::SequenceError) -> CloseMessage 
 /// logs which).
 pub fn for_ack_error(_sequence_id: u64) -> CloseMessage {
     CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
+}
+
+/// ASP.NET Core's handshake answer when the handshake did not arrive in
+/// time or grew past the message limit.
+pub const HANDSHAKE_CANCELED: &str = "Handshake was canceled.";
+
+/// The handshake answer for a handshake that cannot be accepted, in ASP.NET
+/// Core's words (`HubConnectionContext.HandshakeAsync`); a malformed one
+/// gets only the generic text, the detail stays in the log.
+pub fn for_handshake_error(e: &CodecError) -> String {
+    match e {
+        CodecError::UnknownProtocol { name } => format!("The protocol '{name}' is not supported."),
+        CodecError::UnsupportedVersion { name, version } => {
+            format!("The server does not support version {version} of the '{name}' protocol.")
+        }
+        CodecError::TooLarge { .. } => HANDSHAKE_CANCELED.to_string(),
+        CodecError::Malformed(_) | CodecError::UnknownType(_) => {
+            "An unexpected error occurred during connection handshake.".to_string()
+        }
+    }
+}
+
+/// The handshake answer for a binary protocol on a text-only transport
+/// (MessagePack over Server-Sent Events).
+pub fn for_transfer_format(protocol: Protocol) -> String {
+    format!(
+        "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
+        protocol.name()
+    )
 }

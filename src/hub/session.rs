@@ -201,15 +201,20 @@ impl HubSession {
         self.handshake.extend_from_slice(data);
         let Some(end) = self.handshake.iter().position(|b| *b == RECORD_SEPARATOR) else {
             if self.handshake.len() > self.hubs.settings.max_message_bytes {
-                return Err(self.refuse_handshake("Handshake too large".into()));
+                return Err(self.refuse_handshake("too large", close::HANDSHAKE_CANCELED.into()));
             }
             return Ok(None);
         };
         let rest = self.handshake.split_off(end + 1);
         self.handshake.pop();
         let protocol = match HandshakeRequest::parse(&self.handshake) {
+            // Server-Sent Events carry text only (ASP.NET Core checks the
+            // transport's transfer formats the same way).
+            Ok(p) if p.is_binary() && self.transport == "serversentevents" => {
+                return Err(self.refuse_handshake("binary protocol on SSE", close::for_transfer_format(p)))
+            }
             Ok(p) => p,
-            Err(e) => return Err(self.refuse_handshake(e.to_string())),
+            Err(e) => return Err(self.refuse_handshake(&e.to_string(), close::for_handshake_error(&e))),
         };
         self.handshake = Vec::new();
         self.protocol = Some(protocol);
@@ -290,7 +295,7 @@ impl HubSession {
         identity: Identity,
         snapshot: &super::handoff::SessionSnapshot,
     ) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Positions)> {
-        let protocol = Protocol::from_handshake(&snapshot.protocol, 2)?;
+        let protocol = Protocol::from_handshake(&snapshot.protocol, 2).ok()?;
         let mut session = HubSession::new(
             hubs.clone(),
             hub,
@@ -345,8 +350,9 @@ impl HubSession {
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", "handoff".to_string())]).inc();
     }
 
-    fn refuse_handshake(&self, error: String) -> Flow {
-        tracing::debug!(connection_id = %self.connection_id, error = %error, "handshake refused");
+    /// Answers the handshake with `error` and ends; `detail` goes to the log.
+    fn refuse_handshake(&self, detail: &str, error: String) -> Flow {
+        tracing::debug!(connection_id = %self.connection_id, detail, error = %error, "handshake refused");
         if let Some(p) = Payload::text_from_vec(HandshakeResponse { error: Some(error) }.to_record()) {
             let _ = self.outbox.push_unsequenced(p);
         }
@@ -520,7 +526,11 @@ impl Session for HubSession {
     }
 
     fn close_frame(&self, why: Kick) -> Option<Payload> {
-        let protocol = self.protocol?;
+        let Some(protocol) = self.protocol else {
+            // Before the handshake only a handshake answer may be sent.
+            let timed_out = HandshakeResponse { error: Some(close::HANDSHAKE_CANCELED.into()) };
+            return (why == Kick::HandshakeTimeout).then(|| Payload::text_from_vec(timed_out.to_record())).flatten();
+        };
         let close = close::for_kick(why)?;
         let bytes = protocol.encode(&HubMessage::Close(close));
         if protocol.is_binary() {

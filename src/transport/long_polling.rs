@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::{Ended, Outbox, Payload, PollReply, PollRequest, PollingEnds, Session};
+use super::{Ended, Kick, Outbox, Payload, PollReply, PollRequest, PollingEnds, Session};
 
 /// Frames per poll response.
 const BATCH_FRAMES: usize = 1024;
@@ -67,14 +67,19 @@ impl Ending {
     }
 }
 
-/// Runs one Long Polling connection until DELETE, a session end, or a kick;
+/// Runs one Long Polling connection until DELETE, a session end, or a kick
+/// (a handshake that does not arrive within `handshake_timeout` is one);
 /// returns how it ended and what its client still has to learn.
 pub async fn serve_long_polling<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,
     poll_timeout: Duration,
+    handshake_timeout: Duration,
 ) -> (Ended, Ending) {
+    let handshake = tokio::time::sleep(handshake_timeout);
+    tokio::pin!(handshake);
+    let mut awaiting_handshake = true;
     let mut waiting: Option<(PollRequest, Instant)> = None;
     // (how it ended, what no poll took, whether the client may still ask)
     let (ended, undelivered, kept) = loop {
@@ -86,6 +91,12 @@ pub async fn serve_long_polling<S: Session>(
                     let _ = poll.reply.send(PollReply::Gone);
                 }
                 break (Ended::ByClient, None, false);
+            }
+            _ = &mut handshake, if awaiting_handshake => {
+                awaiting_handshake = false;
+                if !session.is_open() {
+                    outbox.kick(Kick::HandshakeTimeout);
+                }
             }
             poll = ends.polls.recv() => {
                 let Some(poll) = poll else { break (Ended::ByClient, None, false) };
