@@ -118,7 +118,7 @@ async fn bad_messages_close_only_their_own_connection() {
     // one text (the detail only with EnableDetailedErrors), and a reconnect
     // allowed (only the client's own Close or abort forbids it).
     let protocol_error = json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true});
-    for bad in ["{\"type\":1,", "{\"type\":42}", "{\"type\":1,\"arguments\":[]}"] {
+    for bad in ["{\"type\":1,", "{\"type\":1,\"arguments\":[]}"] {
         let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
         ws.send(HANDSHAKE).await;
         assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
@@ -139,6 +139,21 @@ async fn bad_messages_close_only_their_own_connection() {
     let env = envelope("chat_message", "r", chat_payload("r", 1));
     assert_eq!(s.post_event(env.to_string().as_bytes()).await.0, 202);
     assert_eq!(d.message("healthy", "ReceiveMessage", WAIT).await.expect("still served")["args"][0], env["payload"]);
+}
+
+/// A message type this server does not know (one of a later protocol) is
+/// ignored, as ASP.NET Core's JSON and MessagePack parsers ignore it.
+#[tokio::test]
+async fn unknown_message_types_are_ignored() {
+    let s = Sidecar::start(&[]).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(HANDSHAKE).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send("{\"type\":42,\"future\":true}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}")
+        .await;
+    let next = ws.recv().await.expect("an answer");
+    let v: Value = serde_json::from_str(next.trim_end_matches('\u{1e}')).expect("one record");
+    assert_eq!((v["type"].clone(), v["invocationId"].clone()), (json!(3), json!("1")), "no Close: {v}");
 }
 
 /// The limit is per hub message, as in ASP.NET Core: one WebSocket message

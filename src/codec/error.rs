@@ -7,7 +7,8 @@ pub enum Error {
     /// The bytes are not JSON, or not the JSON shape of a hub message.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// The message's `type` is not one this protocol defines.
+    /// The message's `type` is not one this protocol defines (perhaps one
+    /// of a later version): the hub ignores the message.
     #[error("unknown message type {0}")]
     UnknownType(i64),
     /// A record grew past the configured maximum before its separator came.

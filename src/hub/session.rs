@@ -497,6 +497,11 @@ impl Session for HubSession {
                         return self.send_close(CloseMessage::default());
                     }
                 }
+                // A message type of a later protocol: ignored, as ASP.NET
+                // Core's parsers do ("old clients can ignore them").
+                Err(crate::codec::Error::UnknownType(kind)) => {
+                    tracing::debug!(connection_id = %self.connection_id, kind, "unknown message type ignored");
+                }
                 Err(e) => {
                     tracing::debug!(connection_id = %self.connection_id, error = %e, "protocol error");
                     return self.send_close(close::for_protocol_error(&e));
