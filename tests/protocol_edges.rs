@@ -156,6 +156,30 @@ async fn unknown_message_types_are_ignored() {
     assert_eq!((v["type"].clone(), v["invocationId"].clone()), (json!(3), json!("1")), "no Close: {v}");
 }
 
+/// ASP.NET Core's JSON hub protocol: an empty invocationId is a
+/// non-blocking call (no Completion, which the JavaScript client would
+/// reject), an Invocation without `arguments` is a protocol error, and every
+/// record is written with `type` first.
+#[tokio::test]
+async fn invocation_ids_and_arguments_are_bound_as_in_aspnet_core() {
+    let s = Sidecar::start(&[]).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(HANDSHAKE).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send("{\"type\":1,\"invocationId\":\"\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    ws.send("{\"type\":1,\"invocationId\":\"2\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    assert_eq!(
+        ws.recv().await.as_deref(),
+        Some("{\"type\":3,\"invocationId\":\"2\",\"result\":null}\u{1e}"),
+        "only the blocking call is answered, type first"
+    );
+    ws.send("{\"type\":1,\"invocationId\":\"3\",\"target\":\"JoinRoom\"}\u{1e}").await;
+    assert_eq!(
+        ws.recv().await.as_deref(),
+        Some("{\"type\":7,\"error\":\"Connection closed with an error.\",\"allowReconnect\":true}\u{1e}")
+    );
+}
+
 /// The limit is per hub message, as in ASP.NET Core: one WebSocket message
 /// may carry several (the .NET client sends what it has buffered at once).
 #[tokio::test]

@@ -42,7 +42,8 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             Some(Mp::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
             _ => Vec::new(),
         };
-        Ok(Invocation { invocation_id: text(2), target, arguments, stream_ids })
+        // An empty invocationId is a non-blocking call, as in ASP.NET Core.
+        Ok(Invocation { invocation_id: text(2).filter(|id| !id.is_empty()), target, arguments, stream_ids })
     };
     Ok(match kind {
         1 => HubMessage::Invocation(invocation()?),
@@ -57,7 +58,10 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             };
             HubMessage::Completion(Completion { invocation_id, outcome })
         }
-        4 => HubMessage::StreamInvocation(invocation()?),
+        4 => match invocation()? {
+            inv if inv.invocation_id.is_some() => HubMessage::StreamInvocation(inv),
+            _ => return Err(malformed("a stream invocation needs an invocationId")),
+        },
         5 => HubMessage::CancelInvocation { invocation_id: id(2)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
@@ -203,6 +207,26 @@ mod tests {
         })
         .expect("decodes");
         out.expect("one message")
+    }
+
+    #[test]
+    fn an_empty_invocation_id_is_a_non_blocking_call_and_a_stream_needs_one() {
+        let call = |kind: i64, id: &str| {
+            let v = Mp::Array(vec![
+                kind.into(),
+                Mp::Map(Vec::new()),
+                id.into(),
+                "JoinRoom".into(),
+                Mp::Array(vec!["r".into()]),
+                Mp::Array(Vec::new()),
+            ]);
+            let mut body = Vec::new();
+            rmpv::encode::write_value(&mut body, &v).expect("encodes");
+            decode(&body)
+        };
+        assert!(matches!(call(1, ""), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
+        assert!(matches!(call(4, ""), Err(Error::Malformed(_))));
+        assert!(matches!(call(4, "7"), Ok(HubMessage::StreamInvocation(_))));
     }
 
     #[test]
