@@ -154,6 +154,9 @@ pub async fn serve_long_polling<S: Session>(
             }
         }
     };
+    // A server that is shutting down has closed its listener: no poll can
+    // come for what is left, so it is not kept (nor is the shutdown held up).
+    let kept = kept && ended != Ended::Kicked(Kick::ServerShutdown);
     let ending = if kept { Ending { ends: Some(ends), undelivered } } else { Ending::over() };
     (ended, ending)
 }
