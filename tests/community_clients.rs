@@ -112,13 +112,16 @@ fn assert_mp_invocation(items: &[Mp], target: &str, payload: &Value) {
     assert_eq!(items[5], Mp::Array(vec![]), "StreamIds, empty");
 }
 
-/// A void Completion: `[3, {}, id, 2]`.
+/// The Completion of a hub method that returns nothing: `[3, {}, id, 3, nil]`.
+/// ASP.NET Core's dispatcher sends `CompletionMessage.WithResult(id, null)`
+/// for it (HasResult), so the result kind is 3 with nil, not the void kind 2.
 fn assert_mp_void_completion(items: &[Mp], id: &str) {
-    assert_eq!(items.len(), 4, "a void Completion has 4 elements: {items:?}");
+    assert_eq!(items.len(), 5, "a Completion with a (nil) result has 5 elements: {items:?}");
     assert_eq!(items[0].as_u64(), Some(3));
     assert_eq!(items[1], Mp::Map(vec![]));
     assert_eq!(items[2].as_str(), Some(id));
-    assert_eq!(items[3].as_u64(), Some(2), "result kind: void");
+    assert_eq!(items[3].as_u64(), Some(3), "result kind: non-void");
+    assert_eq!(items[4], Mp::Nil, "the result: nil");
 }
 
 // === WebSockets ===

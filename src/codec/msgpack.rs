@@ -100,9 +100,12 @@ pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
         HubMessage::Invocation(inv) => return encode_invocation(&inv.target, &inv.arguments),
         HubMessage::Completion(c) => {
             let mut items = vec![3.into(), Mp::Map(Vec::new()), c.invocation_id.as_str().into()];
+            // A hub method that returns nothing still has a result, nil:
+            // ASP.NET Core's dispatcher sends CompletionMessage.WithResult(id,
+            // null), written [3, {}, id, 3, nil]. The void kind (2) is only
+            // for the end of a stream, which the sidecar never sends.
             match &c.outcome {
                 Err(e) => items.extend([RESULT_ERROR.into(), e.as_str().into()]),
-                Ok(Value::Null) => items.push(RESULT_VOID.into()),
                 Ok(v) => items.extend([RESULT_VALUE.into(), json(v)]),
             }
             Mp::Array(items)
