@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::http::request;
+use support::http::{request, request_with_head};
 use support::raw::RawWs;
 use support::*;
 
@@ -155,4 +155,31 @@ async fn a_close_while_no_poll_waits_is_kept_for_the_next_poll() {
     let close = records.last().expect("a record");
     assert_eq!((close["type"].clone(), close["allowReconnect"].clone()), (json!(7), json!(true)), "{close}");
     assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("next poll").0, 204);
+}
+
+/// ASP.NET Core never pings a Long Polling connection (its polls are its
+/// keep-alive): an idle poll waits for its timeout and is answered 200,
+/// empty, as text; every poll carries the no-cache headers.
+#[tokio::test]
+async fn an_idle_long_poll_is_not_pinged_and_times_out_empty() {
+    let s = Sidecar::start(&[
+        ("SIDECAR_KEEPALIVE_SECONDS", "1".into()),
+        ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "10".into()),
+        ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "3".into()),
+    ])
+    .await;
+    let path = open_long_polling(&s).await;
+    let started = std::time::Instant::now();
+    let (status, head, body) = request_with_head(s.port, "GET", &path, &[], b"").await.expect("poll");
+    let waited = started.elapsed();
+    assert_eq!((status, String::from_utf8_lossy(&body).to_string()), (200, String::new()), "no ping");
+    assert!(waited >= Duration::from_millis(2500), "held until the poll timeout: {waited:?}");
+    for header in [
+        "content-type: text/plain",
+        "cache-control: no-cache, no-store",
+        "pragma: no-cache",
+        "expires: thu, 01 jan 1970 00:00:00 gmt",
+    ] {
+        assert!(head.contains(header), "{header} missing from\n{head}");
+    }
 }

@@ -83,6 +83,9 @@ pub(super) async fn poll(
     let (reply, answer) = oneshot::channel();
     polls.send(PollRequest { reply }).await.map_err(|_| TokenError::Unknown)?;
     match answer.await {
+        // The poll timed out with nothing to send: ASP.NET Core answers
+        // 200, empty, as text.
+        Ok(PollReply::Data(bytes)) if bytes.is_empty() => Ok(poll_response(StatusCode::OK, "text/plain", bytes)),
         Ok(PollReply::Data(bytes)) => Ok(octets(bytes)),
         Ok(PollReply::Gone) | Err(_) => Ok(no_content()),
     }
@@ -155,17 +158,22 @@ pub(super) fn delete(state: &ClientState, hub: &HubDef, token: &str) -> Result<R
 }
 
 fn octets(bytes: Bytes) -> Response<Body> {
-    Response::builder()
-        .header("content-type", "application/octet-stream")
-        .header("cache-control", "no-cache, no-store")
-        .body(text(bytes))
-        .expect("static headers are valid")
+    poll_response(StatusCode::OK, "application/octet-stream", bytes)
 }
 
 fn no_content() -> Response<Body> {
+    poll_response(StatusCode::NO_CONTENT, "text/plain", Bytes::new())
+}
+
+/// A long poll's answer, with the headers ASP.NET Core puts on every poll
+/// so that no cache or proxy keeps it (`AddNoCacheHeaders`).
+fn poll_response(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Body> {
     Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header("content-type", "text/plain")
-        .body(text(""))
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache, no-store")
+        .header("pragma", "no-cache")
+        .header("expires", "Thu, 01 Jan 1970 00:00:00 GMT")
+        .body(text(bytes))
         .expect("static headers are valid")
 }

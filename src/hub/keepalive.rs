@@ -112,8 +112,11 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         }
         let now = hubs.now_ms();
         let window = schedule.advance(now);
+        // Long Polling is never pinged: its polls keep it alive (ASP.NET Core
+        // registers the keep-alive only for transports without an inherent
+        // one), and a ping would only end each poll early.
         let ping = |entry: &ConnEntry| {
-            if window.contains(schedule.phase(entry.id)) {
+            if entry.transport != "longpolling" && window.contains(schedule.phase(entry.id)) {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
                     let _ = entry.outbox.push_unsequenced(ping.clone());
                 }
