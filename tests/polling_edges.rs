@@ -183,3 +183,34 @@ async fn an_idle_long_poll_is_not_pinged_and_times_out_empty() {
         assert!(head.contains(header), "{header} missing from\n{head}");
     }
 }
+
+/// The event stream starts as ASP.NET Core's: its headers, then the
+/// comment `:\r\n`.
+#[tokio::test]
+async fn the_event_stream_starts_with_aspnet_cores_headers_and_comment() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Sidecar::start(&[]).await;
+    let t = token(&s).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect");
+    let head = format!("GET /hubs/chat?id={t} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.len() < 16 {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("in time").expect("read");
+        assert!(n > 0, "closed");
+        seen.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    for header in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache,no-store",
+        "pragma: no-cache",
+        "content-encoding: identity",
+    ] {
+        assert!(head.contains(header), "{header} missing from\n{head}");
+    }
+    assert!(body.starts_with("3\r\n:\r\n\r\n"), "the first chunk is the comment ':\\r\\n': {body:?}");
+}

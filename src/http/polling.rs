@@ -44,9 +44,13 @@ pub(super) fn sse(
         body_tx,
     ));
     let frames = stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
+    // ASP.NET Core's ServerSentEventsServerTransport headers, and nginx's
+    // switch to turn off its buffering.
     Ok(Response::builder()
         .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
+        .header("cache-control", "no-cache,no-store")
+        .header("pragma", "no-cache")
+        .header("content-encoding", "identity")
         .header("x-accel-buffering", "no")
         .body(BodyExt::boxed(StreamBody::new(frames)))
         .expect("static headers are valid"))

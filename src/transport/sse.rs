@@ -11,8 +11,9 @@ use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 /// Frames taken from the outbox per write.
 const BATCH_FRAMES: usize = 256;
 
-/// The first bytes of the stream: a comment, so proxies pass the headers on.
-pub const SSE_PREAMBLE: &[u8] = b":\r\n\r\n";
+/// The first bytes of the stream: a comment, so proxies pass the headers on
+/// and browsers fire `open`; ASP.NET Core's exactly.
+pub const SSE_PREAMBLE: &[u8] = b":\r\n";
 
 /// Runs one SSE connection: `body` is the response body's sender; the
 /// connection ends when the client goes (the body is dropped) or the
