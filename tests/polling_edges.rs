@@ -214,3 +214,42 @@ async fn the_event_stream_starts_with_aspnet_cores_headers_and_comment() {
     }
     assert!(body.starts_with("3\r\n:\r\n\r\n"), "the first chunk is the comment ':\\r\\n': {body:?}");
 }
+
+/// Details ASP.NET Core's HttpConnectionDispatcher answers so: the `id`
+/// key in any case, DELETE on a connection no transport has started is 400,
+/// and 409 comes with no body.
+#[tokio::test]
+async fn query_keys_in_any_case_and_delete_before_a_transport() {
+    let s = Sidecar::start(&[]).await;
+    let t = token(&s).await;
+    assert_eq!(request(s.port, "DELETE", &format!("/hubs/chat?id={t}"), &[], b"").await.expect("delete").0, 400);
+    let path = format!("/hubs/chat?ID={t}");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("first poll"), (200, String::new()));
+    let port = s.port;
+    let p2 = path.clone();
+    let waiting = tokio::spawn(async move { request(port, "GET", &p2, &[], b"").await.expect("poll") });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        request(s.port, "GET", &path, &[("accept", "text/event-stream")], b"").await.expect("sse"),
+        (400, "Cannot change transports mid-connection".to_string())
+    );
+    assert_eq!(request(s.port, "DELETE", &path, &[], b"").await.expect("delete").0, 202);
+    assert_eq!(waiting.await.expect("task").0, 204);
+
+    let t = token(&s).await;
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?Id={t}")).await.expect("the key in any case");
+    ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+
+    let t = token(&s).await;
+    let sse_path = format!("/hubs/chat?id={t}");
+    let p3 = sse_path.clone();
+    let stream = tokio::spawn(async move { request(port, "GET", &p3, &[("accept", "text/event-stream")], b"").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        request(s.port, "GET", &sse_path, &[("accept", "text/event-stream")], b"").await.expect("second"),
+        (409, String::new()),
+        "409 with no body"
+    );
+    stream.abort();
+}

@@ -30,7 +30,21 @@ async fn negotiate_answers_like_aspnet_core() {
     let (status, body) = request(s.port, "POST", "/hubs/chat/negotiate", &[], b"").await.expect("v0");
     let v0: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!((status, v0["negotiateVersion"].clone(), v0.get("connectionToken")), (200, json!(0), None));
-    assert_eq!(request(s.port, "GET", "/hubs/chat/negotiate", &[], b"").await.expect("get").0, 405);
+    assert_eq!(request(s.port, "GET", "/hubs/chat/negotiate", &[], b"").await.expect("get"), (405, String::new()));
+    // Query keys in any case; a version that is not an integer, or below 0,
+    // is refused in a 200 body (ProcessNegotiate).
+    let (_, body) = request(s.port, "POST", "/hubs/chat/negotiate?NEGOTIATEVERSION=1", &[], b"").await.expect("v1");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["negotiateVersion"], 1, "{body}");
+    for (asked, error) in [
+        ("one", "The client requested a non-integer protocol version."),
+        ("-1", "The client requested version '-1', but the server does not support this version."),
+    ] {
+        let (status, body) =
+            request(s.port, "POST", &format!("/hubs/chat/negotiate?negotiateVersion={asked}"), &[], b"")
+                .await
+                .expect("negotiate");
+        assert_eq!((status, serde_json::from_str::<Value>(&body).expect("JSON")), (200, json!({ "error": error })));
+    }
     assert_eq!(request(s.port, "POST", "/hubs/nope/negotiate", &[], b"").await.expect("unknown").0, 404);
     assert_eq!(
         request(s.port, "GET", "/metrics", &[], b"").await.expect("metrics").0,

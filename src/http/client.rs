@@ -114,7 +114,7 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         }
         state.authenticate(&req)?;
         let query = req.uri().query();
-        let version = param(query, "negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let version = negotiate_version(param(query, "negotiateVersion").as_deref())?;
         let stateful = param(query, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let body = state.hubs.negotiate(hub.id, version, stateful).to_json();
         return Ok(Response::builder()
@@ -146,6 +146,19 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         Method::POST => polling::send(state, &hub, &token, req).await,
         Method::DELETE => polling::delete(state, &hub, &token),
         _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
+    }
+}
+
+/// The negotiate version a client asks for (0 without one), refused as
+/// ASP.NET Core's `ProcessNegotiate` refuses it; versions above 1 get 1.
+fn negotiate_version(asked: Option<&str>) -> Result<u32, HttpError> {
+    let Some(asked) = asked else { return Ok(0) };
+    match asked.trim().parse::<i32>() {
+        Err(_) => Err(HttpError::Negotiate("The client requested a non-integer protocol version.".into())),
+        Ok(v) if v < 0 => Err(HttpError::Negotiate(format!(
+            "The client requested version '{v}', but the server does not support this version."
+        ))),
+        Ok(v) => Ok(v.unsigned_abs()),
     }
 }
 

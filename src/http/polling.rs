@@ -148,6 +148,11 @@ fn sent() -> Response<Body> {
 
 /// `DELETE {hub}?id=`: ends a Long Polling connection (202).
 pub(super) fn delete(state: &ClientState, hub: &HubDef, token: &str) -> Result<Response<Body>, HttpError> {
+    // A negotiated connection without a transport yet is not Long Polling:
+    // ASP.NET Core answers 400, as for the other transports.
+    if state.hubs.tokens.is_fresh(token, hub.id) {
+        return Err(TokenError::DeleteNotLongPolling.into());
+    }
     match state.hubs.tokens.attached(token, hub.id)? {
         Attached::LongPolling(h) => {
             h.stop.cancel();
