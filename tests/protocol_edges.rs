@@ -187,6 +187,12 @@ async fn invocation_ids_and_arguments_are_bound_as_in_aspnet_core() {
         Some("{\"type\":3,\"invocationId\":\"2\",\"result\":null}\u{1e}"),
         "only the blocking call is answered, type first"
     );
+    ws.send("{\"type\":4,\"invocationId\":\"4\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    let done = ws.recv_type(3).await.expect("a Completion");
+    assert_eq!(
+        done["error"],
+        "The client attempted to invoke the non-streaming 'JoinRoom' method with a streaming invocation."
+    );
     ws.send("{\"type\":1,\"invocationId\":\"3\",\"target\":\"JoinRoom\"}\u{1e}").await;
     assert_eq!(
         ws.recv().await.as_deref(),
@@ -219,8 +225,16 @@ async fn blocking_invocations_always_get_a_completion() {
     let mut d = Driver::start().await;
     d.connect("a", &s.hub("/hubs/chat"), &[], json!({})).await.expect("connects");
     let err = d.invoke("a", "NoSuchMethod", json!([])).await.expect_err("unknown method");
-    assert!(err.contains("Unknown hub method 'NoSuchMethod'"), "{err}");
+    // ASP.NET Core's texts (DefaultHubDispatcher): an unknown method is a
+    // binding failure; a refusal reads as a method throwing HubException.
+    assert!(
+        err.ends_with(
+            "Failed to invoke 'NoSuchMethod' due to an error on the server. HubException: Method does not exist."
+        ),
+        "{err}"
+    );
     let err = d.invoke("a", "JoinRoom", json!([42])).await.expect_err("bad argument");
+    assert!(err.contains("An unexpected error occurred invoking 'JoinRoom' on the server. HubException: "), "{err}");
     assert!(err.contains("JoinRoom expects one argument"), "{err}");
     assert_eq!(
         d.invoke("a", "joinroom", json!(["r"])).await,

@@ -1,6 +1,7 @@
 //! The single mapping from why a connection ends to the SignalR Close the
-//! client sees, and whether its automatic reconnect should try again; and
-//! from why a handshake fails to the handshake answer.
+//! client sees, and whether its automatic reconnect should try again; from
+//! why a handshake fails to the handshake answer; and from why an
+//! invocation failed to its Completion's error.
 
 use crate::codec::{CloseMessage, Error as CodecError, Protocol};
 use crate::transport::Kick;
@@ -80,4 +81,58 @@ pub fn for_transfer_format(protocol: Protocol) -> String {
         "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
         protocol.name()
     )
+}
+
+/// The Completion error for a failed invocation of `target` (as the client
+/// wrote it), in ASP.NET Core's words (`DefaultHubDispatcher` and
+/// `ErrorMessageHelper`): an unknown method is a binding failure; every
+/// other refusal is what a hub method throwing a `HubException` gets (its
+/// message is shown); a failure of the server itself shows no detail.
+pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
+    use super::Error;
+    match e {
+        Error::UnknownMethod(_) => {
+            format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
+        }
+        Error::Publish(_) => format!("An unexpected error occurred invoking '{target}' on the server."),
+        Error::BadArguments(_)
+        | Error::Unavailable(_)
+        | Error::StreamingUnsupported
+        | Error::Denied(_)
+        | Error::Limited(_) => {
+            format!("An unexpected error occurred invoking '{target}' on the server. HubException: {e}")
+        }
+    }
+}
+
+/// The Completion error for a StreamInvocation: no server method streams.
+pub fn for_stream_invocation(target: &str, method_exists: bool) -> String {
+    if method_exists {
+        format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.")
+    } else {
+        for_invocation_error(target, &super::Error::UnknownMethod(target.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_errors_read_as_aspnet_cores() {
+        let unknown = super::super::Error::UnknownMethod("Nope".into());
+        assert_eq!(
+            for_invocation_error("Nope", &unknown),
+            "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist."
+        );
+        let bad = super::super::Error::BadArguments("JoinRoom expects one argument".into());
+        assert_eq!(
+            for_invocation_error("joinRoom", &bad),
+            "An unexpected error occurred invoking 'joinRoom' on the server. HubException: JoinRoom expects one argument"
+        );
+        assert_eq!(
+            for_stream_invocation("JoinRoom", true),
+            "The client attempted to invoke the non-streaming 'JoinRoom' method with a streaming invocation."
+        );
+    }
 }

@@ -420,15 +420,19 @@ impl HubSession {
                     .get_or_create(&vec![("hub", hub.name.clone()), ("method", method), ("outcome", outcome)])
                     .inc();
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion = Completion { invocation_id: id, outcome: result.map_err(|e| e.to_string()) };
+                    let outcome = result.map_err(|e| close::for_invocation_error(&inv.target, &e));
+                    let completion = Completion { invocation_id: id, outcome };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
             }
             HubMessage::StreamInvocation(inv) => {
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion =
-                        Completion { invocation_id: id, outcome: Err(super::Error::StreamingUnsupported.to_string()) };
+                    let known = self.hubs.routes.hubs[self.hub].method(&inv.target).is_some();
+                    let completion = Completion {
+                        invocation_id: id,
+                        outcome: Err(close::for_stream_invocation(&inv.target, known)),
+                    };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
