@@ -13,9 +13,10 @@ pub fn for_kick(why: Kick) -> Option<CloseMessage> {
         Kick::SlowConsumer => {
             ("Connection closed: the client did not read its messages fast enough.".to_string(), true)
         }
-        Kick::ClientTimeout => {
-            ("Server timeout elapsed without receiving a message from the client.".to_string(), true)
-        }
+        // ASP.NET Core aborts with an OperationCanceledException ("Client
+        // hasn't sent a message/ping ..."), which the Close shows only as its
+        // generic text, with a reconnect allowed.
+        Kick::ClientTimeout => (CLOSED_WITH_AN_ERROR.to_string(), true),
         // Nothing failed: ASP.NET Core's Close carries no error then, and
         // clients that treat any error as fatal still reconnect. Token expiry
         // is ASP.NET Core's CloseOnAuthenticationExpiration: a close request
@@ -23,7 +24,7 @@ pub fn for_kick(why: Kick) -> Option<CloseMessage> {
         Kick::ServerShutdown | Kick::ContinuityLost | Kick::TokenExpired => {
             return Some(CloseMessage { error: None, allow_reconnect: true })
         }
-        Kick::MessageTooLarge => (PROTOCOL_ERROR.to_string(), true),
+        Kick::MessageTooLarge => (CLOSED_WITH_AN_ERROR.to_string(), true),
         // The client must see a dropped socket, not a Close, to resume.
         Kick::HandshakeTimeout | Kick::Handoff => return None,
     };
@@ -31,27 +32,27 @@ pub fn for_kick(why: Kick) -> Option<CloseMessage> {
 }
 
 /// ASP.NET Core's Close text for any failure while reading the client's
-/// messages. It adds the exception's detail only with `EnableDetailedErrors`
+/// messages, and for the client timeout. It adds the exception's detail only with `EnableDetailedErrors`
 /// (off by default); the sidecar keeps the detail in its log.
-const PROTOCOL_ERROR: &str = "Connection closed with an error.";
+const CLOSED_WITH_AN_ERROR: &str = "Connection closed with an error.";
 
 /// A Close for a message the client should never have sent (malformed,
 /// too large). ASP.NET Core allows a reconnect here: only a Close or an
 /// abort from the client forbids it.
 pub fn for_protocol_error(_e: &CodecError) -> CloseMessage {
-    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
+    CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// A Close for a `Sequence` the two sides cannot agree on: the client
 /// starts a new connection rather than a resume.
 pub fn for_sequence_error(_e: &super::reconnect::SequenceError) -> CloseMessage {
-    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
+    CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// A Close for an `Ack` of a message the server never sent (the session
 /// logs which).
 pub fn for_ack_error(_sequence_id: u64) -> CloseMessage {
-    CloseMessage { error: Some(PROTOCOL_ERROR.to_string()), allow_reconnect: true }
+    CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// ASP.NET Core's handshake answer when the handshake did not arrive in
