@@ -369,11 +369,16 @@ fn check_handshake(record: &[u8]) -> Result<Protocol, codec::Error> {
                 .as_ref()
                 .and_then(Value::as_str)
                 .zip(asked_version.as_ref().and_then(Value::as_u64))
-                .and_then(|(n, v)| Protocol::from_handshake(n, u32::try_from(v).ok()?));
+                .and_then(|(n, v)| Protocol::from_handshake(n, u32::try_from(v).ok()?).ok());
             assert_eq!(asked, Some(*p), "accepted {asked_name:?} {asked_version:?} as {p:?}");
         }
-        Err(e @ codec::Error::UnsupportedProtocol { name, version }) => {
-            assert_eq!(Protocol::from_handshake(name, *version), None);
+        Err(e @ codec::Error::UnknownProtocol { name }) => {
+            assert!(Protocol::ALL.iter().all(|p| !p.name().eq_ignore_ascii_case(name)), "{e}");
+            assert_eq!(asked_name, Some(Value::from(name.as_str())), "{e}");
+        }
+        Err(e @ codec::Error::UnsupportedVersion { name, version }) => {
+            assert!(Protocol::from_handshake(name, *version).is_err());
+            assert!(*version > 2, "{e}");
             assert_eq!(asked_name, Some(Value::from(name.as_str())), "{e}");
             assert_eq!(asked_version, Some(Value::from(*version)), "{e}");
         }

@@ -9,20 +9,41 @@ use serde_json::json;
 use support::raw::RawWs;
 use support::*;
 
+/// ASP.NET Core starts the client timeout at the client's first Ping
+/// (`DefaultHubDispatcher`: `PingMessage` -> `StartClientTimeout`).
 #[tokio::test]
-async fn pings_flow_and_a_silent_client_is_dropped() {
+async fn pings_flow_and_a_silent_client_is_dropped_once_it_has_pinged() {
     let s =
         Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "3".into())])
             .await;
     let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
     assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send("{\"type\":6}\u{1e}").await;
     let started = Instant::now();
     assert!(ws.recv_type(6).await.is_some(), "a ping arrives");
     let close = ws.recv_type(7).await.expect("a Close after the client timeout");
     let waited = started.elapsed();
-    assert!(close["error"].as_str().expect("error").contains("timeout"), "{close}");
+    // ASP.NET Core's Close for a client timeout (the exception's detail only
+    // with EnableDetailedErrors).
+    assert_eq!(close, json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true}));
     assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(6), "{waited:?}");
+}
+
+/// Clients of the 1.0 era and many community clients never ping: ASP.NET
+/// Core never drops them for silence, and neither does the sidecar.
+#[tokio::test]
+async fn a_client_that_never_pings_is_not_timed_out() {
+    let s =
+        Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into())])
+            .await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    ws.send("{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    let done = ws.recv_type(3).await.expect("still open after twice the client timeout without a ping");
+    assert_eq!(done["invocationId"], "1");
 }
 
 #[tokio::test]

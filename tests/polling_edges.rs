@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::http::request;
+use support::http::{request, request_with_head};
 use support::raw::RawWs;
 use support::*;
 
@@ -105,4 +105,151 @@ async fn websocket_and_sse_status_codes() {
     );
     stream.abort();
     assert_eq!(d.invoke("sse", "JoinRoom", json!(["r"])).await, Ok(Value::Null), "the real SSE client is untouched");
+}
+
+/// Opens a Long Polling connection on the raw protocol and completes its
+/// handshake; returns its path.
+async fn open_long_polling(s: &Sidecar) -> String {
+    let path = format!("/hubs/chat?id={}", token(s).await);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("first poll"), (200, String::new()));
+    let handshake = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+    assert_eq!(request(s.port, "POST", &path, &[], handshake.as_bytes()).await.expect("handshake").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll"), (200, "{}\u{1e}".to_string()));
+    path
+}
+
+/// ASP.NET Core answers the poll that carries the Close with 200, keeps the
+/// connection inactive, answers the next poll 204 (and a DELETE 202), and
+/// only then forgets it. A 404 there makes clients report an error instead
+/// of the server's Close.
+#[tokio::test]
+async fn an_ended_long_polling_connection_answers_204_then_is_forgotten() {
+    let s = Sidecar::start(&[]).await;
+    let path = open_long_polling(&s).await;
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":7}\x1e").await.expect("close").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll"), (200, "{\"type\":7}\u{1e}".to_string()));
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":6}\x1e").await.expect("send").0, 404, "nobody reads");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll after the close").0, 204);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("then").0, 404, "forgotten after the 204");
+
+    let path = open_long_polling(&s).await;
+    assert_eq!(request(s.port, "POST", &path, &[], b"{\"type\":7}\x1e").await.expect("close").0, 200);
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("poll").0, 200);
+    assert_eq!(request(s.port, "DELETE", &path, &[], b"").await.expect("delete after the close").0, 202);
+}
+
+/// A connection closed from outside while no poll waits keeps its Close for
+/// the next poll (here the client timeout; Long Polling counts polls).
+#[tokio::test]
+async fn a_close_while_no_poll_waits_is_kept_for_the_next_poll() {
+    let s =
+        Sidecar::start(&[("SIDECAR_KEEPALIVE_SECONDS", "1".into()), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into())])
+            .await;
+    let path = open_long_polling(&s).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll after the timeout");
+    assert_eq!(status, 200, "{body}");
+    let records: Vec<Value> =
+        body.split('\u{1e}').filter(|r| !r.is_empty()).map(|r| serde_json::from_str(r).expect("JSON")).collect();
+    let close = records.last().expect("a record");
+    assert_eq!((close["type"].clone(), close["allowReconnect"].clone()), (json!(7), json!(true)), "{close}");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("next poll").0, 204);
+}
+
+/// ASP.NET Core never pings a Long Polling connection (its polls are its
+/// keep-alive): an idle poll waits for its timeout and is answered 200,
+/// empty, as text; every poll carries the no-cache headers.
+#[tokio::test]
+async fn an_idle_long_poll_is_not_pinged_and_times_out_empty() {
+    let s = Sidecar::start(&[
+        ("SIDECAR_KEEPALIVE_SECONDS", "1".into()),
+        ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "10".into()),
+        ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "3".into()),
+    ])
+    .await;
+    let path = open_long_polling(&s).await;
+    let started = std::time::Instant::now();
+    let (status, head, body) = request_with_head(s.port, "GET", &path, &[], b"").await.expect("poll");
+    let waited = started.elapsed();
+    assert_eq!((status, String::from_utf8_lossy(&body).to_string()), (200, String::new()), "no ping");
+    assert!(waited >= Duration::from_millis(2500), "held until the poll timeout: {waited:?}");
+    for header in [
+        "content-type: text/plain",
+        "cache-control: no-cache, no-store",
+        "pragma: no-cache",
+        "expires: thu, 01 jan 1970 00:00:00 gmt",
+    ] {
+        assert!(head.contains(header), "{header} missing from\n{head}");
+    }
+}
+
+/// The event stream starts as ASP.NET Core's: its headers, then the
+/// comment `:\r\n`.
+#[tokio::test]
+async fn the_event_stream_starts_with_aspnet_cores_headers_and_comment() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Sidecar::start(&[]).await;
+    let t = token(&s).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect");
+    let head = format!("GET /hubs/chat?id={t} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.len() < 16 {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("in time").expect("read");
+        assert!(n > 0, "closed");
+        seen.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    for header in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache,no-store",
+        "pragma: no-cache",
+        "content-encoding: identity",
+    ] {
+        assert!(head.contains(header), "{header} missing from\n{head}");
+    }
+    assert!(body.starts_with("3\r\n:\r\n\r\n"), "the first chunk is the comment ':\\r\\n': {body:?}");
+}
+
+/// Details ASP.NET Core's HttpConnectionDispatcher answers so: the `id`
+/// key in any case, DELETE on a connection no transport has started is 400,
+/// and 409 comes with no body.
+#[tokio::test]
+async fn query_keys_in_any_case_and_delete_before_a_transport() {
+    let s = Sidecar::start(&[]).await;
+    let t = token(&s).await;
+    assert_eq!(request(s.port, "DELETE", &format!("/hubs/chat?id={t}"), &[], b"").await.expect("delete").0, 400);
+    let path = format!("/hubs/chat?ID={t}");
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("first poll"), (200, String::new()));
+    let port = s.port;
+    let p2 = path.clone();
+    let waiting = tokio::spawn(async move { request(port, "GET", &p2, &[], b"").await.expect("poll") });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        request(s.port, "GET", &path, &[("accept", "text/event-stream")], b"").await.expect("sse"),
+        (400, "Cannot change transports mid-connection".to_string())
+    );
+    assert_eq!(request(s.port, "DELETE", &path, &[], b"").await.expect("delete").0, 202);
+    assert_eq!(waiting.await.expect("task").0, 204);
+
+    let t = token(&s).await;
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?Id={t}")).await.expect("the key in any case");
+    ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+
+    let t = token(&s).await;
+    let sse_path = format!("/hubs/chat?id={t}");
+    let p3 = sse_path.clone();
+    let stream = tokio::spawn(async move { request(port, "GET", &p3, &[("accept", "text/event-stream")], b"").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        request(s.port, "GET", &sse_path, &[("accept", "text/event-stream")], b"").await.expect("second"),
+        (409, String::new()),
+        "409 with no body"
+    );
+    stream.abort();
 }

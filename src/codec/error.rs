@@ -7,7 +7,8 @@ pub enum Error {
     /// The bytes are not JSON, or not the JSON shape of a hub message.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// The message's `type` is not one this protocol defines.
+    /// The message's `type` is not one this protocol defines (perhaps one
+    /// of a later version): the hub ignores the message.
     #[error("unknown message type {0}")]
     UnknownType(i64),
     /// A record grew past the configured maximum before its separator came.
@@ -16,10 +17,16 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The handshake named a protocol or version the sidecar does not speak.
-    #[error("the protocol '{name}' version {version} is not supported")]
-    UnsupportedProtocol {
+    /// The handshake named a protocol the sidecar does not speak.
+    #[error("the protocol '{name}' is not supported")]
+    UnknownProtocol {
         /// The protocol name from the handshake.
+        name: String,
+    },
+    /// The handshake named a version newer than the sidecar's.
+    #[error("version {version} of the '{name}' protocol is not supported")]
+    UnsupportedVersion {
+        /// The protocol name from the handshake, as the client wrote it.
         name: String,
         /// The version from the handshake.
         version: u32,

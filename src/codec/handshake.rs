@@ -19,7 +19,6 @@ impl HandshakeRequest {
         let req: HandshakeRequest =
             serde_json::from_slice(record).map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
         Protocol::from_handshake(&req.protocol, req.version)
-            .ok_or(Error::UnsupportedProtocol { name: req.protocol, version: req.version })
     }
 }
 
@@ -53,7 +52,17 @@ mod tests {
     #[test]
     fn refuses_an_unknown_protocol_by_name() {
         let err = HandshakeRequest::parse(br#"{"protocol":"xml","version":1}"#).unwrap_err();
-        assert_eq!(err.to_string(), "the protocol 'xml' version 1 is not supported");
+        assert_eq!(err, Error::UnknownProtocol { name: "xml".into() });
+    }
+
+    #[test]
+    fn names_match_in_any_case_and_versions_up_to_2() {
+        assert_eq!(HandshakeRequest::parse(br#"{"protocol":"JSON","version":0}"#), Ok(Protocol::Json));
+        assert_eq!(HandshakeRequest::parse(br#"{"protocol":"MessagePack","version":2}"#), Ok(Protocol::MessagePack));
+        assert_eq!(
+            HandshakeRequest::parse(br#"{"protocol":"Json","version":3}"#),
+            Err(Error::UnsupportedVersion { name: "Json".into(), version: 3 })
+        );
     }
 
     #[test]

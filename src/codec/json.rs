@@ -30,17 +30,28 @@ pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
             .clone()
             .ok_or_else(|| Error::Malformed(format!("message type {} needs an invocationId", w.kind)))
     };
+    // As ASP.NET Core's JsonHubProtocol binds them: `arguments` is required,
+    // an empty invocationId is a non-blocking call (no Completion), and a
+    // stream invocation needs one.
     let invocation = |w: Wire| -> Result<Invocation, Error> {
         let target = w
             .target
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Malformed("an invocation needs a target".into()))?;
+        let arguments = w.arguments.ok_or_else(|| Error::Malformed("Missing required property 'arguments'.".into()))?;
         Ok(Invocation {
-            invocation_id: w.invocation_id,
+            invocation_id: w.invocation_id.filter(|id| !id.is_empty()),
             target,
-            arguments: w.arguments.unwrap_or_default(),
+            arguments,
             stream_ids: w.stream_ids.unwrap_or_default(),
         })
+    };
+    let stream_invocation = |w: Wire| -> Result<Invocation, Error> {
+        let inv = invocation(w)?;
+        match inv.invocation_id {
+            Some(_) => Ok(inv),
+            None => Err(Error::Malformed("Missing required property 'invocationId'.".into())),
+        }
     };
     let sequence =
         |w: &Wire| w.sequence_id.ok_or_else(|| Error::Malformed(format!("message type {} needs a sequenceId", w.kind)));
@@ -54,7 +65,7 @@ pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
                 None => Ok(wire.result.unwrap_or(Value::Null)),
             },
         }),
-        4 => HubMessage::StreamInvocation(invocation(wire)?),
+        4 => HubMessage::StreamInvocation(stream_invocation(wire)?),
         5 => HubMessage::CancelInvocation { invocation_id: id(&wire)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
@@ -84,49 +95,67 @@ pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[
     out
 }
 
-/// Encodes any message as one record, separator included.
+/// Encodes any message as one record, separator included, with the keys in
+/// ASP.NET Core's order (`type` first, then as `JsonHubProtocol` writes
+/// them): clients that read `type` before the rest see what they expect.
 pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
-    let value = match message {
+    /// `,"name":value`, the value serialized in place.
+    fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        serde_json::to_writer(out, value).expect("strings, numbers and JSON values always serialize");
+    }
+    let mut out = Vec::with_capacity(64);
+    match message {
         HubMessage::Invocation(inv) => {
             let args: Vec<&Value> = inv.arguments.iter().collect();
             return encode_invocation(&inv.target, &args);
         }
-        HubMessage::Completion(c) => match &c.outcome {
-            Ok(result) => {
-                serde_json::json!({"type": 3, "invocationId": c.invocation_id, "result": result})
-            }
-            Err(error) => {
-                serde_json::json!({"type": 3, "invocationId": c.invocation_id, "error": error})
-            }
-        },
-        HubMessage::Ping => serde_json::json!({"type": 6}),
-        HubMessage::Close(close) => {
-            let mut v = serde_json::json!({"type": 7});
-            if let Some(error) = &close.error {
-                v["error"] = Value::from(error.as_str());
-            }
-            if close.allow_reconnect {
-                v["allowReconnect"] = Value::Bool(true);
-            }
-            v
-        }
-        HubMessage::Ack { sequence_id } => {
-            serde_json::json!({"type": 8, "sequenceId": sequence_id})
-        }
-        HubMessage::Sequence { sequence_id } => {
-            serde_json::json!({"type": 9, "sequenceId": sequence_id})
-        }
         HubMessage::StreamItem { invocation_id } => {
-            serde_json::json!({"type": 2, "invocationId": invocation_id})
+            out.extend_from_slice(br#"{"type":2"#);
+            field(&mut out, "invocationId", invocation_id);
+        }
+        HubMessage::Completion(c) => {
+            out.extend_from_slice(br#"{"type":3"#);
+            field(&mut out, "invocationId", &c.invocation_id);
+            match &c.outcome {
+                Ok(result) => field(&mut out, "result", result),
+                Err(error) => field(&mut out, "error", error),
+            }
         }
         HubMessage::StreamInvocation(inv) => {
-            serde_json::json!({"type": 4, "invocationId": inv.invocation_id, "target": inv.target, "arguments": inv.arguments})
+            out.extend_from_slice(br#"{"type":4"#);
+            if let Some(id) = &inv.invocation_id {
+                field(&mut out, "invocationId", id);
+            }
+            field(&mut out, "target", &inv.target);
+            field(&mut out, "arguments", &inv.arguments);
         }
         HubMessage::CancelInvocation { invocation_id } => {
-            serde_json::json!({"type": 5, "invocationId": invocation_id})
+            out.extend_from_slice(br#"{"type":5"#);
+            field(&mut out, "invocationId", invocation_id);
         }
-    };
-    let mut out = serde_json::to_vec(&value).expect("a serde_json::Value always serializes");
+        HubMessage::Ping => out.extend_from_slice(br#"{"type":6"#),
+        HubMessage::Close(close) => {
+            out.extend_from_slice(br#"{"type":7"#);
+            if let Some(error) = &close.error {
+                field(&mut out, "error", error);
+            }
+            if close.allow_reconnect {
+                field(&mut out, "allowReconnect", &true);
+            }
+        }
+        HubMessage::Ack { sequence_id } => {
+            out.extend_from_slice(br#"{"type":8"#);
+            field(&mut out, "sequenceId", sequence_id);
+        }
+        HubMessage::Sequence { sequence_id } => {
+            out.extend_from_slice(br#"{"type":9"#);
+            field(&mut out, "sequenceId", sequence_id);
+        }
+    }
+    out.push(b'}');
     out.push(RECORD_SEPARATOR);
     out
 }

@@ -34,16 +34,29 @@ impl Protocol {
     /// Every protocol, in slot order (see [`Protocol::slot`]).
     pub const ALL: [Protocol; 2] = [Protocol::Json, Protocol::MessagePack];
 
-    /// The protocol a handshake names, if the sidecar speaks it at that version.
-    pub fn from_handshake(name: &str, version: u32) -> Option<Protocol> {
-        match (name, version) {
-            // Version 2 adds Ack and Sequence (stateful reconnect); the
-            // encoding of every other message is the same. Any version up to
-            // the server's is accepted, as ASP.NET Core's `IsVersionSupported`
-            // does (`version <= Version`): clients of the 1.x era send 0.
-            ("json", 0..=2) => Some(Protocol::Json),
-            ("messagepack", 0..=2) => Some(Protocol::MessagePack),
-            _ => None,
+    /// The protocol a handshake names, if the sidecar speaks it at that
+    /// version. Names match in any case (ASP.NET Core's protocol resolver
+    /// compares them so). Version 2 adds Ack and Sequence (stateful
+    /// reconnect); the encoding of every other message is the same. Any
+    /// version up to the server's is accepted, as ASP.NET Core's
+    /// `IsVersionSupported` does (`version <= Version`): clients of the 1.x
+    /// era send 0.
+    pub fn from_handshake(name: &str, version: u32) -> Result<Protocol, Error> {
+        let protocol = Protocol::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::UnknownProtocol { name: name.to_string() })?;
+        if version > 2 {
+            return Err(Error::UnsupportedVersion { name: name.to_string(), version });
+        }
+        Ok(protocol)
+    }
+
+    /// The name a handshake gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Json => "json",
+            Protocol::MessagePack => "messagepack",
         }
     }
 

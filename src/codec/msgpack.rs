@@ -42,7 +42,8 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             Some(Mp::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
             _ => Vec::new(),
         };
-        Ok(Invocation { invocation_id: text(2), target, arguments, stream_ids })
+        // An empty invocationId is a non-blocking call, as in ASP.NET Core.
+        Ok(Invocation { invocation_id: text(2).filter(|id| !id.is_empty()), target, arguments, stream_ids })
     };
     Ok(match kind {
         1 => HubMessage::Invocation(invocation()?),
@@ -57,7 +58,10 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             };
             HubMessage::Completion(Completion { invocation_id, outcome })
         }
-        4 => HubMessage::StreamInvocation(invocation()?),
+        4 => match invocation()? {
+            inv if inv.invocation_id.is_some() => HubMessage::StreamInvocation(inv),
+            _ => return Err(malformed("a stream invocation needs an invocationId")),
+        },
         5 => HubMessage::CancelInvocation { invocation_id: id(2)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
@@ -96,9 +100,12 @@ pub(super) fn encode(message: &HubMessage) -> Vec<u8> {
         HubMessage::Invocation(inv) => return encode_invocation(&inv.target, &inv.arguments),
         HubMessage::Completion(c) => {
             let mut items = vec![3.into(), Mp::Map(Vec::new()), c.invocation_id.as_str().into()];
+            // A hub method that returns nothing still has a result, nil:
+            // ASP.NET Core's dispatcher sends CompletionMessage.WithResult(id,
+            // null), written [3, {}, id, 3, nil]. The void kind (2) is only
+            // for the end of a stream, which the sidecar never sends.
             match &c.outcome {
                 Err(e) => items.extend([RESULT_ERROR.into(), e.as_str().into()]),
-                Ok(Value::Null) => items.push(RESULT_VOID.into()),
                 Ok(v) => items.extend([RESULT_VALUE.into(), json(v)]),
             }
             Mp::Array(items)
@@ -203,6 +210,26 @@ mod tests {
         })
         .expect("decodes");
         out.expect("one message")
+    }
+
+    #[test]
+    fn an_empty_invocation_id_is_a_non_blocking_call_and_a_stream_needs_one() {
+        let call = |kind: i64, id: &str| {
+            let v = Mp::Array(vec![
+                kind.into(),
+                Mp::Map(Vec::new()),
+                id.into(),
+                "JoinRoom".into(),
+                Mp::Array(vec!["r".into()]),
+                Mp::Array(Vec::new()),
+            ]);
+            let mut body = Vec::new();
+            rmpv::encode::write_value(&mut body, &v).expect("encodes");
+            decode(&body)
+        };
+        assert!(matches!(call(1, ""), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
+        assert!(matches!(call(4, ""), Err(Error::Malformed(_))));
+        assert!(matches!(call(4, "7"), Ok(HubMessage::StreamInvocation(_))));
     }
 
     #[test]

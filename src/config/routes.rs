@@ -285,7 +285,7 @@ impl RouteTable {
                     format!("hub '{}': path '{}' must start with / and not end with /", h.name, h.path),
                 ));
             }
-            if hubs.iter().any(|o| o.name == h.name || o.path == h.path) {
+            if hubs.iter().any(|o| o.name == h.name || o.path.eq_ignore_ascii_case(&h.path)) {
                 return Err(invalid(at, format!("hub '{}' ({}) is defined twice", h.name, h.path)));
             }
             let mut methods = HashMap::new();
@@ -409,9 +409,13 @@ impl RouteTable {
         self.routes.values().filter(move |r| r.stream == stream)
     }
 
-    /// The hub served at a URL path.
+    /// The hub served at a URL path. As ASP.NET Core's endpoint routing
+    /// matches it: ignoring one trailing `/` (a client built with
+    /// `withUrl(".../hubs/chat/")` connects to `/hubs/chat/?id=`) and the
+    /// case of the letters.
     pub fn hub_by_path(&self, path: &str) -> Option<&HubDef> {
-        self.hubs.iter().find(|h| h.path == path)
+        let path = path.strip_suffix('/').unwrap_or(path);
+        self.hubs.iter().find(|h| h.path.eq_ignore_ascii_case(path))
     }
 
     /// Every route.

@@ -2,7 +2,7 @@
 //! user <-> connections, per hub.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Outbox, MAX_SLOTS};
@@ -27,6 +27,11 @@ pub struct ConnEntry {
     pub outbox: Arc<Outbox>,
     /// Milliseconds (on the keep-alive clock) when the client was last heard.
     pub last_seen_ms: AtomicU64,
+    /// Whether the client timeout applies: ASP.NET Core starts it at the
+    /// client's first Ping, so clients that never ping (1.0-era and many
+    /// community clients) are never dropped for silence. Long Polling sets
+    /// it from the start: its polls are what shows the client is there.
+    pub timeout_armed: AtomicBool,
     /// When its access token expires (Unix milliseconds), if it does.
     pub expires_at_ms: Option<u64>,
 }

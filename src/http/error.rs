@@ -46,6 +46,10 @@ pub enum HttpError {
     /// A request this server does not serve (e.g. a transport not offered).
     #[error("{0}")]
     BadRequest(String),
+    /// A negotiate request with a version this server cannot answer:
+    /// ASP.NET Core answers 200 with the reason in the body's `error`.
+    #[error("{0}")]
+    Negotiate(String),
 }
 
 impl HttpError {
@@ -66,6 +70,7 @@ impl HttpError {
             HttpError::TooLarge | HttpError::Token(TokenError::EarlyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Negotiate(_) => StatusCode::OK,
         }
     }
 
@@ -77,6 +82,13 @@ impl HttpError {
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
+        if let HttpError::Negotiate(error) = &self {
+            let body = serde_json::json!({ "error": error }).to_string();
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(text(body))
+                .expect("static headers are valid");
+        }
         let mut builder = Response::builder().status(status).header("content-type", "text/plain; charset=utf-8");
         match &self {
             HttpError::MethodNotAllowed(allow) => builder = builder.header("allow", *allow),
@@ -86,7 +98,12 @@ impl HttpError {
             }
             _ => {}
         }
-        builder.body(text(self.to_string())).expect("static headers are valid")
+        // ASP.NET Core answers these two with the status alone.
+        let body = match &self {
+            HttpError::MethodNotAllowed(_) | HttpError::Token(TokenError::InUse) => String::new(),
+            _ => self.to_string(),
+        };
+        builder.body(text(body)).expect("static headers are valid")
     }
 }
 

@@ -1,10 +1,12 @@
 //! Query-string parameters, percent-decoded.
 
-/// The first value of `name` in a query string.
+/// The first value of `name` in a query string. Names match in any case,
+/// as in ASP.NET Core's query collection (`NegotiateVersion`, `id`,
+/// `access_token` are all looked up so).
 pub fn param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k) == name).then(|| decode(v))
+        decode(k).eq_ignore_ascii_case(name).then(|| decode(v))
     })
 }
 
@@ -45,6 +47,8 @@ mod tests {
         assert_eq!(param(q, "bad").as_deref(), Some("%zz"));
         assert_eq!(param(q, "end").as_deref(), Some("%4"));
         assert_eq!(param(q, "missing"), None);
+        assert_eq!(param(Some("ID=x&NegotiateVersion=1"), "id").as_deref(), Some("x"), "names in any case");
+        assert_eq!(param(Some("ID=x&NegotiateVersion=1"), "negotiateVersion").as_deref(), Some("1"));
         assert_eq!(param(None, "id"), None);
     }
 }

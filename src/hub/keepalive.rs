@@ -1,6 +1,7 @@
 //! One shared tick for every connection: pings each one once per keep-alive
 //! interval, spread over the interval rather than all at once, and once a
-//! second drops those silent past the client timeout. No timer per
+//! second drops those silent past the client timeout (once they have sent a
+//! Ping: ASP.NET Core starts the client timeout there). No timer per
 //! connection.
 //!
 //! Each connection has a fixed phase in the interval (a hash of its id);
@@ -111,8 +112,11 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         }
         let now = hubs.now_ms();
         let window = schedule.advance(now);
+        // Long Polling is never pinged: its polls keep it alive (ASP.NET Core
+        // registers the keep-alive only for transports without an inherent
+        // one), and a ping would only end each poll early.
         let ping = |entry: &ConnEntry| {
-            if window.contains(schedule.phase(entry.id)) {
+            if entry.transport != "longpolling" && window.contains(schedule.phase(entry.id)) {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
                     let _ = entry.outbox.push_unsequenced(ping.clone());
                 }
@@ -145,7 +149,9 @@ pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         hubs.registry.for_each(|entry| {
             if entry.expires_at_ms.is_some_and(|exp| unix_ms >= exp) {
                 entry.outbox.kick(Kick::TokenExpired);
-            } else if now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms {
+            } else if entry.timeout_armed.load(Ordering::Relaxed)
+                && now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms
+            {
                 entry.outbox.kick(Kick::ClientTimeout);
                 timed_out += 1;
             } else {

@@ -364,7 +364,8 @@ pub async fn run_sse(
     let mut session =
         HubSession::new(hubs.clone(), hub, connection_id, Some(token), identity, "serversentevents", false);
     let outbox = session.outbox();
-    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body).await;
+    let handshake_timeout = hubs.settings.ws.handshake_timeout;
+    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body, handshake_timeout).await;
     Box::pin(session.finish(ended)).await;
 }
 
@@ -377,11 +378,17 @@ pub async fn run_long_polling(
     identity: Identity,
     ends: crate::transport::PollingEnds,
 ) {
-    let mut session = HubSession::new(hubs.clone(), hub, connection_id, Some(token), identity, "longpolling", false);
+    // The token outlives the session: an ended connection still answers
+    // its client's next poll for a while, as in ASP.NET Core.
+    let mut session = HubSession::new(hubs.clone(), hub, connection_id, None, identity, "longpolling", false);
     let outbox = session.outbox();
     let poll_timeout = hubs.settings.long_poll_timeout;
-    let ended = crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout).await;
+    let handshake_timeout = hubs.settings.ws.handshake_timeout;
+    let (ended, ending) =
+        crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout, handshake_timeout).await;
     Box::pin(session.finish(ended)).await;
+    ending.run(crate::transport::ENDED_KEPT).await;
+    hubs.tokens.release(&token);
 }
 
 /// Keeps this instance's presence entries alive and publishes `user_left`

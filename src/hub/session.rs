@@ -201,15 +201,20 @@ impl HubSession {
         self.handshake.extend_from_slice(data);
         let Some(end) = self.handshake.iter().position(|b| *b == RECORD_SEPARATOR) else {
             if self.handshake.len() > self.hubs.settings.max_message_bytes {
-                return Err(self.refuse_handshake("Handshake too large".into()));
+                return Err(self.refuse_handshake("too large", close::HANDSHAKE_CANCELED.into()));
             }
             return Ok(None);
         };
         let rest = self.handshake.split_off(end + 1);
         self.handshake.pop();
         let protocol = match HandshakeRequest::parse(&self.handshake) {
+            // Server-Sent Events carry text only (ASP.NET Core checks the
+            // transport's transfer formats the same way).
+            Ok(p) if p.is_binary() && self.transport == "serversentevents" => {
+                return Err(self.refuse_handshake("binary protocol on SSE", close::for_transfer_format(p)))
+            }
             Ok(p) => p,
-            Err(e) => return Err(self.refuse_handshake(e.to_string())),
+            Err(e) => return Err(self.refuse_handshake(&e.to_string(), close::for_handshake_error(&e))),
         };
         self.handshake = Vec::new();
         self.protocol = Some(protocol);
@@ -233,6 +238,7 @@ impl HubSession {
             transport: self.transport,
             outbox: self.outbox.clone(),
             last_seen_ms: self.hubs.now_ms().into(),
+            timeout_armed: (self.transport == "longpolling").into(),
             expires_at_ms: self.identity.expires_at_ms,
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
@@ -289,7 +295,7 @@ impl HubSession {
         identity: Identity,
         snapshot: &super::handoff::SessionSnapshot,
     ) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Positions)> {
-        let protocol = Protocol::from_handshake(&snapshot.protocol, 2)?;
+        let protocol = Protocol::from_handshake(&snapshot.protocol, 2).ok()?;
         let mut session = HubSession::new(
             hubs.clone(),
             hub,
@@ -344,8 +350,9 @@ impl HubSession {
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", "handoff".to_string())]).inc();
     }
 
-    fn refuse_handshake(&self, error: String) -> Flow {
-        tracing::debug!(connection_id = %self.connection_id, error = %error, "handshake refused");
+    /// Answers the handshake with `error` and ends; `detail` goes to the log.
+    fn refuse_handshake(&self, detail: &str, error: String) -> Flow {
+        tracing::debug!(connection_id = %self.connection_id, detail, error = %error, "handshake refused");
         if let Some(p) = Payload::text_from_vec(HandshakeResponse { error: Some(error) }.to_record()) {
             let _ = self.outbox.push_unsequenced(p);
         }
@@ -413,24 +420,34 @@ impl HubSession {
                     .get_or_create(&vec![("hub", hub.name.clone()), ("method", method), ("outcome", outcome)])
                     .inc();
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion = Completion { invocation_id: id, outcome: result.map_err(|e| e.to_string()) };
+                    let outcome = result.map_err(|e| close::for_invocation_error(&inv.target, &e));
+                    let completion = Completion { invocation_id: id, outcome };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
             }
             HubMessage::StreamInvocation(inv) => {
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
-                    let completion =
-                        Completion { invocation_id: id, outcome: Err(super::Error::StreamingUnsupported.to_string()) };
+                    let known = self.hubs.routes.hubs[self.hub].method(&inv.target).is_some();
+                    let completion = Completion {
+                        invocation_id: id,
+                        outcome: Err(close::for_stream_invocation(&inv.target, known)),
+                    };
                     self.send(p.encode(&HubMessage::Completion(completion)));
                 }
                 Flow::Continue
             }
             HubMessage::Close(_) => Flow::Stop,
-            // Pings only refresh last_seen; the rest have no server-side meaning
-            // here (client results and client streams are not offered).
-            HubMessage::Ping
-            | HubMessage::Completion(_)
+            // The first Ping starts the client timeout, as in ASP.NET Core.
+            HubMessage::Ping => {
+                if let Some(entry) = &self.entry {
+                    entry.timeout_armed.store(true, Ordering::Relaxed);
+                }
+                Flow::Continue
+            }
+            // No server-side meaning here (client results and client streams
+            // are not offered).
+            HubMessage::Completion(_)
             | HubMessage::StreamItem { .. }
             | HubMessage::CancelInvocation { .. }
             | HubMessage::Ack { .. }
@@ -484,6 +501,11 @@ impl Session for HubSession {
                         return self.send_close(CloseMessage::default());
                     }
                 }
+                // A message type of a later protocol: ignored, as ASP.NET
+                // Core's parsers do ("old clients can ignore them").
+                Err(crate::codec::Error::UnknownType(kind)) => {
+                    tracing::debug!(connection_id = %self.connection_id, kind, "unknown message type ignored");
+                }
                 Err(e) => {
                     tracing::debug!(connection_id = %self.connection_id, error = %e, "protocol error");
                     return self.send_close(close::for_protocol_error(&e));
@@ -513,8 +535,12 @@ impl Session for HubSession {
     }
 
     fn close_frame(&self, why: Kick) -> Option<Payload> {
-        let protocol = self.protocol?;
-        let close = close::for_kick(why, self.hubs.settings.max_message_bytes)?;
+        let Some(protocol) = self.protocol else {
+            // Before the handshake only a handshake answer may be sent.
+            let timed_out = HandshakeResponse { error: Some(close::HANDSHAKE_CANCELED.into()) };
+            return (why == Kick::HandshakeTimeout).then(|| Payload::text_from_vec(timed_out.to_record())).flatten();
+        };
+        let close = close::for_kick(why)?;
         let bytes = protocol.encode(&HubMessage::Close(close));
         if protocol.is_binary() {
             Some(Payload::Binary(bytes.into()))

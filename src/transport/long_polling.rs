@@ -1,26 +1,88 @@
 //! Long Polling: each GET waits until frames are queued (or the poll times
 //! out) and carries them all; client messages come up in POSTs. One poll
 //! is outstanding at a time: a newer poll answers the older one with 204.
+//!
+//! A connection that ended is not forgotten at once, as in ASP.NET Core
+//! (`HttpConnectionDispatcher` marks it inactive; `HttpConnectionManager`
+//! removes it after its disconnect timeout): the next poll gets what was
+//! left to send (the Close) or 204, a DELETE 202, for [`ENDED_KEPT`].
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::{End, Ended, Outbox, PollReply, PollRequest, PollingEnds, Session};
+use super::{Ended, Kick, Outbox, Payload, PollReply, PollRequest, PollingEnds, Session};
 
 /// Frames per poll response.
 const BATCH_FRAMES: usize = 1024;
 
-/// Runs one Long Polling connection until DELETE, a session end, or a kick.
+/// How long an ended connection still answers its client: ASP.NET Core's
+/// default `DisconnectTimeout`.
+pub const ENDED_KEPT: Duration = Duration::from_secs(15);
+
+/// What is left of a Long Polling connection once its session ended: the
+/// client's next poll learns that it is over. Run it with [`Ending::run`]
+/// before the token is forgotten.
+#[derive(Debug)]
+pub struct Ending {
+    /// The connection's ends, while the client may still ask.
+    ends: Option<PollingEnds>,
+    /// The last frames (the Close) when no poll was waiting for them.
+    undelivered: Option<Bytes>,
+}
+
+impl Ending {
+    /// Nothing left to answer: DELETE, or a 204 already told the client.
+    fn over() -> Ending {
+        Ending { ends: None, undelivered: None }
+    }
+
+    /// Answers the client until it has learnt the end, DELETEs, or `window`
+    /// passes: a poll gets what was left to send (200), then 204; a POST
+    /// gets 404 (nobody reads it any more).
+    pub async fn run(self, window: Duration) {
+        let Some(mut ends) = self.ends else { return };
+        ends.inbound.close();
+        let mut undelivered = self.undelivered;
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                _ = ends.stop.cancelled() => return,
+                poll = ends.polls.recv() => {
+                    let Some(poll) = poll else { return };
+                    match undelivered.take() {
+                        Some(body) => { let _ = poll.reply.send(PollReply::Data(body)); }
+                        None => {
+                            let _ = poll.reply.send(PollReply::Gone);
+                            return;
+                        }
+                    }
+                }
+                _ = &mut deadline => return,
+            }
+        }
+    }
+}
+
+/// Runs one Long Polling connection until DELETE, a session end, or a kick
+/// (a handshake that does not arrive within `handshake_timeout` is one);
+/// returns how it ended and what its client still has to learn.
 pub async fn serve_long_polling<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,
     poll_timeout: Duration,
-) -> Ended {
+    handshake_timeout: Duration,
+) -> (Ended, Ending) {
+    let handshake = tokio::time::sleep(handshake_timeout);
+    tokio::pin!(handshake);
+    let mut awaiting_handshake = true;
     let mut waiting: Option<(PollRequest, Instant)> = None;
-    loop {
+    // (how it ended, what no poll took, whether the client may still ask)
+    let (ended, undelivered, kept) = loop {
         let deadline = waiting.as_ref().map(|(_, d)| *d);
         tokio::select! {
             biased;
@@ -28,10 +90,16 @@ pub async fn serve_long_polling<S: Session>(
                 if let Some((poll, _)) = waiting.take() {
                     let _ = poll.reply.send(PollReply::Gone);
                 }
-                return Ended::ByClient;
+                break (Ended::ByClient, None, false);
+            }
+            _ = &mut handshake, if awaiting_handshake => {
+                awaiting_handshake = false;
+                if !session.is_open() {
+                    outbox.kick(Kick::HandshakeTimeout);
+                }
             }
             poll = ends.polls.recv() => {
-                let Some(poll) = poll else { return Ended::ByClient };
+                let Some(poll) = poll else { break (Ended::ByClient, None, false) };
                 session.touch();
                 if let Some((old, _)) = waiting.replace((poll, Instant::now() + poll_timeout)) {
                     let _ = old.reply.send(PollReply::Gone);
@@ -40,16 +108,16 @@ pub async fn serve_long_polling<S: Session>(
             }
             data = ends.inbound.recv() => match data {
                 Some(data) => super::receive(session, outbox, &data).await,
-                None => return Ended::ByClient,
+                None => break (Ended::ByClient, None, false),
             },
             _ = outbox.ready() => {
                 let Some((poll, _)) = waiting.take() else {
-                    if outbox.is_closed() && outbox.is_empty() {
-                        // Nobody polls; the client is gone or will see 404.
-                        return match outbox.take(0).end {
-                            Some(End::Kicked(k)) => Ended::Kicked(k),
-                            _ => Ended::BySession,
-                        };
+                    if outbox.is_closed() {
+                        // Nobody polls: what is left, the Close last, waits
+                        // for the next poll.
+                        let (frames, end) = super::closing_frames(session, outbox.take(usize::MAX));
+                        let body = (!frames.is_empty()).then(|| join(&frames));
+                        break (end.unwrap_or(Ended::BySession), body, true);
                     }
                     continue;
                 };
@@ -57,9 +125,10 @@ pub async fn serve_long_polling<S: Session>(
                 let (frames, end) = super::closing_frames(session, batch);
                 if frames.is_empty() {
                     match end {
+                        // Ended with nothing to say: the 204 tells the client.
                         Some(end) => {
                             let _ = poll.reply.send(PollReply::Gone);
-                            return end;
+                            break (end, None, false);
                         }
                         None => {
                             waiting = Some((poll, deadline.unwrap_or_else(Instant::now)));
@@ -68,15 +137,10 @@ pub async fn serve_long_polling<S: Session>(
                     }
                 }
                 session.touch();
-                let mut body = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
-                for f in &frames {
-                    body.put_slice(f.as_bytes());
-                }
-                let _ = poll.reply.send(PollReply::Data(body.freeze()));
-                // The Close went out in this reply: the connection is over (a
-                // later poll finds no connection, as in ASP.NET Core).
+                let _ = poll.reply.send(PollReply::Data(join(&frames)));
+                // The Close went out in this reply; the next poll learns the end.
                 if let Some(end) = end {
-                    return end;
+                    break (end, None, true);
                 }
                 if !outbox.is_empty() {
                     outbox.wake();
@@ -89,7 +153,21 @@ pub async fn serve_long_polling<S: Session>(
                 }
             }
         }
+    };
+    // A server that is shutting down has closed its listener: no poll can
+    // come for what is left, so it is not kept (nor is the shutdown held up).
+    let kept = kept && ended != Ended::Kicked(Kick::ServerShutdown);
+    let ending = if kept { Ending { ends: Some(ends), undelivered } } else { Ending::over() };
+    (ended, ending)
+}
+
+/// One poll response body: the frames back to back.
+fn join(frames: &[Payload]) -> Bytes {
+    let mut body = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
+    for f in frames {
+        body.put_slice(f.as_bytes());
     }
+    body.freeze()
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -12,7 +12,7 @@ mod sse;
 mod websocket;
 
 pub use error::Error;
-pub use long_polling::serve_long_polling;
+pub use long_polling::{serve_long_polling, Ending, ENDED_KEPT};
 pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};
 pub use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
 pub use sse::{serve_sse, SSE_PREAMBLE};

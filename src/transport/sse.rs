@@ -1,31 +1,45 @@
 //! Server-Sent Events: frames go down a `text/event-stream` response as
 //! `data:` lines; client messages come up in POSTs (see `polling.rs`).
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::{Ended, Outbox, Payload, PollingEnds, Session};
+use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 
 /// Frames taken from the outbox per write.
 const BATCH_FRAMES: usize = 256;
 
-/// The first bytes of the stream: a comment, so proxies pass the headers on.
-pub const SSE_PREAMBLE: &[u8] = b":\r\n\r\n";
+/// The first bytes of the stream: a comment, so proxies pass the headers on
+/// and browsers fire `open`; ASP.NET Core's exactly.
+pub const SSE_PREAMBLE: &[u8] = b":\r\n";
 
 /// Runs one SSE connection: `body` is the response body's sender; the
 /// connection ends when the client goes (the body is dropped) or the
-/// session or server ends it.
+/// session or server ends it, or when the handshake does not arrive within
+/// `handshake_timeout`.
 pub async fn serve_sse<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,
     body: mpsc::Sender<Bytes>,
+    handshake_timeout: Duration,
 ) -> Ended {
+    let handshake = tokio::time::sleep(handshake_timeout);
+    tokio::pin!(handshake);
+    let mut awaiting_handshake = true;
     loop {
         tokio::select! {
             biased;
             _ = ends.stop.cancelled() => return Ended::ByClient,
             _ = body.closed() => return Ended::ByClient,
+            _ = &mut handshake, if awaiting_handshake => {
+                awaiting_handshake = false;
+                if !session.is_open() {
+                    outbox.kick(Kick::HandshakeTimeout);
+                }
+            }
             _ = outbox.ready() => {
                 let batch = outbox.take(BATCH_FRAMES);
                 let full = batch.frames.len() == BATCH_FRAMES;

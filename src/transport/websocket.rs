@@ -9,7 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -18,12 +19,19 @@ use super::{End, Ended, Error, Flow, Kick, Outbox, Payload, Session};
 /// Frames taken from the outbox per write; bounds one batch's memory.
 const BATCH_FRAMES: usize = 256;
 
+/// A WebSocket message may carry several hub messages (the .NET client
+/// sends what it has buffered in one), each held to the limit by the hub's
+/// framing, as ASP.NET Core limits hub messages and not WebSocket messages.
+/// The WebSocket layer only bounds the buffer, at this many messages' worth
+/// (the same allowance as a POST body).
+const MESSAGES_PER_WEBSOCKET_MESSAGE: usize = 4;
+
 /// WebSocket settings taken from the server configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct WsSettings {
     /// Read buffer per connection, in bytes (small: most connections idle).
     pub read_buffer_bytes: usize,
-    /// Largest client message.
+    /// Largest client hub message (a WebSocket message may carry several).
     pub max_message_bytes: usize,
     /// Time allowed for the handshake.
     pub handshake_timeout: Duration,
@@ -46,11 +54,12 @@ pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 /// handshake to do) and is ready on its first poll. `None` if a future
 /// version of it ever is not, which the caller reports as an error.
 pub fn websocket_stream(upgraded: Upgraded, settings: &WsSettings) -> Option<WsStream> {
+    let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
     let config = WebSocketConfig::default()
         .read_buffer_size(settings.read_buffer_bytes)
         .write_buffer_size(0)
-        .max_message_size(Some(settings.max_message_bytes))
-        .max_frame_size(Some(settings.max_message_bytes));
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
     let start = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config));
     let mut start = std::pin::pin!(start);
     match start.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
@@ -96,9 +105,21 @@ pub async fn serve_websocket<S: Session>(
     // A session handed to another instance ends with the socket dropped, no
     // close frame: that is what makes every client resume.
     if ended != Ended::Kicked(Kick::Handoff) {
-        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(None))).await;
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.close(Some(close_frame(ended))))).await;
     }
     ended
+}
+
+/// The WebSocket close frame ASP.NET Core's `WebSocketsServerTransport`
+/// ends with: 1000 (normal closure), 1011 only when sending failed. A close
+/// frame without a code reaches clients as 1005, which the JavaScript client
+/// reports as an error and the .NET client throws on.
+fn close_frame(ended: Ended) -> CloseFrame {
+    let code = match ended {
+        Ended::WriteFailed => CloseCode::Error,
+        _ => CloseCode::Normal,
+    };
+    CloseFrame { code, reason: "".into() }
 }
 
 /// The connection until its handshake is done, with the handshake's

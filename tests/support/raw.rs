@@ -40,6 +40,19 @@ impl RawWs {
         }
     }
 
+    /// Reads until the WebSocket close frame; returns its status code
+    /// (`None` for a close frame without one, which clients see as 1005).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let next = tokio::time::timeout(super::WAIT, self.ws.next()).await.expect("a close frame within the wait");
+            match next {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
     /// Reads records until one of `type`; returns it parsed.
     pub async fn recv_type(&mut self, ty: u64) -> Option<serde_json::Value> {
         loop {

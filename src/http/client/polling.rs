@@ -44,9 +44,13 @@ pub(super) fn sse(
         body_tx,
     ));
     let frames = stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
+    // ASP.NET Core's ServerSentEventsServerTransport headers, and nginx's
+    // switch to turn off its buffering.
     Ok(Response::builder()
         .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
+        .header("cache-control", "no-cache,no-store")
+        .header("pragma", "no-cache")
+        .header("content-encoding", "identity")
         .header("x-accel-buffering", "no")
         .body(BodyExt::boxed(StreamBody::new(frames)))
         .expect("static headers are valid"))
@@ -83,6 +87,9 @@ pub(super) async fn poll(
     let (reply, answer) = oneshot::channel();
     polls.send(PollRequest { reply }).await.map_err(|_| TokenError::Unknown)?;
     match answer.await {
+        // The poll timed out with nothing to send: ASP.NET Core answers
+        // 200, empty, as text.
+        Ok(PollReply::Data(bytes)) if bytes.is_empty() => Ok(poll_response(StatusCode::OK, "text/plain", bytes)),
         Ok(PollReply::Data(bytes)) => Ok(octets(bytes)),
         Ok(PollReply::Gone) | Err(_) => Ok(no_content()),
     }
@@ -141,6 +148,11 @@ fn sent() -> Response<Body> {
 
 /// `DELETE {hub}?id=`: ends a Long Polling connection (202).
 pub(super) fn delete(state: &ClientState, hub: &HubDef, token: &str) -> Result<Response<Body>, HttpError> {
+    // A negotiated connection without a transport yet is not Long Polling:
+    // ASP.NET Core answers 400, as for the other transports.
+    if state.hubs.tokens.is_fresh(token, hub.id) {
+        return Err(TokenError::DeleteNotLongPolling.into());
+    }
     match state.hubs.tokens.attached(token, hub.id)? {
         Attached::LongPolling(h) => {
             h.stop.cancel();
@@ -155,17 +167,22 @@ pub(super) fn delete(state: &ClientState, hub: &HubDef, token: &str) -> Result<R
 }
 
 fn octets(bytes: Bytes) -> Response<Body> {
-    Response::builder()
-        .header("content-type", "application/octet-stream")
-        .header("cache-control", "no-cache, no-store")
-        .body(text(bytes))
-        .expect("static headers are valid")
+    poll_response(StatusCode::OK, "application/octet-stream", bytes)
 }
 
 fn no_content() -> Response<Body> {
+    poll_response(StatusCode::NO_CONTENT, "text/plain", Bytes::new())
+}
+
+/// A long poll's answer, with the headers ASP.NET Core puts on every poll
+/// so that no cache or proxy keeps it (`AddNoCacheHeaders`).
+fn poll_response(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Body> {
     Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header("content-type", "text/plain")
-        .body(text(""))
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache, no-store")
+        .header("pragma", "no-cache")
+        .header("expires", "Thu, 01 Jan 1970 00:00:00 GMT")
+        .body(text(bytes))
         .expect("static headers are valid")
 }

@@ -20,13 +20,13 @@ pub async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<R
 
 async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let path = req.uri().path();
-    if let Some(hub) = path.strip_suffix("/negotiate").and_then(|p| state.hubs.routes.hub_by_path(p)) {
+    if let Some(hub) = negotiate_prefix(path).and_then(|p| state.hubs.routes.hub_by_path(p)) {
         if req.method() != Method::POST {
             return Err(HttpError::MethodNotAllowed("POST"));
         }
         state.authenticate(&req)?;
         let query = req.uri().query();
-        let version = param(query, "negotiateVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let version = negotiate_version(param(query, "negotiateVersion").as_deref())?;
         let stateful = param(query, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let body = state.hubs.negotiate(hub.id, version, stateful).to_json();
         return Ok(Response::builder()
@@ -59,6 +59,28 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         Method::DELETE => polling::delete(state, &hub, &token),
         _ => Err(HttpError::MethodNotAllowed("GET, POST, DELETE")),
     }
+}
+
+/// The negotiate version a client asks for (0 without one), refused as
+/// ASP.NET Core's `ProcessNegotiate` refuses it; versions above 1 get 1.
+fn negotiate_version(asked: Option<&str>) -> Result<u32, HttpError> {
+    let Some(asked) = asked else { return Ok(0) };
+    match asked.trim().parse::<i32>() {
+        Err(_) => Err(HttpError::Negotiate("The client requested a non-integer protocol version.".into())),
+        Ok(v) if v < 0 => Err(HttpError::Negotiate(format!(
+            "The client requested version '{v}', but the server does not support this version."
+        ))),
+        Ok(v) => Ok(v.unsigned_abs()),
+    }
+}
+
+/// The hub path of `{hub}/negotiate`, matched as ASP.NET Core's endpoint
+/// routing matches it: any letter case, one trailing `/` ignored.
+fn negotiate_prefix(path: &str) -> Option<&str> {
+    const SUFFIX: &str = "/negotiate";
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let cut = path.len().checked_sub(SUFFIX.len())?;
+    path.get(cut..)?.eq_ignore_ascii_case(SUFFIX).then(|| &path[..cut])
 }
 
 fn accepts_event_stream(req: &Request<Incoming>) -> bool {
