@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::RedisConn;
-use crate::telemetry::Metrics;
 use crate::pipeline::Outcome;
+use crate::telemetry::Metrics;
 
 /// One entry whose fate is known.
 pub(super) struct Settled {

@@ -70,4 +70,3 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
     };
     sent
 }
-

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Settled};
-use super::intake::{handle_entry, Shared};
 use super::hole::{Hole, HoleCause, OnHole};
+use super::intake::{handle_entry, Shared};
 use super::replies::{self, Entry};
 use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;

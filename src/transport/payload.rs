@@ -44,4 +44,3 @@ impl Payload {
         self.len() == 0
     }
 }
-

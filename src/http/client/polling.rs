@@ -12,8 +12,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::state::ClientState;
 use super::super::error::{text, Body, HttpError};
+use super::state::ClientState;
 use crate::config::HubDef;
 use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};
@@ -34,15 +34,9 @@ pub(super) fn sse(
     hand_over_early(&inbound, connection_id.early);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
     let _ = body_tx.try_send(Bytes::from_static(SSE_PREAMBLE));
-    state.tasks.spawn(hub::run_sse(
-        state.hubs.clone(),
-        hub.id,
-        connection_id.connection_id,
-        token,
-        identity,
-        ends,
-        body_tx,
-    ));
+    let negotiated = hub::Negotiated { connection_id: connection_id.connection_id, stateful: false, early: Vec::new() };
+    let start = hub::Start { hub: hub.id, negotiated, token: Some(token), identity };
+    state.tasks.spawn(hub::run(state.hubs.clone(), start, hub::Carrier::ServerSentEvents { ends, body: body_tx }));
     let frames = stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
     // ASP.NET Core's ServerSentEventsServerTransport headers, and nginx's
     // switch to turn off its buffering.
@@ -70,14 +64,10 @@ pub(super) async fn poll(
         let connection_id =
             state.hubs.tokens.attach(&token, hub.id, TokenTransport::LongPolling, || Attached::LongPolling(handle))?;
         hand_over_early(&inbound, connection_id.early);
-        state.tasks.spawn(hub::run_long_polling(
-            state.hubs.clone(),
-            hub.id,
-            connection_id.connection_id,
-            token,
-            identity,
-            ends,
-        ));
+        let negotiated =
+            hub::Negotiated { connection_id: connection_id.connection_id, stateful: false, early: Vec::new() };
+        let start = hub::Start { hub: hub.id, negotiated, token: Some(token), identity };
+        state.tasks.spawn(hub::run(state.hubs.clone(), start, hub::Carrier::LongPolling { ends }));
         return Ok(octets(Bytes::new()));
     }
     let polls = match state.hubs.tokens.attached(&token, hub.id)? {

@@ -101,4 +101,3 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
     };
     has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
 }
-

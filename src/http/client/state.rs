@@ -96,4 +96,3 @@ impl Cors {
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
     }
 }
-

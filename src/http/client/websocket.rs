@@ -61,7 +61,10 @@ pub(super) async fn upgrade(
             let hub_id = hub.id;
             state.tasks.spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => hub::run_websocket(hubs, hub_id, negotiated, token, identity, upgraded).await,
+                    Ok(upgraded) => {
+                        let start = hub::Start { hub: hub_id, negotiated, token, identity };
+                        hub::run(hubs, start, hub::Carrier::WebSocket(upgraded)).await
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "websocket upgrade failed");
                         if let Some(t) = token {

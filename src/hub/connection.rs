@@ -1,0 +1,175 @@
+//! One connection's life on each transport, from handshake to cleanup:
+//! the transport carries frames, the session handles messages, and how it
+//! ended decides what follows (finish, park for a stateful resume, or hand
+//! off to another instance).
+
+use std::sync::Arc;
+
+use super::{handoff, HubSession, Hubs, Identity, Negotiated};
+use crate::config::HubId;
+
+/// A connection's whole life, boxed: one allocation that every idle
+/// connection keeps, so it holds only the waiting state.
+pub type ConnectionTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What carries a connection's frames.
+pub enum Carrier {
+    /// An upgraded WebSocket.
+    WebSocket(hyper::upgrade::Upgraded),
+    /// A Server-Sent Events response body, with client messages in POSTs.
+    ServerSentEvents {
+        /// The POSTs and the stop signal.
+        ends: crate::transport::PollingEnds,
+        /// Feeds the response body.
+        body: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    },
+    /// Long polls, with client messages in POSTs.
+    LongPolling {
+        /// The polls, the POSTs and the stop signal.
+        ends: crate::transport::PollingEnds,
+    },
+}
+
+/// Who a new connection is: its hub, what negotiate gave it, its token
+/// (absent for `skipNegotiation`) and its authenticated identity.
+pub struct Start {
+    /// The hub.
+    pub hub: HubId,
+    /// The connection id, stateful flag and early POSTs.
+    pub negotiated: Negotiated,
+    /// The connection token, released when the connection ends.
+    pub token: Option<String>,
+    /// Who is connecting.
+    pub identity: Identity,
+}
+
+/// Runs one new connection from handshake to cleanup, whatever carries it:
+/// the one entry point of every transport. A plain function, not `async`:
+/// the arguments move into the session here instead of being kept for the
+/// connection's life in its future.
+pub fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
+    let Start { hub, negotiated, token, identity } = start;
+    let (transport, stateful) = match &carrier {
+        Carrier::WebSocket(_) => ("websockets", negotiated.stateful),
+        Carrier::ServerSentEvents { .. } => ("serversentevents", false),
+        Carrier::LongPolling { .. } => ("longpolling", false),
+    };
+    match carrier {
+        Carrier::WebSocket(upgraded) => {
+            let session =
+                HubSession::new(hubs.clone(), hub, negotiated.connection_id, token, identity, transport, stateful);
+            websocket_task(hubs, session, negotiated.early, upgraded)
+        }
+        Carrier::ServerSentEvents { ends, body } => {
+            let token = token.unwrap_or_default();
+            let session =
+                HubSession::new(hubs.clone(), hub, negotiated.connection_id, Some(token), identity, transport, false);
+            Box::pin(run_sse(hubs, session, ends, body))
+        }
+        Carrier::LongPolling { ends } => {
+            // The token outlives the session: an ended connection still
+            // answers its client's next poll for a while, as in ASP.NET Core.
+            let session =
+                HubSession::new(hubs.clone(), hub, negotiated.connection_id, None, identity, transport, false);
+            Box::pin(run_long_polling(hubs, session, token.unwrap_or_default(), ends))
+        }
+    }
+}
+
+/// Gives a parked stateful session its new WebSocket: it resends what the
+/// client has not acknowledged, then carries on.
+pub fn resume_websocket(
+    hubs: Arc<Hubs>,
+    mut session: HubSession,
+    upgraded: hyper::upgrade::Upgraded,
+) -> ConnectionTask {
+    session.resume();
+    tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
+    websocket_task(hubs, session, Vec::new(), upgraded)
+}
+
+fn websocket_task(
+    hubs: Arc<Hubs>,
+    session: HubSession,
+    early: Vec<bytes::Bytes>,
+    upgraded: hyper::upgrade::Upgraded,
+) -> ConnectionTask {
+    match crate::transport::websocket_stream(upgraded, &hubs.settings.ws) {
+        Some(ws) => Box::pin(serve_websocket_session(hubs, Box::new(session), early, ws)),
+        None => {
+            tracing::error!(connection_id = %session.connection_id, "the WebSocket layer did not start: connection closed");
+            Box::pin(session.finish(crate::transport::Ended::WriteFailed))
+        }
+    }
+}
+
+/// A plain function returning an `async` block, not an `async fn`: the
+/// block keeps each value it owns once, where an `async fn` would keep a
+/// by-value argument twice (the argument and the local it moves into), and
+/// every idle connection pays for its future. The session is boxed so that
+/// moving it into the parked table later does not copy it out of the future.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn serve_websocket_session(
+    hubs: Arc<Hubs>,
+    mut session: Box<HubSession>,
+    early: Vec<bytes::Bytes>,
+    mut ws: crate::transport::WsStream,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let outbox = session.outbox();
+        for body in early {
+            crate::transport::receive(&mut *session, &outbox, &body).await;
+        }
+        let ended = crate::transport::serve_websocket(&mut ws, &mut *session, &outbox, &hubs.settings.ws).await;
+        let _ = ended;
+        if outbox.kicked() == Some(crate::transport::Kick::Handoff) {
+            // Saved before the socket goes, so the client's immediate
+            // resume finds the session on whichever instance it reaches.
+            let cut = hubs.take_handing_off(session.conn());
+            let (groups, positions) = cut.unwrap_or_else(|| session.detach());
+            Box::pin(handoff::hand_off(&hubs, *session, groups, positions)).await;
+            drop(ws);
+            return;
+        }
+        drop(ws);
+        // A socket that dropped without a Close may come back with the same
+        // token (stateful reconnect): keep the session, and its groups, for it.
+        match (ended, session.token().map(str::to_string)) {
+            (crate::transport::Ended::ByClient | crate::transport::Ended::WriteFailed, Some(token))
+                if session.can_resume() =>
+            {
+                tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
+                hubs.parked.park(token, *session);
+            }
+            _ => Box::pin(session.finish(ended)).await,
+        }
+    }
+}
+
+async fn run_sse(
+    hubs: Arc<Hubs>,
+    mut session: HubSession,
+    ends: crate::transport::PollingEnds,
+    body: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) {
+    let outbox = session.outbox();
+    let handshake_timeout = hubs.settings.ws.handshake_timeout;
+    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body, handshake_timeout).await;
+    Box::pin(session.finish(ended)).await;
+}
+
+async fn run_long_polling(
+    hubs: Arc<Hubs>,
+    mut session: HubSession,
+    token: String,
+    ends: crate::transport::PollingEnds,
+) {
+    let outbox = session.outbox();
+    let poll_timeout = hubs.settings.long_poll_timeout;
+    let handshake_timeout = hubs.settings.ws.handshake_timeout;
+    let (ended, ending) =
+        crate::transport::serve_long_polling(&mut session, &outbox, ends, poll_timeout, handshake_timeout).await;
+    Box::pin(session.finish(ended)).await;
+    ending.run(crate::transport::ENDED_KEPT).await;
+    hubs.tokens.release(&token);
+}
