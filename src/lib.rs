@@ -30,6 +30,7 @@ pub mod config;
 pub mod continuity;
 pub mod envelope;
 pub mod fanout;
+pub mod fault;
 pub mod http;
 pub mod hub;
 pub mod ingest;

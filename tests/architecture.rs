@@ -8,17 +8,23 @@ use std::path::Path;
 fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("codec", &[][..]),
+        ("fault", &["codec", "envelope"][..]),
         ("config", &[][..]),
         ("envelope", &[][..]),
-        ("auth", &["config"][..]),
-        ("telemetry", &["config"][..]),
-        ("transport", &["telemetry"][..]),
-        ("fanout", &["transport", "telemetry"][..]),
-        ("pipeline", &["codec", "envelope", "fanout", "config", "telemetry"][..]),
-        ("ingest", &["pipeline", "envelope", "config", "telemetry"][..]),
-        ("presence", &["ingest", "config", "telemetry"][..]),
-        ("hub", &["codec", "envelope", "transport", "fanout", "ingest", "presence", "config", "telemetry", "auth"][..]),
-        ("http", &["hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
+        ("auth", &["fault", "config"][..]),
+        ("telemetry", &["fault", "config"][..]),
+        ("transport", &["fault", "telemetry"][..]),
+        ("fanout", &["fault", "transport", "telemetry"][..]),
+        ("pipeline", &["fault", "codec", "envelope", "fanout", "config", "telemetry"][..]),
+        ("ingest", &["fault", "pipeline", "envelope", "config", "telemetry"][..]),
+        ("presence", &["fault", "ingest", "config", "telemetry"][..]),
+        (
+            "hub",
+            &["fault", "codec", "envelope", "transport", "fanout", "ingest", "presence", "config", "telemetry", "auth"]
+                [..],
+        ),
+        ("continuity", &["fault", "hub", "ingest", "pipeline", "fanout", "envelope", "config", "transport"][..]),
+        ("http", &["fault", "hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
     ])
 }
 

@@ -1,5 +1,6 @@
 //! The single mapping from each module's errors to an HTTP status and body.
 
+use crate::fault::{Blame, Fault};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
@@ -64,7 +65,7 @@ impl HttpError {
             HttpError::Token(TokenError::PostToWebSocket) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Transport(_) | HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            HttpError::Ingest(HttpIngestError::Publish(e)) if e.is_publisher_fault() => StatusCode::BAD_REQUEST,
+            HttpError::Ingest(HttpIngestError::Publish(e)) if e.fault().is_callers() => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(PublishError::Refused { .. })) => StatusCode::BAD_GATEWAY,
             HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::TooLarge | HttpError::Token(TokenError::EarlyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,14 +75,19 @@ impl HttpError {
         }
     }
 
+    /// Who caused it: the caller for every 4xx, else what the source says.
+    pub fn fault(&self) -> Fault {
+        match self {
+            HttpError::Ingest(HttpIngestError::Publish(e)) => e.fault(),
+            _ if self.status().is_server_error() => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+
     /// The response: the status and the message as plain text.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
-        }
+        self.fault().log(&self, &format!("request answered {}", status.as_u16()));
         if let HttpError::Negotiate(error) = &self {
             let body = serde_json::json!({ "error": error }).to_string();
             return Response::builder()

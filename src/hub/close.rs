@@ -95,7 +95,9 @@ pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
         Error::UnknownMethod(_) => {
             format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
         }
-        Error::Publish(_) => format!("An unexpected error occurred invoking '{target}' on the server."),
+        Error::Publish(_) | Error::Presence(_) => {
+            format!("An unexpected error occurred invoking '{target}' on the server.")
+        }
         Error::BadArguments(_)
         | Error::Unavailable(_)
         | Error::StreamingUnsupported

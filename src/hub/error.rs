@@ -1,9 +1,11 @@
 //! `hub::Error`: why a client invocation failed.
 
+use crate::fault::{Blame, Fault};
 use crate::ingest::PublishError;
+use crate::presence::PresenceError;
 
 /// Why an invocation failed. The message is what the client's Completion
-/// carries; [`Error::is_client_fault`] picks the log level.
+/// carries; its [`Fault`] picks the log level.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No such server method on this hub.
@@ -27,17 +29,21 @@ pub enum Error {
     /// Publishing to the bus failed.
     #[error("The event could not be published: {0}")]
     Publish(#[from] PublishError),
+    /// The presence store (Redis) failed: not the client's doing.
+    #[error("Presence is unavailable: {0}")]
+    Presence(#[from] PresenceError),
 }
 
-impl Error {
-    /// True when the client is at fault (logged at debug), false for the
-    /// server or Redis (logged at warn).
-    pub fn is_client_fault(&self) -> bool {
-        !matches!(self, Error::Publish(_))
+impl Blame for Error {
+    fn fault(&self) -> Fault {
+        match self {
+            Error::Publish(e) => e.fault(),
+            Error::Presence(_) => Fault::Redis,
+            _ => Fault::Client,
+        }
     }
 
-    /// A short, low-cardinality label for metrics.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Error::UnknownMethod(_) => "unknown_method",
             Error::BadArguments(_) => "bad_arguments",
@@ -46,6 +52,7 @@ impl Error {
             Error::Denied(_) => "denied",
             Error::Limited(_) => "rate_limited",
             Error::Publish(_) => "publish_failed",
+            Error::Presence(_) => "presence_failed",
         }
     }
 }

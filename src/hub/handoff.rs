@@ -217,3 +217,20 @@ pub async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Ide
         }
     }
 }
+
+impl crate::fault::Blame for HandoffError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            HandoffError::Store(_) | HandoffError::Gap(_) => crate::fault::Fault::Redis,
+            HandoffError::Corrupt(_) => crate::fault::Fault::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            HandoffError::Store(_) => "store",
+            HandoffError::Gap(_) => "gap",
+            HandoffError::Corrupt(_) => "corrupt",
+        }
+    }
+}

@@ -91,8 +91,7 @@ pub(super) async fn invoke(
         }
         Action::GetPresence => {
             let room = group_arg(&method.name, &inv.arguments)?;
-            let users =
-                hubs.presence.users(hub.id, room).await.map_err(|e| Error::Unavailable(format!("presence ({e})")))?;
+            let users = hubs.presence.users(hub.id, room).await?;
             Ok(serde_json::json!({"room_id": room, "count": users.len(), "users": users}))
         }
         Action::SetPresence => {
@@ -107,10 +106,7 @@ pub(super) async fn invoke(
             };
             let user = identity.user_id.as_deref().unwrap_or(connection_id);
             for room in hubs.registry.groups_of(conn) {
-                hubs.presence
-                    .set_state(hub.id, &room, user, state)
-                    .await
-                    .map_err(|e| Error::Unavailable(format!("presence ({e})")))?;
+                hubs.presence.set_state(hub.id, &room, user, state).await?;
             }
             Ok(Value::Null)
         }

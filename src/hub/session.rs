@@ -391,7 +391,10 @@ impl HubSession {
                             outcome = tracing::field::Empty,
                         );
                         let result = call.instrument(span.clone()).await;
-                        span.record("outcome", result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()));
+                        span.record(
+                            "outcome",
+                            result.as_ref().map(|_| "ok").unwrap_or_else(crate::fault::Blame::reason),
+                        );
                         result
                     } else {
                         call.await
@@ -405,11 +408,8 @@ impl HubSession {
                 let outcome = match &result {
                     Ok(_) => "ok".to_string(),
                     Err(e) => {
-                        if e.is_client_fault() {
-                            tracing::debug!(connection_id = %self.connection_id, method = %inv.target, error = %e, "invocation failed");
-                        } else {
-                            tracing::warn!(connection_id = %self.connection_id, method = %inv.target, error = %e, "invocation failed");
-                        }
+                        use crate::fault::Blame;
+                        e.fault().log(e, &format!("invocation {} of {} failed", inv.target, self.connection_id));
                         e.reason().to_string()
                     }
                 };

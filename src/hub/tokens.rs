@@ -216,6 +216,23 @@ fn kind_of(a: &Attached) -> TransportKind {
     }
 }
 
+impl crate::fault::Blame for TokenError {
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::Client
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Unknown => "unknown_token",
+            TokenError::InUse => "token_in_use",
+            TokenError::OtherTransport => "other_transport",
+            TokenError::PostToWebSocket => "post_to_websocket",
+            TokenError::DeleteNotLongPolling => "delete_not_long_polling",
+            TokenError::EarlyTooLarge => "early_too_large",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

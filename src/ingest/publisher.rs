@@ -67,10 +67,24 @@ impl From<SpoolError> for PublishError {
     }
 }
 
-impl PublishError {
-    /// True when the publisher, not the sidecar or Redis, is at fault.
-    pub fn is_publisher_fault(&self) -> bool {
-        matches!(self, PublishError::NoRoute(_) | PublishError::MissingArgument { .. })
+impl crate::fault::Blame for PublishError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            PublishError::NoRoute(_) | PublishError::MissingArgument { .. } => Fault::Publisher,
+            PublishError::SpoolFull(_) | PublishError::Refused { .. } => Fault::Redis,
+            PublishError::Closed => Fault::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            PublishError::NoRoute(_) => "no_route",
+            PublishError::MissingArgument { .. } => "missing_argument",
+            PublishError::SpoolFull(_) => "spool_full",
+            PublishError::Refused { .. } => "refused",
+            PublishError::Closed => "closed",
+        }
     }
 }
 

@@ -95,3 +95,20 @@ async fn holds_everything_after(conn: &mut RedisConn, stream: &str, after: Strea
         redis::cmd("XRANGE").arg(stream).arg("-").arg(after.to_string()).arg("COUNT").arg(1).query_async(conn).await?;
     Ok(after == StreamId::ZERO || !replies::from_range_reply(reply).is_empty())
 }
+
+impl crate::fault::Blame for RangeError {
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            RangeError::Redis(_) | RangeError::Gone { .. } => crate::fault::Fault::Redis,
+            RangeError::TooLong { .. } => crate::fault::Fault::Client,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            RangeError::Gone { .. } => "gone",
+            RangeError::TooLong { .. } => "too_long",
+            RangeError::Redis(_) => "redis",
+        }
+    }
+}

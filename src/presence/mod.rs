@@ -133,3 +133,13 @@ impl Presence {
         }
     }
 }
+
+impl crate::fault::Blame for PresenceError {
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::Redis
+    }
+
+    fn reason(&self) -> &'static str {
+        "presence_store"
+    }
+}
