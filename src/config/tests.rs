@@ -80,3 +80,19 @@ fn the_spool_is_bounded_and_may_be_off() {
     let errors = redis(&[("SIDECAR_SPOOL_MAX_EVENTS", "2000000")]).expect_err("too large");
     assert_eq!(errors, vec!["SIDECAR_SPOOL_MAX_EVENTS: must be between 0 and 1000000, got 2000000".to_string()]);
 }
+
+#[test]
+fn durations_have_a_ceiling_named_by_the_setting() {
+    let errors = config(
+        "",
+        &[
+            ("SIDECAR_TYPING_TIMEOUT_SECONDS", "18446744073709551615"),
+            ("SIDECAR_COALESCE_WINDOW_MS", "99999999999999"),
+            ("SIDECAR_INSTANCE_ID", "a"),
+        ],
+    )
+    .expect_err("a timer of 584 billion years is a typo");
+    let all = errors.join("\n");
+    assert!(all.contains("SIDECAR_TYPING_TIMEOUT_SECONDS: must be at most 31536000"), "{all}");
+    assert!(all.contains("SIDECAR_COALESCE_WINDOW_MS: must be at most"), "{all}");
+}

@@ -4,6 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The longest duration any setting may name.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
 use super::source::{env_name, RawSettings};
 
 /// Reads typed settings out of [`RawSettings`] and remembers what failed.
@@ -47,19 +50,28 @@ impl<'a> Reader<'a> {
     }
 
     /// A whole number of seconds that must be at least `min`.
+    /// At most a year: a longer timer is a typo, and `Instant + Duration`
+    /// of an absurd value would panic where the timer is armed.
     pub fn seconds(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
         let v = self.get(name, default);
         if v < min {
             self.error(name, format!("must be at least {min} (seconds), got {v}"));
+        } else if v > MAX_SECONDS {
+            self.error(name, format!("must be at most {MAX_SECONDS} (seconds, a year), got {v}"));
+            return Duration::from_secs(default);
         }
         Duration::from_secs(v)
     }
 
     /// A whole number of milliseconds that must be at least `min`.
+    /// At most a year, as for [`Self::seconds`].
     pub fn millis(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
         let v = self.get(name, default);
         if v < min {
             self.error(name, format!("must be at least {min} (milliseconds), got {v}"));
+        } else if v > MAX_SECONDS * 1000 {
+            self.error(name, format!("must be at most {} (milliseconds, a year), got {v}", MAX_SECONDS * 1000));
+            return Duration::from_millis(default);
         }
         Duration::from_millis(v)
     }
