@@ -96,7 +96,8 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         metrics.clone(),
         HubSettings::from_config(&config.server, &config.limits, &config.instance_id),
         presence,
-    );
+    )
+    .with_webhook(Arc::new(http::HyperWebhook));
     if let Some(redis) = &config.redis {
         let conn =
             ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;

@@ -9,12 +9,14 @@ mod error;
 mod query;
 mod readiness;
 mod tls;
+mod webhook;
 
 pub use admin::{handle as admin_handle, AdminState};
 pub use client::{ClientState, Cors};
 pub use error::{Body, HttpError};
 pub use readiness::{Phase, Readiness};
 pub use tls::{Tls, TlsError};
+pub use webhook::HyperWebhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

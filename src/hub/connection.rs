@@ -13,9 +13,12 @@ use crate::config::HubId;
 pub type ConnectionTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What carries a connection's frames.
+// Lives only until run() takes it apart: boxing the stream would cost an
+// allocation per connection for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Carrier {
     /// An upgraded WebSocket.
-    WebSocket(hyper::upgrade::Upgraded),
+    WebSocket(crate::transport::WsStream),
     /// A Server-Sent Events response body, with client messages in POSTs.
     ServerSentEvents {
         /// The POSTs and the stop signal.
@@ -58,7 +61,7 @@ pub fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
         Carrier::WebSocket(upgraded) => {
             let session =
                 HubSession::new(hubs.clone(), hub, negotiated.connection_id, token, identity, transport, stateful);
-            websocket_task(hubs, session, negotiated.early, upgraded)
+            Box::pin(serve_websocket_session(hubs, Box::new(session), negotiated.early, upgraded))
         }
         Carrier::ServerSentEvents { ends, body } => {
             let token = token.unwrap_or_default();
@@ -78,29 +81,10 @@ pub fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
 
 /// Gives a parked stateful session its new WebSocket: it resends what the
 /// client has not acknowledged, then carries on.
-pub fn resume_websocket(
-    hubs: Arc<Hubs>,
-    mut session: HubSession,
-    upgraded: hyper::upgrade::Upgraded,
-) -> ConnectionTask {
+pub fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, ws: crate::transport::WsStream) -> ConnectionTask {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
-    websocket_task(hubs, session, Vec::new(), upgraded)
-}
-
-fn websocket_task(
-    hubs: Arc<Hubs>,
-    session: HubSession,
-    early: Vec<bytes::Bytes>,
-    upgraded: hyper::upgrade::Upgraded,
-) -> ConnectionTask {
-    match crate::transport::websocket_stream(upgraded, &hubs.settings.ws) {
-        Some(ws) => Box::pin(serve_websocket_session(hubs, Box::new(session), early, ws)),
-        None => {
-            tracing::error!(connection_id = %session.connection_id, "the WebSocket layer did not start: connection closed");
-            Box::pin(session.finish(crate::transport::Ended::WriteFailed))
-        }
-    }
+    Box::pin(serve_websocket_session(hubs, Box::new(session), Vec::new(), ws))
 }
 
 /// A plain function returning an `async` block, not an `async fn`: the

@@ -26,7 +26,7 @@ mod server;
 mod session;
 mod tokens;
 
-pub use authorize::Authorizer;
+pub use authorize::{Authorizer, Webhook};
 pub use connection::{resume_websocket, run, Carrier, ConnectionTask, Start};
 pub use drain::{close_for_hole, drain};
 pub use error::Error;

@@ -136,6 +136,12 @@ impl Hubs {
         }
     }
 
+    /// Lets webhook join policies ask the backend through `webhook`.
+    pub fn with_webhook(mut self, webhook: std::sync::Arc<dyn super::Webhook>) -> Hubs {
+        self.authorizer = Authorizer::with_webhook(webhook);
+        self
+    }
+
     /// Lets stateful sessions move to another instance on a drain.
     pub fn with_handoff(mut self, handoff: Handoff) -> Hubs {
         self.handoff = Some(handoff);
