@@ -36,5 +36,6 @@ pub mod hub;
 pub mod ingest;
 pub mod pipeline;
 pub mod presence;
+pub mod sync;
 pub mod telemetry;
 pub mod transport;

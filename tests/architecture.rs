@@ -9,22 +9,37 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         ("codec", &[][..]),
         ("fault", &["codec", "envelope"][..]),
+        ("sync", &[][..]),
         ("config", &[][..]),
         ("envelope", &[][..]),
-        ("auth", &["fault", "config"][..]),
-        ("telemetry", &["fault", "config"][..]),
-        ("transport", &["fault", "telemetry"][..]),
-        ("fanout", &["fault", "transport", "telemetry"][..]),
-        ("pipeline", &["fault", "codec", "envelope", "fanout", "config", "telemetry"][..]),
-        ("ingest", &["fault", "pipeline", "envelope", "config", "telemetry"][..]),
-        ("presence", &["fault", "ingest", "config", "telemetry"][..]),
+        ("auth", &["fault", "sync", "config"][..]),
+        ("telemetry", &["fault", "sync", "config"][..]),
+        ("transport", &["fault", "sync", "telemetry"][..]),
+        ("fanout", &["fault", "sync", "transport", "telemetry"][..]),
+        ("pipeline", &["fault", "sync", "codec", "envelope", "fanout", "config", "telemetry"][..]),
+        ("ingest", &["fault", "sync", "pipeline", "envelope", "config", "telemetry"][..]),
+        ("presence", &["fault", "sync", "ingest", "config", "telemetry"][..]),
         (
             "hub",
-            &["fault", "codec", "envelope", "transport", "fanout", "ingest", "presence", "config", "telemetry", "auth"]
-                [..],
+            &[
+                "fault",
+                "sync",
+                "codec",
+                "envelope",
+                "transport",
+                "fanout",
+                "ingest",
+                "presence",
+                "config",
+                "telemetry",
+                "auth",
+            ][..],
         ),
-        ("continuity", &["fault", "hub", "ingest", "pipeline", "fanout", "envelope", "config", "transport"][..]),
-        ("http", &["fault", "hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
+        (
+            "continuity",
+            &["fault", "sync", "hub", "ingest", "pipeline", "fanout", "envelope", "config", "transport"][..],
+        ),
+        ("http", &["fault", "sync", "hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
     ])
 }
 

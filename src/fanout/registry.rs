@@ -1,6 +1,7 @@
 //! Connections, and the two-way maps group <-> connections and
 //! user <-> connections, per hub.
 
+use crate::sync::{Unpoisoned, UnpoisonedRw};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -95,7 +96,7 @@ impl Registry {
     /// Called under the fan-out's read lock by [`Registry::deliver`], so a
     /// [`Registry::detach`] never sees a position ahead of what was pushed.
     pub fn advance(&self, stream: &Arc<str>, id: String) {
-        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut positions = self.positions.locked();
         match positions.get_mut(stream) {
             Some(at) => *at = id,
             None => {
@@ -106,7 +107,7 @@ impl Registry {
 
     /// The current positions.
     pub fn positions(&self) -> Positions {
-        let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let positions = self.positions.locked();
         positions.iter().map(|(s, id)| (s.clone(), id.clone())).collect()
     }
 
@@ -256,11 +257,11 @@ impl Registry {
 
     pub(super) fn read(&self) -> RwLockReadGuard<'_, Inner> {
         // Every mutation leaves the maps consistent, so a poisoned lock is usable.
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.read_any()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        self.inner.write_any()
     }
 }
 

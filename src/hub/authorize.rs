@@ -2,6 +2,7 @@
 //! (open, a claim, or a backend webhook with a cache). A denied join gets a
 //! Completion error and joins nothing.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -106,6 +107,6 @@ impl Authorizer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (bool, Instant)>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.locked()
     }
 }

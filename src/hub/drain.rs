@@ -2,6 +2,7 @@
 //! sessions handed off, the rest closed with `allowReconnect: true`, spread
 //! over the window) and the closes after a hole in a stream.
 
+use crate::sync::Unpoisoned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub async fn drain(hubs: &Hubs, window: Duration) {
                 return crate::transport::Kick::ServerShutdown;
             }
             let cut = hubs.registry.detach(entry.id);
-            hubs.handing_off.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.id, cut);
+            hubs.handing_off.locked().insert(entry.id, cut);
             crate::transport::Kick::Handoff
         },
         window,

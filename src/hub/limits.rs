@@ -2,6 +2,7 @@
 //! authentication) and new connections per source address. Memory: one
 //! small entry per active key; full (idle) buckets are swept.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
@@ -53,7 +54,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+        self.buckets.locked()
     }
 }
 

@@ -5,6 +5,7 @@
 //! The server's own side (numbering what it sends and keeping it until
 //! acknowledged) lives in the outbox's replay buffer.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -120,7 +121,7 @@ impl Parked {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (HubSession, Instant)>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.locked()
     }
 }
 

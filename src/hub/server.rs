@@ -2,6 +2,7 @@
 //! bus, limits, tokens and parked sessions; admission of new connections
 //! and the answer to negotiate.
 
+use crate::sync::Unpoisoned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,6 +211,6 @@ impl Hubs {
 
 impl Hubs {
     pub(super) fn take_handing_off(&self, conn: u64) -> Option<Cut> {
-        self.handing_off.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn)
+        self.handing_off.locked().remove(&conn)
     }
 }

@@ -4,6 +4,7 @@
 //! transport than the one in use is 400. Tokens only exist on the instance
 //! that issued them (README: sticky sessions).
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -193,7 +194,7 @@ impl Tokens {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.locked()
     }
 }
 

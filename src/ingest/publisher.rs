@@ -13,6 +13,7 @@
 //! - typing and presence events are delivered to this instance's own clients
 //!   instead (see [`Publisher::publish`]).
 
+use crate::sync::Unpoisoned;
 use std::sync::Arc;
 
 use crate::config::{MissingField, RouteTable};
@@ -215,20 +216,17 @@ impl Publisher {
             Bus::Memory(tx) => return send_local(tx, envelope, stream).await,
             Bus::Redis { conn, maxlen, local, failed_at, .. } => (conn, *maxlen, local, failed_at),
         };
-        let recently_failed = failed_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        let recently_failed = failed_at.locked().is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
         if recently_failed {
             return send_local(local, envelope, stream).await;
         }
         match append(conn, &stream, maxlen, &envelope).await {
             Ok(_) => {
-                *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *failed_at.locked() = None;
                 Ok(())
             }
             Err(e) => {
-                *failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                *failed_at.locked() = Some(std::time::Instant::now());
                 tracing::warn!(error = %e, event_id = %envelope.event_id, stream = %stream,
                     "XADD failed: delivering to this instance's clients only");
                 send_local(local, envelope, stream).await

@@ -6,6 +6,7 @@
 //!
 //! The spool owns its metrics: depth, and every way an event leaves it.
 
+use crate::sync::Unpoisoned;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl Spool {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Appends `envelope` behind every event already spooled, or says why not

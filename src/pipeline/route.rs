@@ -7,6 +7,10 @@ use crate::config::EventRoute;
 use crate::envelope::Envelope;
 use crate::fanout::{Frame, Payload, Registry, Target};
 
+// Each protocol has a slot in a fan-out frame: a protocol added to the codec
+// without a slot is a compile error here, not a panic at `by_slot[slot]`.
+const _: () = assert!(Protocol::ALL.len() == crate::fanout::MAX_SLOTS);
+
 /// The target a `room_id` names (CONTRACT section 3).
 pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
     if room_id == "*" {

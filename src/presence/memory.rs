@@ -1,5 +1,6 @@
 //! Presence in this process, for the in-process bus.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -82,7 +83,7 @@ impl MemoryPresence {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, String), Room>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        self.rooms.locked()
     }
 }
 

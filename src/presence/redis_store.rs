@@ -4,6 +4,7 @@
 //! scripts make every transition atomic, so exactly one instance sees it.
 //! Memory: about 200 bytes per connection in a room plus 100 per user.
 
+use crate::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -231,7 +232,7 @@ impl RedisPresence {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Member>> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+        self.local.locked()
     }
 }
 

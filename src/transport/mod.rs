@@ -20,6 +20,12 @@ pub use websocket::{accept_key, serve_websocket, websocket_stream, WsSettings, W
 
 use std::future::Future;
 
+/// Frames a streaming transport (WebSockets, Server-Sent Events) takes
+/// from its outbox per write: enough to coalesce a burst into one flush,
+/// few enough that one connection's backlog does not hold its task long.
+/// (A long poll answers with up to its own, larger batch: one response.)
+pub(crate) const WRITE_BATCH_FRAMES: usize = 256;
+
 /// What a transport needs from the connection it carries.
 pub trait Session: Send {
     /// Handles one transport message from the client. `Stop` ends the

@@ -2,6 +2,7 @@
 //! rest of the server touches. Broadcast pushes without ever waiting; the
 //! connection's writer drains it.
 
+use crate::sync::Unpoisoned;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -302,7 +303,7 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves a consistent queue (every
         // mutation is a single step), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 }
 

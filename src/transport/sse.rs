@@ -8,9 +8,6 @@ use tokio::sync::mpsc;
 
 use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 
-/// Frames taken from the outbox per write.
-const BATCH_FRAMES: usize = 256;
-
 /// The first bytes of the stream: a comment, so proxies pass the headers on
 /// and browsers fire `open`; ASP.NET Core's exactly.
 pub const SSE_PREAMBLE: &[u8] = b":\r\n";
@@ -41,8 +38,8 @@ pub async fn serve_sse<S: Session>(
                 }
             }
             _ = outbox.ready() => {
-                let batch = outbox.take(BATCH_FRAMES);
-                let full = batch.frames.len() == BATCH_FRAMES;
+                let batch = outbox.take(super::WRITE_BATCH_FRAMES);
+                let full = batch.frames.len() == super::WRITE_BATCH_FRAMES;
                 let (frames, end) = super::closing_frames(session, batch);
                 if !frames.is_empty() && body.send(encode(&frames)).await.is_err() {
                     return Ended::ByClient;

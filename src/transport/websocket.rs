@@ -16,9 +16,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{End, Ended, Error, Flow, Kick, Outbox, Payload, Session};
 
-/// Frames taken from the outbox per write; bounds one batch's memory.
-const BATCH_FRAMES: usize = 256;
-
 /// A WebSocket message may carry several hub messages (the .NET client
 /// sends what it has buffered in one), each held to the limit by the hub's
 /// framing, as ASP.NET Core limits hub messages and not WebSocket messages.
@@ -155,8 +152,8 @@ async fn drain<S: Session>(
     outbox: &Outbox,
     settings: &WsSettings,
 ) -> Option<Ended> {
-    let batch = outbox.take(BATCH_FRAMES);
-    let more = batch.frames.len() == BATCH_FRAMES;
+    let batch = outbox.take(super::WRITE_BATCH_FRAMES);
+    let more = batch.frames.len() == super::WRITE_BATCH_FRAMES;
     let binary = session.is_binary();
     if !write(ws, batch.frames, binary, settings.write_timeout).await {
         return Some(Ended::WriteFailed);
