@@ -4,24 +4,27 @@
 //!
 //! # Layout
 //!
-//! The arrows point one way: each module may use only those listed before it
-//! in this table, except `app`, which wires them all together.
+//! The arrows point one way: each module may use only the modules its row
+//! allows (`tests/architecture.rs` checks it); `app` wires them all.
 //!
-//! | module      | its one job |
-//! |-------------|-------------|
-//! | `auth`      | client JWTs: where the token is, which keys may sign it (secret, PEM, JWKS reloaded on change), the claims |
-//! | `codec`     | the SignalR wire format: negotiate, handshake, hub messages, framing (no I/O) |
-//! | `config`    | one typed `Config` from a TOML file and `SIDECAR_*` variables, and the routing file |
-//! | `envelope`  | the event envelope of seed 004, both stream encodings, JSON Schema checks |
-//! | `telemetry` | logs and the Prometheus metric families |
-//! | `transport` | bytes between a socket and a connection: the outbox, WebSockets |
-//! | `fanout`    | which outboxes receive a frame: connections, groups, users |
-//! | `pipeline`  | envelope to frames: freshness, idempotency, routing, one encoding per protocol |
-//! | `ingest`    | where envelopes come from: the Redis Streams reader, the HTTP bridge, the publisher |
-//! | `presence`  | who is in which room across instances (Redis, or in process) |
-//! | `hub`       | SignalR sessions: handshake, invocations, keep-alive, close reasons |
-//! | `http`      | the client and admin HTTP servers, TLS on the client port; errors become status codes here |
-//! | `app`       | builds everything, owns every task, runs the shutdown sequence |
+//! | module       | its one job | may use |
+//! |--------------|-------------|---------|
+//! | `codec`      | the SignalR wire format: negotiate, handshake, hub messages, framing (no I/O) | - |
+//! | `config`     | one typed `Config` from a TOML file and `SIDECAR_*` variables, and the routing file | - |
+//! | `envelope`   | the event envelope of seed 004, both stream encodings, JSON Schema checks | - |
+//! | `fault`      | who is at fault when something fails, for log levels and status codes | codec, envelope |
+//! | `sync`       | locks that stay usable after a panic elsewhere | - |
+//! | `auth`       | client JWTs: where the token is, which keys may sign it, the claims | config |
+//! | `telemetry`  | logs, traces and the Prometheus metric families | config |
+//! | `transport`  | bytes between a socket and a connection: outbox, replay buffer, WebSockets, SSE, Long Polling | telemetry |
+//! | `fanout`     | which outboxes receive a frame: connections, groups, users, stream positions | transport |
+//! | `pipeline`   | envelope to frames: freshness, idempotency, coalescing, routing, one encoding per protocol | codec, envelope, fanout, config |
+//! | `ingest`     | where envelopes come from: the Redis Streams reader, the HTTP bridge and its spool, the publisher | pipeline, envelope, config |
+//! | `presence`   | who is in which room across instances (Redis, or in process) | ingest, config |
+//! | `hub`        | SignalR sessions: handshake, invocations, keep-alive, close reasons, handoff, drain | codec, envelope, transport, fanout, ingest, presence, config, auth |
+//! | `continuity` | where handed-off sessions wait (Redis) and how their missed events are read again | hub, ingest, pipeline, fanout, envelope, config |
+//! | `http`       | the client and admin HTTP servers (TLS); errors become status codes here | hub, transport, ingest, envelope, config, auth |
+//! | `app`        | builds everything, owns every task, runs the shutdown sequence | everything |
 
 pub mod app;
 pub mod auth;
