@@ -78,6 +78,33 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     }
 
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
+    // Browser push (FR-009): its sender ends when the pipeline lets go of
+    // its queue; its liveness record when the connections are gone.
+    let push_redis = match &config.redis {
+        Some(redis) => {
+            Some(ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?)
+        }
+        None => None,
+    };
+    let push = crate::push::start(
+        &config.push,
+        push_redis,
+        registry.clone(),
+        metrics.clone(),
+        &config.instance_id,
+        config.presence_ttl,
+        &tasks,
+        keepalive_stop.clone(),
+    )?;
+    if push.is_none() && routes.routes().any(|r| r.push) {
+        tracing::warn!(
+            "routes ask for push = true but SIDECAR_VAPID_PRIVATE_KEY_FILE is not set: in-app delivery only"
+        );
+    }
+    let (pipeline, push_registrar) = match push {
+        Some(p) => (pipeline.with_push(p.tap), Some(p.registrar)),
+        None => (pipeline, None),
+    };
     let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
     let presence = match &config.redis {
@@ -107,6 +134,9 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
             store: Arc::new(RedisSessionStore::new(conn.clone(), &redis.group_prefix, SESSION_HANDOFF_TTL)),
             catch_up: Arc::new(StreamCatchUp::new(conn, routes.clone(), schemas.clone(), freshness, CATCH_UP_MAX)),
         });
+    }
+    if let Some(registrar) = push_registrar {
+        hubs = hubs.with_push(registrar);
     }
     let hubs = Arc::new(hubs);
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));

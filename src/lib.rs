@@ -21,9 +21,10 @@
 //! | `pipeline`   | envelope to frames: freshness, idempotency, coalescing, routing, one encoding per protocol | codec, envelope, fanout, config |
 //! | `ingest`     | where envelopes come from: the Redis Streams reader, the HTTP bridge and its spool, the publisher | pipeline, envelope, config |
 //! | `presence`   | who is in which room across instances (Redis, or in process) | ingest, config |
-//! | `hub`        | SignalR sessions: handshake, invocations, keep-alive, close reasons, handoff, drain | codec, envelope, transport, fanout, ingest, presence, config, auth |
+//! | `push`       | browser push: subscriptions, who is connected anywhere, Web Push to the offline (RFC 8030/8291/8292) | pipeline, fanout, ingest, envelope, config |
+//! | `hub`        | SignalR sessions: handshake, invocations, keep-alive, close reasons, handoff, drain | codec, envelope, transport, fanout, ingest, presence, push, config, auth |
 //! | `continuity` | where handed-off sessions wait (Redis) and how their missed events are read again | hub, ingest, pipeline, fanout, envelope, config |
-//! | `http`       | the client and admin HTTP servers (TLS); errors become status codes here | hub, transport, ingest, envelope, config, auth |
+//! | `http`       | the client and admin HTTP servers (TLS); errors become status codes here; the HTTP clients (webhook, push) | hub, push, transport, ingest, envelope, config, auth |
 //! | `app`        | builds everything, owns every task, runs the shutdown sequence | everything |
 
 pub mod app;
@@ -39,6 +40,7 @@ pub mod hub;
 pub mod ingest;
 pub mod pipeline;
 pub mod presence;
+pub mod push;
 pub mod sync;
 pub mod telemetry;
 pub mod transport;

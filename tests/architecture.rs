@@ -19,6 +19,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("pipeline", &["fault", "sync", "codec", "envelope", "fanout", "config", "telemetry"][..]),
         ("ingest", &["fault", "sync", "pipeline", "envelope", "config", "telemetry"][..]),
         ("presence", &["fault", "sync", "ingest", "config", "telemetry"][..]),
+        ("push", &["fault", "sync", "pipeline", "fanout", "ingest", "envelope", "config", "telemetry"][..]),
         (
             "hub",
             &[
@@ -30,6 +31,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "fanout",
                 "ingest",
                 "presence",
+                "push",
                 "config",
                 "telemetry",
                 "auth",

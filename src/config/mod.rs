@@ -6,6 +6,7 @@
 //! README's settings table lists them all with the defaults written here.
 
 mod arguments;
+mod push;
 mod routes;
 mod source;
 mod validate;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use arguments::{
     ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS,
 };
+pub use push::{PushConfig, VapidConfig};
 pub use routes::{Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable};
 pub use source::RawSettings;
 use validate::Reader;
@@ -52,6 +54,8 @@ pub struct Config {
     /// A crashed instance's users leave presence within this
     /// (`presence_ttl_seconds`). Default 30.
     pub presence_ttl: Duration,
+    /// Browser push (FR-009): off unless a VAPID key is set.
+    pub push: PushConfig,
     /// Unknown `SIDECAR_*` variables, to log once telemetry is up.
     pub warnings: Vec<String>,
 }
@@ -406,6 +410,7 @@ impl Config {
             auth,
             limits,
             presence_ttl: r.seconds("presence_ttl_seconds", 30, 1),
+            push: push::read(&mut r),
             warnings: Vec::new(),
         };
         let (errors, warnings) = r.finish();

@@ -50,6 +50,12 @@ pub enum Action {
     GetPresence,
     /// Set the caller's presence state.
     SetPresence,
+    /// Keep the caller's browser `PushSubscription` for Web Push (FR-009).
+    RegisterPush,
+    /// Forget one of the caller's push subscriptions, by endpoint.
+    UnregisterPush,
+    /// Return the VAPID public key browsers subscribe with.
+    PushPublicKey,
 }
 
 /// Who may join a group through a `join` method (CONTRACT section 7).
@@ -206,6 +212,9 @@ pub struct EventRoute {
     pub delivery: Delivery,
     /// What the client method receives, position by position (`[payload]` by default).
     pub arguments: Arguments,
+    /// Events to `user:<id>` also go by Web Push to a user with no live
+    /// connection on any instance (`push = true`, FR-009).
+    pub push: bool,
 }
 
 /// The loaded, validated routing table.
@@ -255,6 +264,8 @@ struct FileRoute {
     stream: String,
     delivery: Delivery,
     arguments: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    push: bool,
 }
 
 impl RouteTable {
@@ -359,6 +370,7 @@ impl RouteTable {
                 stream: r.stream,
                 delivery: r.delivery,
                 arguments,
+                push: r.push,
             };
             if routes.insert(r.event_type.clone(), route).is_some() {
                 return Err(invalid(at, format!("route '{}' is defined twice", r.event_type)));

@@ -96,3 +96,48 @@ fn durations_have_a_ceiling_named_by_the_setting() {
     assert!(all.contains("SIDECAR_TYPING_TIMEOUT_SECONDS: must be at most 31536000"), "{all}");
     assert!(all.contains("SIDECAR_COALESCE_WINDOW_MS: must be at most"), "{all}");
 }
+
+#[test]
+fn browser_push_is_off_without_a_key_and_its_settings_are_checked_by_name() {
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a")]).expect("valid");
+    assert!(c.push.vapid.is_none());
+    assert_eq!(c.push.ttl, Duration::from_secs(86_400));
+    assert!(!c.push.allow_loopback);
+
+    let key = std::env::temp_dir().join(format!("vapid-config-test-{}.pem", std::process::id()));
+    std::fs::write(&key, "any text: the key itself is read at start").expect("write");
+    let path = key.display().to_string();
+    let c = config(
+        "",
+        &[
+            ("SIDECAR_INSTANCE_ID", "a"),
+            ("SIDECAR_VAPID_PRIVATE_KEY_FILE", &path),
+            ("SIDECAR_VAPID_SUBJECT", "mailto:ops@example.com"),
+            ("SIDECAR_PUSH_ENDPOINT_HOSTS", ".googleapis.com, push.services.mozilla.com"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.push.vapid.expect("on").subject, "mailto:ops@example.com");
+    assert_eq!(c.push.endpoint_hosts, ["googleapis.com", "push.services.mozilla.com"]);
+
+    let only_key = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_VAPID_PRIVATE_KEY_FILE", &path)]).unwrap_err();
+    assert!(only_key[0].starts_with("SIDECAR_VAPID_SUBJECT: must be set with"), "{only_key:?}");
+    let only_subject =
+        config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_VAPID_SUBJECT", "mailto:a@b")]).unwrap_err();
+    assert!(only_subject[0].starts_with("SIDECAR_VAPID_PRIVATE_KEY_FILE: must be set with"), "{only_subject:?}");
+    let errors = config(
+        "",
+        &[
+            ("SIDECAR_INSTANCE_ID", "a"),
+            ("SIDECAR_VAPID_PRIVATE_KEY_FILE", "/nonexistent/vapid.pem"),
+            ("SIDECAR_VAPID_SUBJECT", "ops@example.com"),
+            ("SIDECAR_PUSH_TTL_SECONDS", "99999999"),
+        ],
+    )
+    .unwrap_err()
+    .join("\n");
+    assert!(errors.contains("SIDECAR_VAPID_SUBJECT: 'ops@example.com' must be a mailto: or https://"), "{errors}");
+    assert!(errors.contains("SIDECAR_VAPID_PRIVATE_KEY_FILE: cannot read /nonexistent/vapid.pem"), "{errors}");
+    assert!(errors.contains("SIDECAR_PUSH_TTL_SECONDS: must be at most"), "{errors}");
+    let _ = std::fs::remove_file(&key);
+}

@@ -3,7 +3,9 @@
 
 mod broadcast;
 mod registry;
+mod user_watch;
 
 pub use crate::transport::outbox::{Kick, Outbox, Payload};
 pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
 pub use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};
+pub use user_watch::UserWatch;

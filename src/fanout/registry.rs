@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Outbox, MAX_SLOTS};
+use super::{Outbox, UserWatch, MAX_SLOTS};
 
 /// A process-unique connection number (cheaper than the SignalR id string).
 pub type ConnId = u64;
@@ -79,6 +79,7 @@ pub struct Registry {
     positions: std::sync::Mutex<HashMap<Arc<str>, String>>,
     slots_in_use: [AtomicUsize; MAX_SLOTS],
     max_groups: usize,
+    user_watch: std::sync::OnceLock<Arc<UserWatch>>,
 }
 
 impl Registry {
@@ -89,6 +90,19 @@ impl Registry {
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
             max_groups,
             positions: std::sync::Mutex::default(),
+            user_watch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on, every connection of a user that opens or closes is
+    /// recorded in the returned watch (the same one on every call).
+    pub fn watch_users(&self) -> Arc<UserWatch> {
+        self.user_watch.get_or_init(Arc::default).clone()
+    }
+
+    fn user_changed(&self, user: Option<&Arc<str>>) {
+        if let (Some(watch), Some(user)) = (self.user_watch.get(), user) {
+            watch.mark(user);
         }
     }
 
@@ -128,7 +142,10 @@ impl Registry {
                 joined.push(g.clone());
             }
         }
+        let user = entry.user.clone();
         inner.conns.insert(entry.id, Conn { entry, groups: joined });
+        drop(inner);
+        self.user_changed(user.as_ref());
         self.positions()
     }
 
@@ -137,7 +154,10 @@ impl Registry {
     pub fn detach(&self, id: ConnId) -> (Vec<Box<str>>, Positions) {
         let mut inner = self.write();
         let positions = self.positions();
+        let user = inner.conns.get(&id).and_then(|c| c.entry.user.clone());
         let groups = Self::remove_locked(&mut inner, &self.slots_in_use, id);
+        drop(inner);
+        self.user_changed(user.as_ref());
         (groups, positions)
     }
 
@@ -150,13 +170,20 @@ impl Registry {
         if let Some(user) = &entry.user {
             hub.users.entry(user.clone()).or_default().insert(entry.id, entry.clone());
         }
+        let user = entry.user.clone();
         inner.conns.insert(entry.id, Conn { entry, groups: Vec::new() });
+        drop(inner);
+        self.user_changed(user.as_ref());
     }
 
     /// Removes a connection from everything; returns the groups it was in.
     pub fn remove(&self, id: ConnId) -> Vec<Box<str>> {
         let mut inner = self.write();
-        Self::remove_locked(&mut inner, &self.slots_in_use, id)
+        let user = inner.conns.get(&id).and_then(|c| c.entry.user.clone());
+        let groups = Self::remove_locked(&mut inner, &self.slots_in_use, id);
+        drop(inner);
+        self.user_changed(user.as_ref());
+        groups
     }
 
     fn remove_locked(inner: &mut Inner, slots_in_use: &[AtomicUsize; MAX_SLOTS], id: ConnId) -> Vec<Box<str>> {

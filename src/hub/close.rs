@@ -95,14 +95,15 @@ pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
         Error::UnknownMethod(_) => {
             format!("Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
         }
-        Error::Publish(_) | Error::Presence(_) => {
+        Error::Publish(_) | Error::Presence(_) | Error::Push(crate::push::Error::Redis(_)) => {
             format!("An unexpected error occurred invoking '{target}' on the server.")
         }
         Error::BadArguments(_)
         | Error::Unavailable(_)
         | Error::StreamingUnsupported
         | Error::Denied(_)
-        | Error::Limited(_) => {
+        | Error::Limited(_)
+        | Error::Push(_) => {
             format!("An unexpected error occurred invoking '{target}' on the server. HubException: {e}")
         }
     }

@@ -26,6 +26,9 @@ pub enum Error {
     /// A rate or connection limit was reached.
     #[error("{0}")]
     Limited(String),
+    /// A browser-push method failed.
+    #[error("{0}")]
+    Push(#[from] crate::push::Error),
     /// Publishing to the bus failed.
     #[error("The event could not be published: {0}")]
     Publish(#[from] PublishError),
@@ -39,6 +42,7 @@ impl Blame for Error {
         match self {
             Error::Publish(e) => e.fault(),
             Error::Presence(_) => Fault::Redis,
+            Error::Push(e) => e.fault(),
             _ => Fault::Client,
         }
     }
@@ -51,6 +55,7 @@ impl Blame for Error {
             Error::StreamingUnsupported => "streaming",
             Error::Denied(_) => "denied",
             Error::Limited(_) => "rate_limited",
+            Error::Push(e) => e.reason(),
             Error::Publish(_) => "publish_failed",
             Error::Presence(_) => "presence_failed",
         }

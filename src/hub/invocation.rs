@@ -110,6 +110,10 @@ pub(super) async fn invoke(
             }
             Ok(Value::Null)
         }
+        Action::RegisterPush | Action::UnregisterPush | Action::PushPublicKey => {
+            let push = hubs.push.as_ref().ok_or(crate::push::Error::NotConfigured)?;
+            Ok(push.invoke(method.action, &method.name, identity.user_id.as_deref(), &inv.arguments).await?)
+        }
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Hubs {
     pub connection_limiter: RateLimiter<std::net::IpAddr>,
     /// Where stateful sessions go when this instance drains (with Redis).
     pub handoff: Option<Handoff>,
+    /// Browser push subscriptions, when a VAPID key is configured.
+    pub push: Option<Arc<crate::push::Registrar>>,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
@@ -131,6 +133,7 @@ impl Hubs {
             authorizer: Authorizer::default(),
             presence,
             handoff: None,
+            push: None,
             handing_off: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
             clock: Instant::now(),
@@ -146,6 +149,12 @@ impl Hubs {
     /// Lets stateful sessions move to another instance on a drain.
     pub fn with_handoff(mut self, handoff: Handoff) -> Hubs {
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// Offers the browser-push methods (RegisterPush, ...).
+    pub fn with_push(mut self, registrar: Arc<crate::push::Registrar>) -> Hubs {
+        self.push = Some(registrar);
         self
     }
 

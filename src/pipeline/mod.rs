@@ -7,6 +7,7 @@
 mod ack;
 mod coalesce;
 mod dedupe;
+mod push_tap;
 mod route;
 mod shape;
 mod typing;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use ack::{Ack, Outcome};
+pub use push_tap::{push_channel, PushOffer, PushTap};
 pub use route::{encode_one, target_of};
 pub use validate::Freshness;
 
@@ -65,6 +67,7 @@ pub struct Pipeline {
     coalescer: Coalescer,
     typing: TypingState,
     consumed: ConsumedCounters,
+    push: Option<PushTap>,
 }
 
 /// `sidecar_events_consumed_total` handles, resolved once per (stream,
@@ -108,7 +111,14 @@ impl Pipeline {
             metrics,
             dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max_entries),
             freshness: Freshness { max_age: config.max_event_age, max_skew: config.max_clock_skew },
+            push: None,
         }
+    }
+
+    /// Hands events of `push = true` routes to browser push as well.
+    pub fn with_push(mut self, tap: PushTap) -> Pipeline {
+        self.push = Some(tap);
+        self
     }
 
     /// Processes events until `stop` fires, then refuses new ones and
@@ -187,6 +197,9 @@ impl Pipeline {
             tracing::debug!(event_id = %envelope.event_id, "duplicate event dropped");
             ack.resolve(Outcome::Dropped("duplicate"));
             return at;
+        }
+        if let Some(push) = &self.push {
+            push.offer(route, &envelope, &self.metrics);
         }
 
         let about =

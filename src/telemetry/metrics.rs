@@ -67,7 +67,19 @@ pub struct Metrics {
     /// (appended to their stream), `refused` (the spool was full: 503).
     /// Drops are in `events_dropped` (`spool_*` reasons).
     pub spool_events: Family<Labels, Counter>,
+    /// Notifications through browser push, by outcome (see [`PUSH_OUTCOMES`]).
+    pub push: Family<Labels, Counter>,
 }
+
+/// The outcomes of `sidecar_push_notifications_total`: per notification
+/// `online` (a live connection somewhere: in the app only),
+/// `no_subscription`, `queue_full` (dropped before the sender); per
+/// subscription `taken` (another instance sends it), `sent`, `retried`
+/// (one per retry), `expired` (404/410: the subscription was removed),
+/// `rejected` (another 4xx, not retried), `failed` (retries exhausted),
+/// `error` (Redis or encryption failed).
+pub const PUSH_OUTCOMES: [&str; 10] =
+    ["online", "no_subscription", "queue_full", "taken", "sent", "retried", "expired", "rejected", "failed", "error"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -101,6 +113,7 @@ impl Metrics {
             session_handoffs: Family::default(),
             spool_depth: Gauge::default(),
             spool_events: Family::default(),
+            push: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -169,6 +182,14 @@ impl Metrics {
             "POSTed events through the spool, by outcome (spooled, flushed, refused)",
             m.spool_events.clone(),
         );
+        r.register(
+            "sidecar_push_notifications",
+            "Notifications through browser push (Web Push), by outcome",
+            m.push.clone(),
+        );
+        for outcome in PUSH_OUTCOMES {
+            m.push.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(0);
+        }
         // Counted only during a Redis outage: present from the start, so a
         // rate over them is defined before the first outage.
         for outcome in ["spooled", "flushed", "refused"] {
@@ -189,6 +210,11 @@ impl Metrics {
         if n > 0 {
             self.spool_events.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(n);
         }
+    }
+
+    /// Counts `n` notifications (or subscriptions) through browser push with `outcome`.
+    pub fn push(&self, outcome: &'static str, n: u64) {
+        self.push.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(n);
     }
 
     /// The Prometheus text exposition of every family.

@@ -107,3 +107,18 @@ fn the_sidecars_own_events_must_fit_their_routes_arguments() {
     let no_presence = presence_lacks.replace("presence = true", "presence = false");
     RouteTable::parse("r.toml", &no_presence).expect("valid");
 }
+
+#[test]
+fn a_route_opts_into_browser_push_and_hubs_offer_the_push_methods() {
+    let methods = "[[hub.method]]\nname = \"RegisterPush\"\naction = \"register_push\"\n\n[[hub.method]]\nname = \"UnregisterPush\"\naction = \"unregister_push\"\n\n[[hub.method]]\nname = \"PushPublicKey\"\naction = \"push_public_key\"\n\n";
+    let text = format!("{ONE_HUB}{methods}{}{}", route("reply", "push = true"), route("typing", ""));
+    let t = RouteTable::parse("r.toml", &text).expect("valid");
+    assert!(t.route("reply").expect("reply").push);
+    assert!(!t.route("typing").expect("typing").push, "push is off unless asked for");
+    let hub = &t.hubs[0];
+    assert_eq!(hub.method("registerpush").map(|m| m.action), Some(Action::RegisterPush));
+    assert_eq!(hub.method("UnregisterPush").map(|m| m.action), Some(Action::UnregisterPush));
+    assert_eq!(hub.method("pushpublickey").map(|m| m.action), Some(Action::PushPublicKey));
+    let err = RouteTable::parse("r.toml", &format!("{ONE_HUB}{}", route("reply", "push = \"yes\""))).unwrap_err();
+    assert!(err.to_string().starts_with("r.toml:12: invalid type"), "{err}");
+}

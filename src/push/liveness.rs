@@ -1,0 +1,122 @@
+//! Whether a user has a live connection on any instance: the one question
+//! browser push asks before it sends. This instance answers from its
+//! registry; the others from Redis, where each instance keeps, per user
+//! it serves, an entry scored by its expiry (`push:live:{<user>}`, member
+//! = instance). An instance adds the entry when the user's first
+//! connection opens there, removes it when the last closes, and refreshes
+//! it well within the TTL, so a crashed instance's users count as gone
+//! within the TTL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use crate::fanout::{Registry, UserWatch};
+use crate::ingest::RedisConn;
+
+/// Liveness across instances.
+pub struct Liveness {
+    registry: Arc<Registry>,
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    conn: RedisConn,
+    instance: String,
+    ttl: Duration,
+}
+
+fn live_key(user: &str) -> String {
+    format!("push:live:{{{user}}}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Liveness {
+    /// One instance, no Redis: the registry is the whole truth.
+    pub fn local(registry: Arc<Registry>) -> Liveness {
+        Liveness { registry, shared: None }
+    }
+
+    /// Shared through Redis by every instance; entries live `ttl` past
+    /// their last refresh.
+    pub fn redis(registry: Arc<Registry>, conn: RedisConn, instance: &str, ttl: Duration) -> Liveness {
+        Liveness { registry, shared: Some(Shared { conn, instance: instance.to_string(), ttl }) }
+    }
+
+    /// True when `user` has a live connection here or on another instance.
+    pub async fn is_live(&self, user: &str) -> Result<bool, Error> {
+        if self.registry.user_connections(user) > 0 {
+            return Ok(true);
+        }
+        let Some(s) = &self.shared else { return Ok(false) };
+        let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(live_key(user))
+            .arg(format!("({}", now_ms()))
+            .arg("+inf")
+            .query_async(&mut s.conn.clone())
+            .await?;
+        // This instance's own entry may lag its registry by a moment.
+        Ok(live.iter().any(|i| *i != s.instance))
+    }
+
+    /// Keeps this instance's entries in Redis in step with its registry
+    /// until `stop`; nothing to do without Redis.
+    pub async fn run(self: Arc<Self>, watch: Arc<UserWatch>, stop: CancellationToken) {
+        let Some(s) = &self.shared else { return };
+        let mut tick = tokio::time::interval((s.ttl / 3).max(Duration::from_millis(200)));
+        // Users with an entry of ours, and users whose entry must be
+        // written again (changed, or a write that failed).
+        let mut here: HashSet<Arc<str>> = HashSet::new();
+        let mut pending: HashSet<Arc<str>> = HashSet::new();
+        loop {
+            let refresh = tokio::select! {
+                _ = watch.changed() => false,
+                _ = tick.tick() => true,
+                _ = stop.cancelled() => break,
+            };
+            pending.extend(watch.take());
+            if refresh {
+                pending.extend(here.iter().cloned());
+            }
+            let mut failed = 0usize;
+            for user in std::mem::take(&mut pending) {
+                let live = self.registry.user_connections(&user) > 0;
+                match self.write(s, &user, live).await {
+                    Ok(()) if live => {
+                        here.insert(user);
+                    }
+                    Ok(()) => {
+                        here.remove(&user);
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        pending.insert(user);
+                    }
+                }
+            }
+            if failed > 0 {
+                tracing::warn!(users = failed, "push liveness not written to Redis; retried on the next tick");
+            }
+        }
+    }
+
+    async fn write(&self, s: &Shared, user: &str, live: bool) -> Result<(), redis::RedisError> {
+        let key = live_key(user);
+        let mut conn = s.conn.clone();
+        if live {
+            let expiry = now_ms() + s.ttl.as_millis() as u64;
+            let _: i64 = redis::cmd("ZADD").arg(&key).arg(expiry).arg(&s.instance).query_async(&mut conn).await?;
+            // The key outlives every entry in it: each write sets it to the newest expiry.
+            let _: i64 = redis::cmd("PEXPIRE").arg(&key).arg(s.ttl.as_millis() as u64).query_async(&mut conn).await?;
+        } else {
+            let _: i64 = redis::cmd("ZREM").arg(&key).arg(&s.instance).query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+}
