@@ -13,6 +13,7 @@ pub mod continuity_check;
 pub mod driver;
 pub mod http;
 pub mod procs;
+pub mod push_service;
 pub mod raw;
 
 pub use driver::Driver;
