@@ -63,6 +63,24 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the sidecar's session of a stopped client has ended.
+async fn no_connections(s: &Sidecar) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        let open: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("sidecar_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if open == 0.0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the session did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// POSTs an event to the HTTP bridge (the in-process bus).
 async fn post(s: &Sidecar, event: &Value) {
     let headers = [("content-type", "application/json")];
@@ -266,8 +284,7 @@ async fn without_redis_subscriptions_and_liveness_live_in_the_process() {
     tokio::time::sleep(QUIET).await;
     assert!(service.received().is_empty(), "connected: no push");
     d.stop("a").await;
-    // The session ends a moment after the client's stop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    no_connections(&s).await;
     post(&s, &notification("u1", "Hi again")).await;
     let got = service.wait_for(1, WAIT).await;
     tokio::time::sleep(QUIET).await;
