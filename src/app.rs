@@ -93,6 +93,7 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         metrics.clone(),
         &config.instance_id,
         config.presence_ttl,
+        Arc::new(http::HyperPushClient::new()),
         &tasks,
         keepalive_stop.clone(),
     )?;

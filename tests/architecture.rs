@@ -41,7 +41,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "continuity",
             &["fault", "sync", "hub", "ingest", "pipeline", "fanout", "envelope", "config", "transport"][..],
         ),
-        ("http", &["fault", "sync", "hub", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..]),
+        (
+            "http",
+            &["fault", "sync", "hub", "push", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..],
+        ),
     ])
 }
 

@@ -1,11 +1,13 @@
 //! The two HTTP servers, on hyper: the client port (hubs, negotiate,
 //! transports; over TLS when a certificate is set, `tls.rs`) and the admin
 //! port (metrics, probes, the HTTP bridge; always plain HTTP). This is the
-//! edge where errors become status codes (`error.rs`).
+//! edge where errors become status codes (`error.rs`). The HTTP clients
+//! live here too: the join webhook's and browser push's (`push_client.rs`).
 
 mod admin;
 mod client;
 mod error;
+mod push_client;
 mod query;
 mod readiness;
 mod tls;
@@ -14,6 +16,7 @@ mod webhook;
 pub use admin::{handle as admin_handle, AdminState};
 pub use client::{ClientState, Cors};
 pub use error::{Body, HttpError};
+pub use push_client::{HyperPushClient, SendError as PushSendError};
 pub use readiness::{Phase, Readiness};
 pub use tls::{Tls, TlsError};
 pub use webhook::HyperWebhook;

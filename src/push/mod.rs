@@ -7,11 +7,11 @@
 //! - `subscription`: what a client registers, checked; `store`: where it is
 //!   kept (Redis or in process), and the per-event claim between instances.
 //! - `liveness`: whether a user is connected anywhere.
-//! - `ece`, `vapid`, `message`, `client`: the push message, its encryption,
-//!   its signature, the POST.
+//! - `ece`, `vapid`, `message`: the push message, its encryption, its
+//!   signature; the POST is the HTTP edge's ([`PushClient`], implemented
+//!   in `http/`).
 //! - `sender`: the task that turns queued notifications into pushes.
 
-mod client;
 mod ece;
 mod error;
 mod liveness;
@@ -39,6 +39,22 @@ use crate::fanout::Registry;
 use crate::ingest::RedisConn;
 use crate::pipeline::PushTap;
 use crate::telemetry::Metrics;
+
+/// A boxed future, as [`PushClient`] returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How a push request leaves the process: one POST, answered with its
+/// status, or why no answer came. The HTTP edge provides it, so this
+/// module knows no HTTP stack.
+pub trait PushClient: Send + Sync {
+    /// POSTs `body` to `endpoint` with `headers`.
+    fn post<'a>(
+        &'a self,
+        endpoint: &'a str,
+        headers: &'a [(&'static str, String)],
+        body: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<u16, String>>;
+}
 
 /// What the hub's push methods use: the store and the public key.
 pub struct Registrar {
@@ -108,6 +124,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     instance: &str,
     ttl: std::time::Duration,
+    client: Arc<dyn PushClient>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> Result<Option<Started>, VapidError> {
@@ -124,7 +141,7 @@ pub fn start(
         store: store.clone(),
         liveness,
         vapid: vapid.clone(),
-        client: client::Client::new(),
+        client,
         metrics,
         ttl: config.ttl,
     });

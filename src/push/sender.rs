@@ -10,13 +10,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use super::client::Client;
 use super::ece;
 use super::liveness::Liveness;
 use super::message;
 use super::store::Store;
 use super::subscription::{origin, Subscription};
 use super::vapid::Vapid;
+use super::PushClient;
 use crate::pipeline::PushOffer;
 use crate::telemetry::Metrics;
 
@@ -38,7 +38,7 @@ pub struct Sender {
     /// The signing key.
     pub vapid: Arc<Vapid>,
     /// The HTTP client.
-    pub client: Client,
+    pub client: Arc<dyn PushClient>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The `TTL` header.

@@ -1,7 +1,8 @@
-//! One HTTP/1.1 POST to a push service: hyper's connection API over a
-//! TCP stream, with rustls (ring, webpki roots) for `https://`. A new
-//! connection per push keeps this small; push services answer quickly
-//! and a sidecar sends a push only to users who are offline.
+//! The HTTP client of browser push (`push::PushClient`): one HTTP/1.1
+//! POST to a push service, hyper's connection API over a TCP stream, with
+//! rustls (ring, webpki roots) for `https://`. A new connection per push
+//! keeps this small; push services answer quickly and a sidecar sends a
+//! push only to users who are offline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::push::{BoxFuture, PushClient};
 
 /// Connect, TLS, request and answer together.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,19 +43,30 @@ pub enum SendError {
 
 /// Posts push messages.
 #[derive(Clone)]
-pub struct Client {
+pub struct HyperPushClient {
     tls: tokio_rustls::TlsConnector,
 }
 
-impl Default for Client {
+impl Default for HyperPushClient {
     fn default() -> Self {
-        Client::new()
+        HyperPushClient::new()
     }
 }
 
-impl Client {
+impl PushClient for HyperPushClient {
+    fn post<'a>(
+        &'a self,
+        endpoint: &'a str,
+        headers: &'a [(&'static str, String)],
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<u16, String>> {
+        Box::pin(async move { self.send(endpoint, headers, body).await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl HyperPushClient {
     /// A client that trusts the Web PKI roots.
-    pub fn new() -> Client {
+    pub fn new() -> HyperPushClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -60,11 +74,11 @@ impl Client {
             .expect("ring supports the default TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Client { tls: tokio_rustls::TlsConnector::from(Arc::new(config)) }
+        HyperPushClient { tls: tokio_rustls::TlsConnector::from(Arc::new(config)) }
     }
 
     /// POSTs `body` to `endpoint` with `headers`; the answer's status.
-    pub async fn post(&self, endpoint: &str, headers: &[(&str, String)], body: Bytes) -> Result<u16, SendError> {
+    pub async fn send(&self, endpoint: &str, headers: &[(&str, String)], body: Bytes) -> Result<u16, SendError> {
         tokio::time::timeout(TIMEOUT, self.exchange(endpoint, headers, body)).await.map_err(|_| SendError::Timeout)?
     }
 
