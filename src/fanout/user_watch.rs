@@ -7,6 +7,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Unpoisoned;
+
 /// Users whose connection count may have changed since the last [`UserWatch::take`].
 #[derive(Debug, Default)]
 pub struct UserWatch {
@@ -17,13 +19,13 @@ pub struct UserWatch {
 impl UserWatch {
     /// Records a change for `user` (after the registry changed).
     pub(super) fn mark(&self, user: &Arc<str>) {
-        self.changed.lock().unwrap_or_else(|p| p.into_inner()).insert(user.clone());
+        self.changed.locked().insert(user.clone());
         self.notify.notify_one();
     }
 
     /// The users changed since the last call.
     pub fn take(&self) -> Vec<Arc<str>> {
-        self.changed.lock().unwrap_or_else(|p| p.into_inner()).drain().collect()
+        self.changed.locked().drain().collect()
     }
 
     /// Resolves when a change was recorded (at once if one was recorded

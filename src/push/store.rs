@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::subscription::Subscription;
 use super::Error;
 use crate::ingest::RedisConn;
+use crate::sync::Unpoisoned;
 
 /// How long a claim on (event, endpoint) is kept: longer than any event
 /// can be delivered after it was published (freshness and dedupe windows
@@ -65,7 +66,7 @@ impl Store {
     pub async fn add(&self, user: &str, sub: &Subscription, max: usize) -> Result<bool, Error> {
         match self {
             Store::Memory(m) => {
-                let mut all = m.lock().unwrap_or_else(|p| p.into_inner());
+                let mut all = m.locked();
                 let subs = all.entry(user.to_string()).or_default();
                 if !subs.contains_key(&sub.endpoint) && subs.len() >= max {
                     return Err(Error::TooMany(max));
@@ -92,7 +93,7 @@ impl Store {
     pub async fn remove(&self, user: &str, endpoint: &str) -> Result<bool, Error> {
         match self {
             Store::Memory(m) => {
-                let mut all = m.lock().unwrap_or_else(|p| p.into_inner());
+                let mut all = m.locked();
                 let removed = all.get_mut(user).is_some_and(|subs| subs.remove(endpoint).is_some());
                 if all.get(user).is_some_and(BTreeMap::is_empty) {
                     all.remove(user);
@@ -111,7 +112,7 @@ impl Store {
     pub async fn list(&self, user: &str) -> Result<Vec<Subscription>, Error> {
         match self {
             Store::Memory(m) => {
-                let all = m.lock().unwrap_or_else(|p| p.into_inner());
+                let all = m.locked();
                 Ok(all.get(user).map(|s| s.values().cloned().collect()).unwrap_or_default())
             }
             Store::Redis { conn, .. } => {
