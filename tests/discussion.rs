@@ -11,8 +11,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::*;
 
-const DISCUSSION: [&str; 8] =
-    ["TypingRoster", "ResponsesPosted", "ResponseEdited", "ResponseDeleted", "AnalysisUpdated", "UserJoined", "UserLeft", "UserTyping"];
+const DISCUSSION: [&str; 8] = [
+    "TypingRoster",
+    "ResponsesPosted",
+    "ResponseEdited",
+    "ResponseDeleted",
+    "AnalysisUpdated",
+    "UserJoined",
+    "UserLeft",
+    "UserTyping",
+];
 const NOTIFICATION: [&str; 2] = ["ReceiveNotification", "Announcement"];
 
 async fn start() -> (Redis, Sidecar) {

@@ -7,9 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::arguments::{
-    ArgumentSource, Arguments, FieldPath, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS,
-};
+use super::arguments::{ArgumentSource, Arguments, FieldPath, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS};
 
 /// Index of a hub in [`RouteTable::hubs`]; cheap to copy into every connection.
 pub type HubId = usize;

@@ -117,7 +117,9 @@ impl Batches {
         self.timers.clear();
         self.rooms
             .drain()
-            .flat_map(|((hub, _), batches)| batches.into_iter().filter(|b| !b.held.is_empty()).map(move |b| (hub, b.held)))
+            .flat_map(|((hub, _), batches)| {
+                batches.into_iter().filter(|b| !b.held.is_empty()).map(move |b| (hub, b.held))
+            })
             .collect()
     }
 

@@ -218,4 +218,6 @@ fn roster_envelope(room: &str, state: &[(String, String)]) -> Envelope {
 }
 
 #[cfg(test)]
+mod frames;
+#[cfg(test)]
 mod tests;

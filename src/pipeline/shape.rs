@@ -184,7 +184,8 @@ mod tests {
         let events = [event(), second];
         let list = shape_batch(&Arguments::default(), &events).expect("shaped");
         assert_eq!(as_json(&list), json!([[events[0].payload, events[1].payload]]), "one argument: the payloads");
-        let args = shape_batch(&spec(&["room_id", "payload.request_id", "event_type", "event_id"]), &events).expect("shaped");
+        let args =
+            shape_batch(&spec(&["room_id", "payload.request_id", "event_type", "event_id"]), &events).expect("shaped");
         assert_eq!(as_json(&args), json!(["room-1", ["req-1", "req-2"], "chat_message", ["e-1", "e-2"]]));
         for protocol in Protocol::ALL {
             assert!(!protocol.encode_invocation("M", &args).is_empty());

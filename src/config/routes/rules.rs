@@ -21,7 +21,10 @@ pub(super) fn ends_typing(text: &str) -> Result<FieldPath, String> {
 /// same client method with the same arguments, and those arguments can
 /// only name the roster's own fields. `line_of` gives a route's offset in
 /// the file; errors come back as (offset, message).
-pub(super) fn check(routes: &HashMap<String, EventRoute>, line_of: impl Fn(&str) -> usize) -> Result<(), (usize, String)> {
+pub(super) fn check(
+    routes: &HashMap<String, EventRoute>,
+    line_of: impl Fn(&str) -> usize,
+) -> Result<(), (usize, String)> {
     let mut rosters: Vec<&EventRoute> = routes.values().filter(|r| r.delivery == Delivery::Roster).collect();
     // The first in the file sets the method; a later one that differs is the error.
     rosters.sort_by_key(|r| line_of(&r.event_type));

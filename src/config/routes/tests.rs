@@ -74,7 +74,9 @@ fn the_roster_routes_of_a_hub_share_one_method_and_name_only_roster_fields() {
     let typing_field = fits.replace("\"payload.count\"", "\"payload.is_typing\"");
     let err = RouteTable::parse("r.toml", &typing_field).unwrap_err().to_string();
     assert!(
-        err.starts_with("r.toml:12: route 'ts': delivery \"roster\" sends the roster: argument payload.is_typing names"),
+        err.starts_with(
+            "r.toml:12: route 'ts': delivery \"roster\" sends the roster: argument payload.is_typing names"
+        ),
         "{err}"
     );
 }
@@ -87,7 +89,10 @@ fn ends_typing_names_a_payload_field_and_batch_parses() {
     let r = t.route("posted").expect("route");
     assert_eq!((r.delivery, r.ends_typing.as_ref().map(|p| p.as_str())), (Delivery::Batch, Some("author.id")));
     let err = RouteTable::parse("r.toml", &text.replace("payload.author.id", "room_id")).unwrap_err().to_string();
-    assert_eq!(err, "r.toml:12: route 'posted': ends_typing 'room_id' must name a payload field, e.g. \"payload.author_id\"");
+    assert_eq!(
+        err,
+        "r.toml:12: route 'posted': ends_typing 'room_id' must name a payload field, e.g. \"payload.author_id\""
+    );
     let err = RouteTable::parse("r.toml", &text.replace("payload.author.id", "author_id")).unwrap_err().to_string();
     assert!(err.starts_with("r.toml:12: route 'posted': ends_typing: 'author_id' is not an argument source"), "{err}");
     let roster = format!("{ONE_HUB}{}", roster_route("ts", "ends_typing = \"payload.user_id\""));
