@@ -190,6 +190,38 @@ async fn notifications_reach_every_tab_of_their_user_and_announcements_everyone(
 }
 
 #[tokio::test]
+async fn every_discussion_event_reaches_that_discussions_members_only() {
+    let (redis, s) = start().await;
+    let mut d = Driver::start().await;
+    reader(&mut d, &s, "member", "rita", "json").await;
+    let extra = json!({"accessToken": token("olga", "Olga")});
+    d.connect("elsewhere", &s.hub("/hubs/discussion"), &DISCUSSION, extra).await.expect("connects");
+    assert_eq!(d.invoke("elsewhere", "JoinDiscussion", json!(["d-2"])).await, Ok(Value::Null));
+
+    let edited = json!({"response_id": "r-1", "author_id": "ann", "content": "better", "edited_at": now()});
+    let deleted = json!({"response_id": "r-2", "deleted_by": "mod-1", "deleted_at": now()});
+    let analysis = json!({"analysis_id": "a-1", "version": 3, "summary": "two agreement zones", "updated_at": now()});
+    let mut conn = redis.conn();
+    for (ev, payload) in [("response_edited", &edited), ("response_deleted", &deleted), ("analysis_updated", &analysis)]
+    {
+        xadd_data_on(&mut conn, "events:discussion", &envelope(ev, "d-1", payload.clone()));
+    }
+    for (method, payload) in
+        [("ResponseEdited", &edited), ("ResponseDeleted", &deleted), ("AnalysisUpdated", &analysis)]
+    {
+        let m = d.message("member", method, WAIT).await.unwrap_or_else(|| panic!("no {method}"));
+        assert_eq!(m["args"], json!(["d-1", payload]), "{method}: the discussion, then the payload");
+    }
+    // A member of another discussion gets none of it (FR-031), only its own.
+    let own = json!({"response_id": "r-3", "deleted_by": "mod-1", "deleted_at": now()});
+    xadd_data_on(&mut conn, "events:discussion", &envelope("response_deleted", "d-2", own.clone()));
+    let m = d.message("elsewhere", "ResponseDeleted", WAIT).await.expect("its own discussion's event");
+    assert_eq!(m["args"], json!(["d-2", own]));
+    let got = d.drain_messages("elsewhere", Duration::from_millis(300)).await;
+    assert!(got.iter().all(|m| m["args"][0] == "d-2"), "{got:?}");
+}
+
+#[tokio::test]
 async fn a_response_that_breaks_its_schema_is_refused_on_post() {
     let (_redis, s) = start().await;
     let mut bad = envelope("response_posted", "d-1", json!({"response_id": "r-1", "content": "no author"}));
