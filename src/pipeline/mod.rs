@@ -1,8 +1,9 @@
 //! Envelope in, frames out: validate -> dedupe -> typing state -> coalesce
-//! -> route -> shape the arguments -> encode once -> fan out, with every drop counted and every
+//! (or a room's typing roster, or its batch) -> route -> shape the
+//! arguments -> encode once -> fan out, with every drop counted and every
 //! outcome reported on its [`Ack`]. One task runs it, so per-event state
-//! needs no locks, and its timers (coalescing windows, typing timeouts)
-//! share the task's one `select!`.
+//! needs no locks, and its timers (coalescing, roster and batch windows,
+//! typing timeouts) share the task's one `select!`.
 
 mod ack;
 mod batch;
