@@ -18,7 +18,7 @@
 //! | `telemetry`  | logs, traces and the Prometheus metric families | config |
 //! | `transport`  | bytes between a socket and a connection: outbox, replay buffer, WebSockets, SSE, Long Polling | telemetry |
 //! | `fanout`     | which outboxes receive a frame: connections, groups, users, stream positions | transport |
-//! | `pipeline`   | envelope to frames: freshness, idempotency, coalescing, routing, one encoding per protocol | codec, envelope, fanout, config |
+//! | `pipeline`   | envelope to frames: freshness, idempotency, coalescing, typing rosters and batches, routing, one encoding per protocol | codec, envelope, fanout, config |
 //! | `ingest`     | where envelopes come from: the Redis Streams reader, the HTTP bridge and its spool, the publisher | pipeline, envelope, config |
 //! | `presence`   | who is in which room across instances (Redis, or in process) | ingest, config |
 //! | `push`       | browser push: subscriptions, who is connected anywhere, Web Push to the offline (RFC 8030/8291/8292) | pipeline, fanout, ingest, envelope, config |

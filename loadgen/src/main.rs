@@ -31,6 +31,7 @@ mod publisher;
 mod report;
 mod stats;
 mod sys;
+mod trace;
 mod typing;
 mod wire;
 

@@ -199,6 +199,10 @@ pub const TYPING_PAYLOAD_FIELDS: [&str; 3] = ["user_id", "username", "is_typing"
 /// on presence hubs (CONTRACT section 11).
 pub const PRESENCE_PAYLOAD_FIELDS: [&str; 3] = ["user_id", "username", "room_id"];
 
+/// The payload of a typing roster (a `delivery = "roster"` route): what its
+/// client method receives in place of the typing event's payload.
+pub const ROSTER_PAYLOAD_FIELDS: [&str; 3] = ["room_id", "count", "users"];
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use arguments::{
-    ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS,
+    ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, ROSTER_PAYLOAD_FIELDS,
+    TYPING_PAYLOAD_FIELDS,
 };
 pub use push::{PushConfig, VapidConfig};
 pub use routes::{Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable};
@@ -178,6 +179,12 @@ pub struct DeliveryConfig {
     /// A typing indicator is cleared after this long without a typing event
     /// from that user in that room (`typing_timeout_seconds`). Default 5.
     pub typing_timeout: Duration,
+    /// Window of a `delivery = "batch"` route per room: the first event goes
+    /// at once, the next ones within it as one list (`batch_window_ms`). Default 500.
+    pub batch_window: Duration,
+    /// Least time between two typing rosters of one room
+    /// (`roster_window_ms`). Default 500.
+    pub roster_window: Duration,
 }
 
 /// `SIDECAR_AUTH`: how clients prove who they are.
@@ -377,6 +384,8 @@ impl Config {
             max_groups_per_connection: r.count("max_groups_per_connection", 100, 1, 1_000_000),
             coalesce_window: r.millis("coalesce_window_ms", 100, 1),
             typing_timeout: r.seconds("typing_timeout_seconds", 5, 1),
+            batch_window: r.millis("batch_window_ms", 500, 1),
+            roster_window: r.millis("roster_window_ms", 500, 1),
         };
         let shutdown = ShutdownConfig {
             drain_window: r.seconds("drain_window_seconds", 10, 0),

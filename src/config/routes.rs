@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::arguments::{ArgumentSource, Arguments, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS};
+use super::arguments::{ArgumentSource, Arguments, FieldPath, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS};
 
 /// Index of a hub in [`RouteTable::hubs`]; cheap to copy into every connection.
 pub type HubId = usize;
@@ -156,6 +156,12 @@ pub enum Delivery {
     Immediate,
     /// Coalesced per (room, user) in a short window.
     Coalesce,
+    /// Bursts batched per room (seed 003 FR-005): the first event at once,
+    /// the events of the next window as one invocation carrying a list.
+    Batch,
+    /// The route's events feed a per-room typing roster (seed 003 FR-019):
+    /// clients get who is typing in the room, not each typing event.
+    Roster,
 }
 
 /// One server method of a hub.
@@ -215,6 +221,9 @@ pub struct EventRoute {
     /// Events to `user:<id>` also go by Web Push to a user with no live
     /// connection on any instance (`push = true`, FR-009).
     pub push: bool,
+    /// `ends_typing`: the payload field naming a user whose typing (indicator
+    /// and roster) this event ends in its room, e.g. a posted response's author.
+    pub ends_typing: Option<FieldPath>,
 }
 
 /// The loaded, validated routing table.
@@ -266,6 +275,7 @@ struct FileRoute {
     arguments: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     push: bool,
+    ends_typing: Option<Spanned<String>>,
 }
 
 impl RouteTable {
@@ -362,6 +372,13 @@ impl RouteTable {
                         .collect::<Result<_, _>>()?,
                 ),
             };
+            let ends_typing = match r.ends_typing {
+                None => None,
+                Some(f) => Some(
+                    rules::ends_typing(f.get_ref())
+                        .map_err(|e| invalid(f.span().start, format!("route '{}': {e}", r.event_type)))?,
+                ),
+            };
             route_at.insert(r.event_type.clone(), at);
             let route = EventRoute {
                 hub,
@@ -371,6 +388,7 @@ impl RouteTable {
                 delivery: r.delivery,
                 arguments,
                 push: r.push,
+                ends_typing,
             };
             if routes.insert(r.event_type.clone(), route).is_some() {
                 return Err(invalid(at, format!("route '{}' is defined twice", r.event_type)));
@@ -379,7 +397,10 @@ impl RouteTable {
         // The events the sidecar makes itself must fit their route's
         // arguments too, or their client method would change signature
         // with the producer (or they would never be delivered).
+        // A roster route's client method receives the roster, whatever the event.
         let own_payload = |ev: &str, fields: &[&str]| match routes.get(ev) {
+            // (checked against the roster's fields by `rules::check`).
+            Some(r) if r.delivery == Delivery::Roster => Ok(()),
             Some(r) => r
                 .arguments
                 .fit_own_payload(fields)
@@ -407,6 +428,7 @@ impl RouteTable {
                 }
             }
         }
+        rules::check(&routes, |ev| route_at.get(ev).copied().unwrap_or(0)).map_err(|(at, e)| invalid(at, e))?;
         Ok(RouteTable { hubs, routes })
     }
 
@@ -436,5 +458,6 @@ impl RouteTable {
     }
 }
 
+mod rules;
 #[cfg(test)]
 mod tests;

@@ -66,7 +66,7 @@ fn garbage_is_refused_with_a_reason() {
 fn a_type_without_a_schema_only_needs_an_object_payload() {
     let s = schemas();
     let v = serde_json::json!({
-        "event_id": ID, "event_type": "response_posted", "timestamp": "2026-01-16T10:00:00Z",
+        "event_id": ID, "event_type": "poll_closed", "timestamp": "2026-01-16T10:00:00Z",
         "room_id": "d1", "payload": {"anything": 1}, "metadata": null
     });
     let e = Envelope::from_json(v.to_string().as_bytes(), &s).expect("valid");

@@ -1,13 +1,17 @@
 //! Envelope in, frames out: validate -> dedupe -> typing state -> coalesce
-//! -> route -> shape the arguments -> encode once -> fan out, with every drop counted and every
+//! (or a room's typing roster, or its batch) -> route -> shape the
+//! arguments -> encode once -> fan out, with every drop counted and every
 //! outcome reported on its [`Ack`]. One task runs it, so per-event state
-//! needs no locks, and its timers (coalescing windows, typing timeouts)
-//! share the task's one `select!`.
+//! needs no locks, and its timers (coalescing, roster and batch windows,
+//! typing timeouts) share the task's one `select!`.
 
 mod ack;
+mod batch;
 mod coalesce;
 mod dedupe;
+mod grouped;
 mod push_tap;
+mod roster;
 mod route;
 mod shape;
 mod typing;
@@ -29,8 +33,10 @@ use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::telemetry::{self, Metrics};
+use batch::Batches;
 use coalesce::{Coalescer, Key, Offer};
 use dedupe::Dedupe;
+use roster::Rosters;
 use typing::TypingState;
 
 /// One event on its way to the pipeline.
@@ -66,6 +72,8 @@ pub struct Pipeline {
     freshness: Freshness,
     coalescer: Coalescer,
     typing: TypingState,
+    rosters: Rosters,
+    batches: Batches,
     consumed: ConsumedCounters,
     push: Option<PushTap>,
 }
@@ -106,6 +114,8 @@ impl Pipeline {
             typing: TypingState::new(&routes, config.typing_timeout),
             consumed: ConsumedCounters::default(),
             coalescer: Coalescer::new(config.coalesce_window, config.typing_timeout),
+            rosters: Rosters::new(config.roster_window, config.typing_timeout),
+            batches: Batches::new(config.batch_window),
             routes,
             registry,
             metrics,
@@ -126,7 +136,15 @@ impl Pipeline {
     /// (and acknowledged) before the connections are closed.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
         loop {
-            let deadline = [self.coalescer.next_deadline(), self.typing.next_deadline()].into_iter().flatten().min();
+            let deadline = [
+                self.coalescer.next_deadline(),
+                self.typing.next_deadline(),
+                self.rosters.next_deadline(),
+                self.batches.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(input) => self.process(input),
@@ -140,6 +158,7 @@ impl Pipeline {
         while let Some(input) = rx.recv().await {
             self.process(input);
         }
+        self.flush_batches();
         tracing::info!("pipeline drained");
     }
 
@@ -177,8 +196,13 @@ impl Pipeline {
             return at;
         };
         // Checked before any state is kept (dedupe, typing, coalescing), so
-        // every event held for later can be shaped when it goes out.
-        if let Some(missing) = route.arguments.missing_field(&envelope.payload) {
+        // every event held for later can be shaped when it goes out. A
+        // roster route's arguments are shaped from the roster, not the event.
+        let missing = match route.delivery {
+            Delivery::Roster => None,
+            _ => route.arguments.missing_field(&envelope.payload),
+        };
+        if let Some(missing) = missing {
             let reason = format!("route '{}': {missing}", route.event_type);
             self.metrics.dropped("missing_argument", 1);
             tracing::warn!(event_id = %envelope.event_id, reason = %reason, "event not delivered: a named argument is missing");
@@ -202,6 +226,14 @@ impl Pipeline {
             push.offer(route, &envelope, &self.metrics);
         }
 
+        match route.delivery {
+            Delivery::Roster => {
+                self.roster_event(route, &envelope, ack, now);
+                return at;
+            }
+            Delivery::Batch => return self.batch_event(route, envelope, ack, at, now),
+            Delivery::Immediate | Delivery::Coalesce => {}
+        }
         let about =
             |field: &str| envelope.payload_str(field).map(|u| (route.hub, envelope.room_id.clone(), u.to_string()));
         if let Some(key) = about("user_id") {
@@ -219,14 +251,25 @@ impl Pipeline {
                 return None;
             }
         }
-        let sender = about("sender_id");
+        // What this room holds in batches goes first: one room's events
+        // reach a connection in stream order.
+        self.flush_room(route.hub, &envelope.room_id);
+        let sender = grouped::typing_ended_by(route, &envelope);
         self.deliver(route, &envelope, effective_time, at);
         ack.resolve(Outcome::Delivered);
-        // A message from someone typing in this room ends their indicator.
-        if let Some(stop) = sender.and_then(|key| self.typing.message_sent(&key).map(|stop| (key, stop))) {
-            self.send_server_stop(stop, now);
+        if let Some(key) = sender {
+            self.typing_ended(key, now);
         }
         None
+    }
+
+    /// A message from someone typing in this room ends their indicator
+    /// and takes them off the room's roster.
+    fn typing_ended(&mut self, key: Key, now: Instant) {
+        self.roster_left(&key, now);
+        if let Some(stop) = self.typing.message_sent(&key) {
+            self.send_server_stop((key, stop), now);
+        }
     }
 
     /// Closes coalescing windows and typing timeouts due by `now`.
@@ -246,6 +289,7 @@ impl Pipeline {
         for stop in self.typing.due(now) {
             self.send_server_stop(stop, now);
         }
+        self.fire_grouped(now);
     }
 
     /// Sends a typing stop the server decided on, past any open window.
@@ -269,8 +313,6 @@ impl Pipeline {
         effective_time: DateTime<Utc>,
         at: Option<(Arc<str>, String)>,
     ) {
-        let started = Instant::now();
-        let droppable = route.delivery == Delivery::Coalesce;
         let arguments = match shape::shape(&route.arguments, envelope) {
             Ok(a) => a,
             Err(missing) => {
@@ -285,8 +327,24 @@ impl Pipeline {
                 return;
             }
         };
-        let (frame, bytes) = route::encode(&self.registry, &route.method, &arguments, droppable);
-        let target = route::target_of(route.hub, &envelope.room_id);
+        self.send(route, &envelope.room_id, &arguments, effective_time, at);
+    }
+
+    /// Encodes `arguments` once per protocol in use and fans them out to
+    /// `room_id`'s target on the route's hub.
+    fn send(
+        &self,
+        route: &EventRoute,
+        room_id: &str,
+        arguments: &[shape::Argument<'_>],
+        effective_time: DateTime<Utc>,
+        at: Option<(Arc<str>, String)>,
+    ) {
+        let started = Instant::now();
+        // Typing states may be lost by a client too slow to keep up; events may not.
+        let droppable = matches!(route.delivery, Delivery::Coalesce | Delivery::Roster);
+        let (frame, bytes) = route::encode(&self.registry, &route.method, arguments, droppable);
+        let target = route::target_of(route.hub, room_id);
         let report = self.registry.deliver_at(target, &frame, at.as_ref().map(|(s, id)| (s, id.clone())));
         let span = tracing::Span::current();
         span.record("connections", report.queued as i64);

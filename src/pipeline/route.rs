@@ -3,7 +3,7 @@
 
 use super::shape::Argument;
 use crate::codec::Protocol;
-use crate::config::EventRoute;
+use crate::config::{Delivery, EventRoute};
 use crate::envelope::Envelope;
 use crate::fanout::{Frame, Payload, Registry, Target};
 
@@ -24,9 +24,15 @@ pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
 
 /// One event encoded for one protocol, outside the live fan-out: the
 /// events a stateful session taken over from another instance missed.
-/// `None` when the payload lacks a field the route's arguments name.
+/// `None` when the payload lacks a field the route's arguments name, and
+/// for a roster route (a roster is a live state, not an event to replay).
+/// A batch route's event is a batch of one, so the method keeps its signature.
 pub fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -> Option<Payload> {
-    let arguments = super::shape::shape(&route.arguments, envelope).ok()?;
+    let arguments = match route.delivery {
+        Delivery::Roster => return None,
+        Delivery::Batch => super::shape::shape_batch(&route.arguments, std::slice::from_ref(envelope)).ok()?,
+        Delivery::Immediate | Delivery::Coalesce => super::shape::shape(&route.arguments, envelope).ok()?,
+    };
     let encoded = protocol.encode_invocation(&route.method, &arguments);
     if protocol.is_binary() {
         Some(Payload::Binary(encoded.into()))

@@ -22,6 +22,8 @@ pub enum Argument<'a> {
     Owned(Value),
     /// An absent metadata field.
     Null,
+    /// One value per event of a batch (`delivery = "batch"`), in order.
+    List(Vec<Argument<'a>>),
 }
 
 impl Serialize for Argument<'_> {
@@ -32,6 +34,7 @@ impl Serialize for Argument<'_> {
             Argument::Text(s) => serializer.serialize_str(s),
             Argument::Owned(v) => v.serialize(serializer),
             Argument::Null => serializer.serialize_unit(),
+            Argument::List(items) => serializer.collect_seq(items),
         }
     }
 }
@@ -60,6 +63,30 @@ pub fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argumen
             })
         })
         .collect()
+}
+
+/// The arguments of one invocation for a batch of events of one route and
+/// room: a source every event of the batch shares (`room_id`,
+/// `event_type`) is sent once, as for a single event; every other source
+/// becomes the list of its values, one per event, in order. With the
+/// default `[payload]` that is one argument, the list of payloads.
+pub fn shape_batch<'a>(spec: &Arguments, events: &'a [Envelope]) -> Result<Vec<Argument<'a>>, MissingField> {
+    let shaped: Vec<Vec<Argument<'a>>> = events.iter().map(|e| shape(spec, e)).collect::<Result<_, _>>()?;
+    let mut columns: Vec<Vec<Argument<'a>>> = spec.sources().iter().map(|_| Vec::with_capacity(events.len())).collect();
+    for row in shaped {
+        for (column, argument) in columns.iter_mut().zip(row) {
+            column.push(argument);
+        }
+    }
+    Ok(spec
+        .sources()
+        .iter()
+        .zip(columns)
+        .map(|(source, mut column)| match source {
+            ArgumentSource::RoomId | ArgumentSource::EventType if !column.is_empty() => column.swap_remove(0),
+            _ => Argument::List(column),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -147,5 +174,24 @@ mod tests {
         let arguments = value.as_array().and_then(|a| a.get(4)).and_then(|a| a.as_array()).expect("arguments");
         let decoded: Value = rmpv::ext::from_value(rmpv::Value::Array(arguments.clone())).expect("json");
         assert_eq!(decoded, json!(["room-1", {"name": "Ann", "id": 7}, null]));
+    }
+
+    #[test]
+    fn a_batch_sends_shared_sources_once_and_lists_the_rest_in_order() {
+        let mut second = event();
+        second.event_id = "e-2".into();
+        second.payload.insert("request_id".into(), "req-2".into());
+        let events = [event(), second];
+        let list = shape_batch(&Arguments::default(), &events).expect("shaped");
+        assert_eq!(as_json(&list), json!([[events[0].payload, events[1].payload]]), "one argument: the payloads");
+        let args =
+            shape_batch(&spec(&["room_id", "payload.request_id", "event_type", "event_id"]), &events).expect("shaped");
+        assert_eq!(as_json(&args), json!(["room-1", ["req-1", "req-2"], "chat_message", ["e-1", "e-2"]]));
+        for protocol in Protocol::ALL {
+            assert!(!protocol.encode_invocation("M", &args).is_empty());
+        }
+        let mut lacking = event();
+        lacking.payload.remove("request_id");
+        assert!(shape_batch(&spec(&["payload.request_id"]), &[event(), lacking]).is_err());
     }
 }

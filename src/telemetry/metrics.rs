@@ -35,6 +35,8 @@ pub struct Metrics {
     pub broadcast_seconds: Histogram,
     /// Events merged by coalescing.
     pub events_coalesced: Counter,
+    /// Events that went out in one invocation with others (`delivery = "batch"`).
+    pub events_batched: Counter,
     /// Events or frames dropped, by reason.
     pub events_dropped: Family<Labels, Counter>,
     /// Entries in each stream not yet delivered to this instance's group.
@@ -98,6 +100,7 @@ impl Metrics {
             event_delivery_seconds: latency_histogram(),
             broadcast_seconds: latency_histogram(),
             events_coalesced: Counter::default(),
+            events_batched: Counter::default(),
             events_dropped: Family::default(),
             stream_lag: Family::default(),
             stream_pending: Family::default(),
@@ -138,6 +141,11 @@ impl Metrics {
             "sidecar_events_coalesced",
             "Events merged into a later one by coalescing",
             m.events_coalesced.clone(),
+        );
+        r.register(
+            "sidecar_events_batched",
+            "Events sent in one invocation with others by a batch route",
+            m.events_batched.clone(),
         );
         r.register("sidecar_events_dropped", "Events or frames dropped, by reason", m.events_dropped.clone());
         r.register(

@@ -336,15 +336,15 @@ def test_invalid_payload_is_refused_before_sending(redis_db, http_sidecar):
 
 
 def test_unknown_event_type_is_refused_unless_routed(redis_db, http_sidecar):
-    e = events.build("response_posted", "discussion-1", {"text": "hi"})
+    e = events.build("poll_closed", "discussion-1", {"text": "hi"})
 
     async def go(routes):
         async with EventPublisher(settings(redis_db.url, http_sidecar.url), routes=routes) as p:
             return await p.publish(e)
 
-    with pytest.raises(UnknownEventTypeError, match="response_posted"):
+    with pytest.raises(UnknownEventTypeError, match="poll_closed"):
         run(go(None))
-    assert run(go({"response_posted": "events:discussion"})).stream == "events:discussion"
+    assert run(go({"poll_closed": "events:discussion"})).stream == "events:discussion"
     assert run(stream_event_ids(redis_db.url, "events:discussion")) == [e.event_id]
 
 

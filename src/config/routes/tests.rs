@@ -14,11 +14,90 @@ fn the_shipped_files_load() {
     assert_eq!(table.route("notification").map(|r| r.stream.as_str()), Some("events:notification"));
     assert!(table.routes().all(|r| r.arguments == Arguments::default()), "the Support-Center keeps [payload]");
     let discussion = RouteTable::load(Path::new("protocol/routes-discussion.toml")).expect("discussion");
-    for ev in ["typing_started", "typing_stopped", "user_joined", "user_left"] {
+    for ev in ["response_posted", "response_edited", "response_deleted", "analysis_updated", "user_joined", "user_left"]
+    {
         let args: Vec<String> =
             discussion.route(ev).expect(ev).arguments.sources().iter().map(ToString::to_string).collect();
         assert_eq!(args, ["room_id", "payload"], "{ev}");
     }
+    let posted = discussion.route("response_posted").expect("response_posted");
+    assert_eq!(posted.delivery, Delivery::Batch);
+    assert_eq!(posted.ends_typing.as_ref().map(|p| p.as_str()), Some("author_id"));
+    for ev in ["typing_started", "typing_stopped"] {
+        let r = discussion.route(ev).expect(ev);
+        assert_eq!((r.method.as_str(), r.delivery), ("TypingRoster", Delivery::Roster), "{ev}");
+    }
+    let notification = discussion.hub_by_path("/hubs/notification").expect("notification hub").id;
+    for ev in ["reply_notification", "mention_notification", "activity_notification", "announcement"] {
+        assert_eq!(discussion.route(ev).map(|r| r.hub), Some(notification), "{ev}");
+    }
+}
+
+#[test]
+fn every_routed_discussion_event_has_a_payload_schema() {
+    let discussion = RouteTable::load(Path::new("protocol/routes-discussion.toml")).expect("discussion");
+    for r in discussion.routes() {
+        let schema = format!("protocol/schemas/{}.json", r.event_type);
+        assert!(Path::new(&schema).exists(), "{schema} is missing");
+    }
+}
+
+fn roster_route(event_type: &str, extra: &str) -> String {
+    format!(
+        "[[route]]\nevent_type = \"{event_type}\"\nhub = \"chat\"\nmethod = \"TypingRoster\"\nstream = \"s\"\ndelivery = \"roster\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn the_roster_routes_of_a_hub_share_one_method_and_name_only_roster_fields() {
+    let typing =
+        "[[hub.method]]\nname = \"SendTyping\"\naction = \"typing\"\nstart_event = \"ts\"\nstop_event = \"tp\"\n\n";
+    let fits = format!(
+        "{ONE_HUB}{typing}{}{}",
+        roster_route("ts", "arguments = [\"room_id\", \"payload.count\", \"payload.users\"]"),
+        roster_route("tp", "arguments = [\"room_id\", \"payload.count\", \"payload.users\"]"),
+    );
+    let t = RouteTable::parse("r.toml", &fits).expect("the roster has these fields, not the typing payload's");
+    assert_eq!(t.route("tp").map(|r| r.delivery), Some(Delivery::Roster));
+    // Lines: ONE_HUB 5, typing method 6, each route 7 (6 keys, the arguments, a blank line).
+    let other_method = format!(
+        "{ONE_HUB}{typing}{}{}",
+        roster_route("ts", "arguments = [\"room_id\", \"payload.count\", \"payload.users\"]"),
+        roster_route("tp", "arguments = [\"room_id\", \"payload.count\", \"payload.users\"]")
+            .replace("TypingRoster", "Typing"),
+    );
+    let err = RouteTable::parse("r.toml", &other_method).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "r.toml:19: route 'tp': the roster routes of a hub share one method and arguments (route 'ts' sends TypingRoster with arguments [\"room_id\", \"payload.count\", \"payload.users\"])"
+    );
+    let typing_field = fits.replace("\"payload.count\"", "\"payload.is_typing\"");
+    let err = RouteTable::parse("r.toml", &typing_field).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "r.toml:12: route 'ts': delivery \"roster\" sends the roster: argument payload.is_typing names"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn ends_typing_names_a_payload_field_and_batch_parses() {
+    let text = format!("{ONE_HUB}{}", route("posted", "ends_typing = \"payload.author.id\""));
+    let text = text.replace("\"immediate\"", "\"batch\"");
+    let t = RouteTable::parse("r.toml", &text).expect("valid");
+    let r = t.route("posted").expect("route");
+    assert_eq!((r.delivery, r.ends_typing.as_ref().map(|p| p.as_str())), (Delivery::Batch, Some("author.id")));
+    let err = RouteTable::parse("r.toml", &text.replace("payload.author.id", "room_id")).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "r.toml:12: route 'posted': ends_typing 'room_id' must name a payload field, e.g. \"payload.author_id\""
+    );
+    let err = RouteTable::parse("r.toml", &text.replace("payload.author.id", "author_id")).unwrap_err().to_string();
+    assert!(err.starts_with("r.toml:12: route 'posted': ends_typing: 'author_id' is not an argument source"), "{err}");
+    let roster = format!("{ONE_HUB}{}", roster_route("ts", "ends_typing = \"payload.user_id\""));
+    let err = RouteTable::parse("r.toml", &roster).unwrap_err().to_string();
+    assert_eq!(err, "r.toml:6: route 'ts': ends_typing belongs to a route that is not a roster");
 }
 
 #[test]
