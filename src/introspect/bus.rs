@@ -139,7 +139,10 @@ impl Bus {
     /// Beats the heartbeat and answers questions until `stop`; then leaves
     /// the set of live instances.
     pub async fn run(self: Arc<Self>, local: Arc<Local>, stop: CancellationToken) {
-        tokio::join!(self.beat(&stop), self.subscribe(&local, &stop));
+        // The first heartbeat waits for the subscription: an instance in
+        // the live set is one that hears questions.
+        let (subscribed, first_subscription) = tokio::sync::watch::channel(false);
+        tokio::join!(self.beat(first_subscription, &stop), self.subscribe(&local, subscribed, &stop));
         let mut conn = self.conn.clone();
         let left: redis::RedisResult<i64> =
             redis::cmd("ZREM").arg(&self.instances_key).arg(&self.instance_id).query_async(&mut conn).await;
@@ -148,7 +151,11 @@ impl Bus {
         }
     }
 
-    async fn beat(&self, stop: &CancellationToken) {
+    async fn beat(&self, mut subscribed: tokio::sync::watch::Receiver<bool>, stop: &CancellationToken) {
+        tokio::select! {
+            _ = subscribed.wait_for(|s| *s) => {}
+            _ = stop.cancelled() => return,
+        }
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn = self.conn.clone();
@@ -165,7 +172,7 @@ impl Bus {
         }
     }
 
-    async fn subscribe(&self, local: &Local, stop: &CancellationToken) {
+    async fn subscribe(&self, local: &Local, subscribed: tokio::sync::watch::Sender<bool>, stop: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let messages = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
@@ -182,6 +189,7 @@ impl Bus {
                 }
             };
             pause = Duration::from_millis(100);
+            subscribed.send_replace(true);
             tokio::pin!(messages);
             loop {
                 let msg = tokio::select! {
