@@ -43,7 +43,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Re
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
     if admin_api::is_admin_path(req.uri().path()) {
-        return Ok(admin_api::handle(state, &req).await);
+        return Ok(admin_api::handle(&state.introspect, state.admin_token.as_ref(), &req).await);
     }
     let ok = |status: StatusCode, body: String, content_type: &'static str| {
         Response::builder()

@@ -8,7 +8,6 @@
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use super::admin::AdminState;
 use super::admin_page;
 use super::error::{text, Body};
 use crate::config::AdminToken;
@@ -48,8 +47,8 @@ pub fn is_admin_path(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")
 }
 
-/// Serves one `/admin` request.
-pub async fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+/// Serves one `/admin` request with `introspect`, guarded by `token` when set.
+pub async fn handle<B>(introspect: &Introspect, token: Option<&AdminToken>, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
     if path == "/admin" {
         return Response::builder()
@@ -59,12 +58,12 @@ pub async fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
             .expect("static headers are valid");
     }
     let page = path == "/admin/";
-    let result = match authorized(state.admin_token.as_ref(), req) {
+    let result = match authorized(token, req) {
         false if page => return admin_page::login(),
         false => Err(AdminError::Unauthorized),
         true if req.method() != Method::GET => Err(AdminError::MethodNotAllowed),
         true if page => return admin_page::page(),
-        true => route(&state.introspect, path, req.uri().query()).await,
+        true => route(introspect, path, req.uri().query()).await,
     };
     result.unwrap_or_else(|e| error_response(&e))
 }
