@@ -33,6 +33,7 @@ fn instance() -> Local {
             transport: "websockets",
             outbox: Arc::new(Outbox::new(Limits { max_frames: 16, max_bytes: 1 << 16 })),
             last_seen_ms: AtomicU64::new(0),
+            timeout_armed: false.into(),
             expires_at_ms: None,
             connection_id: uuid::Uuid::new_v4(),
             since_ms: 1_700_000_000_000 + id,

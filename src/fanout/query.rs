@@ -143,6 +143,7 @@ mod tests {
             transport: "websockets",
             outbox: Arc::new(Outbox::new(Limits { max_frames: 2, max_bytes: 1 << 20 })),
             last_seen_ms: AtomicU64::new(0),
+            timeout_armed: false.into(),
             expires_at_ms: None,
             connection_id,
             since_ms: 1_000 + id,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::admin_page;
 use super::error::{text, Body};
 use crate::config::AdminToken;
+use crate::fault::{Blame, Fault};
 use crate::introspect::{Introspect, IntrospectError};
 
 /// The OpenAPI description, served as is.
@@ -37,7 +38,7 @@ fn status_of(e: &AdminError) -> StatusCode {
         AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         AdminError::NotFound | AdminError::Introspect(IntrospectError::UnknownHub(_)) => StatusCode::NOT_FOUND,
         AdminError::BadPath => StatusCode::BAD_REQUEST,
-        AdminError::Introspect(e) if e.is_asker_fault() => StatusCode::BAD_REQUEST,
+        AdminError::Introspect(e) if e.fault().is_callers() => StatusCode::BAD_REQUEST,
         AdminError::Introspect(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -142,11 +143,12 @@ fn json<T: Serialize>(value: &T) -> Result<Response<Body>, AdminError> {
 
 fn error_response(e: &AdminError) -> Response<Body> {
     let status = status_of(e);
-    if status.is_server_error() {
-        tracing::warn!(status = status.as_u16(), error = %e, "admin request failed");
-    } else {
-        tracing::debug!(status = status.as_u16(), error = %e, "admin request refused");
-    }
+    let fault = match e {
+        AdminError::Introspect(e) => e.fault(),
+        _ if status.is_server_error() => Fault::Internal,
+        _ => Fault::Client,
+    };
+    fault.log(e, &format!("admin request answered {}", status.as_u16()));
     let body = serde_json::json!({ "error": e.to_string() }).to_string();
     let mut response = respond(status, "application/json", body);
     let headers = response.headers_mut();

@@ -38,6 +38,7 @@ use super::local::Local;
 use super::model::{Answer, Query, QueryMessage, ReplyMessage};
 use crate::config::RedisConfig;
 use crate::ingest::RedisConn;
+use crate::sync::Unpoisoned;
 
 /// An instance whose heartbeat is older than this is not waited for.
 pub const LIVE: Duration = Duration::from_secs(5);
@@ -255,7 +256,7 @@ impl Bus {
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Answer>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+        self.waiting.locked()
     }
 }
 

@@ -26,9 +26,25 @@ pub enum IntrospectError {
     Encode(#[source] serde_json::Error),
 }
 
-impl IntrospectError {
-    /// True when the asker sent something wrong (a 4xx, logged at debug).
-    pub fn is_asker_fault(&self) -> bool {
-        matches!(self, IntrospectError::UnknownHub(_) | IntrospectError::Limit { .. } | IntrospectError::Cursor(_))
+impl crate::fault::Blame for IntrospectError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            IntrospectError::UnknownHub(_) | IntrospectError::Limit { .. } | IntrospectError::Cursor(_) => {
+                Fault::Client
+            }
+            IntrospectError::Redis(_) => Fault::Redis,
+            IntrospectError::Encode(_) => Fault::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            IntrospectError::UnknownHub(_) => "unknown_hub",
+            IntrospectError::Limit { .. } => "bad_limit",
+            IntrospectError::Cursor(_) => "bad_cursor",
+            IntrospectError::Redis(_) => "redis",
+            IntrospectError::Encode(_) => "encode",
+        }
     }
 }

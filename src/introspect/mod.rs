@@ -144,7 +144,7 @@ impl Introspect {
                     cluster.missing = missing;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "introspection: only this instance answers");
+                    crate::fault::Blame::fault(&e).log(&e, "introspection: only this instance answers");
                     cluster.error = Some(e.to_string());
                     answers.push(self.local.answer(&query));
                 }
