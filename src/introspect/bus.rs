@@ -22,7 +22,8 @@
 //! names the instance as missing, which is the truth.
 //!
 //! In a Redis Cluster, PUBLISH reaches subscribers on every node, so the
-//! subscriber connects to the first configured node as a plain client.
+//! subscriber connects to one configured node as a plain client, and to
+//! the next one when that fails.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -71,7 +72,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 /// The Redis side of introspection.
 pub struct Bus {
     conn: RedisConn,
-    subscribe_url: String,
+    subscribe_urls: Vec<String>,
     channel: String,
     reply_channel: String,
     instances_key: String,
@@ -91,12 +92,12 @@ pub struct Pending<'a> {
 
 impl Bus {
     /// The bus of `instance_id` on `conn` (commands and PUBLISH); the
-    /// subscriber connects on its own to the first of `redis.urls`.
+    /// subscriber connects on its own to one of `redis.urls`.
     pub fn new(conn: RedisConn, redis: &RedisConfig, instance_id: &str) -> Bus {
         let channel = format!("{}:introspect", redis.group_prefix);
         Bus {
             conn,
-            subscribe_url: redis.urls.first().cloned().unwrap_or_default(),
+            subscribe_urls: redis.urls.clone(),
             reply_channel: format!("{channel}:reply:{instance_id}"),
             instances_key: format!("{channel}:instances"),
             channel,
@@ -175,8 +176,14 @@ impl Bus {
 
     async fn subscribe(&self, local: &Local, subscribed: tokio::sync::watch::Sender<bool>, stop: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
+        let mut node = 0;
         while !stop.is_cancelled() {
-            let messages = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+            // Config validation keeps at least one URL when Redis is set.
+            let Some(url) = self.subscribe_urls.get(node % self.subscribe_urls.len().max(1)) else {
+                return;
+            };
+            node += 1;
+            let messages = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(url)).await {
                 Ok(Ok(messages)) => messages,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "introspection subscriber: cannot subscribe");
@@ -190,6 +197,7 @@ impl Bus {
                 }
             };
             pause = Duration::from_millis(100);
+            node -= 1; // this node works: back to it after a disconnect
             subscribed.send_replace(true);
             tokio::pin!(messages);
             loop {
@@ -214,8 +222,8 @@ impl Bus {
         *pause = (*pause * 2).min(CONNECT_TIMEOUT);
     }
 
-    async fn connect(&self) -> redis::RedisResult<impl futures_util::Stream<Item = redis::Msg>> {
-        let client = redis::Client::open(self.subscribe_url.as_str())?;
+    async fn connect(&self, url: &str) -> redis::RedisResult<impl futures_util::Stream<Item = redis::Msg>> {
+        let client = redis::Client::open(url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&self.channel).await?;
         pubsub.subscribe(&self.reply_channel).await?;
