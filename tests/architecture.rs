@@ -44,7 +44,19 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("introspect", &["fault", "sync", "fanout", "ingest", "config", "telemetry"][..]),
         (
             "http",
-            &["fault", "sync", "hub", "push", "transport", "ingest", "introspect", "envelope", "telemetry", "config", "auth"][..],
+            &[
+                "fault",
+                "sync",
+                "hub",
+                "push",
+                "transport",
+                "ingest",
+                "introspect",
+                "envelope",
+                "telemetry",
+                "config",
+                "auth",
+            ][..],
         ),
     ])
 }
