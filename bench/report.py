@@ -6,8 +6,9 @@
 Reads meta.json and one <label>.json (the load generator's result line) and
 <label>.cmd per run; adds bench/gaps.md (the profiled causes of missed
 targets, written by hand), bench/compare.md (the Socket.IO peer
-comparison) and bench/roster.md (the typing roster's frames, from a unit
-test) when they exist.
+comparison), bench/roster.md (the typing roster's frames, from a unit
+test) and bench/introspect.md (the introspection API's figures, from
+bench/introspect.sh) when they exist.
 """
 
 import json
@@ -304,7 +305,7 @@ for label in sorted(R, key=order):
 print("```")
 print()
 
-for name, title in (("gaps.md", None), ("compare.md", None), ("roster.md", None)):
+for name, title in (("gaps.md", None), ("compare.md", None), ("roster.md", None), ("introspect.md", None)):
     path = os.path.join(HERE, name)
     if os.path.exists(path):
         with open(path) as f:

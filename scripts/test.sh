@@ -43,9 +43,12 @@ step "benchmark smoke run (bench/run.sh with BENCH_SMOKE=1: seconds, to keep it 
 # another process can take one between the probe and the bind.
 BENCH_SMOKE=1 bash bench/run.sh || { echo "smoke run failed; once more"; BENCH_SMOKE=1 bash bench/run.sh; }
 
-# Two runs: each suite has its own conftest.py, imported by name.
+# Separate runs: each suite has its own conftest.py, imported by name.
 step "pytest publishers/python (against redis-server and the sidecar binary)"
 .venv/bin/python -m pytest -q publishers/python/tests
+
+step "pytest tests/python (protocol/admin-openapi.yaml against the running sidecar, with schemathesis)"
+.venv/bin/python -m pytest -q tests/python
 
 step "pytest deploy (helm chart, Kubernetes manifests, Dockerfile)"
 .venv/bin/python -m pytest -q deploy/tests

@@ -20,6 +20,7 @@ use crate::fanout::Registry;
 use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
 use crate::hub::{self, HubSettings, Hubs};
 use crate::ingest::{self, Publisher, RedisIngest};
+use crate::introspect::{self, InstanceState, Introspect};
 use crate::pipeline::{self, Pipeline};
 use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::telemetry::Metrics;
@@ -143,11 +144,19 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
 
+    let introspect_stop = CancellationToken::new();
+    let introspect = Arc::new(introspection(&config, &routes, &registry, &metrics, &readiness).await?);
+    tasks.spawn({
+        let (introspect, stop) = (introspect.clone(), introspect_stop.clone());
+        async move { introspect.run(stop).await }
+    });
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         schemas: schemas.clone(),
         publisher,
+        introspect,
+        admin_token: config.server.admin_token.clone(),
     });
     let admin_service = hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
     let header_timeout = config.limits.http_header_timeout;
@@ -217,6 +226,8 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
         tracing::warn!("the pipeline did not drain before the deadline");
     }
     keepalive_stop.cancel();
+    // Answered questions (as draining) until here; now leaves the set.
+    introspect_stop.cancel();
     tasks.close();
     if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
         tracing::warn!(
@@ -227,6 +238,37 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The introspection API's view of this instance, and the Redis bus that
+/// lets it ask (and answer) the others.
+async fn introspection(
+    config: &Config,
+    routes: &RouteTable,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> anyhow::Result<Introspect> {
+    let hubs = routes.hubs.iter().map(|h| (h.name.clone(), h.path.clone())).collect();
+    let streams = if config.redis.is_some() { config.streams.clone() } else { Vec::new() };
+    let readiness = readiness.clone();
+    let state: introspect::StateFn = Arc::new(move || match readiness.phase() {
+        Phase::Starting => InstanceState::Starting,
+        Phase::Draining => InstanceState::Draining,
+        Phase::Running if readiness.check().is_ok() => InstanceState::Ready,
+        Phase::Running => InstanceState::Unready,
+    });
+    let local =
+        introspect::Local::new(config.instance_id.clone(), hubs, streams, registry.clone(), metrics.clone(), state);
+    let bus = match &config.redis {
+        Some(redis) => {
+            let conn =
+                ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+            Some(introspect::Bus::new(conn, redis, &config.instance_id))
+        }
+        None => None,
+    };
+    Ok(Introspect::new(local, bus))
 }
 
 /// Waits (until `deadline`) for the connections told to go to finish

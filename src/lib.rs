@@ -24,7 +24,8 @@
 //! | `push`       | browser push: subscriptions, who is connected anywhere, Web Push to the offline (RFC 8030/8291/8292) | pipeline, fanout, ingest, envelope, config |
 //! | `hub`        | SignalR sessions: handshake, invocations, keep-alive, close reasons, handoff, drain | codec, envelope, transport, fanout, ingest, presence, push, config, auth |
 //! | `continuity` | where handed-off sessions wait (Redis) and how their missed events are read again | hub, ingest, pipeline, fanout, envelope, config |
-//! | `http`       | the client and admin HTTP servers (TLS); errors become status codes here; the HTTP clients (webhook, push) | hub, push, transport, ingest, envelope, config, auth |
+//! | `introspect` | operators' questions (rooms, members, users, instances) answered by every instance over Redis pub/sub | fanout, ingest, config, telemetry |
+//! | `http`       | the client and admin HTTP servers (TLS), the admin page; errors become status codes here; the HTTP clients (webhook, push) | hub, push, transport, ingest, introspect, envelope, config, auth |
 //! | `app`        | builds everything, owns every task, runs the shutdown sequence | everything |
 
 pub mod app;
@@ -38,6 +39,7 @@ pub mod fault;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod introspect;
 pub mod pipeline;
 pub mod presence;
 pub mod push;

@@ -41,9 +41,22 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "continuity",
             &["fault", "sync", "hub", "ingest", "pipeline", "fanout", "envelope", "config", "transport"][..],
         ),
+        ("introspect", &["fault", "sync", "fanout", "ingest", "config", "telemetry"][..]),
         (
             "http",
-            &["fault", "sync", "hub", "push", "transport", "ingest", "envelope", "telemetry", "config", "auth"][..],
+            &[
+                "fault",
+                "sync",
+                "hub",
+                "push",
+                "transport",
+                "ingest",
+                "introspect",
+                "envelope",
+                "telemetry",
+                "config",
+                "auth",
+            ][..],
         ),
     ])
 }

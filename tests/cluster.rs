@@ -185,3 +185,32 @@ async fn a_redis_cluster_delivers_every_stream_and_survives_a_failover() {
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut cluster.node(replica)).expect("role");
     assert_eq!(role.first(), Some(&redis::Value::BulkString(b"master".to_vec())), "the failover happened");
 }
+
+/// The introspection API on a Redis Cluster: the question goes out with
+/// PUBLISH through the cluster connection, each instance subscribes on one
+/// node (here different ones), and both see the whole deployment.
+#[tokio::test]
+async fn introspection_answers_for_every_instance_on_a_cluster() {
+    let cluster = Cluster::start().await;
+    let other_order = cluster.ports[..3].iter().rev().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>();
+    let mut env = jwt_env();
+    env.push(("SIDECAR_ADMIN_TOKEN", admin::ADMIN_TOKEN.into()));
+    let s0 = Sidecar::start(&[env.clone(), vec![("SIDECAR_REDIS_URL", cluster.urls())]].concat()).await;
+    let s1 = Sidecar::start(&[env, vec![("SIDECAR_REDIS_URL", other_order.join(","))]].concat()).await;
+    admin::wait_for_answers(&s0, 2).await;
+    admin::wait_for_answers(&s1, 2).await;
+    let mut d = Driver::start().await;
+    for (name, s) in [("a0", &s0), ("a1", &s1)] {
+        d.connect(name, &s.hub("/hubs/chat"), &[], json!({"accessToken": token("alice", "alice")}))
+            .await
+            .expect("connects");
+        d.invoke(name, "JoinRoom", json!(["shared"])).await.expect("JoinRoom");
+    }
+    for asked in [&s0, &s1] {
+        let user = admin::api(asked, "/admin/api/users/alice").await;
+        assert_eq!(user["connections"].as_array().map(Vec::len), Some(2), "{user}");
+        assert_eq!(user["cluster"]["missing"], json!([]));
+        let rooms = admin::api(asked, "/admin/api/hubs/chat/rooms").await;
+        assert_eq!(rooms["rooms"], json!([{"name": "shared", "connections": 2}]));
+    }
+}

@@ -5,6 +5,7 @@
 //! in the TOML file named by `SIDECAR_CONFIG`. The environment wins. The
 //! README's settings table lists them all with the defaults written here.
 
+mod admin_token;
 mod arguments;
 mod push;
 mod routes;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use admin_token::{AdminToken, MIN_ADMIN_TOKEN_CHARS};
 pub use arguments::{
     ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, ROSTER_PAYLOAD_FIELDS,
     TYPING_PAYLOAD_FIELDS,
@@ -107,6 +109,10 @@ pub struct ServerConfig {
     /// TLS on the client port (`tls_cert_file` and `tls_key_file`, both or
     /// neither). Default: none, plain HTTP. The admin port is always plain.
     pub tls: Option<TlsConfig>,
+    /// Bearer token every `/admin/` request on the admin port must present
+    /// (`admin_token`). Default: none, `/admin/` is open to whoever reaches
+    /// the admin port.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// The certificate the client port serves: PEM files, re-read when they
@@ -289,7 +295,15 @@ impl Config {
             stateful_reconnect: r.get("stateful_reconnect", true),
             stateful_reconnect_buffer_bytes: r.count("stateful_reconnect_buffer_bytes", 1 << 20, 1024, 1 << 30),
             tls: None,
+            admin_token: None,
         };
+        server.admin_token = r.opt::<String>("admin_token").and_then(|t| match AdminToken::parse(&t) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                r.error("admin_token", why);
+                None
+            }
+        });
         let tls_cert_file: Option<PathBuf> = r.opt("tls_cert_file");
         let tls_key_file: Option<PathBuf> = r.opt("tls_key_file");
         server.tls = match (tls_cert_file, tls_key_file) {

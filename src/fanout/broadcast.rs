@@ -125,6 +125,8 @@ mod tests {
             last_seen_ms: AtomicU64::new(0),
             timeout_armed: false.into(),
             expires_at_ms: None,
+            connection_id: uuid::Uuid::nil(),
+            since_ms: 0,
         });
         reg.add(entry.clone());
         entry

@@ -2,10 +2,12 @@
 //! users; it does not know where an event came from or how it was encoded.
 
 mod broadcast;
+mod query;
 mod registry;
 mod user_watch;
 
 pub use crate::transport::outbox::{Kick, Outbox, Payload};
 pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
+pub use query::{unix_ms, ConnView, MembersPage, RoomsPage};
 pub use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};
 pub use user_watch::UserWatch;

@@ -35,6 +35,13 @@ pub struct ConnEntry {
     pub timeout_armed: AtomicBool,
     /// When its access token expires (Unix milliseconds), if it does.
     pub expires_at_ms: Option<u64>,
+    /// Its SignalR connection id, for the operators' introspection API
+    /// (`query.rs`). Negotiate issues 32 hex digits (a UUID), so it is kept
+    /// in 16 bytes, not as a string: per-connection memory is a benchmark
+    /// target. Nil for an id that is not a UUID (none is issued today).
+    pub connection_id: uuid::Uuid,
+    /// When it entered fan-out on this instance (Unix milliseconds).
+    pub since_ms: u64,
 }
 
 /// Why a join was refused.
@@ -48,23 +55,23 @@ pub enum JoinError {
     TooManyGroups(usize),
 }
 
-type Members = HashMap<ConnId, Arc<ConnEntry>>;
+pub(super) type Members = HashMap<ConnId, Arc<ConnEntry>>;
 
 #[derive(Default)]
-struct HubIndex {
-    all: Members,
-    groups: HashMap<Box<str>, Members>,
-    users: HashMap<Arc<str>, Members>,
+pub(super) struct HubIndex {
+    pub(super) all: Members,
+    pub(super) groups: HashMap<Box<str>, Members>,
+    pub(super) users: HashMap<Arc<str>, Members>,
 }
 
-struct Conn {
-    entry: Arc<ConnEntry>,
-    groups: Vec<Box<str>>,
+pub(super) struct Conn {
+    pub(super) entry: Arc<ConnEntry>,
+    pub(super) groups: Vec<Box<str>>,
 }
 
 pub(super) struct Inner {
-    conns: HashMap<ConnId, Conn>,
-    hubs: Vec<HubIndex>,
+    pub(super) conns: HashMap<ConnId, Conn>,
+    pub(super) hubs: Vec<HubIndex>,
 }
 
 /// Where fan-out stands in each stream: the id of the last entry whose

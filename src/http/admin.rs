@@ -1,5 +1,6 @@
 //! The admin port: `/metrics`, `/healthz`, `/readyz` and
-//! `POST /internal/events` (the HTTP bridge of CONTRACT section 9).
+//! `POST /internal/events` (the HTTP bridge of CONTRACT section 9), and
+//! `/admin/` (introspection, `admin_api.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,9 +10,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{text, Body, HttpError};
-use super::Readiness;
+use super::{admin_api, Readiness};
+use crate::config::AdminToken;
 use crate::envelope::Schemas;
 use crate::ingest::{self, Publisher};
+use crate::introspect::Introspect;
 use crate::telemetry::Metrics;
 
 /// Largest POSTed event.
@@ -27,6 +30,10 @@ pub struct AdminState {
     pub schemas: Arc<Schemas>,
     /// The bus POSTed events go to.
     pub publisher: Publisher,
+    /// Answers `/admin/api/` for the whole deployment.
+    pub introspect: Arc<Introspect>,
+    /// `SIDECAR_ADMIN_TOKEN`: required by every `/admin/` request when set.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Handles one admin request.
@@ -35,6 +42,9 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Re
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    if admin_api::is_admin_path(req.uri().path()) {
+        return Ok(admin_api::handle(&state.introspect, state.admin_token.as_ref(), &req).await);
+    }
     let ok = |status: StatusCode, body: String, content_type: &'static str| {
         Response::builder()
             .status(status)

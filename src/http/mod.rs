@@ -5,6 +5,8 @@
 //! live here too: the join webhook's and browser push's (`push_client.rs`).
 
 mod admin;
+mod admin_api;
+mod admin_page;
 mod client;
 mod error;
 mod push_client;

@@ -33,6 +33,15 @@ impl Readiness {
         let _ = self.redis_up.set(up);
     }
 
+    /// The current phase (the introspection API shows it per instance).
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            _ => Phase::Draining,
+        }
+    }
+
     /// `Ok` when ready, else why not.
     pub fn check(&self) -> Result<(), &'static str> {
         match self.phase.load(Ordering::SeqCst) {

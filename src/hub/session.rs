@@ -240,6 +240,8 @@ impl HubSession {
             last_seen_ms: self.hubs.now_ms().into(),
             timeout_armed: (self.transport == "longpolling").into(),
             expires_at_ms: self.identity.expires_at_ms,
+            connection_id: uuid::Uuid::try_parse(&self.connection_id).unwrap_or_default(),
+            since_ms: crate::fanout::unix_ms(),
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
         self.entry = Some(entry);

@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod affinity;
 pub mod certs;
 pub mod compat;
