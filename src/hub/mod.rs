@@ -26,6 +26,9 @@ mod server;
 mod session;
 mod tokens;
 
+#[cfg(test)]
+mod testkit;
+
 pub use authorize::{Authorizer, Webhook};
 pub use connection::{resume_websocket, run, Carrier, ConnectionTask, Start};
 pub use drain::{close_for_hole, drain};

@@ -565,3 +565,6 @@ impl Session for HubSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! What the hub's in-process tests share: a `Hubs` on the shipped routing
+//! file with the in-process bus and presence, sessions on it, and the
+//! frames an outbox queued, decoded.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{HubSession, HubSettings, Hubs, Identity};
+use crate::codec::{HubMessage, Protocol, RECORD_SEPARATOR};
+use crate::config::{Config, RawSettings, RouteTable};
+use crate::envelope::Envelope;
+use crate::fanout::Registry;
+use crate::ingest::Publisher;
+use crate::presence::{MemoryPresence, Presence};
+use crate::telemetry::Metrics;
+use crate::transport::{Outbox, Session};
+
+/// Hub ids in `protocol/routes.toml`.
+pub(crate) const CHAT: usize = 0;
+pub(crate) const TICKET: usize = 1;
+
+/// The JSON handshake record.
+pub(crate) const JSON_HANDSHAKE: &[u8] = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+
+/// The shipped routing file.
+pub(crate) fn routes() -> Arc<RouteTable> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/routes.toml");
+    Arc::new(RouteTable::load(&path).expect("the shipped routing file loads"))
+}
+
+/// Settings as the sidecar would read them from `env` (defaults otherwise).
+pub(crate) fn config(env: &[(&str, &str)]) -> Config {
+    let mut raw = RawSettings::default();
+    raw.overlay_env(
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("SIDECAR_INSTANCE_ID".to_string(), "test-instance".to_string())]),
+    );
+    Config::from_raw(&raw).expect("valid test settings")
+}
+
+/// A `Hubs` and the receiving end of its in-process bus (what SendTyping
+/// and presence publish).
+pub(crate) struct Kit {
+    pub hubs: Arc<Hubs>,
+    /// Takes the next event on the bus (the hub may not name the
+    /// pipeline's input type, so the receiver hides in a closure).
+    next: Box<dyn FnMut() -> Option<Envelope> + Send>,
+}
+
+/// A kit with settings from `env`.
+pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
+    let c = config(env);
+    let routes = routes();
+    let registry = Arc::new(Registry::new(routes.hubs.len(), c.delivery.max_groups_per_connection));
+    let (tx, mut bus) = mpsc::channel(64);
+    let publisher = Publisher::memory(routes.clone(), tx);
+    let settings = HubSettings::from_config(&c.server, &c.limits, &c.instance_id);
+    let hubs = Hubs::new(
+        routes,
+        registry,
+        publisher,
+        Arc::new(Metrics::new()),
+        settings,
+        Presence::Memory(MemoryPresence::default()),
+    );
+    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().ok().map(|input| input.envelope)) }
+}
+
+impl Kit {
+    /// A session of `hub` on `transport`, before its handshake.
+    pub(crate) fn session(&self, hub: usize, transport: &'static str, stateful: bool) -> HubSession {
+        self.session_as(hub, transport, stateful, Identity::default())
+    }
+
+    /// A session of a given identity.
+    pub(crate) fn session_as(
+        &self,
+        hub: usize,
+        transport: &'static str,
+        stateful: bool,
+        identity: Identity,
+    ) -> HubSession {
+        let id = super::new_connection_id();
+        HubSession::new(self.hubs.clone(), hub, id, None, identity, transport, stateful)
+    }
+
+    /// A JSON WebSocket session of the chat hub with its handshake done
+    /// (the handshake answer taken).
+    pub(crate) async fn open(&self, stateful: bool) -> HubSession {
+        let mut s = self.session(CHAT, "websockets", stateful);
+        handshake(&mut s).await;
+        s
+    }
+
+    /// Whatever the bus holds now.
+    pub(crate) fn published(&mut self) -> Vec<Envelope> {
+        std::iter::from_fn(|| (self.next)()).collect()
+    }
+}
+
+/// An authenticated user.
+pub(crate) fn user(id: &str, name: &str) -> Identity {
+    Identity { user_id: Some(id.into()), name: Some(name.into()), ..Identity::default() }
+}
+
+/// Sends the JSON handshake and takes the answer, which must be `{}`.
+pub(crate) async fn handshake(s: &mut HubSession) {
+    assert_eq!(s.receive(JSON_HANDSHAKE).await, crate::transport::Flow::Continue);
+    assert_eq!(texts(&s.outbox()), ["{}"]);
+}
+
+/// Every queued frame as text, split into records (separators dropped).
+pub(crate) fn texts(outbox: &Outbox) -> Vec<String> {
+    let batch = outbox.take(usize::MAX);
+    batch
+        .frames
+        .iter()
+        .flat_map(|p| p.as_bytes().split(|b| *b == RECORD_SEPARATOR).filter(|r| !r.is_empty()))
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+/// Every queued JSON frame, decoded as hub messages.
+pub(crate) fn messages(outbox: &Outbox) -> Vec<HubMessage> {
+    texts(outbox).iter().map(|t| Protocol::Json.decode(t.as_bytes()).expect("the server sends valid JSON")).collect()
+}
+
+/// A JSON record for `value`.
+pub(crate) fn record(value: Value) -> Vec<u8> {
+    let mut bytes = value.to_string().into_bytes();
+    bytes.push(RECORD_SEPARATOR);
+    bytes
+}
+
+/// A blocking invocation record.
+pub(crate) fn invoke(id: &str, target: &str, arguments: Value) -> Vec<u8> {
+    record(serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": arguments}))
+}
