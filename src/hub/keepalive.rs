@@ -204,3 +204,6 @@ mod tests {
         assert!((0..100).all(|id| w.contains(s.phase(id))));
     }
 }
+
+#[cfg(test)]
+mod run_tests;

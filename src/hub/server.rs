@@ -5,7 +5,7 @@
 use crate::sync::Unpoisoned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Error;
 use super::{Authorizer, Handoff, Identity, Parked, RateLimiter, Tokens};
@@ -102,7 +102,9 @@ pub struct Hubs {
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
-    clock: Instant,
+    /// Tokio's clock (the system clock outside tests), so that tests with
+    /// paused time can step the keep-alive and the client timeout.
+    clock: tokio::time::Instant,
 }
 
 impl Hubs {
@@ -136,7 +138,7 @@ impl Hubs {
             push: None,
             handing_off: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
-            clock: Instant::now(),
+            clock: tokio::time::Instant::now(),
         }
     }
 
