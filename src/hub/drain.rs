@@ -82,3 +82,6 @@ async fn kick_spread(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

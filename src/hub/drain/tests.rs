@@ -1,0 +1,90 @@
+//! The drain and the closes after a hole, with paused time: who is told
+//! to go, why, and how the closes are spread over the window.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{close_for_hole, drain};
+use crate::hub::testkit::{handshake, invoke, kit, messages, CHAT, TICKET};
+use crate::hub::HubSession;
+use crate::transport::{Kick, Session};
+
+fn kicked(sessions: &[HubSession], why: Kick) -> usize {
+    sessions.iter().filter(|s| s.outbox().kicked() == Some(why)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_closes_every_connection_spread_over_the_window() {
+    let k = kit(&[]);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(k.open(false).await);
+    }
+    let hubs = k.hubs.clone();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(async move { drain(&hubs, Duration::from_secs(1)).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(kicked(&sessions, Kick::ServerShutdown), 1, "ten steps of 100 ms, one connection each");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(kicked(&sessions, Kick::ServerShutdown), 2);
+    task.await.expect("the drain returns");
+    assert_eq!(kicked(&sessions, Kick::ServerShutdown), 3);
+    assert_eq!(started.elapsed(), Duration::from_millis(200), "two pauses of 100 ms between three closes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_connection_is_told_to_reconnect() {
+    let k = kit(&[]);
+    let s = k.open(false).await;
+    drain(&k.hubs, Duration::ZERO).await;
+    let close = s.close_frame(s.outbox().kicked().expect("kicked")).expect("a Close");
+    assert_eq!(close.as_bytes(), b"{\"type\":7,\"allowReconnect\":true}\x1e");
+}
+
+#[tokio::test(start_paused = true)]
+async fn parked_sessions_are_finished_by_the_drain() {
+    let k = kit(&[]);
+    let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
+    let mut s = HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), Default::default(), "websockets", true);
+    handshake(&mut s).await;
+    k.hubs.parked.park(token.clone(), s);
+    assert_eq!(k.hubs.registry.len(), 1, "a parked session stays in fan-out");
+    drain(&k.hubs, Duration::ZERO).await;
+    assert!(k.hubs.parked.take(&token, CHAT).is_none());
+    assert!(k.hubs.registry.is_empty());
+    assert!(!k.hubs.tokens.knows(&token));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hole_closes_the_connections_of_the_hubs_its_stream_feeds() {
+    let k = kit(&[]);
+    let mut chat = k.open(false).await;
+    let mut ticket = k.session(TICKET, "websockets", false);
+    handshake(&mut ticket).await;
+    chat.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
+    messages(&chat.outbox());
+    close_for_hole(&k.hubs, &[CHAT], "trimmed", Duration::ZERO).await;
+    assert_eq!(chat.outbox().kicked(), Some(Kick::ContinuityLost));
+    assert_eq!(ticket.outbox().kicked(), None);
+    let rendered = k.hubs.metrics.render();
+    assert!(
+        rendered.lines().any(|l| l.starts_with("sidecar_continuity_closes")
+            && l.contains("cause=\"trimmed\"")
+            && l.ends_with(" 1")),
+        "{rendered}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hole_of_unknown_reach_closes_every_hub() {
+    let k = kit(&[]);
+    let chat = k.open(false).await;
+    let mut ticket = k.session(TICKET, "websockets", false);
+    handshake(&mut ticket).await;
+    close_for_hole(&k.hubs, &[], "lost", Duration::ZERO).await;
+    assert_eq!(
+        (chat.outbox().kicked(), ticket.outbox().kicked()),
+        (Some(Kick::ContinuityLost), Some(Kick::ContinuityLost))
+    );
+}
