@@ -6,6 +6,9 @@ mod query;
 mod registry;
 mod user_watch;
 
+/// For the pipeline's tests, which build outboxes and may not name `transport`.
+#[cfg(test)]
+pub(crate) use crate::transport::outbox::Limits;
 pub use crate::transport::outbox::{Kick, Outbox, Payload};
 pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
 pub use query::{unix_ms, ConnView, MembersPage, RoomsPage};
