@@ -11,6 +11,9 @@ mod replay;
 mod sse;
 mod websocket;
 
+#[cfg(test)]
+mod fake;
+
 pub use error::Error;
 pub use long_polling::{serve_long_polling, Ending, ENDED_KEPT};
 pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};

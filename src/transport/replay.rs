@@ -77,3 +77,71 @@ impl Replay {
         (!self.broken).then(|| (self.next_seq, self.frames.iter().cloned().collect()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Payload {
+        Payload::text(s.to_string())
+    }
+
+    fn texts(frames: &[Payload]) -> Vec<String> {
+        frames.iter().map(|f| String::from_utf8_lossy(f.as_bytes()).into_owned()).collect()
+    }
+
+    #[test]
+    fn frames_are_numbered_from_1_and_acks_are_cumulative() {
+        let mut r = Replay::new(1 << 10);
+        assert_eq!(r.resume().map(|(first, f)| (first, f.len())), Some((1, 0)), "nothing sent yet");
+        for s in ["a", "b", "c"] {
+            r.record(p(s));
+        }
+        assert!(r.ack(2));
+        let (first, frames) = r.resume().expect("intact");
+        assert_eq!((first, texts(&frames)), (3, vec!["c".to_string()]));
+        assert!(r.ack(1), "an older ack is no error");
+        assert!(r.ack(3));
+        assert_eq!(r.resume().map(|(first, f)| (first, f.len())), Some((4, 0)));
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_sent_is_refused() {
+        let mut r = Replay::new(1 << 10);
+        r.record(p("a"));
+        assert!(!r.ack(2));
+        assert!(!r.ack(u64::MAX));
+        assert_eq!(r.resume().map(|(_, f)| f.len()), Some(1), "a refused ack frees nothing");
+    }
+
+    #[test]
+    fn a_buffer_that_lost_frames_cannot_resume_or_hand_off() {
+        let mut r = Replay::new(3);
+        r.record(p("ab"));
+        r.record(p("cd"));
+        assert!(r.resume().is_none());
+        assert!(r.frames().is_none());
+        assert!(r.ack(2), "acks still count");
+        assert!(r.resume().is_none(), "a lost frame stays lost");
+    }
+
+    #[test]
+    fn a_restored_buffer_continues_the_numbering() {
+        let mut r = Replay::restored(1 << 10, 8, vec![(6, p("f")), (7, p("g"))]);
+        assert!(!r.ack(8), "8 was never sent");
+        r.record(p("h"));
+        let (next, frames) = r.frames().expect("intact");
+        assert_eq!(next, 9);
+        assert_eq!(frames.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [6, 7, 8]);
+        assert!(r.ack(7));
+        let (first, frames) = r.resume().expect("intact");
+        assert_eq!((first, texts(&frames)), (8, vec!["h".to_string()]));
+    }
+
+    #[test]
+    fn a_restored_buffer_keeps_its_byte_bound() {
+        let mut r = Replay::restored(4, 3, vec![(1, p("ab")), (2, p("cd"))]);
+        r.record(p("e"));
+        assert!(r.resume().is_none(), "past 4 bytes the oldest frame is dropped");
+    }
+}

@@ -83,3 +83,6 @@ mod tests {
         assert_eq!(&out[..], b"data: {}\x1e\r\n\r\ndata: a\r\ndata: b\r\n\r\n");
     }
 }
+
+#[cfg(test)]
+mod serve_tests;
