@@ -5,6 +5,7 @@
 //! pipeline and finish the acknowledgements, wait, exit.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -33,10 +34,31 @@ const SESSION_HANDOFF_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// that its client reconnects afresh and refetches.
 const CATCH_UP_MAX: usize = 10_000;
 
+/// Where the two listeners were bound: with port 0 in the settings (tests),
+/// only the bound socket knows the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The client port.
+    pub client: SocketAddr,
+    /// The admin port.
+    pub admin: SocketAddr,
+}
+
 /// Runs the sidecar until `shutdown` resolves, then drains and returns.
 /// `routes` is the routing file `config.routes_path` names, loaded (and
 /// validated) by the caller with the other settings, before anything starts.
 pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, routes, shutdown, |_| {}).await
+}
+
+/// [`run`], telling `ready` where the listeners are once the sidecar is
+/// ready, so a caller that asked for port 0 can reach it.
+pub async fn run_with(
+    config: Config,
+    routes: RouteTable,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Listening),
+) -> anyhow::Result<()> {
     let routes = Arc::new(routes);
     let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
     let metrics = Arc::new(Metrics::new());
@@ -65,7 +87,8 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     let client_listener = TcpListener::bind(config.server.listen).await.context("SIDECAR_LISTEN: cannot bind")?;
     let admin_listener =
         TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
-    tracing::info!(client = %client_listener.local_addr()?, admin = %admin_listener.local_addr()?, instance = %config.instance_id,
+    let listening = Listening { client: client_listener.local_addr()?, admin: admin_listener.local_addr()? };
+    tracing::info!(client = %listening.client, admin = %listening.admin, instance = %config.instance_id,
         bus = if config.redis.is_some() { "redis" } else { "in-process" }, tls = tls.is_some(), "listening");
 
     let listeners_stop = CancellationToken::new();
@@ -211,6 +234,7 @@ pub async fn run(config: Config, routes: RouteTable, shutdown: impl Future<Outpu
     drop(input);
     readiness.set(Phase::Running);
     tracing::info!("ready");
+    ready(listening);
 
     shutdown.await;
     let deadline = tokio::time::Instant::now() + config.shutdown.timeout;
@@ -295,3 +319,6 @@ fn on_hole(
         tasks.spawn(async move { hub::close_for_hole(&hubs, &fed, hole.cause.label(), window).await });
     })
 }
+
+#[cfg(test)]
+mod tests;
