@@ -141,3 +141,123 @@ fn browser_push_is_off_without_a_key_and_its_settings_are_checked_by_name() {
     assert!(errors.contains("SIDECAR_PUSH_TTL_SECONDS: must be at most"), "{errors}");
     let _ = std::fs::remove_file(&key);
 }
+
+fn errors_of(env: &[(&str, &str)]) -> Vec<String> {
+    let mut all = vec![("SIDECAR_INSTANCE_ID", "a")];
+    all.extend_from_slice(env);
+    config("", &all).expect_err("invalid")
+}
+
+#[test]
+fn timings_that_contradict_each_other_are_refused_by_name() {
+    assert_eq!(
+        errors_of(&[("SIDECAR_CLIENT_TIMEOUT_SECONDS", "15"), ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "5")]),
+        ["SIDECAR_CLIENT_TIMEOUT_SECONDS: must be longer than SIDECAR_KEEPALIVE_SECONDS"]
+    );
+    assert_eq!(
+        errors_of(&[("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "30")]),
+        ["SIDECAR_LONG_POLL_TIMEOUT_SECONDS: must be shorter than SIDECAR_CLIENT_TIMEOUT_SECONDS"]
+    );
+    assert_eq!(
+        errors_of(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "25")]),
+        ["SIDECAR_SHUTDOWN_TIMEOUT_SECONDS: must be longer than SIDECAR_DRAIN_WINDOW_SECONDS"]
+    );
+}
+
+#[test]
+fn the_long_poll_timeout_follows_a_short_client_timeout() {
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a")]).expect("valid");
+    assert_eq!(c.server.long_poll_timeout, Duration::from_secs(20));
+    let c = config(
+        "",
+        &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_KEEPALIVE_SECONDS", "2"), ("SIDECAR_CLIENT_TIMEOUT_SECONDS", "6")],
+    )
+    .expect("valid");
+    assert_eq!(c.server.long_poll_timeout, Duration::from_secs(4), "two thirds of the client timeout");
+}
+
+#[test]
+fn the_admin_port_is_never_the_client_port() {
+    let errors = errors_of(&[("SIDECAR_LISTEN", "127.0.0.1:7000"), ("SIDECAR_ADMIN_LISTEN", "127.0.0.1:7000")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("SIDECAR_ADMIN_LISTEN: must differ from SIDECAR_LISTEN"), "{errors:?}");
+}
+
+#[test]
+fn authentication_settings_are_checked() {
+    assert_eq!(
+        errors_of(&[("SIDECAR_AUTH", "jwt")]),
+        ["SIDECAR_AUTH: jwt needs SIDECAR_JWT_SECRET, SIDECAR_JWT_PUBLIC_KEY_FILE or SIDECAR_JWKS_FILE"]
+    );
+    assert_eq!(errors_of(&[("SIDECAR_AUTH", "basic")]), ["SIDECAR_AUTH: 'basic' must be none or jwt"]);
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_AUTH", "jwt"), ("SIDECAR_JWT_SECRET", "s")])
+        .expect("valid");
+    let AuthConfig::Jwt(jwt) = c.auth else { panic!("jwt configured") };
+    assert_eq!((jwt.secret.as_deref(), jwt.user_claim.as_str(), jwt.leeway_seconds), (Some("s"), "sub", 30));
+}
+
+#[test]
+fn values_that_do_not_fit_name_the_setting_and_the_value() {
+    let errors = errors_of(&[
+        ("SIDECAR_STATEFUL_RECONNECT", "maybe"),
+        ("SIDECAR_KEEPALIVE_SECONDS", "0"),
+        ("SIDECAR_COALESCE_WINDOW_MS", "0"),
+        ("SIDECAR_LOG_FORMAT", "xml"),
+        ("SIDECAR_MAX_MESSAGE_BYTES", "100"),
+    ]);
+    let all = errors.join("\n");
+    assert!(all.contains("SIDECAR_STATEFUL_RECONNECT: 'maybe' is not valid"), "{all}");
+    assert!(all.contains("SIDECAR_KEEPALIVE_SECONDS: must be at least 1 (seconds), got 0"), "{all}");
+    assert!(all.contains("SIDECAR_COALESCE_WINDOW_MS: must be at least 1 (milliseconds), got 0"), "{all}");
+    assert!(all.contains("SIDECAR_LOG_FORMAT: 'xml' must be text or json"), "{all}");
+    assert!(all.contains("SIDECAR_MAX_MESSAGE_BYTES: must be between 256 and 16777216, got 100"), "{all}");
+    assert!(errors.iter().all(|e| e.starts_with("SIDECAR_")), "{all}");
+}
+
+#[test]
+fn an_instance_id_with_spaces_is_refused() {
+    let errors = config("", &[("SIDECAR_INSTANCE_ID", "a b")]).expect_err("spaces");
+    assert_eq!(errors, ["SIDECAR_INSTANCE_ID: 'a b' must be non-empty without spaces"]);
+}
+
+#[test]
+fn lists_are_comma_separated_and_trimmed() {
+    let c = config(
+        "",
+        &[
+            ("SIDECAR_INSTANCE_ID", "a"),
+            ("SIDECAR_STREAMS", " s1, ,s2 "),
+            ("SIDECAR_CORS_ORIGINS", "https://a.example,https://b.example"),
+            ("SIDECAR_REDIS_URL", "redis://n1:7000, redis://n2:7000"),
+            ("SIDECAR_CLIENT_IP_HEADER", "X-Forwarded-For"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.streams, ["s1", "s2"]);
+    assert_eq!(c.server.cors_origins, ["https://a.example", "https://b.example"]);
+    assert_eq!(c.redis.expect("redis").urls, ["redis://n1:7000", "redis://n2:7000"]);
+    assert_eq!(c.server.client_ip_header.as_deref(), Some("x-forwarded-for"), "header names compare lower-case");
+    assert_eq!(errors_of(&[("SIDECAR_STREAMS", " , ")]), ["SIDECAR_STREAMS: names no stream"]);
+}
+
+#[test]
+fn the_settings_file_takes_arrays_and_numbers_but_no_tables() {
+    let c = config("streams = [\"x\", \"y\"]\nkeepalive_seconds = 5\ninstance_id = \"f\"", &[]).expect("valid");
+    assert_eq!(
+        (c.streams, c.server.keepalive, c.instance_id),
+        (vec!["x".into(), "y".into()], Duration::from_secs(5), "f".into())
+    );
+    assert_eq!(
+        RawSettings::from_toml("[server]\nlisten = \"x\"").expect_err("a table"),
+        "server: nested tables are not settings"
+    );
+    assert!(RawSettings::from_toml("not toml =").is_err());
+}
+
+#[test]
+fn sidecar_config_names_the_file_not_a_setting() {
+    let mut raw = RawSettings::default();
+    raw.overlay_env([("SIDECAR_CONFIG", "/etc/sidecar.toml"), ("SIDECAR_INSTANCE_ID", "a"), ("OTHER", "x")]);
+    let c = Config::from_raw(&raw).expect("valid");
+    assert!(c.warnings.is_empty(), "neither SIDECAR_CONFIG nor foreign variables are settings: {:?}", c.warnings);
+}
