@@ -323,3 +323,6 @@ fn remove_member<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -273,6 +273,47 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_token_is_attached_to_its_websocket_at_once() {
+        let t = Tokens::default();
+        t.adopt("tok", 2, "conn-1");
+        assert!(t.knows("tok"));
+        assert!(!t.is_fresh("tok", 2), "attached already");
+        assert!(matches!(t.attached("tok", 2), Ok(Attached::WebSocket)));
+        assert_eq!(t.attached("tok", 1).map(|_| ()), Err(TokenError::Unknown), "another hub");
+        let ws = || Attached::WebSocket;
+        assert_eq!(t.attach("tok", 2, TransportKind::WebSocket, ws), Err(TokenError::InUse));
+        assert_eq!(t.attach("tok", 2, TransportKind::LongPolling, ws), Err(TokenError::OtherTransport));
+        t.sweep(Duration::ZERO);
+        assert!(t.knows("tok"), "an attached token is never swept");
+    }
+
+    #[test]
+    fn a_token_is_fresh_until_a_transport_attaches() {
+        let t = Tokens::default();
+        let (_, token) = t.issue(0, true, 1);
+        assert!(t.is_fresh(&token, 0));
+        assert!(!t.is_fresh(&token, 1));
+        assert_eq!(t.attached(&token, 0).map(|_| ()), Err(TokenError::Unknown), "nothing attached yet");
+        let n = t.attach(&token, 0, TransportKind::WebSocket, || Attached::WebSocket).expect("attach");
+        assert!(n.stateful, "stateful reconnect comes from negotiate");
+        assert!(!t.is_fresh(&token, 0));
+        assert!(!t.is_fresh("never-issued", 0));
+    }
+
+    #[test]
+    fn at_most_a_few_early_bodies_are_kept_however_small() {
+        let t = Tokens::default();
+        let (_, token) = t.issue(0, false, 1);
+        for _ in 0..MAX_EARLY_BODIES {
+            t.keep_early(&token, 0, Bytes::from_static(b"x"), 1 << 20).expect("kept");
+        }
+        assert_eq!(t.keep_early(&token, 0, Bytes::from_static(b"x"), 1 << 20), Err(TokenError::EarlyTooLarge));
+        assert_eq!(t.keep_early("unknown", 0, Bytes::from_static(b"x"), 1 << 20), Err(TokenError::Unknown));
+        let n = t.attach(&token, 0, TransportKind::LongPolling, || Attached::WebSocket).expect("attach");
+        assert_eq!(n.early.len(), MAX_EARLY_BODIES, "handed over in one go");
+    }
+
+    #[test]
     fn posts_before_the_first_poll_are_kept_for_the_connection() {
         let t = Tokens::default();
         let (_, token) = t.issue(0, false, 1);

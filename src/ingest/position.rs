@@ -52,4 +52,23 @@ mod tests {
         assert_eq!(a.to_string(), "1700000000000-9");
         assert!("x-1".parse::<StreamId>().is_err());
     }
+
+    #[test]
+    fn only_whole_ids_parse() {
+        for bad in ["", "-", "1-", "-1", " 1-2", "1-2 ", "1-2-3", "1.5-0", "18446744073709551616-0", "1--1"] {
+            assert_eq!(bad.parse::<StreamId>(), Err(BadStreamId(bad.to_string())), "{bad:?}");
+        }
+        let max: StreamId = "18446744073709551615-18446744073709551615".parse().expect("u64::MAX parts");
+        assert_eq!(max, StreamId { ms: u64::MAX, seq: u64::MAX });
+        assert_eq!(BadStreamId("x".into()).to_string(), "'x' is not a stream entry id");
+    }
+
+    #[test]
+    fn the_sequence_orders_within_a_millisecond() {
+        let a: StreamId = "5-2".parse().expect("id");
+        let b: StreamId = "5-10".parse().expect("id");
+        assert!(a < b, "numerically, not as text");
+        assert_eq!(StreamId::default(), StreamId::ZERO);
+        assert_eq!(StreamId::ZERO.to_string(), "0-0");
+    }
 }
