@@ -54,3 +54,23 @@ impl Readiness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_while_running_and_redis_answers() {
+        let r = Readiness::default();
+        assert_eq!(r.check(), Err("starting"));
+        r.set(Phase::Running);
+        assert_eq!(r.check(), Ok(()), "without Redis nothing else is watched");
+        let up = Arc::new(AtomicBool::new(false));
+        r.watch_redis(up.clone());
+        assert_eq!(r.check(), Err("redis unreachable"));
+        up.store(true, Ordering::Relaxed);
+        assert_eq!(r.check(), Ok(()));
+        r.set(Phase::Draining);
+        assert_eq!(r.check(), Err("draining"), "a drain wins over a healthy Redis");
+    }
+}

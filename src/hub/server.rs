@@ -225,3 +225,6 @@ impl Hubs {
         self.handing_off.locked().remove(&conn)
     }
 }
+
+#[cfg(test)]
+mod tests;

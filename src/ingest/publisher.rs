@@ -239,3 +239,6 @@ async fn send_local(tx: &InputSender, envelope: Envelope, source: Arc<str>) -> R
     let input = Input { envelope, ack: Ack::none(), source, entry_id: None, received: std::time::Instant::now() };
     tx.send(input).await.map_err(|_| PublishError::Closed)
 }
+
+#[cfg(test)]
+mod tests;
