@@ -145,40 +145,31 @@ async fn posts_reach_the_session_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_session_that_stops_sends_its_last_frames_then_the_next_poll_learns_the_end() {
-    let c = start(true);
+    let mut c = start(true);
     let mut answer = c.poll().await;
     c.post(b"bye").await;
     assert_eq!(data(answer.try_recv()), "close");
-    let (ended, ending) = c.task.await.expect("ends");
+    let (ended, ending) = (&mut c.task).await.expect("ends");
     assert_eq!(ended, Ended::BySession);
     let kept = tokio::spawn(ending.run(ENDED_KEPT));
     settle().await;
     assert!(c.handle.inbound.send(Bytes::from_static(b"late")).await.is_err(), "POSTs are refused now");
-    let (reply, mut next) = oneshot::channel();
-    c.handle.polls.as_ref().expect("long polling").send(PollRequest { reply }).await.expect("still answered");
-    settle().await;
+    let mut next = c.poll().await;
     assert!(gone(next.try_recv()), "204: it is over");
     kept.await.expect("the ending is done once the client knows");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_close_nobody_polled_for_waits_for_the_next_poll() {
-    let c = start(true);
+    let mut c = start(true);
     c.push("last");
     c.outbox.kick(Kick::SlowConsumer);
-    let (ended, ending) = c.task.await.expect("ends");
+    let (ended, ending) = (&mut c.task).await.expect("ends");
     assert_eq!(ended, Ended::Kicked(Kick::SlowConsumer));
     let kept = tokio::spawn(ending.run(ENDED_KEPT));
-    let polls = c.handle.polls.clone().expect("long polling");
-    let ask = || async {
-        let (reply, answer) = oneshot::channel();
-        polls.send(PollRequest { reply }).await.expect("answered");
-        settle().await;
-        answer
-    };
-    let mut first = ask().await;
+    let mut first = c.poll().await;
     assert_eq!(data(first.try_recv()), "kicked:SlowConsumer", "a slow consumer's queue is dropped; the Close stays");
-    let mut second = ask().await;
+    let mut second = c.poll().await;
     assert!(gone(second.try_recv()));
     kept.await.expect("done");
 }
