@@ -34,6 +34,8 @@ fn delivery() -> DeliveryConfig {
         max_groups_per_connection: 100,
         coalesce_window: Duration::from_millis(100),
         typing_timeout: Duration::from_secs(5),
+        batch_window: Duration::from_millis(500),
+        roster_window: Duration::from_millis(500),
     }
 }
 
