@@ -75,6 +75,8 @@ impl Rig {
             last_seen_ms: AtomicU64::new(0),
             timeout_armed: false.into(),
             expires_at_ms: None,
+            connection_id: uuid::Uuid::nil(),
+            since_ms: 0,
         });
         self.next_conn += 1;
         let groups: Vec<Box<str>> = groups.iter().map(|g| Box::from(*g)).collect();

@@ -18,6 +18,8 @@ fn entry(id: ConnId, hub: usize, user: Option<&str>, slot: usize, transport: &'s
         last_seen_ms: AtomicU64::new(0),
         timeout_armed: false.into(),
         expires_at_ms: None,
+        connection_id: uuid::Uuid::nil(),
+        since_ms: 0,
     })
 }
 
