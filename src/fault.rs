@@ -4,7 +4,7 @@
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// A client sent something wrong or too much (logged at debug).
     Client,
     /// A publisher sent an event that cannot be delivered (logged at debug).
@@ -17,12 +17,12 @@ pub enum Fault {
 
 impl Fault {
     /// Whether the caller, not the sidecar or Redis, caused it.
-    pub fn is_callers(self) -> bool {
+    pub(crate) fn is_callers(self) -> bool {
         matches!(self, Fault::Client | Fault::Publisher)
     }
 
     /// Logs `message` with `error` at the level this fault calls for.
-    pub fn log(self, error: &dyn std::fmt::Display, message: &str) {
+    pub(crate) fn log(self, error: &dyn std::fmt::Display, message: &str) {
         match self {
             Fault::Client | Fault::Publisher => tracing::debug!(error = %error, fault = ?self, "{message}"),
             Fault::Redis => tracing::warn!(error = %error, fault = ?self, "{message}"),
@@ -33,7 +33,7 @@ impl Fault {
 
 /// An error that can say who is at fault, and a short, low-cardinality
 /// reason for metrics.
-pub trait Blame {
+pub(crate) trait Blame {
     /// Who caused it.
     fn fault(&self) -> Fault;
     /// A label value for metrics (never built from input).

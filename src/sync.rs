@@ -6,7 +6,7 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Lock methods that ignore poisoning (see the module doc for why).
-pub trait Unpoisoned<T> {
+pub(crate) trait Unpoisoned<T> {
     /// The guard, poisoned or not.
     fn locked(&self) -> MutexGuard<'_, T>;
 }
@@ -18,7 +18,7 @@ impl<T> Unpoisoned<T> for Mutex<T> {
 }
 
 /// Read and write guards of an `RwLock`, poisoned or not.
-pub trait UnpoisonedRw<T> {
+pub(crate) trait UnpoisonedRw<T> {
     /// A read guard.
     fn read_any(&self) -> RwLockReadGuard<'_, T>;
     /// A write guard.

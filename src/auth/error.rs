@@ -3,7 +3,7 @@
 /// Why authentication failed. Everything but [`AuthError::BadSettings`] is the
 /// client's fault (401); `BadSettings` is the operator's and stops the start.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// The request carried no token at all.
     #[error("no access token")]
     Missing,
@@ -26,7 +26,8 @@ pub enum AuthError {
 impl AuthError {
     /// True when the operator is at fault (bad settings, exit 64), false when
     /// the client is (401, logged at debug).
-    pub fn is_settings_error(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_settings_error(&self) -> bool {
         matches!(self, AuthError::BadSettings(_))
     }
 
@@ -34,7 +35,7 @@ impl AuthError {
     /// `not_yet_valid`, `settings`, or for an invalid token one of
     /// `malformed`, `algorithm`, `no_key`, `signature`, `issuer`, `audience`,
     /// `claims`, `user_claim`.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
             AuthError::Invalid(reason) => reason,

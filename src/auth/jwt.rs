@@ -18,7 +18,7 @@ const MAX_LEEWAY_SECONDS: u64 = 24 * 60 * 60;
 /// The JWT check of `SIDECAR_AUTH=jwt`, built once at start and shared in an
 /// `Arc` by negotiate, connect and the hub (it is `Send + Sync`).
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     /// The secret's and the PEM file's keys; they never change.
     static_keys: Vec<Key>,
     pub(super) jwks: Option<JwksFile>,
@@ -33,7 +33,7 @@ impl Authenticator {
     /// Loads keys; an error names the setting (e.g.
     /// "SIDECAR_JWT_PUBLIC_KEY_FILE: /x.pem: not a PEM public key ..."), so a
     /// bad configuration stops the start instead of refusing every client.
-    pub fn new(settings: &JwtSettings) -> Result<Authenticator, AuthError> {
+    pub(crate) fn new(settings: &JwtSettings) -> Result<Authenticator, AuthError> {
         let mut static_keys = Vec::new();
         if let Some(secret) = &settings.secret {
             static_keys.push(keys::from_secret(secret)?);
@@ -64,7 +64,7 @@ impl Authenticator {
 
     /// Verifies a token; never panics on any input. The signature is checked
     /// before any claim, so a forged token learns nothing about its claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);

@@ -13,18 +13,18 @@ mod tests;
 
 use std::time::SystemTime;
 
-pub use error::AuthError;
-pub use jwt::Authenticator;
+pub(crate) use error::AuthError;
+pub(crate) use jwt::Authenticator;
 
 /// Settings of `SIDECAR_AUTH=jwt`: the `SIDECAR_JWT_*` group of the
 /// configuration, used as it is (an empty `user_claim` means `sub`).
-pub type JwtSettings = crate::config::JwtConfig;
+pub(crate) type JwtSettings = crate::config::JwtConfig;
 
 /// What a verified token says about its holder: the user id for `user:`
 /// targets and presence, the display name for typing events, the expiry
 /// that closes the connection, and every claim for room policies.
 #[derive(Debug, Clone)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The value of the user claim (`sub` by default); a number claim is
     /// converted to its text.
     pub user_id: String,
@@ -41,7 +41,7 @@ pub struct Claims {
 /// query parameter (browsers, WebSockets/SSE; pass it percent-decoded) or
 /// `Authorization: Bearer <token>`. The query parameter wins when both are
 /// there, as in ASP.NET Core's usual `OnMessageReceived` hook.
-pub fn token_from(query_access_token: Option<&str>, authorization_header: Option<&str>) -> Option<String> {
+pub(crate) fn token_from(query_access_token: Option<&str>, authorization_header: Option<&str>) -> Option<String> {
     let from_query = query_access_token.map(str::trim).filter(|t| !t.is_empty());
     from_query.or_else(|| authorization_header.and_then(bearer)).map(str::to_owned)
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// The prefix of every environment setting.
-pub const ENV_PREFIX: &str = "SIDECAR_";
+pub(super) const ENV_PREFIX: &str = "SIDECAR_";
 
 /// Settings as text, keyed by their lower-case name without the prefix
 /// (`SIDECAR_REDIS_URL` and the TOML key `redis_url` are the same setting).
@@ -84,6 +84,6 @@ impl RawSettings {
 }
 
 /// The display name of a setting: its environment variable.
-pub fn env_name(name: &str) -> String {
+pub(super) fn env_name(name: &str) -> String {
     format!("{ENV_PREFIX}{}", name.to_ascii_uppercase())
 }

@@ -10,7 +10,7 @@ const MAX_SECONDS: u64 = 365 * 24 * 3600;
 use super::source::{env_name, RawSettings};
 
 /// Reads typed settings out of [`RawSettings`] and remembers what failed.
-pub struct Reader<'a> {
+pub(super) struct Reader<'a> {
     raw: &'a RawSettings,
     errors: Vec<String>,
     known: Vec<&'static str>,
@@ -18,12 +18,12 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Starts reading `raw`.
-    pub fn new(raw: &'a RawSettings) -> Self {
+    pub(super) fn new(raw: &'a RawSettings) -> Self {
         Reader { raw, errors: Vec::new(), known: Vec::new() }
     }
 
     /// The setting parsed as `T`, or `default` when absent.
-    pub fn get<T: FromStr>(&mut self, name: &'static str, default: T) -> T
+    pub(super) fn get<T: FromStr>(&mut self, name: &'static str, default: T) -> T
     where
         T::Err: std::fmt::Display,
     {
@@ -31,7 +31,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The setting parsed as `T`, or `None` when absent or empty.
-    pub fn opt<T: FromStr>(&mut self, name: &'static str) -> Option<T>
+    pub(super) fn opt<T: FromStr>(&mut self, name: &'static str) -> Option<T>
     where
         T::Err: std::fmt::Display,
     {
@@ -52,7 +52,7 @@ impl<'a> Reader<'a> {
     /// A whole number of seconds that must be at least `min`.
     /// At most a year: a longer timer is a typo, and `Instant + Duration`
     /// of an absurd value would panic where the timer is armed.
-    pub fn seconds(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
+    pub(super) fn seconds(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
         let v = self.get(name, default);
         if v < min {
             self.error(name, format!("must be at least {min} (seconds), got {v}"));
@@ -65,7 +65,7 @@ impl<'a> Reader<'a> {
 
     /// A whole number of milliseconds that must be at least `min`.
     /// At most a year, as for [`Self::seconds`].
-    pub fn millis(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
+    pub(super) fn millis(&mut self, name: &'static str, default: u64, min: u64) -> Duration {
         let v = self.get(name, default);
         if v < min {
             self.error(name, format!("must be at least {min} (milliseconds), got {v}"));
@@ -77,7 +77,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count that must lie in `min..=max`.
-    pub fn count(&mut self, name: &'static str, default: usize, min: usize, max: usize) -> usize {
+    pub(super) fn count(&mut self, name: &'static str, default: usize, min: usize, max: usize) -> usize {
         let v = self.get(name, default);
         if v < min || v > max {
             self.error(name, format!("must be between {min} and {max}, got {v}"));
@@ -86,7 +86,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A comma-separated list; empty items are dropped.
-    pub fn list(&mut self, name: &'static str, default: &[&str]) -> Vec<String> {
+    pub(super) fn list(&mut self, name: &'static str, default: &[&str]) -> Vec<String> {
         self.known.push(name);
         match self.raw.get(name) {
             Some(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
@@ -95,7 +95,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Records an error about a setting.
-    pub fn error(&mut self, name: &str, message: impl std::fmt::Display) {
+    pub(super) fn error(&mut self, name: &str, message: impl std::fmt::Display) {
         self.errors.push(format!("{}: {message}", env_name(name)));
     }
 
@@ -104,7 +104,7 @@ impl<'a> Reader<'a> {
     /// returned as warnings, because Kubernetes injects `<SERVICE>_PORT`-style
     /// variables for every Service, and a Service named `sidecar` would
     /// otherwise stop the pod from starting.
-    pub fn finish(mut self) -> (Vec<String>, Vec<String>) {
+    pub(super) fn finish(mut self) -> (Vec<String>, Vec<String>) {
         let mut warnings = Vec::new();
         for (name, origin) in self.raw.names() {
             if self.known.contains(&name) {

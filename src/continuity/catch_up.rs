@@ -19,7 +19,7 @@ use crate::pipeline::{encode_one, target_of, Freshness};
 use crate::transport::Payload;
 
 /// Replays from the streams themselves.
-pub struct StreamCatchUp {
+pub(crate) struct StreamCatchUp {
     conn: RedisConn,
     routes: Arc<RouteTable>,
     schemas: Arc<Schemas>,
@@ -29,7 +29,7 @@ pub struct StreamCatchUp {
 
 impl StreamCatchUp {
     /// A reader on `conn`; refuses a replay of more than `max_entries` per stream.
-    pub fn new(
+    pub(crate) fn new(
         conn: RedisConn,
         routes: Arc<RouteTable>,
         schemas: Arc<Schemas>,

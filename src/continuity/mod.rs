@@ -7,5 +7,5 @@
 mod catch_up;
 mod store;
 
-pub use catch_up::StreamCatchUp;
-pub use store::RedisSessionStore;
+pub(crate) use catch_up::StreamCatchUp;
+pub(crate) use store::RedisSessionStore;

@@ -8,7 +8,7 @@ use crate::hub::{BoxFuture, HandoffError, SessionSnapshot, SessionStore};
 use crate::ingest::RedisConn;
 
 /// Snapshots under `<prefix>:session:<token>`.
-pub struct RedisSessionStore {
+pub(crate) struct RedisSessionStore {
     conn: RedisConn,
     prefix: String,
     ttl: Duration,
@@ -16,7 +16,7 @@ pub struct RedisSessionStore {
 
 impl RedisSessionStore {
     /// A store on `conn`; keys start with `prefix`, snapshots live `ttl`.
-    pub fn new(conn: RedisConn, prefix: &str, ttl: Duration) -> RedisSessionStore {
+    pub(crate) fn new(conn: RedisConn, prefix: &str, ttl: Duration) -> RedisSessionStore {
         RedisSessionStore { conn, prefix: format!("{prefix}:session:"), ttl }
     }
 

@@ -8,11 +8,11 @@ use super::Payload;
 use crate::transport::outbox::{OutFrame, PushError};
 
 /// How many protocol encodings a frame can carry.
-pub const MAX_SLOTS: usize = 2;
+pub(crate) const MAX_SLOTS: usize = 2;
 
 /// Who receives a frame, within one hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// Every connection of the hub.
     All {
         /// The hub.
@@ -36,7 +36,7 @@ pub enum Target<'a> {
 
 /// One event, encoded once per protocol in use.
 #[derive(Debug, Clone, Default)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Encodings indexed by protocol slot; `None` where nobody needs it.
     pub by_slot: [Option<Payload>; MAX_SLOTS],
     /// Whether a full outbox may drop it (coalescable events).
@@ -45,7 +45,7 @@ pub struct Frame {
 
 /// What one delivery did, counted once per event rather than per recipient.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Outboxes the frame went into.
     pub queued: usize,
     /// Droppable frames not queued, plus queued ones evicted, because an outbox was full.
@@ -57,13 +57,14 @@ pub struct Delivery {
 impl Registry {
     /// Pushes `frame` into every outbox `target` names. Never waits: a full
     /// outbox drops droppable frames, and otherwise kicks its connection.
-    pub fn deliver(&self, target: Target<'_>, frame: &Frame) -> Delivery {
+    #[cfg(test)]
+    pub(crate) fn deliver(&self, target: Target<'_>, frame: &Frame) -> Delivery {
         self.deliver_at(target, frame, None)
     }
 
     /// [`Registry::deliver`] for a stream entry: the stream's position moves
     /// to `at` before the fan-out's lock is released.
-    pub fn deliver_at(&self, target: Target<'_>, frame: &Frame, at: Option<(&Arc<str>, String)>) -> Delivery {
+    pub(crate) fn deliver_at(&self, target: Target<'_>, frame: &Frame, at: Option<(&Arc<str>, String)>) -> Delivery {
         let inner = self.read();
         let report = self.push_all(&inner, target, frame);
         if let Some((stream, id)) = at {

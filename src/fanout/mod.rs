@@ -9,8 +9,8 @@ mod user_watch;
 /// For the pipeline's tests, which build outboxes and may not name `transport`.
 #[cfg(test)]
 pub(crate) use crate::transport::outbox::Limits;
-pub use crate::transport::outbox::{Kick, Outbox, Payload};
-pub use broadcast::{Delivery, Frame, Target, MAX_SLOTS};
-pub use query::{unix_ms, ConnView, MembersPage, RoomsPage};
-pub use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};
-pub use user_watch::UserWatch;
+pub(crate) use crate::transport::outbox::{Outbox, Payload};
+pub(crate) use broadcast::{Frame, Target, MAX_SLOTS};
+pub(crate) use query::{unix_ms, ConnView};
+pub(crate) use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};
+pub(crate) use user_watch::UserWatch;

@@ -13,7 +13,7 @@ use super::registry::{ConnEntry, Members, Registry};
 
 /// One connection as the introspection API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnView {
+pub(crate) struct ConnView {
     /// Its SignalR connection id.
     pub connection_id: uuid::Uuid,
     /// Index of its hub in the routing table.
@@ -28,14 +28,14 @@ pub struct ConnView {
 
 /// A page of rooms: `(name, connections)` in name order, and whether this
 /// instance has more after the last one.
-pub type RoomsPage = (Vec<(String, usize)>, bool);
+pub(crate) type RoomsPage = (Vec<(String, usize)>, bool);
 
 /// A page of one room's members in connection-id order: the room's size
 /// here, the members, and whether there are more after the last one.
-pub type MembersPage = (usize, Vec<ConnView>, bool);
+pub(crate) type MembersPage = (usize, Vec<ConnView>, bool);
 
 /// Wall-clock now in Unix milliseconds (the `since` of a connection).
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -53,13 +53,13 @@ impl ConnView {
 
 impl Registry {
     /// Open connections per hub, in routing-table order.
-    pub fn connections_per_hub(&self) -> Vec<usize> {
+    pub(crate) fn connections_per_hub(&self) -> Vec<usize> {
         self.read().hubs.iter().map(|h| h.all.len()).collect()
     }
 
     /// The first `limit` rooms of `hub` whose names start with `prefix` and
     /// sort after `after`, with their member counts.
-    pub fn rooms_page(&self, hub: usize, prefix: &str, after: Option<&str>, limit: usize) -> RoomsPage {
+    pub(crate) fn rooms_page(&self, hub: usize, prefix: &str, after: Option<&str>, limit: usize) -> RoomsPage {
         let inner = self.read();
         let Some(h) = inner.hubs.get(hub) else {
             return (Vec::new(), false);
@@ -81,7 +81,7 @@ impl Registry {
 
     /// The members of `room` on `hub` with connection ids after `after`,
     /// at most `limit`.
-    pub fn members_page(&self, hub: usize, room: &str, after: Option<uuid::Uuid>, limit: usize) -> MembersPage {
+    pub(crate) fn members_page(&self, hub: usize, room: &str, after: Option<uuid::Uuid>, limit: usize) -> MembersPage {
         let inner = self.read();
         let Some(members) = inner.hubs.get(hub).and_then(|h| h.groups.get(room)) else {
             return (0, Vec::new(), false);
@@ -91,7 +91,7 @@ impl Registry {
     }
 
     /// Every connection of `user` on every hub, each with its rooms (sorted).
-    pub fn user_connections_with_rooms(&self, user: &str) -> Vec<(ConnView, Vec<String>)> {
+    pub(crate) fn user_connections_with_rooms(&self, user: &str) -> Vec<(ConnView, Vec<String>)> {
         let inner = self.read();
         let mut out: Vec<(ConnView, Vec<String>)> = inner
             .hubs

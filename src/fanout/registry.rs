@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::{Outbox, UserWatch, MAX_SLOTS};
 
 /// A process-unique connection number (cheaper than the SignalR id string).
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// What fan-out knows about one connection.
 #[derive(Debug)]
-pub struct ConnEntry {
+pub(crate) struct ConnEntry {
     /// Its number.
     pub id: ConnId,
     /// The hub it connected to.
@@ -46,7 +46,7 @@ pub struct ConnEntry {
 
 /// Why a join was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     /// The connection is gone.
     #[error("the connection is closed")]
     Closed,
@@ -78,10 +78,10 @@ pub(super) struct Inner {
 /// frames were pushed (or that needed none). A connection taken out of
 /// fan-out has every entry up to these in its outbox (if addressed to it)
 /// and none after: the cut a stateful session hands to another instance.
-pub type Positions = Vec<(Arc<str>, String)>;
+pub(crate) type Positions = Vec<(Arc<str>, String)>;
 
 /// Every open connection of this instance.
-pub struct Registry {
+pub(crate) struct Registry {
     inner: RwLock<Inner>,
     positions: std::sync::Mutex<HashMap<Arc<str>, String>>,
     slots_in_use: [AtomicUsize; MAX_SLOTS],
@@ -91,7 +91,7 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry for `hubs` hubs; a connection may join `max_groups` groups.
-    pub fn new(hubs: usize, max_groups: usize) -> Registry {
+    pub(crate) fn new(hubs: usize, max_groups: usize) -> Registry {
         Registry {
             inner: RwLock::new(Inner { conns: HashMap::new(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
@@ -103,7 +103,7 @@ impl Registry {
 
     /// From now on, every connection of a user that opens or closes is
     /// recorded in the returned watch (the same one on every call).
-    pub fn watch_users(&self) -> Arc<UserWatch> {
+    pub(crate) fn watch_users(&self) -> Arc<UserWatch> {
         self.user_watch.get_or_init(Arc::default).clone()
     }
 
@@ -116,7 +116,7 @@ impl Registry {
     /// Records that every entry of `stream` up to `id` has been fanned out.
     /// Called under the fan-out's read lock by [`Registry::deliver`], so a
     /// [`Registry::detach`] never sees a position ahead of what was pushed.
-    pub fn advance(&self, stream: &Arc<str>, id: String) {
+    pub(crate) fn advance(&self, stream: &Arc<str>, id: String) {
         let mut positions = self.positions.locked();
         match positions.get_mut(stream) {
             Some(at) => *at = id,
@@ -127,14 +127,14 @@ impl Registry {
     }
 
     /// The current positions.
-    pub fn positions(&self) -> Positions {
+    pub(crate) fn positions(&self) -> Positions {
         let positions = self.positions.locked();
         positions.iter().map(|(s, id)| (s.clone(), id.clone())).collect()
     }
 
     /// Adds a connection with its groups at once and returns the positions
     /// at that instant: everything after them reaches its outbox.
-    pub fn add_with_groups(&self, entry: Arc<ConnEntry>, groups: &[Box<str>]) -> Positions {
+    pub(crate) fn add_with_groups(&self, entry: Arc<ConnEntry>, groups: &[Box<str>]) -> Positions {
         self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
         let mut inner = self.write();
         let hub = &mut inner.hubs[entry.hub];
@@ -158,7 +158,7 @@ impl Registry {
 
     /// Takes a connection out of fan-out and returns its groups and the
     /// positions at that instant (see [`Positions`]).
-    pub fn detach(&self, id: ConnId) -> (Vec<Box<str>>, Positions) {
+    pub(crate) fn detach(&self, id: ConnId) -> (Vec<Box<str>>, Positions) {
         let mut inner = self.write();
         let positions = self.positions();
         let user = inner.conns.get(&id).and_then(|c| c.entry.user.clone());
@@ -169,7 +169,8 @@ impl Registry {
     }
 
     /// Adds an open connection (after its handshake).
-    pub fn add(&self, entry: Arc<ConnEntry>) {
+    #[cfg(test)]
+    pub(crate) fn add(&self, entry: Arc<ConnEntry>) {
         self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
         let mut inner = self.write();
         let hub = &mut inner.hubs[entry.hub];
@@ -184,7 +185,7 @@ impl Registry {
     }
 
     /// Removes a connection from everything; returns the groups it was in.
-    pub fn remove(&self, id: ConnId) -> Vec<Box<str>> {
+    pub(crate) fn remove(&self, id: ConnId) -> Vec<Box<str>> {
         let mut inner = self.write();
         let user = inner.conns.get(&id).and_then(|c| c.entry.user.clone());
         let groups = Self::remove_locked(&mut inner, &self.slots_in_use, id);
@@ -210,7 +211,7 @@ impl Registry {
     }
 
     /// Adds a connection to a group of its hub. `Ok(false)` if it was in it already.
-    pub fn join(&self, id: ConnId, group: &str) -> Result<bool, JoinError> {
+    pub(crate) fn join(&self, id: ConnId, group: &str) -> Result<bool, JoinError> {
         let mut inner = self.write();
         let Inner { conns, hubs } = &mut *inner;
         let conn = conns.get_mut(&id).ok_or(JoinError::Closed)?;
@@ -227,7 +228,7 @@ impl Registry {
     }
 
     /// Removes a connection from a group. False if it was not in it.
-    pub fn leave(&self, id: ConnId, group: &str) -> bool {
+    pub(crate) fn leave(&self, id: ConnId, group: &str) -> bool {
         let mut inner = self.write();
         let Inner { conns, hubs } = &mut *inner;
         let Some(conn) = conns.get_mut(&id) else {
@@ -243,45 +244,46 @@ impl Registry {
     }
 
     /// The groups a connection is in.
-    pub fn groups_of(&self, id: ConnId) -> Vec<Box<str>> {
+    pub(crate) fn groups_of(&self, id: ConnId) -> Vec<Box<str>> {
         self.read().conns.get(&id).map(|c| c.groups.clone()).unwrap_or_default()
     }
 
     /// Whether any connection uses this protocol slot (so events need not be
     /// encoded for protocols nobody speaks).
-    pub fn slot_in_use(&self, slot: usize) -> bool {
+    pub(crate) fn slot_in_use(&self, slot: usize) -> bool {
         self.slots_in_use[slot].load(Ordering::Relaxed) > 0
     }
 
     /// Open connections of `user` on every hub.
-    pub fn user_connections(&self, user: &str) -> usize {
+    pub(crate) fn user_connections(&self, user: &str) -> usize {
         self.read().hubs.iter().filter_map(|h| h.users.get(user)).map(|m| m.len()).sum()
     }
 
     /// Number of open connections.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.read().conns.len()
     }
 
     /// True when no connection is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// A snapshot of every connection, for the keep-alive tick and the drain.
-    pub fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
+    pub(crate) fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
         self.read().conns.values().map(|c| c.entry.clone()).collect()
     }
 
     /// Calls `f` for every connection under the read lock; `f` must not block.
-    pub fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {
         for c in self.read().conns.values() {
             f(&c.entry);
         }
     }
 
     /// Connections per (hub, transport), for the `sidecar_connections` gauge.
-    pub fn count_by_hub_transport(&self) -> HashMap<(usize, &'static str), usize> {
+    #[cfg(test)]
+    pub(crate) fn count_by_hub_transport(&self) -> HashMap<(usize, &'static str), usize> {
         let mut out = HashMap::new();
         for c in self.read().conns.values() {
             *out.entry((c.entry.hub, c.entry.transport)).or_default() += 1;

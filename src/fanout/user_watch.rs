@@ -11,7 +11,7 @@ use crate::sync::Unpoisoned;
 
 /// Users whose connection count may have changed since the last [`UserWatch::take`].
 #[derive(Debug, Default)]
-pub struct UserWatch {
+pub(crate) struct UserWatch {
     changed: Mutex<HashSet<Arc<str>>>,
     notify: tokio::sync::Notify,
 }
@@ -24,13 +24,13 @@ impl UserWatch {
     }
 
     /// The users changed since the last call.
-    pub fn take(&self) -> Vec<Arc<str>> {
+    pub(crate) fn take(&self) -> Vec<Arc<str>> {
         self.changed.locked().drain().collect()
     }
 
     /// Resolves when a change was recorded (at once if one was recorded
     /// since the last wait).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.notify.notified().await;
     }
 }

@@ -21,7 +21,7 @@ use crate::telemetry::Metrics;
 const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// What the admin handlers share.
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Metric families to render.
     pub metrics: Arc<Metrics>,
     /// What `/readyz` answers.
@@ -37,7 +37,7 @@ pub struct AdminState {
 }
 
 /// Handles one admin request.
-pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))
 }
 

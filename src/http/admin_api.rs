@@ -44,12 +44,12 @@ fn status_of(e: &AdminError) -> StatusCode {
 }
 
 /// True for the paths this file serves.
-pub fn is_admin_path(path: &str) -> bool {
+pub(super) fn is_admin_path(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")
 }
 
 /// Serves one `/admin` request with `introspect`, guarded by `token` when set.
-pub async fn handle<B>(introspect: &Introspect, token: Option<&AdminToken>, req: &Request<B>) -> Response<Body> {
+pub(super) async fn handle<B>(introspect: &Introspect, token: Option<&AdminToken>, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
     if path == "/admin" {
         return Response::builder()

@@ -22,12 +22,12 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page (200).
-pub fn page() -> Response<Body> {
+pub(super) fn page() -> Response<Body> {
     html(StatusCode::OK, PAGE)
 }
 
 /// The token form (401).
-pub fn login() -> Response<Body> {
+pub(super) fn login() -> Response<Body> {
     let mut response = html(StatusCode::UNAUTHORIZED, LOGIN);
     response
         .headers_mut()

@@ -15,11 +15,11 @@ use crate::transport::Error as TransportError;
 const SPOOL_FULL_RETRY_AFTER_SECONDS: &str = "2";
 
 /// A response body.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// Why a request failed, at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// No hub or admin route at this path.
     #[error("Not Found")]
     NotFound,
@@ -55,7 +55,7 @@ pub enum HttpError {
 
 impl HttpError {
     /// The status code ASP.NET Core SignalR gives for the same case.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -76,7 +76,7 @@ impl HttpError {
     }
 
     /// Who caused it: the caller for every 4xx, else what the source says.
-    pub fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         match self {
             HttpError::Ingest(HttpIngestError::Publish(e)) => e.fault(),
             _ if self.status().is_server_error() => Fault::Internal,
@@ -85,7 +85,7 @@ impl HttpError {
     }
 
     /// The response: the status and the message as plain text.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let status = self.status();
         self.fault().log(&self, &format!("request answered {}", status.as_u16()));
         if let HttpError::Negotiate(error) = &self {
@@ -114,7 +114,7 @@ impl HttpError {
 }
 
 /// A text body.
-pub fn text(s: impl Into<Bytes>) -> Body {
+pub(super) fn text(s: impl Into<Bytes>) -> Body {
     use http_body_util::BodyExt;
     Full::new(s.into()).boxed()
 }

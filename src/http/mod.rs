@@ -15,13 +15,13 @@ mod readiness;
 mod tls;
 mod webhook;
 
-pub use admin::{handle as admin_handle, AdminState};
-pub use client::{ClientState, Cors};
-pub use error::{Body, HttpError};
-pub use push_client::{HyperPushClient, SendError as PushSendError};
-pub use readiness::{Phase, Readiness};
-pub use tls::{Tls, TlsError};
-pub use webhook::HyperWebhook;
+pub(crate) use admin::{handle as admin_handle, AdminState};
+pub(crate) use client::{ClientState, Cors};
+pub(crate) use error::Body;
+pub(crate) use push_client::HyperPushClient;
+pub(crate) use readiness::{Phase, Readiness};
+pub(crate) use tls::Tls;
+pub(crate) use webhook::HyperWebhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,14 +37,14 @@ use tokio_util::task::TaskTracker;
 
 /// The address of the client that sent a request.
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 /// Accepts connections on `listener` until `stop`, serving each with
 /// `service` on a task owned by `tasks`; with `tls`, each connection first
 /// completes a TLS handshake on its own task, so a slow or failed handshake
 /// holds up no other connection. On `stop` the listener closes and idle
 /// keep-alive connections finish gracefully.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     service: S,
     stop: CancellationToken,
@@ -131,7 +131,7 @@ async fn serve_connection<I, S>(
 }
 
 /// The client port's service: the hub routes behind the CORS layer.
-pub fn client_service(
+pub(crate) fn client_service(
     state: std::sync::Arc<ClientState>,
     cors: Cors,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = impl Send>

@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a push request got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The endpoint is not a URL this client can reach.
     #[error("endpoint {0} is not an http(s) URL with a host")]
     Endpoint(String),
@@ -43,7 +43,7 @@ pub enum SendError {
 
 /// Posts push messages.
 #[derive(Clone)]
-pub struct HyperPushClient {
+pub(crate) struct HyperPushClient {
     tls: tokio_rustls::TlsConnector,
 }
 
@@ -66,7 +66,7 @@ impl PushClient for HyperPushClient {
 
 impl HyperPushClient {
     /// A client that trusts the Web PKI roots.
-    pub fn new() -> HyperPushClient {
+    pub(crate) fn new() -> HyperPushClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -78,7 +78,7 @@ impl HyperPushClient {
     }
 
     /// POSTs `body` to `endpoint` with `headers`; the answer's status.
-    pub async fn send(&self, endpoint: &str, headers: &[(&str, String)], body: Bytes) -> Result<u16, SendError> {
+    pub(crate) async fn send(&self, endpoint: &str, headers: &[(&str, String)], body: Bytes) -> Result<u16, SendError> {
         tokio::time::timeout(TIMEOUT, self.exchange(endpoint, headers, body)).await.map_err(|_| SendError::Timeout)?
     }
 

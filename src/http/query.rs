@@ -3,7 +3,7 @@
 /// The first value of `name` in a query string. Names match in any case,
 /// as in ASP.NET Core's query collection (`NegotiateVersion`, `id`,
 /// `access_token` are all looked up so).
-pub fn param(query: Option<&str>, name: &str) -> Option<String> {
+pub(super) fn param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         decode(k).eq_ignore_ascii_case(name).then(|| decode(v))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Binding, ensuring the consumer group.
     Starting = 0,
     /// Serving.
@@ -17,24 +17,24 @@ pub enum Phase {
 
 /// Shared readiness state.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     phase: AtomicU8,
     redis_up: std::sync::OnceLock<Arc<AtomicBool>>,
 }
 
 impl Readiness {
     /// Moves to `phase`.
-    pub fn set(&self, phase: Phase) {
+    pub(crate) fn set(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
     }
 
     /// Makes readiness also depend on Redis answering.
-    pub fn watch_redis(&self, up: Arc<AtomicBool>) {
+    pub(crate) fn watch_redis(&self, up: Arc<AtomicBool>) {
         let _ = self.redis_up.set(up);
     }
 
     /// The current phase (the introspection API shows it per instance).
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::SeqCst) {
             0 => Phase::Starting,
             1 => Phase::Running,
@@ -43,7 +43,7 @@ impl Readiness {
     }
 
     /// `Ok` when ready, else why not.
-    pub fn check(&self) -> Result<(), &'static str> {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
         match self.phase.load(Ordering::SeqCst) {
             0 => Err("starting"),
             2 => Err("draining"),

@@ -33,7 +33,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// process; on a reload it is logged and the previous certificate stays.
 /// Every message starts with the setting it is about.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// The file cannot be read.
     #[error("{setting}: cannot read {path}: {source}")]
     Read {
@@ -108,14 +108,14 @@ pub(super) enum HandshakeError {
 /// The client port's TLS: an acceptor whose certificate follows the files.
 /// Cheap to clone (the accept loop gives one to each connection task).
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     acceptor: TlsAcceptor,
 }
 
 impl Tls {
     /// Reads the certificate and key; unlike a later reload, a bad file is
     /// an error here, so the process does not start without a certificate.
-    pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
+    pub(crate) fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = Arc::new(CertFiles::load(&config.cert_file, &config.key_file, provider.clone(), CHECK_EVERY)?);
         let mut server = ServerConfig::builder_with_provider(provider)

@@ -11,7 +11,7 @@ use crate::hub::{BoxFuture, Webhook};
 /// Asks with a fresh HTTP/1.1 connection per question (answers are cached
 /// by the authorizer, so questions are rare).
 #[derive(Debug, Default)]
-pub struct HyperWebhook;
+pub(crate) struct HyperWebhook;
 
 impl Webhook for HyperWebhook {
     fn post<'a>(&'a self, url: &'a str, body: String) -> BoxFuture<'a, Result<u16, String>> {

@@ -20,26 +20,32 @@ type CacheKey = (String, String, String);
 
 /// Evaluates join policies; remembers webhook answers.
 #[derive(Default)]
-pub struct Authorizer {
+pub(crate) struct Authorizer {
     cache: Mutex<HashMap<CacheKey, (bool, Instant)>>,
     webhook: Option<Arc<dyn Webhook>>,
 }
 
 /// The HTTP client the webhook policy asks (the HTTP edge provides it, so
 /// the hub speaks no HTTP itself).
-pub trait Webhook: Send + Sync {
+pub(crate) trait Webhook: Send + Sync {
     /// POSTs `body` (JSON) to `url`; the answer's status code.
     fn post<'a>(&'a self, url: &'a str, body: String) -> BoxFuture<'a, Result<u16, String>>;
 }
 
 impl Authorizer {
     /// An authorizer whose webhook policies ask through `webhook`.
-    pub fn with_webhook(webhook: Arc<dyn Webhook>) -> Authorizer {
+    pub(crate) fn with_webhook(webhook: Arc<dyn Webhook>) -> Authorizer {
         Authorizer { cache: Mutex::default(), webhook: Some(webhook) }
     }
 
     /// `Ok` when `identity` may join `room` under `policy`.
-    pub async fn check(&self, policy: &Authorize, identity: &Identity, hub: &str, room: &str) -> Result<(), Error> {
+    pub(crate) async fn check(
+        &self,
+        policy: &Authorize,
+        identity: &Identity,
+        hub: &str,
+        room: &str,
+    ) -> Result<(), Error> {
         let denied = || Err(Error::Denied(format!("Not authorized to join '{room}'")));
         match policy {
             Authorize::Open => Ok(()),

@@ -8,7 +8,7 @@ use crate::transport::Kick;
 
 /// A Close for a connection kicked from outside, or `None` where the
 /// protocol allows no message (before the handshake completed).
-pub fn for_kick(why: Kick) -> Option<CloseMessage> {
+pub(super) fn for_kick(why: Kick) -> Option<CloseMessage> {
     let (error, allow_reconnect) = match why {
         Kick::SlowConsumer => {
             ("Connection closed: the client did not read its messages fast enough.".to_string(), true)
@@ -39,30 +39,30 @@ const CLOSED_WITH_AN_ERROR: &str = "Connection closed with an error.";
 /// A Close for a message the client should never have sent (malformed,
 /// too large). ASP.NET Core allows a reconnect here: only a Close or an
 /// abort from the client forbids it.
-pub fn for_protocol_error(_e: &CodecError) -> CloseMessage {
+pub(super) fn for_protocol_error(_e: &CodecError) -> CloseMessage {
     CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// A Close for a `Sequence` the two sides cannot agree on: the client
 /// starts a new connection rather than a resume.
-pub fn for_sequence_error(_e: &super::reconnect::SequenceError) -> CloseMessage {
+pub(super) fn for_sequence_error(_e: &super::reconnect::SequenceError) -> CloseMessage {
     CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// A Close for an `Ack` of a message the server never sent (the session
 /// logs which).
-pub fn for_ack_error(_sequence_id: u64) -> CloseMessage {
+pub(super) fn for_ack_error(_sequence_id: u64) -> CloseMessage {
     CloseMessage { error: Some(CLOSED_WITH_AN_ERROR.to_string()), allow_reconnect: true }
 }
 
 /// ASP.NET Core's handshake answer when the handshake did not arrive in
 /// time or grew past the message limit.
-pub const HANDSHAKE_CANCELED: &str = "Handshake was canceled.";
+pub(super) const HANDSHAKE_CANCELED: &str = "Handshake was canceled.";
 
 /// The handshake answer for a handshake that cannot be accepted, in ASP.NET
 /// Core's words (`HubConnectionContext.HandshakeAsync`); a malformed one
 /// gets only the generic text, the detail stays in the log.
-pub fn for_handshake_error(e: &CodecError) -> String {
+pub(super) fn for_handshake_error(e: &CodecError) -> String {
     match e {
         CodecError::UnknownProtocol { name } => format!("The protocol '{name}' is not supported."),
         CodecError::UnsupportedVersion { name, version } => {
@@ -77,7 +77,7 @@ pub fn for_handshake_error(e: &CodecError) -> String {
 
 /// The handshake answer for a binary protocol on a text-only transport
 /// (MessagePack over Server-Sent Events).
-pub fn for_transfer_format(protocol: Protocol) -> String {
+pub(super) fn for_transfer_format(protocol: Protocol) -> String {
     format!(
         "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
         protocol.name()
@@ -89,7 +89,7 @@ pub fn for_transfer_format(protocol: Protocol) -> String {
 /// `ErrorMessageHelper`): an unknown method is a binding failure; every
 /// other refusal is what a hub method throwing a `HubException` gets (its
 /// message is shown); a failure of the server itself shows no detail.
-pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
+pub(super) fn for_invocation_error(target: &str, e: &super::Error) -> String {
     use super::Error;
     match e {
         Error::UnknownMethod(_) => {
@@ -99,7 +99,6 @@ pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
             format!("An unexpected error occurred invoking '{target}' on the server.")
         }
         Error::BadArguments(_)
-        | Error::Unavailable(_)
         | Error::StreamingUnsupported
         | Error::Denied(_)
         | Error::Limited(_)
@@ -110,7 +109,7 @@ pub fn for_invocation_error(target: &str, e: &super::Error) -> String {
 }
 
 /// The Completion error for a StreamInvocation: no server method streams.
-pub fn for_stream_invocation(target: &str, method_exists: bool) -> String {
+pub(super) fn for_stream_invocation(target: &str, method_exists: bool) -> String {
     if method_exists {
         format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.")
     } else {

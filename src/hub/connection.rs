@@ -10,13 +10,13 @@ use crate::config::HubId;
 
 /// A connection's whole life, boxed: one allocation that every idle
 /// connection keeps, so it holds only the waiting state.
-pub type ConnectionTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type ConnectionTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What carries a connection's frames.
 // Lives only until run() takes it apart: boxing the stream would cost an
 // allocation per connection for nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Carrier {
+pub(crate) enum Carrier {
     /// An upgraded WebSocket.
     WebSocket(crate::transport::WsStream),
     /// A Server-Sent Events response body, with client messages in POSTs.
@@ -35,7 +35,7 @@ pub enum Carrier {
 
 /// Who a new connection is: its hub, what negotiate gave it, its token
 /// (absent for `skipNegotiation`) and its authenticated identity.
-pub struct Start {
+pub(crate) struct Start {
     /// The hub.
     pub hub: HubId,
     /// The connection id, stateful flag and early POSTs.
@@ -50,7 +50,7 @@ pub struct Start {
 /// the one entry point of every transport. A plain function, not `async`:
 /// the arguments move into the session here instead of being kept for the
 /// connection's life in its future.
-pub fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
+pub(crate) fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
     let Start { hub, negotiated, token, identity } = start;
     let (transport, stateful) = match &carrier {
         Carrier::WebSocket(_) => ("websockets", negotiated.stateful),
@@ -81,7 +81,11 @@ pub fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
 
 /// Gives a parked stateful session its new WebSocket: it resends what the
 /// client has not acknowledged, then carries on.
-pub fn resume_websocket(hubs: Arc<Hubs>, mut session: HubSession, ws: crate::transport::WsStream) -> ConnectionTask {
+pub(crate) fn resume_websocket(
+    hubs: Arc<Hubs>,
+    mut session: HubSession,
+    ws: crate::transport::WsStream,
+) -> ConnectionTask {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
     Box::pin(serve_websocket_session(hubs, Box::new(session), Vec::new(), ws))

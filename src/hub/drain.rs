@@ -13,7 +13,7 @@ use crate::config::HubId;
 /// `allowReconnect: true`), spread evenly over `window` so clients do not
 /// all come back at once. Events keep flowing to the connections not yet
 /// closed: the caller stops ingest only after this returns.
-pub async fn drain(hubs: &Hubs, window: Duration) {
+pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
     for session in hubs.parked.drain() {
         if hubs.handoff.is_some() && session.can_resume() {
             let (groups, positions) = session.detach();
@@ -50,7 +50,7 @@ pub async fn drain(hubs: &Hubs, window: Duration) {
 /// that may have missed events of a stream with a hole, spread over
 /// `window`, and refuses the resume of parked sessions: their client
 /// reconnects afresh and refetches (CONTRACT section 14).
-pub async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: &'static str, window: Duration) {
+pub(crate) async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: &'static str, window: Duration) {
     for session in hubs.parked.drain() {
         session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ContinuityLost)).await;
     }

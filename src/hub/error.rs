@@ -7,16 +7,13 @@ use crate::presence::PresenceError;
 /// Why an invocation failed. The message is what the client's Completion
 /// carries; its [`Fault`] picks the log level.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No such server method on this hub.
     #[error("Unknown hub method '{0}'")]
     UnknownMethod(String),
     /// The arguments do not fit the method.
     #[error("{0}")]
     BadArguments(String),
-    /// The method exists but this build does not offer it yet.
-    #[error("{0} is not available on this server")]
-    Unavailable(String),
     /// Streaming invocations and stream arguments are not offered.
     #[error("Streaming is not supported by this server")]
     StreamingUnsupported,
@@ -51,7 +48,6 @@ impl Blame for Error {
         match self {
             Error::UnknownMethod(_) => "unknown_method",
             Error::BadArguments(_) => "bad_arguments",
-            Error::Unavailable(_) => "unavailable",
             Error::StreamingUnsupported => "streaming",
             Error::Denied(_) => "denied",
             Error::Limited(_) => "rate_limited",

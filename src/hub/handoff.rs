@@ -26,11 +26,11 @@ use crate::fanout::Positions;
 use crate::transport::Payload;
 
 /// A boxed future, for the object-safe traits below.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Everything another instance needs to carry a stateful session on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionSnapshot {
+pub(crate) struct SessionSnapshot {
     /// The hub's name (ids differ between routing files).
     pub hub: String,
     /// The public connection id, which the client keeps.
@@ -53,7 +53,7 @@ pub struct SessionSnapshot {
 
 /// One frame's bytes, kept as binary by serializers that can.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame(pub Vec<u8>);
+pub(crate) struct Frame(pub Vec<u8>);
 
 impl Serialize for Frame {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for Frame {
 
 /// Why a handoff or a takeover failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HandoffError {
+pub(crate) enum HandoffError {
     /// The store (Redis) failed.
     #[error("session store: {0}")]
     Store(String),
@@ -102,7 +102,7 @@ pub enum HandoffError {
 }
 
 /// Where snapshots wait for the instance a client resumes on.
-pub trait SessionStore: Send + Sync {
+pub(crate) trait SessionStore: Send + Sync {
     /// Keeps `snapshot` for `token` until taken, or until it expires.
     fn save<'a>(&'a self, token: &'a str, snapshot: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>>;
     /// Takes the snapshot for `token`, if any: each is handed out once.
@@ -111,7 +111,7 @@ pub trait SessionStore: Send + Sync {
 
 /// Who a taken-over session is, for choosing the events it missed.
 #[derive(Debug, Clone, Copy)]
-pub struct Addressee<'a> {
+pub(crate) struct Addressee<'a> {
     /// Its hub.
     pub hub: HubId,
     /// Its user.
@@ -123,7 +123,7 @@ pub struct Addressee<'a> {
 }
 
 /// Reads again the events a session missed between two sets of positions.
-pub trait CatchUp: Send + Sync {
+pub(crate) trait CatchUp: Send + Sync {
     /// Whether this instance's fan-out has passed every position of `from`
     /// (else its live path would deliver some of them a second time).
     fn covers(&self, from: &[(String, String)], local: &Positions) -> bool;
@@ -139,7 +139,7 @@ pub trait CatchUp: Send + Sync {
 
 /// The store and the reader a deployment with Redis has.
 #[derive(Clone)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     /// Where snapshots wait.
     pub store: Arc<dyn SessionStore>,
     /// Where missed events come from.
@@ -173,7 +173,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
 /// resumed here, with the events it missed queued before the live ones.
 /// `None` (the caller answers 404) when there is none, or it cannot be
 /// carried on whole.
-pub async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
+pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
     let handoff = hubs.handoff.clone()?;
     let count =
         |outcome: &str| hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();

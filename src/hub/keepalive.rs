@@ -89,7 +89,7 @@ impl Window {
 }
 
 /// Runs until `stop`.
-pub async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
+pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
     let pings: Vec<Option<Payload>> = Protocol::ALL
         .iter()
         .map(|p| {

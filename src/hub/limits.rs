@@ -16,7 +16,7 @@ struct Bucket {
 
 /// A token bucket per key: `burst` at once, refilled at `per_second`.
 #[derive(Debug)]
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<K, Bucket>>,
@@ -24,12 +24,12 @@ pub struct RateLimiter<K> {
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter refilling `per_second` tokens, holding at most `burst`.
-    pub fn new(per_second: f64, burst: u32) -> RateLimiter<K> {
+    pub(crate) fn new(per_second: f64, burst: u32) -> RateLimiter<K> {
         RateLimiter { per_second, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes a token for `key`; false when the key is over its rate.
-    pub fn allow(&self, key: &K) -> bool {
+    pub(crate) fn allow(&self, key: &K) -> bool {
         self.allow_at(key, Instant::now())
     }
 
@@ -47,7 +47,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Forgets keys whose bucket has refilled (nothing to remember).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let (rate, burst) = (self.per_second, self.burst);
         self.lock().retain(|_, b| b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst);

@@ -29,19 +29,22 @@ mod tokens;
 #[cfg(test)]
 mod testkit;
 
-pub use authorize::{Authorizer, Webhook};
-pub use connection::{resume_websocket, run, Carrier, ConnectionTask, Start};
-pub use drain::{close_for_hole, drain};
-pub use error::Error;
-pub use handoff::{
-    take_over, Addressee, BoxFuture, CatchUp, Frame, Handoff, HandoffError, SessionSnapshot, SessionStore,
+pub(crate) use authorize::{Authorizer, Webhook};
+pub(crate) use connection::{resume_websocket, run, Carrier, Start};
+pub(crate) use drain::{close_for_hole, drain};
+pub(crate) use error::Error;
+pub(crate) use handoff::{
+    take_over, Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore,
 };
-pub use keepalive::run_keepalive;
-pub use limits::RateLimiter;
-pub use presence::run_presence;
-pub use reconnect::Parked;
-pub use server::{HubSettings, Hubs};
-pub use session::{HubSession, Identity};
-pub use tokens::{
-    new_id as new_connection_id, Attached, Negotiated, TokenError, Tokens, TransportKind as TokenTransport,
-};
+pub(crate) use keepalive::run_keepalive;
+pub(crate) use limits::RateLimiter;
+pub(crate) use presence::run_presence;
+pub(crate) use reconnect::Parked;
+pub(crate) use server::{HubSettings, Hubs};
+pub(crate) use session::{HubSession, Identity};
+pub(crate) use tokens::{Attached, Negotiated, TokenError, Tokens, TransportKind as TokenTransport};
+
+#[cfg(test)]
+pub(crate) use handoff::Frame;
+#[cfg(test)]
+pub(crate) use tokens::new_id as new_connection_id;

@@ -10,7 +10,7 @@ use crate::presence::Transition;
 impl Hubs {
     /// Publishes presence transitions as `user_joined` / `user_left` events
     /// (through the bus, so every instance delivers them).
-    pub async fn publish_presence(&self, transitions: Vec<Transition>) {
+    pub(crate) async fn publish_presence(&self, transitions: Vec<Transition>) {
         for t in transitions {
             let (event_type, hub, room, user) = match t {
                 Transition::Joined { hub, room, user } => ("user_joined", hub, room, user),
@@ -45,7 +45,7 @@ impl Hubs {
 
 /// Keeps this instance's presence entries alive and publishes `user_left`
 /// for users of instances that died, until `stop`.
-pub async fn run_presence(hubs: Arc<Hubs>, stop: tokio_util::sync::CancellationToken) {
+pub(crate) async fn run_presence(hubs: Arc<Hubs>, stop: tokio_util::sync::CancellationToken) {
     let Some(every) = hubs.presence.tick_interval() else { return };
     let mut tick = tokio::time::interval(every);
     loop {

@@ -27,7 +27,7 @@ pub(super) struct Incoming {
 /// numbering no longer agrees, so the connection cannot go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("Sequence ID {got} greater than amount of messages we've received ({next} expected next).")]
-pub struct SequenceError {
+pub(super) struct SequenceError {
     /// The id the client named.
     pub got: u64,
     /// The id the server expected next.
@@ -88,18 +88,18 @@ impl Incoming {
 /// until the client comes back or the window passes. They stay in fan-out,
 /// so events keep queueing for them.
 #[derive(Default)]
-pub struct Parked {
+pub(crate) struct Parked {
     sessions: Mutex<HashMap<String, (HubSession, Instant)>>,
 }
 
 impl Parked {
     /// Keeps `session` for `token`.
-    pub fn park(&self, token: String, session: HubSession) {
+    pub(crate) fn park(&self, token: String, session: HubSession) {
         self.lock().insert(token, (session, Instant::now()));
     }
 
     /// Takes the session parked for `token` on `hub`.
-    pub fn take(&self, token: &str, hub: crate::config::HubId) -> Option<HubSession> {
+    pub(crate) fn take(&self, token: &str, hub: crate::config::HubId) -> Option<HubSession> {
         let mut sessions = self.lock();
         if sessions.get(token).is_none_or(|(s, _)| s.hub() != hub) {
             return None;
@@ -108,7 +108,7 @@ impl Parked {
     }
 
     /// Removes and returns the sessions parked longer than `window`.
-    pub fn expired(&self, window: Duration) -> Vec<HubSession> {
+    pub(crate) fn expired(&self, window: Duration) -> Vec<HubSession> {
         let mut sessions = self.lock();
         let old: Vec<String> =
             sessions.iter().filter(|(_, (_, at))| at.elapsed() > window).map(|(t, _)| t.clone()).collect();
@@ -116,7 +116,7 @@ impl Parked {
     }
 
     /// Removes every parked session (shutdown).
-    pub fn drain(&self) -> Vec<HubSession> {
+    pub(crate) fn drain(&self) -> Vec<HubSession> {
         self.lock().drain().map(|(_, (s, _))| s).collect()
     }
 

@@ -19,7 +19,7 @@ use crate::transport::{Limits, WsSettings};
 
 /// Per-connection limits and timings, from the server settings.
 #[derive(Debug, Clone)]
-pub struct HubSettings {
+pub(crate) struct HubSettings {
     /// Largest client message.
     pub max_message_bytes: usize,
     /// Outbound queue limits.
@@ -46,7 +46,7 @@ pub struct HubSettings {
 
 impl HubSettings {
     /// Derives the hub settings from the server configuration.
-    pub fn from_config(c: &ServerConfig, limits: &LimitsConfig, instance_id: &str) -> HubSettings {
+    pub(crate) fn from_config(c: &ServerConfig, limits: &LimitsConfig, instance_id: &str) -> HubSettings {
         HubSettings {
             max_message_bytes: c.max_message_bytes,
             outbox: Limits { max_frames: c.outbox_max_frames, max_bytes: c.outbox_max_bytes },
@@ -72,7 +72,7 @@ impl HubSettings {
 pub(super) type Cut = (Vec<Box<str>>, crate::fanout::Positions);
 
 /// What every session shares: the routing table, the registry, the bus.
-pub struct Hubs {
+pub(crate) struct Hubs {
     /// The routing table.
     pub routes: Arc<RouteTable>,
     /// Open connections and groups.
@@ -109,7 +109,7 @@ pub struct Hubs {
 
 impl Hubs {
     /// Builds the shared hub state.
-    pub fn new(
+    pub(crate) fn new(
         routes: Arc<RouteTable>,
         registry: Arc<Registry>,
         publisher: Publisher,
@@ -143,26 +143,26 @@ impl Hubs {
     }
 
     /// Lets webhook join policies ask the backend through `webhook`.
-    pub fn with_webhook(mut self, webhook: std::sync::Arc<dyn super::Webhook>) -> Hubs {
+    pub(crate) fn with_webhook(mut self, webhook: std::sync::Arc<dyn super::Webhook>) -> Hubs {
         self.authorizer = Authorizer::with_webhook(webhook);
         self
     }
 
     /// Lets stateful sessions move to another instance on a drain.
-    pub fn with_handoff(mut self, handoff: Handoff) -> Hubs {
+    pub(crate) fn with_handoff(mut self, handoff: Handoff) -> Hubs {
         self.handoff = Some(handoff);
         self
     }
 
     /// Offers the browser-push methods (RegisterPush, ...).
-    pub fn with_push(mut self, registrar: Arc<crate::push::Registrar>) -> Hubs {
+    pub(crate) fn with_push(mut self, registrar: Arc<crate::push::Registrar>) -> Hubs {
         self.push = Some(registrar);
         self
     }
 
     /// Whether a new connection from `peer` for `identity` fits the limits
     /// (per source address, per instance, per user). Counted when refused.
-    pub fn admit(&self, identity: &Identity, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
+    pub(crate) fn admit(&self, identity: &Identity, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
         let limits = &self.settings.limits;
         let refuse = |limit: &'static str, message: String| {
             self.metrics.limited.get_or_create(&vec![("limit", limit.to_string())]).inc();
@@ -187,7 +187,7 @@ impl Hubs {
 
     /// Answers `POST {hub}/negotiate`: issues an id and a token and lists
     /// the transports.
-    pub fn negotiate(&self, hub: HubId, requested_version: u32, stateful_requested: bool) -> NegotiateResponse {
+    pub(crate) fn negotiate(&self, hub: HubId, requested_version: u32, stateful_requested: bool) -> NegotiateResponse {
         let stateful = stateful_requested && self.settings.stateful_reconnect && requested_version >= 1;
         let (id, token) = self.tokens.issue(hub, stateful, requested_version.min(1));
         let transports = vec![

@@ -18,7 +18,7 @@ use super::{close, invocation, Hubs};
 
 /// Who is on the other end, once authentication (if any) has run.
 #[derive(Debug, Clone, Default)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The user id (`sub`), or `None` without authentication.
     pub user_id: Option<Arc<str>>,
     /// A display name (`name` claim), if known.
@@ -30,7 +30,7 @@ pub struct Identity {
 }
 
 /// A connection of a hub, from handshake to close.
-pub struct HubSession {
+pub(crate) struct HubSession {
     hubs: Arc<Hubs>,
     hub: HubId,
     conn: u64,
@@ -55,7 +55,7 @@ pub struct HubSession {
 
 impl HubSession {
     /// A new session for `hub`; `token` is released when it ends.
-    pub fn new(
+    pub(crate) fn new(
         hubs: Arc<Hubs>,
         hub: HubId,
         connection_id: String,
@@ -85,34 +85,34 @@ impl HubSession {
 
     /// Whether this session can wait for its client to reconnect (stateful
     /// reconnect negotiated, handshake done, still open).
-    pub fn can_resume(&self) -> bool {
+    pub(crate) fn can_resume(&self) -> bool {
         self.stateful && self.protocol.is_some() && !self.outbox.is_closed()
     }
 
     /// The hub this session belongs to.
-    pub fn hub(&self) -> HubId {
+    pub(crate) fn hub(&self) -> HubId {
         self.hub
     }
 
     /// The token this session was negotiated with.
-    pub fn token(&self) -> Option<&str> {
+    pub(crate) fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
     /// Marks a parked session as taken up by a new transport.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         self.resuming = true;
         self.touch();
     }
 
     /// The connection's outbound queue.
-    pub fn outbox(&self) -> Arc<Outbox> {
+    pub(crate) fn outbox(&self) -> Arc<Outbox> {
         self.outbox.clone()
     }
 
     /// Removes the connection from every group and table. Call once, when
     /// the transport has ended.
-    pub async fn finish(self, ended: Ended) {
+    pub(crate) async fn finish(self, ended: Ended) {
         // A kicked connection often ends in a failed write; the kick is the cause.
         let ended = match (ended, self.outbox.kicked()) {
             (Ended::ByClient | Ended::WriteFailed, Some(k)) => Ended::Kicked(k),
@@ -251,24 +251,24 @@ impl HubSession {
 
     /// Takes the session out of fan-out: its groups and the positions at
     /// that instant (see [`crate::fanout::Positions`]).
-    pub fn detach(&self) -> (Vec<Box<str>>, crate::fanout::Positions) {
+    pub(crate) fn detach(&self) -> (Vec<Box<str>>, crate::fanout::Positions) {
         self.hubs.registry.detach(self.conn)
     }
 
     /// Its number in fan-out.
-    pub fn conn(&self) -> u64 {
+    pub(crate) fn conn(&self) -> u64 {
         self.conn
     }
 
     /// The hub protocol, once the handshake named it.
-    pub fn protocol(&self) -> Option<Protocol> {
+    pub(crate) fn protocol(&self) -> Option<Protocol> {
         self.protocol
     }
 
     /// What another instance needs to carry this session on, taken out of
     /// fan-out with `groups` at `positions`. `None` when it cannot be
     /// resumed (no handshake, not stateful, or frames were lost).
-    pub fn snapshot(
+    pub(crate) fn snapshot(
         &self,
         groups: &[Box<str>],
         positions: &crate::fanout::Positions,
@@ -290,7 +290,7 @@ impl HubSession {
 
     /// A session handed over by another instance, registered here with its
     /// groups; also returns the groups and the positions it entered at.
-    pub fn restore(
+    pub(crate) fn restore(
         hubs: Arc<Hubs>,
         hub: HubId,
         token: String,
@@ -332,7 +332,7 @@ impl HubSession {
 
     /// Ends a session whose client carries on elsewhere: no presence
     /// transition is published (the user has not left), the token is free.
-    pub async fn finish_handed_off(self, groups: Vec<Box<str>>) {
+    pub(crate) async fn finish_handed_off(self, groups: Vec<Box<str>>) {
         self.hubs.registry.remove(self.conn);
         let hub = &self.hubs.routes.hubs[self.hub];
         if hub.presence && self.identity.user_id.is_some() {

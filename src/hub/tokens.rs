@@ -16,7 +16,7 @@ use crate::transport::PollingHandle;
 
 /// Why a token cannot be used for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Never issued here, expired, closed, or for another hub.
     #[error("No Connection with that ID")]
     Unknown,
@@ -39,7 +39,7 @@ pub enum TokenError {
 
 /// The transport a token is connected with.
 #[derive(Debug, Clone)]
-pub enum Attached {
+pub(crate) enum Attached {
     /// A WebSocket task owns the connection.
     WebSocket,
     /// A Server-Sent Events stream; POSTs go through the handle.
@@ -62,7 +62,7 @@ struct Slot {
 
 /// A negotiated connection a transport has just attached to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     /// The public connection id.
     pub connection_id: String,
     /// Whether stateful reconnect was negotiated.
@@ -73,23 +73,23 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// A connection that skipped negotiate (WebSockets only).
-    pub fn unnegotiated() -> Negotiated {
+    pub(crate) fn unnegotiated() -> Negotiated {
         Negotiated { connection_id: new_id(), stateful: false, early: Vec::new() }
     }
 }
 
 /// POST bodies kept for a connection before its transport attaches; fewer
 /// than a polling connection's inbound queue, so handing them over never waits.
-pub const MAX_EARLY_BODIES: usize = 8;
+pub(super) const MAX_EARLY_BODIES: usize = 8;
 
 /// The token table of this instance.
 #[derive(Debug, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     slots: Mutex<HashMap<String, Slot>>,
 }
 
 /// A random URL-safe id, as long as ASP.NET's.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -97,7 +97,7 @@ impl Tokens {
     /// Issues a connection id and token for `hub`. With negotiate version 0
     /// the id is the token (the client never sees another one), as ASP.NET
     /// Core's `HttpConnectionManager` does.
-    pub fn issue(&self, hub: HubId, stateful: bool, negotiate_version: u32) -> (String, String) {
+    pub(crate) fn issue(&self, hub: HubId, stateful: bool, negotiate_version: u32) -> (String, String) {
         let connection_id = new_id();
         let token = if negotiate_version == 0 { connection_id.clone() } else { new_id() };
         let slot = Slot {
@@ -114,7 +114,7 @@ impl Tokens {
 
     /// Takes on a token another instance issued, for a stateful session
     /// taken over here (attached to its WebSocket at once).
-    pub fn adopt(&self, token: &str, hub: HubId, connection_id: &str) {
+    pub(crate) fn adopt(&self, token: &str, hub: HubId, connection_id: &str) {
         let slot = Slot {
             connection_id: connection_id.to_string(),
             hub,
@@ -127,13 +127,13 @@ impl Tokens {
     }
 
     /// Whether this instance knows `token` (issued or adopted here).
-    pub fn knows(&self, token: &str) -> bool {
+    pub(crate) fn knows(&self, token: &str) -> bool {
         self.lock().contains_key(token)
     }
 
     /// Attaches a transport to a negotiated token; returns its connection id.
     /// `make` builds the attachment only when the token is free.
-    pub fn attach(
+    pub(crate) fn attach(
         &self,
         token: &str,
         hub: HubId,
@@ -157,7 +157,7 @@ impl Tokens {
     }
 
     /// The attachment of a token in use.
-    pub fn attached(&self, token: &str, hub: HubId) -> Result<Attached, TokenError> {
+    pub(crate) fn attached(&self, token: &str, hub: HubId) -> Result<Attached, TokenError> {
         let slots = self.lock();
         let slot = slots.get(token).filter(|s| s.hub == hub).ok_or(TokenError::Unknown)?;
         slot.attached.clone().ok_or(TokenError::Unknown)
@@ -166,7 +166,7 @@ impl Tokens {
     /// Keeps a POST body for a negotiated connection no transport has
     /// attached to yet (a client may send its handshake before its first
     /// poll). At most `max_bytes` in all are kept.
-    pub fn keep_early(&self, token: &str, hub: HubId, body: Bytes, max_bytes: usize) -> Result<(), TokenError> {
+    pub(crate) fn keep_early(&self, token: &str, hub: HubId, body: Bytes, max_bytes: usize) -> Result<(), TokenError> {
         let mut slots = self.lock();
         let slot = slots.get_mut(token).filter(|s| s.hub == hub && s.attached.is_none()).ok_or(TokenError::Unknown)?;
         let kept: usize = slot.early.iter().map(Bytes::len).sum();
@@ -178,17 +178,17 @@ impl Tokens {
     }
 
     /// Whether the token is issued and not yet attached (a first long poll).
-    pub fn is_fresh(&self, token: &str, hub: HubId) -> bool {
+    pub(crate) fn is_fresh(&self, token: &str, hub: HubId) -> bool {
         self.lock().get(token).is_some_and(|s| s.hub == hub && s.attached.is_none())
     }
 
     /// Forgets a token when its connection ends.
-    pub fn release(&self, token: &str) {
+    pub(crate) fn release(&self, token: &str) {
         self.lock().remove(token);
     }
 
     /// Forgets tokens negotiated longer than `ttl` ago and never attached.
-    pub fn sweep(&self, ttl: Duration) {
+    pub(crate) fn sweep(&self, ttl: Duration) {
         let now = Instant::now();
         self.lock().retain(|_, s| s.attached.is_some() || now.duration_since(s.issued) < ttl);
     }
@@ -200,7 +200,7 @@ impl Tokens {
 
 /// A transport, for comparing attachments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
+pub(crate) enum TransportKind {
     /// WebSockets.
     WebSocket,
     /// Server-Sent Events.

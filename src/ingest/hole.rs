@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// Why owed entries may be gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoleCause {
+pub(crate) enum HoleCause {
     /// The stream no longer holds the last entry this instance read (Redis
     /// restarted empty, or the stream was deleted).
     StreamLost,
@@ -19,7 +19,7 @@ pub enum HoleCause {
 
 impl HoleCause {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             HoleCause::StreamLost => "stream_lost",
             HoleCause::StreamTrimmed => "stream_trimmed",
@@ -29,7 +29,7 @@ impl HoleCause {
 
 /// A hole in one stream.
 #[derive(Debug, Clone)]
-pub struct Hole {
+pub(crate) struct Hole {
     /// The stream.
     pub stream: Arc<str>,
     /// Why.
@@ -37,4 +37,4 @@ pub struct Hole {
 }
 
 /// Who is told about holes (the app closes the affected connections).
-pub type OnHole = Arc<dyn Fn(Hole) + Send + Sync>;
+pub(crate) type OnHole = Arc<dyn Fn(Hole) + Send + Sync>;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// One stream entry id. Ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct StreamId {
+pub(crate) struct StreamId {
     /// Milliseconds part.
     pub ms: u64,
     /// Sequence within the millisecond.
@@ -15,13 +15,13 @@ pub struct StreamId {
 
 impl StreamId {
     /// `0-0`: before every entry.
-    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+    pub(crate) const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
 }
 
 /// An id that is not `<ms>-<seq>` (or `<ms>`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is not a stream entry id")]
-pub struct BadStreamId(pub String);
+pub(crate) struct BadStreamId(pub String);
 
 impl FromStr for StreamId {
     type Err = BadStreamId;

@@ -27,7 +27,7 @@ use super::RedisConn;
 
 /// Why an event could not be published.
 #[derive(Debug, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     /// No route names this event type, so no stream either.
     #[error("no route for event_type '{0}'")]
     NoRoute(String),
@@ -91,7 +91,7 @@ impl crate::fault::Blame for PublishError {
 
 /// What became of a published event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Published {
+pub(crate) enum Published {
     /// On the bus: appended to its stream, or in the in-process pipeline.
     Accepted,
     /// Redis does not answer: kept in the spool, appended once it does.
@@ -100,7 +100,7 @@ pub enum Published {
 
 impl Published {
     /// The word the HTTP answer carries (`{"status": ...}`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Published::Accepted => "accepted",
             Published::Queued => "queued",
@@ -110,7 +110,7 @@ impl Published {
 
 /// A cheap, clonable handle to the bus.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     routes: Arc<RouteTable>,
     bus: Bus,
 }
@@ -133,14 +133,14 @@ enum Bus {
 
 impl Publisher {
     /// Publishes into the local pipeline.
-    pub fn memory(routes: Arc<RouteTable>, input: InputSender) -> Publisher {
+    pub(crate) fn memory(routes: Arc<RouteTable>, input: InputSender) -> Publisher {
         Publisher { routes, bus: Bus::Memory(input) }
     }
 
     /// Publishes with XADD, trimming each stream to about `maxlen` entries;
     /// while Redis fails, POSTed events wait in `spool` and typing and
     /// presence events go to `local`.
-    pub fn redis(
+    pub(crate) fn redis(
         routes: Arc<RouteTable>,
         conn: RedisConn,
         maxlen: usize,
@@ -153,7 +153,7 @@ impl Publisher {
 
     /// The task that appends the spool once Redis answers (`None` on the
     /// in-process bus, which has no spool).
-    pub fn spool_flusher(&self) -> Option<SpoolFlusher> {
+    pub(crate) fn spool_flusher(&self) -> Option<SpoolFlusher> {
         match &self.bus {
             Bus::Memory(_) => None,
             Bus::Redis { conn, maxlen, spool, .. } => {
@@ -180,7 +180,7 @@ impl Publisher {
     /// behind it, so they reach the stream in the order received. In memory
     /// mode this waits for room in the pipeline queue, the in-process form
     /// of back-pressure.
-    pub async fn publish_or_queue(&self, envelope: Envelope) -> Result<Published, PublishError> {
+    pub(crate) async fn publish_or_queue(&self, envelope: Envelope) -> Result<Published, PublishError> {
         let stream = self.stream_of(&envelope)?;
         let (conn, maxlen, spool) = match &self.bus {
             Bus::Memory(tx) => return send_local(tx, envelope, stream).await.map(|()| Published::Accepted),
@@ -210,7 +210,7 @@ impl Publisher {
     /// some, and a duplicate is harmless. After a failed XADD the next
     /// second's events go local at once, then Redis is tried again. If the
     /// XADD did land after all, the idempotency window delivers it once.
-    pub async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
+    pub(crate) async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
         let stream = self.stream_of(&envelope)?;
         let (conn, maxlen, local, failed_at) = match &self.bus {
             Bus::Memory(tx) => return send_local(tx, envelope, stream).await,

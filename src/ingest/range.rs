@@ -13,7 +13,7 @@ use crate::envelope::{Envelope, Schemas};
 
 /// Why a stretch cannot be replayed whole.
 #[derive(Debug, thiserror::Error)]
-pub enum RangeError {
+pub(crate) enum RangeError {
     /// Entries after `after` were trimmed or lost: a replay would have a hole.
     #[error("stream '{stream}' no longer holds every entry after {after}")]
     Gone {
@@ -38,7 +38,7 @@ pub enum RangeError {
 /// The entries of `stream` after `after` up to `upto` (both positions as
 /// the fan-out recorded them), decoded; invalid entries are skipped (their
 /// reader dead-lettered them). At most `max` entries.
-pub async fn entries_between(
+pub(crate) async fn entries_between(
     conn: &mut RedisConn,
     stream: &str,
     after: StreamId,

@@ -13,7 +13,7 @@ use crate::config::RedisConfig;
 /// A reconnecting connection to a Redis server or cluster. Clones share
 /// the underlying multiplexed connection.
 #[derive(Clone)]
-pub enum RedisConn {
+pub(crate) enum RedisConn {
     /// One server (`redis://` or `rediss://`).
     Single(ConnectionManager),
     /// A Redis Cluster: commands are routed by key slot, MOVED/ASK followed.
@@ -22,7 +22,7 @@ pub enum RedisConn {
 
 /// Connects with the given response timeout (`None` for connections that
 /// issue blocking reads).
-pub async fn connect(config: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<RedisConn> {
+pub(crate) async fn connect(config: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<RedisConn> {
     if config.cluster || config.urls.len() > 1 {
         let mut builder = ClusterClientBuilder::new(config.urls.clone()).connection_timeout(Duration::from_secs(5));
         if let Some(t) = response_timeout {

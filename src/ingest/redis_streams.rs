@@ -29,7 +29,7 @@ use crate::telemetry::Metrics;
 const TRIM_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The Redis ingest source, ready to start.
-pub struct RedisIngest {
+pub(crate) struct RedisIngest {
     shared: Arc<Shared>,
     conn: RedisConn,
     streams: Vec<Arc<str>>,
@@ -37,7 +37,7 @@ pub struct RedisIngest {
 }
 
 /// What `app` keeps of a running Redis ingest.
-pub struct RedisIngestHandles {
+pub(crate) struct RedisIngestHandles {
     /// True while Redis answers; `/readyz` reads it.
     pub redis_up: Arc<AtomicBool>,
     /// Where each stream's group started.
@@ -48,7 +48,7 @@ impl RedisIngest {
     /// Prepares the reader. `conn` is used for everything but blocking reads;
     /// `on_hole` hears of entries lost before they were read.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         config: RedisConfig,
         instance_id: &str,
         streams: &[String],
@@ -77,7 +77,7 @@ impl RedisIngest {
     /// readiness latch waits for this), then starts the readers, the acker
     /// and the claimer on `tasks`. Readers stop when `stop` fires; the acker
     /// stops once every outstanding ack is settled.
-    pub async fn start(self, tasks: &TaskTracker, stop: CancellationToken) -> RedisResult<RedisIngestHandles> {
+    pub(crate) async fn start(self, tasks: &TaskTracker, stop: CancellationToken) -> RedisResult<RedisIngestHandles> {
         let RedisIngest { shared, conn, streams, settled_rx } = self;
         let mut positions = Vec::with_capacity(streams.len());
         for stream in &streams {

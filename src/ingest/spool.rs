@@ -19,7 +19,7 @@ use crate::telemetry::Metrics;
 
 /// Why an event was not put in the spool.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpoolError {
+pub(crate) enum SpoolError {
     /// The spool holds its maximum (`SIDECAR_SPOOL_MAX_EVENTS`).
     #[error("the spool is full ({0} events)")]
     Full(usize),
@@ -50,7 +50,7 @@ pub(super) enum Left {
 
 /// A bounded FIFO of spooled events, shared by the publisher (which pushes)
 /// and the flusher (which alone removes).
-pub struct Spool {
+pub(crate) struct Spool {
     state: Mutex<State>,
     capacity: usize,
     max_age: Duration,
@@ -66,7 +66,7 @@ struct State {
 impl Spool {
     /// A spool of at most `capacity` events (0: none; every push is
     /// refused), whose events go stale after `max_age` by their timestamp.
-    pub fn new(capacity: usize, max_age: Duration, metrics: Arc<Metrics>) -> Spool {
+    pub(crate) fn new(capacity: usize, max_age: Duration, metrics: Arc<Metrics>) -> Spool {
         Spool {
             state: Mutex::new(State { queue: VecDeque::new(), closed: false }),
             capacity,

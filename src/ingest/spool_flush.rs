@@ -27,7 +27,7 @@ const LAST_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// Appends the spool's events to Redis; made by the publisher that fills the
 /// spool, run by `app` on its task tracker.
-pub struct SpoolFlusher {
+pub(crate) struct SpoolFlusher {
     pub(super) spool: Arc<Spool>,
     pub(super) conn: RedisConn,
     pub(super) maxlen: usize,
@@ -43,7 +43,7 @@ enum Pass {
 
 impl SpoolFlusher {
     /// Runs until `stop`, then makes a last attempt and reports the loss.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut backoff = RETRY_MIN;
         loop {
             // A pass is never cut short by `stop`: an XADD abandoned half-way

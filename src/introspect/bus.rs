@@ -42,7 +42,7 @@ use crate::ingest::RedisConn;
 use crate::sync::Unpoisoned;
 
 /// An instance whose heartbeat is older than this is not waited for.
-pub const LIVE: Duration = Duration::from_secs(5);
+pub(crate) const LIVE: Duration = Duration::from_secs(5);
 
 /// Heartbeat period.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -70,7 +70,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 ";
 
 /// The Redis side of introspection.
-pub struct Bus {
+pub(crate) struct Bus {
     conn: RedisConn,
     subscribe_urls: Vec<String>,
     channel: String,
@@ -83,7 +83,7 @@ pub struct Bus {
 }
 
 /// A question sent and not yet fully answered; dropping it stops listening.
-pub struct Pending<'a> {
+pub(crate) struct Pending<'a> {
     bus: &'a Bus,
     id: String,
     answers: mpsc::UnboundedReceiver<Answer>,
@@ -93,7 +93,7 @@ pub struct Pending<'a> {
 impl Bus {
     /// The bus of `instance_id` on `conn` (commands and PUBLISH); the
     /// subscriber connects on its own to one of `redis.urls`.
-    pub fn new(conn: RedisConn, redis: &RedisConfig, instance_id: &str) -> Bus {
+    pub(crate) fn new(conn: RedisConn, redis: &RedisConfig, instance_id: &str) -> Bus {
         let channel = format!("{}:introspect", redis.group_prefix);
         Bus {
             conn,
@@ -110,7 +110,7 @@ impl Bus {
 
     /// PUBLISHes `query` and learns which instances are alive (one round
     /// trip for both); collect the answers with [`Pending::collect`].
-    pub async fn send(&self, query: &Query) -> Result<Pending<'_>, IntrospectError> {
+    pub(crate) async fn send(&self, query: &Query) -> Result<Pending<'_>, IntrospectError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, answers) = mpsc::unbounded_channel();
         self.waiting().insert(id.clone(), tx);
@@ -140,7 +140,7 @@ impl Bus {
 
     /// Beats the heartbeat and answers questions until `stop`; then leaves
     /// the set of live instances.
-    pub async fn run(self: Arc<Self>, local: Arc<Local>, stop: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, local: Arc<Local>, stop: CancellationToken) {
         // The first heartbeat waits for the subscription: an instance in
         // the live set is one that hears questions.
         let (subscribed, first_subscription) = tokio::sync::watch::channel(false);
@@ -271,7 +271,7 @@ impl Bus {
 impl Pending<'_> {
     /// The answers that arrive before `deadline` or until every live
     /// instance answered, and the live instances that did not (sorted).
-    pub async fn collect(mut self, deadline: Instant) -> (Vec<Answer>, Vec<String>) {
+    pub(crate) async fn collect(mut self, deadline: Instant) -> (Vec<Answer>, Vec<String>) {
         let mut answers: Vec<Answer> = Vec::new();
         let mut answered: HashSet<String> = HashSet::new();
         while !self.expected.iter().all(|i| answered.contains(i)) {

@@ -2,7 +2,7 @@
 
 /// Why a question failed, or could only be answered in part.
 #[derive(Debug, thiserror::Error)]
-pub enum IntrospectError {
+pub(crate) enum IntrospectError {
     /// The hub named in the path is not in the routing file (the asker's
     /// fault: 404).
     #[error("no hub named '{0}'")]

@@ -15,10 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 /// Reads the instance's lifecycle state (the readiness latch lives in
 /// `http`, which this module may not import; `app` wires it).
-pub type StateFn = Arc<dyn Fn() -> InstanceState + Send + Sync>;
+pub(crate) type StateFn = Arc<dyn Fn() -> InstanceState + Send + Sync>;
 
 /// What this instance knows about itself.
-pub struct Local {
+pub(crate) struct Local {
     /// `SIDECAR_INSTANCE_ID`.
     pub instance_id: String,
     /// Hub `(name, path)` in routing-table order (the registry's indices).
@@ -39,7 +39,7 @@ pub struct Local {
 
 impl Local {
     /// Describes this instance, started now.
-    pub fn new(
+    pub(crate) fn new(
         instance_id: String,
         hubs: Vec<(String, String)>,
         streams: Vec<String>,
@@ -52,12 +52,12 @@ impl Local {
     }
 
     /// The index of hub `name`.
-    pub fn hub_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn hub_index(&self, name: &str) -> Option<usize> {
         self.hubs.iter().position(|(n, _)| n == name)
     }
 
     /// This instance's summary.
-    pub fn info(&self) -> InstanceInfo {
+    pub(crate) fn info(&self) -> InstanceInfo {
         let per_hub = self.registry.connections_per_hub();
         let hubs = self.hubs.iter().zip(&per_hub).map(|((name, _), n)| (name.clone(), *n)).collect();
         InstanceInfo {
@@ -81,7 +81,7 @@ impl Local {
     }
 
     /// Answers `query` from this instance's memory.
-    pub fn answer(&self, query: &Query) -> Answer {
+    pub(crate) fn answer(&self, query: &Query) -> Answer {
         let body = match query {
             Query::Instance => AnswerBody::Instance,
             Query::Rooms { hub, prefix, after, limit } => {

@@ -15,14 +15,14 @@ use super::model::{
 };
 
 /// Every instance's summary, sorted by id.
-pub fn instances(answers: Vec<Answer>, cluster: Cluster) -> InstancesResponse {
+pub(super) fn instances(answers: Vec<Answer>, cluster: Cluster) -> InstancesResponse {
     let mut instances: Vec<InstanceInfo> = answers.into_iter().map(|a| a.instance).collect();
     instances.sort_by(|a, b| a.instance.cmp(&b.instance));
     InstancesResponse { instances, cluster }
 }
 
 /// The hubs of this instance's routing file with connections summed.
-pub fn hubs(local: &[(String, String)], answers: &[Answer], cluster: Cluster) -> HubsResponse {
+pub(super) fn hubs(local: &[(String, String)], answers: &[Answer], cluster: Cluster) -> HubsResponse {
     let hubs = local
         .iter()
         .map(|(name, path)| HubSummary {
@@ -35,7 +35,7 @@ pub fn hubs(local: &[(String, String)], answers: &[Answer], cluster: Cluster) ->
 }
 
 /// One page of rooms over every instance.
-pub fn rooms(hub: &str, prefix: &str, limit: usize, answers: Vec<Answer>, cluster: Cluster) -> RoomsResponse {
+pub(super) fn rooms(hub: &str, prefix: &str, limit: usize, answers: Vec<Answer>, cluster: Cluster) -> RoomsResponse {
     let mut all: BTreeMap<String, usize> = BTreeMap::new();
     let mut more = false;
     for a in answers {
@@ -54,7 +54,7 @@ pub fn rooms(hub: &str, prefix: &str, limit: usize, answers: Vec<Answer>, cluste
 }
 
 /// One page of a room's members over every instance.
-pub fn members(hub: &str, room: &str, limit: usize, answers: Vec<Answer>, cluster: Cluster) -> MembersResponse {
+pub(super) fn members(hub: &str, room: &str, limit: usize, answers: Vec<Answer>, cluster: Cluster) -> MembersResponse {
     let mut all: Vec<Member> = Vec::new();
     let mut connections = 0;
     let mut more = false;
@@ -73,7 +73,7 @@ pub fn members(hub: &str, room: &str, limit: usize, answers: Vec<Answer>, cluste
 }
 
 /// A user's connections over every instance, with the instances holding them.
-pub fn user(user: &str, answers: Vec<Answer>, cluster: Cluster) -> UserResponse {
+pub(super) fn user(user: &str, answers: Vec<Answer>, cluster: Cluster) -> UserResponse {
     let mut connections: Vec<UserConnection> = Vec::new();
     let mut instances: Vec<InstanceInfo> = Vec::new();
     for a in answers {

@@ -17,12 +17,12 @@ mod bus;
 mod error;
 mod local;
 mod merge;
-pub mod model;
+pub(crate) mod model;
 
-pub use bus::{Bus, LIVE};
-pub use error::IntrospectError;
-pub use local::{Local, StateFn};
-pub use model::InstanceState;
+pub(crate) use bus::Bus;
+pub(crate) use error::IntrospectError;
+pub(crate) use local::{Local, StateFn};
+pub(crate) use model::InstanceState;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,17 +33,17 @@ use tokio_util::sync::CancellationToken;
 /// How long the asked instance waits for the others: what a response costs
 /// at most beyond the asked instance's own work, under the 100 ms the API
 /// promises.
-pub const ANSWER_DEADLINE: Duration = Duration::from_millis(80);
+pub(crate) const ANSWER_DEADLINE: Duration = Duration::from_millis(80);
 
 /// Page size when the request names none.
-pub const DEFAULT_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 100;
 
 /// Largest page (rooms or members): bounds what each instance copies out
 /// under its read lock and sends.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// Asks the deployment (or this instance alone, without Redis).
-pub struct Introspect {
+pub(crate) struct Introspect {
     local: Arc<Local>,
     bus: Option<Arc<Bus>>,
 }
@@ -51,33 +51,33 @@ pub struct Introspect {
 impl Introspect {
     /// Introspection answered by `local`, and by the other instances when
     /// there is a `bus`.
-    pub fn new(local: Local, bus: Option<Bus>) -> Introspect {
+    pub(crate) fn new(local: Local, bus: Option<Bus>) -> Introspect {
         Introspect { local: Arc::new(local), bus: bus.map(Arc::new) }
     }
 
     /// The task answering other instances' questions and beating the
     /// heartbeat, until `stop`; `app` owns it. Nothing to do without Redis.
-    pub async fn run(&self, stop: CancellationToken) {
+    pub(crate) async fn run(&self, stop: CancellationToken) {
         if let Some(bus) = &self.bus {
             bus.clone().run(self.local.clone(), stop).await;
         }
     }
 
     /// Every instance's summary.
-    pub async fn instances(&self) -> InstancesResponse {
+    pub(crate) async fn instances(&self) -> InstancesResponse {
         let (answers, cluster) = self.gather(Query::Instance).await;
         merge::instances(answers, cluster)
     }
 
     /// The hubs with their connections over the deployment.
-    pub async fn hubs(&self) -> HubsResponse {
+    pub(crate) async fn hubs(&self) -> HubsResponse {
         let (answers, cluster) = self.gather(Query::Instance).await;
         merge::hubs(&self.local.hubs, &answers, cluster)
     }
 
     /// One page of the rooms of `hub` whose names start with `prefix`,
     /// after `cursor`.
-    pub async fn rooms(
+    pub(crate) async fn rooms(
         &self,
         hub: &str,
         prefix: &str,
@@ -93,7 +93,7 @@ impl Introspect {
 
     /// One page of the members of `room` on `hub`, after `cursor` (a
     /// connection id).
-    pub async fn members(
+    pub(crate) async fn members(
         &self,
         hub: &str,
         room: &str,
@@ -112,7 +112,7 @@ impl Introspect {
     }
 
     /// Every connection of `user`, its rooms, and the instances holding them.
-    pub async fn user(&self, user: &str) -> UserResponse {
+    pub(crate) async fn user(&self, user: &str) -> UserResponse {
         let (answers, cluster) = self.gather(Query::User { user: user.to_string() }).await;
         merge::user(user, answers, cluster)
     }
@@ -187,3 +187,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cost_tests;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A question every instance answers from its own memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Query {
+pub(crate) enum Query {
     /// Only the instance's own summary.
     Instance,
     /// A page of a hub's rooms.
@@ -44,7 +44,7 @@ pub enum Query {
 /// Where an instance is in its life, as `/readyz` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum InstanceState {
+pub(crate) enum InstanceState {
     /// Binding, ensuring consumer groups.
     Starting,
     /// Serving: `/readyz` answers 200.
@@ -57,7 +57,7 @@ pub enum InstanceState {
 
 /// How far one instance's reader is behind in one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamLag {
+pub(crate) struct StreamLag {
     /// Stream name.
     pub stream: String,
     /// Entries in the stream not yet read by this instance's group
@@ -69,7 +69,7 @@ pub struct StreamLag {
 
 /// One instance's summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceInfo {
+pub(crate) struct InstanceInfo {
     /// `SIDECAR_INSTANCE_ID`.
     pub instance: String,
     /// The sidecar's version.
@@ -90,7 +90,7 @@ pub struct InstanceInfo {
 
 /// A room and how many connections are in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomCount {
+pub(crate) struct RoomCount {
     /// Room (group) name.
     pub name: String,
     /// Connections in it.
@@ -99,7 +99,7 @@ pub struct RoomCount {
 
 /// One member of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
+pub(crate) struct Member {
     /// The SignalR connection id.
     pub connection_id: String,
     /// The user (`sub`), null without authentication.
@@ -114,7 +114,7 @@ pub struct Member {
 
 /// One connection of a user, with its rooms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserConnection {
+pub(crate) struct UserConnection {
     /// The SignalR connection id.
     pub connection_id: String,
     /// Hub name.
@@ -131,7 +131,7 @@ pub struct UserConnection {
 
 /// What one instance answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Its summary (every answer carries it: a user's connections come
     /// with how far behind their instances are).
     pub instance: InstanceInfo,
@@ -142,7 +142,7 @@ pub struct Answer {
 /// The part of an [`Answer`] that depends on the question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AnswerBody {
+pub(crate) enum AnswerBody {
     /// For [`Query::Instance`].
     Instance,
     /// For [`Query::Rooms`].
@@ -171,7 +171,7 @@ pub enum AnswerBody {
 /// A question on the wire: the asker's id, so no instance answers itself
 /// twice, and where to answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueryMessage {
+pub(crate) struct QueryMessage {
     /// Matches the replies to the question.
     pub id: String,
     /// The asking instance.
@@ -184,7 +184,7 @@ pub struct QueryMessage {
 
 /// An answer on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReplyMessage {
+pub(crate) struct ReplyMessage {
     /// The question's id.
     pub id: String,
     /// The answer.
@@ -193,7 +193,7 @@ pub struct ReplyMessage {
 
 /// Who answered a question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The instance that was asked.
     pub asked: String,
     /// Instances whose answers are in the response, sorted.
@@ -209,7 +209,7 @@ pub struct Cluster {
 
 /// `GET /admin/api/instances`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstancesResponse {
+pub(crate) struct InstancesResponse {
     /// Every instance that answered, sorted by id.
     pub instances: Vec<InstanceInfo>,
     /// Who answered.
@@ -218,7 +218,7 @@ pub struct InstancesResponse {
 
 /// One hub across the deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HubSummary {
+pub(crate) struct HubSummary {
     /// Hub name (used in the API's paths).
     pub name: String,
     /// Its URL path on the client port.
@@ -229,7 +229,7 @@ pub struct HubSummary {
 
 /// `GET /admin/api/hubs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HubsResponse {
+pub(crate) struct HubsResponse {
     /// Hubs of the routing file, in its order.
     pub hubs: Vec<HubSummary>,
     /// Who answered.
@@ -238,7 +238,7 @@ pub struct HubsResponse {
 
 /// `GET /admin/api/hubs/{hub}/rooms`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoomsResponse {
+pub(crate) struct RoomsResponse {
     /// Hub name.
     pub hub: String,
     /// The prefix asked for.
@@ -253,7 +253,7 @@ pub struct RoomsResponse {
 
 /// `GET /admin/api/hubs/{hub}/rooms/{room}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MembersResponse {
+pub(crate) struct MembersResponse {
     /// Hub name.
     pub hub: String,
     /// Room name.
@@ -270,7 +270,7 @@ pub struct MembersResponse {
 
 /// `GET /admin/api/users/{user}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserResponse {
+pub(crate) struct UserResponse {
     /// The user id.
     pub user: String,
     /// Every connection of the user, in connection-id order.

@@ -3,7 +3,7 @@
 
 /// What became of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// In the outbox of every local connection it targets (possibly none).
     Delivered,
     /// Deliberately not delivered (duplicate, stale, coalesced away); acknowledge.
@@ -17,21 +17,21 @@ type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
 /// A one-shot completion handle that travels with an event. If it is
 /// dropped unresolved (the process stops mid-way), nothing is acknowledged
 /// and Redis keeps the entry pending for a later claim.
-pub struct Ack(Option<Callback>);
+pub(crate) struct Ack(Option<Callback>);
 
 impl Ack {
     /// An ack nobody listens to (in-process publishing).
-    pub fn none() -> Ack {
+    pub(crate) fn none() -> Ack {
         Ack(None)
     }
 
     /// An ack that calls `f` with the outcome.
-    pub fn new(f: impl FnOnce(Outcome) + Send + 'static) -> Ack {
+    pub(crate) fn new(f: impl FnOnce(Outcome) + Send + 'static) -> Ack {
         Ack(Some(Box::new(f)))
     }
 
     /// Reports the outcome.
-    pub fn resolve(mut self, outcome: Outcome) {
+    pub(crate) fn resolve(mut self, outcome: Outcome) {
         if let Some(f) = self.0.take() {
             f(outcome)
         }

@@ -22,7 +22,7 @@ use crate::envelope::Envelope;
 type RoomKey = (usize, String);
 
 /// Events held for one batch, oldest first, each with its ack.
-pub type Held = Vec<(Envelope, Ack)>;
+pub(super) type Held = Vec<(Envelope, Ack)>;
 
 struct Batch {
     event_type: String,
@@ -31,7 +31,7 @@ struct Batch {
 }
 
 /// What became of an offered event.
-pub enum Offer {
+pub(super) enum Offer {
     /// No window was open: send it now, alone (a list of one).
     Send(Envelope, Ack),
     /// Held for the window's end.
@@ -39,7 +39,7 @@ pub enum Offer {
 }
 
 /// The open batch windows.
-pub struct Batches {
+pub(super) struct Batches {
     window: Duration,
     rooms: HashMap<RoomKey, Vec<Batch>>,
     timers: BinaryHeap<Reverse<(Instant, RoomKey)>>,
@@ -47,12 +47,12 @@ pub struct Batches {
 
 impl Batches {
     /// Windows of `window`.
-    pub fn new(window: Duration) -> Batches {
+    pub(super) fn new(window: Duration) -> Batches {
         Batches { window, rooms: HashMap::new(), timers: BinaryHeap::new() }
     }
 
     /// Offers an event of a batch route of `hub`.
-    pub fn offer(&mut self, hub: usize, envelope: Envelope, ack: Ack, now: Instant) -> Offer {
+    pub(super) fn offer(&mut self, hub: usize, envelope: Envelope, ack: Ack, now: Instant) -> Offer {
         let key = (hub, envelope.room_id.clone());
         let batches = self.rooms.entry(key.clone()).or_default();
         if let Some(b) = batches.iter_mut().find(|b| b.event_type == envelope.event_type) {
@@ -67,7 +67,7 @@ impl Batches {
 
     /// Takes what a room holds, for an event that must not overtake it.
     /// The windows stay open: the burst goes on being batched.
-    pub fn take_room(&mut self, hub: usize, room: &str) -> Vec<Held> {
+    pub(super) fn take_room(&mut self, hub: usize, room: &str) -> Vec<Held> {
         // A lookup by a borrowed tuple needs an owned key; rooms with
         // nothing held are the common case, so check cheaply first.
         if self.rooms.is_empty() {
@@ -82,7 +82,7 @@ impl Batches {
     }
 
     /// Batches whose window ends by `now`, each with its hub.
-    pub fn due(&mut self, now: Instant) -> Vec<(usize, Held)> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Held)> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
@@ -113,7 +113,7 @@ impl Batches {
     }
 
     /// Everything held, at shutdown: nothing consumed is left undelivered.
-    pub fn take_all(&mut self) -> Vec<(usize, Held)> {
+    pub(super) fn take_all(&mut self) -> Vec<(usize, Held)> {
         self.timers.clear();
         self.rooms
             .drain()
@@ -124,7 +124,7 @@ impl Batches {
     }
 
     /// When the next window ends.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 }

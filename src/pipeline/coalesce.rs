@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::envelope::Envelope;
 
 /// Who an event is about: hub, room, user.
-pub type Key = (usize, String, String);
+pub(super) type Key = (usize, String, String);
 
 struct Slot {
     window_until: Instant,
@@ -47,7 +47,7 @@ impl Slot {
 }
 
 /// The coalescing windows.
-pub struct Coalescer {
+pub(super) struct Coalescer {
     window: Duration,
     remember: Duration,
     slots: HashMap<Key, Slot>,
@@ -56,7 +56,7 @@ pub struct Coalescer {
 
 /// What became of an offered event.
 #[derive(Debug, PartialEq)]
-pub enum Offer {
+pub(super) enum Offer {
     /// Send it now (leading edge).
     Send(Envelope),
     /// Held: it replaced the pending state of an open window.
@@ -67,13 +67,13 @@ pub enum Offer {
 
 impl Coalescer {
     /// Windows of `window`; the last state sent is remembered for `remember`.
-    pub fn new(window: Duration, remember: Duration) -> Coalescer {
+    pub(super) fn new(window: Duration, remember: Duration) -> Coalescer {
         Coalescer { window, remember: remember.max(window), slots: HashMap::new(), timers: BinaryHeap::new() }
     }
 
     /// Offers an event; it goes out at once when no window is open, or
     /// when it `starts` typing inside a window a post-quiet stop opened.
-    pub fn offer(&mut self, key: Key, envelope: Envelope, starts: bool, now: Instant) -> Offer {
+    pub(super) fn offer(&mut self, key: Key, envelope: Envelope, starts: bool, now: Instant) -> Offer {
         let quiet = match self.slots.get_mut(&key) {
             Some(slot) if now < slot.window_until && !(starts && slot.resumable) => {
                 slot.last_offered = now;
@@ -98,7 +98,7 @@ impl Coalescer {
     /// Records an event the server sends regardless of windows (a typing
     /// state it clears itself), so a held older state is not sent after it.
     /// Returns how many held events it made obsolete.
-    pub fn force(&mut self, key: Key, envelope: &Envelope, now: Instant) -> u64 {
+    pub(super) fn force(&mut self, key: Key, envelope: &Envelope, now: Instant) -> u64 {
         let dropped = self.slots.get(&key).map(|s| s.merged + u64::from(s.pending.is_some())).unwrap_or(0);
         self.open(key, envelope, true, now);
         dropped
@@ -106,7 +106,7 @@ impl Coalescer {
 
     /// Trailing edges due by `now`, each with how many events it stands for;
     /// also how many held events were dropped as already sent.
-    pub fn due(&mut self, now: Instant) -> (Vec<(Envelope, u64)>, u64) {
+    pub(super) fn due(&mut self, now: Instant) -> (Vec<(Envelope, u64)>, u64) {
         let mut out = Vec::new();
         let mut dropped = 0;
         while let Some(Reverse((at, _))) = self.timers.peek() {
@@ -145,7 +145,7 @@ impl Coalescer {
     }
 
     /// When the next window closes.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Remembers recent event ids.
-pub struct Dedupe {
+pub(super) struct Dedupe {
     seen: HashSet<Arc<str>>,
     order: VecDeque<(Instant, Arc<str>)>,
     window: Duration,
@@ -16,12 +16,12 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// A window of `window`, holding at most `max_entries` ids.
-    pub fn new(window: Duration, max_entries: usize) -> Dedupe {
+    pub(super) fn new(window: Duration, max_entries: usize) -> Dedupe {
         Dedupe { seen: HashSet::new(), order: VecDeque::new(), window, max_entries }
     }
 
     /// Records `id`; false if it was already seen within the window.
-    pub fn first_time(&mut self, id: &str, now: Instant) -> bool {
+    pub(super) fn first_time(&mut self, id: &str, now: Instant) -> bool {
         while let Some((at, old)) = self.order.front() {
             if now.duration_since(*at) < self.window && self.order.len() < self.max_entries {
                 break;

@@ -24,10 +24,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use ack::{Ack, Outcome};
-pub use push_tap::{push_channel, PushOffer, PushTap};
-pub use route::{encode_one, target_of};
-pub use validate::Freshness;
+pub(crate) use ack::{Ack, Outcome};
+pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
+pub(crate) use route::{encode_one, target_of};
+pub(crate) use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
@@ -41,7 +41,7 @@ use typing::TypingState;
 
 /// One event on its way to the pipeline.
 #[derive(Debug)]
-pub struct Input {
+pub(crate) struct Input {
     /// The decoded, schema-checked event.
     pub envelope: Envelope,
     /// Where the outcome goes.
@@ -56,15 +56,15 @@ pub struct Input {
 
 /// The sending side of the pipeline's bounded queue: ingest awaits room in
 /// it, which is what pauses the Redis reader when the sidecar falls behind.
-pub type InputSender = mpsc::Sender<Input>;
+pub(crate) type InputSender = mpsc::Sender<Input>;
 
 /// Creates the pipeline's queue.
-pub fn channel(capacity: usize) -> (InputSender, mpsc::Receiver<Input>) {
+pub(crate) fn channel(capacity: usize) -> (InputSender, mpsc::Receiver<Input>) {
     mpsc::channel(capacity)
 }
 
 /// The stages, and the state they keep between events.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     routes: Arc<RouteTable>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -104,7 +104,7 @@ impl ConsumedCounters {
 
 impl Pipeline {
     /// Builds the pipeline.
-    pub fn new(
+    pub(crate) fn new(
         routes: Arc<RouteTable>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
@@ -126,7 +126,7 @@ impl Pipeline {
     }
 
     /// Hands events of `push = true` routes to browser push as well.
-    pub fn with_push(mut self, tap: PushTap) -> Pipeline {
+    pub(crate) fn with_push(mut self, tap: PushTap) -> Pipeline {
         self.push = Some(tap);
         self
     }
@@ -134,7 +134,7 @@ impl Pipeline {
     /// Processes events until `stop` fires, then refuses new ones and
     /// finishes those already queued, so every consumed event is delivered
     /// (and acknowledged) before the connections are closed.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
         loop {
             let deadline = [
                 self.coalescer.next_deadline(),
@@ -163,7 +163,7 @@ impl Pipeline {
     }
 
     /// Runs one event through every stage.
-    pub fn process(&mut self, input: Input) {
+    pub(crate) fn process(&mut self, input: Input) {
         let Input { envelope, ack, source, entry_id, received } = input;
         let span = event_span(&envelope, &source, entry_id.as_deref(), received);
         let _in_span = span.enter();

@@ -11,7 +11,7 @@ use crate::telemetry::Metrics;
 
 /// One event for one user that may have to go by Web Push.
 #[derive(Debug, Clone)]
-pub struct PushOffer {
+pub(crate) struct PushOffer {
     /// The user (`user:<id>` without the prefix).
     pub user: String,
     /// The client method the app receives it as.
@@ -22,12 +22,12 @@ pub struct PushOffer {
 
 /// The sending end of the browser-push queue.
 #[derive(Debug, Clone)]
-pub struct PushTap {
+pub(crate) struct PushTap {
     tx: mpsc::Sender<PushOffer>,
 }
 
 /// Creates the browser-push queue.
-pub fn push_channel(capacity: usize) -> (PushTap, mpsc::Receiver<PushOffer>) {
+pub(crate) fn push_channel(capacity: usize) -> (PushTap, mpsc::Receiver<PushOffer>) {
     let (tx, rx) = mpsc::channel(capacity);
     (PushTap { tx }, rx)
 }

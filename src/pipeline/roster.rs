@@ -23,14 +23,14 @@ use crate::envelope::Envelope;
 
 /// Most users listed in one roster (the first to start); `count` is all
 /// of them. Bounds the frame a publisher's flood of user ids could build.
-pub const MAX_LISTED: usize = 50;
+pub(super) const MAX_LISTED: usize = 50;
 
 /// The `event_type` of the roster envelopes (what an `event_type` argument
 /// of a roster route receives).
-pub const ROSTER_EVENT_TYPE: &str = "typing_roster";
+pub(super) const ROSTER_EVENT_TYPE: &str = "typing_roster";
 
 /// A room of a hub.
-pub type RoomKey = (usize, String);
+pub(super) type RoomKey = (usize, String);
 
 struct Typist {
     user_id: String,
@@ -65,7 +65,7 @@ impl Room {
 }
 
 /// Every room's roster.
-pub struct Rosters {
+pub(super) struct Rosters {
     window: Duration,
     timeout: Duration,
     rooms: HashMap<RoomKey, Room>,
@@ -75,13 +75,13 @@ pub struct Rosters {
 impl Rosters {
     /// At most one roster per room per `window`; a typist leaves after
     /// `timeout` without a new start.
-    pub fn new(window: Duration, timeout: Duration) -> Rosters {
+    pub(super) fn new(window: Duration, timeout: Duration) -> Rosters {
         Rosters { window, timeout, rooms: HashMap::new(), timers: BinaryHeap::new() }
     }
 
     /// A user started (`typing`) or stopped typing in a room; the roster
     /// to send now, if the change is one clients must see now.
-    pub fn observe(
+    pub(super) fn observe(
         &mut self,
         key: RoomKey,
         user_id: &str,
@@ -121,7 +121,7 @@ impl Rosters {
 
     /// Rosters due by `now`: typists past their timeout leave, and windows
     /// that close with a change send the state at their end.
-    pub fn due(&mut self, now: Instant) -> Vec<(usize, Envelope)> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Envelope)> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
@@ -155,13 +155,13 @@ impl Rosters {
     }
 
     /// When the next timeout or window end is due.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Rooms remembered (typing now, or inside a window).
     #[cfg(test)]
-    pub fn rooms(&self) -> usize {
+    pub(crate) fn rooms(&self) -> usize {
         self.rooms.len()
     }
 

@@ -12,7 +12,7 @@ use crate::fanout::{Frame, Payload, Registry, Target};
 const _: () = assert!(Protocol::ALL.len() == crate::fanout::MAX_SLOTS);
 
 /// The target a `room_id` names (CONTRACT section 3).
-pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
+pub(crate) fn target_of(hub: usize, room_id: &str) -> Target<'_> {
     if room_id == "*" {
         Target::All { hub }
     } else if let Some(user) = room_id.strip_prefix("user:") {
@@ -27,7 +27,7 @@ pub fn target_of(hub: usize, room_id: &str) -> Target<'_> {
 /// `None` when the payload lacks a field the route's arguments name, and
 /// for a roster route (a roster is a live state, not an event to replay).
 /// A batch route's event is a batch of one, so the method keeps its signature.
-pub fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -> Option<Payload> {
+pub(crate) fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -> Option<Payload> {
     let arguments = match route.delivery {
         Delivery::Roster => return None,
         Delivery::Batch => super::shape::shape_batch(&route.arguments, std::slice::from_ref(envelope)).ok()?,
@@ -42,7 +42,7 @@ pub fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -
 }
 
 /// Encodes `method(arguments...)` for every protocol some connection speaks.
-pub fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_>], droppable: bool) -> (Frame, usize) {
+pub(super) fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_>], droppable: bool) -> (Frame, usize) {
     let mut frame = Frame { droppable, ..Frame::default() };
     let mut bytes = 0;
     for protocol in Protocol::ALL {

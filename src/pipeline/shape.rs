@@ -11,7 +11,7 @@ use crate::envelope::{format_timestamp, Envelope};
 
 /// One argument of an outgoing invocation.
 #[derive(Debug, PartialEq)]
-pub enum Argument<'a> {
+pub(super) enum Argument<'a> {
     /// A value inside the envelope (a payload or metadata field).
     Value(&'a Value),
     /// The payload object.
@@ -41,7 +41,7 @@ impl Serialize for Argument<'_> {
 
 /// The arguments `spec` asks for, in order; refuses (never sends a
 /// half-shaped call) when the payload lacks a named field.
-pub fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argument<'a>>, MissingField> {
+pub(super) fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argument<'a>>, MissingField> {
     spec.sources()
         .iter()
         .enumerate()
@@ -70,7 +70,7 @@ pub fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argumen
 /// `event_type`) is sent once, as for a single event; every other source
 /// becomes the list of its values, one per event, in order. With the
 /// default `[payload]` that is one argument, the list of payloads.
-pub fn shape_batch<'a>(spec: &Arguments, events: &'a [Envelope]) -> Result<Vec<Argument<'a>>, MissingField> {
+pub(super) fn shape_batch<'a>(spec: &Arguments, events: &'a [Envelope]) -> Result<Vec<Argument<'a>>, MissingField> {
     let shaped: Vec<Vec<Argument<'a>>> = events.iter().map(|e| shape(spec, e)).collect::<Result<_, _>>()?;
     let mut columns: Vec<Vec<Argument<'a>>> = spec.sources().iter().map(|_| Vec::with_capacity(events.len())).collect();
     for row in shaped {

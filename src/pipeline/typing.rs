@@ -27,7 +27,7 @@ struct Typist {
 }
 
 /// Who is typing where.
-pub struct TypingState {
+pub(super) struct TypingState {
     timeout: Duration,
     kinds: HashMap<String, Kind>,
     typing: HashMap<Key, Typist>,
@@ -36,7 +36,7 @@ pub struct TypingState {
 
 impl TypingState {
     /// Learns the typing event types from the routing file's `typing` methods.
-    pub fn new(routes: &RouteTable, timeout: Duration) -> TypingState {
+    pub(super) fn new(routes: &RouteTable, timeout: Duration) -> TypingState {
         let mut kinds = HashMap::new();
         for hub in &routes.hubs {
             for (start, stop) in hub.typing_events() {
@@ -49,7 +49,7 @@ impl TypingState {
 
     /// Notes a typing event (start or stop) about `key`; true when it says
     /// the user is typing (so a coalescer can show a resumed typist at once).
-    pub fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) -> bool {
+    pub(super) fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) -> bool {
         let Some(kind) = self.kinds.get(&envelope.event_type) else { return false };
         let starts = kind.starts && envelope.payload.get("is_typing").and_then(Value::as_bool) != Some(false);
         if !starts {
@@ -65,12 +65,12 @@ impl TypingState {
 
     /// A message from `key`'s user reached the room: the stop to send, if
     /// that user was typing there.
-    pub fn message_sent(&mut self, key: &Key) -> Option<Envelope> {
+    pub(super) fn message_sent(&mut self, key: &Key) -> Option<Envelope> {
         self.typing.remove(key).map(|t| stop(key, t, "message_sent"))
     }
 
     /// Typists quiet past the timeout, as stop events.
-    pub fn due(&mut self, now: Instant) -> Vec<(Key, Envelope)> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<(Key, Envelope)> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
@@ -88,7 +88,7 @@ impl TypingState {
     }
 
     /// When the next typist times out.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 /// Freshness rules.
 #[derive(Debug, Clone, Copy)]
-pub struct Freshness {
+pub(crate) struct Freshness {
     /// Older than this is stale.
     pub max_age: Duration,
     /// Further ahead than this is clamped to now.
@@ -16,7 +16,7 @@ pub struct Freshness {
 
 impl Freshness {
     /// The event's effective time, or `None` when it is stale.
-    pub fn check(&self, timestamp: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn check(&self, timestamp: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let age = now.signed_duration_since(timestamp);
         if age.num_milliseconds() > self.max_age.as_millis() as i64 {
             return None;

@@ -16,7 +16,7 @@ struct Room {
 
 /// Rooms keyed by (hub, room).
 #[derive(Default)]
-pub struct MemoryPresence {
+pub(crate) struct MemoryPresence {
     rooms: Mutex<HashMap<(usize, String), Room>>,
 }
 

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use memory::MemoryPresence;
-pub use redis_store::RedisPresence;
+pub(crate) use memory::MemoryPresence;
+pub(crate) use redis_store::RedisPresence;
 
 /// Why a presence operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PresenceError {
+pub(crate) enum PresenceError {
     /// Redis refused or did not answer.
     #[error("presence store: {0}")]
     Redis(#[from] redis::RedisError),
@@ -27,7 +27,7 @@ pub enum PresenceError {
 
 /// A user's presence in one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresentUser {
+pub(crate) struct PresentUser {
     /// The user id.
     pub user_id: String,
     /// Display name.
@@ -38,7 +38,7 @@ pub struct PresentUser {
 
 /// A user became present in a room, or stopped being present.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// The user's first connection joined.
     Joined {
         /// Hub index.
@@ -61,7 +61,7 @@ pub enum Transition {
 
 /// One connection's place in a room, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Member {
+pub(crate) struct Member {
     /// Hub index.
     pub hub: usize,
     /// Room.
@@ -73,7 +73,7 @@ pub struct Member {
 }
 
 /// The presence store in use.
-pub enum Presence {
+pub(crate) enum Presence {
     /// In this process (no Redis).
     Memory(MemoryPresence),
     /// In Redis, shared by every instance.
@@ -82,7 +82,7 @@ pub enum Presence {
 
 impl Presence {
     /// Adds a connection to a room; `Joined` if it is the user's first.
-    pub async fn join(&self, member: &Member, username: &str) -> Result<Vec<Transition>, PresenceError> {
+    pub(crate) async fn join(&self, member: &Member, username: &str) -> Result<Vec<Transition>, PresenceError> {
         match self {
             Presence::Memory(m) => Ok(m.join(member, username)),
             Presence::Redis(r) => r.join(member, username).await,
@@ -90,7 +90,7 @@ impl Presence {
     }
 
     /// Removes a connection from a room; `Left` if it was the user's last.
-    pub async fn leave(&self, member: &Member) -> Result<Vec<Transition>, PresenceError> {
+    pub(crate) async fn leave(&self, member: &Member) -> Result<Vec<Transition>, PresenceError> {
         match self {
             Presence::Memory(m) => Ok(m.leave(member)),
             Presence::Redis(r) => r.leave(member).await,
@@ -98,7 +98,13 @@ impl Presence {
     }
 
     /// Sets a user's state (`online` / `away`) in a room it is present in.
-    pub async fn set_state(&self, hub: usize, room: &str, user_id: &str, state: &str) -> Result<(), PresenceError> {
+    pub(crate) async fn set_state(
+        &self,
+        hub: usize,
+        room: &str,
+        user_id: &str,
+        state: &str,
+    ) -> Result<(), PresenceError> {
         match self {
             Presence::Memory(m) => {
                 m.set_state(hub, room, user_id, state);
@@ -109,7 +115,7 @@ impl Presence {
     }
 
     /// Who is present in a room.
-    pub async fn users(&self, hub: usize, room: &str) -> Result<Vec<PresentUser>, PresenceError> {
+    pub(crate) async fn users(&self, hub: usize, room: &str) -> Result<Vec<PresentUser>, PresenceError> {
         match self {
             Presence::Memory(m) => Ok(m.users(hub, room)),
             Presence::Redis(r) => r.users(hub, room).await,
@@ -118,7 +124,7 @@ impl Presence {
 
     /// Keeps this instance's entries alive and expires everyone else's
     /// overdue ones; returns the users that left by expiry.
-    pub async fn tick(&self) -> Result<Vec<Transition>, PresenceError> {
+    pub(crate) async fn tick(&self) -> Result<Vec<Transition>, PresenceError> {
         match self {
             Presence::Memory(_) => Ok(Vec::new()),
             Presence::Redis(r) => r.tick().await,
@@ -126,7 +132,7 @@ impl Presence {
     }
 
     /// How often [`Presence::tick`] should run.
-    pub fn tick_interval(&self) -> Option<Duration> {
+    pub(crate) fn tick_interval(&self) -> Option<Duration> {
         match self {
             Presence::Memory(_) => None,
             Presence::Redis(r) => Some(r.tick_interval()),

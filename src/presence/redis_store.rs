@@ -71,7 +71,7 @@ return 0
 const ROOMS: &str = "presence:rooms";
 
 /// Presence shared through Redis.
-pub struct RedisPresence {
+pub(crate) struct RedisPresence {
     conn: RedisConn,
     instance: String,
     ttl: Duration,
@@ -92,7 +92,7 @@ struct Stored {
 
 impl RedisPresence {
     /// A store for `instance`; entries live `ttl` past their last refresh.
-    pub fn new(conn: RedisConn, instance: &str, ttl: Duration, hub_names: Vec<String>) -> RedisPresence {
+    pub(crate) fn new(conn: RedisConn, instance: &str, ttl: Duration, hub_names: Vec<String>) -> RedisPresence {
         let with_expire = |body: &str| Script::new(&format!("{EXPIRE}{body}"));
         RedisPresence {
             conn,

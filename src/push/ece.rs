@@ -13,19 +13,19 @@ use sha2::Sha256;
 
 /// The record size written in the header: the one value RFC 8291 allows
 /// a single-record message to use with a 4096-octet push service limit.
-pub const RECORD_SIZE: u32 = 4096;
+pub(crate) const RECORD_SIZE: u32 = 4096;
 
 /// Header of the `aes128gcm` coding with a 65-octet key id: salt (16),
 /// record size (4), key id length (1), the sender's public key (65).
-pub const HEADER_LEN: usize = 86;
+pub(super) const HEADER_LEN: usize = 86;
 
 /// Largest plaintext one push message carries: 4096 octets, less the
 /// header, the padding delimiter and the GCM tag (RFC 8291 section 4).
-pub const MAX_PLAINTEXT: usize = 4096 - HEADER_LEN - 1 - 16;
+pub(crate) const MAX_PLAINTEXT: usize = 4096 - HEADER_LEN - 1 - 16;
 
 /// Why a payload could not be encrypted.
 #[derive(Debug, thiserror::Error)]
-pub enum EceError {
+pub(crate) enum EceError {
     /// The plaintext does not fit one record.
     #[error("the push payload is {0} octets, more than {MAX_PLAINTEXT}")]
     TooLarge(usize),
@@ -40,7 +40,7 @@ pub enum EceError {
 
 /// The keys a browser hands out in its `PushSubscription`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceiverKeys {
+pub(crate) struct ReceiverKeys {
     /// `p256dh`: the browser's P-256 public key.
     pub public: PublicKey,
     /// `auth`: 16 secret octets shared with the application server.
@@ -49,7 +49,7 @@ pub struct ReceiverKeys {
 
 /// Encrypts `plaintext` for `to` with a fresh key pair and salt: the body
 /// of the push message, header included.
-pub fn encrypt(plaintext: &[u8], to: &ReceiverKeys) -> Result<Vec<u8>, EceError> {
+pub(crate) fn encrypt(plaintext: &[u8], to: &ReceiverKeys) -> Result<Vec<u8>, EceError> {
     let sender = SecretKey::try_generate().map_err(|e| EceError::Random(e.to_string()))?;
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| EceError::Random(e.to_string()))?;
@@ -58,7 +58,7 @@ pub fn encrypt(plaintext: &[u8], to: &ReceiverKeys) -> Result<Vec<u8>, EceError>
 
 /// [`encrypt`] with a given sender key and salt: what makes RFC 8291's
 /// worked example reproducible.
-pub fn encrypt_with(
+pub(super) fn encrypt_with(
     plaintext: &[u8],
     to: &ReceiverKeys,
     sender: &SecretKey,

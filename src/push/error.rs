@@ -5,7 +5,7 @@ use crate::fault::{Blame, Fault};
 /// Why a browser-push operation failed. The messages of the client faults
 /// reach the caller's Completion.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Browser push is off: no VAPID key is configured.
     #[error("Browser push is not available on this server")]
     NotConfigured,

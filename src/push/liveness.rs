@@ -18,7 +18,7 @@ use crate::fanout::{Registry, UserWatch};
 use crate::ingest::RedisConn;
 
 /// Liveness across instances.
-pub struct Liveness {
+pub(crate) struct Liveness {
     registry: Arc<Registry>,
     shared: Option<Shared>,
 }
@@ -39,18 +39,18 @@ fn now_ms() -> u64 {
 
 impl Liveness {
     /// One instance, no Redis: the registry is the whole truth.
-    pub fn local(registry: Arc<Registry>) -> Liveness {
+    pub(crate) fn local(registry: Arc<Registry>) -> Liveness {
         Liveness { registry, shared: None }
     }
 
     /// Shared through Redis by every instance; entries live `ttl` past
     /// their last refresh.
-    pub fn redis(registry: Arc<Registry>, conn: RedisConn, instance: &str, ttl: Duration) -> Liveness {
+    pub(crate) fn redis(registry: Arc<Registry>, conn: RedisConn, instance: &str, ttl: Duration) -> Liveness {
         Liveness { registry, shared: Some(Shared { conn, instance: instance.to_string(), ttl }) }
     }
 
     /// True when `user` has a live connection here or on another instance.
-    pub async fn is_live(&self, user: &str) -> Result<bool, Error> {
+    pub(crate) async fn is_live(&self, user: &str) -> Result<bool, Error> {
         if self.registry.user_connections(user) > 0 {
             return Ok(true);
         }
@@ -67,7 +67,7 @@ impl Liveness {
 
     /// Keeps this instance's entries in Redis in step with its registry
     /// until `stop`; nothing to do without Redis.
-    pub async fn run(self: Arc<Self>, watch: Arc<UserWatch>, stop: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, watch: Arc<UserWatch>, stop: CancellationToken) {
         let Some(s) = &self.shared else { return };
         let mut tick = tokio::time::interval((s.ttl / 3).max(Duration::from_millis(200)));
         // Users with an entry of ours, and users whose entry must be

@@ -10,7 +10,7 @@ use crate::pipeline::PushOffer;
 /// `{event_id, event_type, method, timestamp, payload}`. A payload that
 /// would not fit is left out and `truncated: true` tells the service
 /// worker to fetch the notification instead.
-pub fn plaintext(offer: &PushOffer) -> Vec<u8> {
+pub(super) fn plaintext(offer: &PushOffer) -> Vec<u8> {
     let e = &offer.envelope;
     let timestamp = e.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut message = json!({

@@ -27,12 +27,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use ece::{encrypt, ReceiverKeys, MAX_PLAINTEXT, RECORD_SIZE};
-pub use error::Error;
-pub use liveness::Liveness;
-pub use store::Store;
-pub use subscription::{EndpointPolicy, Subscription};
-pub use vapid::{Vapid, VapidError};
+pub(crate) use error::Error;
+pub(crate) use liveness::Liveness;
+pub(crate) use store::Store;
+pub(crate) use subscription::{EndpointPolicy, Subscription};
+pub(crate) use vapid::{Vapid, VapidError};
 
 use crate::config::{Action, PushConfig};
 use crate::fanout::Registry;
@@ -41,12 +40,12 @@ use crate::pipeline::PushTap;
 use crate::telemetry::Metrics;
 
 /// A boxed future, as [`PushClient`] returns.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// How a push request leaves the process: one POST, answered with its
 /// status, or why no answer came. The HTTP edge provides it, so this
 /// module knows no HTTP stack.
-pub trait PushClient: Send + Sync {
+pub(crate) trait PushClient: Send + Sync {
     /// POSTs `body` to `endpoint` with `headers`.
     fn post<'a>(
         &'a self,
@@ -57,7 +56,7 @@ pub trait PushClient: Send + Sync {
 }
 
 /// What the hub's push methods use: the store and the public key.
-pub struct Registrar {
+pub(crate) struct Registrar {
     store: Arc<Store>,
     vapid: Arc<Vapid>,
     policy: EndpointPolicy,
@@ -69,7 +68,7 @@ impl Registrar {
     /// `RegisterPush(subscription)` returns null, `UnregisterPush(endpoint)`
     /// whether there was such a subscription, `PushPublicKey()` the VAPID
     /// public key (base64url) for `pushManager.subscribe`.
-    pub async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         action: Action,
         method: &str,
@@ -105,7 +104,7 @@ impl Registrar {
 }
 
 /// Browser push, started: the hub's handle and the pipeline's queue.
-pub struct Started {
+pub(crate) struct Started {
     /// For the hub's push methods.
     pub registrar: Arc<Registrar>,
     /// For the pipeline.
@@ -117,7 +116,7 @@ pub struct Started {
 /// how long a crashed instance's users still count as connected. The
 /// sender stops when the pipeline drops the queue; liveness at `stop`.
 #[allow(clippy::too_many_arguments)] // the wiring of one feature, called once from app
-pub fn start(
+pub(crate) fn start(
     config: &PushConfig,
     redis: Option<RedisConn>,
     registry: Arc<Registry>,

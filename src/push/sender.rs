@@ -30,7 +30,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const IN_FLIGHT: usize = 64;
 
 /// What every push shares.
-pub struct Sender {
+pub(super) struct Sender {
     /// Subscriptions.
     pub store: Arc<Store>,
     /// Who is connected anywhere.
@@ -48,7 +48,7 @@ pub struct Sender {
 impl Sender {
     /// Reads the queue until the pipeline lets go of it; the pushes run on
     /// `tasks` (the app's, so shutdown waits for them up to its deadline).
-    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<PushOffer>, tasks: TaskTracker) {
+    pub(super) async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<PushOffer>, tasks: TaskTracker) {
         let limit = Arc::new(Semaphore::new(IN_FLIGHT));
         while let Some(offer) = rx.recv().await {
             self.handle(offer, &limit, &tasks).await;

@@ -34,7 +34,7 @@ return 1
 "#;
 
 /// The subscription store in use.
-pub enum Store {
+pub(crate) enum Store {
     /// In this process (no Redis): user -> endpoint -> subscription.
     Memory(Mutex<HashMap<String, BTreeMap<String, Subscription>>>),
     /// In Redis, shared by every instance.
@@ -52,18 +52,18 @@ fn subs_key(user: &str) -> String {
 
 impl Store {
     /// A store in this process.
-    pub fn memory() -> Store {
+    pub(crate) fn memory() -> Store {
         Store::Memory(Mutex::default())
     }
 
     /// A store in Redis.
-    pub fn redis(conn: RedisConn) -> Store {
+    pub(crate) fn redis(conn: RedisConn) -> Store {
         Store::Redis { conn, add: Script::new(ADD) }
     }
 
     /// Keeps `sub` for `user`; a known endpoint is replaced (new keys).
     /// True when it was new.
-    pub async fn add(&self, user: &str, sub: &Subscription, max: usize) -> Result<bool, Error> {
+    pub(crate) async fn add(&self, user: &str, sub: &Subscription, max: usize) -> Result<bool, Error> {
         match self {
             Store::Memory(m) => {
                 let mut all = m.locked();
@@ -90,7 +90,7 @@ impl Store {
     }
 
     /// Forgets a user's subscription; true when there was one.
-    pub async fn remove(&self, user: &str, endpoint: &str) -> Result<bool, Error> {
+    pub(crate) async fn remove(&self, user: &str, endpoint: &str) -> Result<bool, Error> {
         match self {
             Store::Memory(m) => {
                 let mut all = m.locked();
@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// A user's subscriptions.
-    pub async fn list(&self, user: &str) -> Result<Vec<Subscription>, Error> {
+    pub(crate) async fn list(&self, user: &str) -> Result<Vec<Subscription>, Error> {
         match self {
             Store::Memory(m) => {
                 let all = m.locked();
@@ -125,7 +125,7 @@ impl Store {
 
     /// Whether this instance is the one to send `event_id` to `endpoint`:
     /// the first to ask wins, every other instance is told no.
-    pub async fn claim(&self, event_id: &str, endpoint: &str) -> Result<bool, Error> {
+    pub(crate) async fn claim(&self, event_id: &str, endpoint: &str) -> Result<bool, Error> {
         match self {
             // One instance: the pipeline's dedupe already sends an event once.
             Store::Memory(_) => Ok(true),

@@ -16,7 +16,7 @@ const MAX_ENDPOINT_LEN: usize = 2048;
 
 /// Which endpoints the sidecar may POST to.
 #[derive(Debug, Clone, Default)]
-pub struct EndpointPolicy {
+pub(crate) struct EndpointPolicy {
     /// Also accept `http://127.0.0.1:<port>/...`: a local push service in tests.
     pub allow_loopback: bool,
     /// When not empty, the endpoint's host must be one of these or end
@@ -26,7 +26,7 @@ pub struct EndpointPolicy {
 
 /// A checked subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// The push resource the sidecar POSTs to.
     pub endpoint: String,
     /// The keys its messages are encrypted for.
@@ -49,7 +49,7 @@ struct WireKeys {
 impl Subscription {
     /// Checks what a client sent (`subscription.toJSON()`): unknown fields,
     /// such as `expirationTime`, are ignored.
-    pub fn from_client(value: &Value, policy: &EndpointPolicy) -> Result<Subscription, Error> {
+    pub(crate) fn from_client(value: &Value, policy: &EndpointPolicy) -> Result<Subscription, Error> {
         let wire: Wire = serde_json::from_value(value.clone())
             .map_err(|e| Error::BadSubscription(format!("expected {{endpoint, keys: {{p256dh, auth}}}} ({e})")))?;
         check_endpoint(&wire.endpoint, policy)?;
@@ -58,7 +58,7 @@ impl Subscription {
     }
 
     /// The stored form (the browser's JSON, keys in base64url).
-    pub fn to_stored(&self) -> String {
+    pub(crate) fn to_stored(&self) -> String {
         use p256::elliptic_curve::sec1::ToSec1Point;
         let wire = Wire {
             endpoint: self.endpoint.clone(),
@@ -71,7 +71,7 @@ impl Subscription {
     }
 
     /// Reads the stored form back; `None` for an entry this version cannot read.
-    pub fn from_stored(text: &str) -> Option<Subscription> {
+    pub(crate) fn from_stored(text: &str) -> Option<Subscription> {
         let wire: Wire = serde_json::from_str(text).ok()?;
         let keys = decode_keys(&wire.keys).ok()?;
         Some(Subscription { endpoint: wire.endpoint, keys })
@@ -79,7 +79,7 @@ impl Subscription {
 }
 
 /// `scheme://host[:port]` of an endpoint: the audience of its VAPID token.
-pub fn origin(endpoint: &str) -> Option<String> {
+pub(super) fn origin(endpoint: &str) -> Option<String> {
     let uri: http::Uri = endpoint.parse().ok()?;
     Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str()))
 }

@@ -17,7 +17,7 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// Why the VAPID key could not be loaded; the message names the setting.
 #[derive(Debug, thiserror::Error)]
-pub enum VapidError {
+pub(crate) enum VapidError {
     /// The file could not be read.
     #[error("SIDECAR_VAPID_PRIVATE_KEY_FILE: cannot read {path}: {source}")]
     Read {
@@ -38,7 +38,7 @@ pub enum VapidError {
 }
 
 /// The key and contact the sidecar signs its push requests with.
-pub struct Vapid {
+pub(crate) struct Vapid {
     signing: jsonwebtoken::EncodingKey,
     /// The uncompressed public key, base64url: `k=`, and the browser's
     /// `applicationServerKey`.
@@ -63,7 +63,7 @@ impl Vapid {
     /// Reads the private key: PEM (SEC 1 `EC PRIVATE KEY` or PKCS #8
     /// `PRIVATE KEY`), or the 32-octet scalar in base64url as the
     /// `web-push generate-vapid-keys` tools print it.
-    pub fn load(path: &Path, subject: &str) -> Result<Vapid, VapidError> {
+    pub(crate) fn load(path: &Path, subject: &str) -> Result<Vapid, VapidError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| VapidError::Read { path: path.display().to_string(), source })?;
         let key = parse_key(&text).map_err(|why| VapidError::Key { path: path.display().to_string(), why })?;
@@ -71,7 +71,7 @@ impl Vapid {
     }
 
     /// From a key in hand.
-    pub fn from_key(key: &SecretKey, subject: &str) -> Result<Vapid, String> {
+    pub(crate) fn from_key(key: &SecretKey, subject: &str) -> Result<Vapid, String> {
         let der = key.to_pkcs8_der().map_err(|e| format!("cannot encode the key: {e}"))?;
         Ok(Vapid {
             signing: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
@@ -81,13 +81,13 @@ impl Vapid {
     }
 
     /// The public key, base64url (uncompressed point).
-    pub fn public_key(&self) -> &str {
+    pub(crate) fn public_key(&self) -> &str {
         &self.public
     }
 
     /// The `Authorization` header value for a request to `origin`
     /// (`https://host[:port]` of the endpoint).
-    pub fn authorization(&self, origin: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    pub(crate) fn authorization(&self, origin: &str) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let claims = Claims { aud: origin, exp: (now + TOKEN_LIFETIME).as_secs(), sub: &self.subject };
         let token =

@@ -2,7 +2,7 @@
 
 /// Why a transport request was refused; `http/error.rs` turns it into a status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// A WebSocket request without the headers RFC 6455 requires.
     #[error("not a valid WebSocket upgrade request: {0}")]
     BadUpgrade(&'static str),

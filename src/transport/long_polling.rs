@@ -19,13 +19,13 @@ const BATCH_FRAMES: usize = 1024;
 
 /// How long an ended connection still answers its client: ASP.NET Core's
 /// default `DisconnectTimeout`.
-pub const ENDED_KEPT: Duration = Duration::from_secs(15);
+pub(crate) const ENDED_KEPT: Duration = Duration::from_secs(15);
 
 /// What is left of a Long Polling connection once its session ended: the
 /// client's next poll learns that it is over. Run it with [`Ending::run`]
 /// before the token is forgotten.
 #[derive(Debug)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// The connection's ends, while the client may still ask.
     ends: Option<PollingEnds>,
     /// The last frames (the Close) when no poll was waiting for them.
@@ -41,7 +41,7 @@ impl Ending {
     /// Answers the client until it has learnt the end, DELETEs, or `window`
     /// passes: a poll gets what was left to send (200), then 204; a POST
     /// gets 404 (nobody reads it any more).
-    pub async fn run(self, window: Duration) {
+    pub(crate) async fn run(self, window: Duration) {
         let Some(mut ends) = self.ends else { return };
         ends.inbound.close();
         let mut undelivered = self.undelivered;
@@ -70,7 +70,7 @@ impl Ending {
 /// Runs one Long Polling connection until DELETE, a session end, or a kick
 /// (a handshake that does not arrive within `handshake_timeout` is one);
 /// returns how it ended and what its client still has to learn.
-pub async fn serve_long_polling<S: Session>(
+pub(crate) async fn serve_long_polling<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,

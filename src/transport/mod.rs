@@ -4,7 +4,7 @@
 
 mod error;
 mod long_polling;
-pub mod outbox;
+pub(crate) mod outbox;
 mod payload;
 mod polling;
 mod replay;
@@ -14,12 +14,12 @@ mod websocket;
 #[cfg(test)]
 mod fake;
 
-pub use error::Error;
-pub use long_polling::{serve_long_polling, Ending, ENDED_KEPT};
-pub use outbox::{Batch, End, Kick, Limits, OutFrame, Outbox, Payload, PushError};
-pub use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
-pub use sse::{serve_sse, SSE_PREAMBLE};
-pub use websocket::{accept_key, serve_websocket, websocket_stream, WsSettings, WsStream};
+pub(crate) use error::Error;
+pub(crate) use long_polling::{serve_long_polling, ENDED_KEPT};
+pub(crate) use outbox::{Batch, End, Kick, Limits, Outbox, Payload};
+pub(crate) use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
+pub(crate) use sse::{serve_sse, SSE_PREAMBLE};
+pub(crate) use websocket::{accept_key, serve_websocket, websocket_stream, WsSettings, WsStream};
 
 use std::future::Future;
 
@@ -30,7 +30,7 @@ use std::future::Future;
 pub(crate) const WRITE_BATCH_FRAMES: usize = 256;
 
 /// What a transport needs from the connection it carries.
-pub trait Session: Send {
+pub(crate) trait Session: Send {
     /// Handles one transport message from the client. `Stop` ends the
     /// connection once the outbox has been written out.
     fn receive(&mut self, data: &[u8]) -> impl Future<Output = Flow> + Send;
@@ -56,7 +56,7 @@ pub trait Session: Send {
 
 /// Whether a connection goes on after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     /// Keep reading.
     Continue,
     /// End after writing what is queued.
@@ -65,7 +65,7 @@ pub enum Flow {
 
 /// How a connection ended, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// The client closed it, or the socket went away.
     ByClient,
     /// The session ended it (a Close from the hub).

@@ -8,12 +8,12 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-pub use super::payload::Payload;
+pub(crate) use super::payload::Payload;
 use super::replay::Replay;
 
 /// One queued frame.
 #[derive(Debug, Clone)]
-pub struct OutFrame {
+pub(crate) struct OutFrame {
     /// What to send.
     pub payload: Payload,
     /// A coalescable event (typing, read receipts) that may be dropped first
@@ -26,7 +26,7 @@ pub struct OutFrame {
 
 /// Why a connection is being closed from outside its own session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
+pub(crate) enum Kick {
     /// Its queue overflowed with frames that may not be dropped.
     SlowConsumer,
     /// Nothing was heard from the client within the timeout.
@@ -49,7 +49,7 @@ pub enum Kick {
 
 /// Why a push did not enqueue the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// A droppable frame met a full queue and was dropped.
     Dropped,
     /// A frame that may not be dropped met a full queue: the outbox is now
@@ -61,7 +61,7 @@ pub enum PushError {
 
 /// Limits of one outbox.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most frames queued.
     pub max_frames: usize,
     /// Most bytes queued.
@@ -81,7 +81,7 @@ struct State {
 
 /// What the writer takes out in one go.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Frames to write, in order.
     pub frames: Vec<Payload>,
     /// Set when the connection must end after these frames.
@@ -90,7 +90,7 @@ pub struct Batch {
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The session queued its own Close frame (or needs none).
     Finished,
     /// Closed from outside; the session supplies the Close frame.
@@ -99,7 +99,7 @@ pub enum End {
 
 /// A connection's outbound queue.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     notify: Notify,
     limits: Limits,
@@ -107,7 +107,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox with the given limits.
-    pub fn new(limits: Limits) -> Outbox {
+    pub(crate) fn new(limits: Limits) -> Outbox {
         Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limits }
     }
 
@@ -115,7 +115,7 @@ impl Outbox {
     /// frames (the new one if it is droppable, else the oldest queued ones);
     /// when that is not enough the outbox is kicked as a slow consumer.
     /// Returns how many queued droppable frames were evicted.
-    pub fn try_push(&self, frame: OutFrame) -> Result<usize, PushError> {
+    pub(crate) fn try_push(&self, frame: OutFrame) -> Result<usize, PushError> {
         let mut s = self.lock();
         if s.ending || s.kicked.is_some() {
             return Err(PushError::Closed);
@@ -154,24 +154,24 @@ impl Outbox {
 
     /// Queues a sequenced frame of the session itself (a completion). Same
     /// rules as [`Outbox::try_push`].
-    pub fn push_critical(&self, payload: Payload) -> Result<(), PushError> {
+    pub(crate) fn push_critical(&self, payload: Payload) -> Result<(), PushError> {
         self.try_push(OutFrame { payload, droppable: false, sequenced: true }).map(|_| ())
     }
 
     /// Queues a frame outside the reconnect sequence (handshake answer,
     /// ping, Close, Ack, Sequence).
-    pub fn push_unsequenced(&self, payload: Payload) -> Result<(), PushError> {
+    pub(crate) fn push_unsequenced(&self, payload: Payload) -> Result<(), PushError> {
         self.try_push(OutFrame { payload, droppable: false, sequenced: false }).map(|_| ())
     }
 
     /// Marks the connection to end once what is queued has been written.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.lock().ending = true;
         self.notify.notify_one();
     }
 
     /// Closes the connection from outside. The first reason wins.
-    pub fn kick(&self, why: Kick) {
+    pub(crate) fn kick(&self, why: Kick) {
         let mut s = self.lock();
         if s.kicked.is_none() && !s.ending {
             s.kicked = Some(why);
@@ -185,23 +185,23 @@ impl Outbox {
     }
 
     /// Wakes the writer, e.g. to take the rest of a queue longer than one batch.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.notify.notify_one();
     }
 
     /// Why the connection was closed from outside, if it was.
-    pub fn kicked(&self) -> Option<Kick> {
+    pub(crate) fn kicked(&self) -> Option<Kick> {
         self.lock().kicked
     }
 
     /// Whether the connection is closing for any reason.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         let s = self.lock();
         s.ending || s.kicked.is_some()
     }
 
     /// Takes every queued frame (at most `max`), and the end if one is due.
-    pub fn take(&self, max: usize) -> Batch {
+    pub(crate) fn take(&self, max: usize) -> Batch {
         let mut s = self.lock();
         let n = s.queue.len().min(max);
         let mut frames = Vec::with_capacity(n);
@@ -228,38 +228,38 @@ impl Outbox {
 
     /// Keeps sequenced frames after writing them, up to `max_bytes`, so a
     /// stateful reconnect can resend what the client did not acknowledge.
-    pub fn enable_replay(&self, max_bytes: usize) {
+    pub(crate) fn enable_replay(&self, max_bytes: usize) {
         self.lock().replay = Some(Replay::new(max_bytes));
     }
 
     /// Replay state handed over by another instance: the next sequence id
     /// and the frames the client has not acknowledged.
-    pub fn restore_replay(&self, max_bytes: usize, next_seq: u64, frames: Vec<(u64, Payload)>) {
+    pub(crate) fn restore_replay(&self, max_bytes: usize, next_seq: u64, frames: Vec<(u64, Payload)>) {
         self.lock().replay = Some(Replay::restored(max_bytes, next_seq, frames));
     }
 
     /// Whether stateful reconnect keeps this connection's frames.
-    pub fn is_stateful(&self) -> bool {
+    pub(crate) fn is_stateful(&self) -> bool {
         self.lock().replay.is_some()
     }
 
     /// The client acknowledged every frame up to `sequence_id`. False when it
     /// names a frame never sent (a protocol error).
-    pub fn ack(&self, sequence_id: u64) -> bool {
+    pub(crate) fn ack(&self, sequence_id: u64) -> bool {
         self.lock().replay.as_mut().is_none_or(|r| r.ack(sequence_id))
     }
 
     /// For a resumed connection: the sequence id of the first frame to
     /// resend, and the frames (unacknowledged ones, oldest first). `None`
     /// when the buffer lost frames, or replay is off.
-    pub fn resume(&self) -> Option<(u64, Vec<Payload>)> {
+    pub(crate) fn resume(&self) -> Option<(u64, Vec<Payload>)> {
         self.lock().replay.as_ref().and_then(Replay::resume)
     }
 
     /// For a session handed to another instance: numbers what is still
     /// queued as if written, and returns the next sequence id and every
     /// unacknowledged frame. `None` when the buffer lost frames.
-    pub fn handoff(&self) -> Option<(u64, Vec<(u64, Payload)>)> {
+    pub(crate) fn handoff(&self) -> Option<(u64, Vec<(u64, Payload)>)> {
         let mut s = self.lock();
         let State { queue, replay, .. } = &mut *s;
         let replay = replay.as_mut()?;
@@ -274,7 +274,7 @@ impl Outbox {
 
     /// Puts `frames` (sequenced) before everything queued: the events a
     /// taken-over session missed come before the live ones.
-    pub fn prepend(&self, frames: Vec<Payload>) {
+    pub(crate) fn prepend(&self, frames: Vec<Payload>) {
         let mut s = self.lock();
         for payload in frames.into_iter().rev() {
             s.bytes += payload.len();
@@ -285,18 +285,18 @@ impl Outbox {
     }
 
     /// Number of frames waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
     /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Resolves when frames or an end may be waiting. Cancel-safe: a wake-up
     /// that arrives while nobody waits is kept for the next call.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.notify.notified().await
     }
 

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// `Utf8Bytes` so each connection's WebSocket frame is built without
 /// checking the UTF-8 again; clones share the buffer.
 #[derive(Debug, Clone)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// A text-protocol record (JSON).
     Text(Utf8Bytes),
     /// A binary-protocol message (MessagePack).
@@ -17,17 +17,17 @@ pub enum Payload {
 
 impl Payload {
     /// Wraps encoded JSON.
-    pub fn text(s: String) -> Payload {
+    pub(crate) fn text(s: String) -> Payload {
         Payload::Text(Utf8Bytes::from(s))
     }
 
     /// Wraps encoded bytes that must travel as text; `None` if not UTF-8.
-    pub fn text_from_vec(v: Vec<u8>) -> Option<Payload> {
+    pub(crate) fn text_from_vec(v: Vec<u8>) -> Option<Payload> {
         String::from_utf8(v).ok().map(Payload::text)
     }
 
     /// The bytes as they go on the wire.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Text(t) => t.as_ref(),
             Payload::Binary(b) => b,
@@ -35,12 +35,7 @@ impl Payload {
     }
 
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.as_bytes().len()
-    }
-
-    /// True for a zero-length payload.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

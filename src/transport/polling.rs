@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What a long poll is answered with.
 #[derive(Debug)]
-pub enum PollReply {
+pub(crate) enum PollReply {
     /// 200 with these bytes (empty when the poll timed out with nothing to send).
     Data(Bytes),
     /// 204: the connection is over (or a newer poll replaced this one).
@@ -17,14 +17,14 @@ pub enum PollReply {
 
 /// One waiting long poll.
 #[derive(Debug)]
-pub struct PollRequest {
+pub(crate) struct PollRequest {
     /// Where the answer goes.
     pub reply: oneshot::Sender<PollReply>,
 }
 
 /// The HTTP side's handle on an SSE or Long Polling connection task.
 #[derive(Debug, Clone)]
-pub struct PollingHandle {
+pub(crate) struct PollingHandle {
     /// POST bodies, in order.
     pub inbound: mpsc::Sender<Bytes>,
     /// Long polls (absent for Server-Sent Events).
@@ -35,7 +35,7 @@ pub struct PollingHandle {
 
 /// The connection task's ends of a [`PollingHandle`].
 #[derive(Debug)]
-pub struct PollingEnds {
+pub(crate) struct PollingEnds {
     /// POST bodies.
     pub inbound: mpsc::Receiver<Bytes>,
     /// Long polls.
@@ -48,7 +48,7 @@ pub struct PollingEnds {
 const INBOUND_QUEUE: usize = 16;
 
 /// Creates a handle and the ends its connection task owns.
-pub fn polling_channel(long_polling: bool) -> (PollingHandle, PollingEnds) {
+pub(crate) fn polling_channel(long_polling: bool) -> (PollingHandle, PollingEnds) {
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (poll_tx, poll_rx) = mpsc::channel(4);
     let stop = CancellationToken::new();

@@ -10,13 +10,13 @@ use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 
 /// The first bytes of the stream: a comment, so proxies pass the headers on
 /// and browsers fire `open`; ASP.NET Core's exactly.
-pub const SSE_PREAMBLE: &[u8] = b":\r\n";
+pub(crate) const SSE_PREAMBLE: &[u8] = b":\r\n";
 
 /// Runs one SSE connection: `body` is the response body's sender; the
 /// connection ends when the client goes (the body is dropped) or the
 /// session or server ends it, or when the handshake does not arrive within
 /// `handshake_timeout`.
-pub async fn serve_sse<S: Session>(
+pub(crate) async fn serve_sse<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,

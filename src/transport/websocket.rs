@@ -25,7 +25,7 @@ const MESSAGES_PER_WEBSOCKET_MESSAGE: usize = 4;
 
 /// WebSocket settings taken from the server configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct WsSettings {
+pub(crate) struct WsSettings {
     /// Read buffer per connection, in bytes (small: most connections idle).
     pub read_buffer_bytes: usize,
     /// Largest client hub message (a WebSocket message may carry several).
@@ -37,20 +37,20 @@ pub struct WsSettings {
 }
 
 /// The `Sec-WebSocket-Accept` value for a request's `Sec-WebSocket-Key`.
-pub fn accept_key(key: Option<&[u8]>) -> Result<String, Error> {
+pub(crate) fn accept_key(key: Option<&[u8]>) -> Result<String, Error> {
     let key = key.ok_or(Error::BadUpgrade("missing Sec-WebSocket-Key"))?;
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
 }
 
 /// An accepted WebSocket, the client's side of one connection.
-pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Wraps an upgraded connection in the WebSocket layer with this server's
 /// limits. Synchronous, so no future keeps `upgraded` for the connection's
 /// life: tokio-tungstenite's `from_raw_socket` performs no I/O (there is no
 /// handshake to do) and is ready on its first poll. `None` if a future
 /// version of it ever is not, which the caller reports as an error.
-pub fn websocket_stream(upgraded: Upgraded, settings: &WsSettings) -> Option<WsStream> {
+pub(crate) fn websocket_stream(upgraded: Upgraded, settings: &WsSettings) -> Option<WsStream> {
     let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
     let config = WebSocketConfig::default()
         .read_buffer_size(settings.read_buffer_bytes)
@@ -73,7 +73,7 @@ pub fn websocket_stream(upgraded: Upgraded, settings: &WsSettings) -> Option<WsS
 /// Every argument is a reference: an `async fn` keeps a by-value argument
 /// twice in its future (the argument and the local it is moved into), and a
 /// WebSocket stream is a few hundred bytes.
-pub async fn serve_websocket<S: Session>(
+pub(crate) async fn serve_websocket<S: Session>(
     ws: &mut WsStream,
     session: &mut S,
     outbox: &Outbox,

@@ -7,5 +7,5 @@ mod router;
 mod state;
 mod websocket;
 
-pub use router::handle;
-pub use state::{ClientState, Cors};
+pub(super) use router::handle;
+pub(crate) use state::{ClientState, Cors};

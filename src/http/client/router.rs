@@ -14,7 +14,7 @@ use super::state::ClientState;
 use super::{polling, websocket};
 
 /// Handles one client-port request.
-pub async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(state: Arc<ClientState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))
 }
 

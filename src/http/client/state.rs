@@ -16,7 +16,7 @@ use crate::auth::{token_from, AuthError, Authenticator};
 use crate::hub::{Hubs, Identity};
 
 /// What the client port's handlers share.
-pub struct ClientState {
+pub(crate) struct ClientState {
     /// Hubs and their sessions.
     pub hubs: Arc<Hubs>,
     /// Owner of the connection tasks that outlive their HTTP request.
@@ -75,14 +75,14 @@ impl ClientState {
 
 /// CORS policy for browser clients on another origin.
 #[derive(Debug, Clone)]
-pub struct Cors {
+pub(crate) struct Cors {
     /// Allowed origins; `*` allows any (echoing it, since SignalR sends credentials).
     pub origins: Vec<String>,
 }
 
 impl Cors {
     /// The tower-http layer for this policy.
-    pub fn layer(&self) -> tower_http::cors::CorsLayer {
+    pub(crate) fn layer(&self) -> tower_http::cors::CorsLayer {
         use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
         let origin = if self.origins.iter().any(|o| o == "*") {
             AllowOrigin::mirror_request()

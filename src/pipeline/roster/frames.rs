@@ -25,7 +25,8 @@ use crate::pipeline::coalesce::{Coalescer, Key, Offer};
 use crate::pipeline::typing::TypingState;
 
 #[path = "../../../loadgen/src/trace.rs"]
-#[allow(dead_code)]
+// The load generator's own file, shared so both replay the same trace.
+#[allow(dead_code, unreachable_pub)]
 mod trace;
 
 use trace::{Act, Trace};

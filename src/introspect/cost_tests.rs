@@ -1,22 +1,22 @@
-//! A measurement, not a check of behaviour (ignored by default; run with
-//! `cargo test --release --test introspection_cost -- --ignored --nocapture`):
-//! what one instance's share of an introspection answer costs when it holds
-//! a third of 100,000 connections (33,334 in 10,000 rooms, 5,000 users),
-//! computed from the registry and encoded as the JSON it PUBLISHes. With the
-//! Redis round trips (a PUBLISH out, one back: well under a millisecond on a
-//! LAN), this bounds the API's answer time without opening 100,000 sockets,
-//! which this machine's descriptor limit does not allow (bench/introspect.sh
-//! measures the real thing where it does).
+// A measurement, not a check of behaviour (ignored by default; run with
+// `cargo test --release --lib introspect::cost_tests -- --ignored --nocapture`):
+// what one instance's share of an introspection answer costs when it holds
+// a third of 100,000 connections (33,334 in 10,000 rooms, 5,000 users),
+// computed from the registry and encoded as the JSON it PUBLISHes. With the
+// Redis round trips (a PUBLISH out, one back: well under a millisecond on a
+// LAN), this bounds the API's answer time without opening 100,000 sockets,
+// which this machine's descriptor limit does not allow (bench/introspect.sh
+// measures the real thing where it does).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signalr_sidecar::fanout::{ConnEntry, Outbox, Registry};
-use signalr_sidecar::introspect::model::Query;
-use signalr_sidecar::introspect::{InstanceState, Local};
-use signalr_sidecar::telemetry::Metrics;
-use signalr_sidecar::transport::Limits;
+use crate::fanout::{ConnEntry, Outbox, Registry};
+use crate::introspect::model::Query;
+use crate::introspect::{InstanceState, Local};
+use crate::telemetry::Metrics;
+use crate::transport::Limits;
 
 const CONNECTIONS: u64 = 33_334;
 const ROOMS: u64 = 10_000;
@@ -66,7 +66,7 @@ fn time(local: &Local, query: &Query, rounds: usize) -> (Duration, Duration, usi
 }
 
 #[test]
-#[ignore = "a measurement: cargo test --release --test introspection_cost -- --ignored --nocapture"]
+#[ignore = "a measurement: cargo test --release --lib introspect::cost_tests -- --ignored --nocapture"]
 fn one_instances_share_of_an_answer_at_a_third_of_100k_connections() {
     let local = instance();
     let queries = [
