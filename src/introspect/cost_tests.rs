@@ -12,11 +12,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fanout::{ConnEntry, Outbox, Registry};
+use crate::fanout::{ConnEntry, Limits, Outbox, Registry};
 use crate::introspect::model::Query;
 use crate::introspect::{InstanceState, Local};
 use crate::telemetry::Metrics;
-use crate::transport::Limits;
 
 const CONNECTIONS: u64 = 33_334;
 const ROOMS: u64 = 10_000;
