@@ -143,17 +143,20 @@ impl Registry {
             hub.users.entry(user.clone()).or_default().insert(entry.id, entry.clone());
         }
         let mut joined: Vec<Box<str>> = Vec::new();
-        for g in groups.iter().take(self.max_groups) {
-            if !joined.contains(g) {
+        for g in groups {
+            if joined.len() < self.max_groups && !joined.contains(g) {
                 hub.groups.entry(g.clone()).or_default().insert(entry.id, entry.clone());
                 joined.push(g.clone());
             }
         }
         let user = entry.user.clone();
         inner.conns.insert(entry.id, Conn { entry, groups: joined });
+        // Read under the write lock: a delivery that starts after the lock is
+        // released reaches this connection and is past these positions.
+        let positions = self.positions();
         drop(inner);
         self.user_changed(user.as_ref());
-        self.positions()
+        positions
     }
 
     /// Takes a connection out of fan-out and returns its groups and the
@@ -171,17 +174,7 @@ impl Registry {
     /// Adds an open connection (after its handshake).
     #[cfg(test)]
     pub(crate) fn add(&self, entry: Arc<ConnEntry>) {
-        self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
-        let mut inner = self.write();
-        let hub = &mut inner.hubs[entry.hub];
-        hub.all.insert(entry.id, entry.clone());
-        if let Some(user) = &entry.user {
-            hub.users.entry(user.clone()).or_default().insert(entry.id, entry.clone());
-        }
-        let user = entry.user.clone();
-        inner.conns.insert(entry.id, Conn { entry, groups: Vec::new() });
-        drop(inner);
-        self.user_changed(user.as_ref());
+        self.add_with_groups(entry, &[]);
     }
 
     /// Removes a connection from everything; returns the groups it was in.
