@@ -18,6 +18,7 @@ use crate::config::{AuthConfig, Config, RouteTable};
 use crate::continuity::{RedisSessionStore, StreamCatchUp};
 use crate::envelope::Schemas;
 use crate::fanout::Registry;
+use crate::history::History;
 use crate::http::{self, AdminState, ClientState, Cors, Phase, Readiness};
 use crate::hub::{self, HubSettings, Hubs};
 use crate::ingest::{self, Publisher, RedisIngest};
@@ -126,10 +127,40 @@ pub async fn run_with(
             "routes ask for push = true but SIDECAR_VAPID_PRIVATE_KEY_FILE is not set: in-app delivery only"
         );
     }
-    let (pipeline, push_registrar) = match push {
+    let (mut pipeline, push_registrar) = match push {
         Some(p) => (pipeline.with_push(p.tap), Some(p.registrar)),
         None => (pipeline, None),
     };
+    // The rooms' history for missed updates (CONTRACT 15): only with Redis,
+    // and only when some route carries `position`.
+    let history = match &config.redis {
+        Some(redis) => {
+            let conn =
+                ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+            History::new(
+                conn,
+                routes.clone(),
+                &redis.group_prefix,
+                &config.instance_id,
+                registry.clone(),
+                schemas.clone(),
+                metrics.clone(),
+            )
+        }
+        None => None,
+    };
+    let (cuts, cut_queue) = pipeline::cut_channel();
+    let history = match history {
+        Some((history, sink)) => {
+            pipeline = pipeline.with_history(sink).with_cuts(cut_queue);
+            Some(Arc::new(history))
+        }
+        None => None,
+    };
+    if let Some(history) = &history {
+        let history = history.clone();
+        tasks.spawn(async move { history.run_writer().await });
+    }
     let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
     let presence = match &config.redis {
@@ -162,6 +193,9 @@ pub async fn run_with(
     }
     if let Some(registrar) = push_registrar {
         hubs = hubs.with_push(registrar);
+    }
+    if let Some(history) = &history {
+        hubs = hubs.with_history(history.reader(cuts));
     }
     let hubs = Arc::new(hubs);
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
@@ -221,13 +255,16 @@ pub async fn run_with(
             schemas.clone(),
             input.clone(),
             metrics.clone(),
-            on_hole(hubs.clone(), routes.clone(), tasks.clone(), config.shutdown.drain_window),
+            on_hole(hubs.clone(), routes.clone(), history.clone(), tasks.clone(), config.shutdown.drain_window),
         );
         let handles = reader.start(&tasks, ingest_stop.clone()).await.context("ensuring the consumer groups")?;
         // Fan-out's positions start where the groups start: a session taken
         // over from another instance replays what came before from there.
         for (stream, at) in &handles.positions {
             registry.advance(stream, at.to_string());
+            if let Some(history) = &history {
+                history.begin(stream, *at);
+            }
         }
         readiness.watch_redis(handles.redis_up);
     }
@@ -308,10 +345,14 @@ async fn wait_for_connections(registry: &Registry, deadline: tokio::time::Instan
 fn on_hole(
     hubs: Arc<Hubs>,
     routes: Arc<RouteTable>,
+    history: Option<Arc<History>>,
     tasks: TaskTracker,
     window: std::time::Duration,
 ) -> ingest::OnHole {
     Arc::new(move |hole: ingest::Hole| {
+        if let Some(history) = &history {
+            history.lost(&hole.stream);
+        }
         let mut fed: Vec<_> = routes.routes_from_stream(&hole.stream).map(|r| r.hub).collect();
         fed.sort_unstable();
         fed.dedup();

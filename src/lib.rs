@@ -24,6 +24,7 @@
 //! | `push`       | browser push: subscriptions, who is connected anywhere, Web Push to the offline (RFC 8030/8291/8292) | pipeline, fanout, ingest, envelope, config |
 //! | `hub`        | SignalR sessions: handshake, invocations, keep-alive, close reasons, handoff, drain | codec, envelope, transport, fanout, ingest, presence, push, config, auth |
 //! | `continuity` | where handed-off sessions wait (Redis) and how their missed events are read again | hub, ingest, pipeline, fanout, envelope, config |
+//! | `history`    | each room's recent events in Redis, replayed to a join that names its last position (missed updates) | hub, ingest, pipeline, fanout, envelope, config, codec, transport, telemetry |
 //! | `introspect` | operators' questions (rooms, members, users, instances) answered by every instance over Redis pub/sub | fanout, ingest, config, telemetry |
 //! | `http`       | the client and admin HTTP servers (TLS), the admin page; errors become status codes here; the HTTP clients (webhook, push) | hub, push, transport, ingest, introspect, envelope, config, auth |
 //! | `app`        | builds everything, owns every task, runs the shutdown sequence | everything |
@@ -41,6 +42,7 @@ mod continuity;
 pub mod envelope;
 mod fanout;
 mod fault;
+mod history;
 mod http;
 mod hub;
 mod ingest;

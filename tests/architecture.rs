@@ -43,6 +43,22 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         ("introspect", &["fault", "sync", "fanout", "ingest", "config", "telemetry"][..]),
         (
+            "history",
+            &[
+                "fault",
+                "sync",
+                "codec",
+                "config",
+                "envelope",
+                "fanout",
+                "pipeline",
+                "ingest",
+                "hub",
+                "transport",
+                "telemetry",
+            ][..],
+        ),
+        (
             "http",
             &[
                 "fault",

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub enum ArgumentError {
     /// Not one of the sources the README's table lists.
     #[error(
-        "'{0}' is not an argument source (payload, payload.<field>, room_id, event_type, event_id, timestamp, metadata.<field>, envelope)"
+        "'{0}' is not an argument source (payload, payload.<field>, room_id, event_type, event_id, timestamp, metadata.<field>, envelope, position)"
     )]
     UnknownSource(String),
     /// A field path with an empty or badly spelled segment.
@@ -88,6 +88,11 @@ pub enum ArgumentSource {
     MetadataField(FieldPath),
     /// `envelope`: the whole envelope as one object.
     Envelope,
+    /// `position`: the event's place in its stream (the entry id), which a
+    /// client hands back to a `history` join to get what it missed; null
+    /// without Redis. A route that carries it keeps its events in the
+    /// room's history (CONTRACT section 15, missed updates).
+    Position,
 }
 
 impl ArgumentSource {
@@ -100,6 +105,7 @@ impl ArgumentSource {
             "event_id" => ArgumentSource::EventId,
             "timestamp" => ArgumentSource::Timestamp,
             "envelope" => ArgumentSource::Envelope,
+            "position" => ArgumentSource::Position,
             _ => {
                 if let Some(path) = text.strip_prefix("payload.") {
                     ArgumentSource::PayloadField(FieldPath::parse(path, text)?)
@@ -124,6 +130,7 @@ impl fmt::Display for ArgumentSource {
             ArgumentSource::Timestamp => f.write_str("timestamp"),
             ArgumentSource::MetadataField(p) => write!(f, "metadata.{}", p.as_str()),
             ArgumentSource::Envelope => f.write_str("envelope"),
+            ArgumentSource::Position => f.write_str("position"),
         }
     }
 }
@@ -159,6 +166,12 @@ impl Arguments {
     /// The sources, one per argument position.
     pub fn sources(&self) -> &[ArgumentSource] {
         &self.0
+    }
+
+    /// Whether the event's stream position is one of the arguments (the
+    /// route keeps its events in the room's history).
+    pub fn has_position(&self) -> bool {
+        self.0.contains(&ArgumentSource::Position)
     }
 
     /// The first payload field named here that `payload` lacks; `None`
@@ -203,6 +216,10 @@ pub const PRESENCE_PAYLOAD_FIELDS: [&str; 3] = ["user_id", "username", "room_id"
 /// client method receives in place of the typing event's payload.
 pub const ROSTER_PAYLOAD_FIELDS: [&str; 3] = ["room_id", "count", "users"];
 
+/// The payload of the `participant_count` events the sidecar makes on
+/// presence hubs that route them (CONTRACT section 15).
+pub const PARTICIPANT_COUNT_PAYLOAD_FIELDS: [&str; 4] = ["room_id", "count", "online", "away"];
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -225,6 +242,7 @@ mod tests {
             "timestamp",
             "metadata.trace_id",
             "envelope",
+            "position",
         ];
         let args = parse_all(&texts).expect("valid");
         let printed: Vec<String> = args.sources().iter().map(ToString::to_string).collect();

@@ -7,6 +7,7 @@
 
 mod admin_token;
 mod arguments;
+mod hub_options;
 mod push;
 mod routes;
 mod source;
@@ -18,11 +19,14 @@ use std::time::Duration;
 
 pub use admin_token::{AdminToken, MIN_ADMIN_TOKEN_CHARS};
 pub use arguments::{
-    ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PRESENCE_PAYLOAD_FIELDS, ROSTER_PAYLOAD_FIELDS,
-    TYPING_PAYLOAD_FIELDS,
+    ArgumentError, ArgumentSource, Arguments, FieldPath, MissingField, PARTICIPANT_COUNT_PAYLOAD_FIELDS,
+    PRESENCE_PAYLOAD_FIELDS, ROSTER_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS,
 };
+pub use hub_options::{HubOptions, DEFAULT_HISTORY};
 pub use push::{PushConfig, VapidConfig};
-pub use routes::{Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable};
+pub use routes::{
+    Action, Authorize, Delivery, EventRoute, HubDef, HubId, MethodDef, RouteError, RouteTable, PARTICIPANT_COUNT_EVENT,
+};
 pub use source::RawSettings;
 use validate::Reader;
 

@@ -7,7 +7,15 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::arguments::{ArgumentSource, Arguments, FieldPath, PRESENCE_PAYLOAD_FIELDS, TYPING_PAYLOAD_FIELDS};
+use super::arguments::{
+    ArgumentSource, Arguments, FieldPath, PARTICIPANT_COUNT_PAYLOAD_FIELDS, PRESENCE_PAYLOAD_FIELDS,
+    TYPING_PAYLOAD_FIELDS,
+};
+use super::hub_options::{self, HubFacts, HubKeys, HubOptions};
+
+/// The event type of the participant counts the sidecar publishes on a
+/// presence hub that routes it (CONTRACT section 15).
+pub const PARTICIPANT_COUNT_EVENT: &str = "participant_count";
 
 /// Index of a hub in [`RouteTable::hubs`]; cheap to copy into every connection.
 pub type HubId = usize;
@@ -175,6 +183,9 @@ pub struct MethodDef {
     pub authorize: Authorize,
     /// For `typing`: the event types published for true and false.
     pub typing_events: (String, String),
+    /// For `join`: the call may name the last position seen,
+    /// `(roomId, lastPosition)`, and gets the events it missed (CONTRACT 15).
+    pub history: bool,
 }
 
 /// One hub.
@@ -188,6 +199,8 @@ pub struct HubDef {
     pub path: String,
     /// Whether joins on this hub are presence (CONTRACT section 11).
     pub presence: bool,
+    /// History, inactivity and away settings (CONTRACT section 15).
+    pub options: HubOptions,
     methods: HashMap<String, MethodDef>,
 }
 
@@ -195,6 +208,11 @@ impl HubDef {
     /// The (start, stop) event types of this hub's `typing` methods.
     pub fn typing_events(&self) -> impl Iterator<Item = (&String, &String)> {
         self.methods.values().filter(|m| m.action == Action::Typing).map(|m| (&m.typing_events.0, &m.typing_events.1))
+    }
+
+    /// Every server method of this hub.
+    pub fn methods(&self) -> impl Iterator<Item = &MethodDef> {
+        self.methods.values()
     }
 
     /// The method a client invoked, looked up without regard to case.
@@ -250,6 +268,9 @@ struct FileHub {
     path: String,
     #[serde(default)]
     presence: bool,
+    history_seconds: Option<u64>,
+    inactivity_timeout_seconds: Option<u64>,
+    away_after_seconds: Option<u64>,
     #[serde(default)]
     method: Vec<Spanned<FileMethod>>,
 }
@@ -262,6 +283,8 @@ struct FileMethod {
     authorize: Option<FileAuthorize>,
     start_event: Option<String>,
     stop_event: Option<String>,
+    #[serde(default)]
+    history: bool,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +320,7 @@ impl RouteTable {
             .map_err(|e| invalid(e.span().map(|s| s.start).unwrap_or(0), e.message().to_string()))?;
 
         let mut hubs: Vec<HubDef> = Vec::new();
+        let mut hub_keys = Vec::new();
         for spanned in doc.hub {
             let at = spanned.span().start;
             let h = spanned.into_inner();
@@ -335,12 +359,28 @@ impl RouteTable {
                     name: m.name,
                     action: m.action,
                     authorize,
+                    history: m.history,
                 };
                 if methods.insert(key, def).is_some() {
                     return Err(invalid(at, format!("hub '{}': a method is defined twice", h.name)));
                 }
             }
-            hubs.push(HubDef { id: hubs.len(), name: h.name, path: h.path, presence: h.presence, methods });
+            hub_keys.push((
+                at,
+                HubKeys {
+                    history_seconds: h.history_seconds,
+                    inactivity_timeout_seconds: h.inactivity_timeout_seconds,
+                    away_after_seconds: h.away_after_seconds,
+                },
+            ));
+            hubs.push(HubDef {
+                id: hubs.len(),
+                name: h.name,
+                path: h.path,
+                presence: h.presence,
+                options: HubOptions::default(),
+                methods,
+            });
         }
         if hubs.is_empty() {
             return Err(invalid(0, "the file defines no [[hub]]".into()));
@@ -427,6 +467,31 @@ impl RouteTable {
                     own_payload(ev, &PRESENCE_PAYLOAD_FIELDS)?;
                 }
             }
+            if hub.presence && routes.get(PARTICIPANT_COUNT_EVENT).is_some_and(|r| r.hub == hub.id) {
+                own_payload(PARTICIPANT_COUNT_EVENT, &PARTICIPANT_COUNT_PAYLOAD_FIELDS)?;
+            }
+        }
+        for (hub, (at, keys)) in hubs.iter_mut().zip(hub_keys) {
+            let facts = HubFacts {
+                name: &hub.name,
+                presence: hub.presence,
+                position_routes: routes
+                    .values()
+                    .filter(|r| r.hub == hub.id && r.arguments.has_position())
+                    .map(|r| {
+                        let kept = matches!(r.delivery, Delivery::Immediate | Delivery::Batch);
+                        (r.event_type.as_str(), kept, r.stream.as_str())
+                    })
+                    .collect(),
+                history_methods: hub
+                    .methods
+                    .values()
+                    .filter(|m| m.history)
+                    .map(|m| (m.name.as_str(), m.action == Action::Join))
+                    .collect(),
+            };
+            let options = hub_options::resolve(&facts, keys).map_err(|e| invalid(at, e))?;
+            hub.options = options;
         }
         rules::check(&routes, |ev| route_at.get(ev).copied().unwrap_or(0)).map_err(|(at, e)| invalid(at, e))?;
         Ok(RouteTable { hubs, routes })

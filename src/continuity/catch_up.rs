@@ -84,7 +84,8 @@ impl CatchUp for StreamCatchUp {
                     {
                         continue;
                     }
-                    if let Some(frame) = encode_one(route, &envelope, who.protocol) {
+                    let position = id.to_string();
+                    if let Some(frame) = encode_one(route, &envelope, Some(&position), who.protocol) {
                         found.push((id, frame));
                     }
                 }

@@ -220,6 +220,31 @@ impl Registry {
         Ok(true)
     }
 
+    /// [`Registry::join`], and the positions at that instant: every entry
+    /// after them that the group receives reaches the connection's outbox,
+    /// none up to them does (a history join replays those from the room's
+    /// history).
+    pub fn join_at(&self, id: ConnId, group: &str) -> Result<(bool, Positions), JoinError> {
+        let mut inner = self.write();
+        let Inner { conns, hubs } = &mut *inner;
+        let conn = conns.get_mut(&id).ok_or(JoinError::Closed)?;
+        if conn.groups.iter().any(|g| &**g == group) {
+            return Ok((false, self.positions()));
+        }
+        if conn.groups.len() >= self.max_groups {
+            return Err(JoinError::TooManyGroups(self.max_groups));
+        }
+        conn.groups.push(group.into());
+        let entry = conn.entry.clone();
+        hubs[entry.hub].groups.entry(group.into()).or_default().insert(id, entry);
+        Ok((true, self.positions()))
+    }
+
+    /// A connection's entry, if it is open.
+    pub fn entry(&self, id: ConnId) -> Option<Arc<ConnEntry>> {
+        self.read().conns.get(&id).map(|c| c.entry.clone())
+    }
+
     /// Removes a connection from a group. False if it was not in it.
     pub(crate) fn leave(&self, id: ConnId, group: &str) -> bool {
         let mut inner = self.write();

@@ -28,19 +28,27 @@ pub(super) async fn invoke(
     }
     match method.action {
         Action::Join => {
-            let group = group_arg(&method.name, &inv.arguments)?;
+            let (group, last) = match method.history {
+                true => super::missed::arguments(&method.name, &inv.arguments, MAX_GROUP_LEN)?,
+                false => (group_arg(&method.name, &inv.arguments)?, None),
+            };
             hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
-            match hubs.registry.join(conn, group) {
-                Ok(true) if hub.presence && identity.user_id.is_some() => {
+            // A history join answers {recovered, position}; a plain one null.
+            let joined = match method.history {
+                true => super::missed::join(hubs, hub, conn, group, last).await,
+                false => hubs.registry.join(conn, group).map(|j| (j, Value::Null)),
+            };
+            match joined {
+                Ok((true, answer)) if hub.presence && identity.user_id.is_some() => {
                     let member = member(hub, group, identity, connection_id);
                     let username = identity.name.as_deref().unwrap_or(&member.user_id).to_string();
                     match hubs.presence.join(&member, &username).await {
                         Ok(t) => hubs.publish_presence(t).await,
                         Err(e) => tracing::warn!(error = %e, room = group, "presence not recorded"),
                     }
-                    Ok(Value::Null)
+                    Ok(answer)
                 }
-                Ok(_) => Ok(Value::Null),
+                Ok((_, answer)) => Ok(answer),
                 Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),
                 Err(JoinError::Closed) => Err(Error::Denied("the connection is closed".into())),
             }

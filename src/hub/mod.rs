@@ -9,6 +9,7 @@
 //! - `handoff`: stateful sessions moving between instances;
 //! - `drain`: closing connections on SIGTERM or after a hole;
 //! - `close`: why a connection ends -> the Close the client sees;
+//! - `missed`: joins that replay what their client missed (CONTRACT 15);
 //! - `keepalive`, `presence`, `tokens`, `reconnect`, `authorize`, `limits`.
 
 mod authorize;
@@ -20,6 +21,7 @@ mod handoff;
 mod invocation;
 mod keepalive;
 mod limits;
+mod missed;
 mod presence;
 mod reconnect;
 mod server;
@@ -38,6 +40,7 @@ pub(crate) use handoff::{
 };
 pub(crate) use keepalive::run_keepalive;
 pub(crate) use limits::RateLimiter;
+pub(crate) use missed::{NotRecovered, RoomHistory};
 pub(crate) use presence::run_presence;
 pub(crate) use reconnect::Parked;
 pub(crate) use server::{HubSettings, Hubs};

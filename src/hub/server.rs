@@ -99,6 +99,8 @@ pub(crate) struct Hubs {
     pub handoff: Option<Handoff>,
     /// Browser push subscriptions, when a VAPID key is configured.
     pub push: Option<Arc<crate::push::Registrar>>,
+    /// The rooms' history for `history` joins (with Redis).
+    pub history: Option<Arc<dyn super::RoomHistory>>,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
@@ -136,6 +138,7 @@ impl Hubs {
             presence,
             handoff: None,
             push: None,
+            history: None,
             handing_off: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
             clock: tokio::time::Instant::now(),
@@ -151,6 +154,12 @@ impl Hubs {
     /// Lets stateful sessions move to another instance on a drain.
     pub(crate) fn with_handoff(mut self, handoff: Handoff) -> Hubs {
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// Lets `history` joins replay what their client missed (with Redis).
+    pub fn with_history(mut self, history: Arc<dyn super::RoomHistory>) -> Hubs {
+        self.history = Some(history);
         self
     }
 

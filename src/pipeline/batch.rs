@@ -21,8 +21,9 @@ use crate::envelope::Envelope;
 /// A room of a hub.
 type RoomKey = (usize, String);
 
-/// Events held for one batch, oldest first, each with its ack.
-pub(super) type Held = Vec<(Envelope, Ack)>;
+/// Events held for one batch, oldest first, each with its ack and its
+/// stream position (an argument of routes that carry `position`).
+pub(super) type Held = Vec<(Envelope, Ack, Option<String>)>;
 
 struct Batch {
     event_type: String,
@@ -33,7 +34,7 @@ struct Batch {
 /// What became of an offered event.
 pub(super) enum Offer {
     /// No window was open: send it now, alone (a list of one).
-    Send(Envelope, Ack),
+    Send(Envelope, Ack, Option<String>),
     /// Held for the window's end.
     Held,
 }
@@ -51,18 +52,18 @@ impl Batches {
         Batches { window, rooms: HashMap::new(), timers: BinaryHeap::new() }
     }
 
-    /// Offers an event of a batch route of `hub`.
-    pub(super) fn offer(&mut self, hub: usize, envelope: Envelope, ack: Ack, now: Instant) -> Offer {
+    /// Offers an event of a batch route of `hub`, with its stream position.
+    pub(super) fn offer(&mut self, hub: usize, envelope: Envelope, ack: Ack, position: Option<String>, now: Instant) -> Offer {
         let key = (hub, envelope.room_id.clone());
         let batches = self.rooms.entry(key.clone()).or_default();
         if let Some(b) = batches.iter_mut().find(|b| b.event_type == envelope.event_type) {
-            b.held.push((envelope, ack));
+            b.held.push((envelope, ack, position));
             return Offer::Held;
         }
         let until = now + self.window;
         batches.push(Batch { event_type: envelope.event_type.clone(), window_until: until, held: Vec::new() });
         self.timers.push(Reverse((until, key)));
-        Offer::Send(envelope, ack)
+        Offer::Send(envelope, ack, position)
     }
 
     /// Takes what a room holds, for an event that must not overtake it.
@@ -146,7 +147,7 @@ mod tests {
     }
 
     fn numbers(held: &Held) -> Vec<u64> {
-        held.iter().map(|(e, _)| e.payload["n"].as_u64().expect("n")).collect()
+        held.iter().map(|(e, _, _)| e.payload["n"].as_u64().expect("n")).collect()
     }
 
     fn ms(t0: Instant, n: u64) -> Instant {
@@ -157,45 +158,45 @@ mod tests {
     fn the_first_goes_at_once_the_rest_of_the_window_together_in_order() {
         let t0 = Instant::now();
         let mut b = Batches::new(Duration::from_millis(500));
-        assert!(matches!(b.offer(0, event("r", "d", 1), Ack::none(), t0), Offer::Send(e, _) if e.event_id == "e-1"));
+        assert!(matches!(b.offer(0, event("r", "d", 1), Ack::none(), None, t0), Offer::Send(e, _, _) if e.event_id == "e-1"));
         for n in 2..=5 {
-            assert!(matches!(b.offer(0, event("r", "d", n), Ack::none(), ms(t0, 100 * n)), Offer::Held));
+            assert!(matches!(b.offer(0, event("r", "d", n), Ack::none(), None, ms(t0, 100 * n)), Offer::Held));
         }
         assert!(b.due(ms(t0, 499)).is_empty());
         let out = b.due(ms(t0, 500));
         assert_eq!(out.len(), 1);
         assert_eq!(numbers(&out[0].1), [2, 3, 4, 5]);
         // The batch opened the next window: a steady burst stays batched...
-        assert!(matches!(b.offer(0, event("r", "d", 6), Ack::none(), ms(t0, 600)), Offer::Held));
+        assert!(matches!(b.offer(0, event("r", "d", 6), Ack::none(), None, ms(t0, 600)), Offer::Held));
         assert_eq!(numbers(&b.due(ms(t0, 1000))[0].1), [6]);
         // ...and a window that ends empty lets the next event go at once.
         assert!(b.due(ms(t0, 1500)).is_empty());
-        assert!(matches!(b.offer(0, event("r", "d", 7), Ack::none(), ms(t0, 1600)), Offer::Send(..)));
+        assert!(matches!(b.offer(0, event("r", "d", 7), Ack::none(), None, ms(t0, 1600)), Offer::Send(..)));
     }
 
     #[test]
     fn rooms_hubs_and_event_types_batch_apart() {
         let t0 = Instant::now();
         let mut b = Batches::new(Duration::from_millis(500));
-        assert!(matches!(b.offer(0, event("r", "d", 1), Ack::none(), t0), Offer::Send(..)));
-        assert!(matches!(b.offer(0, event("r", "e", 2), Ack::none(), t0), Offer::Send(..)), "another room");
-        assert!(matches!(b.offer(1, event("r", "d", 3), Ack::none(), t0), Offer::Send(..)), "another hub");
-        assert!(matches!(b.offer(0, event("s", "d", 4), Ack::none(), t0), Offer::Send(..)), "another type");
+        assert!(matches!(b.offer(0, event("r", "d", 1), Ack::none(), None, t0), Offer::Send(..)));
+        assert!(matches!(b.offer(0, event("r", "e", 2), Ack::none(), None, t0), Offer::Send(..)), "another room");
+        assert!(matches!(b.offer(1, event("r", "d", 3), Ack::none(), None, t0), Offer::Send(..)), "another hub");
+        assert!(matches!(b.offer(0, event("s", "d", 4), Ack::none(), None, t0), Offer::Send(..)), "another type");
     }
 
     #[test]
     fn a_rooms_held_events_can_be_taken_early_and_the_window_stays() {
         let t0 = Instant::now();
         let mut b = Batches::new(Duration::from_millis(500));
-        b.offer(0, event("r", "d", 1), Ack::none(), t0);
-        b.offer(0, event("r", "d", 2), Ack::none(), ms(t0, 10));
-        b.offer(0, event("s", "d", 1), Ack::none(), ms(t0, 10));
-        b.offer(0, event("s", "d", 2), Ack::none(), ms(t0, 20));
+        b.offer(0, event("r", "d", 1), Ack::none(), None, t0);
+        b.offer(0, event("r", "d", 2), Ack::none(), None, ms(t0, 10));
+        b.offer(0, event("s", "d", 1), Ack::none(), None, ms(t0, 10));
+        b.offer(0, event("s", "d", 2), Ack::none(), None, ms(t0, 20));
         assert!(b.take_room(0, "other").is_empty());
         let taken = b.take_room(0, "d");
         assert_eq!(taken.iter().map(numbers).collect::<Vec<_>>(), [vec![2], vec![2]]);
         assert!(b.take_room(0, "d").is_empty(), "taken once");
-        assert!(matches!(b.offer(0, event("r", "d", 3), Ack::none(), ms(t0, 30)), Offer::Held), "still batching");
+        assert!(matches!(b.offer(0, event("r", "d", 3), Ack::none(), None, ms(t0, 30)), Offer::Held), "still batching");
         assert_eq!(numbers(&b.due(ms(t0, 500))[0].1), [3]);
     }
 
@@ -205,13 +206,13 @@ mod tests {
         let mut b = Batches::new(Duration::from_millis(500));
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = acked.clone();
-        b.offer(0, event("r", "d", 1), Ack::none(), t0);
-        b.offer(0, event("r", "d", 2), Ack::new(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)), t0);
+        b.offer(0, event("r", "d", 1), Ack::none(), None, t0);
+        b.offer(0, event("r", "d", 2), Ack::new(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)), None, t0);
         assert!(!acked.load(std::sync::atomic::Ordering::SeqCst));
         let all = b.take_all();
         assert_eq!(all.len(), 1);
         for (_, held) in all {
-            for (_, ack) in held {
+            for (_, ack, _) in held {
                 ack.resolve(super::super::Outcome::Delivered);
             }
         }

@@ -94,9 +94,10 @@ impl Pipeline {
         now: Instant,
     ) -> Option<(Arc<str>, String)> {
         let ender = typing_ended_by(route, &envelope);
-        let held = match self.batches.offer(route.hub, envelope, ack, now) {
-            Offer::Send(envelope, ack) => {
-                self.send_batch(route, vec![(envelope, ack)], at);
+        let position = at.as_ref().map(|(_, id)| id.clone());
+        let held = match self.batches.offer(route.hub, envelope, ack, position, now) {
+            Offer::Send(envelope, ack, position) => {
+                self.send_batch(route, vec![(envelope, ack, position)], at);
                 None
             }
             Offer::Held => at,
@@ -134,7 +135,7 @@ impl Pipeline {
 
     fn send_held(&self, held: Held) {
         let routes = self.routes.clone();
-        if let Some(route) = held.first().and_then(|(e, _)| routes.route(&e.event_type)) {
+        if let Some(route) = held.first().and_then(|(e, _, _)| routes.route(&e.event_type)) {
             self.send_batch(route, held, None);
         }
     }
@@ -142,9 +143,17 @@ impl Pipeline {
     /// One invocation for the batch (see [`shape::shape_batch`]), then
     /// every event's ack.
     fn send_batch(&self, route: &EventRoute, held: Held, at: Option<(Arc<str>, String)>) {
-        let (events, acks): (Vec<Envelope>, Vec<Ack>) = held.into_iter().unzip();
+        let mut events = Vec::with_capacity(held.len());
+        let mut acks = Vec::with_capacity(held.len());
+        let mut positions = Vec::with_capacity(held.len());
+        for (envelope, ack, position) in held {
+            events.push(envelope);
+            acks.push(ack);
+            positions.push(position);
+        }
         let Some(first) = events.first() else { return };
-        match shape::shape_batch(&route.arguments, &events) {
+        let positions: Vec<Option<&str>> = positions.iter().map(Option::as_deref).collect();
+        match shape::shape_batch(&route.arguments, &events, &positions) {
             Ok(arguments) => {
                 self.send(route, &first.room_id, &arguments, first.timestamp.min(Utc::now()), at);
                 if events.len() > 1 {

@@ -8,8 +8,10 @@
 mod ack;
 mod batch;
 mod coalesce;
+mod cut;
 mod dedupe;
 mod grouped;
+mod history;
 mod push_tap;
 mod roster;
 mod route;
@@ -25,8 +27,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use ack::{Ack, Outcome};
+pub(crate) use cut::{cut_channel, CutQueue, Cuts};
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
-pub(crate) use route::{encode_one, target_of};
+pub(crate) use history::HistorySink;
+pub(crate) use route::{encode_one, encode_replay, target_of};
 pub(crate) use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
@@ -76,6 +80,8 @@ pub(crate) struct Pipeline {
     batches: Batches,
     consumed: ConsumedCounters,
     push: Option<PushTap>,
+    history: Option<Arc<dyn HistorySink>>,
+    cuts: Option<CutQueue>,
 }
 
 /// `sidecar_events_consumed_total` handles, resolved once per (stream,
@@ -122,7 +128,15 @@ impl Pipeline {
             dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max_entries),
             freshness: Freshness { max_age: config.max_event_age, max_skew: config.max_clock_skew },
             push: None,
+            history: None,
+            cuts: None,
         }
+    }
+
+    /// Serves the cuts of history joins (see [`Cuts`]) between events.
+    pub fn with_cuts(mut self, queue: CutQueue) -> Pipeline {
+        self.cuts = Some(queue);
+        self
     }
 
     /// Hands events of `push = true` routes to browser push as well.
@@ -131,10 +145,18 @@ impl Pipeline {
         self
     }
 
+    /// Hands every event of a route carrying `position` to `sink` before
+    /// fanning it out (missed updates, CONTRACT section 15).
+    pub fn with_history(mut self, sink: Arc<dyn HistorySink>) -> Pipeline {
+        self.history = Some(sink);
+        self
+    }
+
     /// Processes events until `stop` fires, then refuses new ones and
     /// finishes those already queued, so every consumed event is delivered
     /// (and acknowledged) before the connections are closed.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
+        let mut cuts = self.cuts.take();
         loop {
             let deadline = [
                 self.coalescer.next_deadline(),
@@ -151,6 +173,10 @@ impl Pipeline {
                     None => return,
                 },
                 _ = sleep_until(deadline) => self.fire(Instant::now()),
+                request = next_cut(&mut cuts) => match request {
+                    Some(request) => self.cut(request),
+                    None => cuts = None,
+                },
                 _ = stop.cancelled() => break,
             }
         }
@@ -224,6 +250,11 @@ impl Pipeline {
         }
         if let Some(push) = &self.push {
             push.offer(route, &envelope, &self.metrics);
+        }
+        // Before any fan-out (or batch): a join's cut never passes an event
+        // the history has not been handed.
+        if let (Some(sink), Some((stream, id)), true) = (&self.history, &at, route.arguments.has_position()) {
+            sink.record(stream, id, route.hub, &envelope);
         }
 
         match route.delivery {
@@ -313,7 +344,9 @@ impl Pipeline {
         effective_time: DateTime<Utc>,
         at: Option<(Arc<str>, String)>,
     ) {
-        let arguments = match shape::shape(&route.arguments, envelope) {
+        // A copy only for the routes that send it: `send` takes the entry on.
+        let position = at.as_ref().filter(|_| route.arguments.has_position()).map(|(_, id)| id.clone());
+        let arguments = match shape::shape(&route.arguments, envelope, position.as_deref()) {
             Ok(a) => a,
             Err(missing) => {
                 // Only the sidecar's own events get here unchecked, and the
@@ -390,6 +423,14 @@ fn event_span(envelope: &Envelope, source: &str, entry_id: Option<&str>, receive
         span.record("trace_id", telemetry::trace_context::format_trace_id(id));
     }
     span
+}
+
+/// The next cut a history join asks for; never, without history joins.
+async fn next_cut(cuts: &mut Option<CutQueue>) -> Option<cut::CutRequest> {
+    match cuts {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -23,15 +23,37 @@ pub(crate) fn target_of(hub: usize, room_id: &str) -> Target<'_> {
 }
 
 /// One event encoded for one protocol, outside the live fan-out: the
-/// events a stateful session taken over from another instance missed.
+/// events a stateful session taken over from another instance missed, and
+/// those a `history` join replays; `position` is its stream entry id.
 /// `None` when the payload lacks a field the route's arguments name, and
 /// for a roster route (a roster is a live state, not an event to replay).
 /// A batch route's event is a batch of one, so the method keeps its signature.
-pub(crate) fn encode_one(route: &EventRoute, envelope: &Envelope, protocol: Protocol) -> Option<Payload> {
-    let arguments = match route.delivery {
-        Delivery::Roster => return None,
-        Delivery::Batch => super::shape::shape_batch(&route.arguments, std::slice::from_ref(envelope)).ok()?,
-        Delivery::Immediate | Delivery::Coalesce => super::shape::shape(&route.arguments, envelope).ok()?,
+pub(crate) fn encode_one(
+    route: &EventRoute,
+    envelope: &Envelope,
+    position: Option<&str>,
+    protocol: Protocol,
+) -> Option<Payload> {
+    encode_replay(route, std::slice::from_ref(envelope), &[position], protocol)
+}
+
+/// Events of one route and room encoded as one invocation for one
+/// protocol, outside the live fan-out: a batch route's missed burst goes
+/// out as one batch, as it did live. Several events of another route are
+/// not one invocation: `None`, as for a roster route or a missing field.
+pub(crate) fn encode_replay(
+    route: &EventRoute,
+    events: &[Envelope],
+    positions: &[Option<&str>],
+    protocol: Protocol,
+) -> Option<Payload> {
+    let arguments = match (route.delivery, events) {
+        (Delivery::Roster, _) => return None,
+        (Delivery::Batch, _) => super::shape::shape_batch(&route.arguments, events, positions).ok()?,
+        (Delivery::Immediate | Delivery::Coalesce, [envelope]) => {
+            super::shape::shape(&route.arguments, envelope, positions.first().copied().flatten()).ok()?
+        }
+        (Delivery::Immediate | Delivery::Coalesce, _) => return None,
     };
     let encoded = protocol.encode_invocation(&route.method, &arguments);
     if protocol.is_binary() {

@@ -40,8 +40,13 @@ impl Serialize for Argument<'_> {
 }
 
 /// The arguments `spec` asks for, in order; refuses (never sends a
-/// half-shaped call) when the payload lacks a named field.
-pub(super) fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<Argument<'a>>, MissingField> {
+/// half-shaped call) when the payload lacks a named field. `position` is
+/// the event's stream entry id, when it came from a stream.
+pub(super) fn shape<'a>(
+    spec: &Arguments,
+    envelope: &'a Envelope,
+    position: Option<&'a str>,
+) -> Result<Vec<Argument<'a>>, MissingField> {
     spec.sources()
         .iter()
         .enumerate()
@@ -60,6 +65,7 @@ pub(super) fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<
                     envelope.metadata.as_ref().and_then(|m| path.lookup(m)).map_or(Argument::Null, Argument::Value)
                 }
                 ArgumentSource::Envelope => Argument::Owned(envelope.to_json()),
+                ArgumentSource::Position => position.map_or(Argument::Null, Argument::Text),
             })
         })
         .collect()
@@ -70,8 +76,18 @@ pub(super) fn shape<'a>(spec: &Arguments, envelope: &'a Envelope) -> Result<Vec<
 /// `event_type`) is sent once, as for a single event; every other source
 /// becomes the list of its values, one per event, in order. With the
 /// default `[payload]` that is one argument, the list of payloads.
-pub(super) fn shape_batch<'a>(spec: &Arguments, events: &'a [Envelope]) -> Result<Vec<Argument<'a>>, MissingField> {
-    let shaped: Vec<Vec<Argument<'a>>> = events.iter().map(|e| shape(spec, e)).collect::<Result<_, _>>()?;
+/// `positions` are the events' stream entry ids, one per event (a missing
+/// one is sent as null).
+pub(super) fn shape_batch<'a>(
+    spec: &Arguments,
+    events: &'a [Envelope],
+    positions: &[Option<&'a str>],
+) -> Result<Vec<Argument<'a>>, MissingField> {
+    let shaped: Vec<Vec<Argument<'a>>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| shape(spec, e, positions.get(i).copied().flatten()))
+        .collect::<Result<_, _>>()?;
     let mut columns: Vec<Vec<Argument<'a>>> = spec.sources().iter().map(|_| Vec::with_capacity(events.len())).collect();
     for row in shaped {
         for (column, argument) in columns.iter_mut().zip(row) {
@@ -129,22 +145,34 @@ mod tests {
                 "timestamp",
                 "metadata.trace_id",
                 "metadata.absent",
+                "position",
             ]),
             &e,
+            Some("1700000000000-3"),
         )
         .expect("shaped");
         assert_eq!(
             as_json(&args),
-            json!(["room-1", "req-1", "Ann", "chat_message", "e-1", "2026-01-02T03:04:05.123456Z", "t-1", null])
+            json!([
+                "room-1",
+                "req-1",
+                "Ann",
+                "chat_message",
+                "e-1",
+                "2026-01-02T03:04:05.123456Z",
+                "t-1",
+                null,
+                "1700000000000-3"
+            ])
         );
-        let whole = shape(&spec(&["envelope"]), &e).expect("shaped");
+        let whole = shape(&spec(&["envelope"]), &e, None).expect("shaped");
         assert_eq!(as_json(&whole), json!([e.to_json()]));
     }
 
     #[test]
     fn the_default_borrows_the_payload_and_encodes_as_before() {
         let e = event();
-        let args = shape(&Arguments::default(), &e).expect("shaped");
+        let args = shape(&Arguments::default(), &e, None).expect("shaped");
         assert_eq!(args, [Argument::Object(&e.payload)]);
         for protocol in Protocol::ALL {
             assert_eq!(
@@ -159,7 +187,7 @@ mod tests {
     fn a_missing_payload_field_shapes_nothing() {
         let e = event();
         assert_eq!(
-            shape(&spec(&["room_id", "payload.sender.email"]), &e),
+            shape(&spec(&["room_id", "payload.sender.email"]), &e, None),
             Err(MissingField { position: 2, path: "sender.email".into() })
         );
     }
@@ -167,13 +195,14 @@ mod tests {
     #[test]
     fn msgpack_carries_each_argument_in_its_position() {
         let e = event();
-        let args = shape(&spec(&["room_id", "payload.sender", "metadata.absent"]), &e).expect("shaped");
+        let args =
+            shape(&spec(&["room_id", "payload.sender", "metadata.absent", "position"]), &e, None).expect("shaped");
         let bytes = Protocol::MessagePack.encode_invocation("M", &args);
         // Skip the one-byte length prefix (the message is short).
         let value = rmpv::decode::read_value(&mut &bytes[1..]).expect("msgpack");
         let arguments = value.as_array().and_then(|a| a.get(4)).and_then(|a| a.as_array()).expect("arguments");
         let decoded: Value = rmpv::ext::from_value(rmpv::Value::Array(arguments.clone())).expect("json");
-        assert_eq!(decoded, json!(["room-1", {"name": "Ann", "id": 7}, null]));
+        assert_eq!(decoded, json!(["room-1", {"name": "Ann", "id": 7}, null, null]), "no position without a stream");
     }
 
     #[test]
@@ -182,16 +211,20 @@ mod tests {
         second.event_id = "e-2".into();
         second.payload.insert("request_id".into(), "req-2".into());
         let events = [event(), second];
-        let list = shape_batch(&Arguments::default(), &events).expect("shaped");
+        let list = shape_batch(&Arguments::default(), &events, &[]).expect("shaped");
         assert_eq!(as_json(&list), json!([[events[0].payload, events[1].payload]]), "one argument: the payloads");
-        let args =
-            shape_batch(&spec(&["room_id", "payload.request_id", "event_type", "event_id"]), &events).expect("shaped");
-        assert_eq!(as_json(&args), json!(["room-1", ["req-1", "req-2"], "chat_message", ["e-1", "e-2"]]));
+        let spec4 = spec(&["room_id", "payload.request_id", "event_type", "event_id", "position"]);
+        let args = shape_batch(&spec4, &events, &[Some("1-0"), Some("1-1")]).expect("shaped");
+        assert_eq!(
+            as_json(&args),
+            json!(["room-1", ["req-1", "req-2"], "chat_message", ["e-1", "e-2"], ["1-0", "1-1"]]),
+            "a position per event"
+        );
         for protocol in Protocol::ALL {
             assert!(!protocol.encode_invocation("M", &args).is_empty());
         }
         let mut lacking = event();
         lacking.payload.remove("request_id");
-        assert!(shape_batch(&spec(&["payload.request_id"]), &[event(), lacking]).is_err());
+        assert!(shape_batch(&spec(&["payload.request_id"]), &[event(), lacking], &[]).is_err());
     }
 }

@@ -71,6 +71,13 @@ pub struct Metrics {
     pub spool_events: Family<Labels, Counter>,
     /// Notifications through browser push, by outcome (see [`PUSH_OUTCOMES`]).
     pub push: Family<Labels, Counter>,
+    /// History joins (missed updates, CONTRACT 15) by outcome: `recovered`,
+    /// or why not (`no_position`, `too_old`, `not_covered`, `too_long`,
+    /// `unavailable`).
+    pub history_joins: Family<Labels, Counter>,
+    /// Events of history routes kept in the rooms' history, by outcome:
+    /// `written`, `failed` (Redis refused), `dropped` (the writer's queue was full).
+    pub history_events: Family<Labels, Counter>,
 }
 
 /// The outcomes of `sidecar_push_notifications_total`: per notification
@@ -117,6 +124,8 @@ impl Metrics {
             spool_depth: Gauge::default(),
             spool_events: Family::default(),
             push: Family::default(),
+            history_joins: Family::default(),
+            history_events: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -198,6 +207,16 @@ impl Metrics {
         for outcome in PUSH_OUTCOMES {
             m.push.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(0);
         }
+        r.register(
+            "sidecar_history_joins",
+            "Joins naming a last position (missed updates), by outcome",
+            m.history_joins.clone(),
+        );
+        r.register(
+            "sidecar_history_events",
+            "Events kept in the rooms' history for missed updates, by outcome",
+            m.history_events.clone(),
+        );
         // Counted only during a Redis outage: present from the start, so a
         // rate over them is defined before the first outage.
         for outcome in ["spooled", "flushed", "refused"] {

@@ -77,6 +77,10 @@ struct State {
     kicked: Option<Kick>,
     /// Frames written but not yet acknowledged, for stateful reconnect.
     replay: Option<Replay>,
+    /// While set, only this many frames at the front may be taken: a
+    /// history join holds what arrives after it until its replay is in
+    /// front (see [`Outbox::hold`]).
+    held: Option<usize>,
 }
 
 /// What the writer takes out in one go.
@@ -132,6 +136,7 @@ impl Outbox {
                     s.kicked = Some(Kick::SlowConsumer);
                     s.queue.clear();
                     s.bytes = 0;
+                    s.held = s.held.map(|_| 0);
                     drop(s);
                     self.notify.notify_one();
                     return Err(PushError::Overflow);
@@ -139,6 +144,9 @@ impl Outbox {
                 if let Some(old) = s.queue.remove(pos) {
                     s.bytes -= old.payload.len();
                     evicted += 1;
+                    if let Some(h) = s.held.as_mut().filter(|h| pos < **h) {
+                        *h -= 1;
+                    }
                 }
             }
         }
@@ -178,6 +186,7 @@ impl Outbox {
             if why == Kick::SlowConsumer {
                 s.queue.clear();
                 s.bytes = 0;
+                s.held = s.held.map(|_| 0);
             }
         }
         drop(s);
@@ -200,10 +209,40 @@ impl Outbox {
         s.ending || s.kicked.is_some()
     }
 
+    /// Holds back every frame queued from now on until [`Outbox::release`]:
+    /// a join that replays a room's missed events enters fan-out first (so
+    /// no live event is lost) and puts the replay before those live events
+    /// once it has read it. Frames queued before the hold still go out.
+    pub fn hold(&self) {
+        let mut s = self.lock();
+        if s.held.is_none() {
+            s.held = Some(s.queue.len());
+        }
+    }
+
+    /// Ends a [`Outbox::hold`]: `frames` (sequenced) go where the hold
+    /// began, before everything queued since.
+    pub fn release(&self, frames: Vec<Payload>) {
+        let mut s = self.lock();
+        let at = s.held.take().unwrap_or(0).min(s.queue.len());
+        if s.kicked == Some(Kick::SlowConsumer) {
+            return; // its queue was cleared: nothing more goes out
+        }
+        for (i, payload) in frames.into_iter().enumerate() {
+            s.bytes += payload.len();
+            s.queue.insert(at + i, OutFrame { payload, droppable: false, sequenced: true });
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
     /// Takes every queued frame (at most `max`), and the end if one is due.
     pub(crate) fn take(&self, max: usize) -> Batch {
         let mut s = self.lock();
-        let n = s.queue.len().min(max);
+        let n = s.queue.len().min(max).min(s.held.unwrap_or(usize::MAX));
+        if let Some(h) = s.held.as_mut() {
+            *h -= n;
+        }
         let mut frames = Vec::with_capacity(n);
         let State { queue, replay, .. } = &mut *s;
         for f in queue.drain(..n) {
@@ -374,6 +413,37 @@ mod tests {
         o.finish();
         let b = o.take(10);
         assert_eq!((b.frames.len(), b.end), (1, Some(End::Finished)));
+    }
+
+    fn texts(b: &Batch) -> Vec<String> {
+        b.frames.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect()
+    }
+
+    #[test]
+    fn a_hold_keeps_later_frames_back_until_the_replay_is_in_front_of_them() {
+        let o = outbox(10);
+        o.try_push(frame("before", false)).expect("room");
+        o.hold();
+        o.try_push(frame("live1", false)).expect("room");
+        assert_eq!(texts(&o.take(10)), ["before"], "what was queued before the hold goes");
+        o.try_push(frame("live2", true)).expect("room");
+        assert!(o.take(10).frames.is_empty(), "held");
+        o.release(vec![Payload::text("missed1".into()), Payload::text("missed2".into())]);
+        assert_eq!(texts(&o.take(10)), ["missed1", "missed2", "live1", "live2"]);
+        o.try_push(frame("after", false)).expect("room");
+        assert_eq!(texts(&o.take(10)), ["after"], "released for good");
+    }
+
+    #[test]
+    fn an_eviction_before_the_hold_point_moves_it() {
+        let o = outbox(3);
+        o.try_push(frame("typing", true)).expect("room");
+        o.try_push(frame("chat", false)).expect("room");
+        o.hold();
+        o.try_push(frame("live", false)).expect("room");
+        assert_eq!(o.try_push(frame("live2", false)), Ok(1), "the typing frame is evicted");
+        o.release(vec![Payload::text("missed".into())]);
+        assert_eq!(texts(&o.take(10)), ["chat", "missed", "live", "live2"]);
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use super::super::hub_options::DEFAULT_HISTORY;
 use super::*;
 
 #[test]
@@ -14,11 +15,14 @@ fn the_shipped_files_load() {
     assert_eq!(table.route("notification").map(|r| r.stream.as_str()), Some("events:notification"));
     assert!(table.routes().all(|r| r.arguments == Arguments::default()), "the Support-Center keeps [payload]");
     let discussion = RouteTable::load(Path::new("protocol/routes-discussion.toml")).expect("discussion");
-    for ev in ["response_posted", "response_edited", "response_deleted", "analysis_updated", "user_joined", "user_left"]
-    {
-        let args: Vec<String> =
-            discussion.route(ev).expect(ev).arguments.sources().iter().map(ToString::to_string).collect();
-        assert_eq!(args, ["room_id", "payload"], "{ev}");
+    let args = |ev: &str| -> Vec<String> {
+        discussion.route(ev).expect(ev).arguments.sources().iter().map(ToString::to_string).collect()
+    };
+    for ev in ["response_posted", "response_edited", "response_deleted", "analysis_updated"] {
+        assert_eq!(args(ev), ["room_id", "payload", "position"], "{ev}: missed updates");
+    }
+    for ev in ["user_joined", "user_left", "participant_count"] {
+        assert_eq!(args(ev), ["room_id", "payload"], "{ev}");
     }
     let posted = discussion.route("response_posted").expect("response_posted");
     assert_eq!(posted.delivery, Delivery::Batch);
@@ -200,4 +204,60 @@ fn a_route_opts_into_browser_push_and_hubs_offer_the_push_methods() {
     assert_eq!(hub.method("pushpublickey").map(|m| m.action), Some(Action::PushPublicKey));
     let err = RouteTable::parse("r.toml", &format!("{ONE_HUB}{}", route("reply", "push = \"yes\""))).unwrap_err();
     assert!(err.to_string().starts_with("r.toml:12: invalid type"), "{err}");
+}
+
+#[test]
+fn the_discussion_keys_are_off_by_default_and_set_by_the_shipped_discussion_file() {
+    let default = RouteTable::load(Path::new("protocol/routes.toml")).expect("default");
+    assert!(default.hubs.iter().all(|h| h.options == HubOptions::default()), "the Support-Center is unchanged");
+    let t = RouteTable::load(Path::new("protocol/routes-discussion.toml")).expect("discussion");
+    let hub = t.hub_by_path("/hubs/discussion").expect("hub");
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(
+        hub.options,
+        HubOptions { history: Some(secs(86400)), inactivity_timeout: Some(secs(1800)), away_after: Some(secs(300)) }
+    );
+    assert!(hub.method("JoinDiscussion").is_some_and(|m| m.history));
+    let posted: Vec<String> =
+        t.route("response_posted").expect("route").arguments.sources().iter().map(ToString::to_string).collect();
+    assert_eq!(posted, ["room_id", "payload", "position"]);
+}
+
+#[test]
+fn the_discussion_keys_are_checked_against_the_routes() {
+    let join = "[[hub.method]]\nname = \"Join\"\naction = \"join\"\nhistory = true\n\n";
+    let history = route("posted", "arguments = [\"payload\", \"position\"]");
+    let ok = format!("{ONE_HUB}{join}{history}");
+    let t = RouteTable::parse("r.toml", &ok).expect("valid");
+    assert_eq!(t.hubs[0].options.history, Some(DEFAULT_HISTORY), "24 h unless history_seconds says otherwise");
+    let fails = |text: String, expected: &str| {
+        let err = RouteTable::parse("r.toml", &text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    };
+    fails(
+        format!("{ONE_HUB}{join}"),
+        "method 'Join': history = true needs a route of this hub whose arguments carry position",
+    );
+    fails(
+        ok.replace("presence = true", "presence = true\nhistory_seconds = 0"),
+        "r.toml:1: hub 'chat': history_seconds must be at least 1",
+    );
+    fails(
+        ok.replace("presence = true", "presence = false\naway_after_seconds = 60"),
+        "hub 'chat': away_after_seconds needs presence = true",
+    );
+    fails(
+        format!("{ONE_HUB}{}", route("typing", "arguments = [\"position\"]").replace("immediate", "coalesce")),
+        "route 'typing': position belongs to routes with delivery = \"immediate\"",
+    );
+    fails(
+        format!("{ok}{}", route("edited", "arguments = [\"position\"]").replace("stream = \"s\"", "stream = \"t\"")),
+        "the routes carrying position come from one stream",
+    );
+    fails(
+        format!("{ONE_HUB}history_seconds = 60\n{}", route("a", ""))
+            .replace("presence = true\n\nhistory", "presence = true\nhistory"),
+        "history_seconds needs a route of this hub whose arguments carry position",
+    );
+    fails(ok.replace("action = \"join\"", "action = \"leave\""), "method 'Join': history belongs to action \"join\"");
 }

@@ -1,0 +1,170 @@
+//! What a `history` join reads: the room's events between its client's
+//! position and the join's cut, once the writer has caught up with the cut
+//! and the written stretches prove none is missing.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Value;
+
+use super::coverage::{covers, Stretch};
+use super::layout::{coverage_key, parse_member, parse_stretch, room_key};
+use super::{HubHistory, Shared};
+use crate::codec::Protocol;
+use crate::config::{Delivery, HubId};
+use crate::envelope::Envelope;
+use crate::fanout::Positions;
+use crate::hub::{BoxFuture, NotRecovered, RoomHistory};
+use crate::ingest::StreamId;
+use crate::pipeline::{encode_replay, Cuts};
+use crate::transport::Payload;
+
+/// Most events one replay carries; beyond, the client refetches.
+const MAX_REPLAY: usize = 10_000;
+/// How long a join waits for the writer to write everything up to its cut.
+const WRITER_WAIT: Duration = Duration::from_secs(2);
+
+/// The history in Redis, as the hub reads it.
+pub(super) struct RedisHistory {
+    pub(super) shared: Arc<Shared>,
+    pub(super) cuts: Cuts,
+}
+
+impl RedisHistory {
+    fn hub(&self, hub: HubId) -> Option<&HubHistory> {
+        self.shared.hubs.get(hub).and_then(Option::as_ref)
+    }
+
+    /// Where the hub's stream stands in `positions`.
+    fn at(&self, hub: &HubHistory, positions: &Positions) -> Option<StreamId> {
+        positions.iter().find(|(s, _)| *s == hub.stream).and_then(|(_, id)| id.parse().ok())
+    }
+
+    /// Waits until the writer has finished with every event queued so far.
+    async fn writer_caught_up(&self) -> bool {
+        let target = self.shared.sent.load(Ordering::Acquire);
+        let mut done = self.shared.done.subscribe();
+        tokio::time::timeout(WRITER_WAIT, done.wait_for(|d| *d >= target)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// This instance's stretch up to the cut, and every run's published one.
+    async fn stretches(&self, stream: &Arc<str>, upto: StreamId) -> Result<Vec<Stretch>, NotRecovered> {
+        let own = self.shared.runs().get(stream).map(|r| Stretch { from: r.from, to: upto });
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(coverage_key(&self.shared.prefix, stream))
+            .query_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(|e| NotRecovered::Unavailable(e.to_string()))?;
+        Ok(own
+            .into_iter()
+            .chain(fields.values().filter_map(|v| parse_stretch(v)).map(|(from, to)| Stretch { from, to }))
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        hub_id: HubId,
+        room: &str,
+        after: &str,
+        upto: &Positions,
+        protocol: Protocol,
+    ) -> Result<Vec<Payload>, NotRecovered> {
+        let hub = self.hub(hub_id).ok_or_else(|| NotRecovered::Unavailable("no history on this hub".into()))?;
+        let after: StreamId = after.parse().map_err(|_| NotRecovered::Unavailable("not a position".into()))?;
+        let upto =
+            self.at(hub, upto).ok_or_else(|| NotRecovered::Unavailable("no position in the stream yet".into()))?;
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        if after.ms.saturating_add(hub.window.as_millis() as u64) < now {
+            return Err(NotRecovered::TooOld);
+        }
+        if !self.writer_caught_up().await {
+            return Err(NotRecovered::Unavailable("the history writer is behind".into()));
+        }
+        let key = room_key(&self.shared.prefix, &hub.name, room);
+        let mut conn = self.shared.conn.clone();
+        let mut range_cmd = redis::cmd("ZRANGEBYSCORE");
+        range_cmd.arg(&key).arg(after.ms).arg(upto.ms).arg("LIMIT").arg(0).arg(MAX_REPLAY * 2);
+        let range = range_cmd.query_async::<Vec<Value>>(&mut conn);
+        let (stretches, members) = tokio::join!(self.stretches(&hub.stream, upto), range);
+        if !covers(&stretches?, after, upto) {
+            return Err(NotRecovered::NotCovered);
+        }
+        let members = members.map_err(|e| NotRecovered::Unavailable(e.to_string()))?;
+        if members.len() >= MAX_REPLAY * 2 {
+            return Err(NotRecovered::TooLong(MAX_REPLAY));
+        }
+        let (mut ids, mut events): (Vec<String>, Vec<Envelope>) = (Vec::new(), Vec::new());
+        let mut last = after;
+        for m in &members {
+            let Value::BulkString(bytes) = m else { continue };
+            let Some((id, json)) = parse_member(bytes) else { continue };
+            // Sorted by id: an id seen already is a copy another version wrote.
+            if id <= last || id > upto {
+                continue;
+            }
+            last = id;
+            if events.len() == MAX_REPLAY {
+                return Err(NotRecovered::TooLong(MAX_REPLAY));
+            }
+            if let Ok(envelope) = Envelope::from_json(json, &self.shared.schemas) {
+                ids.push(id.to_string());
+                events.push(envelope);
+            }
+        }
+        Ok(self.encode(hub_id, &ids, &events, protocol))
+    }
+
+    /// The missed events as invocations, in order: one per event, except
+    /// that consecutive events of one batch route go as one batch, as a
+    /// burst did live.
+    fn encode(&self, hub: HubId, ids: &[String], events: &[Envelope], protocol: Protocol) -> Vec<Payload> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some(first) = events.get(at) {
+            let Some(route) = self.shared.routes.route(&first.event_type).filter(|r| r.hub == hub) else {
+                at += 1;
+                continue;
+            };
+            let run = match route.delivery {
+                Delivery::Batch => events[at..].iter().take_while(|e| e.event_type == first.event_type).count(),
+                _ => 1,
+            };
+            let positions: Vec<Option<&str>> = ids[at..at + run].iter().map(|id| Some(id.as_str())).collect();
+            frames.extend(encode_replay(route, &events[at..at + run], &positions, protocol));
+            at += run;
+        }
+        frames
+    }
+}
+
+impl RoomHistory for RedisHistory {
+    fn at_cut<'a>(&'a self, hub: HubId, room: &'a str, step: Box<dyn FnOnce() + Send>) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.cuts.at_cut(hub, room, step).await.is_some() })
+    }
+
+    fn reached(&self, hub: HubId, after: &str, local: &Positions) -> bool {
+        let (Some(h), Ok(after)) = (self.hub(hub), after.parse::<StreamId>()) else { return true };
+        self.at(h, local).is_some_and(|at| at >= after)
+    }
+
+    fn position(&self, hub: HubId, upto: &Positions) -> Option<String> {
+        let h = self.hub(hub)?;
+        self.at(h, upto).map(|id| id.to_string())
+    }
+
+    fn missed<'a>(
+        &'a self,
+        hub: HubId,
+        room: &'a str,
+        after: &'a str,
+        upto: &'a Positions,
+        protocol: Protocol,
+    ) -> BoxFuture<'a, Result<Vec<Payload>, NotRecovered>> {
+        Box::pin(self.read(hub, room, after, upto, protocol))
+    }
+}

@@ -1,0 +1,211 @@
+//! Missed updates on the discussion platform (CONTRACT section 15, seed 003
+//! FR-025) with the official client and a real Redis: every event of a
+//! history route carries its position; `JoinDiscussion(id, lastPosition)`
+//! replays what the client missed, in order, then continues live with no
+//! gap and no duplicate; a position the history cannot vouch for answers
+//! `recovered: false`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const HUB: &str = "/hubs/discussion";
+const STREAM: &str = "events:discussion";
+
+fn discussion_env(redis: Option<&Redis>) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("SIDECAR_ROUTES", "protocol/routes-discussion.toml".to_string()),
+        ("SIDECAR_STREAMS", STREAM.to_string()),
+    ];
+    if let Some(r) = redis {
+        env.push(("SIDECAR_REDIS_URL", r.url()));
+    }
+    env
+}
+
+fn response(room: &str, n: u64) -> Value {
+    envelope("response_posted", room, json!({"id": n, "discussion_id": room, "content": format!("response {n}")}))
+}
+
+/// Connects `name` to the discussion hub and joins `room` naming `last`;
+/// returns the join's Completion.
+async fn join(d: &mut Driver, s: &Sidecar, name: &str, room: &str, last: Value) -> Value {
+    join_over(d, s, name, room, last, "WebSockets").await
+}
+
+/// [`join`] over a given transport.
+async fn join_over(d: &mut Driver, s: &Sidecar, name: &str, room: &str, last: Value, transport: &str) -> Value {
+    let options = json!({"transport": transport});
+    d.connect(name, &s.hub(HUB), &["ResponsePosted", "ResponseEdited"], options).await.expect("connects");
+    d.invoke(name, "JoinDiscussion", json!([room, last])).await.expect("joins")
+}
+
+/// `(n, position)` of every ResponsePosted `name` got, waiting until `count`.
+async fn received(d: &mut Driver, name: &str, count: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let Some(m) = d.message(name, "ResponsePosted", WAIT).await else { break };
+        let n = m["args"][0]["id"].as_u64().expect("payload id");
+        let position = m["args"][1].as_str().unwrap_or_else(|| panic!("a position: {m}")).to_string();
+        out.push((n, position));
+    }
+    out
+}
+
+fn ids(got: &[(u64, String)]) -> Vec<u64> {
+    got.iter().map(|(n, _)| *n).collect()
+}
+
+fn id_of(p: &str) -> (u64, u64) {
+    let (ms, seq) = p.split_once('-').expect("ms-seq");
+    (ms.parse().expect("ms"), seq.parse().expect("seq"))
+}
+
+#[tokio::test]
+async fn a_join_with_the_last_position_replays_the_missed_events_then_continues_live_without_gap_or_duplicate() {
+    // A WebSocket session writes nothing while it runs an invocation;
+    // Server-Sent Events are written by another task, so live events can
+    // race the replay there: both must hold the seam.
+    for transport in ["WebSockets", "ServerSentEvents", "LongPolling"] {
+        replay_then_live(transport).await;
+    }
+}
+
+async fn replay_then_live(transport: &str) {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    let first = join(&mut d, &s, "a", "d1", Value::Null).await;
+    assert_eq!(first["recovered"], false, "nothing to recover without a position: {first}");
+    assert!(first["position"].is_string(), "a bookmark even before any event: {first}");
+
+    let mut conn = redis.conn();
+    for n in 0..3 {
+        xadd_data_on(&mut conn, STREAM, &response("d1", n));
+        xadd_data_on(&mut conn, STREAM, &response("d2", 100 + n)); // another discussion
+    }
+    let seen = received(&mut d, "a", 3).await;
+    assert_eq!(ids(&seen), [0, 1, 2]);
+    assert!(seen.windows(2).all(|w| id_of(&w[0].1) < id_of(&w[1].1)), "positions grow: {seen:?}");
+    let last = seen[2].1.clone();
+    d.stop("a").await;
+
+    // Missed while away: many responses (a replay long enough to race the
+    // live ones), an edit, a typing event, the other room.
+    for n in 3..503 {
+        xadd_data_on(&mut conn, STREAM, &response("d1", n));
+        xadd_data_on(&mut conn, STREAM, &response("d2", 100_000 + n));
+    }
+    xadd_data_on(&mut conn, STREAM, &envelope("response_edited", "d1", json!({"id": 4, "content": "edited"})));
+    let typing = json!({"user_id": "u9", "username": "U9", "is_typing": true});
+    xadd_data_on(&mut conn, STREAM, &envelope("typing_started", "d1", typing));
+
+    // Publishing goes on while the client rejoins: the seam must hold.
+    let url = redis.url();
+    let publisher = tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url).expect("url").get_connection().expect("redis");
+        for n in 503..703 {
+            xadd_data_on(&mut conn, STREAM, &response("d1", n));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let back = join_over(&mut d, &s, "b", "d1", json!(last), transport).await;
+    assert_eq!(back["recovered"], true, "{back}");
+    publisher.await.expect("publisher");
+    let got = received(&mut d, "b", 700).await;
+    assert_eq!(ids(&got), (3..703).collect::<Vec<_>>(), "{transport}: every missed and live event once, in order");
+    assert!(got.windows(2).all(|w| id_of(&w[0].1) < id_of(&w[1].1)), "positions grow");
+    let edit = d.message("b", "ResponseEdited", WAIT).await.expect("the missed edit is replayed");
+    assert_eq!(edit["args"][0]["content"], "edited");
+    assert!(edit["args"][1].is_string(), "the edit carries its position");
+    assert!(d.message("b", "ResponsePosted", Duration::from_millis(500)).await.is_none(), "nothing twice");
+    assert!(id_of(back["position"].as_str().expect("position")) > id_of(&last), "{back}");
+}
+
+#[tokio::test]
+async fn a_position_older_than_the_history_or_from_before_anyone_was_reading_is_not_recovered() {
+    let redis = Redis::start().await;
+    let routes = std::env::temp_dir().join(format!("routes-history-{}.toml", free_port()));
+    let text = std::fs::read_to_string(procs::root().join("protocol/routes-discussion.toml")).expect("routes");
+    std::fs::write(&routes, text.replace("history_seconds = 86400", "history_seconds = 2")).expect("write");
+    let mut env = discussion_env(Some(&redis));
+    env[0].1 = routes.display().to_string();
+    let mut s = Sidecar::start(&env).await;
+    let mut d = Driver::start().await;
+    join(&mut d, &s, "a", "d1", Value::Null).await;
+    redis.xadd_data(STREAM, &response("d1", 1));
+    let old = received(&mut d, "a", 1).await[0].1.clone();
+
+    // Older than the kept history (2 s here). (With nothing published
+    // since, nothing was missed: that join would recover, rightly.)
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.xadd_data(STREAM, &response("d9", 9));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = d.invoke("a", "JoinDiscussion", json!(["d2", old])).await.expect("joins");
+    assert_eq!(late["recovered"], false, "{late}");
+    assert!(d.invoke("a", "JoinDiscussion", json!(["d3", "1-0"])).await.expect("joins")["recovered"] == false);
+    assert!(d.invoke("a", "JoinDiscussion", json!(["d4", "nonsense"])).await.is_err(), "not a position");
+
+    // No instance was reading while these were published: nobody can vouch
+    // that the history holds them.
+    redis.xadd_data(STREAM, &response("d1", 2));
+    let seen = received(&mut d, "a", 1).await[0].1.clone();
+    d.stop("a").await;
+    s.kill().await;
+    redis.xadd_data(STREAM, &response("d1", 3));
+    let s = Sidecar::start(&env).await;
+    let gap = join(&mut d, &s, "b", "d1", json!(seen)).await;
+    assert_eq!(gap["recovered"], false, "{gap}");
+    assert!(d.message("b", "ResponsePosted", Duration::from_millis(500)).await.is_none(), "no partial replay");
+}
+
+#[tokio::test]
+async fn positions_hold_across_instances_and_across_a_rolling_restart() {
+    let redis = Redis::start().await;
+    let mut one = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut two = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    join(&mut d, &one, "a", "d1", Value::Null).await;
+    redis.xadd_data(STREAM, &response("d1", 0));
+    let p = received(&mut d, "a", 1).await[0].1.clone();
+    d.stop("a").await;
+    for n in 1..4 {
+        redis.xadd_data(STREAM, &response("d1", n));
+    }
+    // The client comes back through another instance.
+    let moved = join(&mut d, &two, "b", "d1", json!(p)).await;
+    assert_eq!(moved["recovered"], true, "{moved}");
+    let got = received(&mut d, "b", 3).await;
+    assert_eq!(ids(&got), [1, 2, 3]);
+    let q = got[2].1.clone();
+    d.stop("b").await;
+
+    // A rolling restart: one goes; an event is published while only two
+    // reads; three comes; two goes; another event. Three recovers both: the
+    // first from two's stretch of the stream, the second from its own.
+    assert_eq!(one.stop().await, Some(0));
+    redis.xadd_data(STREAM, &response("d1", 4));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let three = Sidecar::start(&discussion_env(Some(&redis))).await;
+    assert_eq!(two.stop().await, Some(0));
+    redis.xadd_data(STREAM, &response("d1", 5));
+    let restarted = join(&mut d, &three, "c", "d1", json!(q)).await;
+    assert_eq!(restarted["recovered"], true, "{restarted}");
+    assert_eq!(ids(&received(&mut d, "c", 2).await), [4, 5]);
+}
+
+#[tokio::test]
+async fn without_redis_events_carry_a_null_position_and_joins_do_not_recover() {
+    let s = Sidecar::start(&discussion_env(None)).await;
+    let mut d = Driver::start().await;
+    let joined = join(&mut d, &s, "a", "d1", json!("1700000000000-0")).await;
+    assert_eq!(joined, json!({"recovered": false, "position": null}));
+    let (status, body) = s.post_event(response("d1", 7).to_string().as_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    let m = d.message("a", "ResponsePosted", WAIT).await.expect("delivered");
+    assert_eq!(m["args"], json!([{"id": 7, "discussion_id": "d1", "content": "response 7"}, null]));
+}
