@@ -209,3 +209,113 @@ async fn without_redis_events_carry_a_null_position_and_joins_do_not_recover() {
     let m = d.message("a", "ResponsePosted", WAIT).await.expect("delivered");
     assert_eq!(m["args"], json!([{"id": 7, "discussion_id": "d1", "content": "response 7"}, null]));
 }
+
+/// Builds `events:discussion` with 1,000,000 entries (a Lua loop, 100,000
+/// per call), 100 of them for discussion `bench` spread evenly, each also
+/// in its room's history as the history writer keeps it, and the coverage
+/// a long-running instance would have published; then times
+/// `JoinDiscussion("bench", <position before the first of them>)`, which
+/// replays the 100. Run: `cargo test --test missed_updates -- --ignored
+/// --nocapture replay_of_100`. The figure is in BENCHMARKS.md.
+#[tokio::test]
+#[ignore = "a measurement: builds a 1,000,000-entry stream"]
+async fn replay_of_100_missed_events_from_a_stream_of_1_000_000() {
+    const BUILD: &str = r#"
+local stream, prefix, ts = KEYS[1], ARGV[1], ARGV[2]
+local first, count, last = tonumber(ARGV[3]), tonumber(ARGV[4]), ''
+for n = first, first + count - 1 do
+  local room = 'd' .. (n % 1000)
+  if n % 10000 == 5000 then room = 'bench' end
+  local json = '{"event_id":"00000000-0000-4000-8000-' .. string.format('%012d', n) ..
+    '","event_type":"response_posted","timestamp":"' .. ts .. '","room_id":"' .. room ..
+    '","payload":{"id":' .. n .. ',"discussion_id":"' .. room .. '","content":"response ' .. n .. '"}}'
+  last = redis.call('XADD', stream, '*', 'data', json)
+  local ms, seq = string.match(last, '(%d+)-(%d+)')
+  local key = prefix .. ':history:{discussion:' .. room .. '}'
+  redis.call('ZADD', key, ms, string.format('%020d-%020d ', tonumber(ms), tonumber(seq)) .. json)
+end
+return last
+"#;
+    const TOTAL: u64 = 1_000_000;
+    let redis = Redis::start().await;
+    let mut conn = redis.conn();
+    let built = std::time::Instant::now();
+    let mut last = String::new();
+    for chunk in 0..10u64 {
+        last = redis::cmd("EVAL")
+            .arg(BUILD)
+            .arg(1)
+            .arg(STREAM)
+            .arg("signalr-sidecar")
+            .arg(now())
+            .arg(chunk * TOTAL / 10)
+            .arg(TOTAL / 10)
+            .query(&mut conn)
+            .expect("build");
+    }
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("signalr-sidecar:history-coverage:{STREAM}"))
+        .arg("earlier-instance@0-0")
+        .arg(format!("0-0 {last}"))
+        .query(&mut conn)
+        .expect("coverage");
+    let len: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut conn).expect("XLEN");
+    assert_eq!(len, TOTAL);
+    println!("built {len} entries in {:?}", built.elapsed());
+    // The position just before the room's first event (entry 4999).
+    let before: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+").arg("COUNT").arg(5000).query(&mut conn).expect("XRANGE");
+    let after = before.ids[4999].id.clone();
+
+    let key = "signalr-sidecar:history:{discussion:bench}";
+    let mut redis_ms = Vec::new();
+    for _ in 0..21 {
+        let t = std::time::Instant::now();
+        let members: Vec<Vec<u8>> =
+            redis::cmd("ZRANGEBYSCORE").arg(key).arg("-inf").arg("+inf").query(&mut conn).expect("range");
+        redis_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(members.len(), 100);
+    }
+    redis_ms.sort_by(|a, b| a.total_cmp(b));
+    println!("redis alone: ZRANGEBYSCORE of the room's 100 events, median {:.3} ms", redis_ms[10]);
+
+    let log = std::env::temp_dir().join(format!("replay-bench-{}.log", free_port()));
+    let mut env = discussion_env(Some(&redis));
+    env.push(("SIDECAR_LOG", "warn,signalr_sidecar::hub::missed=debug".into()));
+    env.push(("SIDECAR_LOG_FORMAT", "json".into()));
+    let s = Sidecar::start_logged(&env, &log).await;
+    let mut d = Driver::start().await;
+    let mut client_ms = Vec::new();
+    for round in 0..21 {
+        let name = format!("c{round}");
+        d.connect(&name, &s.hub(HUB), &["ResponsePosted"], json!({})).await.expect("connects");
+        let t = std::time::Instant::now();
+        let joined = d.invoke(&name, "JoinDiscussion", json!(["bench", after])).await.expect("joins");
+        client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(joined["recovered"], true, "{joined}");
+        let got = received(&mut d, &name, 100).await;
+        assert_eq!(ids(&got), (0..100).map(|k| k * 10_000 + 5000).collect::<Vec<_>>());
+        d.stop(&name).await;
+    }
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut server_ms: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["ms"].as_f64().or(v["fields"]["ms"].as_f64()))
+        .collect();
+    // The first join warms the connection pool and the schema caches.
+    client_ms.remove(0);
+    server_ms.remove(0);
+    for v in [&mut client_ms, &mut server_ms] {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    let at = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "replay of 100 events from {TOTAL} entries, 20 joins: server median {:.2} ms, max {:.2} ms; client-observed join median {:.2} ms, max {:.2} ms",
+        at(&server_ms, 0.5),
+        at(&server_ms, 1.0),
+        at(&client_ms, 0.5),
+        at(&client_ms, 1.0)
+    );
+    assert!(at(&server_ms, 0.5) < 10.0, "target: under 10 ms");
+}
