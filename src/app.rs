@@ -24,7 +24,7 @@ use crate::hub::{self, HubSettings, Hubs};
 use crate::ingest::{self, Publisher, RedisIngest};
 use crate::introspect::{self, InstanceState, Introspect};
 use crate::pipeline::{self, Pipeline};
-use crate::presence::{MemoryPresence, Presence, RedisPresence};
+use crate::presence::{Presence, RedisPresence};
 use crate::telemetry::Metrics;
 
 /// How long a drained instance's stateful session waits in Redis for its
@@ -168,9 +168,9 @@ pub async fn run_with(
             let conn =
                 ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
             let hub_names = routes.hubs.iter().map(|h| h.name.clone()).collect();
-            Presence::Redis(Box::new(RedisPresence::new(conn, &config.instance_id, config.presence_ttl, hub_names)))
+            Presence::redis(RedisPresence::new(conn, &config.instance_id, config.presence_ttl, hub_names))
         }
-        None => Presence::Memory(MemoryPresence::default()),
+        None => Presence::memory(),
     };
     let mut hubs = Hubs::new(
         routes.clone(),
@@ -200,6 +200,7 @@ pub async fn run_with(
     let hubs = Arc::new(hubs);
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
+    tasks.spawn(hub::run_participants(hubs.clone(), keepalive_stop.clone()));
 
     let introspect_stop = CancellationToken::new();
     let introspect = Arc::new(introspection(&config, &routes, &registry, &metrics, &readiness).await?);

@@ -128,6 +128,7 @@ mod tests {
             expires_at_ms: None,
             connection_id: uuid::Uuid::nil(),
             since_ms: 0,
+            activity: Default::default(),
         });
         reg.add(entry.clone());
         entry

@@ -12,5 +12,5 @@ pub(crate) use crate::transport::outbox::Limits;
 pub(crate) use crate::transport::outbox::{Outbox, Payload};
 pub(crate) use broadcast::{Frame, Target, MAX_SLOTS};
 pub(crate) use query::{unix_ms, ConnView};
-pub(crate) use registry::{ConnEntry, ConnId, JoinError, Positions, Registry};
+pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry};
 pub(crate) use user_watch::UserWatch;

@@ -147,6 +147,7 @@ mod tests {
             expires_at_ms: None,
             connection_id,
             since_ms: 1_000 + id,
+            activity: Default::default(),
         });
         let groups: Vec<Box<str>> = groups.iter().map(|g| (*g).into()).collect();
         reg.add_with_groups(entry, &groups);

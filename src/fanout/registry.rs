@@ -42,6 +42,19 @@ pub(crate) struct ConnEntry {
     pub connection_id: uuid::Uuid,
     /// When it entered fan-out on this instance (Unix milliseconds).
     pub since_ms: u64,
+    /// What the client does, as opposed to what it merely keeps alive.
+    pub activity: Activity,
+}
+
+/// A connection's activity, for the inactivity timeout and away presence
+/// (CONTRACT section 15): pings are not activity, invocations are.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Milliseconds (on the keep-alive clock) of its last invocation, or of
+    /// its handshake before the first.
+    pub last_invoked_ms: AtomicU64,
+    /// Marked idle in presence (no invocation for `away_after_seconds`).
+    pub idle: AtomicBool,
 }
 
 /// Why a join was refused.

@@ -15,6 +15,7 @@ mod layout;
 mod reader;
 mod writer;
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -76,7 +77,7 @@ struct Shared {
 impl Shared {
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Run>> {
         // Each update is one assignment: a poisoned map is still consistent.
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+        self.runs.locked()
     }
 
     /// The longest window of the hubs fed by `stream`.
@@ -178,7 +179,7 @@ impl History {
     /// The writer's task: runs until the pipeline has drained (its sink is
     /// dropped), then publishes its last stretch. Call once.
     pub async fn run_writer(&self) {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let queue = self.queue.locked().take();
         if let Some(queue) = queue {
             writer::run(self.shared.clone(), queue).await;
         }

@@ -25,6 +25,10 @@ pub(super) fn for_kick(why: Kick) -> Option<CloseMessage> {
             return Some(CloseMessage { error: None, allow_reconnect: true })
         }
         Kick::MessageTooLarge => (CLOSED_WITH_AN_ERROR.to_string(), true),
+        // A session timeout (seed 003 FR-035), the sidecar's own: reconnecting
+        // on its own would undo it, so the client stops, and the error says
+        // why, for the app to show with a way to connect again.
+        Kick::Inactive => ("Connection closed after a period of inactivity (session timeout).".to_string(), false),
         // The client must see a dropped socket, not a Close, to resume.
         Kick::HandshakeTimeout | Kick::Handoff => return None,
     };

@@ -113,6 +113,9 @@ pub(super) async fn invoke(
                 }
             };
             let user = identity.user_id.as_deref().unwrap_or(connection_id);
+            if hubs.activity.tracks_away(hub.id) {
+                return super::activity::set_presence(hubs, hub.id, conn, user, state).await;
+            }
             for room in hubs.registry.groups_of(conn) {
                 hubs.presence.set_state(hub.id, &room, user, state).await?;
             }

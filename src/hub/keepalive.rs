@@ -154,7 +154,7 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
             {
                 entry.outbox.kick(Kick::ClientTimeout);
                 timed_out += 1;
-            } else {
+            } else if !hubs.activity.check(entry, now) {
                 ping(entry);
             }
         });

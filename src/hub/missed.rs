@@ -12,7 +12,7 @@
 //! position is older than the kept history, or the history cannot prove it
 //! holds every event since) tells the client to refetch; the join itself
 //! has happened either way. Where the history lives is not the hub's
-//! business: [`RoomHistory`] is provided by `crate::history`.
+//! business: [`RoomHistory`] is provided by the `history` module.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,8 +10,11 @@
 //! - `drain`: closing connections on SIGTERM or after a hole;
 //! - `close`: why a connection ends -> the Close the client sees;
 //! - `missed`: joins that replay what their client missed (CONTRACT 15);
+//! - `activity`, `participants`: inactivity, idleness for away presence,
+//!   participant counts (CONTRACT 15);
 //! - `keepalive`, `presence`, `tokens`, `reconnect`, `authorize`, `limits`.
 
+mod activity;
 mod authorize;
 mod close;
 mod connection;
@@ -22,6 +25,7 @@ mod invocation;
 mod keepalive;
 mod limits;
 mod missed;
+mod participants;
 mod presence;
 mod reconnect;
 mod server;
@@ -31,6 +35,7 @@ mod tokens;
 #[cfg(test)]
 mod testkit;
 
+pub(crate) use activity::Activity;
 pub(crate) use authorize::{Authorizer, Webhook};
 pub(crate) use connection::{resume_websocket, run, Carrier, Start};
 pub(crate) use drain::{close_for_hole, drain};
@@ -41,6 +46,7 @@ pub(crate) use handoff::{
 pub(crate) use keepalive::run_keepalive;
 pub(crate) use limits::RateLimiter;
 pub(crate) use missed::{NotRecovered, RoomHistory};
+pub(crate) use participants::run_participants;
 pub(crate) use presence::run_presence;
 pub(crate) use reconnect::Parked;
 pub(crate) use server::{HubSettings, Hubs};

@@ -101,6 +101,8 @@ pub(crate) struct Hubs {
     pub push: Option<Arc<crate::push::Registrar>>,
     /// The rooms' history for `history` joins (with Redis).
     pub history: Option<Arc<dyn super::RoomHistory>>,
+    /// Inactivity timeouts and idleness for away presence, per hub.
+    pub activity: super::Activity,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
@@ -125,6 +127,7 @@ impl Hubs {
         let connection_limiter =
             RateLimiter::new(f64::from(limits.connections_per_ip_per_second), limits.connection_burst_per_ip);
         Hubs {
+            activity: super::Activity::new(&routes),
             routes,
             registry,
             publisher,

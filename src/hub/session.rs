@@ -147,6 +147,7 @@ impl HubSession {
             Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
             Ended::Kicked(Kick::ContinuityLost) => "continuity",
             Ended::Kicked(Kick::Handoff) => "handoff",
+            Ended::Kicked(Kick::Inactive) => "inactivity",
         };
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
         self.connection_event("connection closed", reason);
@@ -242,6 +243,7 @@ impl HubSession {
             expires_at_ms: self.identity.expires_at_ms,
             connection_id: uuid::Uuid::try_parse(&self.connection_id).unwrap_or_default(),
             since_ms: crate::fanout::unix_ms(),
+            activity: crate::fanout::Activity { last_invoked_ms: self.hubs.now_ms().into(), idle: false.into() },
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
         self.entry = Some(entry);
@@ -376,6 +378,9 @@ impl HubSession {
     }
 
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
+        if let (HubMessage::Invocation(_) | HubMessage::StreamInvocation(_), Some(entry)) = (&message, &self.entry) {
+            self.hubs.activity.invoked(entry, self.hubs.now_ms());
+        }
         match message {
             HubMessage::Invocation(inv) => {
                 let hub = &self.hubs.routes.hubs[self.hub];

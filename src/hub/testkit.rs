@@ -14,7 +14,7 @@ use crate::config::{Config, RawSettings, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
-use crate::presence::{MemoryPresence, Presence};
+use crate::presence::Presence;
 use crate::telemetry::Metrics;
 use crate::transport::{Outbox, Session};
 
@@ -65,7 +65,7 @@ pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
         publisher,
         Arc::new(Metrics::new()),
         settings,
-        Presence::Memory(MemoryPresence::default()),
+        Presence::memory(),
     );
     Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().ok().map(|input| input.envelope)) }
 }

@@ -36,6 +36,7 @@ fn instance() -> Local {
             expires_at_ms: None,
             connection_id: uuid::Uuid::new_v4(),
             since_ms: 1_700_000_000_000 + id,
+            activity: Default::default(),
         });
         let groups: Vec<Box<str>> =
             vec![format!("room-{}", id % ROOMS).into(), format!("room-{}", (id * 7 + 1) % ROOMS).into()];

@@ -2,7 +2,7 @@
 //! of a route that carries `position` is handed to a [`HistorySink`] just
 //! before it is fanned out, so that whoever keeps the rooms' history has
 //! every event a join's cut can name. The sink lives where Redis is known
-//! (`crate::history`); the pipeline only calls it, and never waits.
+//! (the `history` module); the pipeline only calls it, and never waits.
 
 use std::sync::Arc;
 

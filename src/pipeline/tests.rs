@@ -77,6 +77,7 @@ impl Rig {
             expires_at_ms: None,
             connection_id: uuid::Uuid::nil(),
             since_ms: 0,
+            activity: Default::default(),
         });
         self.next_conn += 1;
         let groups: Vec<Box<str>> = groups.iter().map(|g| Box::from(*g)).collect();

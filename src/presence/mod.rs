@@ -6,13 +6,24 @@
 //! each connection's entry expires unless its instance keeps refreshing it,
 //! so a crashed instance's users vanish within the TTL; without Redis it
 //! lives in this process.
+//!
+//! States (CONTRACT section 15): a user is `away` in a room while every one
+//! of its connections there is idle (the hub marks a connection idle after
+//! the hub's `away_after_seconds` without an invocation), `online`
+//! otherwise; `SetPresence` sets it outright until the next change. Every
+//! operation that changes who is in a room, or a state, marks the room, so
+//! the hub can push participant counts.
 
 mod memory;
 mod redis_store;
 
+use crate::sync::Unpoisoned;
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 pub(crate) use memory::MemoryPresence;
 pub(crate) use redis_store::RedisPresence;
@@ -72,71 +83,161 @@ pub(crate) struct Member {
     pub connection: String,
 }
 
-/// The presence store in use.
-pub(crate) enum Presence {
+/// Which store holds the presence state.
+enum Store {
     /// In this process (no Redis).
     Memory(MemoryPresence),
     /// In Redis, shared by every instance.
     Redis(Box<RedisPresence>),
 }
 
+/// What a store operation changed, besides joins and leaves: whether a
+/// user's state (online / away) changed with it.
+pub(crate) type StateChanged = bool;
+
+/// The presence store in use, and the rooms whose participants changed
+/// since the hub last looked (participant counts, CONTRACT section 15).
+pub struct Presence {
+    store: Store,
+    changed: Mutex<HashSet<(usize, String)>>,
+    notify: Notify,
+}
+
 impl Presence {
+    /// Presence in this process.
+    pub fn memory() -> Presence {
+        Presence::with(Store::Memory(MemoryPresence::default()))
+    }
+
+    /// Presence in Redis.
+    pub fn redis(store: RedisPresence) -> Presence {
+        Presence::with(Store::Redis(Box::new(store)))
+    }
+
+    fn with(store: Store) -> Presence {
+        Presence { store, changed: Mutex::default(), notify: Notify::new() }
+    }
+
     /// Adds a connection to a room; `Joined` if it is the user's first.
     pub(crate) async fn join(&self, member: &Member, username: &str) -> Result<Vec<Transition>, PresenceError> {
-        match self {
-            Presence::Memory(m) => Ok(m.join(member, username)),
-            Presence::Redis(r) => r.join(member, username).await,
-        }
+        let (t, state) = match &self.store {
+            Store::Memory(m) => m.join(member, username),
+            Store::Redis(r) => r.join(member, username).await?,
+        };
+        self.note(member.hub, &member.room, &t, state);
+        Ok(t)
     }
 
     /// Removes a connection from a room; `Left` if it was the user's last.
     pub(crate) async fn leave(&self, member: &Member) -> Result<Vec<Transition>, PresenceError> {
-        match self {
-            Presence::Memory(m) => Ok(m.leave(member)),
-            Presence::Redis(r) => r.leave(member).await,
-        }
+        let (t, state) = match &self.store {
+            Store::Memory(m) => m.leave(member),
+            Store::Redis(r) => r.leave(member).await?,
+        };
+        self.note(member.hub, &member.room, &t, state);
+        Ok(t)
     }
 
     /// Sets a user's state (`online` / `away`) in a room it is present in.
-    pub(crate) async fn set_state(
-        &self,
-        hub: usize,
-        room: &str,
-        user_id: &str,
-        state: &str,
-    ) -> Result<(), PresenceError> {
-        match self {
-            Presence::Memory(m) => {
-                m.set_state(hub, room, user_id, state);
-                Ok(())
-            }
-            Presence::Redis(r) => r.set_state(hub, room, user_id, state).await,
+    pub(crate) async fn set_state(&self, hub: usize, room: &str, user_id: &str, state: &str) -> Result<(), PresenceError> {
+        match &self.store {
+            Store::Memory(m) => m.set_state(hub, room, user_id, state),
+            Store::Redis(r) => r.set_state(hub, room, user_id, state).await?,
         }
+        self.mark(hub, room);
+        Ok(())
+    }
+
+    /// Marks one connection of a room idle (no invocation for the hub's
+    /// `away_after_seconds`) or active again; the user is `away` while all
+    /// its connections in the room are idle, `online` otherwise.
+    pub async fn set_idle(&self, member: &Member, idle: bool) -> Result<(), PresenceError> {
+        let state = match &self.store {
+            Store::Memory(m) => m.set_idle(member, idle),
+            Store::Redis(r) => r.set_idle(member, idle).await?,
+        };
+        if state {
+            self.mark(member.hub, &member.room);
+        }
+        Ok(())
     }
 
     /// Who is present in a room.
     pub(crate) async fn users(&self, hub: usize, room: &str) -> Result<Vec<PresentUser>, PresenceError> {
-        match self {
-            Presence::Memory(m) => Ok(m.users(hub, room)),
-            Presence::Redis(r) => r.users(hub, room).await,
+        match &self.store {
+            Store::Memory(m) => Ok(m.users(hub, room)),
+            Store::Redis(r) => r.users(hub, room).await,
         }
+    }
+
+    /// Takes the right to publish a room's participant count for `every`:
+    /// at most one instance wins it at a time, so clients get at most one
+    /// count per room per `every` from the whole deployment.
+    pub async fn claim_count(&self, hub: usize, room: &str, every: Duration) -> Result<bool, PresenceError> {
+        match &self.store {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => r.claim_count(hub, room, every).await,
+        }
+    }
+
+    /// Takes the rooms whose participants or their states changed.
+    pub fn take_changed(&self) -> Vec<(usize, String)> {
+        self.lock_changed().drain().collect()
+    }
+
+    /// Resolves when some room has changed since the last [`Presence::take_changed`].
+    pub async fn changed(&self) {
+        self.notify.notified().await
     }
 
     /// Keeps this instance's entries alive and expires everyone else's
     /// overdue ones; returns the users that left by expiry.
     pub(crate) async fn tick(&self) -> Result<Vec<Transition>, PresenceError> {
-        match self {
-            Presence::Memory(_) => Ok(Vec::new()),
-            Presence::Redis(r) => r.tick().await,
+        match &self.store {
+            Store::Memory(_) => Ok(Vec::new()),
+            Store::Redis(r) => {
+                let (t, rooms) = r.tick().await?;
+                for (hub, room) in rooms {
+                    self.mark(hub, &room);
+                }
+                for t in &t {
+                    let (Transition::Joined { hub, room, .. } | Transition::Left { hub, room, .. }) = t;
+                    self.mark(*hub, room);
+                }
+                Ok(t)
+            }
         }
     }
 
     /// How often [`Presence::tick`] should run.
     pub(crate) fn tick_interval(&self) -> Option<Duration> {
-        match self {
-            Presence::Memory(_) => None,
-            Presence::Redis(r) => Some(r.tick_interval()),
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.tick_interval()),
         }
+    }
+
+    /// Records what an operation on `room` changed.
+    fn note(&self, hub: usize, room: &str, transitions: &[Transition], state: StateChanged) {
+        if state {
+            self.mark(hub, room);
+        }
+        for t in transitions {
+            let (Transition::Joined { hub, room, .. } | Transition::Left { hub, room, .. }) = t;
+            self.mark(*hub, room);
+        }
+    }
+
+    fn mark(&self, hub: usize, room: &str) {
+        let fresh = self.lock_changed().insert((hub, room.to_string()));
+        if fresh {
+            self.notify.notify_one();
+        }
+    }
+
+    fn lock_changed(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, String)>> {
+        // One insert or drain at a time: a poisoned set is still consistent.
+        self.changed.locked()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Presence in Redis. Per room (one hash slot, via the `{hub:room}` tag):
 //! a sorted set of connection entries scored by their expiry, the owner of
-//! each entry, a connection count per user and each user's state. Lua
-//! scripts make every transition atomic, so exactly one instance sees it.
-//! Memory: about 200 bytes per connection in a room plus 100 per user.
+//! each entry, a connection count per user and each user's state, the set
+//! of idle entries and an idle count per user (a user is away while all its
+//! entries are idle). Lua scripts make every transition atomic, so exactly
+//! one instance sees it. Memory: about 200 bytes per connection in a room
+//! plus 100 per user.
 
 use crate::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
@@ -11,53 +13,101 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{Script, Value};
 
-use super::{Member, PresenceError, PresentUser, Transition};
+use super::{Member, PresenceError, PresentUser, StateChanged, Transition};
 use crate::ingest::RedisConn;
 
-/// Removes one entry (reporting its user when it was the last) and expires
-/// overdue entries of one room; shared by every script.
+/// Sets a user's state from its entries' idleness (1 if it changed);
+/// removes one entry (reporting its user when it was the last); expires
+/// overdue entries of one room. Shared by every script. KEYS: conns,
+/// owner, count, state, idle, idle count.
 const EXPIRE: &str = r#"
+local function recompute(u)
+  local n = tonumber(redis.call('HGET', KEYS[3], u) or '0')
+  -- Only users whose idleness is tracked (a hub with away_after_seconds)
+  -- have an idle count: for the others the state is SetPresence's alone.
+  if n <= 0 or redis.call('HEXISTS', KEYS[6], u) == 0 then return 0 end
+  local want = 'online'
+  if tonumber(redis.call('HGET', KEYS[6], u) or '0') >= n then want = 'away' end
+  local raw = redis.call('HGET', KEYS[4], u)
+  if not raw then return 0 end
+  local ok, s = pcall(cjson.decode, raw)
+  if not ok or type(s) ~= 'table' or s.state == want then return 0 end
+  s.state = want
+  redis.call('HSET', KEYS[4], u, cjson.encode(s))
+  return 1
+end
 local function drop(m, left)
-  if redis.call('ZREM', KEYS[1], m) == 0 then return end
+  if redis.call('ZREM', KEYS[1], m) == 0 then return 0 end
   local u = redis.call('HGET', KEYS[2], m)
   redis.call('HDEL', KEYS[2], m)
-  if u and redis.call('HINCRBY', KEYS[3], u, -1) <= 0 then
+  if not u then return 0 end
+  if redis.call('SREM', KEYS[5], m) == 1 then redis.call('HINCRBY', KEYS[6], u, -1) end
+  if redis.call('HINCRBY', KEYS[3], u, -1) <= 0 then
     redis.call('HDEL', KEYS[3], u)
+    redis.call('HDEL', KEYS[6], u)
     table.insert(left, u)
     table.insert(left, redis.call('HGET', KEYS[4], u) or '')
     redis.call('HDEL', KEYS[4], u)
+    return 0
   end
+  return recompute(u)
 end
 local function expire(now)
-  local left = {}
+  local left, changed = {}, 0
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-    drop(m, left)
+    if drop(m, left) == 1 then changed = 1 end
   end
-  return left
+  return left, changed
 end
 "#;
 
 const JOIN: &str = r#"
-local left = expire(ARGV[4])
+local left, changed = expire(ARGV[4])
 local joined = 0
 if redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then
     joined = 1
     redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
+  elseif recompute(ARGV[2]) == 1 then
+    changed = 1
   end
 end
-return {joined, left}
+return {joined, left, changed}
 "#;
 
 const LEAVE: &str = r#"
-local left = expire(ARGV[2])
-drop(ARGV[1], left)
-return {0, left}
+local left, changed = expire(ARGV[2])
+if drop(ARGV[1], left) == 1 then changed = 1 end
+return {0, left, changed}
 "#;
 
 const SWEEP: &str = r#"
-return {0, expire(ARGV[1])}
+local left, changed = expire(ARGV[1])
+return {0, left, changed}
+"#;
+
+/// Takes a room's count slot for ARGV[2] ms unless another instance holds
+/// it (this instance's own slot, a few ms from expiring, is taken again).
+const CLAIM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+const SET_IDLE: &str = r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local u = redis.call('HGET', KEYS[2], ARGV[1])
+if not u then return 0 end
+if ARGV[2] == '1' then
+  if redis.call('SADD', KEYS[5], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[6], u, 1) end
+elseif redis.call('SREM', KEYS[5], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[6], u, -1)
+else
+  redis.call('HINCRBY', KEYS[6], u, 0)
+end
+return recompute(u)
 "#;
 
 const SET_STATE: &str = r#"
@@ -82,6 +132,8 @@ pub(crate) struct RedisPresence {
     leave: Script,
     sweep: Script,
     set_state: Script,
+    set_idle: Script,
+    claim: Script,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -104,6 +156,8 @@ impl RedisPresence {
             leave: with_expire(LEAVE),
             sweep: with_expire(SWEEP),
             set_state: Script::new(SET_STATE),
+            set_idle: with_expire(SET_IDLE),
+            claim: Script::new(CLAIM),
         }
     }
 
@@ -111,15 +165,19 @@ impl RedisPresence {
         format!("{}:{room}", self.hub_names.get(hub).map(String::as_str).unwrap_or("?"))
     }
 
-    fn keys(&self, tag: &str) -> [String; 4] {
-        ["conns", "owner", "count", "state"].map(|k| format!("presence:{{{tag}}}:{k}"))
+    fn keys(&self, tag: &str) -> [String; 6] {
+        ["conns", "owner", "count", "state", "idle", "idlecount"].map(|k| format!("presence:{{{tag}}}:{k}"))
     }
 
     fn entry(&self, m: &Member) -> String {
         format!("{}/{}", self.instance, m.connection)
     }
 
-    pub(super) async fn join(&self, m: &Member, username: &str) -> Result<Vec<Transition>, PresenceError> {
+    pub(super) async fn join(
+        &self,
+        m: &Member,
+        username: &str,
+    ) -> Result<(Vec<Transition>, StateChanged), PresenceError> {
         let tag = self.room_tag(m.hub, &m.room);
         let stored = serde_json::json!({"username": username, "state": "online"}).to_string();
         let mut inv = self.join.prepare_invoke();
@@ -130,16 +188,16 @@ impl RedisPresence {
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
         let _: i64 = redis::cmd("SADD").arg(ROOMS).arg(&tag).query_async(&mut self.conn.clone()).await?;
         self.lock().insert(m.clone());
-        let (joined, mut out) = transitions(m.hub, &m.room, reply);
+        let (joined, mut out, changed) = transitions(m.hub, &m.room, reply);
         if joined {
             let user =
                 PresentUser { user_id: m.user_id.clone(), username: username.to_string(), state: "online".into() };
             out.push(Transition::Joined { hub: m.hub, room: m.room.clone(), user });
         }
-        Ok(out)
+        Ok((out, changed))
     }
 
-    pub(super) async fn leave(&self, m: &Member) -> Result<Vec<Transition>, PresenceError> {
+    pub(super) async fn leave(&self, m: &Member) -> Result<(Vec<Transition>, StateChanged), PresenceError> {
         self.lock().remove(m);
         let tag = self.room_tag(m.hub, &m.room);
         let mut inv = self.leave.prepare_invoke();
@@ -148,12 +206,35 @@ impl RedisPresence {
         }
         inv.arg(self.entry(m)).arg(now_ms());
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(transitions(m.hub, &m.room, reply).1)
+        let (_, left, changed) = transitions(m.hub, &m.room, reply);
+        Ok((left, changed))
+    }
+
+    pub(super) async fn set_idle(&self, m: &Member, idle: bool) -> Result<StateChanged, PresenceError> {
+        let mut inv = self.set_idle.prepare_invoke();
+        for k in self.keys(&self.room_tag(m.hub, &m.room)) {
+            inv.key(k);
+        }
+        inv.arg(self.entry(m)).arg(if idle { "1" } else { "0" });
+        let changed: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn claim_count(&self, hub: usize, room: &str, every: Duration) -> Result<bool, PresenceError> {
+        let key = format!("presence:{{{}}}:countslot", self.room_tag(hub, room));
+        let won: i64 = self
+            .claim
+            .key(key)
+            .arg(&self.instance)
+            .arg(every.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(won == 1)
     }
 
     pub(super) async fn set_state(&self, hub: usize, room: &str, user: &str, state: &str) -> Result<(), PresenceError> {
         let tag = self.room_tag(hub, room);
-        let [conns, owner, count, states] = self.keys(&tag);
+        let [conns, owner, count, states, ..] = self.keys(&tag);
         let current: Option<String> =
             redis::cmd("HGET").arg(&states).arg(user).query_async(&mut self.conn.clone()).await?;
         let username = current
@@ -175,7 +256,7 @@ impl RedisPresence {
     }
 
     pub(super) async fn users(&self, hub: usize, room: &str) -> Result<Vec<PresentUser>, PresenceError> {
-        let [.., states] = self.keys(&self.room_tag(hub, room));
+        let [_, _, _, states, _, _] = self.keys(&self.room_tag(hub, room));
         let all: HashMap<String, String> =
             redis::cmd("HGETALL").arg(states).query_async(&mut self.conn.clone()).await?;
         let mut users: Vec<PresentUser> = all
@@ -194,8 +275,9 @@ impl RedisPresence {
         (self.ttl / 3).max(Duration::from_millis(200))
     }
 
-    /// Refreshes this instance's entries, then sweeps every room.
-    pub(super) async fn tick(&self) -> Result<Vec<Transition>, PresenceError> {
+    /// Refreshes this instance's entries, then sweeps every room; returns
+    /// the users that left by expiry and the rooms where a state changed.
+    pub(super) async fn tick(&self) -> Result<(Vec<Transition>, Vec<(usize, String)>), PresenceError> {
         let expiry = now_ms() + self.ttl.as_millis() as u64;
         let local: Vec<Member> = self.lock().iter().cloned().collect();
         let mut by_room: HashMap<(usize, String), Vec<String>> = HashMap::new();
@@ -212,7 +294,7 @@ impl RedisPresence {
             let _: i64 = cmd.query_async(&mut self.conn.clone()).await?;
         }
         let tags: Vec<String> = redis::cmd("SMEMBERS").arg(ROOMS).query_async(&mut self.conn.clone()).await?;
-        let mut out = Vec::new();
+        let (mut out, mut changed_rooms) = (Vec::new(), Vec::new());
         for tag in tags {
             let Some((hub_name, room)) = tag.split_once(':') else { continue };
             let Some(hub) = self.hub_names.iter().position(|h| h == hub_name) else { continue };
@@ -222,13 +304,17 @@ impl RedisPresence {
                 inv.key(k);
             }
             let reply: Value = inv.arg(now_ms()).invoke_async(&mut self.conn.clone()).await?;
-            out.extend(transitions(hub, room, reply).1);
+            let (_, left, changed) = transitions(hub, room, reply);
+            out.extend(left);
+            if changed {
+                changed_rooms.push((hub, room.to_string()));
+            }
             let left: i64 = redis::cmd("ZCARD").arg(&keys[0]).query_async(&mut self.conn.clone()).await?;
             if left == 0 {
                 let _: i64 = redis::cmd("SREM").arg(ROOMS).arg(&tag).query_async(&mut self.conn.clone()).await?;
             }
         }
-        Ok(out)
+        Ok((out, changed_rooms))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Member>> {
@@ -236,10 +322,12 @@ impl RedisPresence {
     }
 }
 
-/// `{joined, {user, stored, user, stored, ...}}` -> (joined, Left transitions).
-fn transitions(hub: usize, room: &str, reply: Value) -> (bool, Vec<Transition>) {
-    let Value::Array(items) = reply else { return (false, Vec::new()) };
+/// `{joined, {user, stored, user, stored, ...}, state changed}` ->
+/// (joined, Left transitions, state changed).
+fn transitions(hub: usize, room: &str, reply: Value) -> (bool, Vec<Transition>, StateChanged) {
+    let Value::Array(items) = reply else { return (false, Vec::new(), false) };
     let joined = matches!(items.first(), Some(Value::Int(1)));
+    let changed = matches!(items.get(2), Some(Value::Int(1)));
     let text = |v: &Value| match v {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         Value::SimpleString(s) => s.clone(),
@@ -255,7 +343,7 @@ fn transitions(hub: usize, room: &str, reply: Value) -> (bool, Vec<Transition>) 
             out.push(Transition::Left { hub, room: room.to_string(), user: PresentUser { user_id, username, state } });
         }
     }
-    (joined, out)
+    (joined, out, changed)
 }
 
 fn now_ms() -> u64 {

@@ -45,6 +45,9 @@ pub(crate) enum Kick {
     /// Events owed to the connection may be lost (Redis lost or trimmed
     /// them before they were read): the client must reconnect and refetch.
     ContinuityLost,
+    /// The client sent no invocation for its hub's inactivity timeout
+    /// (pings do not count): a session timeout (seed 003 FR-035).
+    Inactive,
 }
 
 /// Why a push did not enqueue the frame.

@@ -20,6 +20,7 @@ fn entry(id: ConnId, hub: usize, user: Option<&str>, slot: usize, transport: &'s
         expires_at_ms: None,
         connection_id: uuid::Uuid::nil(),
         since_ms: 0,
+        activity: Default::default(),
     })
 }
 

@@ -1,0 +1,157 @@
+//! Invocations as activity (CONTRACT section 15, seed 003 FR-034, FR-035):
+//! a hub's `inactivity_timeout_seconds` closes a connection that sent no
+//! invocation for that long, and its `away_after_seconds` marks it idle in
+//! presence (its user turns away once all its connections in a room are
+//! idle) until its next invocation. Pings keep a connection alive; they are
+//! not activity.
+//!
+//! Both are checked on the keep-alive's shared once-a-second pass, never
+//! by a timer per connection. Presence writes leave the pass as notices,
+//! done in order by one task (`participants`), so the keep-alive never
+//! waits on Redis and the last notice of a connection is the one that
+//! holds.
+
+use crate::sync::Unpoisoned;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{HubId, RouteTable};
+use crate::fanout::{ConnEntry, ConnId};
+use crate::transport::Kick;
+
+/// What the presence task is asked to do for one connection.
+pub(super) enum Notice {
+    /// Mark the connection idle (`true`) or active (`false`) in every room
+    /// it is in.
+    Idle {
+        /// The connection.
+        conn: ConnId,
+        /// Its hub.
+        hub: HubId,
+        /// Its user.
+        user: Arc<str>,
+        /// Its public id (presence entries are named by it).
+        connection_id: Arc<str>,
+        /// Idle, or active again.
+        idle: bool,
+    },
+    /// `SetPresence` on a hub with automatic away: done in turn with the
+    /// notices before it, so an older notice cannot undo it.
+    Explicit {
+        /// Its hub.
+        hub: HubId,
+        /// The caller's rooms.
+        rooms: Vec<Box<str>>,
+        /// The caller's user.
+        user: String,
+        /// `online` or `away`.
+        state: String,
+        /// Told when done, with the outcome.
+        done: oneshot::Sender<Result<(), crate::presence::PresenceError>>,
+    },
+}
+
+/// The per-hub limits and the notice queue.
+pub struct Activity {
+    inactivity_ms: Vec<Option<u64>>,
+    away_ms: Vec<Option<u64>>,
+    notices: mpsc::UnboundedSender<Notice>,
+    queue: Mutex<Option<mpsc::UnboundedReceiver<Notice>>>,
+}
+
+impl Activity {
+    /// The limits the routing file sets per hub (the queue holds at most
+    /// about one notice per connection: one per change of its idleness).
+    pub fn new(routes: &RouteTable) -> Activity {
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+        let (notices, queue) = mpsc::unbounded_channel();
+        Activity {
+            inactivity_ms: routes.hubs.iter().map(|h| ms(h.options.inactivity_timeout)).collect(),
+            away_ms: routes.hubs.iter().map(|h| ms(h.options.away_after.filter(|_| h.presence))).collect(),
+            notices,
+            queue: Mutex::new(Some(queue)),
+        }
+    }
+
+    /// Whether `hub` turns idle users away by itself.
+    pub fn tracks_away(&self, hub: HubId) -> bool {
+        self.away_ms.get(hub).is_some_and(Option::is_some)
+    }
+
+    /// The keep-alive's once-a-second look at one connection at `now_ms`:
+    /// closes it past its hub's inactivity timeout (true), marks it idle
+    /// past its hub's away time.
+    pub(super) fn check(&self, entry: &ConnEntry, now_ms: u64) -> bool {
+        let idle_for = now_ms.saturating_sub(entry.activity.last_invoked_ms.load(Ordering::Relaxed));
+        if self.inactivity_ms.get(entry.hub).copied().flatten().is_some_and(|limit| idle_for > limit) {
+            entry.outbox.kick(Kick::Inactive);
+            return true;
+        }
+        let away = self.away_ms.get(entry.hub).copied().flatten();
+        if away.is_some_and(|away| idle_for > away) && !entry.activity.idle.swap(true, Ordering::AcqRel) {
+            self.notify(entry, true);
+        }
+        false
+    }
+
+    /// An invocation of `entry` at `now_ms`: it is active (again).
+    pub(super) fn invoked(&self, entry: &ConnEntry, now_ms: u64) {
+        entry.activity.last_invoked_ms.store(now_ms, Ordering::Relaxed);
+        if entry.activity.idle.swap(false, Ordering::AcqRel) {
+            self.notify(entry, false);
+        }
+    }
+
+    /// Queues an explicit state for the presence task.
+    pub(super) fn explicit(&self, notice: Notice) -> bool {
+        self.notices.send(notice).is_ok()
+    }
+
+    fn notify(&self, entry: &ConnEntry, idle: bool) {
+        let Some(user) = entry.user.clone() else { return };
+        let notice = Notice::Idle {
+            conn: entry.id,
+            hub: entry.hub,
+            user,
+            // Issued as a UUID's 32 digits: the id presence names it by.
+            connection_id: Arc::from(entry.connection_id.simple().to_string()),
+            idle,
+        };
+        if self.notices.send(notice).is_err() {
+            // The task has stopped (shutting down): try again next time.
+            entry.activity.idle.store(!idle, Ordering::Release);
+        }
+    }
+
+    /// The queue, for the one task that does the notices.
+    pub(super) fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Notice>> {
+        self.queue.locked().take()
+    }
+}
+
+/// `SetPresence(state)` on a hub that tracks idleness: done by the presence
+/// task in turn with the idleness notices queued before it (the one that
+/// marked this very connection active, for one), then answered.
+pub(super) async fn set_presence(
+    hubs: &super::Hubs,
+    hub: HubId,
+    conn: ConnId,
+    user: &str,
+    state: &str,
+) -> Result<serde_json::Value, super::Error> {
+    let (done, outcome) = oneshot::channel();
+    let rooms = hubs.registry.groups_of(conn);
+    let notice = Notice::Explicit { hub, rooms: rooms.clone(), user: user.to_string(), state: state.to_string(), done };
+    if hubs.activity.explicit(notice) {
+        if let Ok(result) = outcome.await {
+            return result.map(|()| serde_json::Value::Null).map_err(super::Error::Presence);
+        }
+    }
+    // The presence task has stopped (shutting down): set it here.
+    for room in rooms {
+        hubs.presence.set_state(hub, &room, user, state).await?;
+    }
+    Ok(serde_json::Value::Null)
+}
