@@ -26,8 +26,14 @@ fn discussion_env(redis: Option<&Redis>) -> Vec<(&'static str, String)> {
     env
 }
 
+/// A `response_posted` of seed 003 (batched: `ResponsesPosted(id,
+/// [response, ...], [position, ...])`), numbered `n`.
 fn response(room: &str, n: u64) -> Value {
-    envelope("response_posted", room, json!({"id": n, "discussion_id": room, "content": format!("response {n}")}))
+    let payload = json!({
+        "response_id": format!("r-{n}"), "author_id": "author", "content": format!("response {n}"),
+        "created_at": now(), "n": n
+    });
+    envelope("response_posted", room, payload)
 }
 
 /// Connects `name` to the discussion hub and joins `room` naming `last`;
@@ -39,18 +45,23 @@ async fn join(d: &mut Driver, s: &Sidecar, name: &str, room: &str, last: Value) 
 /// [`join`] over a given transport.
 async fn join_over(d: &mut Driver, s: &Sidecar, name: &str, room: &str, last: Value, transport: &str) -> Value {
     let options = json!({"transport": transport});
-    d.connect(name, &s.hub(HUB), &["ResponsePosted", "ResponseEdited"], options).await.expect("connects");
+    d.connect(name, &s.hub(HUB), &["ResponsesPosted", "ResponseEdited"], options).await.expect("connects");
     d.invoke(name, "JoinDiscussion", json!([room, last])).await.expect("joins")
 }
 
-/// `(n, position)` of every ResponsePosted `name` got, waiting until `count`.
+/// `(n, position)` of every response `name` got, batches unrolled, in
+/// order, waiting until `count`.
 async fn received(d: &mut Driver, name: &str, count: usize) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     while out.len() < count {
-        let Some(m) = d.message(name, "ResponsePosted", WAIT).await else { break };
-        let n = m["args"][0]["id"].as_u64().expect("payload id");
-        let position = m["args"][1].as_str().unwrap_or_else(|| panic!("a position: {m}")).to_string();
-        out.push((n, position));
+        let Some(m) = d.message(name, "ResponsesPosted", WAIT).await else { break };
+        let (responses, positions) = (m["args"][1].as_array(), m["args"][2].as_array());
+        let (Some(responses), Some(positions)) = (responses, positions) else { panic!("a batch: {m}") };
+        assert_eq!(responses.len(), positions.len(), "a position per response: {m}");
+        for (r, p) in responses.iter().zip(positions) {
+            let n = r["n"].as_u64().expect("payload n");
+            out.push((n, p.as_str().unwrap_or_else(|| panic!("a position: {m}")).to_string()));
+        }
     }
     out
 }
@@ -99,7 +110,8 @@ async fn replay_then_live(transport: &str) {
         xadd_data_on(&mut conn, STREAM, &response("d1", n));
         xadd_data_on(&mut conn, STREAM, &response("d2", 100_000 + n));
     }
-    xadd_data_on(&mut conn, STREAM, &envelope("response_edited", "d1", json!({"id": 4, "content": "edited"})));
+    let edit = json!({"response_id": "r-4", "author_id": "author", "content": "edited", "edited_at": now()});
+    xadd_data_on(&mut conn, STREAM, &envelope("response_edited", "d1", edit));
     let typing = json!({"user_id": "u9", "username": "U9", "is_typing": true});
     xadd_data_on(&mut conn, STREAM, &envelope("typing_started", "d1", typing));
 
@@ -120,9 +132,9 @@ async fn replay_then_live(transport: &str) {
     assert_eq!(ids(&got), (3..703).collect::<Vec<_>>(), "{transport}: every missed and live event once, in order");
     assert!(got.windows(2).all(|w| id_of(&w[0].1) < id_of(&w[1].1)), "positions grow");
     let edit = d.message("b", "ResponseEdited", WAIT).await.expect("the missed edit is replayed");
-    assert_eq!(edit["args"][0]["content"], "edited");
-    assert!(edit["args"][1].is_string(), "the edit carries its position");
-    assert!(d.message("b", "ResponsePosted", Duration::from_millis(500)).await.is_none(), "nothing twice");
+    assert_eq!(edit["args"][1]["content"], "edited");
+    assert!(edit["args"][2].is_string(), "the edit carries its position");
+    assert!(d.message("b", "ResponsesPosted", Duration::from_millis(700)).await.is_none(), "nothing twice");
     assert!(id_of(back["position"].as_str().expect("position")) > id_of(&last), "{back}");
 }
 
@@ -160,7 +172,7 @@ async fn a_position_older_than_the_history_or_from_before_anyone_was_reading_is_
     let s = Sidecar::start(&env).await;
     let gap = join(&mut d, &s, "b", "d1", json!(seen)).await;
     assert_eq!(gap["recovered"], false, "{gap}");
-    assert!(d.message("b", "ResponsePosted", Duration::from_millis(500)).await.is_none(), "no partial replay");
+    assert!(d.message("b", "ResponsesPosted", Duration::from_millis(700)).await.is_none(), "no partial replay");
 }
 
 #[tokio::test]
@@ -206,8 +218,10 @@ async fn without_redis_events_carry_a_null_position_and_joins_do_not_recover() {
     assert_eq!(joined, json!({"recovered": false, "position": null}));
     let (status, body) = s.post_event(response("d1", 7).to_string().as_bytes()).await;
     assert_eq!(status, 202, "{body}");
-    let m = d.message("a", "ResponsePosted", WAIT).await.expect("delivered");
-    assert_eq!(m["args"], json!([{"id": 7, "discussion_id": "d1", "content": "response 7"}, null]));
+    let m = d.message("a", "ResponsesPosted", WAIT).await.expect("delivered");
+    assert_eq!(m["args"][0], "d1");
+    assert_eq!(m["args"][1][0]["n"], 7);
+    assert_eq!(m["args"][2], json!([null]), "no position without Redis");
 }
 
 /// Builds `events:discussion` with 1,000,000 entries (a Lua loop, 100,000
@@ -228,7 +242,8 @@ for n = first, first + count - 1 do
   if n % 10000 == 5000 then room = 'bench' end
   local json = '{"event_id":"00000000-0000-4000-8000-' .. string.format('%012d', n) ..
     '","event_type":"response_posted","timestamp":"' .. ts .. '","room_id":"' .. room ..
-    '","payload":{"id":' .. n .. ',"discussion_id":"' .. room .. '","content":"response ' .. n .. '"}}'
+    '","payload":{"response_id":"r-' .. n .. '","author_id":"author","content":"response ' .. n ..
+    '","created_at":"' .. ts .. '","n":' .. n .. '}}'
   last = redis.call('XADD', stream, '*', 'data', json)
   local ms, seq = string.match(last, '(%d+)-(%d+)')
   local key = prefix .. ':history:{discussion:' .. room .. '}'
@@ -288,7 +303,7 @@ return last
     let mut client_ms = Vec::new();
     for round in 0..21 {
         let name = format!("c{round}");
-        d.connect(&name, &s.hub(HUB), &["ResponsePosted"], json!({})).await.expect("connects");
+        d.connect(&name, &s.hub(HUB), &["ResponsesPosted"], json!({})).await.expect("connects");
         let t = std::time::Instant::now();
         let joined = d.invoke(&name, "JoinDiscussion", json!(["bench", after])).await.expect("joins");
         client_ms.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -158,7 +158,9 @@ mod tests {
     fn the_first_goes_at_once_the_rest_of_the_window_together_in_order() {
         let t0 = Instant::now();
         let mut b = Batches::new(Duration::from_millis(500));
-        assert!(matches!(b.offer(0, event("r", "d", 1), Ack::none(), None, t0), Offer::Send(e, _, _) if e.event_id == "e-1"));
+        assert!(
+            matches!(b.offer(0, event("r", "d", 1), Ack::none(), None, t0), Offer::Send(e, _, _) if e.event_id == "e-1")
+        );
         for n in 2..=5 {
             assert!(matches!(b.offer(0, event("r", "d", n), Ack::none(), None, ms(t0, 100 * n)), Offer::Held));
         }
@@ -207,7 +209,13 @@ mod tests {
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = acked.clone();
         b.offer(0, event("r", "d", 1), Ack::none(), None, t0);
-        b.offer(0, event("r", "d", 2), Ack::new(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)), None, t0);
+        b.offer(
+            0,
+            event("r", "d", 2),
+            Ack::new(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)),
+            None,
+            t0,
+        );
         assert!(!acked.load(std::sync::atomic::Ordering::SeqCst));
         let all = b.take_all();
         assert_eq!(all.len(), 1);

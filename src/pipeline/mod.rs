@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use ack::{Ack, Outcome};
 pub(crate) use cut::{cut_channel, CutQueue, Cuts};
-pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
 pub(crate) use history::HistorySink;
+pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
 pub(crate) use route::{encode_one, encode_replay, target_of};
 pub(crate) use validate::Freshness;
 
