@@ -49,7 +49,7 @@ pub(crate) struct ConnEntry {
 /// A connection's activity, for the inactivity timeout and away presence
 /// (CONTRACT section 15): pings are not activity, invocations are.
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     /// Milliseconds (on the keep-alive clock) of its last invocation, or of
     /// its handshake before the first.
     pub last_invoked_ms: AtomicU64,
@@ -237,7 +237,7 @@ impl Registry {
     /// after them that the group receives reaches the connection's outbox,
     /// none up to them does (a history join replays those from the room's
     /// history).
-    pub fn join_at(&self, id: ConnId, group: &str) -> Result<(bool, Positions), JoinError> {
+    pub(crate) fn join_at(&self, id: ConnId, group: &str) -> Result<(bool, Positions), JoinError> {
         let mut inner = self.write();
         let Inner { conns, hubs } = &mut *inner;
         let conn = conns.get_mut(&id).ok_or(JoinError::Closed)?;
@@ -254,7 +254,7 @@ impl Registry {
     }
 
     /// A connection's entry, if it is open.
-    pub fn entry(&self, id: ConnId) -> Option<Arc<ConnEntry>> {
+    pub(crate) fn entry(&self, id: ConnId) -> Option<Arc<ConnEntry>> {
         self.read().conns.get(&id).map(|c| c.entry.clone())
     }
 

@@ -31,7 +31,7 @@ use crate::ingest::{RedisConn, StreamId};
 use crate::pipeline::{Cuts, HistorySink};
 use crate::telemetry::Metrics;
 
-pub use writer::HistoryWriter;
+pub(crate) use writer::HistoryWriter;
 
 /// Events waiting for the writer; beyond this the pipeline does not wait:
 /// the event is left out and this instance's stretch restarts after it.
@@ -95,7 +95,7 @@ impl Shared {
 }
 
 /// The history of every hub whose routes carry `position`.
-pub struct History {
+pub(crate) struct History {
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::Receiver<writer::Item>>>,
 }
@@ -105,7 +105,7 @@ impl History {
     /// or `None` when no route carries `position`. Keys start with
     /// `prefix`; `instance` names this instance's coverage fields. The
     /// writer stops once the sink is dropped (the pipeline has drained).
-    pub fn new(
+    pub(crate) fn new(
         conn: RedisConn,
         routes: Arc<RouteTable>,
         prefix: &str,
@@ -144,23 +144,15 @@ impl History {
         Some((History { shared, queue: Mutex::new(Some(rx)) }, sink))
     }
 
-    /// The streams whose entries some history keeps.
-    pub fn streams(&self) -> Vec<Arc<str>> {
-        let mut streams: Vec<Arc<str>> = self.shared.hubs.iter().flatten().map(|h| h.stream.clone()).collect();
-        streams.sort();
-        streams.dedup();
-        streams
-    }
-
     /// What `history` joins read; `cuts` reaches the pipeline that serves
     /// their cuts (see [`crate::pipeline::Cuts`]).
-    pub fn reader(&self, cuts: Cuts) -> Arc<dyn RoomHistory> {
+    pub(crate) fn reader(&self, cuts: Cuts) -> Arc<dyn RoomHistory> {
         Arc::new(reader::RedisHistory { shared: self.shared.clone(), cuts })
     }
 
     /// This instance's reader of `stream` starts at `at` (its group's
     /// start): the history events after it are written by this run.
-    pub fn begin(&self, stream: &str, at: StreamId) {
+    pub(crate) fn begin(&self, stream: &str, at: StreamId) {
         if self.shared.hubs.iter().flatten().any(|h| &*h.stream == stream) {
             self.shared.runs().insert(Arc::from(stream), Run { started: at, from: at, to: at });
         }
@@ -169,7 +161,7 @@ impl History {
     /// Entries of `stream` were lost before this instance read them (Redis
     /// restarted empty, the stream was trimmed past the reader): the
     /// history before this instance's position proves nothing any more.
-    pub fn lost(&self, stream: &str) {
+    pub(crate) fn lost(&self, stream: &str) {
         let at = self.shared.registry.positions().into_iter().find(|(s, _)| &**s == stream);
         if let Some(at) = at.and_then(|(_, id)| id.parse().ok()) {
             self.shared.restart(stream, at);
@@ -178,7 +170,7 @@ impl History {
 
     /// The writer's task: runs until the pipeline has drained (its sink is
     /// dropped), then publishes its last stretch. Call once.
-    pub async fn run_writer(&self) {
+    pub(crate) async fn run_writer(&self) {
         let queue = self.queue.locked().take();
         if let Some(queue) = queue {
             writer::run(self.shared.clone(), queue).await;

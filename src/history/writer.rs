@@ -36,7 +36,7 @@ pub(super) struct Item {
 }
 
 /// The pipeline's [`HistorySink`]: queues without waiting.
-pub struct HistoryWriter {
+pub(crate) struct HistoryWriter {
     pub(super) shared: Arc<Shared>,
     pub(super) queue: mpsc::Sender<Item>,
 }

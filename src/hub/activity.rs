@@ -54,7 +54,7 @@ pub(super) enum Notice {
 }
 
 /// The per-hub limits and the notice queue.
-pub struct Activity {
+pub(crate) struct Activity {
     inactivity_ms: Vec<Option<u64>>,
     away_ms: Vec<Option<u64>>,
     notices: mpsc::UnboundedSender<Notice>,
@@ -64,7 +64,7 @@ pub struct Activity {
 impl Activity {
     /// The limits the routing file sets per hub (the queue holds at most
     /// about one notice per connection: one per change of its idleness).
-    pub fn new(routes: &RouteTable) -> Activity {
+    pub(crate) fn new(routes: &RouteTable) -> Activity {
         let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
         let (notices, queue) = mpsc::unbounded_channel();
         Activity {
@@ -76,7 +76,7 @@ impl Activity {
     }
 
     /// Whether `hub` turns idle users away by itself.
-    pub fn tracks_away(&self, hub: HubId) -> bool {
+    pub(crate) fn tracks_away(&self, hub: HubId) -> bool {
         self.away_ms.get(hub).is_some_and(Option::is_some)
     }
 

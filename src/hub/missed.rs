@@ -28,7 +28,7 @@ use crate::transport::Payload;
 
 /// Why a join's missed events cannot be replayed: the client refetches.
 #[derive(Debug, thiserror::Error)]
-pub enum NotRecovered {
+pub(crate) enum NotRecovered {
     /// The position is older than the history kept for the hub.
     #[error("the position is older than the kept history")]
     TooOld,
@@ -46,7 +46,7 @@ pub enum NotRecovered {
 
 impl NotRecovered {
     /// The `outcome` label of `sidecar_history_joins`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             NotRecovered::TooOld => "too_old",
             NotRecovered::NotCovered => "not_covered",
@@ -57,7 +57,7 @@ impl NotRecovered {
 }
 
 /// The rooms' history, as a history join needs it.
-pub trait RoomHistory: Send + Sync {
+pub(crate) trait RoomHistory: Send + Sync {
     /// Runs `step` at a cut of `room` on `hub`: between two events of the
     /// pipeline, with nothing of the room held back. False (and `step`
     /// never runs) when the pipeline has stopped.

@@ -31,7 +31,7 @@ const EVERY: Duration = Duration::from_secs(1);
 type Room = (usize, String);
 
 /// Runs until `stop`.
-pub async fn run_participants(hubs: Arc<Hubs>, stop: CancellationToken) {
+pub(crate) async fn run_participants(hubs: Arc<Hubs>, stop: CancellationToken) {
     let Some(mut notices) = hubs.activity.take_queue() else { return };
     let counted: Vec<bool> = hubs
         .routes

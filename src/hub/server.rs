@@ -161,7 +161,7 @@ impl Hubs {
     }
 
     /// Lets `history` joins replay what their client missed (with Redis).
-    pub fn with_history(mut self, history: Arc<dyn super::RoomHistory>) -> Hubs {
+    pub(crate) fn with_history(mut self, history: Arc<dyn super::RoomHistory>) -> Hubs {
         self.history = Some(history);
         self
     }

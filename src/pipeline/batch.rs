@@ -53,7 +53,14 @@ impl Batches {
     }
 
     /// Offers an event of a batch route of `hub`, with its stream position.
-    pub(super) fn offer(&mut self, hub: usize, envelope: Envelope, ack: Ack, position: Option<String>, now: Instant) -> Offer {
+    pub(super) fn offer(
+        &mut self,
+        hub: usize,
+        envelope: Envelope,
+        ack: Ack,
+        position: Option<String>,
+        now: Instant,
+    ) -> Offer {
         let key = (hub, envelope.room_id.clone());
         let batches = self.rooms.entry(key.clone()).or_default();
         if let Some(b) = batches.iter_mut().find(|b| b.event_type == envelope.event_type) {

@@ -10,7 +10,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 /// One join waiting for its cut.
-pub struct CutRequest {
+pub(crate) struct CutRequest {
     hub: usize,
     room: String,
     then: Box<dyn FnOnce() + Send>,
@@ -18,13 +18,13 @@ pub struct CutRequest {
 
 /// Where joins ask for a cut; clonable, cheap.
 #[derive(Clone)]
-pub struct Cuts(mpsc::UnboundedSender<CutRequest>);
+pub(crate) struct Cuts(mpsc::UnboundedSender<CutRequest>);
 
 /// The pipeline's end of [`Cuts`].
-pub type CutQueue = mpsc::UnboundedReceiver<CutRequest>;
+pub(crate) type CutQueue = mpsc::UnboundedReceiver<CutRequest>;
 
 /// A pair: the handle joins use, the queue the pipeline serves.
-pub fn cut_channel() -> (Cuts, CutQueue) {
+pub(crate) fn cut_channel() -> (Cuts, CutQueue) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Cuts(tx), rx)
 }
@@ -33,7 +33,7 @@ impl Cuts {
     /// Runs `step` in the pipeline's task once nothing of `room` on `hub`
     /// is held back, and returns what it returned; `None` when the
     /// pipeline has stopped (shutting down).
-    pub async fn at_cut<R: Send + 'static>(
+    pub(crate) async fn at_cut<R: Send + 'static>(
         &self,
         hub: usize,
         room: &str,

@@ -10,7 +10,7 @@ use crate::config::HubId;
 use crate::envelope::Envelope;
 
 /// Where events of history routes go before they are fanned out.
-pub trait HistorySink: Send + Sync {
+pub(crate) trait HistorySink: Send + Sync {
     /// Takes one event of `stream` at `entry_id`, routed to `hub`. Must
     /// not block: the pipeline calls it between receiving an event and
     /// fanning it out.

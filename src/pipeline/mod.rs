@@ -134,7 +134,7 @@ impl Pipeline {
     }
 
     /// Serves the cuts of history joins (see [`Cuts`]) between events.
-    pub fn with_cuts(mut self, queue: CutQueue) -> Pipeline {
+    pub(crate) fn with_cuts(mut self, queue: CutQueue) -> Pipeline {
         self.cuts = Some(queue);
         self
     }
@@ -147,7 +147,7 @@ impl Pipeline {
 
     /// Hands every event of a route carrying `position` to `sink` before
     /// fanning it out (missed updates, CONTRACT section 15).
-    pub fn with_history(mut self, sink: Arc<dyn HistorySink>) -> Pipeline {
+    pub(crate) fn with_history(mut self, sink: Arc<dyn HistorySink>) -> Pipeline {
         self.history = Some(sink);
         self
     }

@@ -97,7 +97,7 @@ pub(crate) type StateChanged = bool;
 
 /// The presence store in use, and the rooms whose participants changed
 /// since the hub last looked (participant counts, CONTRACT section 15).
-pub struct Presence {
+pub(crate) struct Presence {
     store: Store,
     changed: Mutex<HashSet<(usize, String)>>,
     notify: Notify,
@@ -105,12 +105,12 @@ pub struct Presence {
 
 impl Presence {
     /// Presence in this process.
-    pub fn memory() -> Presence {
+    pub(crate) fn memory() -> Presence {
         Presence::with(Store::Memory(MemoryPresence::default()))
     }
 
     /// Presence in Redis.
-    pub fn redis(store: RedisPresence) -> Presence {
+    pub(crate) fn redis(store: RedisPresence) -> Presence {
         Presence::with(Store::Redis(Box::new(store)))
     }
 
@@ -139,7 +139,13 @@ impl Presence {
     }
 
     /// Sets a user's state (`online` / `away`) in a room it is present in.
-    pub(crate) async fn set_state(&self, hub: usize, room: &str, user_id: &str, state: &str) -> Result<(), PresenceError> {
+    pub(crate) async fn set_state(
+        &self,
+        hub: usize,
+        room: &str,
+        user_id: &str,
+        state: &str,
+    ) -> Result<(), PresenceError> {
         match &self.store {
             Store::Memory(m) => m.set_state(hub, room, user_id, state),
             Store::Redis(r) => r.set_state(hub, room, user_id, state).await?,
@@ -151,7 +157,7 @@ impl Presence {
     /// Marks one connection of a room idle (no invocation for the hub's
     /// `away_after_seconds`) or active again; the user is `away` while all
     /// its connections in the room are idle, `online` otherwise.
-    pub async fn set_idle(&self, member: &Member, idle: bool) -> Result<(), PresenceError> {
+    pub(crate) async fn set_idle(&self, member: &Member, idle: bool) -> Result<(), PresenceError> {
         let state = match &self.store {
             Store::Memory(m) => m.set_idle(member, idle),
             Store::Redis(r) => r.set_idle(member, idle).await?,
@@ -173,7 +179,7 @@ impl Presence {
     /// Takes the right to publish a room's participant count for `every`:
     /// at most one instance wins it at a time, so clients get at most one
     /// count per room per `every` from the whole deployment.
-    pub async fn claim_count(&self, hub: usize, room: &str, every: Duration) -> Result<bool, PresenceError> {
+    pub(crate) async fn claim_count(&self, hub: usize, room: &str, every: Duration) -> Result<bool, PresenceError> {
         match &self.store {
             Store::Memory(_) => Ok(true),
             Store::Redis(r) => r.claim_count(hub, room, every).await,
@@ -181,12 +187,12 @@ impl Presence {
     }
 
     /// Takes the rooms whose participants or their states changed.
-    pub fn take_changed(&self) -> Vec<(usize, String)> {
+    pub(crate) fn take_changed(&self) -> Vec<(usize, String)> {
         self.lock_changed().drain().collect()
     }
 
     /// Resolves when some room has changed since the last [`Presence::take_changed`].
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.notify.notified().await
     }
 

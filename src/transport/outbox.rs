@@ -216,7 +216,7 @@ impl Outbox {
     /// a join that replays a room's missed events enters fan-out first (so
     /// no live event is lost) and puts the replay before those live events
     /// once it has read it. Frames queued before the hold still go out.
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         let mut s = self.lock();
         if s.held.is_none() {
             s.held = Some(s.queue.len());
@@ -225,7 +225,7 @@ impl Outbox {
 
     /// Ends a [`Outbox::hold`]: `frames` (sequenced) go where the hold
     /// began, before everything queued since.
-    pub fn release(&self, frames: Vec<Payload>) {
+    pub(crate) fn release(&self, frames: Vec<Payload>) {
         let mut s = self.lock();
         let at = s.held.take().unwrap_or(0).min(s.queue.len());
         if s.kicked == Some(Kick::SlowConsumer) {
