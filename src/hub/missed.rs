@@ -180,7 +180,7 @@ pub(super) async fn join(
             match history.missed(hub.id, group, after, &upto, protocol).await {
                 Ok(frames) => {
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
-                    tracing::debug!(room = group, after, missed = frames.len(), ms, "history join: replayed");
+                    tracing::debug!(room = group, after, frames = frames.len(), ms, "history join: replayed");
                     held.1 = frames;
                     count("recovered");
                     true
