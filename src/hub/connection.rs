@@ -18,7 +18,7 @@ pub(crate) type ConnectionTask = std::pin::Pin<Box<dyn std::future::Future<Outpu
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Carrier {
     /// An upgraded WebSocket.
-    WebSocket(crate::transport::WsStream),
+    WebSocket(crate::transport::WsSocket),
     /// A Server-Sent Events response body, with client messages in POSTs.
     ServerSentEvents {
         /// The POSTs and the stop signal.
@@ -58,10 +58,10 @@ pub(crate) fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> Connection
         Carrier::LongPolling { .. } => ("longpolling", false),
     };
     match carrier {
-        Carrier::WebSocket(upgraded) => {
+        Carrier::WebSocket(socket) => {
             let session =
                 HubSession::new(hubs.clone(), hub, negotiated.connection_id, token, identity, transport, stateful);
-            Box::pin(serve_websocket_session(hubs, Box::new(session), negotiated.early, upgraded))
+            Box::pin(serve_websocket_session(hubs, Box::new(session), negotiated.early, socket))
         }
         Carrier::ServerSentEvents { ends, body } => {
             let token = token.unwrap_or_default();
@@ -84,7 +84,7 @@ pub(crate) fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> Connection
 pub(crate) fn resume_websocket(
     hubs: Arc<Hubs>,
     mut session: HubSession,
-    ws: crate::transport::WsStream,
+    ws: crate::transport::WsSocket,
 ) -> ConnectionTask {
     session.resume();
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
@@ -101,7 +101,7 @@ fn serve_websocket_session(
     hubs: Arc<Hubs>,
     mut session: Box<HubSession>,
     early: Vec<bytes::Bytes>,
-    mut ws: crate::transport::WsStream,
+    mut ws: crate::transport::WsSocket,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let outbox = session.outbox();

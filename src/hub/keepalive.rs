@@ -95,7 +95,7 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         .map(|p| {
             let bytes = p.encode(&HubMessage::Ping);
             if p.is_binary() {
-                Some(Payload::Binary(bytes.into()))
+                Some(Payload::binary(&bytes))
             } else {
                 Payload::text_from_vec(bytes)
             }

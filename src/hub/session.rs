@@ -54,6 +54,12 @@ pub(crate) struct HubSession {
 }
 
 impl HubSession {
+    /// Whether frames travel as binary (the MessagePack protocol).
+    #[cfg(test)]
+    pub(crate) fn is_binary(&self) -> bool {
+        self.protocol.is_some_and(Protocol::is_binary)
+    }
+
     /// A new session for `hub`; `token` is released when it ends.
     pub(crate) fn new(
         hubs: Arc<Hubs>,
@@ -186,7 +192,7 @@ impl HubSession {
 
     fn payload(&self, bytes: Vec<u8>) -> Option<Payload> {
         match self.protocol {
-            Some(p) if p.is_binary() => Some(Payload::Binary(bytes.into())),
+            Some(p) if p.is_binary() => Some(Payload::binary(&bytes)),
             _ => Payload::text_from_vec(bytes),
         }
     }
@@ -314,7 +320,7 @@ impl HubSession {
             .iter()
             .map(|(n, f)| {
                 let payload = if protocol.is_binary() {
-                    Some(Payload::Binary(f.0.clone().into()))
+                    Some(Payload::binary(&f.0))
                 } else {
                     Payload::text_from_vec(f.0.clone())
                 };
@@ -550,7 +556,7 @@ impl Session for HubSession {
         let close = close::for_kick(why)?;
         let bytes = protocol.encode(&HubMessage::Close(close));
         if protocol.is_binary() {
-            Some(Payload::Binary(bytes.into()))
+            Some(Payload::binary(&bytes))
         } else {
             Payload::text_from_vec(bytes)
         }
@@ -558,10 +564,6 @@ impl Session for HubSession {
 
     fn is_open(&self) -> bool {
         self.protocol.is_some()
-    }
-
-    fn is_binary(&self) -> bool {
-        self.protocol.is_some_and(Protocol::is_binary)
     }
 
     fn touch(&self) {

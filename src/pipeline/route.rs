@@ -57,7 +57,7 @@ pub(crate) fn encode_replay(
     };
     let encoded = protocol.encode_invocation(&route.method, &arguments);
     if protocol.is_binary() {
-        Some(Payload::Binary(encoded.into()))
+        Some(Payload::binary(&encoded))
     } else {
         Payload::text_from_vec(encoded)
     }
@@ -74,7 +74,7 @@ pub(super) fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_
         let encoded = protocol.encode_invocation(method, arguments);
         bytes += encoded.len();
         frame.by_slot[protocol.slot()] =
-            if protocol.is_binary() { Some(Payload::Binary(encoded.into())) } else { Payload::text_from_vec(encoded) };
+            if protocol.is_binary() { Some(Payload::binary(&encoded)) } else { Payload::text_from_vec(encoded) };
     }
     (frame, bytes)
 }

@@ -200,7 +200,9 @@ fn messagepack_connections_get_the_same_call_in_binary() {
     r.process(event("chat_message", "r1", json!({"text": "hi"})));
     assert_eq!(targets(&json_conn), ["ReceiveMessage"]);
     let frames = binary.take(10).frames;
-    let [crate::fanout::Payload::Binary(b)] = &frames[..] else { panic!("one binary frame: {frames:?}") };
+    let [p] = &frames[..] else { panic!("one frame: {frames:?}") };
+    assert!(p.is_binary());
+    let b = p.as_bytes();
     match Protocol::MessagePack.decode(&b[1..]).expect("msgpack") {
         HubMessage::Invocation(inv) => {
             assert_eq!((inv.target.as_str(), inv.arguments), ("ReceiveMessage", vec![json!({"text": "hi"})]))

@@ -62,10 +62,6 @@ impl Session for FakeSession {
         self.open
     }
 
-    fn is_binary(&self) -> bool {
-        false
-    }
-
     fn first_frames(&mut self) -> Vec<Payload> {
         Vec::new()
     }

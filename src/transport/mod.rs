@@ -19,7 +19,7 @@ pub(crate) use long_polling::{serve_long_polling, ENDED_KEPT};
 pub(crate) use outbox::{Batch, End, Kick, Limits, Outbox, Payload};
 pub(crate) use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
 pub(crate) use sse::{serve_sse, SSE_PREAMBLE};
-pub(crate) use websocket::{accept_key, serve_websocket, websocket_stream, WsSettings, WsStream};
+pub(crate) use websocket::{accept_key, serve_websocket, websocket_socket, WsSettings, WsSocket};
 
 use std::future::Future;
 
@@ -41,9 +41,6 @@ pub(crate) trait Session: Send {
 
     /// Whether the handshake has completed.
     fn is_open(&self) -> bool;
-
-    /// Whether frames must travel as binary (the MessagePack protocol).
-    fn is_binary(&self) -> bool;
 
     /// Frames to write before anything queued: for a resumed stateful
     /// connection, a Sequence and every unacknowledged message.

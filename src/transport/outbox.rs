@@ -4,8 +4,10 @@
 
 use crate::sync::Unpoisoned;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::io::{ErrorKind, IoSlice};
+use std::sync::{Arc, Mutex};
 
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 pub(crate) use super::payload::Payload;
@@ -84,6 +86,109 @@ struct State {
     /// history join holds what arrives after it until its replay is in
     /// front (see [`Outbox::hold`]).
     held: Option<usize>,
+    /// The WebSocket's TCP socket while one is attached (see
+    /// [`Outbox::attach`]): frames are then written from here, by whoever
+    /// pushes them, and only what the socket would not take waits in `queue`.
+    socket: Option<Arc<TcpStream>>,
+    /// Bytes of the front frame already written to `socket`: the rest must
+    /// go before anything else, or the stream of frames would be torn.
+    front_written: usize,
+    /// A write to `socket` failed: the connection's task ends it.
+    failed: bool,
+}
+
+impl State {
+    /// Empties the queue, keeping a front frame that is half written (its
+    /// rest must still go out before the Close).
+    fn clear(&mut self) {
+        let keep = if self.front_written > 0 { self.queue.pop_front() } else { None };
+        self.queue.clear();
+        self.bytes = 0;
+        if let Some(f) = keep {
+            self.bytes = f.payload.len();
+            self.queue.push_back(f);
+        }
+        self.held = self.held.map(|_| 0);
+    }
+
+    /// Numbers a sequenced frame as it starts going out.
+    fn record(&mut self, f: &OutFrame) {
+        if let (Some(r), true) = (self.replay.as_mut(), f.sequenced) {
+            r.record(f.payload.clone());
+        }
+    }
+
+    /// Writes queued frames to the socket until it would block, the queue
+    /// (or its part before a hold) is empty, or the socket fails.
+    fn write_queue(&mut self, socket: &TcpStream) -> Flushed {
+        const SLICES: usize = 64;
+        loop {
+            let writable = self.queue.len().min(self.held.unwrap_or(usize::MAX));
+            if writable == 0 {
+                return Flushed::Done(self.end());
+            }
+            let mut slices = [IoSlice::new(&[]); SLICES];
+            let n = writable.min(SLICES);
+            for (i, f) in self.queue.iter().take(n).enumerate() {
+                let wire = f.payload.wire();
+                slices[i] = IoSlice::new(if i == 0 { &wire[self.front_written..] } else { wire });
+            }
+            match socket.try_write_vectored(&slices[..n]) {
+                Ok(written) => self.consume(written),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Flushed::Blocked,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    self.failed = true;
+                    return Flushed::Failed;
+                }
+            }
+        }
+    }
+
+    /// Moves the queue past `written` bytes the socket took.
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.queue.front() else { return };
+            let rest = front.payload.wire().len() - self.front_written;
+            if self.front_written == 0 {
+                let f = front.clone();
+                self.record(&f);
+            }
+            if written < rest {
+                self.front_written += written;
+                return;
+            }
+            written -= rest;
+            self.front_written = 0;
+            if let Some(f) = self.queue.pop_front() {
+                self.bytes -= f.payload.len();
+                if let Some(h) = self.held.as_mut() {
+                    *h -= 1;
+                }
+            }
+        }
+    }
+
+    /// How the connection ends, once the queue is empty.
+    fn end(&self) -> Option<End> {
+        match (self.kicked, self.ending, self.queue.is_empty()) {
+            (Some(k), _, true) => Some(End::Kicked(k)),
+            (None, true, true) => Some(End::Finished),
+            _ => None,
+        }
+    }
+}
+
+/// What writing an attached socket's queue came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything writable went; the connection ends now if `Some`.
+    Done(Option<End>),
+    /// The socket's send buffer is full: wait until it is writable.
+    Blocked,
+    /// The socket failed.
+    Failed,
 }
 
 /// What the writer takes out in one go.
@@ -135,11 +240,11 @@ impl Outbox {
                 return Err(PushError::Dropped);
             }
             while !fits(&s) {
-                let Some(pos) = s.queue.iter().position(|f| f.droppable) else {
+                // A half-written front frame is not the queue's to drop.
+                let skip = usize::from(s.front_written > 0);
+                let Some(pos) = s.queue.iter().skip(skip).position(|f| f.droppable).map(|p| p + skip) else {
                     s.kicked = Some(Kick::SlowConsumer);
-                    s.queue.clear();
-                    s.bytes = 0;
-                    s.held = s.held.map(|_| 0);
+                    s.clear();
                     drop(s);
                     self.notify.notify_one();
                     return Err(PushError::Overflow);
@@ -153,6 +258,22 @@ impl Outbox {
                 }
             }
         }
+        if s.queue.is_empty() && s.held.is_none() && !s.failed {
+            if let Some(socket) = s.socket.clone() {
+                // The common case: nothing waits, so this frame goes to the
+                // socket now, without waking the connection's task.
+                s.bytes += len;
+                s.queue.push_back(frame);
+                match s.write_queue(&socket) {
+                    Flushed::Done(_) => return Ok(evicted),
+                    Flushed::Blocked | Flushed::Failed => {
+                        drop(s);
+                        self.notify.notify_one();
+                        return Ok(evicted);
+                    }
+                }
+            }
+        }
         s.bytes += len;
         s.queue.push_back(frame);
         let first = s.queue.len() == 1;
@@ -161,6 +282,67 @@ impl Outbox {
             self.notify.notify_one();
         }
         Ok(evicted)
+    }
+
+    /// Queues the last frames of a connection that is ending or was kicked
+    /// (its SignalR Close, the WebSocket Close), which [`Outbox::try_push`]
+    /// refuses by then.
+    pub(crate) fn push_final(&self, payload: Payload) {
+        let mut s = self.lock();
+        s.bytes += payload.len();
+        s.queue.push_back(OutFrame { payload, droppable: false, sequenced: false });
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Gives the outbox the connection's TCP socket (plain WebSockets; TLS
+    /// and the other transports have none: their task takes frames with
+    /// [`Outbox::take`]). `first` (a resumed session's Sequence and resent
+    /// frames) goes before anything queued. The task then calls
+    /// [`Outbox::flush`].
+    pub(crate) fn attach(&self, socket: Option<Arc<TcpStream>>, first: Vec<Payload>) {
+        let mut s = self.lock();
+        for payload in first.into_iter().rev() {
+            s.bytes += payload.len();
+            s.queue.push_front(OutFrame { payload, droppable: false, sequenced: false });
+            if let Some(h) = s.held.as_mut() {
+                *h += 1;
+            }
+        }
+        s.socket = socket;
+        s.front_written = 0;
+        s.failed = false;
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Takes the socket back when the connection's socket is gone. A frame
+    /// it was half way through is dropped from the queue: it was numbered
+    /// when it started, so a resumed session resends it whole.
+    pub(crate) fn detach(&self) {
+        let mut s = self.lock();
+        s.socket = None;
+        if s.front_written > 0 {
+            s.front_written = 0;
+            if let Some(f) = s.queue.pop_front() {
+                s.bytes -= f.payload.len();
+                if let Some(h) = s.held.as_mut() {
+                    *h = h.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Writes what waits to the attached socket (see [`Outbox::attach`]).
+    pub(crate) fn flush(&self) -> Flushed {
+        let mut s = self.lock();
+        if s.failed {
+            return Flushed::Failed;
+        }
+        match s.socket.clone() {
+            Some(socket) => s.write_queue(&socket),
+            None => Flushed::Failed,
+        }
     }
 
     /// Queues a sequenced frame of the session itself (a completion). Same
@@ -187,9 +369,7 @@ impl Outbox {
         if s.kicked.is_none() && !s.ending {
             s.kicked = Some(why);
             if why == Kick::SlowConsumer {
-                s.queue.clear();
-                s.bytes = 0;
-                s.held = s.held.map(|_| 0);
+                s.clear();
             }
         }
         drop(s);
@@ -247,25 +427,18 @@ impl Outbox {
             *h -= n;
         }
         let mut frames = Vec::with_capacity(n);
-        let State { queue, replay, .. } = &mut *s;
-        for f in queue.drain(..n) {
-            if let (Some(r), true) = (replay.as_mut(), f.sequenced) {
-                r.record(f.payload.clone());
-            }
+        for _ in 0..n {
+            let Some(f) = s.queue.pop_front() else { break };
+            s.bytes -= f.payload.len();
+            s.record(&f);
             frames.push(f.payload);
         }
-        s.bytes = s.queue.iter().map(|f| f.payload.len()).sum();
         if s.queue.is_empty() {
             // Most connections sit idle between deliveries: an empty queue
             // holds no memory (the next push allocates again).
             s.queue = VecDeque::new();
         }
-        let end = match (s.kicked, s.ending, s.queue.is_empty()) {
-            (Some(k), _, true) => Some(End::Kicked(k)),
-            (None, true, true) => Some(End::Finished),
-            _ => None,
-        };
-        Batch { frames, end }
+        Batch { frames, end: s.end() }
     }
 
     /// Keeps sequenced frames after writing them, up to `max_bytes`, so a
@@ -303,12 +476,14 @@ impl Outbox {
     /// unacknowledged frame. `None` when the buffer lost frames.
     pub(crate) fn handoff(&self) -> Option<(u64, Vec<(u64, Payload)>)> {
         let mut s = self.lock();
-        let State { queue, replay, .. } = &mut *s;
-        let replay = replay.as_mut()?;
-        for f in queue.drain(..) {
-            if f.sequenced {
-                replay.record(f.payload);
-            }
+        s.replay.as_ref()?;
+        // A half-written front frame was numbered when it started.
+        if s.front_written > 0 {
+            s.front_written = 0;
+            s.queue.pop_front();
+        }
+        while let Some(f) = s.queue.pop_front() {
+            s.record(&f);
         }
         s.bytes = 0;
         s.replay.as_ref().and_then(Replay::frames)
@@ -318,9 +493,10 @@ impl Outbox {
     /// taken-over session missed come before the live ones.
     pub(crate) fn prepend(&self, frames: Vec<Payload>) {
         let mut s = self.lock();
+        let at = usize::from(s.front_written > 0); // never before a half-written frame
         for payload in frames.into_iter().rev() {
             s.bytes += payload.len();
-            s.queue.push_front(OutFrame { payload, droppable: false, sequenced: true });
+            s.queue.insert(at, OutFrame { payload, droppable: false, sequenced: true });
         }
         drop(s);
         self.notify.notify_one();
@@ -348,6 +524,9 @@ impl Outbox {
         self.state.locked()
     }
 }
+
+#[cfg(test)]
+mod direct_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,41 +1,129 @@
 //! The bytes of one frame as the socket sends them, shared by every
 //! connection that receives the same event.
+//!
+//! A payload is kept *pre-framed*: the WebSocket frame header (RFC 6455
+//! section 5.2; server frames are never masked) is written once in front of
+//! the encoded message, so a delivery to a WebSocket is one `send()` of
+//! shared bytes and nothing per connection. Server-Sent Events and Long
+//! Polling send the message alone ([`Payload::as_bytes`]).
 
-use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-/// Encoded bytes, already in the form the socket sends. Text is kept as
-/// `Utf8Bytes` so each connection's WebSocket frame is built without
-/// checking the UTF-8 again; clones share the buffer.
-#[derive(Debug, Clone)]
-pub(crate) enum Payload {
-    /// A text-protocol record (JSON).
-    Text(Utf8Bytes),
-    /// A binary-protocol message (MessagePack).
-    Binary(Bytes),
+/// WebSocket opcodes the server sends data with.
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+const OPCODE_CLOSE: u8 = 0x8;
+/// FIN: every frame this server sends is a whole message.
+const FIN: u8 = 0x80;
+
+/// Encoded bytes, already in the form the socket sends. Clones share the
+/// buffer (one reference count, no copy).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Payload {
+    /// The WebSocket frame: header, then the message.
+    wire: Bytes,
+    /// Length of the header in `wire`; the message follows it.
+    header: u8,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_binary() { "binary" } else { "text" };
+        write!(f, "Payload({kind}, {:?})", String::from_utf8_lossy(self.as_bytes()))
+    }
 }
 
 impl Payload {
-    /// Wraps encoded JSON.
+    /// Wraps encoded JSON (a text frame).
+    #[cfg(test)]
     pub(crate) fn text(s: String) -> Payload {
-        Payload::Text(Utf8Bytes::from(s))
+        Payload::framed(OPCODE_TEXT, s.as_bytes())
     }
 
     /// Wraps encoded bytes that must travel as text; `None` if not UTF-8.
     pub(crate) fn text_from_vec(v: Vec<u8>) -> Option<Payload> {
-        String::from_utf8(v).ok().map(Payload::text)
+        std::str::from_utf8(&v).ok()?;
+        Some(Payload::framed(OPCODE_TEXT, &v))
     }
 
-    /// The bytes as they go on the wire.
+    /// Wraps a binary-protocol message (MessagePack: a binary frame), or
+    /// a JSON record on a connection whose protocol is binary.
+    pub(crate) fn binary(v: &[u8]) -> Payload {
+        Payload::framed(OPCODE_BINARY, v)
+    }
+
+    /// The WebSocket Close frame with a status code and no reason.
+    pub(crate) fn websocket_close(code: u16) -> Payload {
+        Payload::framed(OPCODE_CLOSE, &code.to_be_bytes())
+    }
+
+    /// Bytes the WebSocket layer framed itself (a Pong or the answer to the
+    /// client's Close): their message is their whole wire form, and they
+    /// only ever go to a WebSocket.
+    pub(crate) fn websocket_control(wire: Bytes) -> Payload {
+        Payload { wire, header: 0 }
+    }
+
+    fn framed(opcode: u8, message: &[u8]) -> Payload {
+        let len = message.len();
+        let mut wire = BytesMut::with_capacity(len + 10);
+        wire.put_u8(FIN | opcode);
+        let header = if len < 126 {
+            wire.put_u8(len as u8);
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            wire.put_u8(126);
+            wire.put_u16(short);
+            4
+        } else {
+            wire.put_u8(127);
+            wire.put_u64(len as u64);
+            10
+        };
+        wire.put_slice(message);
+        Payload { wire: wire.freeze(), header }
+    }
+
+    /// The message alone, as Server-Sent Events and Long Polling send it.
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        match self {
-            Payload::Text(t) => t.as_ref(),
-            Payload::Binary(b) => b,
-        }
+        &self.wire[usize::from(self.header)..]
     }
 
-    /// Length in bytes.
+    /// The whole WebSocket frame, as a WebSocket sends it.
+    pub(crate) fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// Whether the frame is binary (a MessagePack message).
+    pub(crate) fn is_binary(&self) -> bool {
+        self.wire.first().is_some_and(|b| b & 0x0f == OPCODE_BINARY)
+    }
+
+    /// Length of the message in bytes (what queue limits count).
     pub(crate) fn len(&self) -> usize {
-        self.as_bytes().len()
+        self.wire.len() - usize::from(self.header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_rfc_6455_for_each_length_class() {
+        let short = Payload::text("ab".into());
+        assert_eq!(short.wire(), b"\x81\x02ab");
+        assert_eq!((short.as_bytes(), short.len(), short.is_binary()), (&b"ab"[..], 2, false));
+
+        let medium = Payload::binary(&[7u8; 300]);
+        assert_eq!(&medium.wire()[..4], &[0x82, 126, 0x01, 0x2c]);
+        assert_eq!((medium.len(), medium.is_binary()), (300, true));
+
+        let long = Payload::binary(&vec![1u8; 70_000]);
+        assert_eq!(&long.wire()[..10], &[0x82, 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]);
+        assert_eq!(long.as_bytes().len(), 70_000);
+
+        assert_eq!(Payload::websocket_close(1000).wire(), b"\x88\x02\x03\xe8");
+        assert!(Payload::text_from_vec(vec![0xff]).is_none());
     }
 }

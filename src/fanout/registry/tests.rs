@@ -29,10 +29,7 @@ fn groups(names: &[&str]) -> Vec<Box<str>> {
 }
 
 fn frame() -> Frame {
-    Frame {
-        by_slot: [Some(Payload::text("j".into())), Some(Payload::Binary(bytes::Bytes::from_static(b"m")))],
-        droppable: false,
-    }
+    Frame { by_slot: [Some(Payload::text("j".into())), Some(Payload::binary(b"m"))], droppable: false }
 }
 
 fn stream(name: &str) -> Arc<str> {

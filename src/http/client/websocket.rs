@@ -48,12 +48,8 @@ pub(super) async fn upgrade(
     let hubs = state.hubs.clone();
     match (parked, attached) {
         (Some(session), _) => state.tasks.spawn(async move {
-            match on_upgrade.await.map(|u| transport::websocket_stream(u, &hubs.settings.ws)) {
-                Ok(Some(ws)) => hub::resume_websocket(hubs, session, ws).await,
-                Ok(None) => {
-                    tracing::error!("the WebSocket layer did not start: connection closed");
-                    session.finish(transport::Ended::WriteFailed).await;
-                }
+            match on_upgrade.await.map(transport::websocket_socket) {
+                Ok(ws) => hub::resume_websocket(hubs, session, ws).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");
                     session.finish(transport::Ended::ByClient).await;
@@ -64,16 +60,13 @@ pub(super) async fn upgrade(
             let negotiated = attached.unwrap_or_else(hub::Negotiated::unnegotiated);
             let hub_id = hub.id;
             state.tasks.spawn(async move {
-                match on_upgrade.await.map(|u| transport::websocket_stream(u, &hubs.settings.ws)) {
-                    Ok(Some(ws)) => {
+                match on_upgrade.await.map(transport::websocket_socket) {
+                    Ok(ws) => {
                         let start = hub::Start { hub: hub_id, negotiated, token, identity };
                         hub::run(hubs, start, hub::Carrier::WebSocket(ws)).await
                     }
-                    failed => {
-                        match failed {
-                            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-                            _ => tracing::error!("the WebSocket layer did not start: connection closed"),
-                        }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket upgrade failed");
                         if let Some(t) = token {
                             hubs.tokens.release(&t);
                         }

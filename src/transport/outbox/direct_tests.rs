@@ -1,0 +1,129 @@
+//! The direct path on real loopback sockets: a delivery written from the
+//! pusher's thread, what the socket would not take finished by the task,
+//! frames never torn or reordered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    (Arc::new(server), client)
+}
+
+fn attached(socket: &Arc<TcpStream>) -> Outbox {
+    let o = Outbox::new(Limits { max_frames: 100_000, max_bytes: 1 << 30 });
+    o.attach(Some(socket.clone()), Vec::new());
+    o
+}
+
+/// Splits a byte stream into WebSocket frames: (opcode, message).
+fn frames(mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let opcode = wire[0] & 0x0f;
+        let (len, at) = match wire[1] {
+            126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
+            127 => (u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")) as usize, 10),
+            n => (usize::from(n), 2),
+        };
+        out.push((opcode, wire[at..at + len].to_vec()));
+        wire = &wire[at + len..];
+    }
+    out
+}
+
+async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut buf)).await.expect("in time").expect("read");
+    buf
+}
+
+#[tokio::test]
+async fn a_push_to_an_idle_socket_is_written_at_once_without_waking_the_task() {
+    let (server, mut client) = pair().await;
+    let o = attached(&server);
+    o.ready().await; // attach's own wake-up
+    let p = Payload::text("{\"type\":1}\u{1e}".into());
+    o.push_critical(p.clone()).expect("room");
+    assert!(o.is_empty(), "nothing left for the task");
+    assert_eq!(read_exactly(&mut client, p.wire().len()).await, p.wire());
+    assert!(tokio::time::timeout(Duration::from_millis(50), o.ready()).await.is_err(), "the task was not woken");
+}
+
+/// Pushes `n` frames of 64 KiB, numbered in their first byte, without
+/// reading: the socket's buffers fill and the rest waits in the queue.
+fn fill(o: &Outbox, n: u8) -> Vec<Payload> {
+    let sent: Vec<_> = (0..n).map(|i| Payload::binary(&vec![i; 64 * 1024])).collect();
+    for p in &sent {
+        o.push_critical(p.clone()).expect("room");
+    }
+    sent
+}
+
+async fn write_out(o: &Outbox, socket: &TcpStream) -> Flushed {
+    loop {
+        match o.flush() {
+            Flushed::Blocked => socket.writable().await.expect("writable"),
+            done => return done,
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_the_socket_would_not_take_waits_and_goes_after_in_order() {
+    let (server, mut client) = pair().await;
+    let o = attached(&server);
+    o.enable_replay(1 << 30);
+    let sent = fill(&o, 200);
+    assert!(!o.is_empty(), "12.5 MiB do not fit in loopback buffers unread");
+    let total: usize = sent.iter().map(|p| p.wire().len()).sum();
+    let reader = tokio::spawn(async move { read_exactly(&mut client, total).await });
+    assert_eq!(write_out(&o, &server).await, Flushed::Done(None));
+    let got = frames(&reader.await.expect("reader"));
+    assert_eq!(got.len(), 200);
+    assert!(got.iter().enumerate().all(|(i, (op, m))| *op == 2 && m.len() == 64 * 1024 && m[0] == i as u8));
+    assert_eq!(o.resume().expect("replay on").1.len(), 200, "every frame numbered once");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_kick_keeps_a_half_written_frame_whole_before_the_close() {
+    let (server, mut client) = pair().await;
+    let o = attached(&server);
+    fill(&o, 200);
+    o.kick(Kick::SlowConsumer);
+    o.push_final(Payload::websocket_close(1000));
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut all)).await;
+        all
+    });
+    assert_eq!(write_out(&o, &server).await, Flushed::Done(Some(End::Kicked(Kick::SlowConsumer))));
+    o.detach();
+    drop(o);
+    drop(server);
+    let got = frames(&reader.await.expect("reader"));
+    let (close, data) = got.split_last().expect("frames");
+    assert_eq!(close, &(8, vec![0x03, 0xe8]), "the stream ends with a whole Close frame");
+    assert!(data.iter().enumerate().all(|(i, (op, m))| *op == 2 && m.len() == 64 * 1024 && m[0] == i as u8));
+    assert!(data.len() < 200, "the queued rest was dropped");
+}
+
+#[tokio::test]
+async fn a_detached_session_resends_a_half_written_frame_whole_and_never_twice() {
+    let (server, _client) = pair().await;
+    let o = attached(&server);
+    o.enable_replay(1 << 30);
+    fill(&o, 200);
+    let queued = o.len();
+    o.detach();
+    assert_eq!(o.len(), queued - 1, "the half-written front frame left the queue");
+    let (_, unacknowledged) = o.resume().expect("replay on");
+    assert_eq!(unacknowledged.len() + o.len(), 200, "each frame is resent or queued, once");
+}
