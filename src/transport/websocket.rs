@@ -85,7 +85,13 @@ pub(crate) enum WsSocket {
 /// the two halves of whatever carries it.
 pub(crate) fn websocket_socket(upgraded: Upgraded) -> WsSocket {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => WsSocket::Tcp { stream: Arc::new(parts.io.into_inner()), early: parts.read_buf },
+        Ok(parts) => {
+            // The read-ahead is a slice of the HTTP layer's read buffer
+            // (kilobytes): copied, so that buffer is not kept for the
+            // connection's life.
+            let early = if parts.read_buf.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&parts.read_buf) };
+            WsSocket::Tcp { stream: Arc::new(parts.io.into_inner()), early }
+        }
         Err(upgraded) => {
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
             WsSocket::Split { read, write }
