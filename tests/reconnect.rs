@@ -147,3 +147,77 @@ async fn a_stateful_session_resumes_on_another_instance_after_a_drain() {
     let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
 }
+
+/// A taken-over session stays in presence (CONTRACT sections 11, 14, 15):
+/// Ann's stateful session on the discussion hub moves from a draining
+/// instance to another; Bob, on that other instance, never sees her leave,
+/// GetPresence keeps listing her, and the participant count stays 2, also
+/// after the drained instance's own entries have expired (a presence TTL
+/// of 2 s here, waited past).
+#[tokio::test]
+async fn a_taken_over_session_stays_present() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        let mut env = jwt_env();
+        env.extend([
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+            ("SIDECAR_PRESENCE_TTL_SECONDS", "2".to_string()),
+            ("SIDECAR_ROUTES", "protocol/routes-discussion.toml".to_string()),
+            ("SIDECAR_STREAMS", "events:discussion".to_string()),
+        ]);
+        env
+    };
+    let mut a = Sidecar::start(&env("presence-a")).await;
+    let b = Sidecar::start(&env("presence-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let methods = ["ParticipantCount", "UserJoined", "UserLeft"];
+    let ann = json!({"statefulReconnect": true, "accessToken": token("ann", "Ann")});
+    d.connect("ann", &format!("{}/hubs/discussion", proxy.url()), &methods, ann).await.expect("ann connects");
+    d.invoke("ann", "JoinDiscussion", json!(["d-1"])).await.expect("ann joins");
+    let bob = json!({"accessToken": token("bob", "Bob")});
+    d.connect("bob", &b.hub("/hubs/discussion"), &methods, bob).await.expect("bob connects");
+    d.invoke("bob", "JoinDiscussion", json!(["d-1"])).await.expect("bob joins");
+    let two = json!({"room_id": "d-1", "count": 2, "online": 2, "away": 0});
+    let counted = |v: &Value| v["name"] == "bob" && v["method"] == "ParticipantCount" && v["args"][1] == two;
+    d.wait_for(WAIT, counted).await.expect("Bob sees two participants before the drain");
+    d.drain_messages("bob", Duration::from_millis(300)).await; // the joins' UserJoined
+
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    let users = |p: &Value| {
+        let mut u: Vec<String> = p["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["user_id"].as_str().map(String::from))
+            .collect();
+        u.sort();
+        u
+    };
+    // Past the drained instance's exit plus its entries' TTL (2 s) and a
+    // sweep: Ann is present through the instance she resumed on.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < until {
+        let p = d.invoke("bob", "GetPresence", json!(["d-1"])).await.expect("presence");
+        assert_eq!(users(&p), ["ann", "bob"], "Ann never leaves presence: {p}");
+        seen.extend(d.drain_messages("bob", Duration::from_millis(250)).await);
+    }
+    let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
+    assert!(
+        !seen.iter().any(|m| m["method"] == "UserLeft" || m["method"] == "UserJoined"),
+        "no leave or join for a session that moved: {seen:?}"
+    );
+    for m in seen.iter().filter(|m| m["method"] == "ParticipantCount") {
+        assert_eq!(m["args"][1], two, "every count after the handoff says two: {m}");
+    }
+    assert_eq!(
+        d.invoke("ann", "GetPresence", json!(["d-1"])).await.map(|p| users(&p)),
+        Ok(vec!["ann".to_string(), "bob".to_string()]),
+        "Ann's session works on its new instance"
+    );
+}

@@ -166,7 +166,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
         }
     };
     hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
-    session.finish_handed_off(groups).await;
+    session.finish_handed_off().await;
 }
 
 /// Takes over the session saved for `token` on `hub` for a client that
@@ -206,13 +206,14 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
         Ok(frames) => {
             tracing::debug!(connection_id = %snapshot.connection_id, missed = frames.len(), "stateful session taken over");
             session.outbox().prepend(frames);
+            session.rejoin_presence(&groups).await;
             count("resumed");
             Some(session)
         }
         Err(e) => {
             tracing::info!(connection_id = %snapshot.connection_id, error = %e, "resume refused: the client reconnects afresh");
             count("refused");
-            session.finish_handed_off(groups).await;
+            session.finish_handed_off().await;
             None
         }
     }
