@@ -221,3 +221,96 @@ async fn a_taken_over_session_stays_present() {
         "Ann's session works on its new instance"
     );
 }
+
+/// Polls `s`'s /metrics until a line contains `needle`.
+async fn metric_appears(s: &Sidecar, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        if text.contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{needle} not in the metrics of :{}: {text}", s.admin_port);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A batch held for a stateful session when its instance drains
+/// (`delivery = "batch"`, seed 003 FR-005) reaches it once, on the instance
+/// it resumes on. The draining instance `a` holds responses 2 and 3 in a
+/// 5 s window; `b`'s window is `b_window_ms`. With a short one, `b` has sent
+/// its own copy to nobody before the resume: only `a`'s flush into the
+/// snapshot can bring them (the loss this guards against). With a long one,
+/// `b` still holds its copy at the takeover: it must not also reach the
+/// session live (a duplicate).
+async fn a_held_batch_crosses_the_handoff(b_window_ms: u64) {
+    let redis = Redis::start().await;
+    let env = |id: &str, window: u64| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+            ("SIDECAR_BATCH_WINDOW_MS", window.to_string()),
+            ("SIDECAR_ROUTES", "protocol/routes-discussion.toml".to_string()),
+            ("SIDECAR_STREAMS", "events:discussion".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("batch-a", 5000)).await;
+    let b = Sidecar::start(&env("batch-b", b_window_ms)).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/discussion", proxy.url());
+    d.connect("c", &url, &["ResponsesPosted"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinDiscussion", json!(["d-1"])).await.expect("joins");
+    let response = |n: u64| json!({"response_id": format!("r-{n}"), "author_id": "cid", "content": format!("response {n}"), "created_at": now()});
+    let ids = |m: &Value| -> Vec<String> {
+        m["args"][1]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["response_id"].as_str().map(String::from))
+            .collect()
+    };
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(1)));
+    let first = d.message("c", "ResponsesPosted", WAIT).await.expect("the first response at once");
+    assert_eq!(ids(&first), ["r-1"]);
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(2)));
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(3)));
+    let consumed = "sidecar_events_consumed_total{stream=\"events:discussion\",event_type=\"response_posted\"} 3";
+    metric_appears(&a, consumed).await;
+    metric_appears(&b, consumed).await;
+    let published = std::time::Instant::now();
+    if b_window_ms < 1000 {
+        // Let b's short window end (its batch goes to no member of b).
+        tokio::time::sleep(Duration::from_millis(3 * b_window_ms)).await;
+    }
+
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    metric_appears(&b, "sidecar_session_handoffs_total{outcome=\"resumed\"} 1").await;
+    // Everything, until both windows (5 s, or b's) have surely ended.
+    let mut got = ids(&first);
+    let until = published + Duration::from_millis(5000.max(b_window_ms) + 1500);
+    while std::time::Instant::now() < until {
+        if let Some(m) = d.message("c", "ResponsesPosted", Duration::from_millis(200)).await {
+            got.extend(ids(&m));
+        }
+    }
+    assert_eq!(got, ["r-1", "r-2", "r-3"], "the held responses once each, in order, across the handoff");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
+            .await
+            .is_none(),
+        "the client stayed Connected: a resume, not a reconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_held_batch_is_not_lost_in_a_handoff() {
+    a_held_batch_crosses_the_handoff(200).await;
+}
+
+#[tokio::test]
+async fn a_held_batch_is_not_doubled_in_a_handoff() {
+    a_held_batch_crosses_the_handoff(5000).await;
+}
