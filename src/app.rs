@@ -150,9 +150,10 @@ pub async fn run_with(
         None => None,
     };
     let (cuts, cut_queue) = pipeline::cut_channel();
+    pipeline = pipeline.with_cuts(cut_queue);
     let history = match history {
         Some((history, sink)) => {
-            pipeline = pipeline.with_history(sink).with_cuts(cut_queue);
+            pipeline = pipeline.with_history(sink);
             Some(Arc::new(history))
         }
         None => None,
@@ -195,8 +196,9 @@ pub async fn run_with(
         hubs = hubs.with_push(registrar);
     }
     if let Some(history) = &history {
-        hubs = hubs.with_history(history.reader(cuts));
+        hubs = hubs.with_history(history.reader(cuts.clone()));
     }
+    hubs = hubs.with_cuts(cuts);
     let hubs = Arc::new(hubs);
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));

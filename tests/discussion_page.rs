@@ -3,10 +3,15 @@
 //! two pages (Ann and Bob) talk through the sidecar. Typing in one shows
 //! the roster in the other ("3 people are typing…" with two typists from
 //! the backend), a posted response appears in both, a burst arrives whole
-//! and in order, and after a network drop the page shows its reconnecting
-//! banner and then what was posted while it was away; an announcement
-//! reaches both through the notification hub. The test reads the
-//! DOM at each step; the screenshots it takes are kept under
+//! and in order, the participant count and its online / away split come
+//! from the sidecar's ParticipantCount, and after a network drop the page
+//! shows its reconnecting banner, joins again with the last position it
+//! saw, and the sidecar replays what was posted while it was away (once
+//! each, in order, events no refetch could bring); with a position older
+//! than the sidecar's history the answer is `recovered: false` and the page
+//! refetches from its backend and says so. An announcement reaches both
+//! through the notification hub. The test reads the DOM (and the page's
+//! sync counters) at each step; the screenshots it takes are kept under
 //! `target/discussion-page/` for a human to look at.
 
 mod support;
@@ -48,6 +53,7 @@ async fn two_pages_talk_through_the_sidecar() {
     assert_eq!(steps["pageErrors"], Value::Null, "no script errors: {steps}");
 
     assert_eq!(steps["joined"]["participants"], "2 participants");
+    assert_eq!(steps["states"]["presenceStates"], "2 online · 0 away", "ParticipantCount's split");
     assert_eq!(steps["oneTyping"]["typing"], "Bob is typing…");
     assert_eq!(steps["threeTyping"]["typing"], "3 people are typing…");
     assert_eq!(steps["bobSeesOthers"]["typing"], "Cid and Dan are typing…", "a page never lists its own user");
@@ -66,13 +72,59 @@ async fn two_pages_talk_through_the_sidecar() {
     assert_eq!(steps["reconnecting"]["banner"], "Connection lost, reconnecting…");
     assert_eq!(steps["reconnected"]["banner"], "");
     assert_eq!(steps["reconnected"]["typing"], "", "no stale indicator after a reconnect");
-    assert!(ann.contains(&"Dan: posted while Ann was away".into()), "{ann:?}");
+
+    // Missed updates (FR-025): the page had a position before the drop...
+    let position = |v: &Value| {
+        let p = v.as_str().unwrap_or_else(|| panic!("a position: {v}"));
+        let (ms, seq) = p.split_once('-').unwrap_or_else(|| panic!("<ms>-<seq>: {p}"));
+        (ms.parse::<u64>().expect("ms"), seq.parse::<u64>().expect("seq"))
+    };
+    let before = position(&steps["beforeCut"]["lastPosition"]);
+    assert!(before > (0, 0), "{before:?}");
+    // ...and the sidecar replayed the four responses it missed: no refetch
+    // ran (the three sent straight to the sidecar are in no backend store).
+    assert_eq!(
+        steps["reconnected"]["syncState"],
+        serde_json::json!({"replays": 1, "refetches": 0, "replayed": 4, "last": "replayed"}),
+        "{:#}",
+        steps["reconnected"]
+    );
+    assert_eq!(steps["reconnected"]["sync"], "Back online: 4 missed responses replayed");
+    assert!(position(&steps["reconnected"]["lastPosition"]) > before, "the bookmark moved on");
+    let missed = |responses: &Value| -> Vec<String> {
+        responses
+            .as_array()
+            .expect("responses")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|r| r.starts_with("Eve: missed") || r.starts_with("Dan: posted while"))
+            .map(String::from)
+            .collect()
+    };
+    let replayed = ["Dan: posted while Ann was away", "Eve: missed 1", "Eve: missed 2", "Eve: missed 3"];
+    assert_eq!(missed(&steps["reconnected"]["responses"]), replayed, "once each, in order, at Ann's");
+    assert_eq!(missed(&steps["final"]["ann"]["responses"]), replayed, "and still once each at the end");
+    assert_eq!(missed(&steps["final"]["bob"]["responses"]), replayed, "Bob came back the same way");
+    assert_eq!(steps["bobReplayed"]["syncState"]["refetches"], 0);
+
+    // A position older than the history: recovered false, the page refetches.
+    assert_eq!(steps["refetched"]["syncState"]["refetches"], 1, "{:#}", steps["refetched"]);
+    assert_eq!(steps["refetched"]["syncState"]["last"], "refetched");
+    assert_eq!(steps["refetched"]["syncState"]["replays"], 1, "no second replay");
+    assert_eq!(
+        steps["refetched"]["sync"],
+        "Back online: missed updates could not be replayed, reloaded the discussion"
+    );
+    let second = |v: &Value| {
+        v.as_array().expect("responses").iter().filter(|r| *r == "Dan: posted during the second drop").count()
+    };
+    assert_eq!(second(&steps["final"]["ann"]["responses"]), 1, "refetched once");
+    assert_eq!(second(&steps["final"]["bob"]["responses"]), 1, "replayed once at Bob's");
+    assert_eq!(steps["bobSecond"]["syncState"]["refetches"], 0, "Bob's position was fine: replayed");
     assert_eq!(steps["final"]["bob"]["notifications"], serde_json::json!(["📣 Maintenance: tonight at 22:00"]));
-    let bob = steps["final"]["bob"]["responses"].as_array().expect("responses");
-    assert!(bob.contains(&"Dan: posted while Ann was away".into()), "Bob came back too: {bob:?}");
 
     let files = result["screenshots"].as_array().expect("screenshots");
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     for f in files {
         let bytes = std::fs::read(f.as_str().expect("path")).expect("the screenshot exists");
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{f}: {} bytes", bytes.len());

@@ -147,3 +147,170 @@ async fn a_stateful_session_resumes_on_another_instance_after_a_drain() {
     let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
 }
+
+/// A taken-over session stays in presence (CONTRACT sections 11, 14, 15):
+/// Ann's stateful session on the discussion hub moves from a draining
+/// instance to another; Bob, on that other instance, never sees her leave,
+/// GetPresence keeps listing her, and the participant count stays 2, also
+/// after the drained instance's own entries have expired (a presence TTL
+/// of 2 s here, waited past).
+#[tokio::test]
+async fn a_taken_over_session_stays_present() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        let mut env = jwt_env();
+        env.extend([
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+            ("SIDECAR_PRESENCE_TTL_SECONDS", "2".to_string()),
+            ("SIDECAR_ROUTES", "protocol/routes-discussion.toml".to_string()),
+            ("SIDECAR_STREAMS", "events:discussion".to_string()),
+        ]);
+        env
+    };
+    let mut a = Sidecar::start(&env("presence-a")).await;
+    let b = Sidecar::start(&env("presence-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let methods = ["ParticipantCount", "UserJoined", "UserLeft"];
+    let ann = json!({"statefulReconnect": true, "accessToken": token("ann", "Ann")});
+    d.connect("ann", &format!("{}/hubs/discussion", proxy.url()), &methods, ann).await.expect("ann connects");
+    d.invoke("ann", "JoinDiscussion", json!(["d-1"])).await.expect("ann joins");
+    let bob = json!({"accessToken": token("bob", "Bob")});
+    d.connect("bob", &b.hub("/hubs/discussion"), &methods, bob).await.expect("bob connects");
+    d.invoke("bob", "JoinDiscussion", json!(["d-1"])).await.expect("bob joins");
+    let two = json!({"room_id": "d-1", "count": 2, "online": 2, "away": 0});
+    let counted = |v: &Value| v["name"] == "bob" && v["method"] == "ParticipantCount" && v["args"][1] == two;
+    d.wait_for(WAIT, counted).await.expect("Bob sees two participants before the drain");
+    d.drain_messages("bob", Duration::from_millis(300)).await; // the joins' UserJoined
+
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    let users = |p: &Value| {
+        let mut u: Vec<String> = p["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["user_id"].as_str().map(String::from))
+            .collect();
+        u.sort();
+        u
+    };
+    // Past the drained instance's exit plus its entries' TTL (2 s) and a
+    // sweep: Ann is present through the instance she resumed on.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < until {
+        let p = d.invoke("bob", "GetPresence", json!(["d-1"])).await.expect("presence");
+        assert_eq!(users(&p), ["ann", "bob"], "Ann never leaves presence: {p}");
+        seen.extend(d.drain_messages("bob", Duration::from_millis(250)).await);
+    }
+    let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
+    assert!(
+        !seen.iter().any(|m| m["method"] == "UserLeft" || m["method"] == "UserJoined"),
+        "no leave or join for a session that moved: {seen:?}"
+    );
+    for m in seen.iter().filter(|m| m["method"] == "ParticipantCount") {
+        assert_eq!(m["args"][1], two, "every count after the handoff says two: {m}");
+    }
+    assert_eq!(
+        d.invoke("ann", "GetPresence", json!(["d-1"])).await.map(|p| users(&p)),
+        Ok(vec!["ann".to_string(), "bob".to_string()]),
+        "Ann's session works on its new instance"
+    );
+}
+
+/// Polls `s`'s /metrics until a line contains `needle`.
+async fn metric_appears(s: &Sidecar, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        if text.contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{needle} not in the metrics of :{}: {text}", s.admin_port);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A batch held for a stateful session when its instance drains
+/// (`delivery = "batch"`, seed 003 FR-005) reaches it once, on the instance
+/// it resumes on. The draining instance `a` holds responses 2 and 3 in a
+/// 5 s window; `b`'s window is `b_window_ms`. With a short one, `b` has sent
+/// its own copy to nobody before the resume: only `a`'s flush into the
+/// snapshot can bring them (the loss this guards against). With a long one,
+/// `b` still holds its copy at the takeover: it must not also reach the
+/// session live (a duplicate).
+async fn a_held_batch_crosses_the_handoff(b_window_ms: u64) {
+    let redis = Redis::start().await;
+    let env = |id: &str, window: u64| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+            ("SIDECAR_BATCH_WINDOW_MS", window.to_string()),
+            ("SIDECAR_ROUTES", "protocol/routes-discussion.toml".to_string()),
+            ("SIDECAR_STREAMS", "events:discussion".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("batch-a", 5000)).await;
+    let b = Sidecar::start(&env("batch-b", b_window_ms)).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/discussion", proxy.url());
+    d.connect("c", &url, &["ResponsesPosted"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinDiscussion", json!(["d-1"])).await.expect("joins");
+    let response = |n: u64| json!({"response_id": format!("r-{n}"), "author_id": "cid", "content": format!("response {n}"), "created_at": now()});
+    let ids = |m: &Value| -> Vec<String> {
+        m["args"][1]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["response_id"].as_str().map(String::from))
+            .collect()
+    };
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(1)));
+    let first = d.message("c", "ResponsesPosted", WAIT).await.expect("the first response at once");
+    assert_eq!(ids(&first), ["r-1"]);
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(2)));
+    redis.xadd_data("events:discussion", &envelope("response_posted", "d-1", response(3)));
+    let consumed = "sidecar_events_consumed_total{stream=\"events:discussion\",event_type=\"response_posted\"} 3";
+    metric_appears(&a, consumed).await;
+    metric_appears(&b, consumed).await;
+    let published = std::time::Instant::now();
+    if b_window_ms < 1000 {
+        // Let b's short window end (its batch goes to no member of b).
+        tokio::time::sleep(Duration::from_millis(3 * b_window_ms)).await;
+    }
+
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    metric_appears(&b, "sidecar_session_handoffs_total{outcome=\"resumed\"} 1").await;
+    // Everything, until both windows (5 s, or b's) have surely ended.
+    let mut got = ids(&first);
+    let until = published + Duration::from_millis(5000.max(b_window_ms) + 1500);
+    while std::time::Instant::now() < until {
+        if let Some(m) = d.message("c", "ResponsesPosted", Duration::from_millis(200)).await {
+            got.extend(ids(&m));
+        }
+    }
+    assert_eq!(got, ["r-1", "r-2", "r-3"], "the held responses once each, in order, across the handoff");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
+            .await
+            .is_none(),
+        "the client stayed Connected: a resume, not a reconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_held_batch_is_not_lost_in_a_handoff() {
+    a_held_batch_crosses_the_handoff(200).await;
+}
+
+#[tokio::test]
+async fn a_held_batch_is_not_doubled_in_a_handoff() {
+    a_held_batch_crosses_the_handoff(5000).await;
+}

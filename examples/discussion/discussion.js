@@ -4,9 +4,10 @@
 //   sidecar     base URL of the sidecar's client port (default http://<host>:8080)
 //   discussion  the discussion to join (default d-1)
 //   user, name  who this page is (a demo token comes from /api/token)
-// Everything the page shows comes from the sidecar, except the refetch after
-// a reconnect (from the page's backend, /api/responses) and posting (the
-// backend publishes response_posted).
+// Everything the page shows comes from the sidecar, except posting (the
+// backend publishes response_posted) and the refetch from the page's
+// backend (/api/responses) when the sidecar cannot replay what the page
+// missed (`recovered: false`).
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -26,6 +27,13 @@ const TYPING_IDLE_MS = 2000;
 const state = {
   responses: new Map(), // response_id -> <li>: no duplicates (FR-003)
   roster: [], // [{user_id, username}] from TypingRoster
+  // Missed updates (FR-025): the greatest position seen, and what each
+  // rejoin did: `replays` rejoins the sidecar replayed, `refetches` ones it
+  // could not (the page refetched), `replayed` responses that came in
+  // replays. The tests read these.
+  lastPosition: null,
+  sync: { replays: 0, refetches: 0, replayed: 0, last: null },
+  replaying: false,
 };
 window.discussionPage = { state, me, discussion }; // for tests and the console
 
@@ -66,6 +74,7 @@ function showResponses(items, fresh) {
     if (fresh) li.classList.add("new"); // FR-004
     list.append(li);
     state.responses.set(r.response_id, li);
+    if (state.replaying) state.sync.replayed += 1;
   }
   if (follow) list.scrollTop = list.scrollHeight;
   else if (fresh && items.length) $("more").classList.add("shown");
@@ -110,40 +119,82 @@ function onRoster(roster) {
 
 // --- participants ---------------------------------------------------------
 
-function showParticipantCount(count) {
+/** "2 participants" and "1 online · 1 away" (FR-033, FR-034). */
+function showParticipants({ count, online, away }) {
   $("participants").textContent = `${count} ${count === 1 ? "participant" : "participants"}`;
+  $("presence-states").textContent = `${online} online · ${away} away`;
 }
 
-let presencePending = null;
-/** GetPresence after a join or leave (coalesced to one call per 300 ms). */
-function refreshPresence(conn) {
-  clearTimeout(presencePending);
-  presencePending = setTimeout(async () => {
-    try {
-      const p = await conn.invoke("GetPresence", discussion);
-      showParticipantCount(p.count);
-    } catch (e) {
-      console.warn("presence", e);
-    }
-  }, 300);
+/** The count now (after a join): later changes come as ParticipantCount. */
+async function fetchParticipants(conn) {
+  try {
+    const p = await conn.invoke("GetPresence", discussion);
+    const away = p.users.filter((u) => u.state === "away").length;
+    showParticipants({ count: p.count, online: p.count - away, away });
+  } catch (e) {
+    console.warn("presence", e);
+  }
 }
-// HOOK (presence states, branch wip-history): when the sidecar pushes the
-// participant count itself (at most once a second, CONTRACT section 15),
-// register its client method here and call showParticipantCount(count);
-// the GetPresence calls above can then go.
 
 // --- missed updates -------------------------------------------------------
 
+/** Stream positions "<ms>-<seq>": the millisecond part, then the sequence. */
+function later(a, b) {
+  if (b == null) return true;
+  const [am, as] = a.split("-").map(BigInt);
+  const [bm, bs] = b.split("-").map(BigInt);
+  return am > bm || (am === bm && as > bs);
+}
+
+/** Keeps the greatest position seen (every discussion event carries one). */
+function saw(position) {
+  if (typeof position === "string" && /^\d+-\d+$/.test(position) && later(position, state.lastPosition)) {
+    state.lastPosition = position;
+  }
+}
+
 /**
- * After a reconnect: what was published while the page was away. Today the
- * page refetches from its backend (seed 000's rule for plain reconnects).
- * HOOK (missed updates, branch wip-history): join with the last position
- * seen and let the sidecar replay; fall back to this refetch when it
- * answers `recovered: false`.
+ * Joins the discussion, after a reconnect with the last position seen: the
+ * sidecar replays what was published meanwhile (in order, once each, before
+ * its answer), or answers `recovered: false` when it cannot (the position
+ * is older than its 24 h history): then the page refetches from its backend.
  */
-async function recoverMissed() {
+async function join(conn, rejoin) {
+  const since = rejoin ? state.lastPosition : null;
+  state.replaying = since != null;
+  const before = state.sync.replayed;
+  let answer;
+  try {
+    answer = since != null
+      ? await conn.invoke("JoinDiscussion", discussion, since)
+      : await conn.invoke("JoinDiscussion", discussion);
+  } finally {
+    state.replaying = false;
+  }
+  saw(answer?.position); // the bookmark, even when no event comes
+  if (!rejoin) return;
+  if (since != null && answer?.recovered) {
+    state.sync.replays += 1;
+    state.sync.last = "replayed";
+    const n = state.sync.replayed - before;
+    syncNote(`Back online: ${n} missed ${n === 1 ? "response" : "responses"} replayed`);
+  } else {
+    state.sync.refetches += 1;
+    state.sync.last = "refetched";
+    syncNote("Back online: missed updates could not be replayed, reloaded the discussion");
+    await refetch();
+  }
+}
+
+/** Seed 000's rule when the sidecar cannot replay: ask the backend. */
+async function refetch() {
   const r = await fetch(`/api/responses?discussion=${encodeURIComponent(discussion)}`);
   if (r.ok) showResponses(await r.json(), true);
+}
+
+function syncNote(text) {
+  $("sync").textContent = text;
+  console.info(text);
 }
 
 // --- connection status ----------------------------------------------------
@@ -153,15 +204,17 @@ function status(text, connected) {
   $("status").classList.toggle("connected", connected);
 }
 
-function banner(text, withRefresh) {
+function banner(text, withRefresh, reconnect) {
   const b = $("banner");
   b.textContent = text;
-  if (withRefresh) {
-    const button = document.createElement("button");
-    button.textContent = "Refresh";
-    button.onclick = () => location.reload();
-    b.append(button);
-  }
+  const button = (label, onclick) => {
+    const el = document.createElement("button");
+    el.textContent = label;
+    el.onclick = onclick;
+    b.append(el);
+  };
+  if (reconnect) button("Reconnect", reconnect);
+  if (withRefresh) button("Refresh", () => location.reload());
   b.classList.toggle("shown", !!text);
 }
 
@@ -171,8 +224,9 @@ async function main() {
   $("me").textContent = me.name;
   $("discussion-name").textContent = discussion;
   const conn = build("/hubs/discussion");
-  conn.on("ResponsesPosted", (room, list) => {
+  conn.on("ResponsesPosted", (room, list, positions) => {
     if (room !== discussion) return;
+    for (const p of positions ?? []) saw(p);
     showResponses(list, true);
     // A response ends its author's typing at once (FR-021); the next
     // roster says the same.
@@ -180,10 +234,19 @@ async function main() {
     state.roster = state.roster.filter((u) => !authors.has(u.user_id));
     showRoster();
   });
-  conn.on("ResponseEdited", (room, r) => room === discussion && editResponse(r));
-  conn.on("ResponseDeleted", (room, r) => room === discussion && deleteResponse(r));
-  conn.on("AnalysisUpdated", (room, a) => {
+  conn.on("ResponseEdited", (room, r, position) => {
     if (room !== discussion) return;
+    saw(position);
+    editResponse(r);
+  });
+  conn.on("ResponseDeleted", (room, r, position) => {
+    if (room !== discussion) return;
+    saw(position);
+    deleteResponse(r);
+  });
+  conn.on("AnalysisUpdated", (room, a, position) => {
+    if (room !== discussion) return;
+    saw(position);
     const el = $("analysis");
     el.classList.add("refreshing"); // FR-013
     setTimeout(() => {
@@ -192,8 +255,7 @@ async function main() {
     }, 400);
   });
   conn.on("TypingRoster", onRoster);
-  conn.on("UserJoined", (room) => room === discussion && refreshPresence(conn));
-  conn.on("UserLeft", (room) => room === discussion && refreshPresence(conn));
+  conn.on("ParticipantCount", (room, c) => room === discussion && showParticipants(c));
 
   conn.onreconnecting(() => {
     // A new connection is sent the roster at its next change, not before:
@@ -203,16 +265,30 @@ async function main() {
     status("reconnecting…", false);
     banner("Connection lost, reconnecting…", false); // FR-023, US5 scenario 1
   });
-  conn.onreconnected(async () => {
-    await conn.invoke("JoinDiscussion", discussion); // groups belong to a connection
+  // Groups belong to a connection: a new one joins again, with the last
+  // position seen, and gets what it missed.
+  const rejoin = async () => {
+    await join(conn, true);
     status("connected", true);
     banner("", false);
-    refreshPresence(conn);
-    await recoverMissed();
-  });
-  conn.onclose(() => {
+    await fetchParticipants(conn);
+  };
+  conn.onreconnected(() => rejoin().catch((e) => console.warn("rejoin", e)));
+  // After a close (ten failed attempts, FR-027, or the inactivity timeout,
+  // FR-035) a fresh start keeps the page and its position.
+  const restart = async () => {
+    banner("Reconnecting…", false);
+    try {
+      await conn.start();
+      await rejoin();
+    } catch (e) {
+      status("disconnected", false);
+      banner(`Could not reconnect: ${e?.message ?? e}`, true, restart);
+    }
+  };
+  conn.onclose((e) => {
     status("disconnected", false);
-    banner("Connection lost. Please refresh the page.", true); // FR-027
+    banner(e?.message ? `Disconnected: ${e.message}` : "Connection lost.", true, restart); // FR-027
   });
 
   $("more").onclick = () => {
@@ -250,9 +326,9 @@ async function main() {
   };
 
   await conn.start();
-  await conn.invoke("JoinDiscussion", discussion);
+  await join(conn, false);
   status("connected", true);
-  refreshPresence(conn);
+  await fetchParticipants(conn);
   await startNotifications();
   window.discussionPage.ready = true;
 }

@@ -6,20 +6,26 @@ use crate::sync::Unpoisoned;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{handoff, Hubs};
+use super::{handoff, HubSession, Hubs};
 use crate::config::HubId;
 
 /// Tells every connection to reconnect elsewhere (Close with
 /// `allowReconnect: true`), spread evenly over `window` so clients do not
 /// all come back at once. Events keep flowing to the connections not yet
-/// closed: the caller stops ingest only after this returns.
+/// closed: the caller stops ingest only after this returns. Stateful
+/// sessions are handed off instead: each leaves fan-out at a cut after
+/// every held batch went out to it ([`detach_at_cut`]), so its snapshot
+/// carries what a batch window was holding for it.
 pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
-    for session in hubs.parked.drain() {
-        if hubs.handoff.is_some() && session.can_resume() {
-            let (groups, positions) = session.detach();
+    let (resumable, rest): (Vec<_>, Vec<_>) =
+        hubs.parked.drain().into_iter().partition(|s| hubs.handoff.is_some() && s.can_resume());
+    for session in rest {
+        session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
+    }
+    if !resumable.is_empty() {
+        let cuts = detach_at_cut(hubs, resumable.iter().map(HubSession::conn).collect()).await;
+        for (session, (groups, positions)) in resumable.into_iter().zip(cuts) {
             handoff::hand_off(hubs, session, groups, positions).await;
-        } else {
-            session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
         }
     }
     let all = hubs.registry.snapshot();
@@ -31,19 +37,48 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
     }
     // Stateful sessions leave fan-out at the moment they are told to go, so
     // the instance their client resumes on knows exactly what they missed.
-    kick_spread(
-        &all,
-        |entry| {
-            if !entry.outbox.is_stateful() {
-                return crate::transport::Kick::ServerShutdown;
-            }
-            let cut = hubs.registry.detach(entry.id);
-            hubs.handing_off.locked().insert(entry.id, cut);
-            crate::transport::Kick::Handoff
-        },
-        window,
-    )
-    .await;
+    let (per_step, pause) = steps(all.len(), window);
+    for (i, chunk) in all.chunks(per_step).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let stateful: Vec<u64> = chunk.iter().filter(|e| e.outbox.is_stateful()).map(|e| e.id).collect();
+        if !stateful.is_empty() {
+            let cuts = detach_at_cut(hubs, stateful.clone()).await;
+            hubs.handing_off.locked().extend(stateful.into_iter().zip(cuts));
+        }
+        for entry in chunk {
+            entry.outbox.kick(if entry.outbox.is_stateful() {
+                crate::transport::Kick::Handoff
+            } else {
+                crate::transport::Kick::ServerShutdown
+            });
+        }
+    }
+}
+
+/// Takes the connections `ids` out of fan-out in the pipeline's task, after
+/// every batch held back went out (to them among others): their cut then
+/// passes no event they did not get. Directly when there is no pipeline
+/// (unit tests) or it has stopped.
+async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::server::Cut> {
+    let detach = {
+        let registry = hubs.registry.clone();
+        let ids = ids.clone();
+        move || ids.iter().map(|id| registry.detach(*id)).collect::<Vec<_>>()
+    };
+    if let Some(cuts) = &hubs.cuts {
+        if let Some(done) = cuts.at_cut_of_everything(detach).await {
+            return done;
+        }
+    }
+    ids.iter().map(|id| hubs.registry.detach(*id)).collect()
+}
+
+/// How many entries each step of a spread takes, and the pause between steps.
+fn steps(entries: usize, window: Duration) -> (usize, Duration) {
+    let steps = (window.as_millis() / 100).max(1) as usize;
+    (entries.div_ceil(steps).max(1), window / steps as u32)
 }
 
 /// Closes (Close with `allowReconnect: true`) every connection of `hubs_fed`
@@ -71,11 +106,10 @@ async fn kick_spread(
     if entries.is_empty() {
         return;
     }
-    let steps = (window.as_millis() / 100).max(1) as usize;
-    let per_step = entries.len().div_ceil(steps);
+    let (per_step, pause) = steps(entries.len(), window);
     for (i, chunk) in entries.chunks(per_step).enumerate() {
         if i > 0 {
-            tokio::time::sleep(window / steps as u32).await;
+            tokio::time::sleep(pause).await;
         }
         for entry in chunk {
             entry.outbox.kick(why(entry));

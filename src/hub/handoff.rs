@@ -166,7 +166,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
         }
     };
     hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
-    session.finish_handed_off(groups).await;
+    session.finish_handed_off().await;
 }
 
 /// Takes over the session saved for `token` on `hub` for a client that
@@ -199,23 +199,48 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (session, groups, now_at) =
-        HubSession::restore(hubs.clone(), hub, token.to_string(), identity.clone(), &snapshot)?;
+    let (session, groups, now_at) = restore_at_cut(hubs, hub, token, identity, Arc::new(snapshot.clone()))
+        .await
+        .or_else(|| HubSession::restore(hubs.clone(), hub, token.to_string(), identity.clone(), &snapshot))?;
     let who = Addressee { hub, user: identity.user_id.as_deref(), groups: &groups, protocol: session.protocol()? };
     match handoff.catch_up.missed(&snapshot.positions, &now_at, who).await {
         Ok(frames) => {
             tracing::debug!(connection_id = %snapshot.connection_id, missed = frames.len(), "stateful session taken over");
             session.outbox().prepend(frames);
+            session.rejoin_presence(&groups).await;
             count("resumed");
             Some(session)
         }
         Err(e) => {
             tracing::info!(connection_id = %snapshot.connection_id, error = %e, "resume refused: the client reconnects afresh");
             count("refused");
-            session.finish_handed_off(groups).await;
+            session.finish_handed_off().await;
             None
         }
     }
+}
+
+/// Registers a taken-over session in the pipeline's task, after this
+/// instance's held batches that would reach it (its groups, its user, the
+/// hub's `*`) went out to the others: the draining instance flushed those
+/// events into the snapshot already, so they must not reach it live again.
+/// `None` when there is no pipeline to ask (unit tests) or it has stopped,
+/// or the snapshot cannot be restored.
+async fn restore_at_cut(
+    hubs: &Arc<Hubs>,
+    hub: HubId,
+    token: &str,
+    identity: &Identity,
+    snapshot: Arc<SessionSnapshot>,
+) -> Option<(HubSession, Vec<Box<str>>, Positions)> {
+    let cuts = hubs.cuts.clone()?;
+    let mut rooms: Vec<(usize, String)> = snapshot.groups.iter().map(|g| (hub, g.clone())).collect();
+    rooms.push((hub, "*".to_string()));
+    if let Some(user) = &identity.user_id {
+        rooms.push((hub, format!("user:{user}")));
+    }
+    let (hubs, token, identity) = (hubs.clone(), token.to_string(), identity.clone());
+    cuts.at_cut_of(rooms, move || HubSession::restore(hubs, hub, token, identity, &snapshot)).await.flatten()
 }
 
 impl crate::fault::Blame for HandoffError {

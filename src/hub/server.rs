@@ -103,6 +103,9 @@ pub(crate) struct Hubs {
     pub history: Option<Arc<dyn super::RoomHistory>>,
     /// Inactivity timeouts and idleness for away presence, per hub.
     pub activity: super::Activity,
+    /// The pipeline's cuts: a stateful session leaves fan-out on a handoff,
+    /// and enters it on a takeover, with no batch of its rooms held back.
+    pub cuts: Option<crate::pipeline::Cuts>,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
@@ -142,6 +145,7 @@ impl Hubs {
             handoff: None,
             push: None,
             history: None,
+            cuts: None,
             handing_off: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
             clock: tokio::time::Instant::now(),
@@ -157,6 +161,13 @@ impl Hubs {
     /// Lets stateful sessions move to another instance on a drain.
     pub(crate) fn with_handoff(mut self, handoff: Handoff) -> Hubs {
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// Takes handoff and takeover cuts in the pipeline's task (see
+    /// [`crate::pipeline::Cuts`]), so no held batch is lost or doubled.
+    pub(crate) fn with_cuts(mut self, cuts: crate::pipeline::Cuts) -> Hubs {
+        self.cuts = Some(cuts);
         self
     }
 

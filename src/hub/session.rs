@@ -338,19 +338,15 @@ impl HubSession {
         Some((session, groups, positions))
     }
 
-    /// Ends a session whose client carries on elsewhere: no presence
-    /// transition is published (the user has not left), the token is free.
-    pub(crate) async fn finish_handed_off(self, groups: Vec<Box<str>>) {
+    /// Ends a session whose client carries on elsewhere; the token is free.
+    /// Its presence entries stay: this instance refreshes them until it
+    /// exits, and they expire a presence TTL later. Meanwhile the instance
+    /// the client resumes on adds its own ([`HubSession::rejoin_presence`]),
+    /// so the user never looks gone, not even for the moment between the
+    /// two (no `user_left`, no participant count without them); a client
+    /// that never resumes leaves, with `user_left`, when they expire.
+    pub(crate) async fn finish_handed_off(self) {
         self.hubs.registry.remove(self.conn);
-        let hub = &self.hubs.routes.hubs[self.hub];
-        if hub.presence && self.identity.user_id.is_some() {
-            for group in groups {
-                let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
-                if let Err(e) = Box::pin(self.hubs.presence.leave(&member)).await {
-                    tracing::debug!(error = %e, room = %group, "presence not updated on handoff");
-                }
-            }
-        }
         if self.entry.is_some() {
             self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
         }
@@ -358,6 +354,26 @@ impl HubSession {
             self.hubs.tokens.release(token);
         }
         self.hubs.metrics.disconnects.get_or_create(&vec![("reason", "handoff".to_string())]).inc();
+    }
+
+    /// Puts a session taken over from another instance in the presence of
+    /// its `groups` here, as its joins did there. The draining instance's
+    /// entries are still there, so the user is usually present already and
+    /// nothing is published; only a resume that came after they expired
+    /// makes the user join again (`user_joined`).
+    pub(crate) async fn rejoin_presence(&self, groups: &[Box<str>]) {
+        let hub = &self.hubs.routes.hubs[self.hub];
+        if !hub.presence || self.identity.user_id.is_none() {
+            return;
+        }
+        for group in groups {
+            let member = invocation::member(hub, group, &self.identity, &self.connection_id);
+            let username = self.identity.name.as_deref().unwrap_or(&member.user_id).to_string();
+            match Box::pin(self.hubs.presence.join(&member, &username)).await {
+                Ok(t) => self.hubs.publish_presence(t).await,
+                Err(e) => tracing::warn!(error = %e, room = %group, "presence not recorded for a taken-over session"),
+            }
+        }
     }
 
     /// Answers the handshake with `error` and ends; `detail` goes to the log.

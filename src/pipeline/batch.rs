@@ -89,6 +89,16 @@ impl Batches {
         }
     }
 
+    /// Takes what every room holds (a handoff's cut): the windows stay open.
+    pub(super) fn take_every_room(&mut self) -> Vec<Held> {
+        self.rooms
+            .values_mut()
+            .flat_map(|batches| batches.iter_mut())
+            .filter(|b| !b.held.is_empty())
+            .map(|b| std::mem::take(&mut b.held))
+            .collect()
+    }
+
     /// Batches whose window ends by `now`, each with its hub.
     pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Held)> {
         let mut out = Vec::new();
@@ -205,6 +215,12 @@ mod tests {
         let taken = b.take_room(0, "d");
         assert_eq!(taken.iter().map(numbers).collect::<Vec<_>>(), [vec![2], vec![2]]);
         assert!(b.take_room(0, "d").is_empty(), "taken once");
+        b.offer(0, event("r", "e", 1), Ack::none(), None, ms(t0, 20));
+        b.offer(0, event("r", "e", 2), Ack::none(), None, ms(t0, 20));
+        b.offer(1, event("r", "d", 1), Ack::none(), None, ms(t0, 20));
+        b.offer(1, event("r", "d", 2), Ack::none(), None, ms(t0, 20));
+        assert_eq!(b.take_every_room().iter().map(numbers).collect::<Vec<_>>(), [vec![2], vec![2]], "every room's");
+        assert!(b.take_every_room().is_empty(), "taken once");
         assert!(matches!(b.offer(0, event("r", "d", 3), Ack::none(), None, ms(t0, 30)), Offer::Held), "still batching");
         assert_eq!(numbers(&b.due(ms(t0, 500))[0].1), [3]);
     }

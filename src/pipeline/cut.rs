@@ -1,18 +1,29 @@
-//! A join's cut, taken inside the pipeline's task (missed updates, CONTRACT
-//! section 15). A connection that joins a room and is owed the room's
-//! events up to fan-out's position must not also get, live, an event the
-//! pipeline still holds back (a batch waiting for its window) whose
-//! position fan-out has already passed. So the join runs here, between two
-//! events: the room's held batches go out first (to the members it already
-//! has), then the join's own step runs, and every event after it reaches
-//! the new member live.
+//! A cut, taken inside the pipeline's task: a join's (missed updates,
+//! CONTRACT section 15) and a handoff's (CONTRACT section 14). A connection
+//! that joins a room and is owed the room's events up to fan-out's position
+//! must not also get, live, an event the pipeline still holds back (a batch
+//! waiting for its window) whose position fan-out has already passed. So
+//! the join runs here, between two events: the room's held batches go out
+//! first (to the members it already has), then the join's own step runs,
+//! and every event after it reaches the new member live. A stateful session
+//! handed to another instance leaves fan-out the same way, after the held
+//! batches went out to it (its snapshot carries them), and the instance it
+//! resumes on registers it after its own held batches of the session's
+//! rooms went out to the others (the snapshot has them already).
 
 use tokio::sync::{mpsc, oneshot};
 
-/// One join waiting for its cut.
+/// Which held batches go out before a cut's step.
+enum Scope {
+    /// Those of these rooms (hub, room id; `user:<id>` and `*` included).
+    Rooms(Vec<(usize, String)>),
+    /// All of them.
+    Everything,
+}
+
+/// One step waiting for its cut.
 pub(crate) struct CutRequest {
-    hub: usize,
-    room: String,
+    scope: Scope,
     then: Box<dyn FnOnce() + Send>,
 }
 
@@ -39,19 +50,50 @@ impl Cuts {
         room: &str,
         step: impl FnOnce() -> R + Send + 'static,
     ) -> Option<R> {
+        self.request(Scope::Rooms(vec![(hub, room.to_string())]), step).await
+    }
+
+    /// Runs `step` in the pipeline's task once nothing of `rooms` (hub,
+    /// room id) is held back; `None` when the pipeline has stopped (then
+    /// `step` has not run).
+    pub(crate) async fn at_cut_of<R: Send + 'static>(
+        &self,
+        rooms: Vec<(usize, String)>,
+        step: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        self.request(Scope::Rooms(rooms), step).await
+    }
+
+    /// Runs `step` in the pipeline's task once nothing at all is held
+    /// back; `None` when the pipeline has stopped (then `step` has not run).
+    pub(crate) async fn at_cut_of_everything<R: Send + 'static>(
+        &self,
+        step: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        self.request(Scope::Everything, step).await
+    }
+
+    async fn request<R: Send + 'static>(&self, scope: Scope, step: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let then = Box::new(move || {
             let _ = tx.send(step());
         });
-        self.0.send(CutRequest { hub, room: room.to_string(), then }).ok()?;
+        self.0.send(CutRequest { scope, then }).ok()?;
         rx.await.ok()
     }
 }
 
 impl super::Pipeline {
-    /// Serves one cut: the room's held batches, then the join's step.
+    /// Serves one cut: the held batches of its scope, then its step.
     pub(super) fn cut(&mut self, request: CutRequest) {
-        self.flush_room(request.hub, &request.room);
+        match request.scope {
+            Scope::Rooms(rooms) => {
+                for (hub, room) in rooms {
+                    self.flush_room(hub, &room);
+                }
+            }
+            Scope::Everything => self.flush_every_room(),
+        }
         (request.then)();
     }
 }

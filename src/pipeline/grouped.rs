@@ -116,6 +116,13 @@ impl Pipeline {
         }
     }
 
+    /// Sends every room's held batches now, the windows staying open.
+    pub(super) fn flush_every_room(&mut self) {
+        for held in self.batches.take_every_room() {
+            self.send_held(held);
+        }
+    }
+
     /// Closes the roster and batch windows due by `now`.
     pub(super) fn fire_grouped(&mut self, now: Instant) {
         for (hub, roster) in self.rosters.due(now) {

@@ -1,7 +1,8 @@
 // Runs the discussion page (examples/discussion/) in headless Chromium: two
 // pages, Ann and Bob, talk to each other through the sidecar; the page
 // server is the example's own, and the pages reach the sidecar through a
-// TCP proxy this script can cut (a network drop).
+// TCP proxy this script can cut (a network drop, twice: missed updates
+// replayed by the sidecar, then refetched when it cannot replay).
 //
 //   node discussion_page.mjs <sidecar client url> <admin url> <jwt secret> <screenshot dir>
 // Prints one JSON line: {"ok":true,"steps":{...DOM texts per step...},"screenshots":[paths]}
@@ -37,12 +38,14 @@ const proxy = net.createServer((client) => {
 });
 await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
 const proxied = `http://127.0.0.1:${proxy.address().port}`;
-function cut(ms) {
+/** Drops every connection and refuses new ones until `reopen()`. */
+function cut() {
   refusing = true;
   for (const s of sockets) s.destroy();
   sockets.clear();
-  setTimeout(() => (refusing = false), ms);
 }
+/** Takes connections again, `after` ms from now at the earliest. */
+const reopen = (after = 0) => new Promise((r) => setTimeout(() => r((refusing = false)), after));
 
 const { server, url: pageUrl } = await startPageServer({
   adminUrl,
@@ -58,7 +61,7 @@ const finish = async (result, code) => {
   proxy.close();
   process.exit(code);
 };
-setTimeout(() => finish({ ok: false, error: "timed out" }, 1), 90000).unref();
+setTimeout(() => finish({ ok: false, error: "timed out" }, 1), 150000).unref();
 
 async function post(event_type, payload, room_id = "d-1") {
   const event = {
@@ -78,6 +81,10 @@ const view = (tab) =>
       ? document.getElementById("banner").textContent : "",
     typing: document.getElementById("typing").textContent,
     participants: document.getElementById("participants").textContent,
+    presenceStates: document.getElementById("presence-states").textContent,
+    sync: document.getElementById("sync").textContent,
+    syncState: { ...window.discussionPage.state.sync },
+    lastPosition: window.discussionPage.state.lastPosition,
     responses: [...document.querySelectorAll("#responses li")].map(
       (li) => `${li.querySelector(".author").textContent}: ${li.querySelector(".content").textContent}`),
     notifications: [...document.querySelectorAll("#notifications li")].map((li) => li.textContent),
@@ -119,6 +126,9 @@ try {
   const ann = await open("ann", "Ann");
   const bob = await open("bob", "Bob");
   steps.joined = await until(ann, "two participants", (v) => v.participants === "2 participants" && v.status === "connected");
+  // The sidecar's own count (ParticipantCount, FR-033) with the states
+  // (FR-034): both online. Bob's join pushed it to Ann.
+  steps.states = await until(ann, "online and away counts", (v) => v.presenceStates === "2 online · 0 away");
 
   // Bob types: Ann sees him (FR-018); two more typists from the backend make three (FR-019).
   await bob.type("#compose", "Hello from Bob", { delay: 40 });
@@ -147,9 +157,15 @@ try {
   }
   steps.burst = await until(ann, "the burst", (v) => v.responses.filter((r) => r.startsWith("Cid: burst")).length === 5);
 
-  // The network drops: the banner (FR-023); a response is posted meanwhile;
-  // back, the page shows it (FR-025, refetched until join-with-position lands).
-  cut(2500);
+  // The network drops: the banner (FR-023). While the pages are away, the
+  // backend posts a response (kept in its store too) and three more go
+  // straight to the sidecar (no store has them: only the sidecar's replay
+  // can bring them). Back, each page joins with the last position it saw and
+  // the sidecar replays what it missed, in order, once each (FR-025).
+  const before = await view(ann);
+  steps.beforeCut = { lastPosition: before.lastPosition, syncState: before.syncState };
+  const cutAt = Date.now();
+  cut();
   steps.reconnecting = await until(ann, "the reconnecting banner", (v) => v.banner === "Connection lost, reconnecting…");
   await shot(ann, "3-ann-reconnecting");
   const missed = await fetch(`${pageUrl}/api/responses`, {
@@ -157,15 +173,41 @@ try {
     body: JSON.stringify({ discussion: "d-1", author_id: "dan", author_name: "Dan", content: "posted while Ann was away" }),
   });
   if (missed.status !== 201) throw new Error(`the backend's post answered ${missed.status}`);
-  steps.reconnected = await until(ann, "reconnected with the missed response",
-    (v) => v.banner === "" && v.status === "connected" && v.responses.includes("Dan: posted while Ann was away"), 20000);
+  for (let n = 1; n <= 3; n++) {
+    await post("response_posted", {
+      response_id: `missed-${n}`, author_id: "eve", author_name: "Eve", content: `missed ${n}`, created_at: new Date().toISOString(),
+    });
+  }
+  await reopen(2500 - (Date.now() - cutAt)); // a 2.5 s outage, and everything published before it ends
+  steps.reconnected = await until(ann, "reconnected with the missed responses replayed",
+    (v) => v.banner === "" && v.status === "connected" && v.syncState.replays === 1 && v.responses.includes("Eve: missed 3"), 30000);
+  steps.bobReplayed = await until(bob, "Bob's replay", (v) => v.syncState.replays === 1 && v.responses.includes("Eve: missed 3"), 30000);
+  await shot(ann, "4-ann-replayed");
+
+  // A position older than the sidecar's 24 h history: it cannot replay, the
+  // answer says `recovered: false`, the page refetches from its backend and
+  // says so. (The test ages Ann's bookmark; a week-long sleep would too.)
+  await ann.evaluate(() => { window.discussionPage.state.lastPosition = "1-0"; });
+  const secondAt = Date.now();
+  cut();
+  await until(ann, "the second reconnecting banner", (v) => v.banner === "Connection lost, reconnecting…");
+  const second = await fetch(`${pageUrl}/api/responses`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ discussion: "d-1", author_id: "dan", author_name: "Dan", content: "posted during the second drop" }),
+  });
+  if (second.status !== 201) throw new Error(`the backend's post answered ${second.status}`);
+  await reopen(2500 - (Date.now() - secondAt));
+  steps.refetched = await until(ann, "refetched after recovered:false",
+    (v) => v.status === "connected" && v.syncState.refetches === 1 && v.responses.includes("Dan: posted during the second drop"), 30000);
+  steps.bobSecond = await until(bob, "Bob's second replay", (v) => v.syncState.replays === 2 && v.responses.includes("Dan: posted during the second drop"), 30000);
+  await shot(ann, "5-ann-refetched");
   // A platform-wide announcement reaches the notification hub (FR-032).
   await post("announcement", {
     announcement_id: "a-1", title: "Maintenance", message: "tonight at 22:00", severity: "info",
     created_at: new Date().toISOString(),
   }, "*");
   steps.announced = await until(ann, "the announcement", (v) => v.notifications.includes("📣 Maintenance: tonight at 22:00"));
-  await shot(ann, "4-ann-reconnected");
+  await shot(ann, "6-ann-announcement");
   steps.final = { ann: await view(ann), bob: await view(bob) };
   await finish({ ok: true }, 0);
 } catch (e) {
