@@ -5,10 +5,10 @@
 
 Reads meta.json and one <label>.json (the load generator's result line) and
 <label>.cmd per run; adds bench/gaps.md (the profiled causes of missed
-targets, written by hand), bench/compare.md (the Socket.IO peer
-comparison), bench/roster.md (the typing roster's frames, from a unit
-test) and bench/introspect.md (the introspection API's figures, from
-bench/introspect.sh) when they exist.
+targets, written by hand), bench/compare.md (the comparison with the
+Socket.IO and Centrifuge peers, written by bench/compare.sh), bench/roster.md
+(the typing roster's frames, from a unit test) and bench/introspect.md (the
+introspection API's figures, from bench/introspect.sh) when they exist.
 """
 
 import json
@@ -70,6 +70,7 @@ print("```sh")
 print("bash bench/run.sh                               # every row below (~20 min, both cores), rewrites this page")
 print('BENCH_SCENARIOS="c" bash bench/run.sh           # one scenario: a b c d idle typing instances (results in bench-out/)')
 print("BENCH_SMOKE=1 bash bench/run.sh                 # seconds-long smoke run (debug build), exits non-zero on loss")
+print("bash bench/compare.sh                           # the sidecar against the Centrifuge and Socket.IO peers, rewrites that section")
 print("```")
 print()
 print("## Machine")
