@@ -32,6 +32,10 @@ RAW = os.path.abspath(sys.argv[1])
 PAGES = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
 # Sub-folder of the raw run, the name report.mjs gives the server, and the heading's name.
 SERVERS = (("sidecar", "sidecar", "sidecar"), ("centrifuge", "centrifuge", "Centrifuge peer"), ("peer", "socketio", "Socket.IO peer"))
+# What each peer is, for the text; the peers asked for, in the order they ran.
+ABOUT = {"centrifuge": "the Centrifuge peer (Go, Centrifuge from Debian's packages, `bench/peers/peer-centrifuge`)",
+         "socketio": "the Socket.IO 4 peer (Node, `bench/peers/peer-socketio`)"}
+ASKED = os.environ.get("COMPARE_PEERS", "socketio centrifuge").split()
 
 
 def read_json(path):
@@ -127,8 +131,7 @@ rows.append((f"broadcast to {d_n}: highest deliveries/s kept up with (<= 1 % mis
 section = [TITLE, ""]
 when = meta.get("started_at", "?")
 section.append(f"Measured {when} by `{'BENCH_QUICK=1 ' if quick else ''}bash bench/compare.sh` at commit `{server.get('commit', '?')}`: "
-               "the sidecar, then the Centrifuge peer (Go, Centrifuge from Debian's packages, `bench/peers/peer-centrifuge`), "
-               "then the Socket.IO 4 peer (Node, `bench/peers/peer-socketio`), one after the other on this machine "
+               "the sidecar, then " + ", then ".join(ABOUT[p] for p in ASKED if p in ABOUT) + ", one after the other on this machine "
                f"({machine.get('cores', '?')} cores, {machine.get('cpu', '?')}), with the same load generator "
                "(`bench/peers/loadgen`) and the same scenarios (`bench/peers/lib/common.sh`). Every server reads the same "
                "Redis stream; a fresh server process per scenario; the load generator and Redis share the cores with it. "
@@ -136,7 +139,7 @@ section.append(f"Measured {when} by `{'BENCH_QUICK=1 ' if quick else ''}bash ben
 if quick:
     section += ["", "**BENCH_QUICK=1: a smoke run of shrunk scenarios (3 s windows, 1,000 connections at most), "
                 "not results.**"]
-missing = [title for sub, _, title in SERVERS if R[sub] is None]
+missing = [title for sub, name, title in SERVERS if R[sub] is None and name in ASKED]
 if missing:
     section += ["", f"No results from: {', '.join(missing)} (its run failed; see the run's output)."]
 raw_rel = os.path.relpath(RAW, ROOT)
