@@ -69,7 +69,7 @@ def us_per_delivery(r):
     """Server CPU per delivery over the window, as report.mjs computes it."""
     cpu = (r.get("server") or {}).get("cpu_s")
     deliveries = (r.get("delivered_per_sec") or 0) * (r.get("window_s") or 0)
-    return None if cpu is None or deliveries <= 0 else cpu * 1e6 / deliveries
+    return None if not cpu or deliveries <= 0 else cpu * 1e6 / deliveries
 
 
 def keeps_up(r):
@@ -154,13 +154,11 @@ for label, get, digits, target in rows:
     # A ratio of loss percentages says nothing: that row shows "-".
     share = "-" if target == "zero" else ratio(values["sidecar"], values["centrifuge"])
     section.append(f"| {label} | " + " | ".join(cells) + f" | {share} | {target} |")
-notes = []
-for sub, _, title in present:
-    best, top, top_kept = broadcast_best(sub)
-    if top is not None and top_kept:
-        notes.append(f"the {title} kept up at the highest step tried ({top} events/s)")
-if notes:
-    section += ["", "Broadcast: " + "; ".join(notes) + ", so its figure is a lower bound."]
+ceiling = [f"the {title} ({top} events/s)" for sub, _, title in present
+           for _, top, top_kept in [broadcast_best(sub)] if top is not None and top_kept]
+if ceiling:
+    section += ["", "Broadcast: kept up with at the highest step tried, so only a lower bound, for "
+                + ", ".join(ceiling) + "."]
 section += ["", "Server CPU per delivery: the server's utime + stime over the measurement window (read by the load generator "
             "from `/proc` at the window's ends) / messages received in the window. Idle memory: RSS with the connections "
             "- RSS before the first, / connections."]
