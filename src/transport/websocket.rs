@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -342,9 +343,18 @@ impl AsyncRead for WsIo<'_> {
                 }
                 loop {
                     ready!(stream.poll_read_ready(cx))?;
+                    let room = buf.remaining();
                     match stream.try_read(buf.initialize_unfilled()) {
                         Ok(n) => {
                             buf.advance(n);
+                            if n > 0 && n < room {
+                                // A short read drained the socket (epoll is
+                                // edge-triggered): forget the readiness now,
+                                // as tokio's own reads do, instead of
+                                // learning it from one more read that fails.
+                                let _ = stream
+                                    .try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                            }
                             return Poll::Ready(Ok(()));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
