@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::RedisConn;
 use crate::pipeline::Outcome;
+use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
 /// One entry whose fate is known.
@@ -51,7 +52,7 @@ pub(super) async fn run(
                     tracing::warn!(stream = %s.stream, entry_id = %s.id, error = %e, "dead-letter write failed; the entry stays pending");
                     continue;
                 }
-                metrics.dead_letters.get_or_create(&vec![("stream", s.stream.to_string())]).inc();
+                metrics.record(DeadLettered { stream: &s.stream, entry_id: &s.id, reason });
             }
             acks.entry(&s.stream).or_default().push(&s.id);
         }

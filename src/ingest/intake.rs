@@ -37,8 +37,8 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
     let envelope = match decoded {
         Ok(e) => e,
         Err(e) => {
+            // Logged (with its reason) once the dead letter is written.
             let reason = e.to_string();
-            tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
             let _ =
                 shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
             return true;

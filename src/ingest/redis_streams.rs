@@ -23,6 +23,8 @@ use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::Schemas;
 use crate::pipeline::InputSender;
+use crate::telemetry::events::Dropped;
+use crate::telemetry::labels::DropReason;
 use crate::telemetry::Metrics;
 
 /// How often a reader checks that nothing after its position was trimmed.
@@ -239,7 +241,7 @@ async fn recover_group(
 
 fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: StreamId) {
     tracing::warn!(stream = %stream, group = %shared.group, after = %position, cause = cause.label(), "entries were lost before this instance read them: closing the connections that may have been owed them");
-    shared.metrics.dropped("group_lost", 1);
+    shared.metrics.record(Dropped::many(DropReason::GroupLost, 1));
     (shared.on_hole)(Hole { stream: stream.clone(), cause });
 }
 
