@@ -17,8 +17,9 @@ use crate::transport::{Ended, Flow, Kick, Outbox, Payload, Session};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::caller::Caller;
 use super::reconnect::Incoming;
-use super::{close, invocation, Hubs};
+use super::{close, Hubs};
 
 /// Who is on the other end, once authentication (if any) has run.
 #[derive(Debug, Clone, Default)]
@@ -140,10 +141,10 @@ impl HubSession {
         };
         if self.entry.is_some() {
             let groups = self.hubs.registry.remove(self.conn);
-            let hub = &self.hubs.routes.hubs[self.hub];
-            if hub.presence && self.identity.user_id.is_some() {
+            let caller = self.caller();
+            if caller.in_presence() {
                 for group in groups {
-                    let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
+                    let member = caller.member(&group);
                     match Box::pin(self.hubs.presence.leave(&member)).await {
                         Ok(t) => self.hubs.publish_presence(t).await,
                         Err(e) => tracing::warn!(error = %e, room = %group, "presence not updated on disconnect"),
@@ -158,6 +159,12 @@ impl HubSession {
             self.hubs.tokens.release(token);
         }
         self.disconnected(close::disconnect_reason(ended));
+    }
+
+    /// This connection as the caller of a server method.
+    fn caller(&self) -> Caller<'_> {
+        let hub = &self.hubs.routes.hubs[self.hub];
+        Caller { hub, conn: self.conn, connection_id: &self.connection_id, identity: &self.identity }
     }
 
     /// Logs and counts the end of this connection.
@@ -350,10 +357,10 @@ impl HubSession {
     /// transition is published (the user has not left), the token is free.
     pub(crate) async fn finish_handed_off(self, groups: Vec<Box<str>>) {
         self.hubs.registry.remove(self.conn);
-        let hub = &self.hubs.routes.hubs[self.hub];
-        if hub.presence && self.identity.user_id.is_some() {
+        let caller = self.caller();
+        if caller.in_presence() {
             for group in groups {
-                let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
+                let member = caller.member(&group);
                 if let Err(e) = Box::pin(self.hubs.presence.leave(&member)).await {
                     tracing::debug!(error = %e, room = %group, "presence not updated on handoff");
                 }
@@ -400,8 +407,8 @@ impl HubSession {
                 let hubs = self.hubs.clone();
                 let hub = &hubs.routes.hubs[self.hub];
                 let result = if self.within_rate() {
-                    let call =
-                        invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv);
+                    let caller = self.caller();
+                    let call = hubs.invoke(&caller, &inv);
                     if crate::telemetry::tracing_enabled() {
                         let span = tracing::info_span!(
                             "sidecar.invocation",
