@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acker::{self, Settled};
+use super::acker::{self, Note};
 use super::hole::{Hole, HoleCause, OnHole};
 use super::intake::{handle_entry, Shared};
 use super::replies::{self, Entry};
@@ -35,7 +35,7 @@ pub(crate) struct RedisIngest {
     shared: Arc<Shared>,
     conn: RedisConn,
     streams: Vec<Arc<str>>,
-    settled_rx: mpsc::UnboundedReceiver<Settled>,
+    settled_rx: mpsc::UnboundedReceiver<Note>,
 }
 
 /// What `app` keeps of a running Redis ingest.
