@@ -360,7 +360,7 @@ fn on_hole(
         fed.sort_unstable();
         fed.dedup();
         let hubs = hubs.clone();
-        tasks.spawn(async move { hub::close_for_hole(&hubs, &fed, hole.cause.label(), window).await });
+        tasks.spawn(async move { hub::close_for_hole(&hubs, &fed, hole.cause.cause(), window).await });
     })
 }
 

@@ -15,7 +15,7 @@
 //! | `fault`      | who is at fault when something fails, for log levels and status codes | codec, envelope |
 //! | `sync`       | locks that stay usable after a panic elsewhere | - |
 //! | `auth`       | client JWTs: where the token is, which keys may sign it, the claims | config |
-//! | `telemetry`  | logs, traces and the Prometheus metric families | config |
+//! | `telemetry`  | logs, traces, the Prometheus metric families (one table, typed label sets) and the notable events that log and count at once | config |
 //! | `transport`  | bytes between a socket and a connection: outbox, replay buffer, WebSockets, SSE, Long Polling | telemetry |
 //! | `fanout`     | which outboxes receive a frame: connections, groups, users, stream positions | transport |
 //! | `pipeline`   | envelope to frames: freshness, idempotency, coalescing, typing rosters and batches, routing, one encoding per protocol | codec, envelope, fanout, config |

@@ -16,6 +16,7 @@ use crate::config::HubId;
 use crate::envelope::Envelope;
 use crate::ingest::StreamId;
 use crate::pipeline::HistorySink;
+use crate::telemetry::labels::HistoryEventOutcome;
 
 /// Most events written in one batch.
 const BATCH: usize = 512;
@@ -55,15 +56,15 @@ impl HistorySink for HistoryWriter {
             Err(_) => {
                 // Left out: no join may count on this run before it.
                 self.shared.restart(stream, id);
-                count(&self.shared, "dropped", 1);
+                count(&self.shared, HistoryEventOutcome::Dropped, 1);
             }
         }
     }
 }
 
-fn count(shared: &Shared, outcome: &str, n: u64) {
+fn count(shared: &Shared, outcome: HistoryEventOutcome, n: u64) {
     if n > 0 {
-        shared.metrics.history_events.get_or_create(&vec![("outcome", outcome.to_string())]).inc_by(n);
+        shared.metrics.history_events.get(outcome).inc_by(n);
     }
 }
 
@@ -92,7 +93,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Item>) {
         let failed = write(&shared, &batch).await;
         confirm(&shared, &cut, &failed);
         let n = batch.len() as u64;
-        count(&shared, "written", n - failed.values().map(|(_, n)| *n).sum::<u64>());
+        count(&shared, HistoryEventOutcome::Written, n - failed.values().map(|(_, n)| *n).sum::<u64>());
         batch.clear();
         shared.done.send_modify(|d| *d += n);
         if !open || published.elapsed() >= TICK {
@@ -147,7 +148,7 @@ async fn write(shared: &Shared, batch: &[Item]) -> HashMap<Arc<str>, (StreamId, 
     for (result, items) in futures_util::future::join_all(writes).await {
         if let Err(e) = result {
             tracing::warn!(error = %e, events = items.len(), "history not written: joins before this point will not recover");
-            count(shared, "failed", items.len() as u64);
+            count(shared, HistoryEventOutcome::Failed, items.len() as u64);
             for item in items {
                 let f = failed.entry(item.stream.clone()).or_insert((item.id, 0));
                 f.0 = f.0.max(item.id);

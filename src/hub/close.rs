@@ -1,10 +1,31 @@
 //! The single mapping from why a connection ends to the SignalR Close the
-//! client sees, and whether its automatic reconnect should try again; from
+//! client sees, and whether its automatic reconnect should try again, and
+//! to the reason it is counted and logged with; from
 //! why a handshake fails to the handshake answer; and from why an
 //! invocation failed to its Completion's error.
 
 use crate::codec::{CloseMessage, Error as CodecError, Protocol};
-use crate::transport::Kick;
+use crate::telemetry::labels::DisconnectReason;
+use crate::transport::{Ended, Kick};
+
+/// The `reason` of `sidecar_disconnects` for how a connection ended.
+pub(super) fn disconnect_reason(ended: Ended) -> DisconnectReason {
+    use DisconnectReason as R;
+    match ended {
+        Ended::ByClient => R::Client,
+        Ended::BySession => R::Session,
+        Ended::WriteFailed => R::WriteFailed,
+        Ended::Kicked(Kick::SlowConsumer) => R::SlowConsumer,
+        Ended::Kicked(Kick::ClientTimeout) => R::ClientTimeout,
+        Ended::Kicked(Kick::ServerShutdown) => R::Shutdown,
+        Ended::Kicked(Kick::TokenExpired) => R::TokenExpired,
+        Ended::Kicked(Kick::MessageTooLarge) => R::MessageTooLarge,
+        Ended::Kicked(Kick::HandshakeTimeout) => R::HandshakeTimeout,
+        Ended::Kicked(Kick::ContinuityLost) => R::Continuity,
+        Ended::Kicked(Kick::Handoff) => R::Handoff,
+        Ended::Kicked(Kick::Inactive) => R::Inactivity,
+    }
+}
 
 /// A Close for a connection kicked from outside, or `None` where the
 /// protocol allows no message (before the handshake completed).

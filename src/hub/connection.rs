@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{handoff, HubSession, Hubs, Identity, Negotiated};
 use crate::config::HubId;
+use crate::telemetry::labels::Transport;
 
 /// A connection's whole life, boxed: one allocation that every idle
 /// connection keeps, so it holds only the waiting state.
@@ -53,9 +54,9 @@ pub(crate) struct Start {
 pub(crate) fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> ConnectionTask {
     let Start { hub, negotiated, token, identity } = start;
     let (transport, stateful) = match &carrier {
-        Carrier::WebSocket(_) => ("websockets", negotiated.stateful),
-        Carrier::ServerSentEvents { .. } => ("serversentevents", false),
-        Carrier::LongPolling { .. } => ("longpolling", false),
+        Carrier::WebSocket(_) => (Transport::WebSockets, negotiated.stateful),
+        Carrier::ServerSentEvents { .. } => (Transport::ServerSentEvents, false),
+        Carrier::LongPolling { .. } => (Transport::LongPolling, false),
     };
     match carrier {
         Carrier::WebSocket(socket) => {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::{handoff, HubSession, Hubs};
 use crate::config::HubId;
+use crate::telemetry::events::ContinuityClosed;
+use crate::telemetry::labels::ContinuityCause;
 
 /// Tells every connection to reconnect elsewhere (Close with
 /// `allowReconnect: true`), spread evenly over `window` so clients do not
@@ -85,14 +87,13 @@ fn steps(entries: usize, window: Duration) -> (usize, Duration) {
 /// that may have missed events of a stream with a hole, spread over
 /// `window`, and refuses the resume of parked sessions: their client
 /// reconnects afresh and refetches (CONTRACT section 14).
-pub(crate) async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: &'static str, window: Duration) {
+pub(crate) async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: ContinuityCause, window: Duration) {
     for session in hubs.parked.drain() {
         session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ContinuityLost)).await;
     }
     let affected: Vec<_> =
         hubs.registry.snapshot().into_iter().filter(|e| hubs_fed.is_empty() || hubs_fed.contains(&e.hub)).collect();
-    hubs.metrics.continuity_closes.get_or_create(&vec![("cause", cause.to_string())]).inc_by(affected.len() as u64);
-    tracing::warn!(connections = affected.len(), cause, "closing connections that may have missed events");
+    hubs.metrics.record(ContinuityClosed { cause, connections: affected.len() as u64 });
     kick_spread(&affected, |_| crate::transport::Kick::ContinuityLost, window).await;
 }
 

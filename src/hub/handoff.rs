@@ -23,6 +23,7 @@ use super::{HubSession, Hubs, Identity};
 use crate::codec::Protocol;
 use crate::config::HubId;
 use crate::fanout::Positions;
+use crate::telemetry::labels::HandoffOutcome;
 use crate::transport::Payload;
 
 /// A boxed future, for the object-safe traits below.
@@ -155,17 +156,17 @@ const COVER_WAIT: Duration = Duration::from_secs(2);
 pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<str>>, positions: Positions) {
     let Some(handoff) = &hubs.handoff else { return };
     let saved = match (session.token(), session.snapshot(&groups, &positions)) {
-        (Some(token), Some(snapshot)) => handoff.store.save(token, &snapshot).await.map(|()| "saved"),
-        _ => Ok("unresumable"),
+        (Some(token), Some(snapshot)) => handoff.store.save(token, &snapshot).await.map(|()| HandoffOutcome::Saved),
+        _ => Ok(HandoffOutcome::Unresumable),
     };
     let outcome = match saved {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::warn!(connection_id = %session.connection_id, error = %e, "stateful session not handed off: its client reconnects afresh");
-            "save_failed"
+            HandoffOutcome::SaveFailed
         }
     };
-    hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    hubs.metrics.session_handoffs.get(outcome).inc();
     session.finish_handed_off().await;
 }
 
@@ -175,8 +176,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
 /// carried on whole.
 pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
     let handoff = hubs.handoff.clone()?;
-    let count =
-        |outcome: &str| hubs.metrics.session_handoffs.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    let count = |outcome: HandoffOutcome| hubs.metrics.session_handoffs.get(outcome).inc();
     let snapshot = match handoff.store.take(token).await {
         Ok(Some(s)) => s,
         Ok(None) => return None,
@@ -187,14 +187,14 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
     };
     if snapshot.hub != hubs.routes.hubs[hub].name || snapshot.user_id.as_deref() != identity.user_id.as_deref() {
         tracing::debug!(connection_id = %snapshot.connection_id, "resume refused: another hub or user");
-        count("refused");
+        count(HandoffOutcome::Refused);
         return None;
     }
     let waited = tokio::time::Instant::now();
     while !handoff.catch_up.covers(&snapshot.positions, &hubs.registry.positions()) {
         if waited.elapsed() > COVER_WAIT {
             tracing::warn!(connection_id = %snapshot.connection_id, "resume refused: this instance's reader is behind the session's");
-            count("refused");
+            count(HandoffOutcome::Refused);
             return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -208,12 +208,12 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
             tracing::debug!(connection_id = %snapshot.connection_id, missed = frames.len(), "stateful session taken over");
             session.outbox().prepend(frames);
             session.rejoin_presence(&groups).await;
-            count("resumed");
+            count(HandoffOutcome::Resumed);
             Some(session)
         }
         Err(e) => {
             tracing::info!(connection_id = %snapshot.connection_id, error = %e, "resume refused: the client reconnects afresh");
-            count("refused");
+            count(HandoffOutcome::Refused);
             session.finish_handed_off().await;
             None
         }

@@ -4,138 +4,122 @@
 use serde_json::{Map, Value};
 
 use crate::codec::Invocation;
-use crate::config::{Action, HubDef};
+use crate::config::Action;
 use crate::envelope::Envelope;
-use crate::fanout::{ConnId, JoinError};
+use crate::fanout::JoinError;
 
-use super::{Error, Hubs, Identity};
+use super::caller::Caller;
+use super::{Error, Hubs};
 
 /// Longest group name a client may join.
 const MAX_GROUP_LEN: usize = 512;
 
-/// Runs one invocation; the result becomes the Completion.
-pub(super) async fn invoke(
-    hubs: &Hubs,
-    hub: &HubDef,
-    conn: ConnId,
-    connection_id: &str,
-    identity: &Identity,
-    inv: &Invocation,
-) -> Result<Value, Error> {
-    let method = hub.method(&inv.target).ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
-    if !inv.stream_ids.is_empty() {
-        return Err(Error::StreamingUnsupported);
-    }
-    match method.action {
-        Action::Join => {
-            let (group, last) = match method.history {
-                true => super::missed::arguments(&method.name, &inv.arguments, MAX_GROUP_LEN)?,
-                false => (group_arg(&method.name, &inv.arguments)?, None),
-            };
-            hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
-            // A history join answers {recovered, position}; a plain one null.
-            let joined = match method.history {
-                true => super::missed::join(hubs, hub, conn, group, last).await,
-                false => hubs.registry.join(conn, group).map(|j| (j, Value::Null)),
-            };
-            match joined {
-                Ok((true, answer)) if hub.presence && identity.user_id.is_some() => {
-                    let member = member(hub, group, identity, connection_id);
-                    let username = identity.name.as_deref().unwrap_or(&member.user_id).to_string();
-                    match hubs.presence.join(&member, &username).await {
-                        Ok(t) => hubs.publish_presence(t).await,
-                        Err(e) => tracing::warn!(error = %e, room = group, "presence not recorded"),
+impl Hubs {
+    /// Runs one invocation of `caller`; the result becomes the Completion.
+    pub(super) async fn invoke(&self, caller: &Caller<'_>, inv: &Invocation) -> Result<Value, Error> {
+        let (hubs, Caller { hub, conn, identity, .. }) = (self, *caller);
+        let method = hub.method(&inv.target).ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
+        if !inv.stream_ids.is_empty() {
+            return Err(Error::StreamingUnsupported);
+        }
+        match method.action {
+            Action::Join => {
+                let (group, last) = match method.history {
+                    true => super::missed::arguments(&method.name, &inv.arguments, MAX_GROUP_LEN)?,
+                    false => (group_arg(&method.name, &inv.arguments)?, None),
+                };
+                hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
+                // A history join answers {recovered, position}; a plain one null.
+                let joined = match method.history {
+                    true => super::missed::join(hubs, hub, conn, group, last).await,
+                    false => hubs.registry.join(conn, group).map(|j| (j, Value::Null)),
+                };
+                match joined {
+                    Ok((true, answer)) if caller.in_presence() => {
+                        let member = caller.member(group);
+                        let username = identity.name.as_deref().unwrap_or(&member.user_id).to_string();
+                        match hubs.presence.join(&member, &username).await {
+                            Ok(t) => hubs.publish_presence(t).await,
+                            Err(e) => tracing::warn!(error = %e, room = group, "presence not recorded"),
+                        }
+                        Ok(answer)
                     }
-                    Ok(answer)
-                }
-                Ok((_, answer)) => Ok(answer),
-                Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),
-                Err(JoinError::Closed) => Err(Error::Denied("the connection is closed".into())),
-            }
-        }
-        Action::Leave => {
-            let group = group_arg(&method.name, &inv.arguments)?;
-            if hubs.registry.leave(conn, group) && hub.presence && identity.user_id.is_some() {
-                match hubs.presence.leave(&member(hub, group, identity, connection_id)).await {
-                    Ok(t) => hubs.publish_presence(t).await,
-                    Err(e) => tracing::warn!(error = %e, room = group, "presence not updated"),
+                    Ok((_, answer)) => Ok(answer),
+                    Err(e @ JoinError::TooManyGroups(_)) => Err(Error::Denied(e.to_string())),
+                    Err(JoinError::Closed) => Err(Error::Denied("the connection is closed".into())),
                 }
             }
-            Ok(Value::Null)
-        }
-        Action::Typing => {
-            let (room, typing) = match inv.arguments.as_slice() {
-                [Value::String(room), Value::Bool(typing)] if valid_group(room) => (room, *typing),
-                _ => {
-                    return Err(Error::BadArguments(format!(
-                        "{} expects (roomId: string, isTyping: boolean)",
-                        method.name
-                    )))
+            Action::Leave => {
+                let group = group_arg(&method.name, &inv.arguments)?;
+                if hubs.registry.leave(conn, group) && caller.in_presence() {
+                    match hubs.presence.leave(&caller.member(group)).await {
+                        Ok(t) => hubs.publish_presence(t).await,
+                        Err(e) => tracing::warn!(error = %e, room = group, "presence not updated"),
+                    }
                 }
-            };
-            // Without authentication there are no users: the connection id
-            // stands in, so typing still works in the default set-up.
-            let user_id = identity.user_id.as_deref().unwrap_or(connection_id);
-            let username = identity.name.as_deref().unwrap_or(user_id);
-            // These fields are config::TYPING_PAYLOAD_FIELDS: the routing
-            // file's `arguments` for typing routes are checked against them.
-            let mut payload = Map::new();
-            payload.insert("user_id".into(), user_id.into());
-            payload.insert("username".into(), username.into());
-            payload.insert("is_typing".into(), typing.into());
-            let mut metadata = Map::new();
-            metadata.insert("source_instance".into(), hubs.settings.instance_id.clone().into());
-            let (start, stop) = &method.typing_events;
-            let envelope = Envelope {
-                event_id: uuid::Uuid::new_v4().to_string(),
-                event_type: if typing { start.clone() } else { stop.clone() },
-                timestamp: chrono::Utc::now(),
-                room_id: room.clone(),
-                payload,
-                metadata: Some(metadata),
-            };
-            hubs.publisher.publish(envelope).await?;
-            Ok(Value::Null)
-        }
-        Action::GetPresence => {
-            let room = group_arg(&method.name, &inv.arguments)?;
-            let users = hubs.presence.users(hub.id, room).await?;
-            Ok(serde_json::json!({"room_id": room, "count": users.len(), "users": users}))
-        }
-        Action::SetPresence => {
-            let state = match inv.arguments.as_slice() {
-                [Value::String(s)] if s == "online" || s == "away" => s.as_str(),
-                _ => {
-                    return Err(Error::BadArguments(format!(
-                        "{} expects one argument: \"online\" or \"away\"",
-                        method.name
-                    )))
+                Ok(Value::Null)
+            }
+            Action::Typing => {
+                let (room, typing) = match inv.arguments.as_slice() {
+                    [Value::String(room), Value::Bool(typing)] if valid_group(room) => (room, *typing),
+                    _ => {
+                        return Err(Error::BadArguments(format!(
+                            "{} expects (roomId: string, isTyping: boolean)",
+                            method.name
+                        )))
+                    }
+                };
+                let user_id = caller.user_or_connection();
+                let username = identity.name.as_deref().unwrap_or(user_id);
+                // These fields are config::TYPING_PAYLOAD_FIELDS: the routing
+                // file's `arguments` for typing routes are checked against them.
+                let mut payload = Map::new();
+                payload.insert("user_id".into(), user_id.into());
+                payload.insert("username".into(), username.into());
+                payload.insert("is_typing".into(), typing.into());
+                let mut metadata = Map::new();
+                metadata.insert("source_instance".into(), hubs.settings.instance_id.clone().into());
+                let (start, stop) = &method.typing_events;
+                let envelope = Envelope {
+                    event_id: uuid::Uuid::new_v4().to_string(),
+                    event_type: if typing { start.clone() } else { stop.clone() },
+                    timestamp: chrono::Utc::now(),
+                    room_id: room.clone(),
+                    payload,
+                    metadata: Some(metadata),
+                };
+                hubs.publisher.publish(envelope).await?;
+                Ok(Value::Null)
+            }
+            Action::GetPresence => {
+                let room = group_arg(&method.name, &inv.arguments)?;
+                let users = hubs.presence.users(hub.id, room).await?;
+                Ok(serde_json::json!({"room_id": room, "count": users.len(), "users": users}))
+            }
+            Action::SetPresence => {
+                let state = match inv.arguments.as_slice() {
+                    [Value::String(s)] if s == "online" || s == "away" => s.as_str(),
+                    _ => {
+                        return Err(Error::BadArguments(format!(
+                            "{} expects one argument: \"online\" or \"away\"",
+                            method.name
+                        )))
+                    }
+                };
+                let user = caller.user_or_connection();
+                if hubs.activity.tracks_away(hub.id) {
+                    return super::activity::set_presence(hubs, hub.id, conn, user, state).await;
                 }
-            };
-            let user = identity.user_id.as_deref().unwrap_or(connection_id);
-            if hubs.activity.tracks_away(hub.id) {
-                return super::activity::set_presence(hubs, hub.id, conn, user, state).await;
+                for room in hubs.registry.groups_of(conn) {
+                    hubs.presence.set_state(hub.id, &room, user, state).await?;
+                }
+                Ok(Value::Null)
             }
-            for room in hubs.registry.groups_of(conn) {
-                hubs.presence.set_state(hub.id, &room, user, state).await?;
+            Action::RegisterPush | Action::UnregisterPush | Action::PushPublicKey => {
+                let push = hubs.push.as_ref().ok_or(crate::push::Error::NotConfigured)?;
+                Ok(push.invoke(method.action, &method.name, identity.user_id.as_deref(), &inv.arguments).await?)
             }
-            Ok(Value::Null)
         }
-        Action::RegisterPush | Action::UnregisterPush | Action::PushPublicKey => {
-            let push = hubs.push.as_ref().ok_or(crate::push::Error::NotConfigured)?;
-            Ok(push.invoke(method.action, &method.name, identity.user_id.as_deref(), &inv.arguments).await?)
-        }
-    }
-}
-
-/// This connection's presence entry in a room. Presence is about users:
-/// without authentication there are none, and nothing is recorded.
-pub(super) fn member(hub: &HubDef, room: &str, identity: &Identity, connection_id: &str) -> crate::presence::Member {
-    crate::presence::Member {
-        hub: hub.id,
-        room: room.to_string(),
-        user_id: identity.user_id.as_deref().unwrap_or(connection_id).to_string(),
-        connection: connection_id.to_string(),
     }
 }
 

@@ -24,6 +24,7 @@ use super::{Error, Hubs};
 use crate::codec::Protocol;
 use crate::config::{HubDef, HubId};
 use crate::fanout::{ConnId, JoinError, Outbox, Positions};
+use crate::telemetry::labels::HistoryJoinOutcome;
 use crate::transport::Payload;
 
 /// Why a join's missed events cannot be replayed: the client refetches.
@@ -46,12 +47,12 @@ pub(crate) enum NotRecovered {
 
 impl NotRecovered {
     /// The `outcome` label of `sidecar_history_joins`.
-    pub(crate) fn label(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> HistoryJoinOutcome {
         match self {
-            NotRecovered::TooOld => "too_old",
-            NotRecovered::NotCovered => "not_covered",
-            NotRecovered::TooLong(_) => "too_long",
-            NotRecovered::Unavailable(_) => "unavailable",
+            NotRecovered::TooOld => HistoryJoinOutcome::TooOld,
+            NotRecovered::NotCovered => HistoryJoinOutcome::NotCovered,
+            NotRecovered::TooLong(_) => HistoryJoinOutcome::TooLong,
+            NotRecovered::Unavailable(_) => HistoryJoinOutcome::Unavailable,
         }
     }
 }
@@ -136,11 +137,11 @@ pub(super) async fn join(
     last: Option<&str>,
 ) -> Result<(bool, Value), JoinError> {
     let entry = hubs.registry.entry(conn).ok_or(JoinError::Closed)?;
-    let count = |outcome: &str| hubs.metrics.history_joins.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    let count = |outcome: HistoryJoinOutcome| hubs.metrics.history_joins.get(outcome).inc();
     let Some(history) = hubs.history.as_deref() else {
         // The in-process bus has no positions: nothing can be replayed.
         let joined = hubs.registry.join(conn, group)?;
-        count("unavailable");
+        count(HistoryJoinOutcome::Unavailable);
         return Ok((joined, json!({"recovered": false, "position": null})));
     };
     if let Some(after) = last {
@@ -165,11 +166,11 @@ pub(super) async fn join(
     let position = history.position(hub.id, &upto);
     let recovered = match (last, joined) {
         (_, _) if !at_cut => {
-            count("unavailable");
+            count(HistoryJoinOutcome::Unavailable);
             false
         }
         (None, _) => {
-            count("no_position");
+            count(HistoryJoinOutcome::NoPosition);
             false
         }
         // Already in the group: this connection has had every event since.
@@ -182,12 +183,12 @@ pub(super) async fn join(
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::debug!(room = group, after, frames = frames.len(), ms, "history join: replayed");
                     held.1 = frames;
-                    count("recovered");
+                    count(HistoryJoinOutcome::Recovered);
                     true
                 }
                 Err(e) => {
                     tracing::debug!(room = group, after, reason = %e, "history join: not recovered");
-                    count(e.label());
+                    count(e.outcome());
                     false
                 }
             }

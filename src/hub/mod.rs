@@ -5,7 +5,7 @@
 //! - `server`: the shared context (`Hubs`), admission, negotiate;
 //! - `connection`: one connection's life on each transport;
 //! - `session`: the per-connection protocol state machine;
-//! - `invocation`: the routing file's server methods;
+//! - `invocation`: the routing file's server methods, run for a `caller`;
 //! - `handoff`: stateful sessions moving between instances;
 //! - `drain`: closing connections on SIGTERM or after a hole;
 //! - `close`: why a connection ends -> the Close the client sees;
@@ -16,6 +16,7 @@
 
 mod activity;
 mod authorize;
+mod caller;
 mod close;
 mod connection;
 mod drain;

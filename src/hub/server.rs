@@ -14,6 +14,7 @@ use crate::config::{HubId, LimitsConfig, RouteTable, ServerConfig};
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
 use crate::presence::Presence;
+use crate::telemetry::labels::Limit;
 use crate::telemetry::Metrics;
 use crate::transport::{Limits, WsSettings};
 
@@ -187,20 +188,20 @@ impl Hubs {
     /// (per source address, per instance, per user). Counted when refused.
     pub(crate) fn admit(&self, identity: &Identity, peer: Option<std::net::IpAddr>) -> Result<(), Error> {
         let limits = &self.settings.limits;
-        let refuse = |limit: &'static str, message: String| {
-            self.metrics.limited.get_or_create(&vec![("limit", limit.to_string())]).inc();
+        let refuse = |limit: Limit, message: String| {
+            self.metrics.limited.get(limit).inc();
             Err(Error::Limited(message))
         };
         if peer.is_some_and(|ip| !self.connection_limiter.allow(&ip)) {
-            return refuse("connections_per_ip", "Too many new connections from this address".into());
+            return refuse(Limit::ConnectionsPerIp, "Too many new connections from this address".into());
         }
         if self.registry.len() >= limits.max_connections {
-            return refuse("max_connections", "This server has no room for more connections".into());
+            return refuse(Limit::MaxConnections, "This server has no room for more connections".into());
         }
         if let Some(user) = &identity.user_id {
             if self.registry.user_connections(user) >= limits.max_connections_per_user {
                 return refuse(
-                    "connections_per_user",
+                    Limit::ConnectionsPerUser,
                     format!("At most {} connections per user", limits.max_connections_per_user),
                 );
             }

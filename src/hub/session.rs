@@ -11,10 +11,15 @@ use crate::codec::{
 };
 use crate::config::HubId;
 use crate::fanout::ConnEntry;
+use crate::telemetry::events::{connection_event, Disconnected};
+use crate::telemetry::labels::{Connection, DisconnectReason, Invocation, Limit, Transport};
 use crate::transport::{Ended, Flow, Kick, Outbox, Payload, Session};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
+use super::caller::Caller;
 use super::reconnect::Incoming;
-use super::{close, invocation, Hubs};
+use super::{close, Hubs};
 
 /// Who is on the other end, once authentication (if any) has run.
 #[derive(Debug, Clone, Default)]
@@ -34,7 +39,14 @@ pub(crate) struct HubSession {
     hubs: Arc<Hubs>,
     hub: HubId,
     conn: u64,
-    transport: &'static str,
+    transport: Transport,
+    /// The hub's name as a label value, shared by this session's series.
+    hub_label: Arc<str>,
+    /// Its `sidecar_connections` series, resolved when it enters fan-out.
+    connected: Option<Gauge>,
+    /// The `sidecar_invocations_total` series it counted, by method and
+    /// outcome: a connection calls a few methods many times.
+    invocation_series: Vec<(Arc<str>, &'static str, Counter)>,
     outbox: Arc<Outbox>,
     /// Registered in fan-out once the handshake names the protocol.
     entry: Option<Arc<ConnEntry>>,
@@ -67,10 +79,13 @@ impl HubSession {
         connection_id: String,
         token: Option<String>,
         identity: Identity,
-        transport: &'static str,
+        transport: Transport,
         stateful: bool,
     ) -> HubSession {
         HubSession {
+            hub_label: Arc::from(hubs.routes.hubs[hub].name.as_str()),
+            connected: None,
+            invocation_series: Vec::new(),
             stateful,
             incoming: Incoming::default(),
             resuming: false,
@@ -126,53 +141,49 @@ impl HubSession {
         };
         if self.entry.is_some() {
             let groups = self.hubs.registry.remove(self.conn);
-            let hub = &self.hubs.routes.hubs[self.hub];
-            if hub.presence && self.identity.user_id.is_some() {
+            let caller = self.caller();
+            if caller.in_presence() {
                 for group in groups {
-                    let member = invocation::member(hub, &group, &self.identity, &self.connection_id);
+                    let member = caller.member(&group);
                     match Box::pin(self.hubs.presence.leave(&member)).await {
                         Ok(t) => self.hubs.publish_presence(t).await,
                         Err(e) => tracing::warn!(error = %e, room = %group, "presence not updated on disconnect"),
                     }
                 }
             }
-            self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
+        }
+        if let Some(gauge) = &self.connected {
+            gauge.dec();
         }
         if let Some(token) = &self.token {
             self.hubs.tokens.release(token);
         }
-        let reason = match ended {
-            Ended::ByClient => "client",
-            Ended::BySession => "session",
-            Ended::WriteFailed => "write_failed",
-            Ended::Kicked(Kick::SlowConsumer) => "slow_consumer",
-            Ended::Kicked(Kick::ClientTimeout) => "client_timeout",
-            Ended::Kicked(Kick::ServerShutdown) => "shutdown",
-            Ended::Kicked(Kick::TokenExpired) => "token_expired",
-            Ended::Kicked(Kick::MessageTooLarge) => "message_too_large",
-            Ended::Kicked(Kick::HandshakeTimeout) => "handshake_timeout",
-            Ended::Kicked(Kick::ContinuityLost) => "continuity",
-            Ended::Kicked(Kick::Handoff) => "handoff",
-            Ended::Kicked(Kick::Inactive) => "inactivity",
-        };
-        self.hubs.metrics.disconnects.get_or_create(&vec![("reason", reason.to_string())]).inc();
-        self.connection_event("connection closed", reason);
+        self.disconnected(close::disconnect_reason(ended));
     }
 
-    /// Logs a connection opening or closing; with traces on, also as a
-    /// short span carrying the event, so it shows in Jaeger.
-    fn connection_event(&self, what: &'static str, detail: &str) {
-        let hub = &self.hubs.routes.hubs[self.hub].name;
-        if crate::telemetry::tracing_enabled() {
-            let span = tracing::info_span!("sidecar.connection", otel.name = what, connection_id = %self.connection_id, hub = %hub, transport = self.transport);
-            span.in_scope(|| tracing::info!(detail, "{what}"));
-        } else {
-            tracing::debug!(connection_id = %self.connection_id, hub = %hub, transport = self.transport, detail, "{what}");
+    /// This connection as the caller of a server method.
+    fn caller(&self) -> Caller<'_> {
+        let hub = &self.hubs.routes.hubs[self.hub];
+        Caller { hub, conn: self.conn, connection_id: &self.connection_id, identity: &self.identity }
+    }
+
+    /// Logs and counts the end of this connection.
+    fn disconnected(&self, reason: DisconnectReason) {
+        let (connection_id, hub, transport) = (self.connection_id.as_str(), &*self.hub_label, self.transport);
+        self.hubs.metrics.record(Disconnected { reason, connection_id, hub, transport });
+    }
+
+    /// Counts one invocation of `method` (its name in the routing file, or
+    /// `unknown`) with `outcome`, through the series this session resolved.
+    fn count_invocation(&mut self, method: &str, outcome: &'static str) {
+        if let Some((_, _, c)) = self.invocation_series.iter().find(|(m, o, _)| &**m == method && *o == outcome) {
+            c.inc();
+            return;
         }
-    }
-
-    fn labels(&self) -> Vec<(&'static str, String)> {
-        vec![("hub", self.hubs.routes.hubs[self.hub].name.clone()), ("transport", self.transport.to_string())]
+        let labels = Invocation { hub: self.hub_label.clone(), method: Arc::from(method), outcome };
+        let counter = self.hubs.metrics.invocations.get_or_create_owned(&labels);
+        counter.inc();
+        self.invocation_series.push((labels.method, outcome, counter));
     }
 
     /// Queues a sequenced message (a completion). A full queue kicks the
@@ -217,7 +228,7 @@ impl HubSession {
         let protocol = match HandshakeRequest::parse(&self.handshake) {
             // Server-Sent Events carry text only (ASP.NET Core checks the
             // transport's transfer formats the same way).
-            Ok(p) if p.is_binary() && self.transport == "serversentevents" => {
+            Ok(p) if p.is_binary() && self.transport == Transport::ServerSentEvents => {
                 return Err(self.refuse_handshake("binary protocol on SSE", close::for_transfer_format(p)))
             }
             Ok(p) => p,
@@ -231,7 +242,8 @@ impl HubSession {
         }
         self.send_unsequenced(HandshakeResponse::default().to_record());
         self.register(protocol, &[]);
-        self.connection_event("connection open", if protocol.is_binary() { "messagepack" } else { "json" });
+        let detail = if protocol.is_binary() { "messagepack" } else { "json" };
+        connection_event("connection open", &self.connection_id, &self.hub_label, self.transport, detail);
         Ok(Some(rest))
     }
 
@@ -242,10 +254,10 @@ impl HubSession {
             hub: self.hub,
             user: self.identity.user_id.clone(),
             slot: protocol.slot(),
-            transport: self.transport,
+            transport: self.transport.as_str(),
             outbox: self.outbox.clone(),
             last_seen_ms: self.hubs.now_ms().into(),
-            timeout_armed: (self.transport == "longpolling").into(),
+            timeout_armed: (self.transport == Transport::LongPolling).into(),
             expires_at_ms: self.identity.expires_at_ms,
             connection_id: uuid::Uuid::try_parse(&self.connection_id).unwrap_or_default(),
             since_ms: crate::fanout::unix_ms(),
@@ -253,7 +265,10 @@ impl HubSession {
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
         self.entry = Some(entry);
-        self.hubs.metrics.connections.get_or_create(&self.labels()).inc();
+        let labels = Connection { hub: self.hub_label.clone(), transport: self.transport };
+        let gauge = self.hubs.metrics.connections.get_or_create_owned(&labels);
+        gauge.inc();
+        self.connected = Some(gauge);
         positions
     }
 
@@ -312,7 +327,7 @@ impl HubSession {
             snapshot.connection_id.clone(),
             Some(token.clone()),
             identity,
-            "websockets",
+            Transport::WebSockets,
             true,
         );
         let frames = snapshot
@@ -347,13 +362,13 @@ impl HubSession {
     /// that never resumes leaves, with `user_left`, when they expire.
     pub(crate) async fn finish_handed_off(self) {
         self.hubs.registry.remove(self.conn);
-        if self.entry.is_some() {
-            self.hubs.metrics.connections.get_or_create(&self.labels()).dec();
+        if let Some(gauge) = &self.connected {
+            gauge.dec();
         }
         if let Some(token) = &self.token {
             self.hubs.tokens.release(token);
         }
-        self.hubs.metrics.disconnects.get_or_create(&vec![("reason", "handoff".to_string())]).inc();
+        self.disconnected(DisconnectReason::Handoff);
     }
 
     /// Puts a session taken over from another instance in the presence of
@@ -362,12 +377,12 @@ impl HubSession {
     /// nothing is published; only a resume that came after they expired
     /// makes the user join again (`user_joined`).
     pub(crate) async fn rejoin_presence(&self, groups: &[Box<str>]) {
-        let hub = &self.hubs.routes.hubs[self.hub];
-        if !hub.presence || self.identity.user_id.is_none() {
+        let caller = self.caller();
+        if !caller.in_presence() {
             return;
         }
         for group in groups {
-            let member = invocation::member(hub, group, &self.identity, &self.connection_id);
+            let member = caller.member(group);
             let username = self.identity.name.as_deref().unwrap_or(&member.user_id).to_string();
             match Box::pin(self.hubs.presence.join(&member, &username)).await {
                 Ok(t) => self.hubs.publish_presence(t).await,
@@ -394,7 +409,7 @@ impl HubSession {
         };
         let ok = self.hubs.invocation_limiter.allow(&key);
         if !ok {
-            self.hubs.metrics.limited.get_or_create(&vec![("limit", "invocations".to_string())]).inc();
+            self.hubs.metrics.limited.get(Limit::Invocations).inc();
         }
         ok
     }
@@ -405,10 +420,11 @@ impl HubSession {
         }
         match message {
             HubMessage::Invocation(inv) => {
-                let hub = &self.hubs.routes.hubs[self.hub];
+                let hubs = self.hubs.clone();
+                let hub = &hubs.routes.hubs[self.hub];
                 let result = if self.within_rate() {
-                    let call =
-                        invocation::invoke(&self.hubs, hub, self.conn, &self.connection_id, &self.identity, &inv);
+                    let caller = self.caller();
+                    let call = hubs.invoke(&caller, &inv);
                     if crate::telemetry::tracing_enabled() {
                         let span = tracing::info_span!(
                             "sidecar.invocation",
@@ -435,19 +451,15 @@ impl HubSession {
                     )))
                 };
                 let outcome = match &result {
-                    Ok(_) => "ok".to_string(),
+                    Ok(_) => "ok",
                     Err(e) => {
                         use crate::fault::Blame;
                         e.fault().log(e, &format!("invocation {} of {} failed", inv.target, self.connection_id));
-                        e.reason().to_string()
+                        e.reason()
                     }
                 };
-                let method = hub.method(&inv.target).map(|m| m.name.clone()).unwrap_or_else(|| "unknown".into());
-                self.hubs
-                    .metrics
-                    .invocations
-                    .get_or_create(&vec![("hub", hub.name.clone()), ("method", method), ("outcome", outcome)])
-                    .inc();
+                let method = hub.method(&inv.target).map_or("unknown", |m| m.name.as_str());
+                self.count_invocation(method, outcome);
                 if let (Some(id), Some(p)) = (inv.invocation_id, self.protocol) {
                     let outcome = result.map_err(|e| close::for_invocation_error(&inv.target, &e));
                     let completion = Completion { invocation_id: id, outcome };

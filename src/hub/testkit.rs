@@ -15,6 +15,7 @@ use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
 use crate::presence::Presence;
+use crate::telemetry::labels::Transport;
 use crate::telemetry::Metrics;
 use crate::transport::{Outbox, Session};
 
@@ -65,7 +66,7 @@ pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
 
 impl Kit {
     /// A session of `hub` on `transport`, before its handshake.
-    pub(crate) fn session(&self, hub: usize, transport: &'static str, stateful: bool) -> HubSession {
+    pub(crate) fn session(&self, hub: usize, transport: Transport, stateful: bool) -> HubSession {
         self.session_as(hub, transport, stateful, Identity::default())
     }
 
@@ -73,7 +74,7 @@ impl Kit {
     pub(crate) fn session_as(
         &self,
         hub: usize,
-        transport: &'static str,
+        transport: Transport,
         stateful: bool,
         identity: Identity,
     ) -> HubSession {
@@ -84,7 +85,7 @@ impl Kit {
     /// A JSON WebSocket session of the chat hub with its handshake done
     /// (the handshake answer taken).
     pub(crate) async fn open(&self, stateful: bool) -> HubSession {
-        let mut s = self.session(CHAT, "websockets", stateful);
+        let mut s = self.session(CHAT, Transport::WebSockets, stateful);
         handshake(&mut s).await;
         s
     }

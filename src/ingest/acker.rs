@@ -1,5 +1,8 @@
 //! Settles entries in batches: dead-letters invalid ones (every original
-//! field plus `reason`), then acknowledges with one XACK per stream.
+//! field plus `reason`), then acknowledges with one XACK per stream. The
+//! original fields of each entry in flight are kept here, not in the
+//! pipeline: the reader hands them over when it reads the entry, and the
+//! pipeline's ack names only the stream and the entry id.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,15 +11,19 @@ use tokio::sync::mpsc;
 
 use super::RedisConn;
 use crate::pipeline::Outcome;
+use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
-/// One entry whose fate is known.
-pub(super) struct Settled {
-    pub stream: Arc<str>,
-    pub id: String,
-    pub outcome: Outcome,
-    /// The original fields, kept only for entries to dead-letter.
-    pub fields: Vec<(String, Vec<u8>)>,
+/// An entry's fields as Redis returned them.
+pub(super) type Fields = Vec<(String, Vec<u8>)>;
+
+/// What the acker hears of an entry, in order: read, then settled.
+pub(super) enum Note {
+    /// Read and handed on (or found invalid): its original fields, kept
+    /// until it settles in case it becomes a dead letter.
+    Read { stream: Arc<str>, id: String, fields: Fields },
+    /// Its fate is known.
+    Settled { stream: Arc<str>, id: String, outcome: Outcome },
 }
 
 /// Most entries settled in one round trip.
@@ -30,41 +37,116 @@ pub(super) async fn run(
     group: String,
     maxlen: usize,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::UnboundedReceiver<Settled>,
+    mut rx: mpsc::UnboundedReceiver<Note>,
 ) {
+    let mut kept = Kept::default();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // One command per key, so the same code works on a Redis Cluster
         // (a stream and its dead-letter stream live in different slots).
         // A dead letter is written before its entry is acknowledged; if the
         // write fails the entry stays pending and is claimed again later.
-        let mut acks: HashMap<&str, Vec<&str>> = HashMap::new();
-        for s in &batch {
-            if let Outcome::Invalid(reason) = &s.outcome {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(format!("{}:dead", s.stream)).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-                for (k, v) in &s.fields {
-                    cmd.arg(k).arg(v.as_slice());
-                }
-                cmd.arg("reason").arg(reason);
-                if let Err(e) = cmd.query_async::<String>(&mut conn).await {
-                    tracing::warn!(stream = %s.stream, entry_id = %s.id, error = %e, "dead-letter write failed; the entry stays pending");
+        let mut acks: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        for note in batch.drain(..) {
+            let (stream, id, outcome) = match note {
+                Note::Read { stream, id, fields } => {
+                    kept.read(stream, id, fields);
                     continue;
                 }
-                metrics.dead_letters.get_or_create(&vec![("stream", s.stream.to_string())]).inc();
+                Note::Settled { stream, id, outcome } => (stream, id, outcome),
+            };
+            let acknowledge = match &outcome {
+                Outcome::Unsettled => false,
+                Outcome::Invalid(reason) => {
+                    let mut cmd = redis::cmd("XADD");
+                    cmd.arg(format!("{stream}:dead")).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+                    for (k, v) in kept.fields(&stream, &id) {
+                        cmd.arg(k).arg(v.as_slice());
+                    }
+                    cmd.arg("reason").arg(reason);
+                    match cmd.query_async::<String>(&mut conn).await {
+                        Ok(_) => {
+                            metrics.record(DeadLettered { stream: &stream, entry_id: &id, reason });
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(stream = %stream, entry_id = %id, error = %e, "dead-letter write failed; the entry stays pending");
+                            false
+                        }
+                    }
+                }
+                Outcome::Delivered | Outcome::Dropped(_) => true,
+            };
+            kept.settle(&stream, &id);
+            if acknowledge {
+                acks.entry(stream).or_default().push(id);
             }
-            acks.entry(&s.stream).or_default().push(&s.id);
         }
         for (stream, ids) in &acks {
             let acked: redis::RedisResult<i64> =
-                redis::cmd("XACK").arg(*stream).arg(&group).arg(ids.as_slice()).query_async(&mut conn).await;
+                redis::cmd("XACK").arg(&**stream).arg(&group).arg(ids.as_slice()).query_async(&mut conn).await;
             if let Err(e) = acked {
                 // Unacknowledged entries stay pending and are claimed again
                 // later; the idempotency window hides the repeat.
                 tracing::warn!(stream = %stream, error = %e, entries = ids.len(), "XACK failed; the entries stay pending");
             }
         }
-        batch.clear();
     }
     tracing::info!("acknowledgements finished");
+}
+
+/// The fields of the entries in flight, by stream and entry id, with how
+/// many reads of each are unsettled (a claim may read an entry again before
+/// its first read settled; each read settles once, dropped acks included).
+#[derive(Default)]
+struct Kept(HashMap<Arc<str>, HashMap<String, (Fields, usize)>>);
+
+impl Kept {
+    fn read(&mut self, stream: Arc<str>, id: String, fields: Fields) {
+        let slot = self.0.entry(stream).or_default().entry(id).or_insert_with(|| (Fields::new(), 0));
+        if slot.1 == 0 {
+            slot.0 = fields;
+        }
+        slot.1 += 1;
+    }
+
+    fn fields(&self, stream: &str, id: &str) -> &[(String, Vec<u8>)] {
+        self.0.get(stream).and_then(|s| s.get(id)).map_or(&[], |(fields, _)| fields.as_slice())
+    }
+
+    fn settle(&mut self, stream: &str, id: &str) {
+        let Some(entries) = self.0.get_mut(stream) else { return };
+        if let Some(slot) = entries.get_mut(id) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                entries.remove(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(v: &str) -> Fields {
+        vec![("data".to_string(), v.as_bytes().to_vec())]
+    }
+
+    #[test]
+    fn fields_are_kept_until_every_read_of_the_entry_settles() {
+        let mut k = Kept::default();
+        let s: Arc<str> = Arc::from("events:chat");
+        k.read(s.clone(), "1-0".into(), fields("a"));
+        k.read(s.clone(), "1-0".into(), fields("a"));
+        k.read(s.clone(), "2-0".into(), fields("b"));
+        k.settle(&s, "1-0");
+        assert_eq!(k.fields(&s, "1-0"), fields("a").as_slice(), "a second read is still in flight");
+        k.settle(&s, "1-0");
+        assert!(k.fields(&s, "1-0").is_empty());
+        assert_eq!(k.fields(&s, "2-0"), fields("b").as_slice());
+        k.settle(&s, "2-0");
+        k.settle(&s, "2-0"); // an unknown settle changes nothing
+        assert!(k.0[&s].is_empty());
+    }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::intake::{handle_entry, Shared};
 use super::replies::{self, pairs, text};
 use super::RedisConn;
+use crate::telemetry::labels::Stream;
 
 /// Runs until `stop`.
 pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<Arc<str>>, stop: CancellationToken) {
@@ -102,7 +103,7 @@ async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> R
     for g in groups {
         let fields = pairs(g);
         if fields.iter().any(|(k, v)| k == "name" && text(v.clone()).as_deref() == Some(shared.group.as_str())) {
-            let labels = vec![("stream", stream.to_string())];
+            let labels = Stream { stream: Arc::from(stream) };
             for (k, v) in &fields {
                 let n = match v {
                     Value::Int(n) => *n,

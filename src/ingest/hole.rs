@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::telemetry::labels::ContinuityCause;
+
 /// Why owed entries may be gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HoleCause {
@@ -18,12 +20,17 @@ pub(crate) enum HoleCause {
 }
 
 impl HoleCause {
-    /// The metric label.
-    pub(crate) fn label(self) -> &'static str {
+    /// The `cause` of `sidecar_continuity_closes`.
+    pub(crate) fn cause(self) -> ContinuityCause {
         match self {
-            HoleCause::StreamLost => "stream_lost",
-            HoleCause::StreamTrimmed => "stream_trimmed",
+            HoleCause::StreamLost => ContinuityCause::StreamLost,
+            HoleCause::StreamTrimmed => ContinuityCause::StreamTrimmed,
         }
+    }
+
+    /// The cause as the logs write it.
+    pub(crate) fn label(self) -> &'static str {
+        self.cause().as_str()
     }
 }
 

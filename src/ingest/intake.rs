@@ -1,6 +1,7 @@
 //! What the stream reader and the claimer share, and the one step they
-//! both take: decode an entry and hand it to the pipeline with an `Ack`
-//! that settles it (XACK, or a dead letter) through the acker.
+//! both take: decode an entry, leave its raw fields with the acker, and
+//! hand it to the pipeline with an `Ack` that settles it (XACK, or a dead
+//! letter) through the acker by stream and entry id.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::acker::Settled;
+use super::acker::Note;
 use super::hole::OnHole;
 use super::replies::Entry;
 use crate::config::RedisConfig;
@@ -24,7 +25,7 @@ pub(super) struct Shared {
     pub schemas: Arc<Schemas>,
     pub input: InputSender,
     pub metrics: Arc<Metrics>,
-    pub settled: mpsc::UnboundedSender<Settled>,
+    pub settled: mpsc::UnboundedSender<Note>,
     pub redis_up: Arc<AtomicBool>,
     pub on_hole: OnHole,
 }
@@ -34,26 +35,23 @@ pub(super) struct Shared {
 pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
     let Entry { id, fields } = entry;
     let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
+    // The acker keeps the fields until the entry settles (a dead letter
+    // carries every one of them); sent first, so it arrives first.
+    let _ = shared.settled.send(Note::Read { stream: stream.clone(), id: id.clone(), fields });
     let envelope = match decoded {
         Ok(e) => e,
         Err(e) => {
-            let reason = e.to_string();
-            tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
-            let _ =
-                shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
+            // Logged (with its reason) once the dead letter is written.
+            let outcome = Outcome::Invalid(e.to_string());
+            let _ = shared.settled.send(Note::Settled { stream: stream.clone(), id, outcome });
             return true;
         }
     };
     let settled = shared.settled.clone();
     let ack_entry_id = id.clone();
     let (ack_stream, ack_id) = (stream.clone(), id);
-    let mut fields = Some(fields);
     let ack = Ack::new(move |outcome| {
-        let fields = match outcome {
-            Outcome::Invalid(_) => fields.take().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
+        let _ = settled.send(Note::Settled { stream: ack_stream, id: ack_id, outcome });
     });
     let started = Instant::now();
     let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };

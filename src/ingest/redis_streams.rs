@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acker::{self, Settled};
+use super::acker::{self, Note};
 use super::hole::{Hole, HoleCause, OnHole};
 use super::intake::{handle_entry, Shared};
 use super::replies::{self, Entry};
@@ -23,6 +23,8 @@ use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::Schemas;
 use crate::pipeline::InputSender;
+use crate::telemetry::events::Dropped;
+use crate::telemetry::labels::DropReason;
 use crate::telemetry::Metrics;
 
 /// How often a reader checks that nothing after its position was trimmed.
@@ -33,7 +35,7 @@ pub(crate) struct RedisIngest {
     shared: Arc<Shared>,
     conn: RedisConn,
     streams: Vec<Arc<str>>,
-    settled_rx: mpsc::UnboundedReceiver<Settled>,
+    settled_rx: mpsc::UnboundedReceiver<Note>,
 }
 
 /// What `app` keeps of a running Redis ingest.
@@ -239,7 +241,7 @@ async fn recover_group(
 
 fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: StreamId) {
     tracing::warn!(stream = %stream, group = %shared.group, after = %position, cause = cause.label(), "entries were lost before this instance read them: closing the connections that may have been owed them");
-    shared.metrics.dropped("group_lost", 1);
+    shared.metrics.record(Dropped::many(DropReason::GroupLost, 1));
     (shared.on_hole)(Hole { stream: stream.clone(), cause });
 }
 

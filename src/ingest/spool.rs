@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::envelope::Envelope;
+use crate::telemetry::events::Dropped;
+use crate::telemetry::labels::{DropReason, SpoolOutcome};
 use crate::telemetry::Metrics;
 
 /// Why an event was not put in the spool.
@@ -89,13 +91,13 @@ impl Spool {
         }
         if state.queue.len() >= self.capacity {
             drop(state);
-            self.metrics.spool("refused", 1);
+            self.metrics.spool(SpoolOutcome::Refused, 1);
             return Err(SpoolError::Full(self.capacity));
         }
         state.queue.push_back(Arc::new(Spooled { stream, envelope }));
         self.metrics.spool_depth.set(state.queue.len() as i64);
         drop(state);
-        self.metrics.spool("spooled", 1);
+        self.metrics.spool(SpoolOutcome::Spooled, 1);
         self.pushed.notify_one();
         Ok(())
     }
@@ -127,9 +129,9 @@ impl Spool {
         self.metrics.spool_depth.set(state.queue.len() as i64);
         drop(state);
         match how {
-            Left::Flushed => self.metrics.spool("flushed", 1),
-            Left::Stale => self.metrics.dropped("spool_stale", 1),
-            Left::Refused => self.metrics.dropped("spool_refused", 1),
+            Left::Flushed => self.metrics.spool(SpoolOutcome::Flushed, 1),
+            Left::Stale => self.metrics.record(Dropped::many(DropReason::SpoolStale, 1)),
+            Left::Refused => self.metrics.record(Dropped::many(DropReason::SpoolRefused, 1)),
         }
     }
 
@@ -150,7 +152,7 @@ impl Spool {
         let dropped = before - state.queue.len();
         self.metrics.spool_depth.set(state.queue.len() as i64);
         drop(state);
-        self.metrics.dropped("spool_stale", dropped as u64);
+        self.metrics.record(Dropped::many(DropReason::SpoolStale, dropped as u64));
         dropped
     }
 
@@ -166,7 +168,7 @@ impl Spool {
         state.queue.clear();
         self.metrics.spool_depth.set(0);
         drop(state);
-        self.metrics.dropped("spool_shutdown", lost as u64);
+        self.metrics.record(Dropped::many(DropReason::SpoolShutdown, lost as u64));
         lost
     }
 

@@ -8,7 +8,7 @@ use super::model::{
     Answer, AnswerBody, InstanceInfo, InstanceState, Member, Query, RoomCount, StreamLag, UserConnection,
 };
 use crate::fanout::{ConnView, Registry};
-use crate::telemetry::metrics::Labels;
+use crate::telemetry::labels::Stream;
 use crate::telemetry::Metrics;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -134,8 +134,8 @@ impl Local {
 }
 
 /// A stream's gauge, if the reader has set it.
-fn gauge(family: &Family<Labels, Gauge>, stream: &str) -> Option<i64> {
-    family.get(&vec![("stream", stream.to_string())]).map(|g| g.get())
+fn gauge(family: &Family<Stream, Gauge>, stream: &str) -> Option<i64> {
+    family.get(&Stream { stream: Arc::from(stream) }).map(|g| g.get())
 }
 
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds.

@@ -10,13 +10,20 @@ pub(crate) enum Outcome {
     Dropped(&'static str),
     /// It can never be delivered; acknowledge and dead-letter with the reason.
     Invalid(String),
+    /// The ack was dropped unresolved (the pipeline stopped mid-way):
+    /// acknowledge nothing, the entry stays pending for a later claim; its
+    /// producer only forgets what it kept for it.
+    Unsettled,
 }
 
 type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
 
-/// A one-shot completion handle that travels with an event. If it is
-/// dropped unresolved (the process stops mid-way), nothing is acknowledged
-/// and Redis keeps the entry pending for a later claim.
+/// A one-shot completion handle that travels with an event. It carries only
+/// what its producer needs to find the entry again (the Redis reader keeps
+/// the entry's raw fields on its side, for a dead letter). If it is dropped
+/// unresolved (the process stops mid-way), it reports
+/// [`Outcome::Unsettled`]: nothing is acknowledged and Redis keeps the entry
+/// pending for a later claim.
 pub(crate) struct Ack(Option<Callback>);
 
 impl Ack {
@@ -34,6 +41,14 @@ impl Ack {
     pub(crate) fn resolve(mut self, outcome: Outcome) {
         if let Some(f) = self.0.take() {
             f(outcome)
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Outcome::Unsettled)
         }
     }
 }

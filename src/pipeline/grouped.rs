@@ -16,6 +16,8 @@ use super::coalesce::Key;
 use super::{shape, Pipeline};
 use crate::config::{Delivery, EventRoute};
 use crate::envelope::Envelope;
+use crate::telemetry::events::Dropped;
+use crate::telemetry::labels::DropReason;
 
 /// Whose typing an event ends in its room: the route's `ends_typing`
 /// field, or `payload.sender_id` (the Support-Center's chat messages)
@@ -33,11 +35,10 @@ impl Pipeline {
     /// room's roster, which goes out if clients must see the change now.
     pub(super) fn roster_event(&mut self, route: &EventRoute, envelope: &Envelope, ack: Ack, now: Instant) {
         let Some(user) = envelope.payload_str("user_id") else {
-            self.metrics.dropped("missing_argument", 1);
-            ack.resolve(Outcome::Invalid(format!(
-                "route '{}': an event of a roster route needs payload.user_id",
-                route.event_type
-            )));
+            let reason = format!("route '{}': an event of a roster route needs payload.user_id", route.event_type);
+            let dropped = Dropped::event(DropReason::MissingArgument, &envelope.event_id).with_detail(&reason);
+            self.metrics.record(dropped);
+            ack.resolve(Outcome::Invalid(reason));
             return;
         };
         let username = envelope.payload_str("username").unwrap_or(user);
@@ -171,9 +172,9 @@ impl Pipeline {
             // Unreachable: every held event was checked against the
             // route's arguments before it was held.
             Err(missing) => {
-                self.metrics.dropped("missing_argument", events.len() as u64);
-                tracing::warn!(route = %route.event_type, reason = %missing, "batch not delivered: a named argument is missing");
                 let reason = format!("route '{}': {missing}", route.event_type);
+                let dropped = Dropped::many(DropReason::MissingArgument, events.len() as u64).with_detail(&reason);
+                self.metrics.record(dropped);
                 acks.into_iter().for_each(|a| a.resolve(Outcome::Invalid(reason.clone())));
             }
         }

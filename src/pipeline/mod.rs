@@ -36,6 +36,8 @@ pub(crate) use validate::Freshness;
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
+use crate::telemetry::events::Dropped;
+use crate::telemetry::labels::{Consumed, DropReason};
 use crate::telemetry::{self, Metrics};
 use batch::Batches;
 use coalesce::{Coalescer, Key, Offer};
@@ -90,7 +92,7 @@ pub(crate) struct Pipeline {
 struct ConsumedCounters(
     std::collections::HashMap<
         Arc<str>,
-        std::collections::HashMap<String, prometheus_client::metrics::counter::Counter>,
+        std::collections::HashMap<Arc<str>, prometheus_client::metrics::counter::Counter>,
     >,
 );
 
@@ -101,10 +103,10 @@ impl ConsumedCounters {
             c.inc();
             return;
         }
-        let labels = vec![("stream", stream.to_string()), ("event_type", event_type.to_string())];
-        let c = metrics.events_consumed.get_or_create(&labels).clone();
+        let labels = Consumed { stream: stream.clone(), event_type: Arc::from(event_type) };
+        let c = metrics.events_consumed.get_or_create_owned(&labels);
         c.inc();
-        by_type.insert(event_type.to_string(), c);
+        by_type.insert(labels.event_type, c);
     }
 }
 
@@ -217,7 +219,7 @@ impl Pipeline {
         let label = if route.is_some() { envelope.event_type.as_str() } else { "unrouted" };
         self.consumed.count(&self.metrics, source, label);
         let Some(route) = route else {
-            self.metrics.dropped("no_route", 1);
+            self.metrics.record(Dropped::event(DropReason::NoRoute, &envelope.event_id));
             ack.resolve(Outcome::Invalid(format!("no route for event_type '{}'", envelope.event_type)));
             return at;
         };
@@ -230,21 +232,20 @@ impl Pipeline {
         };
         if let Some(missing) = missing {
             let reason = format!("route '{}': {missing}", route.event_type);
-            self.metrics.dropped("missing_argument", 1);
-            tracing::warn!(event_id = %envelope.event_id, reason = %reason, "event not delivered: a named argument is missing");
+            let dropped = Dropped::event(DropReason::MissingArgument, &envelope.event_id).with_detail(&reason);
+            self.metrics.record(dropped);
             ack.resolve(Outcome::Invalid(reason));
             return at;
         }
         let Some(effective_time) = self.freshness.check(envelope.timestamp, Utc::now()) else {
-            self.metrics.dropped("stale", 1);
-            tracing::debug!(event_id = %envelope.event_id, timestamp = %envelope.timestamp, "stale event dropped");
+            let dropped = Dropped::event(DropReason::Stale, &envelope.event_id).with_detail(&envelope.timestamp);
+            self.metrics.record(dropped);
             ack.resolve(Outcome::Dropped("stale"));
             return at;
         };
         let now = Instant::now();
         if !self.dedupe.first_time(&envelope.event_id, now) {
-            self.metrics.dropped("duplicate", 1);
-            tracing::debug!(event_id = %envelope.event_id, "duplicate event dropped");
+            self.metrics.record(Dropped::event(DropReason::Duplicate, &envelope.event_id));
             ack.resolve(Outcome::Dropped("duplicate"));
             return at;
         }
@@ -351,9 +352,8 @@ impl Pipeline {
             Err(missing) => {
                 // Only the sidecar's own events get here unchecked, and the
                 // routing file's validation makes their payloads fit.
-                self.metrics.dropped("missing_argument", 1);
-                tracing::warn!(event_id = %envelope.event_id, event_type = %envelope.event_type, reason = %missing,
-                    "event not delivered: a named argument is missing");
+                let dropped = Dropped::event(DropReason::MissingArgument, &envelope.event_id).with_detail(&missing);
+                self.metrics.record(dropped);
                 if let Some((stream, id)) = at {
                     self.registry.advance(&stream, id);
                 }
@@ -384,7 +384,7 @@ impl Pipeline {
         span.record("bytes", bytes as i64);
         self.metrics.broadcast_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.events_delivered.inc_by(report.queued as u64);
-        self.metrics.dropped("outbox_full", report.dropped as u64);
+        self.metrics.record(Dropped::many(DropReason::OutboxFull, report.dropped as u64));
         self.metrics.slow_consumer_disconnects.inc_by(report.overflowed as u64);
         if report.queued > 0 {
             let age = Utc::now().signed_duration_since(effective_time);

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::config::EventRoute;
 use crate::envelope::Envelope;
+use crate::telemetry::labels::PushOutcome;
 use crate::telemetry::Metrics;
 
 /// One event for one user that may have to go by Web Push.
@@ -42,7 +43,7 @@ impl PushTap {
         let Some(user) = envelope.room_id.strip_prefix("user:").filter(|u| !u.is_empty()) else { return };
         let offer = PushOffer { user: user.to_string(), method: route.method.clone(), envelope: envelope.clone() };
         if self.tx.try_send(offer).is_err() {
-            metrics.push("queue_full", 1);
+            metrics.push(PushOutcome::QueueFull);
         }
     }
 }

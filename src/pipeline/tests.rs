@@ -495,3 +495,15 @@ fn an_ack_nobody_listens_to_resolves_quietly() {
     assert_eq!(format!("{:?}", Ack::none()), "Ack(none)");
     assert_eq!(format!("{:?}", Ack::new(|_| {})), "Ack(pending)");
 }
+
+#[test]
+fn an_ack_reports_once_and_a_dropped_one_reports_unsettled() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |seen: &Arc<Mutex<Vec<Outcome>>>| {
+        let seen = seen.clone();
+        Ack::new(move |o| seen.lock().expect("lock").push(o))
+    };
+    record(&seen).resolve(Outcome::Delivered);
+    drop(record(&seen));
+    assert_eq!(*seen.lock().expect("lock"), [Outcome::Delivered, Outcome::Unsettled]);
+}

@@ -18,6 +18,7 @@ use super::subscription::{origin, Subscription};
 use super::vapid::Vapid;
 use super::PushClient;
 use crate::pipeline::PushOffer;
+use crate::telemetry::labels::PushOutcome;
 use crate::telemetry::Metrics;
 
 /// Tries per subscription: the first, then up to three retries (NFR-011).
@@ -57,19 +58,19 @@ impl Sender {
 
     async fn handle(self: &Arc<Self>, offer: PushOffer, limit: &Arc<Semaphore>, tasks: &TaskTracker) {
         match self.liveness.is_live(&offer.user).await {
-            Ok(true) => return self.metrics.push("online", 1),
+            Ok(true) => return self.metrics.push(PushOutcome::Online),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, event_id = %offer.envelope.event_id, "push: liveness unknown; not sent");
-                return self.metrics.push("error", 1);
+                return self.metrics.push(PushOutcome::Error);
             }
         }
         let subs = match self.store.list(&offer.user).await {
-            Ok(subs) if subs.is_empty() => return self.metrics.push("no_subscription", 1),
+            Ok(subs) if subs.is_empty() => return self.metrics.push(PushOutcome::NoSubscription),
             Ok(subs) => subs,
             Err(e) => {
                 tracing::warn!(error = %e, event_id = %offer.envelope.event_id, "push: subscriptions unreadable");
-                return self.metrics.push("error", 1);
+                return self.metrics.push(PushOutcome::Error);
             }
         };
         let plaintext: Arc<[u8]> = message::plaintext(&offer).into();
@@ -77,12 +78,12 @@ impl Sender {
             match self.store.claim(&offer.envelope.event_id, &sub.endpoint).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.metrics.push("taken", 1);
+                    self.metrics.push(PushOutcome::Taken);
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "push: cannot claim the send; not sent");
-                    self.metrics.push("error", 1);
+                    self.metrics.push(PushOutcome::Error);
                     continue;
                 }
             }
@@ -102,14 +103,14 @@ impl Sender {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::warn!(error = %e, "push: not encrypted");
-                return self.metrics.push("error", 1);
+                return self.metrics.push(PushOutcome::Error);
             }
         };
-        let Some(audience) = origin(&sub.endpoint) else { return self.metrics.push("rejected", 1) };
+        let Some(audience) = origin(&sub.endpoint) else { return self.metrics.push(PushOutcome::Rejected) };
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
-                self.metrics.push("retried", 1);
+                self.metrics.push(PushOutcome::Retried);
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
@@ -117,7 +118,7 @@ impl Sender {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "push: VAPID token not signed");
-                    return self.metrics.push("error", 1);
+                    return self.metrics.push(PushOutcome::Error);
                 }
             };
             let headers = [
@@ -128,25 +129,25 @@ impl Sender {
                 ("urgency", "normal".to_string()),
             ];
             match self.client.post(&sub.endpoint, &headers, body.clone()).await {
-                Ok(status) if (200..300).contains(&status) => return self.metrics.push("sent", 1),
+                Ok(status) if (200..300).contains(&status) => return self.metrics.push(PushOutcome::Sent),
                 Ok(404 | 410) => {
                     tracing::debug!(user, "push: subscription gone (404/410); removed");
                     if let Err(e) = self.store.remove(user, &sub.endpoint).await {
                         tracing::warn!(error = %e, "push: expired subscription not removed");
                     }
-                    return self.metrics.push("expired", 1);
+                    return self.metrics.push(PushOutcome::Expired);
                 }
                 Ok(status) if status == 429 || status >= 500 => {
                     tracing::debug!(status, attempt, "push: the push service failed");
                 }
                 Ok(status) => {
                     tracing::warn!(status, "push: the push service refused the message; not retried");
-                    return self.metrics.push("rejected", 1);
+                    return self.metrics.push(PushOutcome::Rejected);
                 }
                 Err(e) => tracing::debug!(error = %e, attempt, "push: no answer from the push service"),
             }
         }
         tracing::warn!(user, attempts = ATTEMPTS, "push: not delivered");
-        self.metrics.push("failed", 1);
+        self.metrics.push(PushOutcome::Failed);
     }
 }

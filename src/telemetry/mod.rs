@@ -1,11 +1,17 @@
 //! Logs, metrics and traces. Other modules record through the handles in
-//! [`metrics::Metrics`], log with `tracing`, and open event spans only when
-//! [`tracing_enabled`] says an OTLP exporter is running.
+//! [`metrics::Metrics`] (label sets typed in [`labels`]), log and count a
+//! notable occurrence at once through [`events`], log the rest with
+//! `tracing`, and open event spans only when [`tracing_enabled`] says an
+//! OTLP exporter is running.
 
+pub mod events;
+mod handles;
+pub mod labels;
 pub mod metrics;
 mod otel;
 pub mod trace_context;
 
+pub use handles::PerValue;
 pub use metrics::Metrics;
 pub use otel::{enabled as tracing_enabled, set_remote_parent, trace_id_of};
 

@@ -318,19 +318,29 @@ impl Outbox {
 
     /// Takes the socket back when the connection's socket is gone. A frame
     /// it was half way through is dropped from the queue: it was numbered
-    /// when it started, so a resumed session resends it whole.
+    /// when it started, so a resumed session resends it whole. Unsequenced
+    /// frames (pings, Acks, Pongs, Close frames) belonged to that socket and
+    /// go with it: a resumed session starts with its own Sequence.
     pub(crate) fn detach(&self) {
         let mut s = self.lock();
         s.socket = None;
         if s.front_written > 0 {
             s.front_written = 0;
-            if let Some(f) = s.queue.pop_front() {
-                s.bytes -= f.payload.len();
-                if let Some(h) = s.held.as_mut() {
-                    *h = h.saturating_sub(1);
-                }
-            }
+            s.queue.pop_front();
         }
+        let held = s.held.unwrap_or(0);
+        let mut kept_before_hold = 0;
+        let mut i = 0;
+        s.queue.retain(|f| {
+            let keep = f.sequenced;
+            kept_before_hold += usize::from(keep && i < held);
+            i += 1;
+            keep
+        });
+        if let Some(h) = s.held.as_mut() {
+            *h = kept_before_hold;
+        }
+        s.bytes = s.queue.iter().map(|f| f.payload.len()).sum();
     }
 
     /// Writes what waits to the attached socket (see [`Outbox::attach`]).

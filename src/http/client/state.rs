@@ -14,6 +14,7 @@ use super::super::query::param;
 use super::super::PeerAddr;
 use crate::auth::{token_from, AuthError, Authenticator};
 use crate::hub::{Hubs, Identity};
+use crate::telemetry::labels::AuthFailure;
 
 /// What the client port's handlers share.
 pub(crate) struct ClientState {
@@ -49,7 +50,7 @@ impl ClientState {
                 claims: Some(Arc::new(claims.claims)),
             }),
             Err(e) => {
-                self.hubs.metrics.auth_failures.get_or_create(&vec![("reason", e.reason().to_string())]).inc();
+                self.hubs.metrics.auth_failures.get_or_create(&AuthFailure { reason: e.reason() }).inc();
                 Err(HttpError::Unauthorized(e))
             }
         }

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{close_for_hole, drain};
 use crate::hub::testkit::{handshake, invoke, kit, messages, CHAT, TICKET};
 use crate::hub::HubSession;
+use crate::telemetry::labels::{ContinuityCause, Transport};
 use crate::transport::{Kick, Session};
 
 fn kicked(sessions: &[HubSession], why: Kick) -> usize {
@@ -46,7 +47,8 @@ async fn a_drained_connection_is_told_to_reconnect() {
 async fn parked_sessions_are_finished_by_the_drain() {
     let k = kit(&[]);
     let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-    let mut s = HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), Default::default(), "websockets", true);
+    let mut s =
+        HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), Default::default(), Transport::WebSockets, true);
     handshake(&mut s).await;
     k.hubs.parked.park(token.clone(), s);
     assert_eq!(k.hubs.registry.len(), 1, "a parked session stays in fan-out");
@@ -60,17 +62,17 @@ async fn parked_sessions_are_finished_by_the_drain() {
 async fn a_hole_closes_the_connections_of_the_hubs_its_stream_feeds() {
     let k = kit(&[]);
     let mut chat = k.open(false).await;
-    let mut ticket = k.session(TICKET, "websockets", false);
+    let mut ticket = k.session(TICKET, Transport::WebSockets, false);
     handshake(&mut ticket).await;
     chat.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     messages(&chat.outbox());
-    close_for_hole(&k.hubs, &[CHAT], "trimmed", Duration::ZERO).await;
+    close_for_hole(&k.hubs, &[CHAT], ContinuityCause::StreamTrimmed, Duration::ZERO).await;
     assert_eq!(chat.outbox().kicked(), Some(Kick::ContinuityLost));
     assert_eq!(ticket.outbox().kicked(), None);
     let rendered = k.hubs.metrics.render();
     assert!(
         rendered.lines().any(|l| l.starts_with("sidecar_continuity_closes")
-            && l.contains("cause=\"trimmed\"")
+            && l.contains("cause=\"stream_trimmed\"")
             && l.ends_with(" 1")),
         "{rendered}"
     );
@@ -80,9 +82,9 @@ async fn a_hole_closes_the_connections_of_the_hubs_its_stream_feeds() {
 async fn a_hole_of_unknown_reach_closes_every_hub() {
     let k = kit(&[]);
     let chat = k.open(false).await;
-    let mut ticket = k.session(TICKET, "websockets", false);
+    let mut ticket = k.session(TICKET, Transport::WebSockets, false);
     handshake(&mut ticket).await;
-    close_for_hole(&k.hubs, &[], "lost", Duration::ZERO).await;
+    close_for_hole(&k.hubs, &[], ContinuityCause::StreamLost, Duration::ZERO).await;
     assert_eq!(
         (chat.outbox().kicked(), ticket.outbox().kicked()),
         (Some(Kick::ContinuityLost), Some(Kick::ContinuityLost))

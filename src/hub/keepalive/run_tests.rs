@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::run_keepalive;
 use crate::hub::testkit::{handshake, kit, record, texts, user, Kit, CHAT};
 use crate::hub::{HubSession, Identity};
+use crate::telemetry::labels::Transport;
 use crate::transport::{Kick, Session};
 
 const PING: &str = "{\"type\":6}";
@@ -36,7 +37,7 @@ async fn sleep_ms(ms: u64) {
 async fn each_connection_is_pinged_once_per_interval_in_its_protocol() {
     let k = fast();
     let json = k.open(false).await;
-    let mut binary = k.session(CHAT, "websockets", false);
+    let mut binary = k.session(CHAT, Transport::WebSockets, false);
     binary.receive(b"{\"protocol\":\"messagepack\",\"version\":1}\x1e").await;
     binary.outbox().take(10);
     let (stop, task) = start(&k);
@@ -59,7 +60,7 @@ async fn with_the_default_interval_every_connection_is_pinged_once_in_15_seconds
         }
         v
     };
-    let mut polling = k.session(CHAT, "longpolling", false);
+    let mut polling = k.session(CHAT, Transport::LongPolling, false);
     handshake(&mut polling).await;
     let (stop, _task) = start(&k);
     sleep_ms(15_050).await;
@@ -101,7 +102,7 @@ async fn a_client_that_keeps_pinging_stays() {
 #[tokio::test(start_paused = true)]
 async fn a_silent_long_polling_client_is_dropped_without_pinging() {
     let k = fast();
-    let mut s = k.session(CHAT, "longpolling", false);
+    let mut s = k.session(CHAT, Transport::LongPolling, false);
     handshake(&mut s).await;
     let (stop, _task) = start(&k);
     sleep_ms(1_500).await;
@@ -118,8 +119,8 @@ async fn an_expired_token_closes_its_connection_at_the_next_check() {
     let k = fast();
     let expired = Identity { expires_at_ms: Some(1), ..user("u1", "Ann") };
     let later = Identity { expires_at_ms: Some(u64::MAX), ..user("u2", "Bob") };
-    let mut a = k.session_as(CHAT, "websockets", false, expired);
-    let mut b = k.session_as(CHAT, "websockets", false, later);
+    let mut a = k.session_as(CHAT, Transport::WebSockets, false, expired);
+    let mut b = k.session_as(CHAT, Transport::WebSockets, false, later);
     handshake(&mut a).await;
     handshake(&mut b).await;
     let (stop, _task) = start(&k);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use crate::codec::TransportKind;
 use crate::hub::testkit::{handshake, kit, user, CHAT};
 use crate::hub::{Error, Identity, TokenTransport};
+use crate::telemetry::labels::Transport;
 
 fn limited(r: Result<(), Error>) -> String {
     match r {
@@ -30,7 +31,7 @@ async fn new_connections_from_one_address_are_limited_by_their_burst() {
 #[tokio::test]
 async fn the_instance_and_each_user_have_a_connection_limit() {
     let k = kit(&[("SIDECAR_MAX_CONNECTIONS", "2"), ("SIDECAR_MAX_CONNECTIONS_PER_USER", "1")]);
-    let mut ann = k.session_as(CHAT, "websockets", false, user("ann", "Ann"));
+    let mut ann = k.session_as(CHAT, Transport::WebSockets, false, user("ann", "Ann"));
     handshake(&mut ann).await;
     assert_eq!(limited(k.hubs.admit(&user("ann", "Ann"), None)), "At most 1 connections per user");
     assert!(k.hubs.admit(&user("bob", "Bob"), None).is_ok());

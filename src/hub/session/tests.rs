@@ -7,6 +7,7 @@ use super::*;
 use crate::codec::{CloseMessage, Completion, HubMessage, Protocol};
 use crate::fanout::{Frame, Target};
 use crate::hub::testkit::{self, handshake, invoke, kit, messages, record, texts, user, CHAT, JSON_HANDSHAKE};
+use crate::telemetry::labels::Transport;
 use crate::transport::{Ended, Flow, Kick, Payload, Session};
 
 fn done(id: &str) -> HubMessage {
@@ -39,7 +40,7 @@ fn metric(hubs: &Hubs, family: &str, labels: &[&str]) -> Option<String> {
 #[tokio::test]
 async fn a_json_handshake_is_answered_and_enters_fan_out() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     assert!(!s.is_open());
     assert_eq!(k.hubs.registry.len(), 0, "not in fan-out before the handshake");
     assert_eq!(s.receive(JSON_HANDSHAKE).await, Flow::Continue);
@@ -54,7 +55,7 @@ async fn a_json_handshake_is_answered_and_enters_fan_out() {
 #[tokio::test]
 async fn a_handshake_split_over_two_messages_is_put_together() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     let (a, b) = JSON_HANDSHAKE.split_at(10);
     assert_eq!(s.receive(a).await, Flow::Continue);
     assert!(texts(&s.outbox()).is_empty() && !s.is_open());
@@ -65,7 +66,7 @@ async fn a_handshake_split_over_two_messages_is_put_together() {
 #[tokio::test]
 async fn messages_after_the_handshake_in_the_same_packet_are_handled() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     let mut packet = JSON_HANDSHAKE.to_vec();
     packet.extend(invoke("1", "JoinRoom", json!(["r1"])));
     assert_eq!(s.receive(&packet).await, Flow::Continue);
@@ -78,7 +79,7 @@ async fn messages_after_the_handshake_in_the_same_packet_are_handled() {
 #[tokio::test]
 async fn version_0_is_accepted_as_asp_net_core_accepts_it() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     assert_eq!(s.receive(b"{\"protocol\":\"json\",\"version\":0}\x1e").await, Flow::Continue);
     assert_eq!(texts(&s.outbox()), ["{}"]);
 }
@@ -92,7 +93,7 @@ async fn refused_handshakes_name_the_reason_and_stay_out_of_fan_out() {
     ];
     for (handshake, error) in cases {
         let k = kit(&[]);
-        let mut s = k.session(CHAT, "websockets", false);
+        let mut s = k.session(CHAT, Transport::WebSockets, false);
         assert_eq!(s.receive(handshake).await, Flow::Stop, "{error}");
         let out = texts(&s.outbox());
         assert_eq!(out.len(), 1);
@@ -106,7 +107,7 @@ async fn refused_handshakes_name_the_reason_and_stay_out_of_fan_out() {
 #[tokio::test]
 async fn a_handshake_past_the_message_limit_is_canceled() {
     let k = kit(&[("SIDECAR_MAX_MESSAGE_BYTES", "256")]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     assert_eq!(s.receive(&[b' '; 200]).await, Flow::Continue, "still within the limit");
     assert_eq!(s.receive(&[b' '; 100]).await, Flow::Stop);
     assert_eq!(texts(&s.outbox()), ["{\"error\":\"Handshake was canceled.\"}"]);
@@ -115,7 +116,7 @@ async fn a_handshake_past_the_message_limit_is_canceled() {
 #[tokio::test]
 async fn messagepack_is_refused_on_server_sent_events() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "serversentevents", false);
+    let mut s = k.session(CHAT, Transport::ServerSentEvents, false);
     assert_eq!(s.receive(b"{\"protocol\":\"messagepack\",\"version\":1}\x1e").await, Flow::Stop);
     let out = texts(&s.outbox());
     assert!(out[0].contains("Cannot use the 'messagepack' protocol on the current transport."), "{out:?}");
@@ -124,7 +125,7 @@ async fn messagepack_is_refused_on_server_sent_events() {
 #[tokio::test]
 async fn a_messagepack_session_speaks_binary_from_its_handshake_answer_on() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "websockets", false);
+    let mut s = k.session(CHAT, Transport::WebSockets, false);
     assert_eq!(s.receive(b"{\"protocol\":\"messagepack\",\"version\":1}\x1e").await, Flow::Continue);
     let batch = s.outbox().take(10);
     // The answer is JSON, in the binary frames the transfer format asks for.
@@ -264,8 +265,8 @@ async fn invocations_past_the_rate_limit_are_refused() {
 #[tokio::test]
 async fn a_user_shares_one_invocation_budget_across_connections() {
     let k = kit(&[("SIDECAR_RATE_LIMIT_BURST", "1"), ("SIDECAR_RATE_LIMIT_PER_MINUTE", "1")]);
-    let mut a = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
-    let mut b = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
+    let mut a = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
+    let mut b = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
     handshake(&mut a).await;
     handshake(&mut b).await;
     a.receive(&invoke("1", "LeaveRoom", json!(["r"]))).await;
@@ -348,7 +349,7 @@ async fn send_typing_publishes_a_typing_event_on_the_bus() {
 #[tokio::test]
 async fn send_typing_names_its_user_and_checks_its_arguments() {
     let mut k = kit(&[]);
-    let mut s = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
+    let mut s = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
     handshake(&mut s).await;
     s.receive(&invoke("1", "SendTyping", json!(["r1", true]))).await;
     s.receive(&invoke("2", "SendTyping", json!(["r1", "yes"]))).await;
@@ -369,8 +370,8 @@ async fn send_typing_names_its_user_and_checks_its_arguments() {
 #[tokio::test]
 async fn a_users_first_join_and_last_leave_are_published_once() {
     let mut k = kit(&[]);
-    let mut a = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
-    let mut b = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
+    let mut a = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
+    let mut b = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
     handshake(&mut a).await;
     handshake(&mut b).await;
     a.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
@@ -392,7 +393,7 @@ async fn a_users_first_join_and_last_leave_are_published_once() {
 #[tokio::test]
 async fn get_and_set_presence_read_and_change_the_room() {
     let k = kit(&[]);
-    let mut s = k.session_as(CHAT, "websockets", false, user("u1", "Ann"));
+    let mut s = k.session_as(CHAT, Transport::WebSockets, false, user("u1", "Ann"));
     handshake(&mut s).await;
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     s.receive(&invoke("2", "GetPresence", json!(["r1"]))).await;
@@ -435,7 +436,7 @@ async fn without_a_user_nothing_is_present() {
 #[tokio::test]
 async fn a_hub_without_presence_publishes_none() {
     let mut k = kit(&[]);
-    let mut s = k.session_as(testkit::TICKET, "websockets", false, user("u1", "Ann"));
+    let mut s = k.session_as(testkit::TICKET, Transport::WebSockets, false, user("u1", "Ann"));
     handshake(&mut s).await;
     s.receive(&invoke("1", "SubscribeTicket", json!(["t1"]))).await;
     assert_eq!(messages(&s.outbox()), [done("1")]);
@@ -509,7 +510,7 @@ async fn the_first_ping_arms_the_client_timeout() {
 #[tokio::test]
 async fn long_polling_is_timed_from_the_start() {
     let k = kit(&[]);
-    let mut s = k.session(CHAT, "longpolling", false);
+    let mut s = k.session(CHAT, Transport::LongPolling, false);
     handshake(&mut s).await;
     assert!(k.hubs.registry.snapshot()[0].timeout_armed.load(Ordering::Relaxed));
 }
@@ -605,8 +606,15 @@ async fn a_resumed_session_first_writes_a_sequence_and_what_was_not_acknowledged
 async fn a_snapshot_carries_a_session_to_another_instance() {
     let k = kit(&[]);
     let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-    let mut s =
-        HubSession::new(k.hubs.clone(), CHAT, id.clone(), Some(token.clone()), user("u1", "Ann"), "websockets", true);
+    let mut s = HubSession::new(
+        k.hubs.clone(),
+        CHAT,
+        id.clone(),
+        Some(token.clone()),
+        user("u1", "Ann"),
+        Transport::WebSockets,
+        true,
+    );
     handshake(&mut s).await;
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     texts(&s.outbox());
@@ -640,7 +648,7 @@ async fn only_stateful_sessions_have_a_snapshot() {
     let s = k.open(false).await;
     let (groups, positions) = s.detach();
     assert!(s.snapshot(&groups, &positions).is_none());
-    let before = k.session(CHAT, "websockets", true);
+    let before = k.session(CHAT, Transport::WebSockets, true);
     assert!(before.snapshot(&[], &Vec::new()).is_none(), "no handshake yet");
     assert!(!before.can_resume());
 }
@@ -650,7 +658,7 @@ async fn only_stateful_sessions_have_a_snapshot() {
 #[tokio::test]
 async fn before_the_handshake_only_a_handshake_timeout_is_answered() {
     let k = kit(&[]);
-    let s = k.session(CHAT, "websockets", false);
+    let s = k.session(CHAT, Transport::WebSockets, false);
     let timed_out = s.close_frame(Kick::HandshakeTimeout).expect("an answer");
     assert_eq!(timed_out.as_bytes(), b"{\"error\":\"Handshake was canceled.\"}\x1e");
     assert!(s.close_frame(Kick::ServerShutdown).is_none());
@@ -676,8 +684,15 @@ async fn a_kicked_session_is_told_why_in_its_protocol() {
 async fn finish_leaves_fan_out_releases_the_token_and_counts_why() {
     let k = kit(&[]);
     let (id, token) = k.hubs.tokens.issue(CHAT, false, 1);
-    let mut s =
-        HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), Identity::default(), "websockets", false);
+    let mut s = HubSession::new(
+        k.hubs.clone(),
+        CHAT,
+        id,
+        Some(token.clone()),
+        Identity::default(),
+        Transport::WebSockets,
+        false,
+    );
     handshake(&mut s).await;
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     s.outbox().kick(Kick::SlowConsumer);
@@ -694,7 +709,7 @@ async fn finish_leaves_fan_out_releases_the_token_and_counts_why() {
 #[tokio::test]
 async fn a_session_that_never_opened_finishes_quietly() {
     let k = kit(&[]);
-    let s = k.session(CHAT, "websockets", false);
+    let s = k.session(CHAT, Transport::WebSockets, false);
     s.finish(Ended::ByClient).await;
     assert!(metric(&k.hubs, "sidecar_disconnects", &["reason=\"client\""]).is_some());
     assert!(metric(&k.hubs, "sidecar_connections", &[]).is_none(), "never counted as open");

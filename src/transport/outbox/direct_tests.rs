@@ -127,3 +127,26 @@ async fn a_detached_session_resends_a_half_written_frame_whole_and_never_twice()
     let (_, unacknowledged) = o.resume().expect("replay on");
     assert_eq!(unacknowledged.len() + o.len(), 200, "each frame is resent or queued, once");
 }
+
+#[tokio::test]
+async fn frames_of_a_socket_that_failed_do_not_reach_the_next_one() {
+    let (server, client) = pair().await;
+    let o = attached(&server);
+    o.enable_replay(1 << 20);
+    drop(client);
+    // Writes to a closed peer fail sooner or later (EPIPE after its RST).
+    let mut n = 0;
+    while o.flush() != Flushed::Failed && n < 1000 {
+        o.push_critical(Payload::text(format!("{n}"))).expect("room");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(o.flush(), Flushed::Failed, "a write to the closed socket failed");
+    o.push_final(Payload::websocket_close(1011));
+    o.push_unsequenced(Payload::text("ping".into())).expect("room");
+    o.detach();
+    let (_, sent) = o.resume().expect("replay on");
+    let queued = o.take(usize::MAX).frames;
+    assert!(queued.iter().all(|p| !p.wire().starts_with(b"\x88") && p.as_bytes() != b"ping"), "{queued:?}");
+    assert_eq!(sent.len() + queued.len(), n, "every event is resent or still queued");
+}
