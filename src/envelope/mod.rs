@@ -4,12 +4,15 @@
 //! This module checks shape only: freshness, duplicates and routing belong
 //! to the pipeline.
 
+mod checks;
+mod head;
 mod schema;
 mod time;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+pub use head::{Fields, Head, Pending};
 pub use schema::{SchemaError, Schemas};
 pub use time::parse_timestamp;
 

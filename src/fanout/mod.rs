@@ -2,6 +2,7 @@
 //! users; it does not know where an event came from or how it was encoded.
 
 mod broadcast;
+mod interest;
 mod query;
 mod registry;
 mod user_watch;

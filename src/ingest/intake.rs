@@ -12,8 +12,8 @@ use super::acker::Settled;
 use super::hole::OnHole;
 use super::replies::Entry;
 use crate::config::RedisConfig;
-use crate::envelope::{Envelope, Schemas};
-use crate::pipeline::{Ack, Input, InputSender, Outcome};
+use crate::envelope::{Envelope, Fields, Pending, Schemas};
+use crate::pipeline::{Ack, Event, Input, InputSender, Outcome};
 use crate::telemetry::Metrics;
 
 /// Everything the reader tasks share.
@@ -29,34 +29,47 @@ pub(super) struct Shared {
     pub on_hole: OnHole,
 }
 
-/// Decodes one entry and hands it to the pipeline, or dead-letters it.
+/// Hands one entry to the pipeline: pending when its head passes the
+/// envelope's checks (the pipeline decodes the rest only if this instance
+/// delivers it), decoded here otherwise, or dead-lettered if that fails.
 /// False when the pipeline is gone (shutting down).
 pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
     let Entry { id, fields } = entry;
-    let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
-    let envelope = match decoded {
-        Ok(e) => e,
-        Err(e) => {
-            let reason = e.to_string();
-            tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
-            let _ =
-                shared.settled.send(Settled { stream: stream.clone(), id, outcome: Outcome::Invalid(reason), fields });
-            return true;
-        }
+    let fields: Fields = Arc::new(fields);
+    let event = match Pending::new(&fields, &shared.schemas) {
+        Some(pending) => Event::Pending(pending),
+        None => match Envelope::from_stream_fields(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            &shared.schemas,
+        ) {
+            Ok(e) => Event::Decoded(e),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
+                let fields = Arc::unwrap_or_clone(fields);
+                let _ = shared.settled.send(Settled {
+                    stream: stream.clone(),
+                    id,
+                    outcome: Outcome::Invalid(reason),
+                    fields,
+                });
+                return true;
+            }
+        },
     };
     let settled = shared.settled.clone();
     let ack_entry_id = id.clone();
     let (ack_stream, ack_id) = (stream.clone(), id);
-    let mut fields = Some(fields);
     let ack = Ack::new(move |outcome| {
+        // The fields are kept only for a dead letter.
         let fields = match outcome {
-            Outcome::Invalid(_) => fields.take().unwrap_or_default(),
+            Outcome::Invalid(_) => Arc::unwrap_or_clone(fields),
             _ => Vec::new(),
         };
         let _ = settled.send(Settled { stream: ack_stream, id: ack_id, outcome, fields });
     });
     let started = Instant::now();
-    let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
+    let input = Input { event, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
     let sent = match shared.input.try_send(input) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(input)) => {

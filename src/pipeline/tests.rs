@@ -107,7 +107,7 @@ fn input(envelope: Envelope, entry_id: Option<&str>) -> (Input, Arc<Mutex<Option
     let slot = outcome.clone();
     let ack = Ack::new(move |o| *slot.lock().expect("lock") = Some(o));
     let input = Input {
-        envelope,
+        event: Event::Decoded(envelope),
         ack,
         source: Arc::from("events:chat"),
         entry_id: entry_id.map(str::to_string),
@@ -495,3 +495,5 @@ fn an_ack_nobody_listens_to_resolves_quietly() {
     assert_eq!(format!("{:?}", Ack::none()), "Ack(none)");
     assert_eq!(format!("{:?}", Ack::new(|_| {})), "Ack(pending)");
 }
+
+mod skip;

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub broadcast_seconds: Histogram,
     /// Events merged by coalescing.
     pub events_coalesced: Counter,
+    /// Stream entries passed over undecoded: no connection of this instance
+    /// was in their room (or was their user), and nothing else here needs them.
+    pub events_skipped: Counter,
     /// Events that went out in one invocation with others (`delivery = "batch"`).
     pub events_batched: Counter,
     /// Events or frames dropped, by reason.
@@ -107,6 +110,7 @@ impl Metrics {
             event_delivery_seconds: latency_histogram(),
             broadcast_seconds: latency_histogram(),
             events_coalesced: Counter::default(),
+            events_skipped: Counter::default(),
             events_batched: Counter::default(),
             events_dropped: Family::default(),
             stream_lag: Family::default(),
@@ -150,6 +154,11 @@ impl Metrics {
             "sidecar_events_coalesced",
             "Events merged into a later one by coalescing",
             m.events_coalesced.clone(),
+        );
+        r.register(
+            "sidecar_events_skipped",
+            "Stream entries passed over undecoded: no connection of this instance was in their room",
+            m.events_skipped.clone(),
         );
         r.register(
             "sidecar_events_batched",
