@@ -73,6 +73,17 @@ pub(crate) fn is_timestamp_text(s: &str) -> bool {
     }
 }
 
+/// `metadata`'s typed properties: the tracing fields strings (or null),
+/// `coalesced_count` a count (or null). Stricter than the schema where it
+/// is cheaper (a count written `1.0` is left to the schema).
+pub(crate) fn metadata_fits(m: &serde_json::Map<String, serde_json::Value>) -> bool {
+    let text = |k: &str| m.get(k).is_none_or(|v| v.is_string() || v.is_null());
+    text("trace_id")
+        && text("traceparent")
+        && text("source_instance")
+        && m.get("coalesced_count").is_none_or(|v| v.is_u64() || v.is_null())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

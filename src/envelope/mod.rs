@@ -8,6 +8,7 @@ mod checks;
 mod head;
 mod schema;
 mod time;
+mod wire;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 pub use head::{Fields, Head, Pending};
 pub use schema::{SchemaError, Schemas};
 pub use time::parse_timestamp;
+use wire::Wire;
 
 /// Why an envelope was refused. The text is what goes into the dead-letter
 /// entry's `reason` and the HTTP 400 body.
@@ -57,8 +59,49 @@ const FLAT_FIELDS: [&str; 6] = ["event_id", "event_type", "timestamp", "room_id"
 impl Envelope {
     /// Decodes and validates a whole envelope given as JSON text.
     pub fn from_json(bytes: &[u8], schemas: &Schemas) -> Result<Envelope, EnvelopeError> {
+        // Straight into the typed fields; anything that does not fit (a
+        // missing field, a number for a string) goes the slow way below,
+        // which names the error as the schema does.
+        if let Ok(wire) = serde_json::from_slice::<Wire<'_>>(bytes) {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+                return Ok(envelope);
+            }
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         Envelope::from_value(value, schemas)
+    }
+
+    /// The fast way: the envelope's checks as code, the payload's schema (if
+    /// its type has one) on the payload alone. `None` when a check fails or
+    /// the envelope schema is not the shipped one: the caller then decodes
+    /// the slow way, whose errors are the schema's.
+    fn from_wire(wire: Wire<'_>, schemas: &Schemas) -> Result<Option<Envelope>, EnvelopeError> {
+        let metadata = match wire.metadata {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Ok(None),
+        };
+        let Value::Object(payload) = wire.payload else { return Ok(None) };
+        let valid = schemas.envelope_is_shipped()
+            && checks::is_uuid(&wire.event_id)
+            && checks::has_chars(&wire.event_type, 1, 128)
+            && checks::is_timestamp_text(&wire.timestamp)
+            && checks::has_chars(&wire.room_id, 1, 512)
+            && metadata.as_ref().is_none_or(checks::metadata_fits);
+        if !valid {
+            return Ok(None);
+        }
+        let timestamp =
+            parse_timestamp(&wire.timestamp).ok_or_else(|| EnvelopeError::BadTimestamp(wire.timestamp.to_string()))?;
+        let payload = schemas.check_payload_map(&wire.event_type, payload)?;
+        Ok(Some(Envelope {
+            event_id: wire.event_id.into_owned(),
+            event_type: wire.event_type.into_owned(),
+            timestamp,
+            room_id: wire.room_id.into_owned(),
+            payload,
+            metadata,
+        }))
     }
 
     /// Decodes a Redis Stream entry: one `data` field holding the whole
@@ -67,6 +110,12 @@ impl Envelope {
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
+        let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+        if let Some(wire) = Wire::from_flat(&fields)? {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+                return Ok(envelope);
+            }
+        }
         let mut object = Map::new();
         let mut data = None;
         for (name, bytes) in fields {
