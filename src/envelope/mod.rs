@@ -11,6 +11,7 @@ mod time;
 mod wire;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use head::{Fields, Head, Pending};
@@ -37,7 +38,7 @@ pub enum EnvelopeError {
 }
 
 /// One event, as publishers send it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Envelope {
     /// UUID, the idempotency key.
     pub event_id: String,
@@ -51,6 +52,23 @@ pub struct Envelope {
     pub payload: Map<String, Value>,
     /// Tracing and coalescing information.
     pub metadata: Option<Map<String, Value>>,
+    /// The publisher's payload text exactly as received, when the envelope
+    /// was decoded (`None` for the events the sidecar makes): JSON frames
+    /// splice it in instead of serializing `payload` again. Whoever changes
+    /// `payload` must clear it.
+    pub raw_payload: Option<Box<RawValue>>,
+}
+
+/// Equal events: the same fields and payload, however its text was spaced.
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Envelope) -> bool {
+        self.event_id == other.event_id
+            && self.event_type == other.event_type
+            && self.timestamp == other.timestamp
+            && self.room_id == other.room_id
+            && self.payload == other.payload
+            && self.metadata == other.metadata
+    }
 }
 
 /// The flat field names of CONTRACT section 4.
@@ -81,7 +99,7 @@ impl Envelope {
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Ok(None),
         };
-        let Value::Object(payload) = wire.payload else { return Ok(None) };
+        let Ok(Value::Object(payload)) = serde_json::from_str(wire.payload.get()) else { return Ok(None) };
         let valid = schemas.envelope_is_shipped()
             && checks::is_uuid(&wire.event_id)
             && checks::has_chars(&wire.event_type, 1, 128)
@@ -101,6 +119,7 @@ impl Envelope {
             room_id: wire.room_id.into_owned(),
             payload,
             metadata,
+            raw_payload: Some(wire.payload.to_owned()),
         }))
     }
 
@@ -173,7 +192,7 @@ impl Envelope {
             None => None,
             Some(_) => return Err(shape("metadata", "an object")),
         };
-        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata })
+        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata, raw_payload: None })
     }
 
     /// The envelope as one JSON object (the `data` encoding and the HTTP body).

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::EnvelopeError;
@@ -20,7 +21,9 @@ pub(super) struct Wire<'a> {
     pub timestamp: Cow<'a, str>,
     #[serde(borrow)]
     pub room_id: Cow<'a, str>,
-    pub payload: Value,
+    /// The payload's text, kept to be spliced into JSON frames.
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
     #[serde(default)]
     pub metadata: Option<Value>,
 }
@@ -37,7 +40,7 @@ impl<'a> Wire<'a> {
         else {
             return Ok(None);
         };
-        let Some(Ok(payload)) = last("payload").map(serde_json::from_slice::<Value>) else {
+        let Some(Ok(payload)) = last("payload").map(serde_json::from_slice::<&RawValue>) else {
             return Ok(None);
         };
         let metadata = match last("metadata").map(serde_json::from_slice::<Value>) {

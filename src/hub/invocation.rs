@@ -92,7 +92,7 @@ pub(super) async fn invoke(
                 timestamp: chrono::Utc::now(),
                 room_id: room.clone(),
                 payload,
-                metadata: Some(metadata),
+                metadata: Some(metadata), raw_payload: None,
             };
             hubs.publisher.publish(envelope).await?;
             Ok(Value::Null)

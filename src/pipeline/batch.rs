@@ -164,7 +164,7 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: room.into(),
             payload: payload.as_object().cloned().expect("object"),
-            metadata: None,
+            metadata: None, raw_payload: None,
         }
     }
 

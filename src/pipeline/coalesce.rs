@@ -179,7 +179,7 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
             payload,
-            metadata: None,
+            metadata: None, raw_payload: None,
         }
     }
 

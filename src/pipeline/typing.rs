@@ -116,7 +116,7 @@ fn stop(key: &Key, t: Typist, why: &str) -> Envelope {
         timestamp: chrono::Utc::now(),
         room_id: key.1.clone(),
         payload,
-        metadata: Some(metadata),
+        metadata: Some(metadata), raw_payload: None,
     }
 }
 
@@ -134,7 +134,7 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
             payload: payload.as_object().cloned().unwrap_or_default(),
-            metadata: None,
+            metadata: None, raw_payload: None,
         }
     }
 

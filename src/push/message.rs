@@ -54,7 +54,7 @@ mod tests {
                 timestamp: chrono::Utc::now(),
                 room_id: "user:u1".into(),
                 payload,
-                metadata: None,
+                metadata: None, raw_payload: None,
             },
         }
     }
