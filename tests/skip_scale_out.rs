@@ -72,7 +72,11 @@ async fn an_instance_skips_the_rooms_it_has_no_connection_for_and_the_other_deli
     // Both encodings: the flat fields, and one `data` field.
     for n in 0..40u64 {
         let event = envelope("chat_message", "room-a", chat_payload("room-a", n));
-        if n % 2 == 0 { redis.xadd_flat("events:chat", &event) } else { redis.xadd_data("events:chat", &event) };
+        if n % 2 == 0 {
+            redis.xadd_flat("events:chat", &event)
+        } else {
+            redis.xadd_data("events:chat", &event)
+        };
     }
     for n in 0..5u64 {
         redis.xadd_data("events:chat", &envelope("chat_message", "room-b", chat_payload("room-b", n)));
@@ -139,9 +143,14 @@ async fn a_push_for_a_user_connected_nowhere_is_sent_once_and_never_skipped() {
     let b = instance(&redis, "push-b", &push).await;
     let mut d = Driver::start().await;
     let laptop = Browser::subscribe(service.endpoint("laptop"));
-    d.connect("tab", &a.hub("/hubs/notification"), &["ReceiveNotification"], json!({"accessToken": token("u1", "Ann")}))
-        .await
-        .expect("connect");
+    d.connect(
+        "tab",
+        &a.hub("/hubs/notification"),
+        &["ReceiveNotification"],
+        json!({"accessToken": token("u1", "Ann")}),
+    )
+    .await
+    .expect("connect");
     d.invoke("tab", "RegisterPush", json!([laptop.subscription()])).await.expect("RegisterPush");
     d.stop("tab").await;
     // Its liveness entry goes with the session.
@@ -156,7 +165,8 @@ async fn a_push_for_a_user_connected_nowhere_is_sent_once_and_never_skipped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let payload = json!({"id": uuid(), "user_id": "u1", "title": "New reply", "message": "Ann replied", "created_at": now()});
+    let payload =
+        json!({"id": uuid(), "user_id": "u1", "title": "New reply", "message": "Ann replied", "created_at": now()});
     redis.xadd_flat("events:notification", &envelope("notification", "user:u1", payload));
     assert_eq!(service.wait_for(1, WAIT).await.len(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;

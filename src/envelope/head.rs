@@ -62,7 +62,9 @@ impl Head {
         }
         let text = |b: Option<&'a [u8]>| b.and_then(|b| std::str::from_utf8(b).ok()).map(Cow::Borrowed);
         let head = match (kind, data) {
-            (Some(_), _) => DataHead { event_id: text(id)?, event_type: text(kind)?, timestamp: text(time)?, room_id: text(room)? },
+            (Some(_), _) => {
+                DataHead { event_id: text(id)?, event_type: text(kind)?, timestamp: text(time)?, room_id: text(room)? }
+            }
             (None, Some(data)) => serde_json::from_slice(data).ok()?,
             (None, None) => return None,
         };

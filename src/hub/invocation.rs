@@ -92,7 +92,8 @@ pub(super) async fn invoke(
                 timestamp: chrono::Utc::now(),
                 room_id: room.clone(),
                 payload,
-                metadata: Some(metadata), raw_payload: None,
+                metadata: Some(metadata),
+                raw_payload: None,
             };
             hubs.publisher.publish(envelope).await?;
             Ok(Value::Null)

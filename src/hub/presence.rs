@@ -34,7 +34,8 @@ impl Hubs {
                 timestamp: chrono::Utc::now(),
                 room_id: room,
                 payload,
-                metadata: Some(metadata), raw_payload: None,
+                metadata: Some(metadata),
+                raw_payload: None,
             };
             if let Err(e) = self.publisher.publish(envelope).await {
                 tracing::warn!(event_type, error = %e, "presence event not published");

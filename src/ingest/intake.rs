@@ -38,24 +38,24 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
     let fields: Fields = Arc::new(fields);
     let event = match Pending::new(&fields, &shared.schemas) {
         Some(pending) => Event::Pending(pending),
-        None => match Envelope::from_stream_fields(
-            fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-            &shared.schemas,
-        ) {
-            Ok(e) => Event::Decoded(e),
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
-                let fields = Arc::unwrap_or_clone(fields);
-                let _ = shared.settled.send(Settled {
-                    stream: stream.clone(),
-                    id,
-                    outcome: Outcome::Invalid(reason),
-                    fields,
-                });
-                return true;
+        None => {
+            match Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas)
+            {
+                Ok(e) => Event::Decoded(e),
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(stream = %stream, entry_id = %id, reason = %reason, "invalid entry: dead-lettered");
+                    let fields = Arc::unwrap_or_clone(fields);
+                    let _ = shared.settled.send(Settled {
+                        stream: stream.clone(),
+                        id,
+                        outcome: Outcome::Invalid(reason),
+                        fields,
+                    });
+                    return true;
+                }
             }
-        },
+        }
     };
     let settled = shared.settled.clone();
     let ack_entry_id = id.clone();

@@ -190,7 +190,8 @@ mod tests {
             timestamp: Utc::now() - chrono::Duration::seconds(age_seconds),
             room_id: "r".into(),
             payload,
-            metadata: None, raw_payload: None,
+            metadata: None,
+            raw_payload: None,
         }
     }
 

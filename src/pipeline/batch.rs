@@ -164,7 +164,8 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: room.into(),
             payload: payload.as_object().cloned().expect("object"),
-            metadata: None, raw_payload: None,
+            metadata: None,
+            raw_payload: None,
         }
     }
 

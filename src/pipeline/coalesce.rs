@@ -179,7 +179,8 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
             payload,
-            metadata: None, raw_payload: None,
+            metadata: None,
+            raw_payload: None,
         }
     }
 

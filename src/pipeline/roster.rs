@@ -218,7 +218,8 @@ fn roster_envelope(room: &str, state: &[(String, String)]) -> Envelope {
         timestamp: chrono::Utc::now(),
         room_id: room.to_string(),
         payload,
-        metadata: None, raw_payload: None,
+        metadata: None,
+        raw_payload: None,
     }
 }
 

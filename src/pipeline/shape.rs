@@ -90,7 +90,9 @@ pub(super) fn shape<'a>(
         .enumerate()
         .map(|(i, source)| {
             Ok(match source {
-                ArgumentSource::Payload => Argument::Object(&envelope.payload, envelope.raw_payload.as_deref().map(Kept)),
+                ArgumentSource::Payload => {
+                    Argument::Object(&envelope.payload, envelope.raw_payload.as_deref().map(Kept))
+                }
                 ArgumentSource::PayloadField(path) => Argument::Value(
                     path.lookup(&envelope.payload)
                         .ok_or_else(|| MissingField { position: i + 1, path: path.as_str().to_string() })?,
@@ -161,7 +163,8 @@ mod tests {
             timestamp: crate::envelope::parse_timestamp("2026-01-02T03:04:05.123456Z").expect("time"),
             room_id: "room-1".into(),
             payload: payload.as_object().cloned().expect("object"),
-            metadata: Some(json!({"trace_id": "t-1"}).as_object().cloned().expect("object")), raw_payload: None,
+            metadata: Some(json!({"trace_id": "t-1"}).as_object().cloned().expect("object")),
+            raw_payload: None,
         }
     }
 

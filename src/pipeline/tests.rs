@@ -123,7 +123,8 @@ fn event(event_type: &str, room: &str, payload: Value) -> Envelope {
         timestamp: Utc::now(),
         room_id: room.into(),
         payload: payload.as_object().cloned().expect("an object"),
-        metadata: None, raw_payload: None,
+        metadata: None,
+        raw_payload: None,
     }
 }
 

@@ -116,7 +116,8 @@ fn stop(key: &Key, t: Typist, why: &str) -> Envelope {
         timestamp: chrono::Utc::now(),
         room_id: key.1.clone(),
         payload,
-        metadata: Some(metadata), raw_payload: None,
+        metadata: Some(metadata),
+        raw_payload: None,
     }
 }
 
@@ -134,7 +135,8 @@ mod tests {
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
             payload: payload.as_object().cloned().unwrap_or_default(),
-            metadata: None, raw_payload: None,
+            metadata: None,
+            raw_payload: None,
         }
     }
 

@@ -54,7 +54,8 @@ mod tests {
                 timestamp: chrono::Utc::now(),
                 room_id: "user:u1".into(),
                 payload,
-                metadata: None, raw_payload: None,
+                metadata: None,
+                raw_payload: None,
             },
         }
     }

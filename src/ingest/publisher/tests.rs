@@ -26,7 +26,8 @@ fn envelope(event_type: &str, payload: serde_json::Value) -> Envelope {
         timestamp: chrono::Utc::now(),
         room_id: "r1".into(),
         payload: payload.as_object().cloned().expect("an object"),
-        metadata: None, raw_payload: None,
+        metadata: None,
+        raw_payload: None,
     }
 }
 

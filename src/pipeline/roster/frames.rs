@@ -62,7 +62,8 @@ fn typing_event(typist: usize, on: bool) -> Envelope {
         timestamp: chrono::Utc::now(),
         room_id: format!("room-{}", typist / TYPISTS_PER_ROOM),
         payload: payload.as_object().cloned().unwrap_or_default(),
-        metadata: None, raw_payload: None,
+        metadata: None,
+        raw_payload: None,
     }
 }
 

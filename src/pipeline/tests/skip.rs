@@ -67,7 +67,10 @@ fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
     assert!(r.metric("sidecar_events_consumed_total", "event_type=\"chat_message\"").is_some(), "still consumed");
     // The same entry for the member's room is decoded, and refused.
     let refused = r.process_pending(pending(&id(), "chat_message", "r1", "{nope"), "2-0");
-    assert!(matches!(&refused, Outcome::Invalid(reason) if reason.starts_with("not JSON: field 'payload'")), "{refused:?}");
+    assert!(
+        matches!(&refused, Outcome::Invalid(reason) if reason.starts_with("not JSON: field 'payload'")),
+        "{refused:?}"
+    );
     assert_eq!(r.process_pending(pending(&id(), "chat_message", "r1", CHAT_PAYLOAD), "3-0"), Outcome::Delivered);
     assert_eq!(calls(&member).len(), 1);
     assert_eq!(r.skipped(), "sidecar_events_skipped_total 1");
@@ -83,10 +86,16 @@ fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
 fn a_skipped_id_is_remembered_by_the_idempotency_window() {
     let mut r = rig();
     let event_id = id();
-    assert_eq!(r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "1-0"), Outcome::Dropped("skipped"));
+    assert_eq!(
+        r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "1-0"),
+        Outcome::Dropped("skipped")
+    );
     let member = r.conn(CHAT, None, &["r2"]);
     // The publisher's retry, after a connection joined the room here.
-    assert_eq!(r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "2-0"), Outcome::Dropped("duplicate"));
+    assert_eq!(
+        r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "2-0"),
+        Outcome::Dropped("duplicate")
+    );
     assert!(member.is_empty());
 }
 
