@@ -4,14 +4,20 @@
 //! This module checks shape only: freshness, duplicates and routing belong
 //! to the pipeline.
 
+mod checks;
+mod head;
 mod schema;
 mod time;
+mod wire;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+pub use head::{Fields, Head, Pending};
 pub use schema::{SchemaError, Schemas};
 pub use time::parse_timestamp;
+use wire::Wire;
 
 /// Why an envelope was refused. The text is what goes into the dead-letter
 /// entry's `reason` and the HTTP 400 body.
@@ -32,7 +38,7 @@ pub enum EnvelopeError {
 }
 
 /// One event, as publishers send it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Envelope {
     /// UUID, the idempotency key.
     pub event_id: String,
@@ -46,6 +52,23 @@ pub struct Envelope {
     pub payload: Map<String, Value>,
     /// Tracing and coalescing information.
     pub metadata: Option<Map<String, Value>>,
+    /// The publisher's payload text exactly as received, when the envelope
+    /// was decoded (`None` for the events the sidecar makes): JSON frames
+    /// splice it in instead of serializing `payload` again. Whoever changes
+    /// `payload` must clear it.
+    pub raw_payload: Option<Box<RawValue>>,
+}
+
+/// Equal events: the same fields and payload, however its text was spaced.
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Envelope) -> bool {
+        self.event_id == other.event_id
+            && self.event_type == other.event_type
+            && self.timestamp == other.timestamp
+            && self.room_id == other.room_id
+            && self.payload == other.payload
+            && self.metadata == other.metadata
+    }
 }
 
 /// The flat field names of CONTRACT section 4.
@@ -54,8 +77,50 @@ const FLAT_FIELDS: [&str; 6] = ["event_id", "event_type", "timestamp", "room_id"
 impl Envelope {
     /// Decodes and validates a whole envelope given as JSON text.
     pub fn from_json(bytes: &[u8], schemas: &Schemas) -> Result<Envelope, EnvelopeError> {
+        // Straight into the typed fields; anything that does not fit (a
+        // missing field, a number for a string) goes the slow way below,
+        // which names the error as the schema does.
+        if let Ok(wire) = serde_json::from_slice::<Wire<'_>>(bytes) {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+                return Ok(envelope);
+            }
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         Envelope::from_value(value, schemas)
+    }
+
+    /// The fast way: the envelope's checks as code, the payload's schema (if
+    /// its type has one) on the payload alone. `None` when a check fails or
+    /// the envelope schema is not the shipped one: the caller then decodes
+    /// the slow way, whose errors are the schema's.
+    fn from_wire(wire: Wire<'_>, schemas: &Schemas) -> Result<Option<Envelope>, EnvelopeError> {
+        let metadata = match wire.metadata {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Ok(None),
+        };
+        let Ok(Value::Object(payload)) = serde_json::from_str(wire.payload.get()) else { return Ok(None) };
+        let valid = schemas.envelope_is_shipped()
+            && checks::is_uuid(&wire.event_id)
+            && checks::has_chars(&wire.event_type, 1, 128)
+            && checks::is_timestamp_text(&wire.timestamp)
+            && checks::has_chars(&wire.room_id, 1, 512)
+            && metadata.as_ref().is_none_or(checks::metadata_fits);
+        if !valid {
+            return Ok(None);
+        }
+        let timestamp =
+            parse_timestamp(&wire.timestamp).ok_or_else(|| EnvelopeError::BadTimestamp(wire.timestamp.to_string()))?;
+        let payload = schemas.check_payload_map(&wire.event_type, payload)?;
+        Ok(Some(Envelope {
+            event_id: wire.event_id.into_owned(),
+            event_type: wire.event_type.into_owned(),
+            timestamp,
+            room_id: wire.room_id.into_owned(),
+            payload,
+            metadata,
+            raw_payload: Some(wire.payload.to_owned()),
+        }))
     }
 
     /// Decodes a Redis Stream entry: one `data` field holding the whole
@@ -64,6 +129,12 @@ impl Envelope {
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
+        let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+        if let Some(wire) = Wire::from_flat(&fields)? {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+                return Ok(envelope);
+            }
+        }
         let mut object = Map::new();
         let mut data = None;
         for (name, bytes) in fields {
@@ -121,7 +192,7 @@ impl Envelope {
             None => None,
             Some(_) => return Err(shape("metadata", "an object")),
         };
-        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata })
+        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata, raw_payload: None })
     }
 
     /// The envelope as one JSON object (the `data` encoding and the HTTP body).

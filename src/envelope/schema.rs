@@ -4,9 +4,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::EnvelopeError;
+
+/// The shipped `protocol/schemas/envelope.json`, to recognise it at load.
+fn shipped_envelope() -> Value {
+    serde_json::from_str(include_str!("../../protocol/schemas/envelope.json")).unwrap_or(Value::Null)
+}
 
 /// A schema file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,9 @@ pub enum SchemaError {
 /// Compiled validators, loaded once at start.
 pub struct Schemas {
     envelope: jsonschema::Validator,
+    /// The envelope schema is the shipped one, whose checks `checks.rs`
+    /// makes as code; an operator's own is always run as a schema.
+    shipped: bool,
     payloads: HashMap<String, jsonschema::Validator>,
 }
 
@@ -64,16 +72,37 @@ impl Schemas {
             let schema: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
             let validator = jsonschema::validator_for(&schema).map_err(|e| invalid(e.to_string()))?;
             if stem == "envelope" {
-                envelope = Some(validator);
+                envelope = Some((validator, schema == shipped_envelope()));
             } else {
                 payloads.insert(stem.to_string(), validator);
             }
         }
-        let envelope = envelope.ok_or_else(|| SchemaError::Invalid {
+        let (envelope, shipped) = envelope.ok_or_else(|| SchemaError::Invalid {
             path: dir.display().to_string(),
             message: "no envelope.json in the schema directory".into(),
         })?;
-        Ok(Schemas { envelope, payloads })
+        Ok(Schemas { envelope, shipped, payloads })
+    }
+
+    /// Whether the envelope's checks may run as code.
+    pub(super) fn envelope_is_shipped(&self) -> bool {
+        self.shipped
+    }
+
+    /// Checks a payload object against its type's schema, if it has one,
+    /// and gives it back.
+    pub(super) fn check_payload_map(
+        &self,
+        event_type: &str,
+        payload: Map<String, Value>,
+    ) -> Result<Map<String, Value>, EnvelopeError> {
+        let Some(validator) = self.payloads.get(event_type) else { return Ok(payload) };
+        let value = Value::Object(payload);
+        check(validator, &value, "/payload")?;
+        match value {
+            Value::Object(m) => Ok(m),
+            _ => unreachable!("wrapped as an object just above"),
+        }
     }
 
     pub(super) fn check_envelope(&self, value: &Value) -> Result<(), EnvelopeError> {

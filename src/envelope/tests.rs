@@ -72,3 +72,40 @@ fn a_type_without_a_schema_only_needs_an_object_payload() {
     let e = Envelope::from_json(v.to_string().as_bytes(), &s).expect("valid");
     assert_eq!(e.metadata, None);
 }
+
+#[test]
+fn an_operators_own_envelope_schema_is_run_as_a_schema() {
+    let dir = std::env::temp_dir().join(format!("envelope-schema-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut schema: Value =
+        serde_json::from_str(include_str!("../../protocol/schemas/envelope.json")).expect("shipped schema");
+    schema["properties"]["room_id"]["maxLength"] = 3.into();
+    std::fs::write(dir.join("envelope.json"), schema.to_string()).expect("write");
+    let own = Schemas::load(&dir).expect("loads");
+    let v = serde_json::json!({
+        "event_id": ID, "event_type": "poll_closed", "timestamp": "2026-01-16T10:00:00Z",
+        "room_id": "room-1", "payload": {}
+    });
+    let err = Envelope::from_json(v.to_string().as_bytes(), &own).unwrap_err().to_string();
+    assert!(err.starts_with("/room_id:"), "the operator's limit applies: {err}");
+    assert!(Envelope::from_json(v.to_string().as_bytes(), &schemas()).is_ok(), "the shipped schema allows it");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_typed_decode_and_the_schema_agree_on_metadata() {
+    let s = schemas();
+    let mut v = serde_json::json!({
+        "event_id": ID, "event_type": "poll_closed", "timestamp": "2026-01-16 10:00:00.5+02:00",
+        "room_id": "d1", "payload": {"a": 1}, "metadata": {"trace_id": "t", "coalesced_count": 2, "x": [1]},
+        "unknown": true
+    });
+    let e = Envelope::from_json(v.to_string().as_bytes(), &s).expect("valid");
+    assert_eq!(e.metadata.as_ref().and_then(|m| m.get("coalesced_count")), Some(&Value::from(2)));
+    v["metadata"]["coalesced_count"] = (-1).into();
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
+    assert!(err.starts_with("/metadata/coalesced_count:"), "{err}");
+    v["metadata"] = "text".into();
+    let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
+    assert!(err.starts_with("/metadata:"), "{err}");
+}

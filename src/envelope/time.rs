@@ -11,7 +11,8 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 }
 
 fn parse_any(text: &str) -> Option<DateTime<Utc>> {
-    let text = text.replacen(' ', "T", 1);
+    // Nearly every publisher writes RFC 3339 with a `T`: no copy for those.
+    let text = if text.contains(' ') { std::borrow::Cow::Owned(text.replacen(' ', "T", 1)) } else { text.into() };
     if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
         return Some(t.with_timezone(&Utc));
     }

@@ -2,6 +2,8 @@
 //! users; it does not know where an event came from or how it was encoded.
 
 mod broadcast;
+mod cuts;
+mod interest;
 mod query;
 mod registry;
 mod user_watch;
@@ -11,6 +13,7 @@ mod user_watch;
 pub(crate) use crate::transport::outbox::Limits;
 pub(crate) use crate::transport::outbox::{Outbox, Payload};
 pub(crate) use broadcast::{Frame, Target, MAX_SLOTS};
+pub(crate) use cuts::{cut_channel, CutQueue, CutRequest, Cuts, Scope};
 pub(crate) use query::{unix_ms, ConnView};
 pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry};
 pub(crate) use user_watch::UserWatch;

@@ -87,6 +87,7 @@ impl Hubs {
                     room_id: room.clone(),
                     payload,
                     metadata: Some(metadata),
+                    raw_payload: None,
                 };
                 hubs.publisher.publish(envelope).await?;
                 Ok(Value::Null)

@@ -130,6 +130,7 @@ async fn publish_count(hubs: &Hubs, (hub, room): &Room) {
         room_id: room.clone(),
         payload,
         metadata: Some(metadata),
+        raw_payload: None,
     };
     if let Err(e) = hubs.publisher.publish(envelope).await {
         tracing::warn!(error = %e, room = %room, "participant count not published");

@@ -35,6 +35,7 @@ impl Hubs {
                 room_id: room,
                 payload,
                 metadata: Some(metadata),
+                raw_payload: None,
             };
             if let Err(e) = self.publisher.publish(envelope).await {
                 tracing::warn!(event_type, error = %e, "presence event not published");

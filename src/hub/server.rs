@@ -106,7 +106,7 @@ pub(crate) struct Hubs {
     pub activity: super::Activity,
     /// The pipeline's cuts: a stateful session leaves fan-out on a handoff,
     /// and enters it on a takeover, with no batch of its rooms held back.
-    pub cuts: Option<crate::pipeline::Cuts>,
+    pub cuts: Option<crate::fanout::Cuts>,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     next_conn: AtomicU64,
@@ -166,8 +166,8 @@ impl Hubs {
     }
 
     /// Takes handoff and takeover cuts in the pipeline's task (see
-    /// [`crate::pipeline::Cuts`]), so no held batch is lost or doubled.
-    pub(crate) fn with_cuts(mut self, cuts: crate::pipeline::Cuts) -> Hubs {
+    /// [`crate::fanout::Cuts`]), so no held batch is lost or doubled.
+    pub(crate) fn with_cuts(mut self, cuts: crate::fanout::Cuts) -> Hubs {
         self.cuts = Some(cuts);
         self
     }

@@ -61,7 +61,7 @@ pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
     let publisher = Publisher::memory(routes.clone(), tx);
     let settings = HubSettings::from_config(&c.server, &c.limits, &c.instance_id);
     let hubs = Hubs::new(routes, registry, publisher, Arc::new(Metrics::new()), settings, Presence::memory());
-    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().ok().map(|input| input.envelope)) }
+    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().ok().and_then(|input| input.event.decoded())) }
 }
 
 impl Kit {

@@ -14,8 +14,9 @@ use crate::pipeline::Outcome;
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
-/// An entry's fields as Redis returned them.
-pub(super) type Fields = Vec<(String, Vec<u8>)>;
+/// An entry's fields as Redis returned them, shared with the pipeline
+/// (which decodes a skippable entry's payload only when it needs it).
+pub(super) use crate::envelope::Fields;
 
 /// What the acker hears of an entry, in order: read, then settled.
 pub(super) enum Note {
@@ -103,7 +104,7 @@ struct Kept(HashMap<Arc<str>, HashMap<String, (Fields, usize)>>);
 
 impl Kept {
     fn read(&mut self, stream: Arc<str>, id: String, fields: Fields) {
-        let slot = self.0.entry(stream).or_default().entry(id).or_insert_with(|| (Fields::new(), 0));
+        let slot = self.0.entry(stream).or_default().entry(id).or_insert_with(|| (Fields::default(), 0));
         if slot.1 == 0 {
             slot.0 = fields;
         }
@@ -130,7 +131,7 @@ mod tests {
     use super::*;
 
     fn fields(v: &str) -> Fields {
-        vec![("data".to_string(), v.as_bytes().to_vec())]
+        std::sync::Arc::new(vec![("data".to_string(), v.as_bytes().to_vec())])
     }
 
     #[test]

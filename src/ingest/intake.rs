@@ -13,8 +13,8 @@ use super::acker::Note;
 use super::hole::OnHole;
 use super::replies::Entry;
 use crate::config::RedisConfig;
-use crate::envelope::{Envelope, Schemas};
-use crate::pipeline::{Ack, Input, InputSender, Outcome};
+use crate::envelope::{Envelope, Fields, Pending, Schemas};
+use crate::pipeline::{Ack, Event, Input, InputSender, Outcome};
 use crate::telemetry::Metrics;
 
 /// Everything the reader tasks share.
@@ -30,21 +30,29 @@ pub(super) struct Shared {
     pub on_hole: OnHole,
 }
 
-/// Decodes one entry and hands it to the pipeline, or dead-letters it.
+/// Hands one entry to the pipeline: pending when its head passes the
+/// envelope's checks (the pipeline decodes the rest only if this instance
+/// delivers it), decoded here otherwise, or dead-lettered if that fails.
 /// False when the pipeline is gone (shutting down).
 pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
     let Entry { id, fields } = entry;
-    let decoded = Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas);
+    let fields: Fields = Arc::new(fields);
     // The acker keeps the fields until the entry settles (a dead letter
     // carries every one of them); sent first, so it arrives first.
-    let _ = shared.settled.send(Note::Read { stream: stream.clone(), id: id.clone(), fields });
-    let envelope = match decoded {
-        Ok(e) => e,
-        Err(e) => {
-            // Logged (with its reason) once the dead letter is written.
-            let outcome = Outcome::Invalid(e.to_string());
-            let _ = shared.settled.send(Note::Settled { stream: stream.clone(), id, outcome });
-            return true;
+    let _ = shared.settled.send(Note::Read { stream: stream.clone(), id: id.clone(), fields: fields.clone() });
+    let event = match Pending::new(&fields, &shared.schemas) {
+        Some(pending) => Event::Pending(pending),
+        None => {
+            match Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas)
+            {
+                Ok(e) => Event::Decoded(e),
+                Err(e) => {
+                    // Logged (with its reason) once the dead letter is written.
+                    let outcome = Outcome::Invalid(e.to_string());
+                    let _ = shared.settled.send(Note::Settled { stream: stream.clone(), id, outcome });
+                    return true;
+                }
+            }
         }
     };
     let settled = shared.settled.clone();
@@ -54,7 +62,7 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
         let _ = settled.send(Note::Settled { stream: ack_stream, id: ack_id, outcome });
     });
     let started = Instant::now();
-    let input = Input { envelope, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
+    let input = Input { event, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
     let sent = match shared.input.try_send(input) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(input)) => {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::config::{MissingField, RouteTable};
 use crate::envelope::Envelope;
-use crate::pipeline::{Ack, Input, InputSender};
+use crate::pipeline::{Ack, Event, Input, InputSender};
 
 use super::append::{append, is_unavailable};
 use super::spool::{Spool, SpoolError};
@@ -236,7 +236,13 @@ impl Publisher {
 }
 
 async fn send_local(tx: &InputSender, envelope: Envelope, source: Arc<str>) -> Result<(), PublishError> {
-    let input = Input { envelope, ack: Ack::none(), source, entry_id: None, received: std::time::Instant::now() };
+    let input = Input {
+        event: Event::Decoded(envelope),
+        ack: Ack::none(),
+        source,
+        entry_id: None,
+        received: std::time::Instant::now(),
+    };
     tx.send(input).await.map_err(|_| PublishError::Closed)
 }
 

@@ -193,6 +193,7 @@ mod tests {
             room_id: "r".into(),
             payload,
             metadata: None,
+            raw_payload: None,
         }
     }
 

@@ -99,6 +99,11 @@ impl Batches {
             .collect()
     }
 
+    /// Whether a batch window of `room` of `hub` is open.
+    pub(super) fn in_room(&self, hub: usize, room: &str) -> bool {
+        !self.rooms.is_empty() && self.rooms.contains_key(&(hub, room.to_string()))
+    }
+
     /// Batches whose window ends by `now`, each with its hub.
     pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Held)> {
         let mut out = Vec::new();
@@ -160,6 +165,7 @@ mod tests {
             room_id: room.into(),
             payload: payload.as_object().cloned().expect("object"),
             metadata: None,
+            raw_payload: None,
         }
     }
 

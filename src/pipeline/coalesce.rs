@@ -180,6 +180,7 @@ mod tests {
             room_id: "r".into(),
             payload,
             metadata: None,
+            raw_payload: None,
         }
     }
 

@@ -16,6 +16,7 @@ mod push_tap;
 mod roster;
 mod route;
 mod shape;
+mod skip;
 mod typing;
 mod validate;
 
@@ -26,15 +27,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::fanout::{cut_channel, CutQueue, Cuts};
 pub(crate) use ack::{Ack, Outcome};
-pub(crate) use cut::{cut_channel, CutQueue, Cuts};
 pub(crate) use history::HistorySink;
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
 pub(crate) use route::{encode_one, encode_replay, target_of};
 pub(crate) use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Pending};
 use crate::fanout::Registry;
 use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::{Consumed, DropReason};
@@ -48,8 +49,8 @@ use typing::TypingState;
 /// One event on its way to the pipeline.
 #[derive(Debug)]
 pub(crate) struct Input {
-    /// The decoded, schema-checked event.
-    pub envelope: Envelope,
+    /// The event, decoded or still pending.
+    pub event: Event,
     /// Where the outcome goes.
     pub ack: Ack,
     /// The stream it came from (the route's stream for the in-process bus).
@@ -58,6 +59,28 @@ pub(crate) struct Input {
     pub entry_id: Option<String>,
     /// When ingest received it, for the queue-wait attribute.
     pub received: Instant,
+}
+
+/// An event as ingest hands it over.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Decoded and schema-checked (HTTP, the in-process bus, the sidecar's
+    /// own events, and stream entries whose head is not valid).
+    Decoded(Envelope),
+    /// A stream entry whose head is read and checked, and whose rest is
+    /// decoded only if this instance delivers it (see `skip.rs`).
+    Pending(Pending),
+}
+
+impl Event {
+    /// The envelope, if it is decoded already (the in-process bus's events are).
+    #[cfg(test)]
+    pub(crate) fn decoded(self) -> Option<Envelope> {
+        match self {
+            Event::Decoded(e) => Some(e),
+            Event::Pending(_) => None,
+        }
+    }
 }
 
 /// The sending side of the pipeline's bounded queue: ingest awaits room in
@@ -192,10 +215,23 @@ impl Pipeline {
 
     /// Runs one event through every stage.
     pub(crate) fn process(&mut self, input: Input) {
-        let Input { envelope, ack, source, entry_id, received } = input;
-        let span = event_span(&envelope, &source, entry_id.as_deref(), received);
+        let Input { event, ack, source, entry_id, received } = input;
+        let mut at = entry_id.map(|id| (source.clone(), id));
+        let envelope = match event {
+            Event::Decoded(envelope) => envelope,
+            Event::Pending(pending) => match self.admit(pending, &source, &mut at) {
+                Ok(envelope) => envelope,
+                Err(outcome) => {
+                    ack.resolve(outcome);
+                    if let Some((stream, id)) = at {
+                        self.registry.advance(&stream, id);
+                    }
+                    return;
+                }
+            },
+        };
+        let span = event_span(&envelope, &source, at.as_ref().map(|(_, id)| id.as_str()), received);
         let _in_span = span.enter();
-        let at = entry_id.map(|id| (source.clone(), id));
         let at = self.stages(envelope, ack, &source, at);
         // An entry that was not fanned out still moves the stream's position
         // (a delivered one moved it under the fan-out's lock).
@@ -426,7 +462,7 @@ fn event_span(envelope: &Envelope, source: &str, entry_id: Option<&str>, receive
 }
 
 /// The next cut a history join asks for; never, without history joins.
-async fn next_cut(cuts: &mut Option<CutQueue>) -> Option<cut::CutRequest> {
+async fn next_cut(cuts: &mut Option<CutQueue>) -> Option<crate::fanout::CutRequest> {
     match cuts {
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,

@@ -119,6 +119,11 @@ impl Rosters {
         out
     }
 
+    /// Whether a roster of `room` of `hub` is kept (someone types, or its window is open).
+    pub(super) fn in_room(&self, hub: usize, room: &str) -> bool {
+        !self.rooms.is_empty() && self.rooms.contains_key(&(hub, room.to_string()))
+    }
+
     /// Rosters due by `now`: typists past their timeout leave, and windows
     /// that close with a change send the state at their end.
     pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Envelope)> {
@@ -214,6 +219,7 @@ fn roster_envelope(room: &str, state: &[(String, String)]) -> Envelope {
         room_id: room.to_string(),
         payload,
         metadata: None,
+        raw_payload: None,
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn encode_replay(
         }
         (Delivery::Immediate | Delivery::Coalesce, _) => return None,
     };
-    let encoded = protocol.encode_invocation(&route.method, &arguments);
+    let encoded = super::shape::encode(protocol, &route.method, &arguments);
     if protocol.is_binary() {
         Some(Payload::binary(&encoded))
     } else {
@@ -71,7 +71,7 @@ pub(super) fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_
         if !registry.slot_in_use(protocol.slot()) {
             continue;
         }
-        let encoded = protocol.encode_invocation(method, arguments);
+        let encoded = super::shape::encode(protocol, method, arguments);
         bytes += encoded.len();
         frame.by_slot[protocol.slot()] =
             if protocol.is_binary() { Some(Payload::binary(&encoded)) } else { Payload::text_from_vec(encoded) };

@@ -4,8 +4,10 @@
 //! envelope where they can, so the default `[payload]` copies nothing.
 
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::codec::Protocol;
 use crate::config::{ArgumentSource, Arguments, MissingField};
 use crate::envelope::{format_timestamp, Envelope};
 
@@ -14,8 +16,8 @@ use crate::envelope::{format_timestamp, Envelope};
 pub(super) enum Argument<'a> {
     /// A value inside the envelope (a payload or metadata field).
     Value(&'a Value),
-    /// The payload object.
-    Object(&'a Map<String, Value>),
+    /// The payload object, and its text as the publisher sent it (if kept).
+    Object(&'a Map<String, Value>, Option<Kept<'a>>),
     /// A string field of the envelope (room, event type, id).
     Text(&'a str),
     /// Made for this event: the timestamp text, the whole envelope.
@@ -30,12 +32,48 @@ impl Serialize for Argument<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Argument::Value(v) => v.serialize(serializer),
-            Argument::Object(m) => m.serialize(serializer),
+            Argument::Object(m, _) => m.serialize(serializer),
             Argument::Text(s) => serializer.serialize_str(s),
             Argument::Owned(v) => v.serialize(serializer),
             Argument::Null => serializer.serialize_unit(),
             Argument::List(items) => serializer.collect_seq(items),
         }
+    }
+}
+
+/// A payload's text as the publisher sent it; equal when the texts are.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kept<'a>(&'a RawValue);
+
+impl PartialEq for Kept<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// Arguments as the JSON protocol writes them: a payload whose text was
+/// kept goes out as those bytes, not serialized again from its object.
+struct Spliced<'b, 'a>(&'b Argument<'a>);
+
+impl Serialize for Spliced<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Argument::Object(_, Some(Kept(raw))) => raw.serialize(serializer),
+            Argument::List(items) => serializer.collect_seq(items.iter().map(Spliced)),
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// Encodes `method(arguments...)` for one protocol: JSON splices kept
+/// payload texts in, MessagePack transcodes the payload objects.
+pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Vec<u8> {
+    match protocol {
+        Protocol::Json => {
+            let spliced: Vec<Spliced<'_, '_>> = arguments.iter().map(Spliced).collect();
+            protocol.encode_invocation(method, &spliced)
+        }
+        Protocol::MessagePack => protocol.encode_invocation(method, arguments),
     }
 }
 
@@ -52,7 +90,9 @@ pub(super) fn shape<'a>(
         .enumerate()
         .map(|(i, source)| {
             Ok(match source {
-                ArgumentSource::Payload => Argument::Object(&envelope.payload),
+                ArgumentSource::Payload => {
+                    Argument::Object(&envelope.payload, envelope.raw_payload.as_deref().map(Kept))
+                }
                 ArgumentSource::PayloadField(path) => Argument::Value(
                     path.lookup(&envelope.payload)
                         .ok_or_else(|| MissingField { position: i + 1, path: path.as_str().to_string() })?,
@@ -110,7 +150,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::codec::Protocol;
 
     fn spec(texts: &[&str]) -> Arguments {
         Arguments::new(texts.iter().map(|t| ArgumentSource::parse(t).expect("valid source")).collect())
@@ -125,6 +164,7 @@ mod tests {
             room_id: "room-1".into(),
             payload: payload.as_object().cloned().expect("object"),
             metadata: Some(json!({"trace_id": "t-1"}).as_object().cloned().expect("object")),
+            raw_payload: None,
         }
     }
 
@@ -173,7 +213,7 @@ mod tests {
     fn the_default_borrows_the_payload_and_encodes_as_before() {
         let e = event();
         let args = shape(&Arguments::default(), &e, None).expect("shaped");
-        assert_eq!(args, [Argument::Object(&e.payload)]);
+        assert_eq!(args, [Argument::Object(&e.payload, None)]);
         for protocol in Protocol::ALL {
             assert_eq!(
                 protocol.encode_invocation("ReceiveMessage", &args),
@@ -181,6 +221,31 @@ mod tests {
                 "{protocol:?}: same bytes as a route without arguments always sent"
             );
         }
+    }
+
+    #[test]
+    fn json_frames_carry_the_publishers_payload_text_and_messagepack_the_object() {
+        let text = r#"{"z": 1, "a": {"b": [1, 2.5, "x\u00e9"]}}"#;
+        let mut e = event();
+        e.payload = serde_json::from_str(text).expect("an object");
+        e.raw_payload = Some(RawValue::from_string(text.to_string()).expect("JSON"));
+        let args = shape(&spec(&["room_id", "payload"]), &e, None).expect("shaped");
+        let json = encode(Protocol::Json, "M", &args);
+        let want = format!(r#"{{"type":1,"target":"M","arguments":["room-1",{text}]}}"#);
+        assert_eq!(json[..json.len() - 1], *want.as_bytes(), "the bytes as sent, key order and spacing kept");
+        let batch = shape_batch(&Arguments::default(), std::slice::from_ref(&e), &[]).expect("shaped");
+        let json = encode(Protocol::Json, "M", &batch);
+        assert!(String::from_utf8_lossy(&json).contains(&format!("[[{text}]]")), "spliced inside a batch too");
+        let made = Envelope { raw_payload: None, ..e.clone() };
+        let plain = shape(&spec(&["room_id", "payload"]), &made, None).expect("shaped");
+        assert_eq!(
+            encode(Protocol::MessagePack, "M", &args),
+            encode(Protocol::MessagePack, "M", &plain),
+            "MessagePack encodes the object either way"
+        );
+        let json = encode(Protocol::Json, "M", &plain);
+        let reread: Value = serde_json::from_slice(&json[..json.len() - 1]).expect("JSON");
+        assert_eq!(reread["arguments"][1], serde_json::from_str::<Value>(text).expect("JSON"), "same object");
     }
 
     #[test]

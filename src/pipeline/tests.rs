@@ -107,7 +107,7 @@ fn input(envelope: Envelope, entry_id: Option<&str>) -> (Input, Arc<Mutex<Option
     let slot = outcome.clone();
     let ack = Ack::new(move |o| *slot.lock().expect("lock") = Some(o));
     let input = Input {
-        envelope,
+        event: Event::Decoded(envelope),
         ack,
         source: Arc::from("events:chat"),
         entry_id: entry_id.map(str::to_string),
@@ -124,6 +124,7 @@ fn event(event_type: &str, room: &str, payload: Value) -> Envelope {
         room_id: room.into(),
         payload: payload.as_object().cloned().expect("an object"),
         metadata: None,
+        raw_payload: None,
     }
 }
 
@@ -507,3 +508,5 @@ fn an_ack_reports_once_and_a_dropped_one_reports_unsettled() {
     drop(record(&seen));
     assert_eq!(*seen.lock().expect("lock"), [Outcome::Delivered, Outcome::Unsettled]);
 }
+
+mod skip;

@@ -47,6 +47,16 @@ impl TypingState {
         TypingState { timeout, kinds, typing: HashMap::new(), timers: BinaryHeap::new() }
     }
 
+    /// Whether `event_type` is a typing start or stop of some hub.
+    pub(super) fn knows(&self, event_type: &str) -> bool {
+        self.kinds.contains_key(event_type)
+    }
+
+    /// Whether someone is typing in `room` of `hub` (few type at once: a scan).
+    pub(super) fn in_room(&self, hub: usize, room: &str) -> bool {
+        self.typing.keys().any(|(h, r, _)| *h == hub && r == room)
+    }
+
     /// Notes a typing event (start or stop) about `key`; true when it says
     /// the user is typing (so a coalescer can show a resumed typist at once).
     pub(super) fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) -> bool {
@@ -107,6 +117,7 @@ fn stop(key: &Key, t: Typist, why: &str) -> Envelope {
         room_id: key.1.clone(),
         payload,
         metadata: Some(metadata),
+        raw_payload: None,
     }
 }
 
@@ -125,6 +136,7 @@ mod tests {
             room_id: "r".into(),
             payload: payload.as_object().cloned().unwrap_or_default(),
             metadata: None,
+            raw_payload: None,
         }
     }
 

@@ -55,6 +55,7 @@ mod tests {
                 room_id: "user:u1".into(),
                 payload,
                 metadata: None,
+                raw_payload: None,
             },
         }
     }

@@ -139,6 +139,8 @@ families! {
         "sidecar_event_delivery_seconds", "Event timestamp to frames queued for the sockets";
     broadcast_seconds: Histogram = "sidecar_broadcast_seconds", "Time to fan one event out to its connections";
     events_coalesced: Counter = "sidecar_events_coalesced", "Events merged into a later one by coalescing";
+    events_skipped: Counter = "sidecar_events_skipped",
+        "Stream entries passed over undecoded: no connection of this instance was in their room or was their user";
     events_batched: Counter =
         "sidecar_events_batched", "Events sent in one invocation with others by a batch route";
     /// Counted (and logged) through [`super::events::Dropped`].

@@ -27,6 +27,7 @@ fn envelope(event_type: &str, payload: serde_json::Value) -> Envelope {
         room_id: "r1".into(),
         payload: payload.as_object().cloned().expect("an object"),
         metadata: None,
+        raw_payload: None,
     }
 }
 

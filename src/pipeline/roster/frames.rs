@@ -63,6 +63,7 @@ fn typing_event(typist: usize, on: bool) -> Envelope {
         room_id: format!("room-{}", typist / TYPISTS_PER_ROOM),
         payload: payload.as_object().cloned().unwrap_or_default(),
         metadata: None,
+        raw_payload: None,
     }
 }
 

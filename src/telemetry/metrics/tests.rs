@@ -23,6 +23,7 @@ const GOLDEN: &str = r##"# EOF
 # HELP sidecar_events_consumed Events read from the bus by stream and event_type.
 # HELP sidecar_events_delivered Frames queued to client connections.
 # HELP sidecar_events_dropped Events or frames dropped, by reason.
+# HELP sidecar_events_skipped Stream entries passed over undecoded: no connection of this instance was in their room or was their user.
 # HELP sidecar_history_events Events kept in the rooms' history for missed updates, by outcome.
 # HELP sidecar_history_joins Joins naming a last position (missed updates), by outcome.
 # HELP sidecar_ingest_wait_seconds Time an ingest source waited for room in the pipeline queue.
@@ -48,6 +49,7 @@ const GOLDEN: &str = r##"# EOF
 # TYPE sidecar_events_consumed counter
 # TYPE sidecar_events_delivered counter
 # TYPE sidecar_events_dropped counter
+# TYPE sidecar_events_skipped counter
 # TYPE sidecar_history_events counter
 # TYPE sidecar_history_joins counter
 # TYPE sidecar_ingest_wait_seconds histogram
@@ -110,6 +112,7 @@ sidecar_events_consumed_total{stream="events:chat",event_type="chat_message"} 1
 sidecar_events_delivered_total 3
 sidecar_events_dropped_total{reason="outbox_full"} 2
 sidecar_events_dropped_total{reason="stale"} 1
+sidecar_events_skipped_total 0
 sidecar_history_events_total{outcome="written"} 5
 sidecar_history_joins_total{outcome="recovered"} 1
 sidecar_ingest_wait_seconds_bucket{le="+Inf"} 1

@@ -1,0 +1,53 @@
+//! The envelope as its encodings carry it, decoded straight into typed
+//! fields: strings borrowed from the entry's bytes, no intermediate JSON
+//! object for the envelope itself.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::EnvelopeError;
+
+/// An envelope's fields, borrowed where the encoding allows.
+#[derive(Deserialize)]
+pub(super) struct Wire<'a> {
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    pub room_id: Cow<'a, str>,
+    /// The payload's text, kept to be spliced into JSON frames.
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl<'a> Wire<'a> {
+    /// The flat encoding's fields (the last of a repeated name wins, as in
+    /// the slow way). `None` when one is missing or unreadable: the slow way
+    /// then names the problem.
+    pub(super) fn from_flat(fields: &[(&'a str, &'a [u8])]) -> Result<Option<Wire<'a>>, EnvelopeError> {
+        let last = |name: &str| fields.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let text = |name: &str| last(name).and_then(|b| std::str::from_utf8(b).ok()).map(Cow::Borrowed);
+        let (Some(event_id), Some(event_type), Some(timestamp), Some(room_id)) =
+            (text("event_id"), text("event_type"), text("timestamp"), text("room_id"))
+        else {
+            return Ok(None);
+        };
+        let Some(Ok(payload)) = last("payload").map(serde_json::from_slice::<&RawValue>) else {
+            return Ok(None);
+        };
+        let metadata = match last("metadata").map(serde_json::from_slice::<Value>) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => return Ok(None),
+        };
+        Ok(Some(Wire { event_id, event_type, timestamp, room_id, payload, metadata }))
+    }
+}
