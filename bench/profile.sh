@@ -53,6 +53,8 @@ for ((i = 0; i < 600; i++)); do
   sleep 0.1
 done
 TARGET_PID=$SPID
+# The sidecar's own count of frames delivered (sidecar_events_delivered_total).
+delivered() { curl -s "127.0.0.1:$APORT/metrics" | awk '/^sidecar_events_delivered_total/ {print $2}'; }
 [ "$TOOL" = perf ] && TARGET_PID=$(pgrep -P "$SPID" | head -n1)
 
 WARMUP=5
@@ -65,12 +67,16 @@ until grep -q "measuring" "$OUT/loadgen.log" 2>/dev/null || ! kill -0 "$LG" 2>/d
 say "window open"
 case $TOOL in
   callgrind) callgrind_control -i on "$SPID" >/dev/null ;;
-  strace) timeout -s INT 600 strace -c -f -p "$SPID" -o "$OUT/strace.txt" & STRACE=$! ;;
+  strace)
+    DELIVERED_BEFORE=$(delivered)
+    timeout -s INT 600 strace -c -f -p "$SPID" -o "$OUT/strace.txt" & STRACE=$! ;;
 esac
 wait "$LG" || true
 case $TOOL in
   callgrind) callgrind_control -i off "$SPID" >/dev/null; callgrind_control -d "$SPID" >/dev/null ;;
-  strace) kill -INT "$STRACE" 2>/dev/null || true; wait "$STRACE" 2>/dev/null || true ;;
+  strace)
+    kill -INT "$STRACE" 2>/dev/null || true; wait "$STRACE" 2>/dev/null || true
+    DELIVERED_AFTER=$(delivered) ;;
 esac
 kill -TERM "$SPID" 2>/dev/null || true
 for ((i = 0; i < 300; i++)); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
@@ -80,7 +86,24 @@ case $TOOL in
     f="$OUT/callgrind.out.1" # the dump at the end of the window
     { echo "== inclusive"; callgrind_annotate --inclusive=yes "$f" | head -n 70; echo "== self"; callgrind_annotate "$f" | head -n 60; } >>"$OUT/report.txt" ;;
   massif) ms_print "$OUT/massif.out" | head -n 200 >>"$OUT/report.txt" ;;
-  strace) cat "$OUT/strace.txt" >>"$OUT/report.txt" ;;
+  strace)
+    cat "$OUT/strace.txt" >>"$OUT/report.txt"
+    # Per frame the sidecar delivered while strace counted (its own counter,
+    # read when strace started and after it stopped: the same span).
+    python3 - "$OUT/strace.txt" "$DELIVERED_BEFORE" "$DELIVERED_AFTER" >>"$OUT/report.txt" <<'PY'
+import sys
+calls = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) >= 5 and f[-1] not in ("syscall", "total") and f[3].isdigit():
+        calls[f[-1]] = int(f[3])
+frames = int(float(sys.argv[3])) - int(float(sys.argv[2]))
+total = sum(calls.values())
+print(f"frames delivered while counting: {frames}; system calls: {total}; per frame: {total / max(frames, 1):.2f}")
+for name, n in sorted(calls.items(), key=lambda kv: -kv[1])[:8]:
+    print(f"  {name}: {n / max(frames, 1):.3f} per frame")
+PY
+    ;;
   perf) perf report -i "$OUT/perf.data" --no-children --stdio 2>/dev/null | head -n 120 >>"$OUT/report.txt" ;;
 esac
 say "report: $OUT/report.txt"

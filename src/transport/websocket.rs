@@ -344,22 +344,29 @@ impl AsyncRead for WsIo<'_> {
                 loop {
                     ready!(stream.poll_read_ready(cx))?;
                     let room = buf.remaining();
-                    match stream.try_read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            buf.advance(n);
-                            if n > 0 && n < room {
-                                // A short read drained the socket (epoll is
-                                // edge-triggered): forget the readiness now,
-                                // as tokio's own reads do, instead of
-                                // learning it from one more read that fails.
-                                let _ = stream
-                                    .try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
-                            }
-                            return Poll::Ready(Ok(()));
+                    let unfilled = buf.initialize_unfilled();
+                    let mut short = None;
+                    // A short read drained the socket (epoll is edge-triggered),
+                    // so its readiness is forgotten at once, as tokio's own reads
+                    // do, instead of learnt from one more read that fails. It is
+                    // reported as WouldBlock from inside `try_io`, which clears
+                    // only the readiness seen before the read: data arriving
+                    // after it keeps the socket readable.
+                    let result = stream.try_io(Interest::READABLE, || {
+                        let n = stream.try_read(unfilled)?;
+                        if n > 0 && n < room {
+                            short = Some(n);
+                            return Err(io::ErrorKind::WouldBlock.into());
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
+                        Ok(n)
+                    });
+                    let n = match (result, short) {
+                        (_, Some(n)) | (Ok(n), None) => n,
+                        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        (Err(e), None) => return Poll::Ready(Err(e)),
+                    };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
                 }
             }
             Reader::Split(read) => Pin::new(&mut **read).poll_read(cx, buf),
