@@ -185,6 +185,11 @@ async fn json_logs_carry_the_trace_id_inside_an_event_span() {
         ("SIDECAR_LOG", "signalr_sidecar=debug".to_string()),
     ]);
     let s = Sidecar::start_logged(&env, &log).await;
+    // Someone listens in the room: an entry nobody here listens to is
+    // skipped before its metadata (and trace context) is decoded.
+    let mut d = Driver::start().await;
+    d.connect("c", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
     let mut e = envelope("chat_message", "r", chat_payload("r", 1));
     e["metadata"] = json!({"traceparent": format!("00-{TRACE_ID}-{PARENT_SPAN}-01")});
     redis.xadd_flat("events:chat", &e);
