@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::labels::{
-    AuthFailure, Connection, Consumed, Continuity, Disconnect, Dropped, Handoff, HistoryEvent, HistoryJoin, Invocation,
-    Limited, OneLabel, Push, PushOutcome, Spool, SpoolOutcome, Stream,
+    AuthFailure, Connection, Consumed, Continuity, Disconnect, Dropped, Handoff, HistoryEvent, HistoryEventOutcome,
+    HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push, PushOutcome, Spool, SpoolOutcome, Stream,
 };
 use super::PerValue;
 
@@ -194,6 +194,10 @@ impl Metrics {
         // Counted only during a Redis outage: present from the start, so a
         // rate over them is defined before the first outage.
         m.spool_events.precreate(SpoolOutcome::ALL);
+        // Counted only where `history` routes are: present from the start
+        // too, so dashboards and alerts see zeros rather than no series.
+        m.history_joins.precreate(HistoryJoinOutcome::ALL);
+        m.history_events.precreate(HistoryEventOutcome::ALL);
         m
     }
 

@@ -113,8 +113,15 @@ sidecar_events_delivered_total 3
 sidecar_events_dropped_total{reason="outbox_full"} 2
 sidecar_events_dropped_total{reason="stale"} 1
 sidecar_events_skipped_total 0
+sidecar_history_events_total{outcome="dropped"} 0
+sidecar_history_events_total{outcome="failed"} 0
 sidecar_history_events_total{outcome="written"} 5
+sidecar_history_joins_total{outcome="no_position"} 0
+sidecar_history_joins_total{outcome="not_covered"} 0
 sidecar_history_joins_total{outcome="recovered"} 1
+sidecar_history_joins_total{outcome="too_long"} 0
+sidecar_history_joins_total{outcome="too_old"} 0
+sidecar_history_joins_total{outcome="unavailable"} 0
 sidecar_ingest_wait_seconds_bucket{le="+Inf"} 1
 sidecar_ingest_wait_seconds_bucket{le="0.0001"} 0
 sidecar_ingest_wait_seconds_bucket{le="0.00025"} 0
