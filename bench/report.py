@@ -68,7 +68,7 @@ print("## Reproduce")
 print()
 print("```sh")
 print("bash bench/run.sh                               # every row below (~20 min, both cores), rewrites this page")
-print('BENCH_SCENARIOS="c" bash bench/run.sh           # one scenario: a b c d idle typing instances (results in bench-out/)')
+print('BENCH_SCENARIOS="c" bash bench/run.sh           # one scenario: a b c stateful d idle typing instances (results in bench-out/)')
 print("BENCH_SMOKE=1 bash bench/run.sh                 # seconds-long smoke run (debug build), exits non-zero on loss")
 print("bash bench/compare.sh                           # the sidecar against the Centrifuge and Socket.IO peers, rewrites that section")
 print("```")
@@ -94,6 +94,10 @@ print("""- Everything on this machine over loopback: a private `redis-server` (`
 - Clients do what `@microsoft/signalr` does: `POST /hubs/chat/negotiate?negotiateVersion=1`, the WebSocket upgrade on
   the same keep-alive connection, the handshake (`json` or `messagepack`), a blocking `JoinRoom(room)` invocation
   (waits for its Completion), a Ping every 15 s. Client i joins room i mod R. Ramp at 2,000 connections/s unless noted.
+- Stateful clients (`--stateful`, the rows marked stateful) do what `withStatefulReconnect()` does: negotiate with
+  `useStatefulReconnect=true`, handshake version 2, count the sequenced messages received (invocations, completions)
+  and send `Ack(count)` one second after the first one not yet acknowledged, so at most one Ack a second per
+  connection; the server numbers and keeps every frame it sends them until it is acknowledged.
 - Events: one XADD per event of a flat seed-004 envelope (fresh UUID `event_id`, ISO `timestamp`, `room_id` in turn,
   `chat_message` payload with a 200-byte `content`, a per-room `sequence_number` and `sent_ns`, the send time stamped
   just before the XADD). Rate paced every millisecond.
@@ -167,7 +171,8 @@ if bs_ok:
                  f"p99 {v99:.0f} % ({detail}); missing {missing}",
                  verdict(v50 < 10 and v99 < 10), "`BENCH_SCENARIOS=b bash bench/run.sh`"))
 # c
-for label, proto in (("c-json", "JSON"), ("c-mixed", "half JSON, half MessagePack")):
+for label, proto in (("c-json", "JSON"), ("c-mixed", "half JSON, half MessagePack"),
+                     ("c-stateful", "JSON, stateful reconnect: version 2, Acks")):
     r = R.get(label)
     if ok(r):
         us = (r.get("server") or {}).get("us_per_delivery") or 1e9
@@ -175,7 +180,7 @@ for label, proto in (("c-json", "JSON"), ("c-mixed", "half JSON, half MessagePac
         rows.append((f"10,000 connections / 1,000 rooms / 1,000 events/s ({proto})",
                      "p99 <= 2 ms, <= 5 µs server CPU per delivery, zero loss (peer: p99 7.1 ms, ~54 µs)",
                      f"{num(r['delivered_per_sec'])} deliveries/s; {lat(r)}; {cpu(r)}; {loss(r)}", verdict(met),
-                     "`BENCH_SCENARIOS=c bash bench/run.sh`"))
+                     f"`BENCH_SCENARIOS={'stateful' if label == 'c-stateful' else 'c'} bash bench/run.sh`"))
 # d
 ds = sorted(((int(k[2:]), v) for k, v in R.items() if k.startswith("d-") and k[2:].isdigit() and ok(v)), key=lambda x: x[0])
 
@@ -288,7 +293,8 @@ for label in sorted(R, key=order):
         continue
     s, lm = r.get("server") or {}, r["latency_ms"]
     rate = num(r["rate"]) if not r.get("typing") else f"{num(r['typing']['typing_events_per_sec'])} typing + {num(r['publish_rate'])} chat"
-    print(f"| {label} ({r['protocol']}, {r.get('instances', 1)} inst.) | {r['connections']:,} ({r['joined']:,}) | {r['rooms']:,} | {rate} | "
+    stateful = ", stateful" if r.get("stateful") else ""
+    print(f"| {label} ({r['protocol']}{stateful}, {r.get('instances', 1)} inst.) | {r['connections']:,} ({r['joined']:,}) | {r['rooms']:,} | {rate} | "
           f"{num(r['offered_per_sec'])} | {num(r['delivered_per_sec'])} | {r['missing']:,} | {r['duplicates']} | "
           f"{num(lm['p50'], 3)} | {num(lm['p90'], 3)} | {num(lm['p99'], 3)} | {num(lm['p999'], 3)} | {num(lm['max'], 3)} | "
           f"{num(s.get('cpu_pct'), 1)} % | {num(s.get('us_per_delivery'))} | {s.get('rss_kb', 0) / 1024:.1f} MiB | "

@@ -10,7 +10,9 @@
 #
 # Scenarios: a (100 users / 50 rooms / 10 ev/s, JSON and MessagePack),
 # b (50 -> 200 users at the same rate per user), c (10,000 connections /
-# 1,000 rooms / 1,000 ev/s, JSON and both protocols mixed), d (5,000
+# 1,000 rooms / 1,000 ev/s, JSON and both protocols mixed, then JSON with
+# stateful-reconnect clients: c-stateful), stateful (c-stateful alone; issue
+# 17), d (5,000
 # connections in one room, the rate stepped up until delivery falls behind),
 # idle (10,000 and 100,000 idle connections), typing (the typing trace),
 # instances (c's load on 1, 2 and 3 instances).
@@ -275,6 +277,13 @@ else
   WIN=30 WIN_B=30 WIN_T=60 WARM=5 BIG=10000 BIG_ROOMS=1000 BCAST=5000 IDLE=10000 SPLIT=16667 RATES="2 5 10 20 40 60 80 100 150"
 fi
 
+# c's load with clients that negotiated stateful reconnect (issue 17): the
+# server numbers and keeps every frame until the client's Ack (at most one a
+# second per connection, as @microsoft/signalr sends them).
+run_c_stateful() {
+  run c-stateful 1 --protocol json --stateful --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration "$WIN" || true
+}
+
 for s in $SCENARIOS; do
   case $s in
     a)
@@ -297,6 +306,10 @@ for s in $SCENARIOS; do
     c)
       run c-json 1 --protocol json --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration "$WIN" || true
       run c-mixed 1 --protocol mixed --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration "$WIN" || true
+      run_c_stateful
+      ;;
+    stateful)
+      run_c_stateful
       ;;
     d)
       # One step with the default routing file (presence on): presence is
@@ -338,7 +351,7 @@ for s in $SCENARIOS; do
         run "instances-$n" "$n" --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
       done
       ;;
-    *) say "unknown scenario '$s' (known: a b c d idle typing instances)" ;;
+    *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances)" ;;
   esac
 done
 date -u +%Y-%m-%dT%H:%M:%SZ >"$OUT/finished_at"

@@ -1,7 +1,9 @@
 //! One simulated SignalR client: TCP from its source address, negotiate,
 //! the WebSocket upgrade on the same connection, the handshake, a blocking
 //! `JoinRoom`, then every delivery read and timed until the run ends, with
-//! a Ping every 15 s as the official clients send.
+//! a Ping every 15 s as the official clients send. A stateful client
+//! (`--stateful`) also negotiates stateful reconnect, shakes hands with
+//! version 2 and acknowledges what it receives (see `acks`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::acks::Acks;
 use crate::stats::{self, Order};
 use crate::typing::Board;
 use crate::wire::{Arg, Decoder, Incoming, Protocol};
@@ -58,6 +61,8 @@ pub struct Shared {
     pub hub: String,
     pub rooms: Vec<String>,
     pub protocol: ProtocolMix,
+    /// Clients negotiate stateful reconnect and send Acks.
+    pub stateful: bool,
     pub connect_timeout: Duration,
     pub keepalive: Option<Duration>,
     pub ws_config: WebSocketConfig,
@@ -71,6 +76,8 @@ pub struct Shared {
     pub failed: AtomicU64,
     pub join_failed: AtomicU64,
     pub disconnects: AtomicU64,
+    /// Acks sent by stateful clients.
+    pub acks_sent: AtomicU64,
     /// Set once the results are being gathered: ends are no longer counted.
     pub stopping: AtomicBool,
     /// Clients that completed their join, per room (deliveries owed).
@@ -85,6 +92,7 @@ impl Shared {
         hub: String,
         rooms: Vec<String>,
         protocol: ProtocolMix,
+        stateful: bool,
         connect_timeout: Duration,
         keepalive: Option<Duration>,
         ws_config: WebSocketConfig,
@@ -98,6 +106,7 @@ impl Shared {
             hub,
             rooms,
             protocol,
+            stateful,
             connect_timeout,
             keepalive,
             ws_config,
@@ -108,6 +117,7 @@ impl Shared {
             failed: AtomicU64::new(0),
             join_failed: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            acks_sent: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             room_members,
             errors: Mutex::new(BTreeMap::new()),
@@ -143,14 +153,14 @@ pub async fn run(sh: Arc<Shared>, idx: usize, source: Option<IpAddr>) {
     let target = &sh.targets[idx % sh.targets.len()];
     let protocol = sh.protocol.for_client(idx);
     let setup = tokio::time::timeout(sh.connect_timeout, connect(&sh, target, room, protocol, source)).await;
-    let (ws, decoder) = match setup {
+    let (ws, decoder, acks) = match setup {
         Ok(Ok(v)) => v,
         Ok(Err((stage, msg))) => return sh.fail(stage, msg),
         Err(_) => return sh.fail("timeout", format!("setup took over {:?}", sh.connect_timeout)),
     };
     sh.room_members[room].fetch_add(1, Relaxed);
     sh.joined.fetch_add(1, Relaxed);
-    let reason = receive(ws, decoder, &sh, room, protocol).await;
+    let reason = receive(ws, decoder, acks, &sh, room, protocol).await;
     if !sh.stopping.load(Relaxed) {
         sh.disconnects.fetch_add(1, Relaxed);
         sh.note(format!("disconnect: {reason}"));
@@ -165,9 +175,9 @@ async fn connect(
     room: usize,
     protocol: Protocol,
     source: Option<IpAddr>,
-) -> Setup<(Ws, Decoder)> {
+) -> Setup<(Ws, Decoder, Option<Acks>)> {
     let mut tcp = sys::connect(target.addr, source).await.map_err(|e| ("tcp", e.to_string()))?;
-    let neg = negotiate::negotiate(&mut tcp, &target.host, &sh.hub).await.map_err(|e| ("negotiate", e))?;
+    let neg = negotiate::negotiate(&mut tcp, &target.host, &sh.hub, sh.stateful).await.map_err(|e| ("negotiate", e))?;
     if !neg.reusable {
         tcp = sys::connect(target.addr, source).await.map_err(|e| ("tcp", e.to_string()))?;
     }
@@ -176,8 +186,11 @@ async fn connect(
         .await
         .map_err(|e| ("websocket", e.to_string()))?;
     let mut decoder = Decoder::new(protocol);
-    ws.send(protocol.handshake()).await.map_err(|e| ("handshake", e.to_string()))?;
-    let answer = until(&mut ws, &mut decoder, |m| match m {
+    // The grant was checked by negotiate: stateful here means granted.
+    let mut acks = sh.stateful.then(Acks::default);
+    let version = if sh.stateful { 2 } else { 1 };
+    ws.send(protocol.handshake(version)).await.map_err(|e| ("handshake", e.to_string()))?;
+    let answer = until(&mut ws, &mut decoder, &mut acks, |m| match m {
         Incoming::Handshake(h) => Some(serde_json::from_slice::<serde_json::Value>(h).map_err(|e| e.to_string())),
         _ => None,
     })
@@ -188,7 +201,7 @@ async fn connect(
         return Err(("handshake", format!("refused: {err}")));
     }
     ws.send(protocol.invocation("1", "JoinRoom", &sh.rooms[room])).await.map_err(|e| ("join", e.to_string()))?;
-    let completion = until(&mut ws, &mut decoder, |m| match m {
+    let completion = until(&mut ws, &mut decoder, &mut acks, |m| match m {
         Incoming::Completion { id, error } if id == b"1" => Some(error),
         Incoming::Close(e) => Some(Some(format!("closed: {e:?}"))),
         _ => None,
@@ -197,14 +210,16 @@ async fn connect(
     .map_err(|e| ("join", e))?;
     match completion {
         Some(err) => Err(("join", err)),
-        None => Ok((ws, decoder)),
+        None => Ok((ws, decoder, acks)),
     }
 }
 
-/// Reads until `pick` returns something for a message.
+/// Reads until `pick` returns something for a message, counting the
+/// sequenced ones of a stateful client (the join's Completion is one).
 async fn until<T>(
     ws: &mut Ws,
     decoder: &mut Decoder,
+    acks: &mut Option<Acks>,
     mut pick: impl FnMut(Incoming<'_>) -> Option<T>,
 ) -> Result<T, String> {
     let mut found = None;
@@ -218,6 +233,9 @@ async fn until<T>(
             None => return Err("connection ended".into()),
         };
         decoder.feed(&data, |m| {
+            if let (Some(a), true) = (acks.as_mut(), m.is_sequenced()) {
+                a.received(tokio::time::Instant::now());
+            }
             found = pick(m);
             found.is_none()
         })?;
@@ -233,10 +251,15 @@ struct Conn<'a> {
     /// Per typist of the room: an indicator is showing.
     showing: Vec<bool>,
     closed: Option<String>,
+    /// A stateful client's count of sequenced messages and pending Ack.
+    acks: Option<Acks>,
 }
 
 impl Conn<'_> {
     fn handle(&mut self, m: Incoming<'_>) -> bool {
+        if let (Some(a), true) = (self.acks.as_mut(), m.is_sequenced()) {
+            a.received(tokio::time::Instant::now());
+        }
         match m {
             Incoming::Invocation { target, arg } if target == self.sh.message_method.as_bytes() => self.message(arg),
             Incoming::Invocation { target, arg } if target == self.sh.typing_method.as_bytes() => self.typing(arg),
@@ -278,12 +301,27 @@ impl Conn<'_> {
     }
 }
 
-async fn receive(mut ws: Ws, mut decoder: Decoder, sh: &Shared, room: usize, protocol: Protocol) -> String {
+async fn receive(
+    mut ws: Ws,
+    mut decoder: Decoder,
+    acks: Option<Acks>,
+    sh: &Shared,
+    room: usize,
+    protocol: Protocol,
+) -> String {
     let typists = sh.typing.as_ref().map_or(0, |b| b.per_room);
-    let mut conn = Conn { sh, room, last_seq: 0, showing: vec![false; typists], closed: None };
+    let mut conn = Conn { sh, room, last_seq: 0, showing: vec![false; typists], closed: None, acks };
     let period = sh.keepalive.unwrap_or(Duration::from_secs(86_400));
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // One timer per connection, re-armed when an Ack becomes due.
+    let ack_timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(ack_timer);
+    let mut ack_armed = false;
     loop {
+        if let (false, Some(at)) = (ack_armed, conn.acks.as_ref().and_then(Acks::due)) {
+            ack_timer.as_mut().reset(at);
+            ack_armed = true;
+        }
         tokio::select! {
             m = ws.next() => {
                 let fed = match &m {
@@ -304,6 +342,15 @@ async fn receive(mut ws: Ws, mut decoder: Decoder, sh: &Shared, room: usize, pro
             _ = keepalive.tick(), if sh.keepalive.is_some() => {
                 if let Err(e) = ws.send(protocol.ping()).await {
                     return format!("ping failed: {e}");
+                }
+            }
+            () = &mut ack_timer, if ack_armed => {
+                ack_armed = false;
+                if let Some(id) = conn.acks.as_mut().and_then(|a| a.take(tokio::time::Instant::now())) {
+                    if let Err(e) = ws.send(protocol.ack(id)).await {
+                        return format!("ack failed: {e}");
+                    }
+                    sh.acks_sent.fetch_add(1, Relaxed);
                 }
             }
         }

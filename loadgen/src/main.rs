@@ -13,6 +13,7 @@
 //!
 //! # Layout
 //! - `client`: one simulated client and the counters all clients share.
+//! - `acks`: the Acks of a stateful client (`--stateful`).
 //! - `negotiate`: the negotiate request on the raw connection.
 //! - `wire`: the hub protocols, client side (JSON and MessagePack).
 //! - `msgpack`: the MessagePack reader `wire` needs.
@@ -23,6 +24,7 @@
 //! - `report`: the JSON line.
 //! - `sys`: descriptor limit, source sockets, clock, /proc.
 
+mod acks;
 mod client;
 mod msgpack;
 mod negotiate;
@@ -66,6 +68,12 @@ pub struct Args {
     /// Hub protocol of the clients.
     #[arg(long, value_enum, default_value = "json")]
     pub protocol: ProtocolMix,
+    /// Clients negotiate stateful reconnect, as `@microsoft/signalr` with
+    /// `withStatefulReconnect()`: `useStatefulReconnect=true`, handshake
+    /// version 2, and an Ack of the sequenced messages received at most
+    /// once a second per connection.
+    #[arg(long)]
+    pub stateful: bool,
     /// Client connections.
     #[arg(long, default_value_t = 100)]
     pub connections: usize,
@@ -253,6 +261,7 @@ async fn run(args: Args, threads: usize, nofile: u64) -> i32 {
         args.hub.clone(),
         rooms,
         args.protocol,
+        args.stateful,
         Duration::from_secs_f64(args.connect_timeout),
         (args.keepalive > 0.0).then(|| Duration::from_secs_f64(args.keepalive)),
         WebSocketConfig::default()
@@ -267,9 +276,10 @@ async fn run(args: Args, threads: usize, nofile: u64) -> i32 {
 
     // ---- ramp
     eprintln!(
-        "[loadgen] {} {:?} clients -> {} instance(s), {} rooms, {} source address(es), {threads} threads, nofile {nofile}",
+        "[loadgen] {} {:?}{} clients -> {} instance(s), {} rooms, {} source address(es), {threads} threads, nofile {nofile}",
         args.connections,
         args.protocol,
+        if args.stateful { " stateful" } else { "" },
         sh.targets.len(),
         args.rooms,
         sources.len()

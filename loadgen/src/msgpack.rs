@@ -175,6 +175,24 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..n.min(255)]);
 }
 
+/// Appends a non-negative integer in its shortest form (an Ack's id).
+pub fn put_uint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else if v <= 0xff {
+        out.extend_from_slice(&[0xcc, v as u8]);
+    } else if v <= 0xffff {
+        out.push(0xcd);
+        out.extend_from_slice(&(v as u16).to_be_bytes());
+    } else if v <= 0xffff_ffff {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
 /// Prefixes `body` with its VarInt length (the MessagePack hub framing).
 pub fn framed(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 5);
@@ -227,6 +245,20 @@ mod tests {
         assert_eq!(r.field(b"sent_ns").and_then(|mut v| v.uint()), Some(1_795_000_000_000_000_123));
         assert_eq!(r.field(b"ok").and_then(|mut v| v.bool()), Some(true));
         assert!(r.field(b"missing").is_none());
+    }
+
+    #[test]
+    fn uints_read_back_at_every_width() {
+        for v in [0u64, 127, 128, 255, 256, 65_535, 65_536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+            let mut out = Vec::new();
+            put_uint(&mut out, v);
+            let mut r = Reader::new(&out);
+            assert_eq!(r.uint(), Some(v));
+            assert!(r.rest().is_empty(), "{v}: nothing after the integer");
+        }
+        let mut out = Vec::new();
+        put_uint(&mut out, 300);
+        assert_eq!(out, [0xcd, 0x01, 0x2c], "the shortest form");
     }
 
     #[test]

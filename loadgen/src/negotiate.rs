@@ -16,10 +16,34 @@ pub struct Negotiated {
     pub reusable: bool,
 }
 
-/// POSTs `<hub>/negotiate?negotiateVersion=1` and reads the answer.
-pub async fn negotiate(stream: &mut TcpStream, host: &str, hub: &str) -> Result<Negotiated, String> {
+/// The negotiate query: `@microsoft/signalr` adds `useStatefulReconnect=true`
+/// after `withStatefulReconnect()`.
+fn query(stateful: bool) -> &'static str {
+    if stateful {
+        "negotiateVersion=1&useStatefulReconnect=true"
+    } else {
+        "negotiateVersion=1"
+    }
+}
+
+/// Whether the answer's grant of stateful reconnect matches what was
+/// asked. A grant not asked for fails the start, as in the JS client; one
+/// asked for and refused fails too, so a `--stateful` run never measures
+/// plain clients under the stateful label.
+fn check_grant(asked: bool, granted: bool) -> Result<(), String> {
+    match (asked, granted) {
+        (false, true) => Err("Client didn't negotiate Stateful Reconnect but the server did.".into()),
+        (true, false) => Err("stateful reconnect asked for but not granted (useStatefulReconnect missing)".into()),
+        _ => Ok(()),
+    }
+}
+
+/// POSTs `<hub>/negotiate?negotiateVersion=1` (with `useStatefulReconnect=true`
+/// when `stateful`) and reads the answer.
+pub async fn negotiate(stream: &mut TcpStream, host: &str, hub: &str, stateful: bool) -> Result<Negotiated, String> {
+    let query = query(stateful);
     let request = format!(
-        "POST {hub}/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\
+        "POST {hub}/negotiate?{query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\
          Content-Type: text/plain;charset=UTF-8\r\nX-Requested-With: XMLHttpRequest\r\n\
          X-SignalR-User-Agent: signalr-loadgen/0.1\r\n\r\n"
     );
@@ -65,6 +89,7 @@ pub async fn negotiate(stream: &mut TcpStream, host: &str, hub: &str) -> Result<
     if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
         return Err(format!("server error: {err}"));
     }
+    check_grant(stateful, v.get("useStatefulReconnect").and_then(|g| g.as_bool()).unwrap_or(false))?;
     let token = v
         .get("connectionToken")
         .or_else(|| v.get("connectionId"))
@@ -129,6 +154,15 @@ pub fn encode_query(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stateful_is_asked_and_its_grant_checked() {
+        assert_eq!(query(false), "negotiateVersion=1");
+        assert_eq!(query(true), "negotiateVersion=1&useStatefulReconnect=true");
+        assert!(check_grant(false, false).is_ok() && check_grant(true, true).is_ok());
+        assert!(check_grant(false, true).is_err(), "a grant not asked for");
+        assert!(check_grant(true, false).is_err(), "asked for, refused");
+    }
 
     #[test]
     fn query_encoding() {

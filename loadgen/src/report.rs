@@ -147,7 +147,7 @@ impl Run<'_> {
                 "first_indicator_ms": stats::summary(&t.first_indicator),
             })
         });
-        let line = json!({
+        let mut line = json!({
             "label": a.label,
             "protocol": format!("{:?}", a.protocol).to_lowercase(),
             "instances": self.sh.targets.len(),
@@ -191,6 +191,9 @@ impl Run<'_> {
             },
             "finished_at": sys::iso8601(sys::wall_ns()),
         });
+        // Beside the protocol (one json! more would pass the macro's recursion limit).
+        line["stateful"] = json!(a.stateful);
+        line["acks_sent"] = json!(a.stateful.then(|| self.sh.acks_sent.load(Relaxed)));
         let healthy = joined == a.connections as u64
             && t.total + t.typing_frames_total > 0
             && missing == 0

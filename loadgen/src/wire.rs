@@ -1,7 +1,8 @@
 //! The client side of the SignalR hub protocols: what a client sends
-//! (handshake, a JoinRoom invocation, pings) and how it reads what the
-//! server sends, for JSON (records ending in 0x1E) and MessagePack (VarInt
-//! length-prefixed arrays). The handshake response is JSON in both.
+//! (handshake, a JoinRoom invocation, pings, and the Acks of a stateful
+//! client) and how it reads what the server sends, for JSON (records ending
+//! in 0x1E) and MessagePack (VarInt length-prefixed arrays). The handshake
+//! response is JSON in both.
 
 use memchr::memmem;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,9 +27,11 @@ impl Protocol {
         }
     }
 
-    /// The handshake request (always a JSON text record).
-    pub fn handshake(self) -> Message {
-        Message::text(format!("{{\"protocol\":\"{}\",\"version\":1}}\u{1e}", self.name()))
+    /// The handshake request (always a JSON text record). Version 2 is what
+    /// `@microsoft/signalr` sends once stateful reconnect was granted (both
+    /// protocols are version 2 in it); version 1 otherwise.
+    pub fn handshake(self, version: u8) -> Message {
+        Message::text(format!("{{\"protocol\":\"{}\",\"version\":{version}}}\u{1e}", self.name()))
     }
 
     /// A blocking invocation of `target(arg)` with invocation id `id`.
@@ -59,6 +62,21 @@ impl Protocol {
             Protocol::MessagePack => Message::binary(vec![0x02, 0x91, 0x06]),
         }
     }
+
+    /// An Ack: every sequenced message up to `sequence_id` was received
+    /// (HubProtocol.md, "Stateful Reconnect"), so the server may drop them
+    /// from its replay buffer.
+    pub fn ack(self, sequence_id: u64) -> Message {
+        match self {
+            Protocol::Json => Message::text(format!("{{\"type\":8,\"sequenceId\":{sequence_id}}}\u{1e}")),
+            Protocol::MessagePack => {
+                // [8, sequenceId]
+                let mut body = vec![0x92, 0x08];
+                msgpack::put_uint(&mut body, sequence_id);
+                Message::binary(msgpack::framed(&body))
+            }
+        }
+    }
 }
 
 /// One hub message from the server, borrowed from the received bytes.
@@ -72,8 +90,21 @@ pub enum Incoming<'a> {
     Completion { id: Vec<u8>, error: Option<String> },
     /// A Close message, with its error if any.
     Close(Option<String>),
-    /// Ping and everything the generator does not look at.
+    /// Another sequenced message (StreamItem, StreamInvocation,
+    /// CancelInvocation, or an invocation the generator cannot read): only
+    /// counted, by stateful clients.
+    OtherSequenced,
+    /// Ping, Ack, Sequence and everything else the generator does not look
+    /// at; none of them is numbered.
     Other,
+}
+
+impl Incoming<'_> {
+    /// Whether the message is one of the numbered ones of stateful
+    /// reconnect (types 1 to 5), which a stateful client counts and acks.
+    pub fn is_sequenced(&self) -> bool {
+        matches!(self, Incoming::Invocation { .. } | Incoming::Completion { .. } | Incoming::OtherSequenced)
+    }
 }
 
 /// The first argument of an invocation: a payload object.
@@ -207,7 +238,7 @@ impl Decoder {
 pub fn parse(protocol: Protocol, body: &[u8]) -> Incoming<'_> {
     match protocol {
         Protocol::Json => parse_json(body),
-        Protocol::MessagePack => parse_msgpack(body).unwrap_or(Incoming::Other),
+        Protocol::MessagePack => parse_msgpack(body),
     }
 }
 
@@ -215,10 +246,13 @@ fn parse_json(rec: &[u8]) -> Incoming<'_> {
     match Arg::Json(rec).u64("type") {
         Some(1) => match Arg::Json(rec).str("target") {
             Some(target) => Incoming::Invocation { target, arg: Arg::Json(rec) },
-            None => Incoming::Other,
+            None => Incoming::OtherSequenced,
         },
+        Some(2 | 4 | 5) => Incoming::OtherSequenced,
         Some(kind @ (3 | 7)) => {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(rec) else { return Incoming::Other };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(rec) else {
+                return if kind == 3 { Incoming::OtherSequenced } else { Incoming::Other };
+            };
             let error = v.get("error").and_then(|e| e.as_str()).map(str::to_string);
             if kind == 7 {
                 return Incoming::Close(error);
@@ -230,10 +264,21 @@ fn parse_json(rec: &[u8]) -> Incoming<'_> {
     }
 }
 
-fn parse_msgpack(body: &[u8]) -> Option<Incoming<'_>> {
+/// A MessagePack message; one of types 1 to 5 that cannot be read is
+/// still counted as sequenced.
+fn parse_msgpack(body: &[u8]) -> Incoming<'_> {
     let mut r = Reader::new(body);
-    r.array_len()?;
-    Some(match r.uint()? {
+    let Some(kind) = r.array_len().and_then(|_| r.uint()) else { return Incoming::Other };
+    match read_msgpack(kind, r) {
+        Some(m) => m,
+        None if (1..=5).contains(&kind) => Incoming::OtherSequenced,
+        None => Incoming::Other,
+    }
+}
+
+/// The rest of a MessagePack message of type `kind`, after its type.
+fn read_msgpack(kind: u64, mut r: Reader<'_>) -> Option<Incoming<'_>> {
+    Some(match kind {
         1 => {
             r.skip()?; // headers
             r.skip()?; // invocation id (nil for server invocations)
@@ -252,6 +297,7 @@ fn parse_msgpack(body: &[u8]) -> Option<Incoming<'_>> {
             };
             Incoming::Completion { id, error }
         }
+        2 | 4 | 5 => Incoming::OtherSequenced,
         7 => Incoming::Close(r.str_or_nil().map(|e| String::from_utf8_lossy(e).into_owned())),
         _ => Incoming::Other,
     })
@@ -319,6 +365,38 @@ mod tests {
         })
         .expect("framing");
         assert_eq!(seen, vec![(b"UserTyping".to_vec(), Some(true)), (b"1".to_vec(), None)]);
+    }
+
+    #[test]
+    fn handshake_version_and_acks() {
+        let Message::Text(t) = Protocol::MessagePack.handshake(2) else { panic!("text") };
+        assert_eq!(t.as_str(), "{\"protocol\":\"messagepack\",\"version\":2}\u{1e}");
+        let Message::Text(t) = Protocol::Json.ack(1234) else { panic!("text") };
+        assert_eq!(t.as_str(), "{\"type\":8,\"sequenceId\":1234}\u{1e}");
+        let Message::Binary(b) = Protocol::MessagePack.ack(1234) else { panic!("binary") };
+        assert_eq!(&b[..], [0x05, 0x92, 0x08, 0xcd, 0x04, 0xd2], "[8, 1234], length-prefixed");
+    }
+
+    #[test]
+    fn only_types_one_to_five_are_sequenced() {
+        let json = |rec: &'static str| parse(Protocol::Json, rec.as_bytes()).is_sequenced();
+        assert!(json(r#"{"type":1,"target":"ReceiveMessage","arguments":[{}]}"#));
+        assert!(json(r#"{"type":1,"arguments":[]}"#), "an invocation without a target still counts");
+        assert!(json(r#"{"type":2,"invocationId":"1","item":1}"#));
+        assert!(json(r#"{"type":3,"invocationId":"1"}"#));
+        assert!(json(r#"{"type":4,"invocationId":"1","target":"S","arguments":[]}"#));
+        assert!(json(r#"{"type":5,"invocationId":"1"}"#));
+        for rec in [r#"{"type":6}"#, r#"{"type":7}"#, r#"{"type":8,"sequenceId":3}"#, r#"{"type":9,"sequenceId":1}"#] {
+            assert!(!json(rec), "{rec}");
+        }
+        let msgpack = |body: &[u8]| parse(Protocol::MessagePack, body).is_sequenced();
+        assert!(msgpack(&[0x95, 0x01, 0x80, 0xc0, 0xa1, b'T', 0x90]), "invocation without arguments");
+        assert!(msgpack(&[0x94, 0x03, 0x80, 0xa1, b'1', 0x02]), "void completion");
+        assert!(msgpack(&[0x93, 0x05, 0x80, 0xa1, b'1']), "cancel");
+        assert!(!msgpack(&[0x91, 0x06]), "ping");
+        assert!(!msgpack(&[0x92, 0x08, 0x03]), "ack");
+        assert!(!msgpack(&[0x92, 0x09, 0x01]), "sequence");
+        assert!(!msgpack(&[0xc1]), "garbage");
     }
 
     #[test]
