@@ -7,6 +7,13 @@ use super::registry::{Inner, Registry};
 use super::Payload;
 use crate::transport::outbox::{OutFrame, PushError};
 
+/// Largest fan-out whose frames the fan-out writes to idle sockets itself
+/// (one `send()` per delivery on its own thread, no task woken). Above it
+/// the connections' tasks write them: thousands of sends in a row on one
+/// thread cap a broadcast at what one core sends, where the tasks spread
+/// them over every core and batch the frames of a busy connection.
+pub(crate) const DIRECT_FANOUT_MAX: usize = 64;
+
 /// How many protocol encodings a frame can carry.
 pub(crate) const MAX_SLOTS: usize = 2;
 
@@ -84,15 +91,14 @@ impl Registry {
         let Some(members) = inner.members(hub, group, user) else {
             return report;
         };
+        let direct = members.len() <= DIRECT_FANOUT_MAX;
         for entry in members.values() {
             let Some(payload) = &frame.by_slot[entry.slot] else {
                 continue;
             };
-            match entry.outbox.try_push(OutFrame {
-                payload: payload.clone(),
-                droppable: frame.droppable,
-                sequenced: true,
-            }) {
+            let out = OutFrame { payload: payload.clone(), droppable: frame.droppable, sequenced: true };
+            let pushed = if direct { entry.outbox.try_push(out) } else { entry.outbox.try_push_batched(out) };
+            match pushed {
                 Ok(evicted) => {
                     report.queued += 1;
                     report.dropped += evicted;

@@ -180,6 +180,15 @@ impl State {
     }
 }
 
+/// Who writes a pushed frame to an attached socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// The pusher, at once, when nothing waits.
+    Now,
+    /// The connection's task, with whatever else is queued by then.
+    ByTask,
+}
+
 /// What writing an attached socket's queue came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flushed {
@@ -228,6 +237,18 @@ impl Outbox {
     /// when that is not enough the outbox is kicked as a slow consumer.
     /// Returns how many queued droppable frames were evicted.
     pub(crate) fn try_push(&self, frame: OutFrame) -> Result<usize, PushError> {
+        self.push(frame, Write::Now)
+    }
+
+    /// [`Outbox::try_push`] for one of many recipients of a large fan-out:
+    /// the frame is queued and the connection's task writes it, so the
+    /// sends spread over the runtime's threads and a connection that gets
+    /// frames faster than one at a time sends several in one `writev`.
+    pub(crate) fn try_push_batched(&self, frame: OutFrame) -> Result<usize, PushError> {
+        self.push(frame, Write::ByTask)
+    }
+
+    fn push(&self, frame: OutFrame, write: Write) -> Result<usize, PushError> {
         let mut s = self.lock();
         if s.ending || s.kicked.is_some() {
             return Err(PushError::Closed);
@@ -258,7 +279,7 @@ impl Outbox {
                 }
             }
         }
-        if s.queue.is_empty() && s.held.is_none() && !s.failed {
+        if write == Write::Now && s.queue.is_empty() && s.held.is_none() && !s.failed {
             if let Some(socket) = s.socket.clone() {
                 // The common case: nothing waits, so this frame goes to the
                 // socket now, without waking the connection's task.
