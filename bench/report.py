@@ -312,7 +312,7 @@ for label in sorted(R, key=order):
 print("```")
 print()
 
-for name, title in (("gaps.md", None), ("compare.md", None), ("roster.md", None), ("introspect.md", None), ("missed_updates.md", None)):
+for name, title in (("delivery.md", None), ("gaps.md", None), ("compare.md", None), ("roster.md", None), ("introspect.md", None), ("missed_updates.md", None)):
     path = os.path.join(HERE, name)
     if os.path.exists(path):
         with open(path) as f:
