@@ -41,6 +41,17 @@ pub(crate) enum Target<'a> {
     },
 }
 
+impl Target<'_> {
+    /// The hub, and the group or user it names (neither: every connection).
+    pub(crate) fn parts(&self) -> (usize, Option<&str>, Option<&str>) {
+        match *self {
+            Target::All { hub } => (hub, None, None),
+            Target::Group { hub, group } => (hub, Some(group), None),
+            Target::User { hub, user } => (hub, None, Some(user)),
+        }
+    }
+}
+
 /// One event, encoded once per protocol in use.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Frame {
@@ -82,11 +93,7 @@ impl Registry {
     }
 
     fn push_all(&self, inner: &Inner, target: Target<'_>, frame: &Frame) -> Delivery {
-        let (hub, group, user) = match target {
-            Target::All { hub } => (hub, None, None),
-            Target::Group { hub, group } => (hub, Some(group), None),
-            Target::User { hub, user } => (hub, None, Some(user)),
-        };
+        let (hub, group, user) = target.parts();
         let mut report = Delivery::default();
         let Some(members) = inner.members(hub, group, user) else {
             return report;
@@ -114,28 +121,14 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
+
     use std::sync::Arc;
 
     use super::*;
-    use crate::fanout::{ConnEntry, Outbox};
-    use crate::transport::outbox::Limits;
+    use crate::fanout::ConnEntry;
 
     fn conn(reg: &Registry, id: u64, user: Option<&str>) -> Arc<ConnEntry> {
-        let entry = Arc::new(ConnEntry {
-            id,
-            hub: 0,
-            user: user.map(Into::into),
-            slot: 0,
-            transport: "websockets",
-            outbox: Arc::new(Outbox::new(Limits { max_frames: 2, max_bytes: 1 << 20 })),
-            last_seen_ms: AtomicU64::new(0),
-            timeout_armed: false.into(),
-            expires_at_ms: None,
-            connection_id: uuid::Uuid::nil(),
-            since_ms: 0,
-            activity: Default::default(),
-        });
+        let entry = Arc::new(ConnEntry { slot: 0, transport: "websockets", ..ConnEntry::for_test(id, 0, user, 2) });
         reg.add(entry.clone());
         entry
     }

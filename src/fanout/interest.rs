@@ -15,11 +15,7 @@ impl Registry {
     /// nobody here: a join can never fall between the answer and the move.
     /// False (and nothing moves) when some connection would receive it.
     pub(crate) fn pass_if_unwatched(&self, target: Target<'_>, at: Option<(&Arc<str>, &str)>) -> bool {
-        let (hub, group, user) = match target {
-            Target::All { hub } => (hub, None, None),
-            Target::Group { hub, group } => (hub, Some(group), None),
-            Target::User { hub, user } => (hub, None, Some(user)),
-        };
+        let (hub, group, user) = target.parts();
         let inner = self.read();
         if inner.members(hub, group, user).is_some_and(|m| !m.is_empty()) {
             return false;
@@ -33,26 +29,12 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::fanout::{ConnEntry, Limits, Outbox};
+    use crate::fanout::ConnEntry;
 
     fn conn(reg: &Registry, id: u64, user: Option<&str>) {
-        reg.add(Arc::new(ConnEntry {
-            id,
-            hub: 0,
-            user: user.map(Into::into),
-            slot: 0,
-            transport: "websockets",
-            outbox: Arc::new(Outbox::new(Limits { max_frames: 2, max_bytes: 1 << 20 })),
-            last_seen_ms: AtomicU64::new(0),
-            timeout_armed: false.into(),
-            expires_at_ms: None,
-            connection_id: uuid::Uuid::nil(),
-            since_ms: 0,
-            activity: Default::default(),
-        }));
+        reg.add(Arc::new(ConnEntry { slot: 0, transport: "websockets", ..ConnEntry::for_test(id, 0, user, 2) }));
     }
 
     #[test]

@@ -127,27 +127,17 @@ fn page_of(members: &Members, after: Option<uuid::Uuid>, limit: usize) -> (Vec<C
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::fanout::Outbox;
-    use crate::transport::outbox::Limits;
 
     fn add(reg: &Registry, id: u64, hub: usize, user: Option<&str>, groups: &[&str]) -> uuid::Uuid {
         let connection_id = uuid::Uuid::new_v4();
         let entry = Arc::new(ConnEntry {
-            id,
-            hub,
-            user: user.map(Into::into),
             slot: 0,
             transport: "websockets",
-            outbox: Arc::new(Outbox::new(Limits { max_frames: 2, max_bytes: 1 << 20 })),
-            last_seen_ms: AtomicU64::new(0),
-            timeout_armed: false.into(),
-            expires_at_ms: None,
             connection_id,
             since_ms: 1_000 + id,
-            activity: Default::default(),
+            ..ConnEntry::for_test(id, hub, user, 2)
         });
         let groups: Vec<Box<str>> = groups.iter().map(|g| (*g).into()).collect();
         reg.add_with_groups(entry, &groups);

@@ -46,6 +46,28 @@ pub(crate) struct ConnEntry {
     pub activity: Activity,
 }
 
+#[cfg(test)]
+impl ConnEntry {
+    /// A JSON WebSocket connection of `hub` with an outbox of `max_frames`,
+    /// for tests; they override what they need with `..`.
+    pub(crate) fn for_test(id: ConnId, hub: usize, user: Option<&str>, max_frames: usize) -> ConnEntry {
+        ConnEntry {
+            id,
+            hub,
+            user: user.map(Into::into),
+            slot: 0,
+            transport: "websockets",
+            outbox: Arc::new(Outbox::new(crate::transport::outbox::Limits { max_frames, max_bytes: 1 << 20 })),
+            last_seen_ms: AtomicU64::new(0),
+            timeout_armed: false.into(),
+            expires_at_ms: None,
+            connection_id: uuid::Uuid::nil(),
+            since_ms: 0,
+            activity: Default::default(),
+        }
+    }
+}
+
 /// A connection's activity, for the inactivity timeout and away presence
 /// (CONTRACT section 15): pings are not activity, invocations are.
 #[derive(Debug, Default)]

@@ -8,7 +8,6 @@
 // which this machine's descriptor limit does not allow (bench/introspect.sh
 // measures the real thing where it does).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,18 +24,11 @@ fn instance() -> Local {
     let registry = Arc::new(Registry::new(1, 100));
     for id in 0..CONNECTIONS {
         let entry = Arc::new(ConnEntry {
-            id,
-            hub: 0,
-            user: Some(format!("user-{}", id % USERS).into()),
-            slot: 0,
-            transport: "websockets",
             outbox: Arc::new(Outbox::new(Limits { max_frames: 16, max_bytes: 1 << 16 })),
-            last_seen_ms: AtomicU64::new(0),
-            timeout_armed: false.into(),
-            expires_at_ms: None,
+            user: Some(format!("user-{}", id % USERS).into()),
             connection_id: uuid::Uuid::new_v4(),
             since_ms: 1_700_000_000_000 + id,
-            activity: Default::default(),
+            ..ConnEntry::for_test(id, 0, None, 16)
         });
         let groups: Vec<Box<str>> =
             vec![format!("room-{}", id % ROOMS).into(), format!("room-{}", (id * 7 + 1) % ROOMS).into()];

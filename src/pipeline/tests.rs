@@ -4,7 +4,6 @@
 //! system clock, which tokio's paused time does not move).
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,18 +65,9 @@ impl Rig {
     fn conn_in(&mut self, hub: usize, user: Option<&str>, groups: &[&str], protocol: Protocol) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(Limits { max_frames: 100, max_bytes: 1 << 20 }));
         let entry = Arc::new(ConnEntry {
-            id: self.next_conn,
-            hub,
-            user: user.map(Into::into),
-            slot: protocol.slot(),
-            transport: "websockets",
             outbox: outbox.clone(),
-            last_seen_ms: AtomicU64::new(0),
-            timeout_armed: false.into(),
-            expires_at_ms: None,
-            connection_id: uuid::Uuid::nil(),
-            since_ms: 0,
-            activity: Default::default(),
+            slot: protocol.slot(),
+            ..ConnEntry::for_test(self.next_conn, hub, user, 16)
         });
         self.next_conn += 1;
         let groups: Vec<Box<str>> = groups.iter().map(|g| Box::from(*g)).collect();

@@ -1,27 +1,11 @@
 //! The registry's bookkeeping: groups and users per hub, protocol slots,
 //! and the positions a connection enters and leaves fan-out at.
 
-use std::sync::atomic::AtomicU64;
-
 use super::*;
 use crate::fanout::{Frame, Payload, Target};
-use crate::transport::outbox::Limits;
 
 fn entry(id: ConnId, hub: usize, user: Option<&str>, slot: usize, transport: &'static str) -> Arc<ConnEntry> {
-    Arc::new(ConnEntry {
-        id,
-        hub,
-        user: user.map(Into::into),
-        slot,
-        transport,
-        outbox: Arc::new(Outbox::new(Limits { max_frames: 16, max_bytes: 1 << 20 })),
-        last_seen_ms: AtomicU64::new(0),
-        timeout_armed: false.into(),
-        expires_at_ms: None,
-        connection_id: uuid::Uuid::nil(),
-        since_ms: 0,
-        activity: Default::default(),
-    })
+    Arc::new(ConnEntry { slot, transport, ..ConnEntry::for_test(id, hub, user, 16) })
 }
 
 fn groups(names: &[&str]) -> Vec<Box<str>> {
