@@ -89,9 +89,10 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// Silence after which a client is dropped (`client_timeout_seconds`). Default 30.
     pub client_timeout: Duration,
-    /// Per-connection WebSocket read buffer (`ws_read_buffer_bytes`). Clients
-    /// send little (pings, joins), and most connections sit idle: a small
-    /// buffer is most of the per-connection memory saved. Default 512.
+    /// Bytes one WebSocket read takes from the socket at most
+    /// (`ws_read_buffer_bytes`). The buffer is made when the socket is
+    /// readable and freed once its bytes are parsed, so idle connections
+    /// hold none. Default 4096.
     pub ws_read_buffer_bytes: usize,
     /// Frames a connection's outbound queue holds (`outbox_max_frames`). Default 1024.
     pub outbox_max_frames: usize,
@@ -291,7 +292,7 @@ impl Config {
             handshake_timeout: r.seconds("handshake_timeout_seconds", 15, 1),
             keepalive: r.seconds("keepalive_seconds", 15, 1),
             client_timeout: r.seconds("client_timeout_seconds", 30, 2),
-            ws_read_buffer_bytes: r.count("ws_read_buffer_bytes", 512, 128, 1 << 20),
+            ws_read_buffer_bytes: r.count("ws_read_buffer_bytes", 4096, 128, 1 << 20),
             outbox_max_frames: r.count("outbox_max_frames", 1024, 4, 1 << 20),
             outbox_max_bytes: r.count("outbox_max_bytes", 1 << 20, 4096, 1 << 30),
             negotiate_timeout: r.seconds("negotiate_timeout_seconds", 30, 1),

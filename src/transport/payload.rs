@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_BINARY: u8 = 0x2;
 const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PONG: u8 = 0xA;
 /// FIN: every frame this server sends is a whole message.
 const FIN: u8 = 0x80;
 
@@ -57,11 +58,18 @@ impl Payload {
         Payload::framed(OPCODE_CLOSE, &code.to_be_bytes())
     }
 
-    /// Bytes the WebSocket layer framed itself (a Pong or the answer to the
-    /// client's Close): their message is their whole wire form, and they
-    /// only ever go to a WebSocket.
-    pub(crate) fn websocket_control(wire: Bytes) -> Payload {
-        Payload { wire, header: 0 }
+    /// The answer to the client's Close: its code echoed, or an empty
+    /// Close for one that had none (RFC 6455 section 5.5.1).
+    pub(crate) fn websocket_close_answer(code: Option<u16>) -> Payload {
+        match code {
+            Some(code) => Payload::websocket_close(code),
+            None => Payload::framed(OPCODE_CLOSE, &[]),
+        }
+    }
+
+    /// The Pong answering a client's Ping, with the Ping's bytes.
+    pub(crate) fn websocket_pong(data: &[u8]) -> Payload {
+        Payload::framed(OPCODE_PONG, data)
     }
 
     fn framed(opcode: u8, message: &[u8]) -> Payload {

@@ -1,31 +1,28 @@
 //! The WebSocket transport. Frames go out pre-framed ([`Payload::wire`]):
 //! on a plain TCP socket the outbox writes them itself, from whoever pushes
 //! them (one `send()` per delivery, no task woken), and the connection's
-//! task only reads client messages and finishes what the socket would not
+//! task only reads client frames and finishes what the socket would not
 //! take at once. Over TLS the task writes what the outbox queues.
-//! tungstenite reads and decodes client frames; what it writes itself
-//! (Pongs, the answer to a Close) goes through the outbox too, so frames
-//! are never interleaved.
+//! Client frames are parsed here ([`frames`]), so an idle connection holds
+//! no read buffer; what the WebSocket layer answers itself (a Pong, the
+//! answer to a Close) goes through the outbox too, so frames are never
+//! interleaved.
 
-use std::future::Future;
+mod frames;
+
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::Interest;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use self::frames::{ClientFrame, FrameError, FrameReader};
 use super::outbox::Flushed;
 use super::{End, Ended, Error, Flow, Kick, Outbox, Payload, Session};
 
@@ -46,7 +43,8 @@ const CLOSE_ERROR: u16 = 1011;
 /// WebSocket settings taken from the server configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WsSettings {
-    /// Read buffer per connection, in bytes (small: most connections idle).
+    /// Bytes one read takes from the socket at most: the buffer exists
+    /// only while a read is parsed, never while a connection waits.
     pub read_buffer_bytes: usize,
     /// Largest client hub message (a WebSocket message may carry several).
     pub max_message_bytes: usize,
@@ -113,27 +111,25 @@ pub(crate) async fn serve_websocket<S: Session>(
     outbox: &Outbox,
     settings: &WsSettings,
 ) -> Ended {
-    let (reader, mut writer) = match socket {
+    let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
+    let mut frames = FrameReader::new(limit);
+    let (source, mut writer) = match socket {
         WsSocket::Tcp { stream, early } => {
             outbox.attach(Some(stream.clone()), session.first_frames());
+            frames.feed(&std::mem::take(early));
             let stream: &TcpStream = stream;
-            (Reader::Tcp { stream, early: std::mem::take(early) }, Writer::Direct(stream))
+            (Source::Tcp(stream), Writer::Direct(stream))
         }
         WsSocket::Split { read, write } => {
             outbox.attach(None, session.first_frames());
-            (Reader::Split(read), Writer::Task(write))
+            (Source::Split(read), Writer::Task(write))
         }
     };
-    let ended = match websocket_layer(WsIo { reader, outbox }, settings) {
-        Some(mut ws) => serve(&mut ws, &mut writer, session, outbox, settings).await,
-        None => {
-            tracing::error!("the WebSocket layer did not start: connection closed");
-            Ended::WriteFailed
-        }
-    };
+    let mut client = ClientFrames { source, frames, chunk: settings.read_buffer_bytes };
+    let ended = serve(&mut client, &mut writer, session, outbox, settings).await;
     // A session handed to another instance ends with the socket dropped, no
     // close frame: that is what makes every client resume. A client that
-    // closed has had its Close answered by tungstenite already.
+    // closed has had its Close answered already.
     if !matches!(ended, Ended::Kicked(Kick::Handoff) | Ended::ByClient) {
         let code = if ended == Ended::WriteFailed { CLOSE_ERROR } else { CLOSE_NORMAL };
         outbox.push_final(Payload::websocket_close(code));
@@ -144,7 +140,7 @@ pub(crate) async fn serve_websocket<S: Session>(
 }
 
 async fn serve<S: Session>(
-    ws: &mut WebSocketStream<WsIo<'_>>,
+    client: &mut ClientFrames<'_>,
     writer: &mut Writer<'_>,
     session: &mut S,
     outbox: &Outbox,
@@ -155,15 +151,19 @@ async fn serve<S: Session>(
         return ended;
     }
     if !session.is_open() {
-        if let Some(ended) = Box::pin(until_open(ws, writer, session, outbox, settings)).await {
+        if let Some(ended) = Box::pin(until_open(client, writer, session, outbox, settings)).await {
             return ended;
         }
     }
     loop {
+        // Reading is cancel-safe: what a read took is in `client.frames`
+        // before the read returns, whichever branch wins.
         let step = tokio::select! {
             biased;
             _ = outbox.ready() => Box::pin(drain(writer, session, outbox, settings)).await,
-            msg = ws.next() => Box::pin(on_message(writer, session, outbox, settings, msg)).await,
+            frame = std::future::poll_fn(|cx| client.poll_next(cx)) => {
+                Box::pin(on_frame(writer, session, outbox, settings, frame)).await
+            }
         };
         if let Some(ended) = step {
             return ended;
@@ -171,29 +171,10 @@ async fn serve<S: Session>(
     }
 }
 
-/// Puts the WebSocket layer on the socket with this server's limits.
-/// Synchronous: tokio-tungstenite's `from_raw_socket` performs no I/O (there
-/// is no handshake to do) and is ready on its first poll. `None` if a future
-/// version of it ever is not.
-fn websocket_layer<'a>(io: WsIo<'a>, settings: &WsSettings) -> Option<WebSocketStream<WsIo<'a>>> {
-    let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(settings.read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
-    let start = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
-    let mut start = std::pin::pin!(start);
-    match start.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(ws) => Some(ws),
-        Poll::Pending => None,
-    }
-}
-
 /// The connection until its handshake is done, with the handshake's
 /// deadline; `Some` if it ended before that.
 async fn until_open<S: Session>(
-    ws: &mut WebSocketStream<WsIo<'_>>,
+    client: &mut ClientFrames<'_>,
     writer: &mut Writer<'_>,
     session: &mut S,
     outbox: &Outbox,
@@ -205,7 +186,9 @@ async fn until_open<S: Session>(
         let step = tokio::select! {
             biased;
             _ = outbox.ready() => drain(writer, session, outbox, settings).await,
-            msg = ws.next() => on_message(writer, session, outbox, settings, msg).await,
+            frame = std::future::poll_fn(|cx| client.poll_next(cx)) => {
+                on_frame(writer, session, outbox, settings, frame).await
+            }
             _ = &mut deadline => Some(kicked(writer, session, outbox, Kick::HandshakeTimeout, settings).await),
         };
         if step.is_some() {
@@ -231,22 +214,36 @@ async fn drain<S: Session>(
 }
 
 /// Handles what the client sent; `Some` when the connection ends with it.
-async fn on_message<S: Session>(
+async fn on_frame<S: Session>(
     writer: &mut Writer<'_>,
     session: &mut S,
     outbox: &Outbox,
     settings: &WsSettings,
-    msg: Option<Result<Message, WsError>>,
+    frame: Option<Result<ClientFrame, ReadError>>,
 ) -> Option<Ended> {
-    let flow = match msg {
-        Some(Ok(Message::Text(t))) => session.receive(t.as_bytes()).await,
-        Some(Ok(Message::Binary(b))) => session.receive(&b).await,
-        Some(Ok(Message::Close(_))) | None => return Some(Ended::ByClient),
-        Some(Ok(_)) => return None, // ping/pong: tungstenite answers pings itself
-        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+    let flow = match frame {
+        Some(Ok(ClientFrame::Message(message))) => session.receive(&message).await,
+        Some(Ok(ClientFrame::Ping(data))) => {
+            // Refused only once the connection is closing: nothing more goes then.
+            let _ = outbox.push_unsequenced(Payload::websocket_pong(&data));
+            return None;
+        }
+        Some(Ok(ClientFrame::Pong)) => return None,
+        Some(Ok(ClientFrame::Close(code))) => {
+            // The closing handshake: the client's code echoed (section 5.5.1).
+            send_last(writer, outbox, settings, Payload::websocket_close_answer(code)).await;
+            return Some(Ended::ByClient);
+        }
+        None => return Some(Ended::ByClient),
+        Some(Err(ReadError::Frame(FrameError::TooLong { .. }))) => {
             return Some(kicked(writer, session, outbox, Kick::MessageTooLarge, settings).await);
         }
-        Some(Err(e)) => {
+        Some(Err(ReadError::Frame(e))) => {
+            tracing::debug!(error = %e, "websocket frame refused: connection closed");
+            send_last(writer, outbox, settings, Payload::websocket_close(e.close_code())).await;
+            return Some(Ended::ByClient);
+        }
+        Some(Err(ReadError::Io(e))) => {
             tracing::debug!(error = %e, "websocket read failed");
             return Some(Ended::ByClient);
         }
@@ -255,6 +252,14 @@ async fn on_message<S: Session>(
         outbox.finish();
     }
     None
+}
+
+/// Sends a frame of the WebSocket layer's own after which the connection
+/// ends (the answer to the client's Close, or a Close for broken framing),
+/// within a second.
+async fn send_last(writer: &mut Writer<'_>, outbox: &Outbox, settings: &WsSettings, frame: Payload) {
+    let _ = outbox.push_unsequenced(frame);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_out(outbox, settings)).await;
 }
 
 /// Sends the session's Close for `why`, within the write limit, and ends.
@@ -316,76 +321,88 @@ impl Writer<'_> {
     }
 }
 
-/// What tungstenite reads from and writes to.
-enum Reader<'a> {
-    /// The shared TCP socket, after the bytes the HTTP layer read ahead.
-    Tcp { stream: &'a TcpStream, early: Bytes },
+/// Why no frame came from the client.
+#[derive(Debug)]
+enum ReadError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The bytes were not a valid client frame.
+    Frame(FrameError),
+}
+
+/// Where the client's bytes come from.
+enum Source<'a> {
+    /// The shared TCP socket.
+    Tcp(&'a TcpStream),
     /// The reading half of anything else.
     Split(&'a mut ReadHalf<TokioIo<Upgraded>>),
 }
 
-/// The socket as tungstenite sees it: reads come from the socket, writes
-/// (tungstenite's own control frames) join the outbox's queue, so they
-/// never tear a frame the outbox is writing.
-struct WsIo<'a> {
-    reader: Reader<'a>,
-    outbox: &'a Outbox,
+/// The client's side of the connection: its socket and the frames its
+/// bytes make.
+struct ClientFrames<'a> {
+    source: Source<'a>,
+    frames: FrameReader,
+    /// Bytes one read takes at most.
+    chunk: usize,
 }
 
-impl AsyncRead for WsIo<'_> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().reader {
-            Reader::Tcp { stream, early } => {
-                if !early.is_empty() {
-                    let n = early.len().min(buf.remaining());
-                    buf.put_slice(&early.split_to(n));
-                    return Poll::Ready(Ok(()));
-                }
-                loop {
-                    ready!(stream.poll_read_ready(cx))?;
-                    let room = buf.remaining();
-                    let unfilled = buf.initialize_unfilled();
-                    let mut short = None;
-                    // A short read drained the socket (epoll is edge-triggered),
-                    // so its readiness is forgotten at once, as tokio's own reads
-                    // do, instead of learnt from one more read that fails. It is
-                    // reported as WouldBlock from inside `try_io`, which clears
-                    // only the readiness seen before the read: data arriving
-                    // after it keeps the socket readable.
-                    let result = stream.try_io(Interest::READABLE, || {
-                        let n = stream.try_read(unfilled)?;
-                        if n > 0 && n < room {
-                            short = Some(n);
-                            return Err(io::ErrorKind::WouldBlock.into());
-                        }
-                        Ok(n)
-                    });
-                    let n = match (result, short) {
-                        (_, Some(n)) | (Ok(n), None) => n,
-                        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        (Err(e), None) => return Poll::Ready(Err(e)),
-                    };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
+impl ClientFrames<'_> {
+    /// The client's next frame; `None` once it closed the socket. A read
+    /// buffer exists only from the moment the socket is readable until
+    /// what it held is parsed: a waiting connection holds none.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, ReadError>>> {
+        loop {
+            match self.frames.next_frame() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(ReadError::Frame(e)))),
             }
-            Reader::Split(read) => Pin::new(&mut **read).poll_read(cx, buf),
+            match ready!(self.poll_read(cx)) {
+                Ok(0) => return Poll::Ready(None),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(ReadError::Io(e)))),
+            }
         }
     }
-}
 
-impl AsyncWrite for WsIo<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        // Refused only once the connection is closing: nothing more goes then.
-        let _ = self.outbox.push_unsequenced(Payload::websocket_control(Bytes::copy_from_slice(buf)));
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Reads what the socket has into the frame reader: the byte count,
+    /// 0 at the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match &mut self.source {
+            Source::Tcp(stream) => loop {
+                ready!(stream.poll_read_ready(cx))?;
+                let buf = self.frames.buffer(self.chunk);
+                let room = buf.capacity() - buf.len();
+                let mut short = None;
+                // A short read drained the socket (epoll is edge-triggered),
+                // so its readiness is forgotten at once, as tokio's own reads
+                // do, instead of learnt from one more read that fails. It is
+                // reported as WouldBlock from inside `try_io`, which clears
+                // only the readiness seen before the read: data arriving
+                // after it keeps the socket readable.
+                let result = stream.try_io(Interest::READABLE, || {
+                    let n = stream.try_read_buf(buf)?;
+                    if n > 0 && n < room {
+                        short = Some(n);
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (result, short) {
+                    (_, Some(n)) | (Ok(n), None) => return Poll::Ready(Ok(n)),
+                    (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => self.frames.release(),
+                    (Err(e), None) => return Poll::Ready(Err(e)),
+                }
+            },
+            Source::Split(read) => {
+                let buf = self.frames.buffer(self.chunk);
+                let polled = tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut **read), cx, buf);
+                if polled.is_pending() {
+                    self.frames.release();
+                }
+                polled
+            }
+        }
     }
 }
