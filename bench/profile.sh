@@ -7,7 +7,9 @@
 # TOOL:
 #   callgrind  CPU by function (user space), instrumented only during the
 #              load generator's window: callgrind_annotate, inclusive and self
-#   strace     system calls per delivery (counts and time, all threads)
+#   strace     system calls per delivery (counts and time, all threads), for
+#              STRACE_SECONDS (default 6) from the window's start: keep the
+#              generator's --duration longer
 #   massif     heap by allocation site at the peak (ms_print)
 #   perf       perf record -g (only where `perf stat -e instructions true` works)
 #
@@ -68,15 +70,15 @@ say "window open"
 case $TOOL in
   callgrind) callgrind_control -i on "$SPID" >/dev/null ;;
   strace)
+    # Counted for STRACE_SECONDS inside the window, not up to the generator's
+    # end: its clients closing would be counted as if they were deliveries'.
     DELIVERED_BEFORE=$(delivered)
-    timeout -s INT 600 strace -c -f -p "$SPID" -o "$OUT/strace.txt" & STRACE=$! ;;
+    timeout -s INT "${STRACE_SECONDS:-6}" strace -c -f -p "$SPID" -o "$OUT/strace.txt" || true
+    DELIVERED_AFTER=$(delivered) ;;
 esac
 wait "$LG" || true
 case $TOOL in
   callgrind) callgrind_control -i off "$SPID" >/dev/null; callgrind_control -d "$SPID" >/dev/null ;;
-  strace)
-    kill -INT "$STRACE" 2>/dev/null || true; wait "$STRACE" 2>/dev/null || true
-    DELIVERED_AFTER=$(delivered) ;;
 esac
 kill -TERM "$SPID" 2>/dev/null || true
 for ((i = 0; i < 300; i++)); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done

@@ -30,6 +30,16 @@ pub(super) enum Note {
 /// Most entries settled in one round trip.
 const BATCH: usize = 512;
 
+/// How long settled entries wait for others to share their XACK. Events
+/// arrive one at a time at a steady rate: acknowledging each at once costs
+/// a round trip to Redis and a wake-up of this task per event (measured:
+/// about 4 system calls, 0.4 per delivery at ten recipients an event). A
+/// few milliseconds later, one XACK covers every entry settled meanwhile.
+/// Nothing waits on it: deliveries have gone, and an entry acknowledged a
+/// little later is at most delivered again after a crash, which the
+/// idempotency window hides.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Runs until every sender is gone (readers stopped, every ack resolved or
 /// dropped), so acknowledgements finish during shutdown. It gets only what
 /// it uses: the group, the dead-letter cap and the metrics.
@@ -43,6 +53,15 @@ pub(super) async fn run(
     let mut kept = Kept::default();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if batch.len() < BATCH && !rx.is_closed() {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(note) => batch.push(note),
+                    Err(_) => break,
+                }
+            }
+        }
         // One command per key, so the same code works on a Redis Cluster
         // (a stream and its dead-letter stream live in different slots).
         // A dead letter is written before its entry is acknowledged; if the
