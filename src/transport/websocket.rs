@@ -111,21 +111,7 @@ pub(crate) async fn serve_websocket<S: Session>(
     outbox: &Outbox,
     settings: &WsSettings,
 ) -> Ended {
-    let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
-    let mut frames = FrameReader::new(limit);
-    let (source, mut writer) = match socket {
-        WsSocket::Tcp { stream, early } => {
-            outbox.attach(Some(stream.clone()), session.first_frames());
-            frames.feed(&std::mem::take(early));
-            let stream: &TcpStream = stream;
-            (Source::Tcp(stream), Writer::Direct(stream))
-        }
-        WsSocket::Split { read, write } => {
-            outbox.attach(None, session.first_frames());
-            (Source::Split(read), Writer::Task(write))
-        }
-    };
-    let mut client = ClientFrames { source, frames, chunk: settings.read_buffer_bytes };
+    let (mut client, mut writer) = ClientFrames::attach(socket, session, outbox, settings);
     let ended = serve(&mut client, &mut writer, session, outbox, settings).await;
     // A session handed to another instance ends with the socket dropped, no
     // close frame: that is what makes every client resume. A client that
@@ -347,7 +333,33 @@ struct ClientFrames<'a> {
     chunk: usize,
 }
 
-impl ClientFrames<'_> {
+impl<'a> ClientFrames<'a> {
+    /// Gives the outbox the socket (and the session's first frames) and
+    /// takes the socket's reading side. A plain function, so that nothing
+    /// of it stays in the connection's future but its result.
+    fn attach<S: Session>(
+        socket: &'a mut WsSocket,
+        session: &mut S,
+        outbox: &Outbox,
+        settings: &WsSettings,
+    ) -> (ClientFrames<'a>, Writer<'a>) {
+        let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
+        let mut frames = FrameReader::new(limit);
+        let (source, writer) = match socket {
+            WsSocket::Tcp { stream, early } => {
+                outbox.attach(Some(stream.clone()), session.first_frames());
+                frames.feed(&std::mem::take(early));
+                let stream: &TcpStream = stream;
+                (Source::Tcp(stream), Writer::Direct(stream))
+            }
+            WsSocket::Split { read, write } => {
+                outbox.attach(None, session.first_frames());
+                (Source::Split(read), Writer::Task(write))
+            }
+        };
+        (ClientFrames { source, frames, chunk: settings.read_buffer_bytes }, writer)
+    }
+
     /// The client's next frame; `None` once it closed the socket. A read
     /// buffer exists only from the moment the socket is readable until
     /// what it held is parsed: a waiting connection holds none.
