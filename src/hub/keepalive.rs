@@ -147,6 +147,9 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         // registers the keep-alive only for transports without an inherent
         // one), and a ping would only end each poll early.
         let ping = |entry: &ConnEntry| {
+            if window.contains(schedule.phase(entry.id)) {
+                entry.outbox.shrink();
+            }
             if entry.transport == "longpolling" {
                 return;
             }
