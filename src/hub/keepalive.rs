@@ -1,16 +1,27 @@
-//! One shared tick for every connection: pings each one once per keep-alive
-//! interval, spread over the interval rather than all at once, and once a
-//! second drops those silent past the client timeout (once they have sent a
-//! Ping: ASP.NET Core starts the client timeout there). No timer per
-//! connection.
+//! One shared tick for every connection: pings each idle one once per
+//! keep-alive interval, spread over the interval rather than all at once,
+//! and once a second drops those silent past the client timeout (once they
+//! have sent a Ping: ASP.NET Core starts the client timeout there). No timer
+//! per connection.
 //!
-//! Each connection has a fixed phase in the interval (a hash of its id);
-//! a tick pings the connections whose phase the clock passed since the
-//! previous tick. So the tick may be short when there are many connections
-//! (a short burst of sends per tick: at 10,000 connections a whole second's
-//! share, 667 sends, held deliveries behind it for milliseconds) and long
-//! when there are few (an idle sidecar wakes once a second), and every
-//! connection is still pinged exactly once per interval.
+//! Each connection has fixed checkpoints in the interval
+//! ([`CHECKS_PER_INTERVAL`] of them, evenly spaced from a phase that is a
+//! hash of its id); a tick checks the connections whose checkpoints the
+//! clock passed since the previous tick. So the tick may be short when
+//! there are many connections (a short burst of sends per tick: at 10,000
+//! connections a whole second's share, 667 sends, held deliveries behind it
+//! for milliseconds) and long when there are few (an idle sidecar wakes
+//! once a second).
+//!
+//! As ASP.NET Core's `HubConnectionContext.KeepAliveTick`, a connection is
+//! pinged only when it was sent nothing for an interval: one that gets a
+//! frame at least once per interval is never pinged (no needless write and
+//! system call), an idle one is pinged exactly once per interval. Nothing
+//! is timed per delivery: the outbox only notes that a frame was queued
+//! since the last checkpoint. The client then waits at most an interval, a
+//! checkpoint's gap and a tick for a frame (19.75 s with the defaults,
+//! against the official clients' 30 s server timeout); with one checkpoint
+//! per interval it would be two intervals, the server timeout itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +40,8 @@ const PINGS_PER_TICK: u64 = 64;
 /// Bounds of the tick.
 const MIN_TICK_MS: u64 = 100;
 const MAX_TICK_MS: u64 = 1000;
+/// Keep-alive checkpoints of a connection per interval (see the module doc).
+const CHECKS_PER_INTERVAL: u8 = 4;
 /// Expiry and timeouts are checked this often.
 const CHECK_EVERY_MS: u64 = 1000;
 
@@ -53,10 +66,17 @@ impl Schedule {
         Schedule { interval_ms: (interval.as_millis() as u64).max(1), last_ms: now_ms }
     }
 
-    /// How long to wait before the next tick with `connections` open.
+    /// How long to wait before the next tick with `connections` open:
+    /// never longer than the gap between checkpoints, or a frame sent just
+    /// after one would be noticed a tick late.
     fn tick(&self, connections: usize) -> Duration {
         let ms = self.interval_ms.saturating_mul(PINGS_PER_TICK) / (connections as u64).max(1);
-        Duration::from_millis(ms.clamp(MIN_TICK_MS, MAX_TICK_MS.min(self.interval_ms)))
+        let longest = MAX_TICK_MS.min(self.checkpoint_gap()).max(1);
+        Duration::from_millis(ms.min(longest).max(MIN_TICK_MS.min(longest)))
+    }
+
+    fn checkpoint_gap(&self) -> u64 {
+        self.interval_ms / u64::from(CHECKS_PER_INTERVAL)
     }
 
     /// The phases passed since the previous call.
@@ -75,6 +95,17 @@ impl Schedule {
     /// connections opened together are spread out.
     fn phase(&self, id: u64) -> u64 {
         id.wrapping_mul(0x9e37_79b9_7f4a_7c15) % self.interval_ms
+    }
+
+    /// How many of a connection's checkpoints `window` passed.
+    fn checks(&self, id: u64, window: &Window) -> u8 {
+        if window.all {
+            return CHECKS_PER_INTERVAL;
+        }
+        let phase = self.phase(id);
+        (0..u64::from(CHECKS_PER_INTERVAL))
+            .map(|j| u8::from(window.contains((phase + j * self.checkpoint_gap()) % self.interval_ms)))
+            .sum()
     }
 }
 
@@ -116,9 +147,16 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         // registers the keep-alive only for transports without an inherent
         // one), and a ping would only end each poll early.
         let ping = |entry: &ConnEntry| {
-            if entry.transport != "longpolling" && window.contains(schedule.phase(entry.id)) {
+            if window.contains(schedule.phase(entry.id)) {
+                entry.outbox.shrink();
+            }
+            if entry.transport == "longpolling" {
+                return;
+            }
+            let checks = schedule.checks(entry.id, &window);
+            if checks > 0 && entry.outbox.keepalive_due(checks, CHECKS_PER_INTERVAL) {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
-                    let _ = entry.outbox.push_unsequenced(ping.clone());
+                    entry.outbox.push_ping(ping.clone());
                 }
             }
         };
@@ -193,8 +231,24 @@ mod tests {
         assert_eq!(s.tick(10), Duration::from_secs(1));
         assert_eq!(s.tick(10_000), Duration::from_millis(100));
         assert_eq!(s.tick(2_000), Duration::from_millis(480));
-        // Never longer than the interval itself.
-        assert_eq!(Schedule::new(Duration::from_millis(500), 0).tick(1), Duration::from_millis(500));
+        // Never longer than the gap between a connection's checkpoints.
+        assert_eq!(Schedule::new(Duration::from_secs(2), 0).tick(1), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn every_checkpoint_of_every_connection_passes_once_per_interval() {
+        let mut s = Schedule::new(Duration::from_secs(15), 1_000_000);
+        let mut checks = vec![0u32; 1000];
+        let mut now = 1_000_000;
+        for step in [100, 1000, 250, 150, 1000, 2500].iter().cycle().take(18) {
+            now += step;
+            let w = s.advance(now);
+            for (id, n) in checks.iter_mut().enumerate() {
+                *n += u32::from(s.checks(id as u64, &w));
+            }
+        }
+        let each = u32::from(CHECKS_PER_INTERVAL);
+        assert!(checks.iter().all(|&n| n == each), "{each} checkpoints each: {checks:?}");
     }
 
     #[test]

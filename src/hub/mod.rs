@@ -12,6 +12,7 @@
 //! - `missed`: joins that replay what their client missed (CONTRACT 15);
 //! - `activity`, `participants`: inactivity, idleness for away presence,
 //!   participant counts (CONTRACT 15);
+//! - `labels`: each hub's metric label values, shared by its sessions;
 //! - `keepalive`, `presence`, `tokens`, `reconnect`, `authorize`, `limits`.
 
 mod activity;
@@ -24,6 +25,7 @@ mod error;
 mod handoff;
 mod invocation;
 mod keepalive;
+mod labels;
 mod limits;
 mod missed;
 mod participants;
@@ -45,6 +47,7 @@ pub(crate) use handoff::{
     take_over, Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore,
 };
 pub(crate) use keepalive::run_keepalive;
+pub(crate) use labels::HubLabels;
 pub(crate) use limits::RateLimiter;
 pub(crate) use missed::{NotRecovered, RoomHistory};
 pub(crate) use participants::run_participants;

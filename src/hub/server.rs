@@ -82,6 +82,8 @@ pub(crate) struct Hubs {
     pub publisher: Publisher,
     /// Metric handles.
     pub metrics: Arc<Metrics>,
+    /// Each hub's label values, shared by all its sessions' series.
+    pub labels: super::HubLabels,
     /// Limits and timings.
     pub settings: HubSettings,
     /// Negotiated connection tokens.
@@ -132,6 +134,7 @@ impl Hubs {
             RateLimiter::new(f64::from(limits.connections_per_ip_per_second), limits.connection_burst_per_ip);
         Hubs {
             activity: super::Activity::new(&routes),
+            labels: super::HubLabels::new(&routes),
             routes,
             registry,
             publisher,

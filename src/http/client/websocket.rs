@@ -46,10 +46,20 @@ pub(super) async fn upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hubs = state.hubs.clone();
+    // The upgrade waits in a task of its own, which spawns the connection's
+    // task once it has the socket, and ends. Tokio sizes a task's cell for
+    // its future's largest state, for the task's life: one task awaiting the
+    // upgrade and then the connection kept everything the upgrade needed
+    // (the upgrade handle, the hub context, the token, the identity: a
+    // 240 B future, a 384 B cell) for as long as the connection lived. The
+    // connection's own task is the boxed `ConnectionTask`, 16 B: a 128 B cell.
+    let tasks = state.tasks.clone();
     match (parked, attached) {
         (Some(session), _) => state.tasks.spawn(async move {
             match on_upgrade.await.map(transport::websocket_socket) {
-                Ok(ws) => hub::resume_websocket(hubs, session, ws).await,
+                Ok(ws) => {
+                    tasks.spawn(hub::resume_websocket(hubs, session, ws));
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");
                     session.finish(transport::Ended::ByClient).await;
@@ -63,7 +73,7 @@ pub(super) async fn upgrade(
                 match on_upgrade.await.map(transport::websocket_socket) {
                     Ok(ws) => {
                         let start = hub::Start { hub: hub_id, negotiated, token, identity };
-                        hub::run(hubs, start, hub::Carrier::WebSocket(ws)).await
+                        tasks.spawn(hub::run(hubs, start, hub::Carrier::WebSocket(ws)));
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "websocket upgrade failed");

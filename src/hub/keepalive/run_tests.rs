@@ -10,7 +10,7 @@ use super::run_keepalive;
 use crate::hub::testkit::{handshake, kit, record, texts, user, Kit, CHAT};
 use crate::hub::{HubSession, Identity};
 use crate::telemetry::labels::Transport;
-use crate::transport::{Kick, Session};
+use crate::transport::{Kick, Payload, Session};
 
 const PING: &str = "{\"type\":6}";
 
@@ -63,9 +63,16 @@ async fn with_the_default_interval_every_connection_is_pinged_once_in_15_seconds
     let mut polling = k.session(CHAT, Transport::LongPolling, false);
     handshake(&mut polling).await;
     let (stop, _task) = start(&k);
-    sleep_ms(15_050).await;
+    // The handshake answer was sent at 0: the first ping comes an interval
+    // after it, by its first checkpoint past 15 s (a quarter interval, 3.75 s).
+    sleep_ms(14_950).await;
+    assert!(sessions.iter().all(|s| pings(s) == 0), "nothing before an interval without frames");
+    sleep_ms(4_850).await;
     let counts: Vec<usize> = sessions.iter().map(pings).collect();
     assert!(counts.iter().all(|&n| n == 1), "spread over the interval, once each: {counts:?}");
+    sleep_ms(15_000).await;
+    let counts: Vec<usize> = sessions.iter().map(pings).collect();
+    assert!(counts.iter().all(|&n| n == 1), "then once per interval: {counts:?}");
     assert_eq!(pings(&polling), 0, "Long Polling's polls keep it alive; a ping would only end a poll early");
     stop.cancel();
 }
@@ -127,5 +134,51 @@ async fn an_expired_token_closes_its_connection_at_the_next_check() {
     sleep_ms(1_100).await;
     assert_eq!(a.outbox().kicked(), Some(Kick::TokenExpired));
     assert_eq!(b.outbox().kicked(), None);
+    stop.cancel();
+}
+
+/// Pings seen in `outbox` until a ping arrives, stepping 10 ms at a time;
+/// returns how long that took (at most `limit_ms`).
+async fn until_pinged(s: &HubSession, limit_ms: u64) -> Option<u64> {
+    for waited in (10..=limit_ms).step_by(10) {
+        sleep_ms(10).await;
+        if pings(s) > 0 {
+            return Some(waited);
+        }
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_sent_something_every_interval_is_not_pinged_and_an_idle_one_is_once_per_interval() {
+    let k = fast();
+    let busy = k.open(false).await;
+    let idle = k.open(false).await;
+    let (stop, _task) = start(&k);
+    sleep_ms(1_500).await;
+    let (busy_before, idle_before) = (pings(&busy), pings(&idle));
+    for _ in 0..10 {
+        busy.outbox().push_critical(Payload::text("{\"type\":1}\u{1e}".into())).expect("room");
+        sleep_ms(900).await; // a frame more often than the 1 s interval
+    }
+    assert_eq!(pings(&busy), 0, "no ping while frames flow");
+    assert_eq!(pings(&idle), 9, "once per interval for the 9 s");
+    assert!(busy_before <= 1 && idle_before <= 1, "before: {busy_before}, {idle_before}");
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_its_last_frame_a_connection_is_pinged_within_an_interval_and_a_checkpoint() {
+    let k = fast();
+    let s = k.open(false).await;
+    let (stop, _task) = start(&k);
+    for start_ms in [2_330, 1_070, 1_610] {
+        sleep_ms(start_ms).await;
+        pings(&s);
+        s.outbox().push_critical(Payload::text("{\"type\":1}\u{1e}".into())).expect("room");
+        let waited = until_pinged(&s, 3_000).await.expect("pinged");
+        // An interval (1 s), at most a checkpoint (250 ms) and a tick (250 ms) more.
+        assert!((1_000..=1_500).contains(&waited), "pinged {waited} ms after the frame");
+    }
     stop.cancel();
 }

@@ -150,3 +150,26 @@ async fn frames_of_a_socket_that_failed_do_not_reach_the_next_one() {
     assert!(queued.iter().all(|p| !p.wire().starts_with(b"\x88") && p.as_bytes() != b"ping"), "{queued:?}");
     assert_eq!(sent.len() + queued.len(), n, "every event is resent or still queued");
 }
+
+#[tokio::test]
+async fn an_empty_queue_gives_its_memory_back_unless_a_hold_waits() {
+    let (server, mut client) = pair().await;
+    let o = attached(&server);
+    let p = Payload::text("{\"type\":1}\u{1e}".into());
+    o.push_critical(p.clone()).expect("room");
+    read_exactly(&mut client, p.wire().len()).await;
+    assert!(o.is_empty() && o.capacity() >= 4, "written at once, through the queue: {}", o.capacity());
+    o.shrink();
+    assert_eq!(o.capacity(), 0);
+    o.push_ping(p.clone());
+    read_exactly(&mut client, p.wire().len()).await;
+    assert_eq!(o.capacity(), 0, "a ping gives it back at once");
+    o.push_critical(p.clone()).expect("room");
+    read_exactly(&mut client, p.wire().len()).await;
+    o.hold();
+    o.shrink();
+    assert!(o.capacity() > 0, "kept while a hold waits");
+    o.release(Vec::new());
+    o.shrink();
+    assert_eq!(o.capacity(), 0);
+}
