@@ -160,6 +160,44 @@ impl State {
         }
     }
 
+    /// Writes one frame to the socket while the queue is empty: queued only
+    /// if the socket did not take all of it (the rest goes first later), or
+    /// if the write failed (a stateful session resends it after a resume).
+    fn write_alone(&mut self, socket: &TcpStream, frame: OutFrame) -> Flushed {
+        debug_assert!(self.queue.is_empty() && self.front_written == 0);
+        let wire = frame.payload.wire();
+        let result = loop {
+            match socket.try_write(wire) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match result {
+            Ok(n) if n == wire.len() => {
+                self.record(&frame);
+                return Flushed::Done(self.end());
+            }
+            Ok(n) => {
+                if n > 0 {
+                    self.record(&frame);
+                }
+                self.front_written = n;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                self.failed = true;
+            }
+        }
+        self.bytes += frame.payload.len();
+        self.queue.push_back(frame);
+        if self.failed {
+            Flushed::Failed
+        } else {
+            Flushed::Blocked
+        }
+    }
+
     /// Moves the queue past `written` bytes the socket took.
     fn consume(&mut self, mut written: usize) {
         while written > 0 {
@@ -296,11 +334,11 @@ impl Outbox {
         if write == Write::Now && s.queue.is_empty() && s.held.is_none() && !s.failed {
             if let Some(socket) = s.socket.clone() {
                 // The common case: nothing waits, so this frame goes to the
-                // socket now, without waking the connection's task.
-                s.bytes += len;
-                s.queue.push_back(frame);
+                // socket now, without waking the connection's task, and
+                // without passing through the queue (which would keep its
+                // memory for the connection's life).
                 s.sent = true;
-                match s.write_queue(&socket) {
+                match s.write_alone(&socket, frame) {
                     Flushed::Done(_) => return Ok(evicted),
                     Flushed::Blocked | Flushed::Failed => {
                         drop(s);
