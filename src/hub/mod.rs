@@ -48,7 +48,7 @@ pub(crate) use handoff::{
 };
 pub(crate) use keepalive::run_keepalive;
 pub(crate) use labels::HubLabels;
-pub(crate) use limits::RateLimiter;
+pub(crate) use limits::{Bucket, RateLimiter};
 pub(crate) use missed::{NotRecovered, RoomHistory};
 pub(crate) use participants::run_participants;
 pub(crate) use presence::run_presence;

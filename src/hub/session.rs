@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::Instrument;
 
+use super::Bucket;
 use crate::codec::{
     CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol, RECORD_SEPARATOR,
 };
@@ -57,6 +58,9 @@ pub(crate) struct HubSession {
     /// Set when a parked session gets a new WebSocket: the first frames
     /// written are a Sequence and the unacknowledged messages.
     resuming: bool,
+    /// The invocation budget of a connection without authentication (one
+    /// with a user shares its user's, in the limiter).
+    own_budget: Option<Bucket>,
 }
 
 impl HubSession {
@@ -81,6 +85,7 @@ impl HubSession {
             stateful,
             incoming: Incoming::default(),
             resuming: false,
+            own_budget: None,
             conn: hubs.next_conn_id(),
             outbox: Arc::new(Outbox::new(hubs.settings.outbox)),
             entry: None,
@@ -397,12 +402,11 @@ impl HubSession {
 
     /// Takes one invocation from the caller's budget (its user's, or its
     /// own without authentication).
-    fn within_rate(&self) -> bool {
-        let key: Arc<str> = match &self.identity.user_id {
-            Some(u) => u.clone(),
-            None => Arc::from(self.connection_id.as_str()),
+    fn within_rate(&mut self) -> bool {
+        let ok = match &self.identity.user_id {
+            Some(user) => self.hubs.invocation_limiter.allow(user),
+            None => self.hubs.invocation_limiter.allow_own(&mut self.own_budget),
         };
-        let ok = self.hubs.invocation_limiter.allow(&key);
         if !ok {
             self.hubs.metrics.limited.get(Limit::Invocations).inc();
         }
