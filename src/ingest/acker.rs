@@ -67,6 +67,11 @@ pub(super) async fn run(
         // A dead letter is written before its entry is acknowledged; if the
         // write fails the entry stays pending and is claimed again later.
         let mut acks: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        // Entries settle in the order their fate is known (an entry that is
+        // not JSON at intake, a schema failure later in the pipeline): every
+        // read first, then the settled ones in stream order, so dead letters
+        // keep their entries' order within a batch.
+        batch.sort_by(|a, b| note_order(a).cmp(&note_order(b)));
         for note in batch.drain(..) {
             let (stream, id, outcome) = match note {
                 Note::Read { stream, id, fields } => {
@@ -113,6 +118,19 @@ pub(super) async fn run(
         }
     }
     tracing::info!("acknowledgements finished");
+}
+
+/// Where a note goes in a batch: reads in arrival order (the sort is
+/// stable), then settlements by stream and entry id (`ms-seq`, compared as
+/// numbers; an id that is not one sorts last, by text).
+fn note_order(note: &Note) -> (bool, &str, (u64, u64), &str) {
+    match note {
+        Note::Read { .. } => (false, "", (0, 0), ""),
+        Note::Settled { stream, id, .. } => {
+            let numeric = id.split_once('-').and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+            (true, stream, numeric.unwrap_or((u64::MAX, u64::MAX)), id)
+        }
+    }
 }
 
 /// The fields of the entries in flight, by stream and entry id, with how
