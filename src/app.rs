@@ -27,6 +27,8 @@ use crate::pipeline::{self, Pipeline};
 use crate::presence::{Presence, RedisPresence};
 use crate::telemetry::Metrics;
 
+mod lane;
+
 /// How long a drained instance's stateful session waits in Redis for its
 /// client (who resumes at once) before it is forgotten.
 const SESSION_HANDOFF_TTL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -70,6 +72,9 @@ pub async fn run_with(
     let registry = Arc::new(Registry::new(routes.hubs.len(), config.delivery.max_groups_per_connection));
     let readiness = Arc::new(Readiness::default());
     let tasks = TaskTracker::new();
+    // Runs the tasks every event goes through (lane.rs); stopped when this
+    // function returns, after every task it owns has finished.
+    let lane = lane::Lane::start().context("starting the event lane's thread")?;
 
     let (input, input_rx) = pipeline::channel(config.delivery.ingest_queue_capacity);
     let publisher = match &config.redis {
@@ -162,7 +167,7 @@ pub async fn run_with(
         let history = history.clone();
         tasks.spawn(async move { history.run_writer().await });
     }
-    let pipeline_task = tokio::spawn(pipeline.run(input_rx, pipeline_stop.clone()));
+    let pipeline_task = lane.handle().spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
     let presence = match &config.redis {
         Some(redis) => {
@@ -248,19 +253,19 @@ pub async fn run_with(
     ));
 
     if let Some(redis) = &config.redis {
-        let conn =
-            ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
-        let reader = RedisIngest::new(
-            redis.clone(),
-            &config.instance_id,
-            &config.streams,
-            conn,
-            schemas.clone(),
-            input.clone(),
-            metrics.clone(),
-            on_hole(hubs.clone(), routes.clone(), history.clone(), tasks.clone(), config.shutdown.drain_window),
-        );
-        let handles = reader.start(&tasks, ingest_stop.clone()).await.context("ensuring the consumer groups")?;
+        // Connected on the lane, so the connections' own tasks run there too.
+        let on_hole =
+            on_hole(hubs.clone(), routes.clone(), history.clone(), tasks.clone(), config.shutdown.drain_window);
+        let (redis, instance_id, streams) = (redis.clone(), config.instance_id.clone(), config.streams.clone());
+        let (schemas, input, metrics, tasks, stop) =
+            (schemas.clone(), input.clone(), metrics.clone(), tasks.clone(), ingest_stop.clone());
+        let start = async move {
+            let conn =
+                ingest::connect(&redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+            let reader = RedisIngest::new(redis, &instance_id, &streams, conn, schemas, input, metrics, on_hole);
+            reader.start(&tasks, stop).await.context("ensuring the consumer groups")
+        };
+        let handles = lane.handle().spawn(start).await.context("the event lane stopped")??;
         // Fan-out's positions start where the groups start: a session taken
         // over from another instance replays what came before from there.
         for (stream, at) in &handles.positions {
