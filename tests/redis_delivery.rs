@@ -220,3 +220,29 @@ async fn user_and_broadcast_targets_on_the_notification_and_ticket_hubs() {
     redis.xadd_flat("events:notification", &envelope("notification", "user:u1", note));
     assert!(d.message("n", "ReceiveNotification", Duration::from_millis(300)).await.is_none());
 }
+
+/// The reader's own connection speaks the URL's handshake: an ACL user
+/// with a password, and a database other than 0 (the default user here
+/// has another password, so a reader that skipped AUTH would be refused).
+#[tokio::test]
+async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
+    let redis = Redis::start().await;
+    let mut admin = redis.conn();
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all"][..])
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    let () = redis::cmd("CONFIG").arg(&["SET", "requirepass", "other"][..]).query(&mut admin).expect("requirepass");
+    let url = format!("redis://sidecar:s3cret@127.0.0.1:{}/3", redis.port);
+    let sidecar = Sidecar::start(&[("SIDECAR_REDIS_URL", url.clone())]).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "a", &sidecar.hub("/hubs/chat"), "r").await;
+
+    let data = envelope("chat_message", "r", chat_payload("r", 1));
+    let mut db3 = redis::Client::open(url.as_str()).expect("url").get_connection().expect("connect as sidecar");
+    xadd_data_on(&mut db3, "events:chat", &data);
+    let got = d.message("a", "ReceiveMessage", WAIT).await.expect("delivered from database 3");
+    assert_eq!(got["args"], json!([data["payload"]]));
+    let len: usize = redis::cmd("XLEN").arg("events:chat").query(&mut admin).expect("XLEN");
+    assert_eq!(len, 0, "database 0 was not written");
+}

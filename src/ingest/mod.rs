@@ -4,6 +4,8 @@
 //!
 //! - `redis_streams`: the per-instance consumer group reader (CONTRACT 5);
 //! - `acker`: batched XACK and dead-letter writes for that reader;
+//! - `read_conn` and `resp`: the reader's own XREADGROUP socket and the RESP2
+//!   it speaks (the crate's connection for TLS, Unix sockets and clusters);
 //! - `replies`: stream entries and XINFO maps out of Redis replies, by value;
 //! - `claim`: re-claims entries left pending, refreshes lag metrics, and
 //!   (`orphans`) removes the groups of instances that are gone;
@@ -24,9 +26,11 @@ mod orphans;
 mod position;
 mod publisher;
 mod range;
+mod read_conn;
 mod redis_conn;
 mod redis_streams;
 mod replies;
+mod resp;
 mod spool;
 mod spool_flush;
 

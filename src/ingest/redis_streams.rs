@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{RedisError, RedisResult, Value};
+use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use super::acker::{self, Note};
 use super::hole::{Hole, HoleCause, OnHole};
 use super::intake::{handle_entry, Shared};
-use super::replies::{self, Entry};
+use super::read_conn::{ReadCommand, ReadConn, ReadError};
+use super::replies;
 use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::Schemas;
@@ -79,7 +80,11 @@ impl RedisIngest {
     /// readiness latch waits for this), then starts the readers, the acker
     /// and the claimer on `tasks`. Readers stop when `stop` fires; the acker
     /// stops once every outstanding ack is settled.
-    pub(crate) async fn start(self, tasks: &TaskTracker, stop: CancellationToken) -> RedisResult<RedisIngestHandles> {
+    pub(crate) async fn start(
+        self,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<RedisIngestHandles, ReadError> {
         let RedisIngest { shared, conn, streams, settled_rx } = self;
         let mut positions = Vec::with_capacity(streams.len());
         for stream in &streams {
@@ -95,8 +100,15 @@ impl RedisIngest {
         tasks.spawn(acker::run(conn.clone(), group, maxlen, shared.metrics.clone(), settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
         for (stream, position) in streams.into_iter().zip(positions) {
-            let reader_conn = super::connect(&shared.config, None).await?;
-            tasks.spawn(read_stream(reader_conn, shared.clone(), stream, position, stop.clone()));
+            let read = ReadCommand {
+                group: &shared.group,
+                consumer: &shared.consumer,
+                count: shared.config.read_count,
+                block: shared.config.read_block,
+                stream: &stream,
+            };
+            let reader = ReadConn::open(&shared.config, read).await?;
+            tasks.spawn(read_stream(reader, conn.clone(), shared.clone(), stream, position, stop.clone()));
         }
         Ok(handles)
     }
@@ -161,9 +173,11 @@ async fn stream_state(conn: &mut RedisConn, stream: &str, position: StreamId) ->
     Ok((holds, max_deleted))
 }
 
-/// One stream's read loop, until `stop`. `position` is the last entry
-/// handed to the pipeline (or where the group started).
+/// One stream's read loop, until `stop`: XREADGROUP on `reader`, the
+/// occasional XRANGE, XINFO and XGROUP on `conn`. `position` is the last
+/// entry handed to the pipeline (or where the group started).
 async fn read_stream(
+    mut reader: ReadConn,
     mut conn: RedisConn,
     shared: Arc<Shared>,
     stream: Arc<str>,
@@ -174,7 +188,7 @@ async fn read_stream(
     let mut trim_checked = Instant::now();
     let mut hole_reported = StreamId::ZERO;
     loop {
-        let read = read_once(&mut conn, &shared, &stream);
+        let read = reader.read();
         let result = tokio::select! {
             r = read => r,
             _ = stop.cancelled() => break,
@@ -245,15 +259,6 @@ fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: S
     (shared.on_hole)(Hole { stream: stream.clone(), cause });
 }
 
-async fn read_once(conn: &mut RedisConn, shared: &Shared, stream: &str) -> RedisResult<Vec<Entry>> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP").arg(&shared.group).arg(&shared.consumer).arg("COUNT").arg(shared.config.read_count);
-    cmd.arg("BLOCK").arg(shared.config.read_block.as_millis() as u64);
-    cmd.arg("STREAMS").arg(stream).arg(">");
-    let reply: Value = cmd.query_async(conn).await?;
-    Ok(replies::from_read_reply(reply))
-}
-
 /// Exponential backoff for Redis errors, which also keeps `redis_up`.
 #[derive(Default)]
 struct Backoff {
@@ -270,7 +275,7 @@ impl Backoff {
         self.failures = 0;
     }
 
-    async fn fail(&mut self, shared: &Shared, stream: &str, e: &RedisError) {
+    async fn fail(&mut self, shared: &Shared, stream: &str, e: &(dyn std::fmt::Display + Sync)) {
         self.failures += 1;
         shared.metrics.redis_up.set(0);
         shared.redis_up.store(false, Ordering::Relaxed);

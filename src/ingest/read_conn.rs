@@ -1,0 +1,226 @@
+//! The connection a stream reader blocks on in XREADGROUP.
+//!
+//! Against one server over plain TCP (the sidecar beside its Redis, the
+//! common case) it is a socket of the reader's own: the command is encoded
+//! once, written as it is for every read, and the reply parsed from the
+//! socket's bytes into entries (`resp`), in the reader's task. Through the
+//! `redis` crate each event cost a `Value` tree and a hand-over from the
+//! connection's task (bench/gaps.md, section 1). TLS, Unix sockets and
+//! clusters keep the crate's connection, which knows their handshakes and
+//! slot routing.
+
+use std::time::Duration;
+
+use redis::{ConnectionAddr, RedisError, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::replies::{self, Entry};
+use super::resp::{self, ParseError};
+use super::RedisConn;
+use crate::config::RedisConfig;
+
+/// How long a reply may take beyond the read's own block before the
+/// connection is taken for dead (a Redis gone without a reset).
+const REPLY_MARGIN: Duration = Duration::from_secs(10);
+/// How long connecting (and the AUTH/SELECT handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply buffer grown past this by a large batch is let go after it.
+const KEEP_BUFFER_BYTES: usize = 1 << 20;
+
+/// Why a read failed. The reader backs off and reads again (a new socket
+/// if the old one failed), or recreates its group on `NOGROUP`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// From the crate's connection.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// Redis answered with an error line (`NOGROUP No such key ...`).
+    #[error("{0}")]
+    Server(String),
+    /// Connecting, writing or reading failed.
+    #[error("redis connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// Redis closed the connection.
+    #[error("redis closed the connection")]
+    Closed,
+    /// No reply in time.
+    #[error("no reply from redis within {0:?}")]
+    Timeout(Duration),
+    /// Bytes this reader does not understand.
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(&'static str),
+}
+
+impl ReadError {
+    /// The error's code as Redis names it (`NOGROUP`), when Redis sent one.
+    pub(super) fn code(&self) -> Option<&str> {
+        match self {
+            ReadError::Redis(e) => e.code(),
+            ReadError::Server(line) => line.split(' ').next(),
+            _ => None,
+        }
+    }
+}
+
+/// What a reader asks for, every time the same.
+pub(super) struct ReadCommand<'a> {
+    pub group: &'a str,
+    pub consumer: &'a str,
+    pub count: usize,
+    pub block: Duration,
+    pub stream: &'a str,
+}
+
+/// A reader's XREADGROUP connection.
+pub(super) enum ReadConn {
+    /// One server over TCP: our own socket.
+    Own(Box<OwnConn>),
+    /// Anything else: the crate's connection, and the command it sends.
+    Crate(RedisConn, redis::Cmd),
+}
+
+impl ReadConn {
+    /// Connects for `read`.
+    pub(super) async fn open(config: &RedisConfig, read: ReadCommand<'_>) -> Result<ReadConn, ReadError> {
+        let block_ms = read.block.as_millis().to_string();
+        let count = read.count.to_string();
+        let args: [&[u8]; 10] = [
+            b"XREADGROUP",
+            b"GROUP",
+            read.group.as_bytes(),
+            read.consumer.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            block_ms.as_bytes(),
+            b"STREAMS",
+            read.stream.as_bytes(),
+        ];
+        let single = !config.cluster && config.urls.len() == 1;
+        if single {
+            let info = redis::Client::open(config.urls[0].as_str())?.get_connection_info().clone();
+            if let ConnectionAddr::Tcp(host, port) = info.addr() {
+                let settings = info.redis_settings();
+                let mut own = OwnConn {
+                    host: host.clone(),
+                    port: *port,
+                    username: settings.username().map(str::to_owned),
+                    password: settings.password().map(str::to_owned),
+                    db: settings.db(),
+                    command: resp::command(&[&args[..], &[b">"]].concat()),
+                    reply_within: read.block + REPLY_MARGIN,
+                    socket: None,
+                    buf: Vec::new(),
+                };
+                own.socket = Some(own.connect().await?);
+                return Ok(ReadConn::Own(Box::new(own)));
+            }
+        }
+        let mut cmd = redis::Cmd::new();
+        for arg in args {
+            cmd.arg(arg);
+        }
+        cmd.arg(">");
+        Ok(ReadConn::Crate(super::connect(config, None).await?, cmd))
+    }
+
+    /// Blocks for the next entries (none when the block timed out).
+    pub(super) async fn read(&mut self) -> Result<Vec<Entry>, ReadError> {
+        match self {
+            ReadConn::Own(own) => own.read().await,
+            ReadConn::Crate(conn, cmd) => {
+                let reply: Value = cmd.query_async(conn).await?;
+                Ok(replies::from_read_reply(reply))
+            }
+        }
+    }
+}
+
+/// Our own socket to one Redis server, reconnected on the read after one
+/// that failed (or was cancelled midway, which leaves the socket gone).
+pub(super) struct OwnConn {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    command: Vec<u8>,
+    reply_within: Duration,
+    socket: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl OwnConn {
+    async fn read(&mut self) -> Result<Vec<Entry>, ReadError> {
+        let mut socket = match self.socket.take() {
+            Some(socket) => socket,
+            None => self.connect().await?,
+        };
+        socket.write_all(&self.command).await?;
+        let within = self.reply_within;
+        let reply = tokio::time::timeout(within, reply(&mut socket, &mut self.buf, resp::read_reply))
+            .await
+            .map_err(|_| ReadError::Timeout(within))?;
+        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+        // An error line leaves the connection as good as it was.
+        if matches!(reply, Ok(_) | Err(ReadError::Server(_))) {
+            self.socket = Some(socket);
+        }
+        reply
+    }
+
+    async fn connect(&mut self) -> Result<TcpStream, ReadError> {
+        let handshake = async {
+            let mut socket = TcpStream::connect((self.host.as_str(), self.port)).await?;
+            socket.set_nodelay(true)?;
+            self.buf.clear();
+            if let Some(password) = &self.password {
+                let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                if let Some(user) = &self.username {
+                    args.push(user.as_bytes());
+                }
+                args.push(password.as_bytes());
+                socket.write_all(&resp::command(&args)).await?;
+                reply(&mut socket, &mut self.buf, |b| resp::status(b).map(|n| ((), n))).await?;
+            }
+            if self.db != 0 {
+                socket.write_all(&resp::command(&[b"SELECT", self.db.to_string().as_bytes()])).await?;
+                reply(&mut socket, &mut self.buf, |b| resp::status(b).map(|n| ((), n))).await?;
+            }
+            Ok(socket)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, handshake).await.map_err(|_| ReadError::Timeout(CONNECT_TIMEOUT))?
+    }
+}
+
+/// Reads until `parse` finds a whole reply in `buf`, and takes it out.
+async fn reply<T>(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<(T, usize), ParseError>,
+) -> Result<T, ReadError> {
+    loop {
+        if !buf.is_empty() {
+            match parse(buf) {
+                Ok((value, used)) => {
+                    buf.drain(..used);
+                    return Ok(value);
+                }
+                Err(ParseError::Incomplete) => {}
+                Err(ParseError::Server(line)) => {
+                    // The error line is the whole reply.
+                    buf.clear();
+                    return Err(ReadError::Server(line));
+                }
+                Err(ParseError::Invalid(what)) => return Err(ReadError::Protocol(what)),
+            }
+        }
+        buf.reserve(16 * 1024);
+        if socket.read_buf(buf).await? == 0 {
+            return Err(ReadError::Closed);
+        }
+    }
+}

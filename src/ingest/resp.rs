@@ -1,0 +1,263 @@
+//! RESP2 for the stream reader's own connection (`read_conn`): the one
+//! command it sends, encoded once, and the replies it gets, parsed straight
+//! from the socket's bytes into entries.
+//!
+//! Why not the `redis` crate here: its parser builds a `Value` tree for
+//! every reply (a vector per entry, one per field list, a value per field)
+//! and hands it over from the connection's own task, about 25,000
+//! instructions and a task switch per event (bench/gaps.md, section 1);
+//! an XREADGROUP reply is a few nested arrays of bulk strings, read here
+//! in one pass. Knows bytes only: no socket, no Redis client.
+
+use super::replies::Entry;
+
+/// Why a reply could not be taken from the buffer.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(super) enum ParseError {
+    /// The reply goes on past the bytes read so far: read more, parse again.
+    #[error("the reply is not complete yet")]
+    Incomplete,
+    /// Redis answered with an error (`-NOGROUP ...`): the whole line.
+    #[error("{0}")]
+    Server(String),
+    /// Bytes that are not the reply this reader expects.
+    #[error("unexpected reply from redis: {0}")]
+    Invalid(&'static str),
+}
+
+/// A command as RESP: an array of bulk strings.
+pub(super) fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A status reply (`+OK`, for AUTH and SELECT): the bytes it took.
+pub(super) fn status(buf: &[u8]) -> Result<usize, ParseError> {
+    let mut c = Cursor { buf, at: 0 };
+    match c.byte()? {
+        b'+' => {
+            c.line()?;
+            Ok(c.at)
+        }
+        b'-' => Err(server_error(c.line()?)),
+        _ => Err(ParseError::Invalid("expected a status reply")),
+    }
+}
+
+/// An XREADGROUP reply for one stream: its entries (none when the block
+/// timed out) and the bytes it took. `[[stream, [[id, [field, value, ...]],
+/// ...]]]`; an entry deleted while pending comes as `[id, nil]` and keeps
+/// its id with no fields (the caller dead-letters it).
+pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> {
+    let mut c = Cursor { buf, at: 0 };
+    let mut out = Vec::new();
+    match c.byte()? {
+        b'-' => return Err(server_error(c.line()?)),
+        b'_' => {
+            c.line()?; // RESP3 null, should the server speak it.
+            return Ok((out, c.at));
+        }
+        b'*' => {}
+        _ => return Err(ParseError::Invalid("expected an array")),
+    }
+    let Some(streams) = c.length()? else { return Ok((out, c.at)) };
+    for _ in 0..streams {
+        if c.array()? != Some(2) {
+            return Err(ParseError::Invalid("expected [stream, entries]"));
+        }
+        c.bulk()?; // the stream's name: the reader reads one stream.
+        let Some(entries) = c.array()? else { continue };
+        out.reserve(entries);
+        for _ in 0..entries {
+            if c.array()? != Some(2) {
+                return Err(ParseError::Invalid("expected [id, fields]"));
+            }
+            let id = c.bulk()?.ok_or(ParseError::Invalid("an entry without an id"))?;
+            let id = std::str::from_utf8(id).map_err(|_| ParseError::Invalid("an entry id that is not text"))?;
+            let id = id.to_owned();
+            let fields = match c.array()? {
+                None => Vec::new(),
+                Some(n) => {
+                    let mut fields = Vec::with_capacity(n / 2);
+                    for _ in 0..n / 2 {
+                        let key = c.bulk()?.unwrap_or_default();
+                        let value = c.bulk()?.unwrap_or_default().to_vec();
+                        // A field name that is not UTF-8 matches no field the
+                        // envelope knows; it is kept (lossily) for the dead letter.
+                        fields.push((String::from_utf8_lossy(key).into_owned(), value));
+                    }
+                    if n % 2 == 1 {
+                        c.bulk()?;
+                    }
+                    fields
+                }
+            };
+            out.push(Entry { id, fields });
+        }
+    }
+    Ok((out, c.at))
+}
+
+fn server_error(line: &[u8]) -> ParseError {
+    ParseError::Server(String::from_utf8_lossy(line).into_owned())
+}
+
+/// A position in a buffer that may end mid-reply.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> Result<u8, ParseError> {
+        let b = *self.buf.get(self.at).ok_or(ParseError::Incomplete)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// The rest of the line, without its CRLF.
+    fn line(&mut self) -> Result<&'a [u8], ParseError> {
+        let rest = &self.buf[self.at..];
+        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or(ParseError::Incomplete)?;
+        self.at += end + 2;
+        Ok(&rest[..end])
+    }
+
+    /// A length line: `None` for -1 (nil).
+    fn length(&mut self) -> Result<Option<usize>, ParseError> {
+        let line = self.line()?;
+        if line == b"-1" {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(line).map_err(|_| ParseError::Invalid("a length that is not a number"))?;
+        text.parse().map(Some).map_err(|_| ParseError::Invalid("a length that is not a number"))
+    }
+
+    /// An array's length (`None` for a nil array or a RESP3 null).
+    fn array(&mut self) -> Result<Option<usize>, ParseError> {
+        match self.byte()? {
+            b'*' => self.length(),
+            b'_' => self.line().map(|_| None),
+            _ => Err(ParseError::Invalid("expected an array")),
+        }
+    }
+
+    /// A bulk string's bytes (`None` for nil); a simple string is taken too.
+    fn bulk(&mut self) -> Result<Option<&'a [u8]>, ParseError> {
+        match self.byte()? {
+            b'$' => {
+                let Some(len) = self.length()? else { return Ok(None) };
+                let end = self.at.checked_add(len).ok_or(ParseError::Invalid("a bulk string too long"))?;
+                if self.buf.len() < end + 2 {
+                    return Err(ParseError::Incomplete);
+                }
+                if &self.buf[end..end + 2] != b"\r\n" {
+                    return Err(ParseError::Invalid("a bulk string without its CRLF"));
+                }
+                let bytes = &self.buf[self.at..end];
+                self.at = end + 2;
+                Ok(Some(bytes))
+            }
+            b'+' => self.line().map(Some),
+            b'_' => self.line().map(|_| None),
+            _ => Err(ParseError::Invalid("expected a bulk string")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> String {
+        format!("${}\r\n{s}\r\n", s.len())
+    }
+
+    fn reply(entries: &[(&str, &[&str])]) -> Vec<u8> {
+        let mut out = format!("*1\r\n*2\r\n{}*{}\r\n", bulk("events:chat"), entries.len());
+        for (id, kv) in entries {
+            out += &format!("*2\r\n{}*{}\r\n", bulk(id), kv.len());
+            for s in *kv {
+                out += &bulk(s);
+            }
+        }
+        out.into_bytes()
+    }
+
+    fn entry(id: &str, kv: &[(&str, &str)]) -> Entry {
+        Entry { id: id.into(), fields: kv.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect() }
+    }
+
+    #[test]
+    fn encodes_a_command_as_an_array_of_bulk_strings() {
+        assert_eq!(command(&[b"XACK", b"s", b"1-0"]), b"*3\r\n$4\r\nXACK\r\n$1\r\ns\r\n$3\r\n1-0\r\n".to_vec());
+    }
+
+    #[test]
+    fn reads_entries_with_their_fields_in_order() {
+        let bytes = reply(&[("1-0", &["data", "{\"a\":\"x\\r\\n\"}"]), ("2-0", &["event_type", "x", "room_id", "r"])]);
+        let (entries, used) = read_reply(&bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            entries,
+            vec![
+                entry("1-0", &[("data", "{\"a\":\"x\\r\\n\"}")]),
+                entry("2-0", &[("event_type", "x"), ("room_id", "r")])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_may_hold_crlf_and_binary_bytes() {
+        let mut bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$4\r\n".to_vec();
+        bytes.extend_from_slice(b"\r\n\xff\x00\r\n");
+        let (entries, _) = read_reply(&bytes).unwrap();
+        assert_eq!(entries[0].fields[0].1, b"\r\n\xff\x00".to_vec());
+    }
+
+    #[test]
+    fn every_prefix_of_a_reply_is_incomplete() {
+        let bytes = reply(&[("1-0", &["data", "{}"]), ("2-0", &["k", "v"])]);
+        for end in 0..bytes.len() {
+            assert_eq!(read_reply(&bytes[..end]), Err(ParseError::Incomplete), "prefix of {end} bytes");
+        }
+    }
+
+    #[test]
+    fn a_timed_out_block_is_no_entries_and_two_replies_are_taken_one_at_a_time() {
+        let mut bytes = b"*-1\r\n".to_vec();
+        let second = reply(&[("3-0", &["k", "v"])]);
+        bytes.extend_from_slice(&second);
+        let (entries, used) = read_reply(&bytes).unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(used, 5);
+        let (entries, used) = read_reply(&bytes[used..]).unwrap();
+        assert_eq!((entries.len(), used), (1, second.len()));
+    }
+
+    #[test]
+    fn a_deleted_pending_entry_keeps_its_id() {
+        let bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n4-0\r\n*-1\r\n";
+        assert_eq!(read_reply(bytes).unwrap().0, vec![entry("4-0", &[])]);
+    }
+
+    #[test]
+    fn errors_are_the_servers_line_and_garbage_is_named() {
+        let nogroup = b"-NOGROUP No such key 's' or consumer group 'g'\r\n";
+        assert_eq!(
+            read_reply(nogroup),
+            Err(ParseError::Server("NOGROUP No such key 's' or consumer group 'g'".into()))
+        );
+        assert!(matches!(read_reply(b":12\r\n"), Err(ParseError::Invalid(_))));
+        assert!(matches!(read_reply(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
+        assert!(matches!(read_reply(b"*x\r\n"), Err(ParseError::Invalid(_))));
+        assert_eq!(status(b"+OK\r\n"), Ok(5));
+        assert_eq!(status(b"-WRONGPASS invalid\r\n"), Err(ParseError::Server("WRONGPASS invalid".into())));
+    }
+}
