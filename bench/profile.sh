@@ -9,7 +9,12 @@
 #              load generator's window: callgrind_annotate, inclusive and self
 #   strace     system calls per delivery (counts and time, all threads), for
 #              STRACE_SECONDS (default 6) from the window's start: keep the
-#              generator's --duration longer
+#              generator's --duration longer. ptrace stops the sidecar at
+#              every call, which slows it enough to change what it does (a
+#              reader that falls behind reads several events at once)
+#   syscalls   the same count without stopping it: the kernel's syscall
+#              tracepoints counted by `perf stat` (mounts tracefs if needed),
+#              for STRACE_SECONDS; the figure BENCHMARKS.md gives
 #   massif     heap by allocation site at the peak (ms_print)
 #   perf       perf record -g (only where `perf stat -e instructions true` works)
 #
@@ -19,7 +24,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TOOL="${1:?usage: bench/profile.sh callgrind|strace|massif|perf [loadgen arguments...]}"
+TOOL="${1:?usage: bench/profile.sh callgrind|strace|syscalls|massif|perf [loadgen arguments...]}"
 shift
 OUT="$ROOT/bench-out/profile-$TOOL-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
@@ -40,12 +45,12 @@ ENVS=(SIDECAR_CONNECTION_RATE_PER_IP=1000000 SIDECAR_CONNECTION_BURST_PER_IP=100
   SIDECAR_ADMIN_LISTEN="127.0.0.1:$APORT" SIDECAR_REDIS_URL="redis://127.0.0.1:$RPORT" SIDECAR_INSTANCE_ID=profile
   SIDECAR_STREAMS=events:chat SIDECAR_LOG=warn SIDECAR_HANDSHAKE_TIMEOUT_SECONDS=120
   SIDECAR_ROUTES="${SIDECAR_ROUTES:-protocol/routes.toml}")
-BIN="$ROOT/target/release/signalr-sidecar"
+BIN="${SIDECAR_BIN:-$ROOT/target/release/signalr-sidecar}"
 case $TOOL in
   callgrind) env "${ENVS[@]}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   massif) env "${ENVS[@]}" valgrind --tool=massif --threshold=0.2 --massif-out-file="$OUT/massif.out" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   perf) env "${ENVS[@]}" perf record -g -o "$OUT/perf.data" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
-  strace) env "${ENVS[@]}" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
+  strace | syscalls) env "${ENVS[@]}" "$BIN" >"$OUT/sidecar.log" 2>&1 & ;;
   *) die "unknown tool $TOOL" ;;
 esac
 SPID=$!
@@ -60,6 +65,11 @@ delivered() { curl -s "127.0.0.1:$APORT/metrics" | awk '/^sidecar_events_deliver
 [ "$TOOL" = perf ] && TARGET_PID=$(pgrep -P "$SPID" | head -n1)
 
 WARMUP=5
+# The calls `syscalls` names one by one (the total counts every call).
+SYSCALLS=(sendto sendmsg write writev recvfrom read epoll_wait futex)
+if [ "$TOOL" = syscalls ] && ! [ -e /sys/kernel/tracing/events/raw_syscalls ]; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || die "no tracefs at /sys/kernel/tracing (perf stat needs its syscall tracepoints)"
+fi
 "$ROOT/target/release/signalr-loadgen" --url "http://127.0.0.1:$CPORT" --redis "redis://127.0.0.1:$RPORT" \
   --server-pid "$TARGET_PID" --warmup "$WARMUP" --connect-timeout 120 --out "$OUT/loadgen.json" "$@" >/dev/null 2>"$OUT/loadgen.log" &
 LG=$!
@@ -74,6 +84,11 @@ case $TOOL in
     # end: its clients closing would be counted as if they were deliveries'.
     DELIVERED_BEFORE=$(delivered)
     timeout -s INT "${STRACE_SECONDS:-6}" strace -c -f -p "$SPID" -o "$OUT/strace.txt" || true
+    DELIVERED_AFTER=$(delivered) ;;
+  syscalls)
+    DELIVERED_BEFORE=$(delivered)
+    perf stat -x, -o "$OUT/perf-stat.csv" -e "raw_syscalls:sys_enter,$(printf 'syscalls:sys_enter_%s,' "${SYSCALLS[@]}" | sed 's/,$//')" \
+      -p "$SPID" -- sleep "${STRACE_SECONDS:-6}" || die "perf stat failed (no tracefs?)"
     DELIVERED_AFTER=$(delivered) ;;
 esac
 wait "$LG" || true
@@ -104,6 +119,27 @@ total = sum(calls.values())
 print(f"frames delivered while counting: {frames}; system calls: {total}; per frame: {total / max(frames, 1):.2f}")
 for name, n in sorted(calls.items(), key=lambda kv: -kv[1])[:8]:
     print(f"  {name}: {n / max(frames, 1):.3f} per frame")
+PY
+    ;;
+  syscalls)
+    python3 - "$OUT/perf-stat.csv" "$DELIVERED_BEFORE" "$DELIVERED_AFTER" >>"$OUT/report.txt" <<'PY'
+import sys
+calls, total = {}, 0
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) < 3 or not f[0].isdigit():
+        continue
+    if f[2] == "raw_syscalls:sys_enter":
+        total = int(f[0])
+    else:
+        calls[f[2].removeprefix("syscalls:sys_enter_")] = int(f[0])
+frames = int(float(sys.argv[3])) - int(float(sys.argv[2]))
+print(f"frames delivered while counting: {frames}; system calls: {total}; per frame: {total / max(frames, 1):.2f}")
+for name, n in sorted(calls.items(), key=lambda kv: -kv[1]):
+    if n:
+        print(f"  {name}: {n / max(frames, 1):.3f} per frame")
+rest = total - sum(calls.values())
+print(f"  (others: {rest / max(frames, 1):.3f} per frame)")
 PY
     ;;
   perf) perf report -i "$OUT/perf.data" --no-children --stdio 2>/dev/null | head -n 120 >>"$OUT/report.txt" ;;
