@@ -121,22 +121,36 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
 
-    /// The rest of the line, without its CRLF.
+    /// The rest of the line, without its CRLF (a line of a status, an
+    /// error or a length holds no CR of its own).
     fn line(&mut self) -> Result<&'a [u8], ParseError> {
         let rest = &self.buf[self.at..];
-        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or(ParseError::Incomplete)?;
+        let end = rest.iter().position(|&b| b == b'\r').ok_or(ParseError::Incomplete)?;
+        match rest.get(end + 1) {
+            None => return Err(ParseError::Incomplete),
+            Some(b'\n') => {}
+            Some(_) => return Err(ParseError::Invalid("a CR without its LF")),
+        }
         self.at += end + 2;
         Ok(&rest[..end])
     }
 
     /// A length line: `None` for -1 (nil).
     fn length(&mut self) -> Result<Option<usize>, ParseError> {
+        const NOT_A_LENGTH: ParseError = ParseError::Invalid("a length that is not a number");
         let line = self.line()?;
         if line == b"-1" {
             return Ok(None);
         }
-        let text = std::str::from_utf8(line).map_err(|_| ParseError::Invalid("a length that is not a number"))?;
-        text.parse().map(Some).map_err(|_| ParseError::Invalid("a length that is not a number"))
+        if line.is_empty() || line.len() > 18 {
+            return Err(NOT_A_LENGTH);
+        }
+        line.iter()
+            .try_fold(0usize, |n, &b| match b {
+                b'0'..=b'9' => Ok(n * 10 + usize::from(b - b'0')),
+                _ => Err(NOT_A_LENGTH),
+            })
+            .map(Some)
     }
 
     /// An array's length (`None` for a nil array or a RESP3 null).
@@ -257,6 +271,7 @@ mod tests {
         assert!(matches!(read_reply(b":12\r\n"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*x\r\n"), Err(ParseError::Invalid(_))));
+        assert!(matches!(status(b"+O\rK\r\n"), Err(ParseError::Invalid(_))));
         assert_eq!(status(b"+OK\r\n"), Ok(5));
         assert_eq!(status(b"-WRONGPASS invalid\r\n"), Err(ParseError::Server("WRONGPASS invalid".into())));
     }
