@@ -71,6 +71,7 @@ print("bash bench/run.sh                               # every row below (~20 mi
 print('BENCH_SCENARIOS="c" bash bench/run.sh           # one scenario: a b c stateful d idle typing instances (results in bench-out/)')
 print("BENCH_SMOKE=1 bash bench/run.sh                 # seconds-long smoke run (debug build), exits non-zero on loss")
 print("bash bench/compare.sh                           # the sidecar against the Centrifuge and Socket.IO peers, rewrites that section")
+print("bash bench/profile.sh syscalls --connections 10000 --rooms 1000 --rate 1000 --duration 12   # system calls per delivery (perf tracepoints)")
 print("```")
 print()
 print("## Machine")
