@@ -167,6 +167,11 @@ pub async fn run_with(
         let history = history.clone();
         tasks.spawn(async move { history.run_writer().await });
     }
+    // The pipeline runs on the lane; the wake-ups of its large fan-outs
+    // run here, on the connections' runtime (fanout/wakes.rs).
+    let (wakes, wakes_rx) = tokio::sync::mpsc::unbounded_channel();
+    registry.wake_through(wakes);
+    tasks.spawn(crate::fanout::run_wakes(wakes_rx, keepalive_stop.clone()));
     let pipeline_task = lane.handle().spawn(pipeline.run(input_rx, pipeline_stop.clone()));
 
     let presence = match &config.redis {

@@ -32,7 +32,9 @@ impl Page {
             .arg(root.join("target/admin-page"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .kill_on_drop(true)
+            // Not killed on drop: killed, node leaves its chromium running.
+            // Dropping the page closes the script's stdin, and the script
+            // then closes the browser and exits, after a failed test too.
             .spawn()
             .expect("node runs, with tests/client installed by npm ci");
         let stdin = child.stdin.take().expect("stdin");

@@ -99,12 +99,23 @@ impl Registry {
             return report;
         };
         let direct = members.len() <= DIRECT_FANOUT_MAX;
+        // The tasks of a large fan-out are woken on the connections' runtime.
+        let mut unwoken = (!direct && self.wake_sender().is_some()).then(|| Vec::with_capacity(members.len()));
         for entry in members.values() {
             let Some(payload) = &frame.by_slot[entry.slot] else {
                 continue;
             };
             let out = OutFrame { payload: payload.clone(), droppable: frame.droppable, sequenced: true };
-            let pushed = if direct { entry.outbox.try_push(out) } else { entry.outbox.try_push_batched(out) };
+            let pushed = match unwoken.as_mut() {
+                _ if direct => entry.outbox.try_push(out),
+                Some(unwoken) => entry.outbox.try_push_unwoken(out).map(|(evicted, wake)| {
+                    if wake {
+                        unwoken.push(entry.outbox.clone());
+                    }
+                    evicted
+                }),
+                None => entry.outbox.try_push_batched(out),
+            };
             match pushed {
                 Ok(evicted) => {
                     report.queued += 1;
@@ -114,6 +125,9 @@ impl Registry {
                 Err(PushError::Overflow) => report.overflowed += 1,
                 Err(PushError::Closed) => {}
             }
+        }
+        if let Some(unwoken) = unwoken {
+            super::wakes::wake_later(self.wake_sender(), unwoken);
         }
         report
     }
@@ -167,6 +181,26 @@ mod tests {
         assert_eq!((d.queued, d.overflowed), (1, 1));
         assert!(slow.outbox.is_closed());
         assert!(!fast.outbox.is_closed());
+    }
+
+    #[test]
+    fn a_large_fan_out_queues_every_frame_and_leaves_the_wake_ups_to_the_wake_task() {
+        let reg = Registry::new(1, 10);
+        let n = DIRECT_FANOUT_MAX as u64 + 2;
+        let conns: Vec<_> = (1..=n).map(|id| conn(&reg, id, None)).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        reg.wake_through(tx);
+        assert_eq!(reg.deliver(Target::All { hub: 0 }, &frame(false)).queued, n as usize);
+        assert!(conns.iter().all(|c| c.outbox.len() == 1), "every frame is queued before any wake-up");
+        let batch = rx.try_recv().expect("one batch of wake-ups");
+        assert_eq!(batch.len(), n as usize, "each outbox whose queue was empty is to be woken");
+        // A second frame finds the queues non-empty: nobody to wake.
+        reg.deliver(Target::All { hub: 0 }, &frame(false));
+        assert!(rx.try_recv().is_err());
+        // Small fan-outs never go through the wake task.
+        reg.join(1, "small").expect("joins");
+        reg.deliver(Target::Group { hub: 0, group: "small" }, &frame(false));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod interest;
 mod query;
 mod registry;
 mod user_watch;
+mod wakes;
 
 /// For the pipeline's tests, which build outboxes and may not name `transport`.
 #[cfg(test)]
@@ -17,3 +18,4 @@ pub(crate) use cuts::{cut_channel, CutQueue, CutRequest, Cuts, Scope};
 pub(crate) use query::{unix_ms, ConnView};
 pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry};
 pub(crate) use user_watch::UserWatch;
+pub(crate) use wakes::run as run_wakes;

@@ -122,6 +122,9 @@ pub(crate) struct Registry {
     slots_in_use: [AtomicUsize; MAX_SLOTS],
     max_groups: usize,
     user_watch: std::sync::OnceLock<Arc<UserWatch>>,
+    /// Where large fan-outs have their wake-ups done (`wakes.rs`); unset,
+    /// the fan-out wakes the tasks itself.
+    wakes: std::sync::OnceLock<super::wakes::WakeSender>,
 }
 
 impl Registry {
@@ -133,7 +136,19 @@ impl Registry {
             max_groups,
             positions: std::sync::Mutex::default(),
             user_watch: std::sync::OnceLock::new(),
+            wakes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, large fan-outs hand the wake-ups of their connections'
+    /// tasks to `sender`'s task (`wakes.rs`), for a fan-out that runs on a
+    /// thread outside the connections' runtime.
+    pub(crate) fn wake_through(&self, sender: super::wakes::WakeSender) {
+        let _ = self.wakes.set(sender);
+    }
+
+    pub(super) fn wake_sender(&self) -> Option<&super::wakes::WakeSender> {
+        self.wakes.get()
     }
 
     /// From now on, every connection of a user that opens or closes is

@@ -300,7 +300,22 @@ impl Outbox {
         self.push(frame, Write::ByTask)
     }
 
+    /// [`Outbox::try_push_batched`] that leaves waking the connection's
+    /// task to the caller: true when it must call [`Outbox::wake`] later (the
+    /// frame is the first in the queue). A fan-out on a thread outside the
+    /// connections' runtime pushes its frames and has the wake-ups done on
+    /// one of that runtime's workers (`fanout/wakes.rs`).
+    pub(crate) fn try_push_unwoken(&self, frame: OutFrame) -> Result<(usize, bool), PushError> {
+        self.push_inner(frame, Write::ByTask, false)
+    }
+
     fn push(&self, frame: OutFrame, write: Write) -> Result<usize, PushError> {
+        self.push_inner(frame, write, true).map(|(evicted, _)| evicted)
+    }
+
+    /// Queues (or writes) `frame`; with `wake` false, a first queued frame
+    /// is reported instead of waking the task.
+    fn push_inner(&self, frame: OutFrame, write: Write, wake: bool) -> Result<(usize, bool), PushError> {
         let mut s = self.lock();
         if s.ending || s.kicked.is_some() {
             return Err(PushError::Closed);
@@ -339,11 +354,11 @@ impl Outbox {
                 // memory for the connection's life).
                 s.sent = true;
                 match s.write_alone(&socket, frame) {
-                    Flushed::Done(_) => return Ok(evicted),
+                    Flushed::Done(_) => return Ok((evicted, false)),
                     Flushed::Blocked | Flushed::Failed => {
                         drop(s);
                         self.notify.notify_one();
-                        return Ok(evicted);
+                        return Ok((evicted, false));
                     }
                 }
             }
@@ -353,10 +368,10 @@ impl Outbox {
         s.sent = true;
         let first = s.queue.len() == 1;
         drop(s);
-        if first {
+        if first && wake {
             self.notify.notify_one();
         }
-        Ok(evicted)
+        Ok((evicted, first && !wake))
     }
 
     /// Queues the last frames of a connection that is ending or was kicked
