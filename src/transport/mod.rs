@@ -4,6 +4,7 @@
 
 mod error;
 mod long_polling;
+mod opcode;
 pub(crate) mod outbox;
 mod payload;
 mod polling;

@@ -9,13 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// WebSocket opcodes the server sends data with.
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
-const OPCODE_CLOSE: u8 = 0x8;
-const OPCODE_PONG: u8 = 0xA;
-/// FIN: every frame this server sends is a whole message.
-const FIN: u8 = 0x80;
+use super::opcode::{self, FIN};
 
 /// Encoded bytes, already in the form the socket sends. Clones share the
 /// buffer (one reference count, no copy).
@@ -38,24 +32,24 @@ impl Payload {
     /// Wraps encoded JSON (a text frame).
     #[cfg(test)]
     pub(crate) fn text(s: String) -> Payload {
-        Payload::framed(OPCODE_TEXT, s.as_bytes())
+        Payload::framed(opcode::TEXT, s.as_bytes())
     }
 
     /// Wraps encoded bytes that must travel as text; `None` if not UTF-8.
     pub(crate) fn text_from_vec(v: Vec<u8>) -> Option<Payload> {
         std::str::from_utf8(&v).ok()?;
-        Some(Payload::framed(OPCODE_TEXT, &v))
+        Some(Payload::framed(opcode::TEXT, &v))
     }
 
     /// Wraps a binary-protocol message (MessagePack: a binary frame), or
     /// a JSON record on a connection whose protocol is binary.
     pub(crate) fn binary(v: &[u8]) -> Payload {
-        Payload::framed(OPCODE_BINARY, v)
+        Payload::framed(opcode::BINARY, v)
     }
 
     /// The WebSocket Close frame with a status code and no reason.
     pub(crate) fn websocket_close(code: u16) -> Payload {
-        Payload::framed(OPCODE_CLOSE, &code.to_be_bytes())
+        Payload::framed(opcode::CLOSE, &code.to_be_bytes())
     }
 
     /// The answer to the client's Close: its code echoed, or an empty
@@ -63,13 +57,13 @@ impl Payload {
     pub(crate) fn websocket_close_answer(code: Option<u16>) -> Payload {
         match code {
             Some(code) => Payload::websocket_close(code),
-            None => Payload::framed(OPCODE_CLOSE, &[]),
+            None => Payload::framed(opcode::CLOSE, &[]),
         }
     }
 
     /// The Pong answering a client's Ping, with the Ping's bytes.
     pub(crate) fn websocket_pong(data: &[u8]) -> Payload {
-        Payload::framed(OPCODE_PONG, data)
+        Payload::framed(opcode::PONG, data)
     }
 
     fn framed(opcode: u8, message: &[u8]) -> Payload {
@@ -104,7 +98,7 @@ impl Payload {
 
     /// Whether the frame is binary (a MessagePack message).
     pub(crate) fn is_binary(&self) -> bool {
-        self.wire.first().is_some_and(|b| b & 0x0f == OPCODE_BINARY)
+        self.wire.first().is_some_and(|b| b & opcode::OPCODE_BITS == opcode::BINARY)
     }
 
     /// Length of the message in bytes (what queue limits count).

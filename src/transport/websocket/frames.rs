@@ -6,13 +6,7 @@
 //! pieces. This knows bytes and frames, not sockets: the transport feeds it
 //! what it read.
 
-/// Opcodes (RFC 6455 section 5.2).
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+use crate::transport::opcode::{BINARY, CLOSE, CONTINUATION, FIN, OPCODE_BITS, PING, PONG, TEXT};
 
 /// Largest payload of a control frame (section 5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -137,18 +131,18 @@ impl FrameReader {
     /// What one whole frame amounts to: `None` for a piece of a message.
     fn frame(&mut self, head: &Head, payload: Vec<u8>) -> Result<Option<ClientFrame>, FrameError> {
         match head.opcode {
-            OP_TEXT | OP_BINARY => {
+            TEXT | BINARY => {
                 if self.fragments.is_some() {
                     return Err(FrameError::Protocol("a new message began before the previous one ended"));
                 }
-                let text = head.opcode == OP_TEXT;
+                let text = head.opcode == TEXT;
                 if head.fin {
                     return message(payload, text).map(Some);
                 }
                 self.fragments = Some((payload, text));
                 Ok(None)
             }
-            OP_CONTINUATION => {
+            CONTINUATION => {
                 let Some((so_far, text)) = self.fragments.as_mut() else {
                     return Err(FrameError::Protocol("a continuation frame with no message to continue"));
                 };
@@ -164,9 +158,9 @@ impl FrameReader {
                 let (whole, _) = self.fragments.take().unwrap_or_default();
                 message(whole, text).map(Some)
             }
-            OP_PING => Ok(Some(ClientFrame::Ping(payload))),
-            OP_PONG => Ok(Some(ClientFrame::Pong)),
-            OP_CLOSE => close(&payload).map(Some),
+            PING => Ok(Some(ClientFrame::Ping(payload))),
+            PONG => Ok(Some(ClientFrame::Pong)),
+            CLOSE => close(&payload).map(Some),
             _ => Err(FrameError::Protocol("unknown opcode")),
         }
     }
@@ -211,7 +205,7 @@ fn parse_head(b: &[u8], limit: usize) -> Result<Option<Head>, FrameError> {
     if b1 & 0x80 == 0 {
         return Err(FrameError::Protocol("a client frame that is not masked"));
     }
-    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+    let (fin, opcode) = (b0 & FIN != 0, b0 & OPCODE_BITS);
     let (payload, at) = match b1 & 0x7f {
         126 => match b.get(2..4) {
             Some(&[hi, lo]) => (u64::from(u16::from_be_bytes([hi, lo])), 4),
@@ -224,8 +218,8 @@ fn parse_head(b: &[u8], limit: usize) -> Result<Option<Head>, FrameError> {
         n => (u64::from(n), 2),
     };
     match opcode {
-        OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
-        OP_CLOSE | OP_PING | OP_PONG => {
+        CONTINUATION | TEXT | BINARY => {}
+        CLOSE | PING | PONG => {
             if !fin {
                 return Err(FrameError::Protocol("a fragmented control frame"));
             }

@@ -37,7 +37,7 @@ fn text(s: &str) -> ClientFrame {
 #[test]
 fn a_message_fed_one_byte_at_a_time_comes_out_once_and_nothing_is_kept() {
     let mut r = FrameReader::new(1024);
-    let bytes = frame(true, OP_TEXT, b"{\"protocol\":\"json\",\"version\":1}\x1e");
+    let bytes = frame(true, TEXT, b"{\"protocol\":\"json\",\"version\":1}\x1e");
     let mut out = Vec::new();
     for b in &bytes {
         out.extend(read_all(&mut r, std::slice::from_ref(b)).unwrap());
@@ -49,10 +49,10 @@ fn a_message_fed_one_byte_at_a_time_comes_out_once_and_nothing_is_kept() {
 #[test]
 fn frames_read_together_come_out_in_order() {
     let mut r = FrameReader::new(1024);
-    let mut bytes = frame(true, OP_TEXT, b"one");
-    bytes.extend(frame(true, OP_PING, b"hb"));
-    bytes.extend(frame(true, OP_BINARY, &[0xff, 0x00]));
-    bytes.extend(frame(true, OP_PONG, b""));
+    let mut bytes = frame(true, TEXT, b"one");
+    bytes.extend(frame(true, PING, b"hb"));
+    bytes.extend(frame(true, BINARY, &[0xff, 0x00]));
+    bytes.extend(frame(true, PONG, b""));
     let out = read_all(&mut r, &bytes).unwrap();
     assert_eq!(
         out,
@@ -65,8 +65,8 @@ fn sixteen_and_sixty_four_bit_lengths() {
     let mut r = FrameReader::new(1 << 20);
     let medium = vec![b'a'; 300];
     let large = vec![b'b'; 70_000];
-    let mut bytes = frame(true, OP_TEXT, &medium);
-    bytes.extend(frame(true, OP_BINARY, &large));
+    let mut bytes = frame(true, TEXT, &medium);
+    bytes.extend(frame(true, BINARY, &large));
     let out = read_all(&mut r, &bytes).unwrap();
     assert_eq!(out, vec![ClientFrame::Message(medium), ClientFrame::Message(large)]);
 }
@@ -74,10 +74,10 @@ fn sixteen_and_sixty_four_bit_lengths() {
 #[test]
 fn a_fragmented_message_is_joined_with_a_ping_between_its_pieces() {
     let mut r = FrameReader::new(1024);
-    let mut bytes = frame(false, OP_TEXT, b"hel");
-    bytes.extend(frame(true, OP_PING, b"x"));
-    bytes.extend(frame(false, OP_CONTINUATION, b"lo "));
-    bytes.extend(frame(true, OP_CONTINUATION, "wörld".as_bytes()));
+    let mut bytes = frame(false, TEXT, b"hel");
+    bytes.extend(frame(true, PING, b"x"));
+    bytes.extend(frame(false, CONTINUATION, b"lo "));
+    bytes.extend(frame(true, CONTINUATION, "wörld".as_bytes()));
     let out = read_all(&mut r, &bytes).unwrap();
     assert_eq!(out, vec![ClientFrame::Ping(b"x".to_vec()), text("hello wörld")]);
     assert!(r.fragments.is_none());
@@ -87,17 +87,17 @@ fn a_fragmented_message_is_joined_with_a_ping_between_its_pieces() {
 fn text_split_inside_a_character_is_checked_whole() {
     let mut r = FrameReader::new(1024);
     let bytes = "é".as_bytes();
-    let mut wire = frame(false, OP_TEXT, &bytes[..1]);
-    wire.extend(frame(true, OP_CONTINUATION, &bytes[1..]));
+    let mut wire = frame(false, TEXT, &bytes[..1]);
+    wire.extend(frame(true, CONTINUATION, &bytes[1..]));
     assert_eq!(read_all(&mut r, &wire).unwrap(), vec![text("é")]);
 }
 
 #[test]
 fn invalid_utf8_text_is_refused_but_the_same_bytes_as_binary_are_not() {
     let bad = [0xc3, 0x28];
-    assert_eq!(read_all(&mut FrameReader::new(64), &frame(true, OP_TEXT, &bad)), Err(FrameError::InvalidUtf8));
+    assert_eq!(read_all(&mut FrameReader::new(64), &frame(true, TEXT, &bad)), Err(FrameError::InvalidUtf8));
     assert_eq!(
-        read_all(&mut FrameReader::new(64), &frame(true, OP_BINARY, &bad)).unwrap(),
+        read_all(&mut FrameReader::new(64), &frame(true, BINARY, &bad)).unwrap(),
         vec![ClientFrame::Message(bad.to_vec())]
     );
     assert_eq!(FrameError::InvalidUtf8.close_code(), 1007);
@@ -106,27 +106,27 @@ fn invalid_utf8_text_is_refused_but_the_same_bytes_as_binary_are_not() {
 #[test]
 fn protocol_violations_are_refused_with_1002() {
     let unmasked = {
-        let mut f = frame(true, OP_TEXT, b"hi");
+        let mut f = frame(true, TEXT, b"hi");
         f[1] &= 0x7f;
         f
     };
     let reserved = {
-        let mut f = frame(true, OP_TEXT, b"hi");
+        let mut f = frame(true, TEXT, b"hi");
         f[0] |= 0x40;
         f
     };
-    let mut nested = frame(false, OP_TEXT, b"a");
-    nested.extend(frame(true, OP_TEXT, b"b"));
+    let mut nested = frame(false, TEXT, b"a");
+    nested.extend(frame(true, TEXT, b"b"));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unmasked", unmasked),
         ("reserved bits", reserved),
         ("unknown opcode", frame(true, 0x3, b"")),
-        ("continuation alone", frame(true, OP_CONTINUATION, b"a")),
+        ("continuation alone", frame(true, CONTINUATION, b"a")),
         ("message inside a message", nested),
-        ("fragmented control", frame(false, OP_PING, b"")),
-        ("long control", frame(true, OP_PING, &[0; 126])),
-        ("one-byte close", frame(true, OP_CLOSE, &[3])),
-        ("reserved close code", frame(true, OP_CLOSE, &1005u16.to_be_bytes())),
+        ("fragmented control", frame(false, PING, b"")),
+        ("long control", frame(true, PING, &[0; 126])),
+        ("one-byte close", frame(true, CLOSE, &[3])),
+        ("reserved close code", frame(true, CLOSE, &1005u16.to_be_bytes())),
     ];
     for (name, bytes) in cases {
         let got = read_all(&mut FrameReader::new(1024), &bytes);
@@ -140,7 +140,7 @@ fn protocol_violations_are_refused_with_1002() {
 #[test]
 fn an_oversized_frame_is_refused_from_its_header_alone() {
     let mut r = FrameReader::new(100);
-    let whole = frame(true, OP_TEXT, &[b'a'; 101]);
+    let whole = frame(true, TEXT, &[b'a'; 101]);
     // Only the header has arrived: no need to wait for (or buffer) the rest.
     assert_eq!(read_all(&mut r, &whole[..8]), Err(FrameError::TooLong { size: 101, limit: 100 }));
 }
@@ -148,32 +148,29 @@ fn an_oversized_frame_is_refused_from_its_header_alone() {
 #[test]
 fn an_oversized_message_in_pieces_is_refused() {
     let mut r = FrameReader::new(100);
-    let mut bytes = frame(false, OP_BINARY, &[1; 60]);
-    bytes.extend(frame(true, OP_CONTINUATION, &[2; 60]));
+    let mut bytes = frame(false, BINARY, &[1; 60]);
+    bytes.extend(frame(true, CONTINUATION, &[2; 60]));
     assert_eq!(read_all(&mut r, &bytes), Err(FrameError::TooLong { size: 120, limit: 100 }));
 }
 
 #[test]
 fn close_frames_with_and_without_a_code() {
-    assert_eq!(
-        read_all(&mut FrameReader::new(64), &frame(true, OP_CLOSE, b"")).unwrap(),
-        vec![ClientFrame::Close(None)]
-    );
+    assert_eq!(read_all(&mut FrameReader::new(64), &frame(true, CLOSE, b"")).unwrap(), vec![ClientFrame::Close(None)]);
     let mut body = 1000u16.to_be_bytes().to_vec();
     body.extend_from_slice(b"bye");
     assert_eq!(
-        read_all(&mut FrameReader::new(64), &frame(true, OP_CLOSE, &body)).unwrap(),
+        read_all(&mut FrameReader::new(64), &frame(true, CLOSE, &body)).unwrap(),
         vec![ClientFrame::Close(Some(1000))]
     );
     let mut bad_reason = 4000u16.to_be_bytes().to_vec();
     bad_reason.push(0xff);
-    assert_eq!(read_all(&mut FrameReader::new(64), &frame(true, OP_CLOSE, &bad_reason)), Err(FrameError::InvalidUtf8));
+    assert_eq!(read_all(&mut FrameReader::new(64), &frame(true, CLOSE, &bad_reason)), Err(FrameError::InvalidUtf8));
 }
 
 #[test]
 fn a_read_goes_into_room_made_for_it_and_is_released_once_parsed() {
     let mut r = FrameReader::new(1024);
-    let bytes = frame(true, OP_TEXT, b"ping");
+    let bytes = frame(true, TEXT, b"ping");
     let buf = r.buffer(512);
     assert!(buf.capacity() >= 512);
     buf.extend_from_slice(&bytes[..3]);
