@@ -20,6 +20,23 @@ async fn join(d: &mut Driver, name: &str, url: &str, room: &str) {
     assert_eq!(d.invoke(name, "JoinRoom", json!([room])).await, Ok(Value::Null));
 }
 
+/// The XPENDING summary of `events:chat` for `group`, polled every 50 ms
+/// (at most `tries` times) until nothing is pending: the acker settles in
+/// batches a few milliseconds after delivery (ingest/acker.rs).
+async fn pending_once_settled(conn: &mut redis::Connection, group: &str, tries: usize) -> Vec<redis::Value> {
+    let mut items = Vec::new();
+    for _ in 0..tries {
+        let summary: redis::Value = redis::cmd("XPENDING").arg("events:chat").arg(group).query(conn).expect("XPENDING");
+        let redis::Value::Array(now) = summary else { panic!("XPENDING summary: {summary:?}") };
+        items = now;
+        if items.first() == Some(&redis::Value::Int(0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    items
+}
+
 #[tokio::test]
 async fn both_stream_encodings_reach_a_room_member_and_nobody_else() {
     let (redis, sidecar, mut d) = setup().await;
@@ -127,17 +144,7 @@ async fn an_invalid_entry_is_dead_lettered_and_the_next_one_still_arrives() {
     // The acker writes a batch's dead letters, then acknowledges them: wait
     // for the acknowledgements rather than race them.
     let group = format!("signalr-sidecar:test-{}", sidecar.port);
-    let mut items = Vec::new();
-    for _ in 0..100 {
-        let summary: redis::Value =
-            redis::cmd("XPENDING").arg("events:chat").arg(&group).query(&mut conn).expect("XPENDING");
-        let redis::Value::Array(now) = summary else { panic!("XPENDING summary: {summary:?}") };
-        items = now;
-        if items.first() == Some(&redis::Value::Int(0)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let items = pending_once_settled(&mut conn, &group, 100).await;
     assert_eq!(items.first(), Some(&redis::Value::Int(0)), "every entry acknowledged: {items:?}");
 }
 
@@ -169,18 +176,7 @@ async fn a_restart_with_the_same_name_does_not_replay_the_backlog() {
     // Acknowledgements go in batches a few milliseconds after delivery
     // (ingest/acker.rs): a second is plenty; a backlog left pending would
     // never reach zero.
-    let group = "signalr-sidecar:restart-test";
-    let mut items = Vec::new();
-    for _ in 0..20 {
-        let pending: redis::Value =
-            redis::cmd("XPENDING").arg("events:chat").arg(group).query(&mut redis.conn()).expect("XPENDING");
-        let redis::Value::Array(now) = pending else { panic!("XPENDING summary: {pending:?}") };
-        items = now;
-        if items.first() == Some(&redis::Value::Int(0)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let items = pending_once_settled(&mut redis.conn(), "signalr-sidecar:restart-test", 20).await;
     assert_eq!(items.first(), Some(&redis::Value::Int(0)), "nothing left pending: {items:?}");
 }
 
