@@ -100,21 +100,24 @@ impl Registry {
         };
         let direct = members.len() <= DIRECT_FANOUT_MAX;
         // The tasks of a large fan-out are woken on the connections' runtime.
-        let mut unwoken = (!direct && self.wake_sender().is_some()).then(|| Vec::with_capacity(members.len()));
+        let wakes = if direct { None } else { self.wake_sender() };
+        let mut unwoken = Vec::new();
         for entry in members.values() {
             let Some(payload) = &frame.by_slot[entry.slot] else {
                 continue;
             };
             let out = OutFrame { payload: payload.clone(), droppable: frame.droppable, sequenced: true };
-            let pushed = match unwoken.as_mut() {
-                _ if direct => entry.outbox.try_push(out),
-                Some(unwoken) => entry.outbox.try_push_unwoken(out).map(|(evicted, wake)| {
+            let pushed = if direct {
+                entry.outbox.try_push(out)
+            } else if wakes.is_some() {
+                entry.outbox.try_push_unwoken(out).map(|(evicted, wake)| {
                     if wake {
                         unwoken.push(entry.outbox.clone());
                     }
                     evicted
-                }),
-                None => entry.outbox.try_push_batched(out),
+                })
+            } else {
+                entry.outbox.try_push_batched(out)
             };
             match pushed {
                 Ok(evicted) => {
@@ -126,8 +129,8 @@ impl Registry {
                 Err(PushError::Closed) => {}
             }
         }
-        if let Some(unwoken) = unwoken {
-            super::wakes::wake_later(self.wake_sender(), unwoken);
+        if let Some(wakes) = wakes {
+            super::wakes::wake_later(wakes, unwoken);
         }
         report
     }

@@ -42,17 +42,12 @@ pub(crate) async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, stop: Cancella
     }
 }
 
-/// Wakes `pending` through `sender`, or here if the task is gone.
-pub(crate) fn wake_later(sender: Option<&WakeSender>, pending: Pending) {
+/// Wakes `pending` through `sender`'s task, or here if the task is gone.
+pub(crate) fn wake_later(sender: &WakeSender, pending: Pending) {
     if pending.is_empty() {
         return;
     }
-    match sender {
-        Some(tx) => {
-            if let Err(mpsc::error::SendError(pending)) = tx.send(pending) {
-                pending.iter().for_each(|o| o.wake());
-            }
-        }
-        None => pending.iter().for_each(|o| o.wake()),
+    if let Err(mpsc::error::SendError(pending)) = sender.send(pending) {
+        pending.iter().for_each(|o| o.wake());
     }
 }

@@ -85,7 +85,7 @@ impl ReadConn {
     pub(super) async fn open(config: &RedisConfig, read: ReadCommand<'_>) -> Result<ReadConn, ReadError> {
         let block_ms = read.block.as_millis().to_string();
         let count = read.count.to_string();
-        let args: [&[u8]; 10] = [
+        let args: [&[u8]; 11] = [
             b"XREADGROUP",
             b"GROUP",
             read.group.as_bytes(),
@@ -96,6 +96,7 @@ impl ReadConn {
             block_ms.as_bytes(),
             b"STREAMS",
             read.stream.as_bytes(),
+            b">",
         ];
         let single = !config.cluster && config.urls.len() == 1;
         if single {
@@ -108,7 +109,7 @@ impl ReadConn {
                     username: settings.username().map(str::to_owned),
                     password: settings.password().map(str::to_owned),
                     db: settings.db(),
-                    command: resp::command(&[&args[..], &[b">"]].concat()),
+                    command: resp::command(&args),
                     reply_within: read.block + REPLY_MARGIN,
                     socket: None,
                     buf: Vec::new(),
@@ -121,7 +122,6 @@ impl ReadConn {
         for arg in args {
             cmd.arg(arg);
         }
-        cmd.arg(">");
         Ok(ReadConn::Crate(super::connect(config, None).await?, cmd))
     }
 
@@ -183,17 +183,21 @@ impl OwnConn {
                     args.push(user.as_bytes());
                 }
                 args.push(password.as_bytes());
-                socket.write_all(&resp::command(&args)).await?;
-                reply(&mut socket, &mut self.buf, |b| resp::status(b).map(|n| ((), n))).await?;
+                ok(&mut socket, &mut self.buf, &args).await?;
             }
             if self.db != 0 {
-                socket.write_all(&resp::command(&[b"SELECT", self.db.to_string().as_bytes()])).await?;
-                reply(&mut socket, &mut self.buf, |b| resp::status(b).map(|n| ((), n))).await?;
+                ok(&mut socket, &mut self.buf, &[b"SELECT", self.db.to_string().as_bytes()]).await?;
             }
             Ok(socket)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, handshake).await.map_err(|_| ReadError::Timeout(CONNECT_TIMEOUT))?
     }
+}
+
+/// Sends a command whose answer is a status (`+OK`); an error line fails.
+async fn ok(socket: &mut TcpStream, buf: &mut Vec<u8>, args: &[&[u8]]) -> Result<(), ReadError> {
+    socket.write_all(&resp::command(args)).await?;
+    reply(socket, buf, |b| resp::status(b).map(|n| ((), n))).await
 }
 
 /// Reads until `parse` finds a whole reply in `buf`, and takes it out.
