@@ -174,14 +174,23 @@ impl Arguments {
         self.0.contains(&ArgumentSource::Position)
     }
 
-    /// The first payload field named here that `payload` lacks; `None`
-    /// means an event with this payload can be shaped.
-    pub fn missing_field(&self, payload: &Map<String, Value>) -> Option<MissingField> {
-        self.0.iter().enumerate().find_map(|(i, source)| match source {
-            ArgumentSource::PayloadField(path) if path.lookup(payload).is_none() => {
-                Some(MissingField { position: i + 1, path: path.as_str().to_string() })
-            }
-            _ => None,
+    /// The first payload field named here that the payload lacks; `None`
+    /// means an event with this payload can be shaped. `payload` is asked
+    /// for only when a field is named (an object may be built for it).
+    pub fn missing_field<'a>(&self, payload: impl FnOnce() -> &'a Map<String, Value>) -> Option<MissingField> {
+        let mut named = self
+            .0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| match source {
+                ArgumentSource::PayloadField(path) => Some((i, path)),
+                _ => None,
+            })
+            .peekable();
+        named.peek()?;
+        let payload = payload();
+        named.find_map(|(i, path)| {
+            path.lookup(payload).is_none().then(|| MissingField { position: i + 1, path: path.as_str().to_string() })
         })
     }
 
@@ -271,14 +280,32 @@ mod tests {
     fn a_missing_or_unreachable_field_is_named_with_its_position() {
         let args = parse_all(&["room_id", "payload.request_id", "payload.sender.name"]).expect("valid");
         let payload = |v: serde_json::Value| v.as_object().cloned().expect("object");
-        assert_eq!(args.missing_field(&payload(json!({"request_id": 1, "sender": {"name": "Ann"}}))), None);
-        // A null field exists: it is sent as null.
-        assert_eq!(args.missing_field(&payload(json!({"request_id": null, "sender": {"name": "Ann"}}))), None);
         assert_eq!(
-            args.missing_field(&payload(json!({"sender": {"name": "Ann"}}))),
+            {
+                let p = payload(json!({"request_id": 1, "sender": {"name": "Ann"}}));
+                args.missing_field(|| &p)
+            },
+            None
+        );
+        // A null field exists: it is sent as null.
+        assert_eq!(
+            {
+                let p = payload(json!({"request_id": null, "sender": {"name": "Ann"}}));
+                args.missing_field(|| &p)
+            },
+            None
+        );
+        assert_eq!(
+            {
+                let p = payload(json!({"sender": {"name": "Ann"}}));
+                args.missing_field(|| &p)
+            },
             Some(MissingField { position: 2, path: "request_id".into() })
         );
-        let not_an_object = args.missing_field(&payload(json!({"request_id": 1, "sender": "Ann"})));
+        let not_an_object = {
+            let p = payload(json!({"request_id": 1, "sender": "Ann"}));
+            args.missing_field(|| &p)
+        };
         assert_eq!(
             not_an_object.map(|m| m.to_string()).as_deref(),
             Some("payload has no field 'sender.name' (argument 3 of the route)")

@@ -6,15 +6,17 @@
 
 mod checks;
 mod head;
+mod payload;
+mod payload_check;
 mod schema;
 mod time;
 mod wire;
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use head::{Fields, Head, Pending};
+pub use payload::Payload;
 pub use schema::{SchemaError, Schemas};
 pub use time::parse_timestamp;
 use wire::Wire;
@@ -37,8 +39,9 @@ pub enum EnvelopeError {
     BadTimestamp(String),
 }
 
-/// One event, as publishers send it.
-#[derive(Debug, Clone)]
+/// One event, as publishers send it. Equal events have the same fields and
+/// payload, however its text was spaced.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// UUID, the idempotency key.
     pub event_id: String,
@@ -48,27 +51,12 @@ pub struct Envelope {
     pub timestamp: DateTime<Utc>,
     /// The group, `user:<id>` or `*`.
     pub room_id: String,
-    /// Event-specific data, passed to clients unchanged.
-    pub payload: Map<String, Value>,
+    /// Event-specific data, passed to clients unchanged: JSON frames
+    /// splice the publisher's text in, the object is built only for what
+    /// needs one.
+    pub payload: Payload,
     /// Tracing and coalescing information.
     pub metadata: Option<Map<String, Value>>,
-    /// The publisher's payload text exactly as received, when the envelope
-    /// was decoded (`None` for the events the sidecar makes): JSON frames
-    /// splice it in instead of serializing `payload` again. Whoever changes
-    /// `payload` must clear it.
-    pub raw_payload: Option<Box<RawValue>>,
-}
-
-/// Equal events: the same fields and payload, however its text was spaced.
-impl PartialEq for Envelope {
-    fn eq(&self, other: &Envelope) -> bool {
-        self.event_id == other.event_id
-            && self.event_type == other.event_type
-            && self.timestamp == other.timestamp
-            && self.room_id == other.room_id
-            && self.payload == other.payload
-            && self.metadata == other.metadata
-    }
 }
 
 /// The flat field names of CONTRACT section 4.
@@ -99,7 +87,6 @@ impl Envelope {
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Ok(None),
         };
-        let Ok(Value::Object(payload)) = serde_json::from_str(wire.payload.get()) else { return Ok(None) };
         let valid = schemas.envelope_is_shipped()
             && checks::is_uuid(&wire.event_id)
             && checks::has_chars(&wire.event_type, 1, 128)
@@ -111,7 +98,7 @@ impl Envelope {
         }
         let timestamp =
             parse_timestamp(&wire.timestamp).ok_or_else(|| EnvelopeError::BadTimestamp(wire.timestamp.to_string()))?;
-        let payload = schemas.check_payload_map(&wire.event_type, payload)?;
+        let Some(payload) = schemas.checked_payload(&wire.event_type, wire.payload)? else { return Ok(None) };
         Ok(Some(Envelope {
             event_id: wire.event_id.into_owned(),
             event_type: wire.event_type.into_owned(),
@@ -119,7 +106,6 @@ impl Envelope {
             room_id: wire.room_id.into_owned(),
             payload,
             metadata,
-            raw_payload: Some(wire.payload.to_owned()),
         }))
     }
 
@@ -192,7 +178,7 @@ impl Envelope {
             None => None,
             Some(_) => return Err(shape("metadata", "an object")),
         };
-        Ok(Envelope { event_id, event_type, timestamp, room_id, payload, metadata, raw_payload: None })
+        Ok(Envelope { event_id, event_type, timestamp, room_id, payload: payload.into(), metadata })
     }
 
     /// The envelope as one JSON object (the `data` encoding and the HTTP body).
@@ -202,7 +188,7 @@ impl Envelope {
         o.insert("event_type".into(), self.event_type.clone().into());
         o.insert("timestamp".into(), format_timestamp(&self.timestamp).into());
         o.insert("room_id".into(), self.room_id.clone().into());
-        o.insert("payload".into(), Value::Object(self.payload.clone()));
+        o.insert("payload".into(), Value::Object(self.payload.object().clone()));
         if let Some(m) = &self.metadata {
             o.insert("metadata".into(), Value::Object(m.clone()));
         }
@@ -216,7 +202,13 @@ impl Envelope {
             ("event_type", self.event_type.clone()),
             ("timestamp", format_timestamp(&self.timestamp)),
             ("room_id", self.room_id.clone()),
-            ("payload", Value::Object(self.payload.clone()).to_string()),
+            (
+                "payload",
+                self.payload.raw().map_or_else(
+                    || Value::Object(self.payload.object().clone()).to_string(),
+                    |raw| raw.get().to_owned(),
+                ),
+            ),
         ];
         if let Some(m) = &self.metadata {
             fields.push(("metadata", Value::Object(m.clone()).to_string()));
@@ -226,7 +218,7 @@ impl Envelope {
 
     /// A string field of the payload, such as `user_id` or `sender_id`.
     pub fn payload_str(&self, field: &str) -> Option<&str> {
-        self.payload.get(field).and_then(Value::as_str)
+        self.payload.str_field(field)
     }
 }
 

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
+use super::payload::Payload;
+use super::payload_check::{self, Compiled, Scan};
 use super::EnvelopeError;
 
 /// The shipped `protocol/schemas/envelope.json`, to recognise it at load.
@@ -41,7 +44,14 @@ pub struct Schemas {
     /// The envelope schema is the shipped one, whose checks `checks.rs`
     /// makes as code; an operator's own is always run as a schema.
     shipped: bool,
-    payloads: HashMap<String, jsonschema::Validator>,
+    payloads: HashMap<String, PayloadSchema>,
+}
+
+/// One event type's payload schema: as a validator, and as code when it
+/// uses only what `payload_check` compiles.
+struct PayloadSchema {
+    validator: jsonschema::Validator,
+    compiled: Option<Compiled>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -74,7 +84,8 @@ impl Schemas {
             if stem == "envelope" {
                 envelope = Some((validator, schema == shipped_envelope()));
             } else {
-                payloads.insert(stem.to_string(), validator);
+                let compiled = Compiled::from_schema(&schema);
+                payloads.insert(stem.to_string(), PayloadSchema { validator, compiled });
             }
         }
         let (envelope, shipped) = envelope.ok_or_else(|| SchemaError::Invalid {
@@ -89,19 +100,33 @@ impl Schemas {
         self.shipped
     }
 
-    /// Checks a payload object against its type's schema, if it has one,
-    /// and gives it back.
-    pub(super) fn check_payload_map(
-        &self,
-        event_type: &str,
-        payload: Map<String, Value>,
-    ) -> Result<Map<String, Value>, EnvelopeError> {
-        let Some(validator) = self.payloads.get(event_type) else { return Ok(payload) };
-        let value = Value::Object(payload);
-        check(validator, &value, "/payload")?;
+    /// The payload of an event of `event_type`, checked against its type's
+    /// schema (if it has one) in one pass over its text that builds
+    /// nothing; the object is built here only when that pass is unsure or
+    /// the schema could not be compiled. `Ok(None)` when the text is not a
+    /// JSON object: the caller's slow way names the problem.
+    pub(super) fn checked_payload(&self, event_type: &str, raw: &RawValue) -> Result<Option<Payload>, EnvelopeError> {
+        let schema = self.payloads.get(event_type);
+        let compiled = match schema {
+            Some(PayloadSchema { compiled: None, .. }) => None,
+            Some(PayloadSchema { compiled: Some(c), .. }) => Some(Some(c)),
+            None => Some(None),
+        };
+        if let Some(compiled) = compiled {
+            match payload_check::scan(raw.get(), compiled) {
+                Ok((Scan::Passed, index)) => return Ok(Some(Payload::from_checked_text(raw.to_owned(), index))),
+                Ok((Scan::Unsure, _)) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        let Ok(Value::Object(object)) = serde_json::from_str(raw.get()) else { return Ok(None) };
+        let value = Value::Object(object);
+        if let Some(schema) = schema {
+            check(&schema.validator, &value, "/payload")?;
+        }
         match value {
-            Value::Object(m) => Ok(m),
-            _ => unreachable!("wrapped as an object just above"),
+            Value::Object(object) => Ok(Some(Payload::from_text_and_object(raw.to_owned(), object))),
+            _ => Ok(None),
         }
     }
 
@@ -111,7 +136,7 @@ impl Schemas {
 
     pub(super) fn check_payload(&self, event_type: &str, payload: &Value) -> Result<(), EnvelopeError> {
         match self.payloads.get(event_type) {
-            Some(v) => check(v, payload, "/payload"),
+            Some(schema) => check(&schema.validator, payload, "/payload"),
             None => Ok(()),
         }
     }

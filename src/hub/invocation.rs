@@ -85,9 +85,8 @@ impl Hubs {
                     event_type: if typing { start.clone() } else { stop.clone() },
                     timestamp: chrono::Utc::now(),
                     room_id: room.clone(),
-                    payload,
+                    payload: payload.into(),
                     metadata: Some(metadata),
-                    raw_payload: None,
                 };
                 hubs.publisher.publish(envelope).await?;
                 Ok(Value::Null)

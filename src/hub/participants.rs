@@ -128,9 +128,8 @@ async fn publish_count(hubs: &Hubs, (hub, room): &Room) {
         event_type: PARTICIPANT_COUNT_EVENT.to_string(),
         timestamp: chrono::Utc::now(),
         room_id: room.clone(),
-        payload,
+        payload: payload.into(),
         metadata: Some(metadata),
-        raw_payload: None,
     };
     if let Err(e) = hubs.publisher.publish(envelope).await {
         tracing::warn!(error = %e, room = %room, "participant count not published");

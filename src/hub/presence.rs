@@ -33,9 +33,8 @@ impl Hubs {
                 event_type: event_type.to_string(),
                 timestamp: chrono::Utc::now(),
                 room_id: room,
-                payload,
+                payload: payload.into(),
                 metadata: Some(metadata),
-                raw_payload: None,
             };
             if let Err(e) = self.publisher.publish(envelope).await {
                 tracing::warn!(event_type, error = %e, "presence event not published");

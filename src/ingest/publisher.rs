@@ -169,7 +169,7 @@ impl Publisher {
             .routes
             .route(&envelope.event_type)
             .ok_or_else(|| PublishError::NoRoute(envelope.event_type.clone()))?;
-        if let Some(missing) = route.arguments.missing_field(&envelope.payload) {
+        if let Some(missing) = route.arguments.missing_field(|| envelope.payload.object()) {
             return Err(PublishError::MissingArgument { event_type: route.event_type.clone(), missing });
         }
         Ok(Arc::from(route.stream.as_str()))

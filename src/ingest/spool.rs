@@ -191,9 +191,8 @@ mod tests {
             event_type: "chat_message".into(),
             timestamp: Utc::now() - chrono::Duration::seconds(age_seconds),
             room_id: "r".into(),
-            payload,
+            payload: payload.into(),
             metadata: None,
-            raw_payload: None,
         }
     }
 
@@ -203,7 +202,7 @@ mod tests {
     }
 
     fn n_of(s: &Spooled) -> u64 {
-        s.envelope.payload["n"].as_u64().expect("n")
+        s.envelope.payload.object()["n"].as_u64().expect("n")
     }
 
     fn metric(metrics: &Metrics, line_start: &str) -> Option<String> {

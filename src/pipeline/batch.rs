@@ -163,14 +163,13 @@ mod tests {
             event_type: event_type.into(),
             timestamp: chrono::Utc::now(),
             room_id: room.into(),
-            payload: payload.as_object().cloned().expect("object"),
+            payload: payload.as_object().cloned().expect("object").into(),
             metadata: None,
-            raw_payload: None,
         }
     }
 
     fn numbers(held: &Held) -> Vec<u64> {
-        held.iter().map(|(e, _, _)| e.payload["n"].as_u64().expect("n")).collect()
+        held.iter().map(|(e, _, _)| e.payload.object()["n"].as_u64().expect("n")).collect()
     }
 
     fn ms(t0: Instant, n: u64) -> Instant {

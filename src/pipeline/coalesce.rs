@@ -17,9 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Payload};
 
 /// Who an event is about: hub, room, user.
 pub(super) type Key = (usize, String, String);
@@ -29,7 +27,7 @@ struct Slot {
     /// The slot (and what was last sent) is forgotten after this.
     remember_until: Instant,
     /// What was last sent: event type and payload.
-    last_sent: (String, Map<String, Value>),
+    last_sent: (String, Payload),
     pending: Option<Envelope>,
     merged: u64,
     /// When the last event about the key was offered.
@@ -167,6 +165,8 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Map;
+
     use super::*;
 
     fn typing(on: bool) -> Envelope {
@@ -178,9 +178,8 @@ mod tests {
             event_type: if on { "typing_start" } else { "typing_stop" }.into(),
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
-            payload,
+            payload: payload.into(),
             metadata: None,
-            raw_payload: None,
         }
     }
 
@@ -198,7 +197,10 @@ mod tests {
         assert_eq!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(30)), Offer::Held);
         assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(100)));
         let (sent, dropped) = c.due(t0 + Duration::from_millis(100));
-        assert_eq!((sent.len(), sent[0].0.payload["is_typing"].clone(), sent[0].1, dropped), (1, false.into(), 3, 0));
+        assert_eq!(
+            (sent.len(), sent[0].0.payload.object()["is_typing"].clone(), sent[0].1, dropped),
+            (1, false.into(), 3, 0)
+        );
     }
 
     #[test]

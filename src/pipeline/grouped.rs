@@ -24,7 +24,7 @@ use crate::telemetry::labels::DropReason;
 /// when the route names none.
 pub(super) fn typing_ended_by(route: &EventRoute, envelope: &Envelope) -> Option<Key> {
     let user = match &route.ends_typing {
-        Some(path) => path.lookup(&envelope.payload).and_then(Value::as_str),
+        Some(path) => path.lookup(envelope.payload.object()).and_then(Value::as_str),
         None => envelope.payload_str("sender_id"),
     };
     user.map(|u| (route.hub, envelope.room_id.clone(), u.to_string()))
@@ -58,7 +58,7 @@ impl Pipeline {
     /// A start, unless the payload says `is_typing: false` or the event
     /// type is the stop event of one of the hub's `typing` methods.
     fn starts_typing(&self, route: &EventRoute, envelope: &Envelope) -> bool {
-        if envelope.payload.get("is_typing").and_then(Value::as_bool) == Some(false) {
+        if envelope.payload.object().get("is_typing").and_then(Value::as_bool) == Some(false) {
             return false;
         }
         let hub = self.routes.hubs.get(route.hub);

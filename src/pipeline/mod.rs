@@ -264,7 +264,7 @@ impl Pipeline {
         // roster route's arguments are shaped from the roster, not the event.
         let missing = match route.delivery {
             Delivery::Roster => None,
-            _ => route.arguments.missing_field(&envelope.payload),
+            _ => route.arguments.missing_field(|| envelope.payload.object()),
         };
         if let Some(missing) = missing {
             let reason = format!("route '{}': {missing}", route.event_type);

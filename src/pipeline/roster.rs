@@ -217,9 +217,8 @@ fn roster_envelope(room: &str, state: &[(String, String)]) -> Envelope {
         event_type: ROSTER_EVENT_TYPE.into(),
         timestamp: chrono::Utc::now(),
         room_id: room.to_string(),
-        payload,
+        payload: payload.into(),
         metadata: None,
-        raw_payload: None,
     }
 }
 

@@ -4,20 +4,20 @@
 //! envelope where they can, so the default `[payload]` copies nothing.
 
 use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::codec::Protocol;
 use crate::config::{ArgumentSource, Arguments, MissingField};
-use crate::envelope::{format_timestamp, Envelope};
+use crate::envelope::{format_timestamp, Envelope, Payload};
 
 /// One argument of an outgoing invocation.
 #[derive(Debug, PartialEq)]
 pub(super) enum Argument<'a> {
     /// A value inside the envelope (a payload or metadata field).
     Value(&'a Value),
-    /// The payload object, and its text as the publisher sent it (if kept).
-    Object(&'a Map<String, Value>, Option<Kept<'a>>),
+    /// The payload: its text as the publisher sent it (if kept), its
+    /// object built only for an encoding that needs one.
+    Object(&'a Payload),
     /// A string field of the envelope (room, event type, id).
     Text(&'a str),
     /// Made for this event: the timestamp text, the whole envelope.
@@ -32,22 +32,12 @@ impl Serialize for Argument<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Argument::Value(v) => v.serialize(serializer),
-            Argument::Object(m, _) => m.serialize(serializer),
+            Argument::Object(payload) => payload.serialize(serializer),
             Argument::Text(s) => serializer.serialize_str(s),
             Argument::Owned(v) => v.serialize(serializer),
             Argument::Null => serializer.serialize_unit(),
             Argument::List(items) => serializer.collect_seq(items),
         }
-    }
-}
-
-/// A payload's text as the publisher sent it; equal when the texts are.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Kept<'a>(&'a RawValue);
-
-impl PartialEq for Kept<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
     }
 }
 
@@ -58,7 +48,10 @@ struct Spliced<'b, 'a>(&'b Argument<'a>);
 impl Serialize for Spliced<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Argument::Object(_, Some(Kept(raw))) => raw.serialize(serializer),
+            Argument::Object(payload) => match payload.raw() {
+                Some(raw) => raw.serialize(serializer),
+                None => payload.serialize(serializer),
+            },
             Argument::List(items) => serializer.collect_seq(items.iter().map(Spliced)),
             other => other.serialize(serializer),
         }
@@ -90,11 +83,9 @@ pub(super) fn shape<'a>(
         .enumerate()
         .map(|(i, source)| {
             Ok(match source {
-                ArgumentSource::Payload => {
-                    Argument::Object(&envelope.payload, envelope.raw_payload.as_deref().map(Kept))
-                }
+                ArgumentSource::Payload => Argument::Object(&envelope.payload),
                 ArgumentSource::PayloadField(path) => Argument::Value(
-                    path.lookup(&envelope.payload)
+                    path.lookup(envelope.payload.object())
                         .ok_or_else(|| MissingField { position: i + 1, path: path.as_str().to_string() })?,
                 ),
                 ArgumentSource::RoomId => Argument::Text(&envelope.room_id),
@@ -162,9 +153,8 @@ mod tests {
             event_type: "chat_message".into(),
             timestamp: crate::envelope::parse_timestamp("2026-01-02T03:04:05.123456Z").expect("time"),
             room_id: "room-1".into(),
-            payload: payload.as_object().cloned().expect("object"),
+            payload: payload.as_object().cloned().expect("object").into(),
             metadata: Some(json!({"trace_id": "t-1"}).as_object().cloned().expect("object")),
-            raw_payload: None,
         }
     }
 
@@ -213,7 +203,7 @@ mod tests {
     fn the_default_borrows_the_payload_and_encodes_as_before() {
         let e = event();
         let args = shape(&Arguments::default(), &e, None).expect("shaped");
-        assert_eq!(args, [Argument::Object(&e.payload, None)]);
+        assert_eq!(args, [Argument::Object(&e.payload)]);
         for protocol in Protocol::ALL {
             assert_eq!(
                 protocol.encode_invocation("ReceiveMessage", &args),
@@ -227,8 +217,7 @@ mod tests {
     fn json_frames_carry_the_publishers_payload_text_and_messagepack_the_object() {
         let text = r#"{"z": 1, "a": {"b": [1, 2.5, "x\u00e9"]}}"#;
         let mut e = event();
-        e.payload = serde_json::from_str(text).expect("an object");
-        e.raw_payload = Some(RawValue::from_string(text.to_string()).expect("JSON"));
+        e.payload = Payload::from_text(text).expect("an object");
         let args = shape(&spec(&["room_id", "payload"]), &e, None).expect("shaped");
         let json = encode(Protocol::Json, "M", &args);
         let want = format!(r#"{{"type":1,"target":"M","arguments":["room-1",{text}]}}"#);
@@ -236,7 +225,7 @@ mod tests {
         let batch = shape_batch(&Arguments::default(), std::slice::from_ref(&e), &[]).expect("shaped");
         let json = encode(Protocol::Json, "M", &batch);
         assert!(String::from_utf8_lossy(&json).contains(&format!("[[{text}]]")), "spliced inside a batch too");
-        let made = Envelope { raw_payload: None, ..e.clone() };
+        let made = Envelope { payload: e.payload.object().clone().into(), ..e.clone() };
         let plain = shape(&spec(&["room_id", "payload"]), &made, None).expect("shaped");
         assert_eq!(
             encode(Protocol::MessagePack, "M", &args),
@@ -274,7 +263,7 @@ mod tests {
     fn a_batch_sends_shared_sources_once_and_lists_the_rest_in_order() {
         let mut second = event();
         second.event_id = "e-2".into();
-        second.payload.insert("request_id".into(), "req-2".into());
+        second.payload.object_mut().insert("request_id".into(), "req-2".into());
         let events = [event(), second];
         let list = shape_batch(&Arguments::default(), &events, &[]).expect("shaped");
         assert_eq!(as_json(&list), json!([[events[0].payload, events[1].payload]]), "one argument: the payloads");
@@ -289,7 +278,7 @@ mod tests {
             assert!(!protocol.encode_invocation("M", &args).is_empty());
         }
         let mut lacking = event();
-        lacking.payload.remove("request_id");
+        lacking.payload.object_mut().remove("request_id");
         assert!(shape_batch(&spec(&["payload.request_id"]), &[event(), lacking], &[]).is_err());
     }
 }

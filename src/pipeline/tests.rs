@@ -112,9 +112,8 @@ fn event(event_type: &str, room: &str, payload: Value) -> Envelope {
         event_type: event_type.into(),
         timestamp: Utc::now(),
         room_id: room.into(),
-        payload: payload.as_object().cloned().expect("an object"),
+        payload: payload.as_object().cloned().expect("an object").into(),
         metadata: None,
-        raw_payload: None,
     }
 }
 

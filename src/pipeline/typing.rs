@@ -61,7 +61,7 @@ impl TypingState {
     /// the user is typing (so a coalescer can show a resumed typist at once).
     pub(super) fn observe(&mut self, key: &Key, envelope: &Envelope, now: Instant) -> bool {
         let Some(kind) = self.kinds.get(&envelope.event_type) else { return false };
-        let starts = kind.starts && envelope.payload.get("is_typing").and_then(Value::as_bool) != Some(false);
+        let starts = kind.starts && envelope.payload.object().get("is_typing").and_then(Value::as_bool) != Some(false);
         if !starts {
             self.typing.remove(key);
             return false;
@@ -115,9 +115,8 @@ fn stop(key: &Key, t: Typist, why: &str) -> Envelope {
         event_type: t.stop_event,
         timestamp: chrono::Utc::now(),
         room_id: key.1.clone(),
-        payload,
+        payload: payload.into(),
         metadata: Some(metadata),
-        raw_payload: None,
     }
 }
 
@@ -134,9 +133,8 @@ mod tests {
             event_type: "typing_start".into(),
             timestamp: chrono::Utc::now(),
             room_id: "r".into(),
-            payload: payload.as_object().cloned().unwrap_or_default(),
+            payload: payload.as_object().cloned().unwrap_or_default().into(),
             metadata: None,
-            raw_payload: None,
         }
     }
 
@@ -156,10 +154,10 @@ mod tests {
         let stops = s.due(t0 + Duration::from_secs(9));
         assert_eq!(stops.len(), 1);
         assert_eq!(
-            (stops[0].1.event_type.as_str(), stops[0].1.payload["is_typing"].clone()),
+            (stops[0].1.event_type.as_str(), stops[0].1.payload.object()["is_typing"].clone()),
             ("typing_stop", false.into())
         );
-        assert_eq!(stops[0].1.payload["username"], "Ann");
+        assert_eq!(stops[0].1.payload.object()["username"], "Ann");
     }
 
     #[test]
@@ -168,7 +166,7 @@ mod tests {
         let mut s = state();
         s.observe(&key, &start(), Instant::now());
         let stop = s.message_sent(&key).expect("a stop");
-        let mut fields: Vec<&str> = stop.payload.keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = stop.payload.object().keys().map(String::as_str).collect();
         let mut expected = crate::config::TYPING_PAYLOAD_FIELDS.to_vec();
         fields.sort_unstable();
         expected.sort_unstable();

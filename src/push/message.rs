@@ -1,7 +1,7 @@
 //! What a push message says: the event as the service worker receives it
 //! (`event.data.json()`), within the one record a push message holds.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::ece::MAX_PLAINTEXT;
 use crate::pipeline::PushOffer;
@@ -18,7 +18,7 @@ pub(super) fn plaintext(offer: &PushOffer) -> Vec<u8> {
         "event_type": e.event_type,
         "method": offer.method,
         "timestamp": timestamp,
-        "payload": Value::Object(e.payload.clone()),
+        "payload": e.payload,
     });
     let full = message.to_string().into_bytes();
     if full.len() <= MAX_PLAINTEXT {
@@ -39,6 +39,8 @@ pub(super) fn plaintext(offer: &PushOffer) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::envelope::Envelope;
 
@@ -53,9 +55,8 @@ mod tests {
                 event_type: "notification".into(),
                 timestamp: chrono::Utc::now(),
                 room_id: "user:u1".into(),
-                payload,
+                payload: payload.into(),
                 metadata: None,
-                raw_payload: None,
             },
         }
     }

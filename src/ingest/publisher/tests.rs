@@ -25,9 +25,8 @@ fn envelope(event_type: &str, payload: serde_json::Value) -> Envelope {
         event_type: event_type.into(),
         timestamp: chrono::Utc::now(),
         room_id: "r1".into(),
-        payload: payload.as_object().cloned().expect("an object"),
+        payload: payload.as_object().cloned().expect("an object").into(),
         metadata: None,
-        raw_payload: None,
     }
 }
 

@@ -61,9 +61,8 @@ fn typing_event(typist: usize, on: bool) -> Envelope {
         event_type: if on { "typing_start" } else { "typing_stop" }.into(),
         timestamp: chrono::Utc::now(),
         room_id: format!("room-{}", typist / TYPISTS_PER_ROOM),
-        payload: payload.as_object().cloned().unwrap_or_default(),
+        payload: payload.as_object().cloned().unwrap_or_default().into(),
         metadata: None,
-        raw_payload: None,
     }
 }
 
@@ -79,11 +78,11 @@ impl PerUser {
     fn fire(&mut self, now: Instant, ms: u64) {
         let (trailing, _) = self.coalescer.due(now);
         for (e, _) in trailing {
-            self.count.add(ms, "UserTyping", &e.payload);
+            self.count.add(ms, "UserTyping", e.payload.object());
         }
         for (key, stop) in self.typing.due(now) {
             self.coalescer.force(key, &stop, now);
-            self.count.add(ms, "UserTyping", &stop.payload);
+            self.count.add(ms, "UserTyping", stop.payload.object());
         }
     }
 
@@ -94,13 +93,13 @@ impl PerUser {
                 let e = typing_event(typist, matches!(act, Act::Key { .. }));
                 let starts = self.typing.observe(&key, &e, now);
                 if let Offer::Send(e) = self.coalescer.offer(key, e, starts, now) {
-                    self.count.add(ms, "UserTyping", &e.payload);
+                    self.count.add(ms, "UserTyping", e.payload.object());
                 }
             }
             Act::Send => {
                 if let Some(stop) = self.typing.message_sent(&key) {
                     self.coalescer.force(key, &stop, now);
-                    self.count.add(ms, "UserTyping", &stop.payload);
+                    self.count.add(ms, "UserTyping", stop.payload.object());
                 }
             }
         }
@@ -116,7 +115,7 @@ struct Roster {
 impl Roster {
     fn fire(&mut self, now: Instant, ms: u64) {
         for (_, e) in self.rosters.due(now) {
-            self.count.add(ms, "TypingRoster", &e.payload);
+            self.count.add(ms, "TypingRoster", e.payload.object());
         }
     }
 
@@ -125,7 +124,7 @@ impl Roster {
         let (user, name) = (format!("typist-{typist}"), format!("Typist {typist}"));
         let typing = matches!(act, Act::Key { .. });
         if let Some(e) = self.rosters.observe(room, &user, &name, typing, now) {
-            self.count.add(ms, "TypingRoster", &e.payload);
+            self.count.add(ms, "TypingRoster", e.payload.object());
         }
     }
 }
