@@ -141,6 +141,7 @@ async fn an_invalid_entry_is_dead_lettered_and_the_next_one_still_arrives() {
     assert!(field(1, "reason").expect("reason").contains("content"), "{dead:?}");
     assert_eq!(field(2, "garbage").as_deref(), Some("x"));
     assert_eq!(field(3, "reason").as_deref(), Some("no route for event_type 'no_such_type'"));
+    assert_eq!(field(3, "event_type").as_deref(), Some("no_such_type"), "settled in the pipeline, fields kept too");
     // The acker writes a batch's dead letters, then acknowledges them: wait
     // for the acknowledgements rather than race them.
     let group = format!("signalr-sidecar:test-{}", sidecar.port);

@@ -1,8 +1,7 @@
 //! Settles entries in batches: dead-letters invalid ones (every original
-//! field plus `reason`), then acknowledges with one XACK per stream. The
-//! original fields of each entry in flight are kept here, not in the
-//! pipeline: the reader hands them over when it reads the entry, and the
-//! pipeline's ack names only the stream and the entry id.
+//! field plus `reason`), then acknowledges with one XACK per stream. Each
+//! settlement carries its entry's original fields (shared, not copied), so
+//! nothing is kept here between the read and the settlement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,13 +17,14 @@ use crate::telemetry::Metrics;
 /// (which decodes a skippable entry's payload only when it needs it).
 pub(super) use crate::envelope::Fields;
 
-/// What the acker hears of an entry, in order: read, then settled.
-pub(super) enum Note {
-    /// Read and handed on (or found invalid): its original fields, kept
-    /// until it settles in case it becomes a dead letter.
-    Read { stream: Arc<str>, id: String, fields: Fields },
-    /// Its fate is known.
-    Settled { stream: Arc<str>, id: String, outcome: Outcome },
+/// An entry whose fate is known, with its original fields in case it
+/// becomes a dead letter. Each read of an entry settles once (a claim may
+/// read it again before the first read settled).
+pub(super) struct Note {
+    pub stream: Arc<str>,
+    pub id: String,
+    pub fields: Fields,
+    pub outcome: Outcome,
 }
 
 /// Most entries settled in one round trip.
@@ -50,7 +50,6 @@ pub(super) async fn run(
     metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<Note>,
 ) {
-    let mut kept = Kept::default();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         if batch.len() < BATCH && !rx.is_closed() {
@@ -68,24 +67,17 @@ pub(super) async fn run(
         // write fails the entry stays pending and is claimed again later.
         let mut acks: HashMap<Arc<str>, Vec<String>> = HashMap::new();
         // Entries settle in the order their fate is known (an entry that is
-        // not JSON at intake, a schema failure later in the pipeline): every
-        // read first, then the settled ones in stream order, so dead letters
-        // keep their entries' order within a batch.
+        // not JSON at intake, a schema failure later in the pipeline): in
+        // stream order, so dead letters keep their entries' order within a
+        // batch.
         batch.sort_by(|a, b| note_order(a).cmp(&note_order(b)));
-        for note in batch.drain(..) {
-            let (stream, id, outcome) = match note {
-                Note::Read { stream, id, fields } => {
-                    kept.read(stream, id, fields);
-                    continue;
-                }
-                Note::Settled { stream, id, outcome } => (stream, id, outcome),
-            };
+        for Note { stream, id, fields, outcome } in batch.drain(..) {
             let acknowledge = match &outcome {
                 Outcome::Unsettled => false,
                 Outcome::Invalid(reason) => {
                     let mut cmd = redis::cmd("XADD");
                     cmd.arg(format!("{stream}:dead")).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-                    for (k, v) in kept.fields(&stream, &id) {
+                    for (k, v) in fields.iter() {
                         cmd.arg(k).arg(v.as_slice());
                     }
                     cmd.arg("reason").arg(reason);
@@ -102,7 +94,6 @@ pub(super) async fn run(
                 }
                 Outcome::Delivered | Outcome::Dropped(_) => true,
             };
-            kept.settle(&stream, &id);
             if acknowledge {
                 acks.entry(stream).or_default().push(id);
             }
@@ -120,71 +111,9 @@ pub(super) async fn run(
     tracing::info!("acknowledgements finished");
 }
 
-/// Where a note goes in a batch: reads in arrival order (the sort is
-/// stable), then settlements by stream and entry id (`ms-seq`, compared as
-/// numbers; an id that is not one sorts last, by text).
-fn note_order(note: &Note) -> (bool, &str, (u64, u64), &str) {
-    match note {
-        Note::Read { .. } => (false, "", (0, 0), ""),
-        Note::Settled { stream, id, .. } => {
-            let numeric = id.split_once('-').and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
-            (true, stream, numeric.unwrap_or((u64::MAX, u64::MAX)), id)
-        }
-    }
-}
-
-/// The fields of the entries in flight, by stream and entry id, with how
-/// many reads of each are unsettled (a claim may read an entry again before
-/// its first read settled; each read settles once, dropped acks included).
-#[derive(Default)]
-struct Kept(HashMap<Arc<str>, HashMap<String, (Fields, usize)>>);
-
-impl Kept {
-    fn read(&mut self, stream: Arc<str>, id: String, fields: Fields) {
-        let slot = self.0.entry(stream).or_default().entry(id).or_insert_with(|| (Fields::default(), 0));
-        if slot.1 == 0 {
-            slot.0 = fields;
-        }
-        slot.1 += 1;
-    }
-
-    fn fields(&self, stream: &str, id: &str) -> &[(String, Vec<u8>)] {
-        self.0.get(stream).and_then(|s| s.get(id)).map_or(&[], |(fields, _)| fields.as_slice())
-    }
-
-    fn settle(&mut self, stream: &str, id: &str) {
-        let Some(entries) = self.0.get_mut(stream) else { return };
-        if let Some(slot) = entries.get_mut(id) {
-            slot.1 -= 1;
-            if slot.1 == 0 {
-                entries.remove(id);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fields(v: &str) -> Fields {
-        std::sync::Arc::new(vec![("data".to_string(), v.as_bytes().to_vec())])
-    }
-
-    #[test]
-    fn fields_are_kept_until_every_read_of_the_entry_settles() {
-        let mut k = Kept::default();
-        let s: Arc<str> = Arc::from("events:chat");
-        k.read(s.clone(), "1-0".into(), fields("a"));
-        k.read(s.clone(), "1-0".into(), fields("a"));
-        k.read(s.clone(), "2-0".into(), fields("b"));
-        k.settle(&s, "1-0");
-        assert_eq!(k.fields(&s, "1-0"), fields("a").as_slice(), "a second read is still in flight");
-        k.settle(&s, "1-0");
-        assert!(k.fields(&s, "1-0").is_empty());
-        assert_eq!(k.fields(&s, "2-0"), fields("b").as_slice());
-        k.settle(&s, "2-0");
-        k.settle(&s, "2-0"); // an unknown settle changes nothing
-        assert!(k.0[&s].is_empty());
-    }
+/// Where a note goes in a batch: by stream and entry id (`ms-seq`, compared
+/// as numbers; an id that is not one sorts last, by text).
+fn note_order(note: &Note) -> (&str, (u64, u64), &str) {
+    let numeric = note.id.split_once('-').and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+    (&note.stream, numeric.unwrap_or((u64::MAX, u64::MAX)), &note.id)
 }

@@ -1,7 +1,7 @@
 //! What the stream reader and the claimer share, and the one step they
-//! both take: decode an entry, leave its raw fields with the acker, and
-//! hand it to the pipeline with an `Ack` that settles it (XACK, or a dead
-//! letter) through the acker by stream and entry id.
+//! both take: decode an entry and hand it to the pipeline with an `Ack`
+//! that settles it (XACK, or a dead letter of its raw fields) through the
+//! acker.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,9 +37,6 @@ pub(super) struct Shared {
 pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
     let Entry { id, fields } = entry;
     let fields: Fields = Arc::new(fields);
-    // The acker keeps the fields until the entry settles (a dead letter
-    // carries every one of them); sent first, so it arrives first.
-    let _ = shared.settled.send(Note::Read { stream: stream.clone(), id: id.clone(), fields: fields.clone() });
     let event = match Pending::new(&fields, &shared.schemas) {
         Some(pending) => Event::Pending(pending),
         None => {
@@ -49,7 +46,7 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
                 Err(e) => {
                     // Logged (with its reason) once the dead letter is written.
                     let outcome = Outcome::Invalid(e.to_string());
-                    let _ = shared.settled.send(Note::Settled { stream: stream.clone(), id, outcome });
+                    let _ = shared.settled.send(Note { stream: stream.clone(), id, fields, outcome });
                     return true;
                 }
             }
@@ -58,8 +55,10 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
     let settled = shared.settled.clone();
     let ack_entry_id = id.clone();
     let (ack_stream, ack_id) = (stream.clone(), id);
+    // The ack keeps the fields (shared with the pending event) until the
+    // entry settles: a dead letter carries every one of them.
     let ack = Ack::new(move |outcome| {
-        let _ = settled.send(Note::Settled { stream: ack_stream, id: ack_id, outcome });
+        let _ = settled.send(Note { stream: ack_stream, id: ack_id, fields, outcome });
     });
     let started = Instant::now();
     let input = Input { event, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
