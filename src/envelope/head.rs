@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{checks, Envelope, EnvelopeError, Schemas};
+use super::{checks, EntryFields, Envelope, EnvelopeError, Schemas};
 
 /// A stream entry's fields, in order, shared between the pending event and
 /// whoever dead-letters it if its decoding fails.
-pub type Fields = Arc<Vec<(String, Vec<u8>)>>;
+pub type Fields = Arc<EntryFields>;
 
 /// The fields of an entry that say where it goes and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,12 +99,12 @@ impl Pending {
     /// The entry as a pending event, or `None` when its head does not pass
     /// the envelope's checks (decode it whole then).
     pub fn new(fields: &Fields, schemas: &Arc<Schemas>) -> Option<Pending> {
-        let head = Head::of_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        let head = Head::of_stream_fields(fields.iter())?;
         Some(Pending { head, fields: fields.clone(), schemas: schemas.clone() })
     }
 
     /// Decodes and checks the whole envelope.
     pub fn decode(self) -> Result<Envelope, EnvelopeError> {
-        Envelope::from_stream_fields(self.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &self.schemas)
+        Envelope::from_stream_fields(self.fields.iter(), &self.schemas)
     }
 }

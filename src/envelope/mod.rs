@@ -5,6 +5,7 @@
 //! to the pipeline.
 
 mod checks;
+mod fields;
 mod head;
 mod payload;
 mod payload_check;
@@ -15,6 +16,7 @@ mod wire;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+pub use fields::EntryFields;
 pub use head::{Fields, Head, Pending};
 pub use payload::Payload;
 pub use schema::{SchemaError, Schemas};

@@ -78,7 +78,7 @@ pub(super) async fn run(
                     let mut cmd = redis::cmd("XADD");
                     cmd.arg(format!("{stream}:dead")).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
                     for (k, v) in fields.iter() {
-                        cmd.arg(k).arg(v.as_slice());
+                        cmd.arg(k).arg(v);
                     }
                     cmd.arg("reason").arg(reason);
                     match cmd.query_async::<String>(&mut conn).await {

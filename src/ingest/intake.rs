@@ -40,8 +40,7 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
     let event = match Pending::new(&fields, &shared.schemas) {
         Some(pending) => Event::Pending(pending),
         None => {
-            match Envelope::from_stream_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &shared.schemas)
-            {
+            match Envelope::from_stream_fields(fields.iter(), &shared.schemas) {
                 Ok(e) => Event::Decoded(e),
                 Err(e) => {
                     // Logged (with its reason) once the dead letter is written.

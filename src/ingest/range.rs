@@ -68,8 +68,7 @@ pub(crate) async fn entries_between(
         .into_iter()
         .filter_map(|Entry { id, fields }| {
             let id = id.parse().ok()?;
-            let fields = fields.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
-            Envelope::from_stream_fields(fields, schemas).ok().map(|e| (id, e))
+            Envelope::from_stream_fields(fields.iter(), schemas).ok().map(|e| (id, e))
         })
         .collect())
 }

@@ -6,11 +6,13 @@
 
 use redis::Value;
 
+use crate::envelope::EntryFields;
+
 /// One stream entry: its id and its fields in order.
 #[derive(Debug, PartialEq)]
 pub(super) struct Entry {
     pub id: String,
-    pub fields: Vec<(String, Vec<u8>)>,
+    pub fields: EntryFields,
 }
 
 /// The entries of an XREADGROUP reply: `[[stream, entries], ...]` in RESP2,
@@ -54,8 +56,11 @@ fn entries(v: Value) -> Vec<Entry> {
             let Value::Array(pair) = item else { return None };
             let mut pair = pair.into_iter();
             let id = pair.next().and_then(text)?;
-            let fields = pair.next().map(pairs).unwrap_or_default();
-            let fields = fields.into_iter().map(|(k, v)| (k, bytes(v))).collect();
+            let pairs = pair.next().map(pairs).unwrap_or_default();
+            let mut fields = EntryFields::with_capacity(pairs.len(), 0);
+            for (k, v) in pairs {
+                fields.push(k.as_bytes(), &bytes(v));
+            }
             Some(Entry { id, fields })
         })
         .collect()
@@ -110,7 +115,7 @@ mod tests {
     }
 
     fn expected(id: &str, kv: &[(&str, &str)]) -> Entry {
-        Entry { id: id.into(), fields: kv.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect() }
+        Entry { id: id.into(), fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))) }
     }
 
     #[test]

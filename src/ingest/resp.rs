@@ -10,6 +10,7 @@
 //! in one pass. Knows bytes only: no socket, no Redis client.
 
 use super::replies::Entry;
+use crate::envelope::EntryFields;
 
 /// Why a reply could not be taken from the buffer.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -67,6 +68,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
         _ => return Err(ParseError::Invalid("expected an array")),
     }
     let Some(streams) = c.length()? else { return Ok((out, c.at)) };
+    let mut parts: Vec<(&[u8], &[u8])> = Vec::new();
     for _ in 0..streams {
         if c.array()? != Some(2) {
             return Err(ParseError::Invalid("expected [stream, entries]"));
@@ -82,15 +84,17 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
             let id = std::str::from_utf8(id).map_err(|_| ParseError::Invalid("an entry id that is not text"))?;
             let id = id.to_owned();
             let fields = match c.array()? {
-                None => Vec::new(),
+                None => EntryFields::default(),
                 Some(n) => {
-                    let mut fields = Vec::with_capacity(n / 2);
+                    // Found first, then copied into a buffer of their size.
+                    parts.clear();
                     for _ in 0..n / 2 {
-                        let key = c.bulk()?.unwrap_or_default();
-                        let value = c.bulk()?.unwrap_or_default().to_vec();
-                        // A field name that is not UTF-8 matches no field the
-                        // envelope knows; it is kept (lossily) for the dead letter.
-                        fields.push((String::from_utf8_lossy(key).into_owned(), value));
+                        parts.push((c.bulk()?.unwrap_or_default(), c.bulk()?.unwrap_or_default()));
+                    }
+                    let size = parts.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    let mut fields = EntryFields::with_capacity(parts.len(), size);
+                    for (key, value) in &parts {
+                        fields.push(key, value);
                     }
                     if n % 2 == 1 {
                         c.bulk()?;
@@ -205,7 +209,7 @@ mod tests {
     }
 
     fn entry(id: &str, kv: &[(&str, &str)]) -> Entry {
-        Entry { id: id.into(), fields: kv.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect() }
+        Entry { id: id.into(), fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))) }
     }
 
     #[test]
@@ -232,7 +236,7 @@ mod tests {
         let mut bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$4\r\n".to_vec();
         bytes.extend_from_slice(b"\r\n\xff\x00\r\n");
         let (entries, _) = read_reply(&bytes).unwrap();
-        assert_eq!(entries[0].fields[0].1, b"\r\n\xff\x00".to_vec());
+        assert_eq!(entries[0].fields.iter().next(), Some(("data", &b"\r\n\xff\x00"[..])));
     }
 
     #[test]

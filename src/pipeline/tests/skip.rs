@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::envelope::{Fields, Pending, Schemas};
+use crate::envelope::{EntryFields, Fields, Pending, Schemas};
 use crate::pipeline::skip::route_may_skip;
 
 fn schemas() -> Arc<Schemas> {
@@ -20,13 +20,13 @@ fn routes_file(name: &str) -> Arc<RouteTable> {
 /// A flat stream entry, pending as ingest hands it over.
 fn pending(event_id: &str, event_type: &str, room: &str, payload: &str) -> Pending {
     let now = crate::envelope::format_timestamp(&Utc::now());
-    let fields: Fields = Arc::new(vec![
-        ("event_id".into(), event_id.as_bytes().to_vec()),
-        ("event_type".into(), event_type.as_bytes().to_vec()),
-        ("timestamp".into(), now.into_bytes()),
-        ("room_id".into(), room.as_bytes().to_vec()),
-        ("payload".into(), payload.as_bytes().to_vec()),
-    ]);
+    let fields: Fields = Arc::new(EntryFields::from_pairs([
+        ("event_id", event_id.as_bytes()),
+        ("event_type", event_type.as_bytes()),
+        ("timestamp", now.as_bytes()),
+        ("room_id", room.as_bytes()),
+        ("payload", payload.as_bytes()),
+    ]));
     Pending::new(&fields, &schemas()).expect("a valid head")
 }
 
@@ -110,13 +110,13 @@ fn broadcasts_typing_and_invalid_heads_are_never_skipped() {
     assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", CHAT_PAYLOAD), "3-0"), Outcome::Delivered);
     assert_eq!(r.skipped(), "sidecar_events_skipped_total 0");
     // A head that fails the envelope's checks is not pending at all.
-    let fields: Fields = Arc::new(vec![
-        ("event_id".into(), b"not-a-uuid".to_vec()),
-        ("event_type".into(), b"chat_message".to_vec()),
-        ("timestamp".into(), b"2026-01-16T10:00:00Z".to_vec()),
-        ("room_id".into(), b"r2".to_vec()),
-        ("payload".into(), b"{}".to_vec()),
-    ]);
+    let fields: Fields = Arc::new(EntryFields::from_pairs([
+        ("event_id", &b"not-a-uuid"[..]),
+        ("event_type", &b"chat_message"[..]),
+        ("timestamp", &b"2026-01-16T10:00:00Z"[..]),
+        ("room_id", &b"r2"[..]),
+        ("payload", &b"{}"[..]),
+    ]));
     assert!(Pending::new(&fields, &schemas()).is_none());
 }
 
