@@ -80,6 +80,18 @@ pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
 
 /// Encodes a server-to-client invocation, serializing each argument once.
 pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[A]) -> Vec<u8> {
+    invocation(target, arguments, |out, arg| {
+        serde_json::to_writer(out, arg).expect("JSON values and maps always serialize");
+    })
+}
+
+/// Encodes a server-to-client invocation whose arguments write their own
+/// JSON text.
+pub(super) fn encode_written_invocation<A: super::WriteJson>(target: &str, arguments: &[A]) -> Vec<u8> {
+    invocation(target, arguments, |out, arg| arg.write_json(out))
+}
+
+fn invocation<A>(target: &str, arguments: &[A], mut write: impl FnMut(&mut Vec<u8>, &A)) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + target.len());
     out.extend_from_slice(br#"{"type":1,"target":"#);
     serde_json::to_writer(&mut out, target).expect("writing to a Vec cannot fail");
@@ -88,7 +100,7 @@ pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, arg).expect("JSON values and maps always serialize");
+        write(&mut out, arg);
     }
     out.extend_from_slice(b"]}");
     out.push(RECORD_SEPARATOR);

@@ -20,6 +20,14 @@ pub use handshake::{HandshakeRequest, HandshakeResponse};
 pub use message::{CloseMessage, Completion, HubMessage, Invocation};
 pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, TransportKind};
 
+/// An argument that writes itself as JSON text into an invocation, where
+/// serializing would not do: a publisher's payload is spliced in as the
+/// checked text it came as, not parsed and written again.
+pub trait WriteJson {
+    /// Appends this argument's JSON text to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
+}
+
 /// A hub protocol the sidecar speaks. Each one has its own encoding of every
 /// message, and each event is encoded once per protocol in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +103,13 @@ impl Protocol {
             Protocol::Json => json::encode_invocation(target, arguments),
             Protocol::MessagePack => msgpack::encode_invocation(target, arguments),
         }
+    }
+
+    /// Encodes a server-to-client invocation in JSON from arguments that
+    /// write their own text (a publisher's payload goes out as the bytes it
+    /// came in).
+    pub fn encode_json_invocation<A: WriteJson>(target: &str, arguments: &[A]) -> Vec<u8> {
+        json::encode_written_invocation(target, arguments)
     }
 
     /// Encodes any message the server sends (Completion, Ping, Close, ...).

@@ -206,10 +206,9 @@ impl Envelope {
             ("room_id", self.room_id.clone()),
             (
                 "payload",
-                self.payload.raw().map_or_else(
-                    || Value::Object(self.payload.object().clone()).to_string(),
-                    |raw| raw.get().to_owned(),
-                ),
+                self.payload
+                    .raw()
+                    .map_or_else(|| Value::Object(self.payload.object().clone()).to_string(), str::to_owned),
             ),
         ];
         if let Some(m) = &self.metadata {

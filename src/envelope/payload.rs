@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::payload_check::{scan, Found, Index, Scan};
@@ -32,7 +31,8 @@ pub struct Payload {
 
 #[derive(Clone)]
 struct Text {
-    raw: Box<RawValue>,
+    /// One JSON object, checked by `scan` (surrounding whitespace trimmed).
+    raw: Box<str>,
     /// Where its top-level members are (`None` if a key has escapes).
     index: Option<Index>,
 }
@@ -41,9 +41,9 @@ impl Payload {
     /// A payload from JSON text, kept as it is; `None` unless the text is
     /// an object.
     pub fn from_text(text: &str) -> Option<Payload> {
-        let raw = RawValue::from_string(text.to_owned()).ok()?;
-        match scan(raw.get(), None) {
-            Ok((Scan::Passed, index)) => Some(Payload::from_checked_text(raw, index)),
+        let text = trim(text);
+        match scan(text, None) {
+            Ok((Scan::Passed, index)) => Some(Payload::from_checked_text(text, index)),
             _ => None,
         }
     }
@@ -52,17 +52,21 @@ impl Payload {
     /// `serde_json` parses into a map (same syntax, number range and depth),
     /// so building the object later cannot fail; `index` is what the scan
     /// found of its members.
-    pub(super) fn from_checked_text(raw: Box<RawValue>, index: Option<Index>) -> Payload {
-        Payload { text: Some(Box::new(Text { raw, index })), object: OnceLock::new() }
+    pub(super) fn from_checked_text(raw: &str, index: Option<Index>) -> Payload {
+        Payload { text: Some(Box::new(Text { raw: raw.into(), index })), object: OnceLock::new() }
     }
 
     /// A payload whose object is already built, keeping its text.
-    pub(super) fn from_text_and_object(raw: Box<RawValue>, object: Map<String, Value>) -> Payload {
-        Payload { text: Some(Box::new(Text { raw, index: None })), object: OnceLock::from(Box::new(object)) }
+    pub(super) fn from_text_and_object(raw: &str, object: Map<String, Value>) -> Payload {
+        Payload {
+            text: Some(Box::new(Text { raw: raw.into(), index: None })),
+            object: OnceLock::from(Box::new(object)),
+        }
     }
 
-    /// The publisher's text, to be spliced into JSON frames unchanged.
-    pub fn raw(&self) -> Option<&RawValue> {
+    /// The publisher's text (one JSON object), to be spliced into JSON
+    /// frames unchanged.
+    pub fn raw(&self) -> Option<&str> {
         self.text.as_ref().map(|t| &*t.raw)
     }
 
@@ -73,7 +77,7 @@ impl Payload {
 
     fn parse(&self) -> Map<String, Value> {
         // The text was checked to parse (`from_checked_text`).
-        self.raw().and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default()
+        self.raw().and_then(|raw| serde_json::from_str(raw).ok()).unwrap_or_default()
     }
 
     /// The object, to change: the publisher's text no longer says the same
@@ -92,7 +96,7 @@ impl Payload {
     /// text's index while there is one, without building the object.
     pub fn str_field(&self, field: &str) -> Option<&str> {
         if let Some(Text { raw, index: Some(index) }) = self.text.as_deref() {
-            match index.string(raw.get(), field) {
+            match index.string(raw, field) {
                 Found::Plain(text) => return Some(text),
                 Found::Other => return None,
                 // Escapes in the string: the object unescapes it.
@@ -113,7 +117,7 @@ impl From<Map<String, Value>> for Payload {
 impl PartialEq for Payload {
     fn eq(&self, other: &Payload) -> bool {
         match (self.raw(), other.raw()) {
-            (Some(a), Some(b)) if a.get() == b.get() => true,
+            (Some(a), Some(b)) if a == b => true,
             _ => self.object() == other.object(),
         }
     }
@@ -122,10 +126,15 @@ impl PartialEq for Payload {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.raw(), self.object.get()) {
-            (Some(raw), _) => write!(f, "Payload({})", raw.get()),
+            (Some(raw), _) => write!(f, "Payload({raw})"),
             (None, object) => write!(f, "Payload({object:?})"),
         }
     }
+}
+
+/// JSON text without the whitespace around it.
+pub(super) fn trim(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\n', '\r'])
 }
 
 /// Serialized as its object (MessagePack, the envelope as JSON).

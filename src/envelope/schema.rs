@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::payload::Payload;
@@ -105,7 +104,8 @@ impl Schemas {
     /// nothing; the object is built here only when that pass is unsure or
     /// the schema could not be compiled. `Ok(None)` when the text is not a
     /// JSON object: the caller's slow way names the problem.
-    pub(super) fn checked_payload(&self, event_type: &str, raw: &RawValue) -> Result<Option<Payload>, EnvelopeError> {
+    pub(super) fn checked_payload(&self, event_type: &str, raw: &str) -> Result<Option<Payload>, EnvelopeError> {
+        let raw = super::payload::trim(raw);
         let schema = self.payloads.get(event_type);
         let compiled = match schema {
             Some(PayloadSchema { compiled: None, .. }) => None,
@@ -113,19 +113,19 @@ impl Schemas {
             None => Some(None),
         };
         if let Some(compiled) = compiled {
-            match payload_check::scan(raw.get(), compiled) {
-                Ok((Scan::Passed, index)) => return Ok(Some(Payload::from_checked_text(raw.to_owned(), index))),
+            match payload_check::scan(raw, compiled) {
+                Ok((Scan::Passed, index)) => return Ok(Some(Payload::from_checked_text(raw, index))),
                 Ok((Scan::Unsure, _)) => {}
                 Err(_) => return Ok(None),
             }
         }
-        let Ok(Value::Object(object)) = serde_json::from_str(raw.get()) else { return Ok(None) };
+        let Ok(Value::Object(object)) = serde_json::from_str(raw) else { return Ok(None) };
         let value = Value::Object(object);
         if let Some(schema) = schema {
             check(&schema.validator, &value, "/payload")?;
         }
         match value {
-            Value::Object(object) => Ok(Some(Payload::from_text_and_object(raw.to_owned(), object))),
+            Value::Object(object) => Ok(Some(Payload::from_text_and_object(raw, object))),
             _ => Ok(None),
         }
     }

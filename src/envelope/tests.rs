@@ -109,3 +109,24 @@ fn the_typed_decode_and_the_schema_agree_on_metadata() {
     let err = Envelope::from_json(v.to_string().as_bytes(), &s).unwrap_err().to_string();
     assert!(err.starts_with("/metadata:"), "{err}");
 }
+
+#[test]
+fn a_flat_payload_is_kept_as_its_text_without_the_space_around_it_and_trailing_bytes_are_refused() {
+    let s = schemas();
+    let flat = |payload: &'static str| -> Vec<(&'static str, &'static [u8])> {
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"custom_type"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", payload.as_bytes()),
+        ]
+    };
+    let e = Envelope::from_stream_fields(flat(" {\"a\": [1, \"x\"]}\r\n"), &s).expect("decodes");
+    assert_eq!(e.payload.raw(), Some("{\"a\": [1, \"x\"]}"), "spliced as sent, spacing inside kept");
+    assert_eq!(e.payload.object()["a"][1], "x");
+    for bad in ["{\"a\":1} x", "{\"n\":1e400}", "[1]", "{\"a\":\u{1e}1}"] {
+        let err = Envelope::from_stream_fields(flat(bad), &s).expect_err(bad);
+        assert!(matches!(err, EnvelopeError::NotJson(_) | EnvelopeError::Schema(_)), "{bad}: {err}");
+    }
+}

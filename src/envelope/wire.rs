@@ -21,9 +21,11 @@ pub(super) struct Wire<'a> {
     pub timestamp: Cow<'a, str>,
     #[serde(borrow)]
     pub room_id: Cow<'a, str>,
-    /// The payload's text, kept to be spliced into JSON frames.
-    #[serde(borrow)]
-    pub payload: &'a RawValue,
+    /// The payload's text, kept to be spliced into JSON frames: from the
+    /// `data` encoding as serde_json found it, from the flat one as stored
+    /// (its one check is the payload's pass, `payload_check`).
+    #[serde(borrow, deserialize_with = "raw_text")]
+    pub payload: &'a str,
     #[serde(default)]
     pub metadata: Option<Value>,
 }
@@ -40,7 +42,7 @@ impl<'a> Wire<'a> {
         else {
             return Ok(None);
         };
-        let Some(Ok(payload)) = last("payload").map(serde_json::from_slice::<&RawValue>) else {
+        let Some(Ok(payload)) = last("payload").map(std::str::from_utf8) else {
             return Ok(None);
         };
         let metadata = match last("metadata").map(serde_json::from_slice::<Value>) {
@@ -50,4 +52,9 @@ impl<'a> Wire<'a> {
         };
         Ok(Some(Wire { event_id, event_type, timestamp, room_id, payload, metadata }))
     }
+}
+
+/// A JSON value's text, borrowed from the input.
+fn raw_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<&'de str, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(RawValue::get)
 }

@@ -6,7 +6,7 @@
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::codec::Protocol;
+use crate::codec::{Protocol, WriteJson};
 use crate::config::{ArgumentSource, Arguments, MissingField};
 use crate::envelope::{format_timestamp, Envelope, Payload};
 
@@ -43,18 +43,32 @@ impl Serialize for Argument<'_> {
 
 /// Arguments as the JSON protocol writes them: a payload whose text was
 /// kept goes out as those bytes, not serialized again from its object.
-struct Spliced<'b, 'a>(&'b Argument<'a>);
-
-impl Serialize for Spliced<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
+impl WriteJson for Argument<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
             Argument::Object(payload) => match payload.raw() {
-                Some(raw) => raw.serialize(serializer),
-                None => payload.serialize(serializer),
+                Some(raw) => out.extend_from_slice(raw.as_bytes()),
+                None => to_json(out, payload),
             },
-            Argument::List(items) => serializer.collect_seq(items.iter().map(Spliced)),
-            other => other.serialize(serializer),
+            Argument::List(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_json(out);
+                }
+                out.push(b']');
+            }
+            other => to_json(out, other),
         }
+    }
+}
+
+fn to_json(out: &mut Vec<u8>, value: &impl Serialize) {
+    // Writing JSON values, maps and strings to a Vec cannot fail.
+    if let Err(e) = serde_json::to_writer(out, value) {
+        tracing::error!(error = %e, "an argument could not be written as JSON");
     }
 }
 
@@ -62,10 +76,7 @@ impl Serialize for Spliced<'_, '_> {
 /// payload texts in, MessagePack transcodes the payload objects.
 pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Vec<u8> {
     match protocol {
-        Protocol::Json => {
-            let spliced: Vec<Spliced<'_, '_>> = arguments.iter().map(Spliced).collect();
-            protocol.encode_invocation(method, &spliced)
-        }
+        Protocol::Json => Protocol::encode_json_invocation(method, arguments),
         Protocol::MessagePack => protocol.encode_invocation(method, arguments),
     }
 }
