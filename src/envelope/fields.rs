@@ -3,7 +3,8 @@
 //! Every entry is read, possibly decoded, and kept until it settles (a dead
 //! letter carries every field). As a string and a byte vector per field an
 //! entry of the flat encoding cost twelve allocations to read and twelve
-//! frees to drop (bench/gaps.md, section 1); here it is two of each.
+//! frees to drop (bench/gaps.md, section 1); here it is three of each: the
+//! names (text, checked once), the values (bytes) and where each one is.
 
 use std::fmt;
 
@@ -11,16 +12,22 @@ use std::fmt;
 /// they are not) and values (bytes as stored).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EntryFields {
-    bytes: Vec<u8>,
-    /// Per field: where its name starts, where its value starts (the end of
-    /// the name), where its value ends.
-    spans: Vec<[u32; 3]>,
+    names: String,
+    values: Vec<u8>,
+    /// Per field: where its name ends in `names`, where its value ends in
+    /// `values` (each starts where the previous field's ends).
+    ends: Vec<(u32, u32)>,
 }
 
 impl EntryFields {
-    /// Room for `fields` fields of `bytes` bytes in all.
-    pub fn with_capacity(fields: usize, bytes: usize) -> EntryFields {
-        EntryFields { bytes: Vec::with_capacity(bytes), spans: Vec::with_capacity(fields) }
+    /// Room for `fields` fields whose names take `names` bytes and whose
+    /// values take `values`.
+    pub fn with_capacity(fields: usize, names: usize, values: usize) -> EntryFields {
+        EntryFields {
+            names: String::with_capacity(names),
+            values: Vec::with_capacity(values),
+            ends: Vec::with_capacity(fields),
+        }
     }
 
     /// The fields of `pairs`, in order.
@@ -36,36 +43,41 @@ impl EntryFields {
     /// knows; it is kept, lossily, for the dead letter. An entry past 4 GiB
     /// (far beyond Redis's 512 MiB per value) keeps what fits.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        let name = String::from_utf8_lossy(name);
-        let (Ok(start), Ok(value_start), Ok(end)) = (
-            u32::try_from(self.bytes.len()),
-            u32::try_from(self.bytes.len() + name.len()),
-            u32::try_from(self.bytes.len() + name.len() + value.len()),
-        ) else {
+        // `from_utf8` first: the lossy conversion's checker is slower.
+        let name = match std::str::from_utf8(name) {
+            Ok(name) => std::borrow::Cow::Borrowed(name),
+            Err(_) => String::from_utf8_lossy(name),
+        };
+        let (Ok(name_end), Ok(value_end)) =
+            (u32::try_from(self.names.len() + name.len()), u32::try_from(self.values.len() + value.len()))
+        else {
             return;
         };
-        self.bytes.extend_from_slice(name.as_bytes());
-        self.bytes.extend_from_slice(value);
-        self.spans.push([start, value_start, end]);
+        self.names.push_str(&name);
+        self.values.extend_from_slice(value);
+        self.ends.push((name_end, value_end));
     }
 
     /// The fields in order, as (name, value).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + Clone + '_ {
-        self.spans.iter().map(|&[start, value, end]| {
-            let (start, value, end) = (start as usize, value as usize, end as usize);
-            // Names were made UTF-8 by `push`.
-            (std::str::from_utf8(&self.bytes[start..value]).unwrap_or_default(), &self.bytes[value..end])
+        (0..self.ends.len()).map(|i| {
+            let (name_start, value_start) = if i == 0 { (0, 0) } else { self.ends[i - 1] };
+            let (name_end, value_end) = self.ends[i];
+            (
+                self.names.get(name_start as usize..name_end as usize).unwrap_or_default(),
+                self.values.get(value_start as usize..value_end as usize).unwrap_or_default(),
+            )
         })
     }
 
     /// How many fields.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.ends.len()
     }
 
     /// No fields (an entry deleted while it was pending).
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.ends.is_empty()
     }
 }
 
@@ -81,7 +93,7 @@ mod tests {
 
     #[test]
     fn fields_come_back_in_order_with_names_made_text() {
-        let mut f = EntryFields::with_capacity(3, 32);
+        let mut f = EntryFields::with_capacity(3, 16, 32);
         f.push(b"event_type", b"chat_message");
         f.push(b"\xffname", b"\xff\x00bytes");
         f.push(b"", b"");

@@ -57,7 +57,7 @@ fn entries(v: Value) -> Vec<Entry> {
             let mut pair = pair.into_iter();
             let id = pair.next().and_then(text)?;
             let pairs = pair.next().map(pairs).unwrap_or_default();
-            let mut fields = EntryFields::with_capacity(pairs.len(), 0);
+            let mut fields = EntryFields::with_capacity(pairs.len(), 0, 0);
             for (k, v) in pairs {
                 fields.push(k.as_bytes(), &bytes(v));
             }
