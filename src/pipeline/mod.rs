@@ -322,7 +322,9 @@ impl Pipeline {
         // What this room holds in batches goes first: one room's events
         // reach a connection in stream order.
         self.flush_room(route.hub, &envelope.room_id);
-        let sender = grouped::typing_ended_by(route, &envelope);
+        // Nobody typing anywhere (the common case): no key to make.
+        let anyone_typing = !self.typing.is_idle() || !self.rosters.is_idle();
+        let sender = anyone_typing.then(|| grouped::typing_ended_by(route, &envelope)).flatten();
         self.deliver(route, &envelope, effective_time, at);
         ack.resolve(Outcome::Delivered);
         if let Some(key) = sender {

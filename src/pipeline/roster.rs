@@ -79,6 +79,11 @@ impl Rosters {
         Rosters { window, timeout, rooms: HashMap::new(), timers: BinaryHeap::new() }
     }
 
+    /// No room has a roster: a message takes nobody off one.
+    pub(super) fn is_idle(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
     /// A user started (`typing`) or stopped typing in a room; the roster
     /// to send now, if the change is one clients must see now.
     pub(super) fn observe(

@@ -73,6 +73,11 @@ impl TypingState {
         true
     }
 
+    /// No typist is known: a message ends nobody's typing.
+    pub(super) fn is_idle(&self) -> bool {
+        self.typing.is_empty()
+    }
+
     /// A message from `key`'s user reached the room: the stop to send, if
     /// that user was typing there.
     pub(super) fn message_sent(&mut self, key: &Key) -> Option<Envelope> {
