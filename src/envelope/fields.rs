@@ -1,4 +1,4 @@
-//! A stream entry's fields as Redis returned them, in one buffer.
+//! A stream entry's fields as Redis returned them: the names in one string, the values in one buffer.
 //!
 //! Every entry is read, possibly decoded, and kept until it settles (a dead
 //! letter carries every field). As a string and a byte vector per field an
