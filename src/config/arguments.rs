@@ -279,33 +279,18 @@ mod tests {
     #[test]
     fn a_missing_or_unreachable_field_is_named_with_its_position() {
         let args = parse_all(&["room_id", "payload.request_id", "payload.sender.name"]).expect("valid");
-        let payload = |v: serde_json::Value| v.as_object().cloned().expect("object");
-        assert_eq!(
-            {
-                let p = payload(json!({"request_id": 1, "sender": {"name": "Ann"}}));
-                args.missing_field(|| &p)
-            },
-            None
-        );
+        let missing = |v: serde_json::Value| {
+            let payload = v.as_object().cloned().expect("object");
+            args.missing_field(|| &payload)
+        };
+        assert_eq!(missing(json!({"request_id": 1, "sender": {"name": "Ann"}})), None);
         // A null field exists: it is sent as null.
+        assert_eq!(missing(json!({"request_id": null, "sender": {"name": "Ann"}})), None);
         assert_eq!(
-            {
-                let p = payload(json!({"request_id": null, "sender": {"name": "Ann"}}));
-                args.missing_field(|| &p)
-            },
-            None
-        );
-        assert_eq!(
-            {
-                let p = payload(json!({"sender": {"name": "Ann"}}));
-                args.missing_field(|| &p)
-            },
+            missing(json!({"sender": {"name": "Ann"}})),
             Some(MissingField { position: 2, path: "request_id".into() })
         );
-        let not_an_object = {
-            let p = payload(json!({"request_id": 1, "sender": "Ann"}));
-            args.missing_field(|| &p)
-        };
+        let not_an_object = missing(json!({"request_id": 1, "sender": "Ann"}));
         assert_eq!(
             not_an_object.map(|m| m.to_string()).as_deref(),
             Some("payload has no field 'sender.name' (argument 3 of the route)")

@@ -25,13 +25,12 @@ const OBJECT: u8 = 32;
 const ARRAY: u8 = 64;
 const ANY: u8 = 127;
 
-/// What the pass found.
+/// What the pass found of a JSON object that parses into a map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scan {
-    /// A JSON object that parses into a map and meets the checks.
+    /// It meets the checks.
     Passed,
-    /// A JSON value that parses, but is not an object or may break the
-    /// schema: the slow way decides.
+    /// It may break the schema: the slow way decides.
     Unsure,
 }
 
@@ -190,14 +189,14 @@ fn type_bit(name: &str) -> Option<u8> {
     })
 }
 
-/// One pass over a payload's text: whether it is an object `serde_json`
-/// parses into a map (the same parser, so the same syntax, number range
-/// and depth limit), whether it meets `compiled` if given, and where its
-/// members are (`None` if a key has escapes). `Err` when it does not parse.
+/// One pass over a payload's text: whether it meets `compiled` if given,
+/// and where its members are (`None` if a key has escapes). `Err` unless it
+/// is an object `serde_json` parses into a map (the same parser, so the
+/// same syntax, number range and depth limit).
 pub(super) fn scan(text: &str, compiled: Option<&Compiled>) -> Result<(Scan, Option<Index>), serde_json::Error> {
     static NONE: Compiled = Compiled { fields: Vec::new(), all_required: 0 };
     let mut de = serde_json::Deserializer::from_str(text);
-    let scanned = de.deserialize_any(Top { compiled: compiled.unwrap_or(&NONE), text })?;
+    let scanned = de.deserialize_map(Top { compiled: compiled.unwrap_or(&NONE), text })?;
     de.end()?;
     Ok(scanned)
 }
@@ -209,7 +208,8 @@ fn span(text: &str, part: &str) -> Option<(u32, u32)> {
     Some((u32::try_from(start).ok()?, u32::try_from(part.len()).ok()?))
 }
 
-/// The top level: an object whose members are checked and indexed.
+/// The top level: an object whose members are checked and indexed
+/// (anything else is refused by the parser).
 struct Top<'c, 't> {
     compiled: &'c Compiled,
     text: &'t str,
@@ -227,57 +227,20 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
         let mut index = Some(Vec::with_capacity(map.size_hint().unwrap_or(12)));
         while let Some(key) = map.next_key_seed(Key)? {
             let field = self.compiled.fields.iter().find(|f| f.name == key);
-            let (ok, kind) = map.next_value_seed(Checked(field.map(|f| &f.check)))?;
+            let (ok, value) = map.next_value_seed(Checked { check: field.map(|f| &f.check), text: self.text })?;
             passed &= ok;
             seen |= field.map_or(0, |f| f.required);
             let key = match key {
                 Cow::Borrowed(key) => span(self.text, key),
                 Cow::Owned(_) => None,
             };
-            let value = match kind {
-                Seen::Plain(part) => span(self.text, part).map(|(start, len)| Kind::Plain(start, len)),
-                Seen::Escaped => Some(Kind::Escaped),
-                Seen::Other => Some(Kind::Other),
-            };
-            index = match (index, key, value) {
-                (Some(mut members), Some(key), Some(value)) => {
-                    members.push(Member { key, value });
-                    Some(members)
-                }
-                _ => None,
-            };
+            match (&mut index, key, value) {
+                (Some(members), Some(key), Some(value)) => members.push(Member { key, value }),
+                _ => index = None,
+            }
         }
         let scan = if passed && seen == self.compiled.all_required { Scan::Passed } else { Scan::Unsure };
         Ok((scan, index.map(Index)))
-    }
-
-    // Anything else parses (walked as a whole) but is no payload.
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Walk.visit_seq(seq).map(|()| (Scan::Unsure, None))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((Scan::Unsure, None))
     }
 }
 
@@ -364,40 +327,37 @@ impl<'de> Visitor<'de> for Walk {
     }
 }
 
-/// A member's value as the index records it.
-enum Seen<'de> {
-    Plain(&'de str),
-    Escaped,
-    Other,
-}
-
 /// A top-level member's value against its property's checks (none for a
 /// property the schema does not name): `true` only when the schema surely
-/// accepts it.
-struct Checked<'c>(Option<&'c Check>);
+/// accepts it, and the value as the index records it (`None` if a plain
+/// string is not in `text`, which cannot be).
+struct Checked<'c, 't> {
+    check: Option<&'c Check>,
+    text: &'t str,
+}
 
-impl<'de> DeserializeSeed<'de> for Checked<'_> {
-    type Value = (bool, Seen<'de>);
+impl<'de> DeserializeSeed<'de> for Checked<'_, '_> {
+    type Value = (bool, Option<Kind>);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl Checked<'_> {
+impl Checked<'_, '_> {
     fn number(&self, as_f64: f64, integral: bool) -> bool {
-        self.0.is_none_or(|check| {
+        self.check.is_none_or(|check| {
             let typed = check.types & NUMBER != 0 || (integral && check.types & INTEGER != 0);
             typed && check.minimum.is_none_or(|m| as_f64 >= m) && check.one_of.is_none()
         })
     }
 
     fn plain(&self, bit: u8) -> bool {
-        self.0.is_none_or(|check| check.types & bit != 0 && check.one_of.is_none())
+        self.check.is_none_or(|check| check.types & bit != 0 && check.one_of.is_none())
     }
 
     fn string(&self, text: &str) -> bool {
-        let Some(check) = self.0 else { return true };
+        let Some(check) = self.check else { return true };
         if check.types & STRING == 0 {
             return false;
         }
@@ -412,50 +372,50 @@ impl Checked<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Checked<'_> {
-    type Value = (bool, Seen<'de>);
+impl<'de> Visitor<'de> for Checked<'_, '_> {
+    type Value = (bool, Option<Kind>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
     fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-        Ok((self.string(text), Seen::Plain(text)))
+        Ok((self.string(text), span(self.text, text).map(|(start, len)| Kind::Plain(start, len))))
     }
 
     fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-        Ok((self.string(text), Seen::Escaped))
+        Ok((self.string(text), Some(Kind::Escaped)))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok((self.number(v as f64, true), Seen::Other))
+        Ok((self.number(v as f64, true), Some(Kind::Other)))
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok((self.number(v as f64, true), Seen::Other))
+        Ok((self.number(v as f64, true), Some(Kind::Other)))
     }
 
     // `1.0` may or may not be an integer to a schema: the slow way decides.
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok((self.number(v, false), Seen::Other))
+        Ok((self.number(v, false), Some(Kind::Other)))
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((self.plain(BOOLEAN), Seen::Other))
+        Ok((self.plain(BOOLEAN), Some(Kind::Other)))
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((self.plain(NULL), Seen::Other))
+        Ok((self.plain(NULL), Some(Kind::Other)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         Walk.visit_map(map)?;
-        Ok((self.plain(OBJECT), Seen::Other))
+        Ok((self.plain(OBJECT), Some(Kind::Other)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         Walk.visit_seq(seq)?;
-        Ok((self.plain(ARRAY), Seen::Other))
+        Ok((self.plain(ARRAY), Some(Kind::Other)))
     }
 }
 
@@ -493,7 +453,6 @@ mod tests {
             (OK.replace(r#""sequence_number":3"#, r#""sequence_number":"3""#), "a string for an integer"),
             (OK.replace(r#""sequence_number":3"#, r#""sequence_number":3.0"#), "3.0: the schema decides"),
             (OK.replace(r#""sender_id":null"#, r#""sender_id":7"#), "not in the type list"),
-            ("[1]".to_string(), "not an object"),
         ] {
             assert_eq!(verdict(&broken, Some(&c)).expect("parses"), Scan::Unsure, "{why}");
         }
@@ -502,7 +461,14 @@ mod tests {
 
     #[test]
     fn what_does_not_parse_into_a_map_fails_the_scan_as_it_fails_the_parser() {
-        for text in [r#"{"n":1e400}"#, r#"{"a":1} x"#, "{nope", &format!("{}{}", "[".repeat(200), "]".repeat(200))] {
+        for text in [
+            r#"{"n":1e400}"#,
+            r#"{"a":1} x"#,
+            "{nope",
+            "[1]",
+            "\"text\"",
+            &format!("{}{}", "[".repeat(200), "]".repeat(200)),
+        ] {
             assert!(verdict(text, None).is_err(), "{text}");
             assert!(!parses(text), "{text}");
         }

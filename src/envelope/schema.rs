@@ -107,27 +107,20 @@ impl Schemas {
     pub(super) fn checked_payload(&self, event_type: &str, raw: &str) -> Result<Option<Payload>, EnvelopeError> {
         let raw = super::payload::trim(raw);
         let schema = self.payloads.get(event_type);
-        let compiled = match schema {
-            Some(PayloadSchema { compiled: None, .. }) => None,
-            Some(PayloadSchema { compiled: Some(c), .. }) => Some(Some(c)),
-            None => Some(None),
-        };
-        if let Some(compiled) = compiled {
-            match payload_check::scan(raw, compiled) {
+        // The pass runs unless the type's schema could not be compiled.
+        if schema.is_none_or(|s| s.compiled.is_some()) {
+            match payload_check::scan(raw, schema.and_then(|s| s.compiled.as_ref())) {
                 Ok((Scan::Passed, index)) => return Ok(Some(Payload::from_checked_text(raw, index))),
                 Ok((Scan::Unsure, _)) => {}
                 Err(_) => return Ok(None),
             }
         }
-        let Ok(Value::Object(object)) = serde_json::from_str(raw) else { return Ok(None) };
-        let value = Value::Object(object);
+        let Ok(value @ Value::Object(_)) = serde_json::from_str::<Value>(raw) else { return Ok(None) };
         if let Some(schema) = schema {
             check(&schema.validator, &value, "/payload")?;
         }
-        match value {
-            Value::Object(object) => Ok(Some(Payload::from_text_and_object(raw, object))),
-            _ => Ok(None),
-        }
+        let Value::Object(object) = value else { return Ok(None) };
+        Ok(Some(Payload::from_text_and_object(raw, object)))
     }
 
     pub(super) fn check_envelope(&self, value: &Value) -> Result<(), EnvelopeError> {
