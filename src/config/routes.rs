@@ -249,7 +249,7 @@ pub struct EventRoute {
 pub struct RouteTable {
     /// Every hub, indexed by [`HubId`].
     pub hubs: Vec<HubDef>,
-    routes: HashMap<String, EventRoute>,
+    routes: HashMap<String, EventRoute, ahash::RandomState>,
 }
 
 #[derive(Deserialize)]
@@ -386,7 +386,7 @@ impl RouteTable {
             return Err(invalid(0, "the file defines no [[hub]]".into()));
         }
 
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::default();
         let mut route_at = HashMap::new();
         for spanned in doc.route {
             let at = spanned.span().start;

@@ -43,7 +43,7 @@ pub struct Schemas {
     /// The envelope schema is the shipped one, whose checks `checks.rs`
     /// makes as code; an operator's own is always run as a schema.
     shipped: bool,
-    payloads: HashMap<String, PayloadSchema>,
+    payloads: HashMap<String, PayloadSchema, ahash::RandomState>,
 }
 
 /// One event type's payload schema: as a validator, and as code when it
@@ -68,7 +68,7 @@ impl Schemas {
             move |source| SchemaError::Read { path, source }
         };
         let mut envelope = None;
-        let mut payloads = HashMap::new();
+        let mut payloads = HashMap::default();
         for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
             let path = entry.map_err(read_err(dir))?.path();
             let (Some(stem), Some("json")) =

@@ -90,13 +90,18 @@ pub(crate) enum JoinError {
     TooManyGroups(usize),
 }
 
-pub(super) type Members = HashMap<ConnId, Arc<ConnEntry>>;
+/// The registry's maps: every event looks up its room's (or user's)
+/// members, so they hash with aHash (random keys per process, as std's
+/// SipHash, at a fraction of its cost; see Cargo.toml).
+pub(super) type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+pub(super) type Members = Map<ConnId, Arc<ConnEntry>>;
 
 #[derive(Default)]
 pub(super) struct HubIndex {
     pub(super) all: Members,
-    pub(super) groups: HashMap<Box<str>, Members>,
-    pub(super) users: HashMap<Arc<str>, Members>,
+    pub(super) groups: Map<Box<str>, Members>,
+    pub(super) users: Map<Arc<str>, Members>,
 }
 
 pub(super) struct Conn {
@@ -105,7 +110,7 @@ pub(super) struct Conn {
 }
 
 pub(super) struct Inner {
-    pub(super) conns: HashMap<ConnId, Conn>,
+    pub(super) conns: Map<ConnId, Conn>,
     pub(super) hubs: Vec<HubIndex>,
 }
 
@@ -118,7 +123,7 @@ pub(crate) type Positions = Vec<(Arc<str>, String)>;
 /// Every open connection of this instance.
 pub(crate) struct Registry {
     inner: RwLock<Inner>,
-    positions: std::sync::Mutex<HashMap<Arc<str>, String>>,
+    positions: std::sync::Mutex<Map<Arc<str>, String>>,
     slots_in_use: [AtomicUsize; MAX_SLOTS],
     max_groups: usize,
     user_watch: std::sync::OnceLock<Arc<UserWatch>>,
@@ -131,7 +136,7 @@ impl Registry {
     /// An empty registry for `hubs` hubs; a connection may join `max_groups` groups.
     pub(crate) fn new(hubs: usize, max_groups: usize) -> Registry {
         Registry {
-            inner: RwLock::new(Inner { conns: HashMap::new(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
+            inner: RwLock::new(Inner { conns: Map::default(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
             max_groups,
             positions: std::sync::Mutex::default(),
@@ -381,11 +386,7 @@ impl Inner {
     }
 }
 
-fn remove_member<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
-    map: &mut HashMap<K, Members>,
-    key: &str,
-    id: ConnId,
-) {
+fn remove_member<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(map: &mut Map<K, Members>, key: &str, id: ConnId) {
     if let Some(members) = map.get_mut(key) {
         members.remove(&id);
         if members.is_empty() {

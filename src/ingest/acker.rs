@@ -65,7 +65,7 @@ pub(super) async fn run(
         // (a stream and its dead-letter stream live in different slots).
         // A dead letter is written before its entry is acknowledged; if the
         // write fails the entry stays pending and is claimed again later.
-        let mut acks: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+        let mut acks: HashMap<Arc<str>, Vec<String>, ahash::RandomState> = HashMap::default();
         // Entries settle in the order their fate is known (an entry that is
         // not JSON at intake, a schema failure later in the pipeline): in
         // stream order, so dead letters keep their entries' order within a

@@ -42,14 +42,14 @@ pub(super) enum Offer {
 /// The open batch windows.
 pub(super) struct Batches {
     window: Duration,
-    rooms: HashMap<RoomKey, Vec<Batch>>,
+    rooms: HashMap<RoomKey, Vec<Batch>, ahash::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, RoomKey)>>,
 }
 
 impl Batches {
     /// Windows of `window`.
     pub(super) fn new(window: Duration) -> Batches {
-        Batches { window, rooms: HashMap::new(), timers: BinaryHeap::new() }
+        Batches { window, rooms: HashMap::default(), timers: BinaryHeap::new() }
     }
 
     /// Offers an event of a batch route of `hub`, with its stream position.

@@ -48,7 +48,7 @@ impl Slot {
 pub(super) struct Coalescer {
     window: Duration,
     remember: Duration,
-    slots: HashMap<Key, Slot>,
+    slots: HashMap<Key, Slot, ahash::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
 }
 
@@ -66,7 +66,7 @@ pub(super) enum Offer {
 impl Coalescer {
     /// Windows of `window`; the last state sent is remembered for `remember`.
     pub(super) fn new(window: Duration, remember: Duration) -> Coalescer {
-        Coalescer { window, remember: remember.max(window), slots: HashMap::new(), timers: BinaryHeap::new() }
+        Coalescer { window, remember: remember.max(window), slots: HashMap::default(), timers: BinaryHeap::new() }
     }
 
     /// Offers an event; it goes out at once when no window is open, or

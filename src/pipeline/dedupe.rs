@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Remembers recent event ids.
 pub(super) struct Dedupe {
-    seen: HashSet<Arc<str>>,
+    seen: HashSet<Arc<str>, ahash::RandomState>,
     order: VecDeque<(Instant, Arc<str>)>,
     window: Duration,
     max_entries: usize,
@@ -17,7 +17,7 @@ pub(super) struct Dedupe {
 impl Dedupe {
     /// A window of `window`, holding at most `max_entries` ids.
     pub(super) fn new(window: Duration, max_entries: usize) -> Dedupe {
-        Dedupe { seen: HashSet::new(), order: VecDeque::new(), window, max_entries }
+        Dedupe { seen: HashSet::default(), order: VecDeque::new(), window, max_entries }
     }
 
     /// Records `id`; false if it was already seen within the window.

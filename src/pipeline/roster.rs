@@ -68,7 +68,7 @@ impl Room {
 pub(super) struct Rosters {
     window: Duration,
     timeout: Duration,
-    rooms: HashMap<RoomKey, Room>,
+    rooms: HashMap<RoomKey, Room, ahash::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, RoomKey)>>,
 }
 
@@ -76,7 +76,7 @@ impl Rosters {
     /// At most one roster per room per `window`; a typist leaves after
     /// `timeout` without a new start.
     pub(super) fn new(window: Duration, timeout: Duration) -> Rosters {
-        Rosters { window, timeout, rooms: HashMap::new(), timers: BinaryHeap::new() }
+        Rosters { window, timeout, rooms: HashMap::default(), timers: BinaryHeap::new() }
     }
 
     /// No room has a roster: a message takes nobody off one.

@@ -29,22 +29,22 @@ struct Typist {
 /// Who is typing where.
 pub(super) struct TypingState {
     timeout: Duration,
-    kinds: HashMap<String, Kind>,
-    typing: HashMap<Key, Typist>,
+    kinds: HashMap<String, Kind, ahash::RandomState>,
+    typing: HashMap<Key, Typist, ahash::RandomState>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
 }
 
 impl TypingState {
     /// Learns the typing event types from the routing file's `typing` methods.
     pub(super) fn new(routes: &RouteTable, timeout: Duration) -> TypingState {
-        let mut kinds = HashMap::new();
+        let mut kinds = HashMap::default();
         for hub in &routes.hubs {
             for (start, stop) in hub.typing_events() {
                 kinds.insert(start.clone(), Kind { starts: true, stop_event: stop.clone() });
                 kinds.insert(stop.clone(), Kind { starts: false, stop_event: stop.clone() });
             }
         }
-        TypingState { timeout, kinds, typing: HashMap::new(), timers: BinaryHeap::new() }
+        TypingState { timeout, kinds, typing: HashMap::default(), timers: BinaryHeap::new() }
     }
 
     /// Whether `event_type` is a typing start or stop of some hub.

@@ -22,7 +22,7 @@ pub(super) fn ends_typing(text: &str) -> Result<FieldPath, String> {
 /// only name the roster's own fields. `line_of` gives a route's offset in
 /// the file; errors come back as (offset, message).
 pub(super) fn check(
-    routes: &HashMap<String, EventRoute>,
+    routes: &HashMap<String, EventRoute, ahash::RandomState>,
     line_of: impl Fn(&str) -> usize,
 ) -> Result<(), (usize, String)> {
     let mut rosters: Vec<&EventRoute> = routes.values().filter(|r| r.delivery == Delivery::Roster).collect();
