@@ -85,26 +85,31 @@ pub(super) fn encode_invocation<A: serde::Serialize>(target: &str, arguments: &[
     })
 }
 
-/// Encodes a server-to-client invocation whose arguments write their own
+/// Appends a server-to-client invocation whose arguments write their own
 /// JSON text.
-pub(super) fn encode_written_invocation<A: super::WriteJson>(target: &str, arguments: &[A]) -> Vec<u8> {
-    invocation(target, arguments, |out, arg| arg.write_json(out))
+pub(super) fn write_invocation<A: super::WriteJson>(out: &mut Vec<u8>, target: &str, arguments: &[A]) {
+    write_invocation_with(out, target, arguments, |out, arg| arg.write_json(out));
 }
 
-fn invocation<A>(target: &str, arguments: &[A], mut write: impl FnMut(&mut Vec<u8>, &A)) -> Vec<u8> {
+fn invocation<A>(target: &str, arguments: &[A], write: impl FnMut(&mut Vec<u8>, &A)) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + target.len());
+    write_invocation_with(&mut out, target, arguments, write);
+    out
+}
+
+/// The invocation record, each argument written by `write`.
+fn write_invocation_with<A>(out: &mut Vec<u8>, target: &str, arguments: &[A], mut write: impl FnMut(&mut Vec<u8>, &A)) {
     out.extend_from_slice(br#"{"type":1,"target":"#);
-    serde_json::to_writer(&mut out, target).expect("writing to a Vec cannot fail");
+    serde_json::to_writer(&mut *out, target).expect("writing to a Vec cannot fail");
     out.extend_from_slice(br#","arguments":["#);
     for (i, arg) in arguments.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write(&mut out, arg);
+        write(out, arg);
     }
     out.extend_from_slice(b"]}");
     out.push(RECORD_SEPARATOR);
-    out
 }
 
 /// Encodes any message as one record, separator included, with the keys in

@@ -26,6 +26,12 @@ pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, Trans
 pub trait WriteJson {
     /// Appends this argument's JSON text to `out`.
     fn write_json(&self, out: &mut Vec<u8>);
+
+    /// About how many bytes `write_json` appends, so the frame's buffer is
+    /// sized once instead of grown while a payload is copied in.
+    fn json_len_hint(&self) -> usize {
+        16
+    }
 }
 
 /// A hub protocol the sidecar speaks. Each one has its own encoding of every
@@ -105,11 +111,18 @@ impl Protocol {
         }
     }
 
-    /// Encodes a server-to-client invocation in JSON from arguments that
-    /// write their own text (a publisher's payload goes out as the bytes it
-    /// came in).
-    pub fn encode_json_invocation<A: WriteJson>(target: &str, arguments: &[A]) -> Vec<u8> {
-        json::encode_written_invocation(target, arguments)
+    /// Appends a server-to-client invocation in JSON to `out`, from
+    /// arguments that write their own text (a publisher's payload goes out
+    /// as the bytes it came in). Appending lets the caller keep room in
+    /// front of it: a WebSocket frame's header, written once the length is
+    /// known, so the message is not copied behind a header afterwards.
+    pub fn write_json_invocation<A: WriteJson>(out: &mut Vec<u8>, target: &str, arguments: &[A]) {
+        json::write_invocation(out, target, arguments);
+    }
+
+    /// About how long that invocation is, to size its buffer once.
+    pub fn json_invocation_len_hint<A: WriteJson>(target: &str, arguments: &[A]) -> usize {
+        48 + target.len() + arguments.iter().map(|a| a.json_len_hint() + 1).sum::<usize>()
     }
 
     /// Encodes any message the server sends (Completion, Ping, Close, ...).

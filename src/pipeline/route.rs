@@ -55,12 +55,7 @@ pub(crate) fn encode_replay(
         }
         (Delivery::Immediate | Delivery::Coalesce, _) => return None,
     };
-    let encoded = super::shape::encode(protocol, &route.method, &arguments);
-    if protocol.is_binary() {
-        Some(Payload::binary(&encoded))
-    } else {
-        Payload::text_from_vec(encoded)
-    }
+    super::shape::encode(protocol, &route.method, &arguments)
 }
 
 /// Encodes `method(arguments...)` for every protocol some connection speaks.
@@ -72,9 +67,8 @@ pub(super) fn encode(registry: &Registry, method: &str, arguments: &[Argument<'_
             continue;
         }
         let encoded = super::shape::encode(protocol, method, arguments);
-        bytes += encoded.len();
-        frame.by_slot[protocol.slot()] =
-            if protocol.is_binary() { Some(Payload::binary(&encoded)) } else { Payload::text_from_vec(encoded) };
+        bytes += encoded.as_ref().map_or(0, Payload::len);
+        frame.by_slot[protocol.slot()] = encoded;
     }
     (frame, bytes)
 }

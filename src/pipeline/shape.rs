@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::codec::{Protocol, WriteJson};
 use crate::config::{ArgumentSource, Arguments, MissingField};
 use crate::envelope::{format_timestamp, Envelope, Payload};
+use crate::fanout::Payload as Frame;
 
 /// One argument of an outgoing invocation.
 #[derive(Debug, PartialEq)]
@@ -63,6 +64,15 @@ impl WriteJson for Argument<'_> {
             other => to_json(out, other),
         }
     }
+
+    fn json_len_hint(&self) -> usize {
+        match self {
+            Argument::Object(payload) => payload.raw().map_or(64, str::len),
+            Argument::Text(text) => text.len() + 2,
+            Argument::List(items) => 2 + items.iter().map(|i| i.json_len_hint() + 1).sum::<usize>(),
+            _ => 16,
+        }
+    }
 }
 
 fn to_json(out: &mut Vec<u8>, value: &impl Serialize) {
@@ -72,12 +82,16 @@ fn to_json(out: &mut Vec<u8>, value: &impl Serialize) {
     }
 }
 
-/// Encodes `method(arguments...)` for one protocol: JSON splices kept
-/// payload texts in, MessagePack transcodes the payload objects.
-pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Vec<u8> {
+/// Encodes `method(arguments...)` for one protocol, as the frame every
+/// recipient shares: JSON splices kept payload texts in (written once,
+/// behind room for the frame's header), MessagePack transcodes the payload
+/// objects.
+pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Option<Frame> {
     match protocol {
-        Protocol::Json => Protocol::encode_json_invocation(method, arguments),
-        Protocol::MessagePack => protocol.encode_invocation(method, arguments),
+        Protocol::Json => Frame::text_written(Protocol::json_invocation_len_hint(method, arguments), |out| {
+            Protocol::write_json_invocation(out, method, arguments)
+        }),
+        Protocol::MessagePack => Some(Frame::binary(&protocol.encode_invocation(method, arguments))),
     }
 }
 
@@ -150,6 +164,8 @@ pub(super) fn shape_batch<'a>(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use crate::codec::RECORD_SEPARATOR;
 
     use super::*;
 
@@ -230,11 +246,16 @@ mod tests {
         let mut e = event();
         e.payload = Payload::from_text(text).expect("an object");
         let args = shape(&spec(&["room_id", "payload"]), &e, None).expect("shaped");
-        let json = encode(Protocol::Json, "M", &args);
+        // The message of the frame every recipient shares, without its record separator.
+        let message = |args: &[Argument<'_>]| {
+            let frame = encode(Protocol::Json, "M", args).expect("JSON is text");
+            frame.as_bytes().strip_suffix(&[RECORD_SEPARATOR]).expect("one record").to_vec()
+        };
+        let json = message(&args);
         let want = format!(r#"{{"type":1,"target":"M","arguments":["room-1",{text}]}}"#);
-        assert_eq!(json[..json.len() - 1], *want.as_bytes(), "the bytes as sent, key order and spacing kept");
+        assert_eq!(json, want.as_bytes(), "the bytes as sent, key order and spacing kept");
         let batch = shape_batch(&Arguments::default(), std::slice::from_ref(&e), &[]).expect("shaped");
-        let json = encode(Protocol::Json, "M", &batch);
+        let json = message(&batch);
         assert!(String::from_utf8_lossy(&json).contains(&format!("[[{text}]]")), "spliced inside a batch too");
         let made = Envelope { payload: e.payload.object().clone().into(), ..e.clone() };
         let plain = shape(&spec(&["room_id", "payload"]), &made, None).expect("shaped");
@@ -243,8 +264,7 @@ mod tests {
             encode(Protocol::MessagePack, "M", &plain),
             "MessagePack encodes the object either way"
         );
-        let json = encode(Protocol::Json, "M", &plain);
-        let reread: Value = serde_json::from_slice(&json[..json.len() - 1]).expect("JSON");
+        let reread: Value = serde_json::from_slice(&message(&plain)).expect("JSON");
         assert_eq!(reread["arguments"][1], serde_json::from_str::<Value>(text).expect("JSON"), "same object");
     }
 

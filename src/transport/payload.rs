@@ -7,9 +7,32 @@
 //! shared bytes and nothing per connection. Server-Sent Events and Long
 //! Polling send the message alone ([`Payload::as_bytes`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::opcode::{self, FIN};
+
+/// The longest frame header: FIN and opcode, 127, a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// The header of a frame carrying `len` bytes (the first `n` of the
+/// array), RFC 6455 section 5.2: the shortest length form that fits.
+fn header(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut head = [0; MAX_HEADER];
+    head[0] = FIN | opcode;
+    let n = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, n)
+}
 
 /// Encoded bytes, already in the form the socket sends. Clones share the
 /// buffer (one reference count, no copy).
@@ -66,24 +89,29 @@ impl Payload {
         Payload::framed(opcode::PONG, data)
     }
 
+    /// A text frame whose message `write` appends, in place behind room
+    /// kept for the header (`capacity`: about the message's length): the
+    /// message is written once and never copied behind a header.
+    /// `None` if what was written is not UTF-8.
+    pub(crate) fn text_written(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Option<Payload> {
+        let mut wire = Vec::with_capacity(MAX_HEADER + capacity);
+        wire.resize(MAX_HEADER, 0);
+        write(&mut wire);
+        std::str::from_utf8(&wire[MAX_HEADER..]).ok()?;
+        let (head, n) = header(opcode::TEXT, wire.len() - MAX_HEADER);
+        let start = MAX_HEADER - n;
+        wire[start..MAX_HEADER].copy_from_slice(&head[..n]);
+        let mut wire = Bytes::from(wire);
+        wire.advance(start);
+        Some(Payload { wire, header: n as u8 })
+    }
+
     fn framed(opcode: u8, message: &[u8]) -> Payload {
-        let len = message.len();
-        let mut wire = BytesMut::with_capacity(len + 10);
-        wire.put_u8(FIN | opcode);
-        let header = if len < 126 {
-            wire.put_u8(len as u8);
-            2
-        } else if let Ok(short) = u16::try_from(len) {
-            wire.put_u8(126);
-            wire.put_u16(short);
-            4
-        } else {
-            wire.put_u8(127);
-            wire.put_u64(len as u64);
-            10
-        };
+        let (head, n) = header(opcode, message.len());
+        let mut wire = BytesMut::with_capacity(n + message.len());
+        wire.put_slice(&head[..n]);
         wire.put_slice(message);
-        Payload { wire: wire.freeze(), header }
+        Payload { wire: wire.freeze(), header: n as u8 }
     }
 
     /// The message alone, as Server-Sent Events and Long Polling send it.
@@ -127,5 +155,20 @@ mod tests {
 
         assert_eq!(Payload::websocket_close(1000).wire(), b"\x88\x02\x03\xe8");
         assert!(Payload::text_from_vec(vec![0xff]).is_none());
+    }
+
+    #[test]
+    fn a_message_written_in_place_is_the_frame_a_copied_one_is() {
+        for len in [0, 1, 125, 126, 300, 65_535, 65_536, 70_000] {
+            let message = "x".repeat(len);
+            let copied = Payload::text(message.clone());
+            // A hint too small or too large changes nothing but the allocation.
+            for hint in [0, len, len + 100] {
+                let written = Payload::text_written(hint, |out| out.extend_from_slice(message.as_bytes()));
+                assert_eq!(written.as_ref(), Some(&copied), "{len} bytes, hint {hint}");
+                assert_eq!(written.map(|w| w.len()), Some(len));
+            }
+        }
+        assert!(Payload::text_written(4, |out| out.push(0xff)).is_none());
     }
 }
