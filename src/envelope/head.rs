@@ -48,6 +48,14 @@ impl Head {
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
+        Head::read(fields).map(|(head, _)| head)
+    }
+
+    /// The head, and whether the entry is flat (its fields, not `data`).
+    fn read<'a, I>(fields: I) -> Option<(Head, bool)>
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
         let (mut id, mut kind, mut time, mut room, mut data) = (None, None, None, None, None);
         for (name, bytes) in fields {
             let slot = match name {
@@ -72,10 +80,14 @@ impl Head {
             && checks::has_chars(&head.event_type, 1, 128)
             && checks::is_timestamp_text(&head.timestamp)
             && checks::has_chars(&head.room_id, 1, 512);
-        valid.then(|| Head {
-            event_id: head.event_id.into_owned(),
-            event_type: head.event_type.into_owned(),
-            room_id: head.room_id.into_owned(),
+        let flat = kind.is_some();
+        valid.then(|| {
+            let head = Head {
+                event_id: head.event_id.into_owned(),
+                event_type: head.event_type.into_owned(),
+                room_id: head.room_id.into_owned(),
+            };
+            (head, flat)
         })
     }
 }
@@ -87,6 +99,8 @@ pub struct Pending {
     pub head: Head,
     fields: Fields,
     schemas: Arc<Schemas>,
+    /// The flat encoding: decoding reuses the head's checked strings.
+    flat: bool,
 }
 
 impl std::fmt::Debug for Pending {
@@ -99,12 +113,20 @@ impl Pending {
     /// The entry as a pending event, or `None` when its head does not pass
     /// the envelope's checks (decode it whole then).
     pub fn new(fields: &Fields, schemas: &Arc<Schemas>) -> Option<Pending> {
-        let head = Head::of_stream_fields(fields.iter())?;
-        Some(Pending { head, fields: fields.clone(), schemas: schemas.clone() })
+        let (head, flat) = Head::read(fields.iter())?;
+        Some(Pending { head, fields: fields.clone(), schemas: schemas.clone(), flat })
     }
 
-    /// Decodes and checks the whole envelope.
+    /// Decodes and checks the whole envelope. A flat entry's head moves
+    /// into it (its strings were read and checked once, here); anything
+    /// the quick way does not take goes the slow way, which names the
+    /// problem.
     pub fn decode(self) -> Result<Envelope, EnvelopeError> {
+        if self.flat {
+            if let Some(envelope) = Envelope::from_flat_head(self.head, &self.fields, &self.schemas)? {
+                return Ok(envelope);
+            }
+        }
         Envelope::from_stream_fields(self.fields.iter(), &self.schemas)
     }
 }

@@ -71,7 +71,7 @@ impl Envelope {
         // missing field, a number for a string) goes the slow way below,
         // which names the error as the schema does.
         if let Ok(wire) = serde_json::from_slice::<Wire<'_>>(bytes) {
-            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas, false)? {
                 return Ok(envelope);
             }
         }
@@ -83,17 +83,33 @@ impl Envelope {
     /// its type has one) on the payload alone. `None` when a check fails or
     /// the envelope schema is not the shipped one: the caller then decodes
     /// the slow way, whose errors are the schema's.
-    fn from_wire(wire: Wire<'_>, schemas: &Schemas) -> Result<Option<Envelope>, EnvelopeError> {
+    /// A flat entry whose head passed the envelope's checks already
+    /// (`Pending`): its strings move in instead of being read and checked
+    /// again. `None`: decode the entry the slow way.
+    fn from_flat_head(head: Head, fields: &EntryFields, schemas: &Schemas) -> Result<Option<Envelope>, EnvelopeError> {
+        match Wire::from_flat_head(head, fields) {
+            Some(wire) => Envelope::from_wire(wire, schemas, true),
+            None => Ok(None),
+        }
+    }
+
+    /// The envelope from its fields if they pass the shipped envelope's
+    /// checks (the head's, unless `head_checked`); `None` when the schema
+    /// must decide (an operator's own schema, or a field that fails).
+    fn from_wire(wire: Wire<'_>, schemas: &Schemas, head_checked: bool) -> Result<Option<Envelope>, EnvelopeError> {
         let metadata = match wire.metadata {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Ok(None),
         };
+        let head_valid = || {
+            checks::is_uuid(&wire.event_id)
+                && checks::has_chars(&wire.event_type, 1, 128)
+                && checks::is_timestamp_text(&wire.timestamp)
+                && checks::has_chars(&wire.room_id, 1, 512)
+        };
         let valid = schemas.envelope_is_shipped()
-            && checks::is_uuid(&wire.event_id)
-            && checks::has_chars(&wire.event_type, 1, 128)
-            && checks::is_timestamp_text(&wire.timestamp)
-            && checks::has_chars(&wire.room_id, 1, 512)
+            && (head_checked || head_valid())
             && metadata.as_ref().is_none_or(checks::metadata_fits);
         if !valid {
             return Ok(None);
@@ -119,7 +135,7 @@ impl Envelope {
     {
         let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
         if let Some(wire) = Wire::from_flat(&fields)? {
-            if let Some(envelope) = Envelope::from_wire(wire, schemas)? {
+            if let Some(envelope) = Envelope::from_wire(wire, schemas, false)? {
                 return Ok(envelope);
             }
         }

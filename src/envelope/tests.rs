@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use super::*;
 
@@ -128,5 +129,106 @@ fn a_flat_payload_is_kept_as_its_text_without_the_space_around_it_and_trailing_b
     for bad in ["{\"a\":1} x", "{\"n\":1e400}", "[1]", "{\"a\":\u{1e}1}"] {
         let err = Envelope::from_stream_fields(flat(bad), &s).expect_err(bad);
         assert!(matches!(err, EnvelopeError::NotJson(_) | EnvelopeError::Schema(_)), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_pending_entry_decodes_as_the_whole_entry_does() {
+    let s = Arc::new(schemas());
+    let good = chat_payload().to_string();
+    let cases: Vec<Vec<(&str, &[u8])>> = vec![
+        // Plain, with metadata, with a null metadata, repeated fields (the last wins).
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+            ("metadata", br#"{"trace":"t"}"#),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+            ("metadata", b"null"),
+        ],
+        vec![
+            ("room_id", b"room-0"),
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T09:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", b"{}"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("payload", good.as_bytes()),
+        ],
+        // Refused: the payload breaks its schema, is not JSON, is not text;
+        // metadata that is not an object or not JSON; no payload; a date that is no day.
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", br#"{"id":"m1"}"#),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", b"{not json"),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", b"\xff\xfe"),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+            ("metadata", b"[1]"),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+            ("metadata", b"{"),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-01-16T10:00:00Z"),
+            ("room_id", b"room-1"),
+        ],
+        vec![
+            ("event_id", ID.as_bytes()),
+            ("event_type", b"chat_message"),
+            ("timestamp", b"2026-02-30T10:00:00Z"),
+            ("room_id", b"room-1"),
+            ("payload", good.as_bytes()),
+        ],
+    ];
+    for (i, pairs) in cases.into_iter().enumerate() {
+        let fields: Fields = Arc::new(EntryFields::from_pairs(pairs.iter().copied()));
+        let whole = Envelope::from_stream_fields(fields.iter(), &s);
+        let pending = Pending::new(&fields, &s).expect("a head that passes its checks");
+        assert_eq!(pending.decode(), whole, "case {i}");
+        assert_eq!(i < 4, whole.is_ok(), "case {i}: {whole:?}");
     }
 }

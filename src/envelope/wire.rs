@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::EnvelopeError;
+use super::{EntryFields, EnvelopeError, Head};
 
 /// An envelope's fields, borrowed where the encoding allows.
 #[derive(Deserialize)]
@@ -42,16 +42,47 @@ impl<'a> Wire<'a> {
         else {
             return Ok(None);
         };
-        let Some(Ok(payload)) = last("payload").map(std::str::from_utf8) else {
+        let Some((payload, metadata)) = payload_and_metadata(last("payload"), last("metadata")) else {
             return Ok(None);
-        };
-        let metadata = match last("metadata").map(serde_json::from_slice::<Value>) {
-            None => None,
-            Some(Ok(m)) => Some(m),
-            Some(Err(_)) => return Ok(None),
         };
         Ok(Some(Wire { event_id, event_type, timestamp, room_id, payload, metadata }))
     }
+
+    /// The flat encoding's fields when its head was read and checked
+    /// already: the head's strings move in, the rest is read in one pass
+    /// over the fields (the last of a repeated name wins, as in the head).
+    pub(super) fn from_flat_head(head: Head, fields: &'a EntryFields) -> Option<Wire<'a>> {
+        let (mut timestamp, mut payload, mut metadata) = (None, None, None);
+        for (name, bytes) in fields.iter() {
+            match name {
+                "timestamp" => timestamp = Some(bytes),
+                "payload" => payload = Some(bytes),
+                "metadata" => metadata = Some(bytes),
+                _ => {}
+            }
+        }
+        let timestamp = std::str::from_utf8(timestamp?).ok()?;
+        let (payload, metadata) = payload_and_metadata(payload, metadata)?;
+        Some(Wire {
+            event_id: Cow::Owned(head.event_id),
+            event_type: Cow::Owned(head.event_type),
+            timestamp: Cow::Borrowed(timestamp),
+            room_id: Cow::Owned(head.room_id),
+            payload,
+            metadata,
+        })
+    }
+}
+
+/// The flat encoding's payload text and metadata object, if readable.
+fn payload_and_metadata<'a>(payload: Option<&'a [u8]>, metadata: Option<&[u8]>) -> Option<(&'a str, Option<Value>)> {
+    let payload = std::str::from_utf8(payload?).ok()?;
+    let metadata = match metadata.map(serde_json::from_slice::<Value>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(_)) => return None,
+    };
+    Some((payload, metadata))
 }
 
 /// A JSON value's text, borrowed from the input.

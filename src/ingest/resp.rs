@@ -88,6 +88,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
                 Some(n) => {
                     // Found first, then copied into a buffer of their size.
                     parts.clear();
+                    parts.reserve(n / 2);
                     for _ in 0..n / 2 {
                         parts.push((c.bulk()?.unwrap_or_default(), c.bulk()?.unwrap_or_default()));
                     }
