@@ -79,10 +79,6 @@ impl Envelope {
         Envelope::from_value(value, schemas)
     }
 
-    /// The fast way: the envelope's checks as code, the payload's schema (if
-    /// its type has one) on the payload alone. `None` when a check fails or
-    /// the envelope schema is not the shipped one: the caller then decodes
-    /// the slow way, whose errors are the schema's.
     /// A flat entry whose head passed the envelope's checks already
     /// (`Pending`): its strings move in instead of being read and checked
     /// again. `None`: decode the entry the slow way.
@@ -93,9 +89,11 @@ impl Envelope {
         }
     }
 
-    /// The envelope from its fields if they pass the shipped envelope's
-    /// checks (the head's, unless `head_checked`); `None` when the schema
-    /// must decide (an operator's own schema, or a field that fails).
+    /// The fast way: the envelope's checks as code (the head's skipped when
+    /// `head_checked`: they passed already), the payload's schema (if its
+    /// type has one) on the payload alone. `None` when a check fails or the
+    /// envelope schema is not the shipped one: the caller then decodes the
+    /// slow way, whose errors are the schema's.
     fn from_wire(wire: Wire<'_>, schemas: &Schemas, head_checked: bool) -> Result<Option<Envelope>, EnvelopeError> {
         let metadata = match wire.metadata {
             None | Some(Value::Null) => None,

@@ -132,100 +132,44 @@ fn a_flat_payload_is_kept_as_its_text_without_the_space_around_it_and_trailing_b
     }
 }
 
+/// A flat entry: the head's fields, then the optional ones given.
+fn flat_entry<'a>(timestamp: &'a [u8], rest: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
+    let mut fields: Vec<(&str, &[u8])> = vec![
+        ("event_id", ID.as_bytes()),
+        ("event_type", b"chat_message"),
+        ("timestamp", timestamp),
+        ("room_id", b"room-1"),
+    ];
+    fields.extend_from_slice(rest);
+    fields
+}
+
 #[test]
 fn a_pending_entry_decodes_as_the_whole_entry_does() {
     let s = Arc::new(schemas());
     let good = chat_payload().to_string();
-    let cases: Vec<Vec<(&str, &[u8])>> = vec![
-        // Plain, with metadata, with a null metadata, repeated fields (the last wins).
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-            ("metadata", br#"{"trace":"t"}"#),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-            ("metadata", b"null"),
-        ],
-        vec![
-            ("room_id", b"room-0"),
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T09:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", b"{}"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("payload", good.as_bytes()),
-        ],
+    let good = good.as_bytes();
+    let at: &[u8] = b"2026-01-16T10:00:00Z";
+    let mut repeated = vec![("room_id", &b"room-0"[..]), ("payload", b"{}")];
+    repeated.extend(flat_entry(b"2026-01-16T09:00:00Z", &[("timestamp", at), ("payload", good)]));
+    let cases = [
+        // Decoded: plain, with metadata, with a null metadata, repeated fields (the last wins).
+        flat_entry(at, &[("payload", good)]),
+        flat_entry(at, &[("payload", good), ("metadata", br#"{"trace":"t"}"#)]),
+        flat_entry(at, &[("payload", good), ("metadata", b"null")]),
+        repeated,
         // Refused: the payload breaks its schema, is not JSON, is not text;
         // metadata that is not an object or not JSON; no payload; a date that is no day.
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", br#"{"id":"m1"}"#),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", b"{not json"),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", b"\xff\xfe"),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-            ("metadata", b"[1]"),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-            ("metadata", b"{"),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-01-16T10:00:00Z"),
-            ("room_id", b"room-1"),
-        ],
-        vec![
-            ("event_id", ID.as_bytes()),
-            ("event_type", b"chat_message"),
-            ("timestamp", b"2026-02-30T10:00:00Z"),
-            ("room_id", b"room-1"),
-            ("payload", good.as_bytes()),
-        ],
+        flat_entry(at, &[("payload", br#"{"id":"m1"}"#)]),
+        flat_entry(at, &[("payload", b"{not json")]),
+        flat_entry(at, &[("payload", b"\xff\xfe")]),
+        flat_entry(at, &[("payload", good), ("metadata", b"[1]")]),
+        flat_entry(at, &[("payload", good), ("metadata", b"{")]),
+        flat_entry(at, &[]),
+        flat_entry(b"2026-02-30T10:00:00Z", &[("payload", good)]),
     ];
     for (i, pairs) in cases.into_iter().enumerate() {
-        let fields: Fields = Arc::new(EntryFields::from_pairs(pairs.iter().copied()));
+        let fields: Fields = Arc::new(EntryFields::from_pairs(pairs));
         let whole = Envelope::from_stream_fields(fields.iter(), &s);
         let pending = Pending::new(&fields, &s).expect("a head that passes its checks");
         assert_eq!(pending.decode(), whole, "case {i}");
