@@ -41,17 +41,10 @@ struct DataHead<'a> {
 }
 
 impl Head {
-    /// The head of an entry in either encoding, if its envelope fields pass
-    /// the envelope's checks (`None` otherwise: such an entry is decoded
-    /// whole, and refused with the schema's reason, by every instance).
-    pub fn of_stream_fields<'a, I>(fields: I) -> Option<Head>
-    where
-        I: IntoIterator<Item = (&'a str, &'a [u8])>,
-    {
-        Head::read(fields).map(|(head, _)| head)
-    }
-
-    /// The head, and whether the entry is flat (its fields, not `data`).
+    /// The head of an entry in either encoding, and whether the entry is
+    /// flat (its fields, not `data`), if its envelope fields pass the
+    /// envelope's checks (`None` otherwise: such an entry is decoded whole,
+    /// and refused with the schema's reason, by every instance).
     fn read<'a, I>(fields: I) -> Option<(Head, bool)>
     where
         I: IntoIterator<Item = (&'a str, &'a [u8])>,

@@ -115,7 +115,8 @@ pub(crate) struct Pipeline {
 struct ConsumedCounters(
     std::collections::HashMap<
         Arc<str>,
-        std::collections::HashMap<Arc<str>, prometheus_client::metrics::counter::Counter>,
+        std::collections::HashMap<Arc<str>, prometheus_client::metrics::counter::Counter, ahash::RandomState>,
+        ahash::RandomState,
     >,
 );
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::codec::{Protocol, WriteJson};
 use crate::config::{ArgumentSource, Arguments, MissingField};
 use crate::envelope::{format_timestamp, Envelope, Payload};
-use crate::fanout::Payload as Frame;
+use crate::fanout::Payload as FramePayload;
 
 /// One argument of an outgoing invocation.
 #[derive(Debug, PartialEq)]
@@ -86,12 +86,12 @@ fn to_json(out: &mut Vec<u8>, value: &impl Serialize) {
 /// recipient shares: JSON splices kept payload texts in (written once,
 /// behind room for the frame's header), MessagePack transcodes the payload
 /// objects.
-pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Option<Frame> {
+pub(super) fn encode(protocol: Protocol, method: &str, arguments: &[Argument<'_>]) -> Option<FramePayload> {
     match protocol {
-        Protocol::Json => Frame::text_written(Protocol::json_invocation_len_hint(method, arguments), |out| {
+        Protocol::Json => FramePayload::text_written(Protocol::json_invocation_len_hint(method, arguments), |out| {
             Protocol::write_json_invocation(out, method, arguments)
         }),
-        Protocol::MessagePack => Some(Frame::binary(&protocol.encode_invocation(method, arguments))),
+        Protocol::MessagePack => Some(FramePayload::binary(&protocol.encode_invocation(method, arguments))),
     }
 }
 
