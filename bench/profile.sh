@@ -66,7 +66,7 @@ delivered() { curl -s "127.0.0.1:$APORT/metrics" | awk '/^sidecar_events_deliver
 
 WARMUP=5
 # The calls `syscalls` names one by one (the total counts every call).
-SYSCALLS=(sendto sendmsg write writev recvfrom read epoll_wait futex)
+SYSCALLS=(sendto sendmsg write writev recvfrom read epoll_wait futex io_uring_enter)
 if [ "$TOOL" = syscalls ] && ! [ -e /sys/kernel/tracing/events/raw_syscalls ]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || die "no tracefs at /sys/kernel/tracing (perf stat needs its syscall tracepoints)"
 fi

@@ -75,6 +75,7 @@ pub async fn run_with(
     // Runs the tasks every event goes through (lane.rs); stopped when this
     // function returns, after every task it owns has finished.
     let lane = lane::Lane::start().context("starting the event lane's thread")?;
+    crate::transport::send_batch::set_enabled(config.server.io_uring);
 
     let (input, input_rx) = pipeline::channel(config.delivery.ingest_queue_capacity);
     let publisher = match &config.redis {

@@ -98,6 +98,11 @@ pub struct ServerConfig {
     pub outbox_max_frames: usize,
     /// Bytes a connection's outbound queue holds (`outbox_max_bytes`). Default 1048576.
     pub outbox_max_bytes: usize,
+    /// Whether an event's sends to a room's sockets go to the kernel in one
+    /// io_uring submission where it allows one (`io_uring`); off, or where
+    /// io_uring is refused (the default seccomp profiles of container
+    /// runtimes), each is a `send()` of its own. Default true.
+    pub io_uring: bool,
     /// Negotiated connections not yet connected are forgotten after this
     /// (`negotiate_timeout_seconds`). Default 30.
     pub negotiate_timeout: Duration,
@@ -295,6 +300,7 @@ impl Config {
             ws_read_buffer_bytes: r.count("ws_read_buffer_bytes", 4096, 128, 1 << 20),
             outbox_max_frames: r.count("outbox_max_frames", 1024, 4, 1 << 20),
             outbox_max_bytes: r.count("outbox_max_bytes", 1 << 20, 4096, 1 << 30),
+            io_uring: r.get("io_uring", true),
             negotiate_timeout: r.seconds("negotiate_timeout_seconds", 30, 1),
             long_poll_timeout: Duration::ZERO,
             stateful_reconnect: r.get("stateful_reconnect", true),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::registry::{Inner, Registry};
-use super::Payload;
-use crate::transport::outbox::{OutFrame, PushError};
+use super::{ConnEntry, Payload};
+use crate::transport::outbox::{send_claims, Claimed, OutFrame, PushError};
 
 /// Largest fan-out whose frames the fan-out writes to idle sockets itself
 /// (one `send()` per delivery on its own thread, no task woken). Above it
@@ -99,17 +99,19 @@ impl Registry {
             return report;
         };
         let direct = members.len() <= DIRECT_FANOUT_MAX;
+        if direct {
+            self.push_direct(members.values(), frame, &mut report);
+            return report;
+        }
         // The tasks of a large fan-out are woken on the connections' runtime.
-        let wakes = if direct { None } else { self.wake_sender() };
+        let wakes = self.wake_sender();
         let mut unwoken = Vec::new();
         for entry in members.values() {
             let Some(payload) = &frame.by_slot[entry.slot] else {
                 continue;
             };
             let out = OutFrame { payload: payload.clone(), droppable: frame.droppable, sequenced: true };
-            let pushed = if direct {
-                entry.outbox.try_push(out)
-            } else if wakes.is_some() {
+            let pushed = if wakes.is_some() {
                 entry.outbox.try_push_unwoken(out).map(|(evicted, wake)| {
                     if wake {
                         unwoken.push(entry.outbox.clone());
@@ -119,20 +121,53 @@ impl Registry {
             } else {
                 entry.outbox.try_push_batched(out)
             };
-            match pushed {
-                Ok(evicted) => {
-                    report.queued += 1;
-                    report.dropped += evicted;
-                }
-                Err(PushError::Dropped) => report.dropped += 1,
-                Err(PushError::Overflow) => report.overflowed += 1,
-                Err(PushError::Closed) => {}
-            }
+            report.count(pushed);
         }
         if let Some(wakes) = wakes {
             super::wakes::wake_later(wakes, unwoken);
         }
         report
+    }
+
+    /// A small fan-out: every idle member's socket is written from here,
+    /// all in one batch of sends (one system call where the kernel allows
+    /// it); the rest are queued for their tasks.
+    fn push_direct<'a>(&self, members: impl Iterator<Item = &'a Arc<ConnEntry>>, frame: &Frame, report: &mut Delivery) {
+        let mut claims = Vec::new();
+        let mut busy = Vec::new();
+        for entry in members {
+            let Some(payload) = &frame.by_slot[entry.slot] else {
+                continue;
+            };
+            let out = OutFrame { payload: payload.clone(), droppable: frame.droppable, sequenced: true };
+            match entry.outbox.try_claim(out) {
+                Ok(Claimed::Claim(claim)) => claims.push(claim),
+                Ok(Claimed::Queued(evicted)) => report.count(Ok(evicted)),
+                Ok(Claimed::Busy(out)) => busy.push((entry, out)),
+                Err(e) => report.count(Err(e)),
+            }
+        }
+        report.queued += claims.len();
+        report.dropped += send_claims(&mut claims);
+        // Outboxes another thread held: pushed now that no claim is held.
+        for (entry, out) in busy {
+            report.count(entry.outbox.try_push(out));
+        }
+    }
+}
+
+impl Delivery {
+    /// Counts one recipient's push.
+    fn count(&mut self, pushed: Result<usize, PushError>) {
+        match pushed {
+            Ok(evicted) => {
+                self.queued += 1;
+                self.dropped += evicted;
+            }
+            Err(PushError::Dropped) => self.dropped += 1,
+            Err(PushError::Overflow) => self.overflowed += 1,
+            Err(PushError::Closed) => {}
+        }
     }
 }
 

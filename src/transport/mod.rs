@@ -9,6 +9,7 @@ pub(crate) mod outbox;
 mod payload;
 mod polling;
 mod replay;
+pub(crate) mod send_batch;
 mod sse;
 mod websocket;
 

@@ -5,7 +5,7 @@
 use crate::sync::Unpoisoned;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -164,16 +164,16 @@ impl State {
     /// if the socket did not take all of it (the rest goes first later), or
     /// if the write failed (a stateful session resends it after a resume).
     fn write_alone(&mut self, socket: &TcpStream, frame: OutFrame) -> Flushed {
+        let result = try_write(socket, frame.payload.wire());
+        self.wrote_alone(frame, result)
+    }
+
+    /// What [`State::write_alone`] does once the write has answered,
+    /// whoever made it (a batch of sends writes many sockets at once).
+    fn wrote_alone(&mut self, frame: OutFrame, result: std::io::Result<usize>) -> Flushed {
         debug_assert!(self.queue.is_empty() && self.front_written == 0);
-        let wire = frame.payload.wire();
-        let result = loop {
-            match socket.try_write(wire) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
         match result {
-            Ok(n) if n == wire.len() => {
+            Ok(n) if n == frame.payload.wire().len() => {
                 self.record(&frame);
                 return Flushed::Done(self.end());
             }
@@ -195,6 +195,16 @@ impl State {
             Flushed::Failed
         } else {
             Flushed::Blocked
+        }
+    }
+
+    /// The socket a pushed frame goes to at once: one is attached, and
+    /// nothing waits to go before the frame.
+    fn direct_socket(&self) -> Option<&Arc<TcpStream>> {
+        if self.queue.is_empty() && self.held.is_none() && !self.failed {
+            self.socket.as_ref()
+        } else {
+            None
         }
     }
 
@@ -317,37 +327,9 @@ impl Outbox {
     /// is reported instead of waking the task.
     fn push_inner(&self, frame: OutFrame, write: Write, wake: bool) -> Result<(usize, bool), PushError> {
         let mut s = self.lock();
-        if s.ending || s.kicked.is_some() {
-            return Err(PushError::Closed);
-        }
-        let len = frame.payload.len();
-        let fits = |s: &State| s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes;
-        let mut evicted = 0;
-        if !fits(&s) {
-            if frame.droppable {
-                return Err(PushError::Dropped);
-            }
-            while !fits(&s) {
-                // A half-written front frame is not the queue's to drop.
-                let skip = usize::from(s.front_written > 0);
-                let Some(pos) = s.queue.iter().skip(skip).position(|f| f.droppable).map(|p| p + skip) else {
-                    s.kicked = Some(Kick::SlowConsumer);
-                    s.clear();
-                    drop(s);
-                    self.notify.notify_one();
-                    return Err(PushError::Overflow);
-                };
-                if let Some(old) = s.queue.remove(pos) {
-                    s.bytes -= old.payload.len();
-                    evicted += 1;
-                    if let Some(h) = s.held.as_mut().filter(|h| pos < **h) {
-                        *h -= 1;
-                    }
-                }
-            }
-        }
-        if write == Write::Now && s.queue.is_empty() && s.held.is_none() && !s.failed {
-            if let Some(socket) = s.socket.clone() {
+        let evicted = self.admit(&mut s, &frame)?;
+        if write == Write::Now {
+            if let Some(socket) = s.direct_socket().cloned() {
                 // The common case: nothing waits, so this frame goes to the
                 // socket now, without waking the connection's task, and
                 // without passing through the queue (which would keep its
@@ -363,7 +345,50 @@ impl Outbox {
                 }
             }
         }
-        s.bytes += len;
+        let first = self.enqueue(s, frame, wake);
+        Ok((evicted, first && !wake))
+    }
+
+    /// Makes room for `frame` under the limits. A full queue first gives up
+    /// droppable frames (the new one if it is droppable, else the oldest
+    /// queued ones); when that is not enough the outbox is kicked as a slow
+    /// consumer. Returns how many queued frames were evicted.
+    fn admit(&self, s: &mut State, frame: &OutFrame) -> Result<usize, PushError> {
+        if s.ending || s.kicked.is_some() {
+            return Err(PushError::Closed);
+        }
+        let len = frame.payload.len();
+        let fits = |s: &State| s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes;
+        let mut evicted = 0;
+        if !fits(s) {
+            if frame.droppable {
+                return Err(PushError::Dropped);
+            }
+            while !fits(s) {
+                // A half-written front frame is not the queue's to drop.
+                let skip = usize::from(s.front_written > 0);
+                let Some(pos) = s.queue.iter().skip(skip).position(|f| f.droppable).map(|p| p + skip) else {
+                    s.kicked = Some(Kick::SlowConsumer);
+                    s.clear();
+                    self.notify.notify_one();
+                    return Err(PushError::Overflow);
+                };
+                if let Some(old) = s.queue.remove(pos) {
+                    s.bytes -= old.payload.len();
+                    evicted += 1;
+                    if let Some(h) = s.held.as_mut().filter(|h| pos < **h) {
+                        *h -= 1;
+                    }
+                }
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Puts an admitted frame in the queue for the connection's task, and
+    /// wakes the task (if `wake`) when it is the first. True when it is.
+    fn enqueue(&self, mut s: MutexGuard<'_, State>, frame: OutFrame, wake: bool) -> bool {
+        s.bytes += frame.payload.len();
         s.queue.push_back(frame);
         s.sent = true;
         let first = s.queue.len() == 1;
@@ -371,7 +396,7 @@ impl Outbox {
         if first && wake {
             self.notify.notify_one();
         }
-        Ok((evicted, first && !wake))
+        first
     }
 
     /// Queues the last frames of a connection that is ending or was kicked
@@ -677,12 +702,25 @@ impl Outbox {
         self.notify.notified().await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves a consistent queue (every
         // mutation is a single step), so a poisoned lock is still usable.
         self.state.locked()
     }
 }
+
+/// A non-blocking write of `wire` to `socket`, retried when interrupted.
+fn try_write(socket: &TcpStream, wire: &[u8]) -> std::io::Result<usize> {
+    loop {
+        match socket.try_write(wire) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+mod claim;
+pub(crate) use claim::{send_claims, Claimed};
 
 #[cfg(test)]
 mod direct_tests;

@@ -178,3 +178,68 @@ async fn an_empty_queue_gives_its_memory_back_unless_a_hold_waits() {
     o.shrink();
     assert_eq!(o.capacity(), 0);
 }
+
+/// Claims `frame` on every outbox and sends them as one batch, as the
+/// fan-out does for a room.
+fn push_batched(outboxes: &[&Outbox], frame: &Payload) {
+    let mut claims = Vec::new();
+    for o in outboxes {
+        let out = OutFrame { payload: frame.clone(), droppable: false, sequenced: true };
+        match o.try_claim(out).expect("room") {
+            Claimed::Claim(c) => claims.push(c),
+            Claimed::Queued(_) => {}
+            Claimed::Busy(_) => panic!("nobody else holds the outbox"),
+        }
+    }
+    send_claims(&mut claims);
+}
+
+#[tokio::test]
+async fn a_batch_of_sends_reaches_every_idle_socket_and_a_full_one_finishes_in_order() {
+    let (a_server, mut a_client) = pair().await;
+    let (b_server, mut b_client) = pair().await;
+    let (a, b) = (attached(&a_server), attached(&b_server));
+    a.ready().await;
+    b.ready().await;
+    // `b`'s socket is full: its frames wait, and the batch's frame goes after them.
+    let sent = fill(&b, 64);
+    assert!(!b.is_empty(), "the socket's buffers are full");
+    let p = Payload::text("{\"type\":1,\"target\":\"x\"}\u{1e}".into());
+    push_batched(&[&a, &b], &p);
+    assert!(a.is_empty(), "the idle socket took the frame in the batch");
+    assert_eq!(read_exactly(&mut a_client, p.wire().len()).await, p.wire());
+    assert!(tokio::time::timeout(Duration::from_millis(50), a.ready()).await.is_err(), "a's task was not woken");
+
+    let expected: Vec<u8> = sent.iter().chain([&p]).flat_map(|f| f.wire().to_vec()).collect();
+    let reader = tokio::spawn(async move { read_exactly(&mut b_client, expected.len()).await == expected });
+    assert!(matches!(write_out(&b, &b_server).await, Flushed::Done(None)));
+    assert!(reader.await.expect("reader"), "b got every frame whole and in order");
+
+    // Once `b` is drained, the next batch writes both at once.
+    let q = Payload::text("{\"type\":1,\"target\":\"y\"}\u{1e}".into());
+    push_batched(&[&a, &b], &q);
+    assert!(a.is_empty() && b.is_empty());
+    assert_eq!(read_exactly(&mut a_client, q.wire().len()).await, q.wire());
+}
+
+#[tokio::test]
+async fn a_claim_finds_a_held_outbox_busy_and_a_closed_peer_fails_only_its_own_connection() {
+    let (a_server, a_client) = pair().await;
+    let (b_server, mut b_client) = pair().await;
+    let (a, b) = (attached(&a_server), attached(&b_server));
+    let out = || OutFrame { payload: Payload::text("x\u{1e}".into()), droppable: false, sequenced: true };
+    {
+        let _held = a.lock();
+        assert!(matches!(a.try_claim(out()), Ok(Claimed::Busy(_))), "never waits for a lock");
+    }
+    // A reset peer: the send fails, that outbox is marked failed, the other gets its frame.
+    #[allow(deprecated)]
+    a_client.set_linger(Some(Duration::ZERO)).expect("linger");
+    drop(a_client);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let p = Payload::text("x\u{1e}".into());
+    push_batched(&[&a, &b], &p);
+    push_batched(&[&a, &b], &p);
+    assert!(matches!(a.flush(), Flushed::Failed), "the reset socket's outbox failed");
+    assert_eq!(read_exactly(&mut b_client, 2 * p.wire().len()).await, [p.wire(), p.wire()].concat());
+}
