@@ -16,6 +16,8 @@ pub(crate) use crate::transport::outbox::{Outbox, Payload};
 pub(crate) use broadcast::{Frame, Target, MAX_SLOTS};
 pub(crate) use cuts::{cut_channel, CutQueue, CutRequest, Cuts, Scope};
 pub(crate) use query::{unix_ms, ConnView};
-pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry};
+#[cfg(test)]
+pub(crate) use registry::shard_of;
+pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry, SHARDS};
 pub(crate) use user_watch::UserWatch;
 pub(crate) use wakes::run as run_wakes;

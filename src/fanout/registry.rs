@@ -8,6 +8,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Outbox, UserWatch, MAX_SLOTS};
 
+mod shards;
+#[cfg(test)]
+pub(crate) use shards::shard_of;
+use shards::ConnShards;
+pub(crate) use shards::SHARDS;
+
 /// A process-unique connection number (cheaper than the SignalR id string).
 pub(crate) type ConnId = u64;
 
@@ -110,7 +116,7 @@ pub(super) struct Conn {
 }
 
 pub(super) struct Inner {
-    pub(super) conns: Map<ConnId, Conn>,
+    pub(super) conns: ConnShards,
     pub(super) hubs: Vec<HubIndex>,
 }
 
@@ -136,7 +142,10 @@ impl Registry {
     /// An empty registry for `hubs` hubs; a connection may join `max_groups` groups.
     pub(crate) fn new(hubs: usize, max_groups: usize) -> Registry {
         Registry {
-            inner: RwLock::new(Inner { conns: Map::default(), hubs: (0..hubs).map(|_| HubIndex::default()).collect() }),
+            inner: RwLock::new(Inner {
+                conns: ConnShards::default(),
+                hubs: (0..hubs).map(|_| HubIndex::default()).collect(),
+            }),
             slots_in_use: std::array::from_fn(|_| AtomicUsize::new(0)),
             max_groups,
             positions: std::sync::Mutex::default(),
@@ -348,8 +357,18 @@ impl Registry {
     }
 
     /// Calls `f` for every connection under the read lock; `f` must not block.
+    #[cfg(test)]
     pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {
         for c in self.read().conns.values() {
+            f(&c.entry);
+        }
+    }
+
+    /// Calls `f` for every connection of shard `shard` ([`shards::shard_of`]) under
+    /// the read lock; `f` must not block. The keep-alive tick visits only
+    /// the shards whose checkpoints it passed.
+    pub(crate) fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(&ConnEntry)) {
+        for c in self.read().conns.shard(shard) {
             f(&c.entry);
         }
     }

@@ -5,9 +5,10 @@
 //! per connection.
 //!
 //! Each connection has fixed checkpoints in the interval
-//! ([`CHECKS_PER_INTERVAL`] of them, evenly spaced from a phase that is a
-//! hash of its id); a tick checks the connections whose checkpoints the
-//! clock passed since the previous tick. So the tick may be short when
+//! ([`CHECKS_PER_INTERVAL`] of them, evenly spaced from a phase that is its
+//! registry shard's, so a hash of its id); a tick visits only the shards
+//! whose checkpoints the clock passed since the previous tick, not every
+//! connection. So the tick may be short when
 //! there are many connections (a short burst of sends per tick: at 10,000
 //! connections a whole second's share, 667 sends, held deliveries behind it
 //! for milliseconds) and long when there are few (an idle sidecar wakes
@@ -30,7 +31,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{HubMessage, Protocol};
-use crate::fanout::{ConnEntry, Payload};
+#[cfg(test)]
+use crate::fanout::shard_of;
+use crate::fanout::{ConnEntry, Payload, SHARDS};
 use crate::transport::Kick;
 
 use super::Hubs;
@@ -91,21 +94,35 @@ impl Schedule {
         window
     }
 
-    /// A connection's phase: its id hashed over the interval, so that
-    /// connections opened together are spread out.
-    fn phase(&self, id: u64) -> u64 {
-        id.wrapping_mul(0x9e37_79b9_7f4a_7c15) % self.interval_ms
+    /// A shard's phase: connections are kept in [`SHARDS`] shards by a hash
+    /// of their id ([`shard_of`]), and the shards' first checkpoints are
+    /// spread evenly over the first gap, so that connections opened
+    /// together are spread out and a tick visits only the shards it passed.
+    fn shard_phase(&self, shard: usize) -> u64 {
+        shard as u64 * self.checkpoint_gap() / SHARDS as u64
     }
 
-    /// How many of a connection's checkpoints `window` passed.
-    fn checks(&self, id: u64, window: &Window) -> u8 {
+    /// How many of a shard's checkpoints `window` passed.
+    fn shard_checks(&self, shard: usize, window: &Window) -> u8 {
         if window.all {
             return CHECKS_PER_INTERVAL;
         }
-        let phase = self.phase(id);
+        let phase = self.shard_phase(shard);
         (0..u64::from(CHECKS_PER_INTERVAL))
             .map(|j| u8::from(window.contains((phase + j * self.checkpoint_gap()) % self.interval_ms)))
             .sum()
+    }
+
+    /// A connection's phase (its shard's).
+    #[cfg(test)]
+    fn phase(&self, id: u64) -> u64 {
+        self.shard_phase(shard_of(id))
+    }
+
+    /// How many of a connection's checkpoints `window` passed.
+    #[cfg(test)]
+    fn checks(&self, id: u64, window: &Window) -> u8 {
+        self.shard_checks(shard_of(id), window)
     }
 }
 
@@ -143,27 +160,35 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         }
         let now = hubs.now_ms();
         let window = schedule.advance(now);
+        // What a tick does to each connection of a shard its window passed
+        // (`checks` of its checkpoints, `first` if its phase itself).
         // Long Polling is never pinged: its polls keep it alive (ASP.NET Core
         // registers the keep-alive only for transports without an inherent
         // one), and a ping would only end each poll early.
-        let ping = |entry: &ConnEntry| {
-            if window.contains(schedule.phase(entry.id)) {
+        let ping = |entry: &ConnEntry, checks: u8, first: bool| {
+            if first {
                 entry.outbox.shrink();
             }
             if entry.transport == "longpolling" {
                 return;
             }
-            let checks = schedule.checks(entry.id, &window);
             if checks > 0 && entry.outbox.keepalive_due(checks, CHECKS_PER_INTERVAL) {
                 if let Some(Some(ping)) = pings.get(entry.slot) {
                     entry.outbox.push_ping(ping.clone());
                 }
             }
         };
+        let passed =
+            |shard: usize| (schedule.shard_checks(shard, &window), window.contains(schedule.shard_phase(shard)));
         // Half a tick of slack: a timer that fires a millisecond early must
         // not put the check off by a whole (one-second) tick.
         if now.saturating_sub(last_check) + MIN_TICK_MS / 2 < CHECK_EVERY_MS {
-            hubs.registry.for_each(&ping);
+            for shard in 0..SHARDS {
+                let (checks, first) = passed(shard);
+                if checks > 0 || first {
+                    hubs.registry.for_each_in_shard(shard, |entry| ping(entry, checks, first));
+                }
+            }
             continue;
         }
         last_check = now;
@@ -184,18 +209,21 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let mut timed_out = 0u64;
-        hubs.registry.for_each(|entry| {
-            if entry.expires_at_ms.is_some_and(|exp| unix_ms >= exp) {
-                entry.outbox.kick(Kick::TokenExpired);
-            } else if entry.timeout_armed.load(Ordering::Relaxed)
-                && now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms
-            {
-                entry.outbox.kick(Kick::ClientTimeout);
-                timed_out += 1;
-            } else if !hubs.activity.check(entry, now) {
-                ping(entry);
-            }
-        });
+        for shard in 0..SHARDS {
+            let (checks, first) = passed(shard);
+            hubs.registry.for_each_in_shard(shard, |entry| {
+                if entry.expires_at_ms.is_some_and(|exp| unix_ms >= exp) {
+                    entry.outbox.kick(Kick::TokenExpired);
+                } else if entry.timeout_armed.load(Ordering::Relaxed)
+                    && now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms
+                {
+                    entry.outbox.kick(Kick::ClientTimeout);
+                    timed_out += 1;
+                } else if !hubs.activity.check(entry, now) {
+                    ping(entry, checks, first);
+                }
+            });
+        }
         if timed_out > 0 {
             tracing::debug!(connections = timed_out, "client timeout: connections dropped");
         }
