@@ -5,6 +5,7 @@
 use crate::sync::Unpoisoned;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpStream;
@@ -64,6 +65,12 @@ pub(crate) enum PushError {
     Closed,
 }
 
+/// A count of bytes written of one frame (less than the frame's length,
+/// which is far below 4 GiB), as [`State::front_written`] keeps it.
+fn written_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Limits of one outbox.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -90,9 +97,15 @@ struct State {
     /// [`Outbox::attach`]): frames are then written from here, by whoever
     /// pushes them, and only what the socket would not take waits in `queue`.
     socket: Option<Arc<TcpStream>>,
+    /// `socket`'s descriptor, read with the rest of the state: reaching it
+    /// through the stream was a cache miss per delivery to a quiet
+    /// connection. Meaningful only while `socket` is set.
+    socket_fd: RawFd,
     /// Bytes of the front frame already written to `socket`: the rest must
-    /// go before anything else, or the stream of frames would be torn.
-    front_written: usize,
+    /// go before anything else, or the stream of frames would be torn. A
+    /// `u32` (a frame is an entry of Redis, at most 512 MB) so that
+    /// `socket_fd` fits beside it in what a `usize` took.
+    front_written: u32,
     /// A write to `socket` failed: the connection's task ends it.
     failed: bool,
     /// A frame was queued since the last keep-alive check (see
@@ -145,7 +158,7 @@ impl State {
             let n = writable.min(SLICES);
             for (i, f) in self.queue.iter().take(n).enumerate() {
                 let wire = f.payload.wire();
-                slices[i] = IoSlice::new(if i == 0 { &wire[self.front_written..] } else { wire });
+                slices[i] = IoSlice::new(if i == 0 { &wire[self.front_written as usize..] } else { wire });
             }
             match socket.try_write_vectored(&slices[..n]) {
                 Ok(written) => self.consume(written),
@@ -181,7 +194,7 @@ impl State {
                 if n > 0 {
                     self.record(&frame);
                 }
-                self.front_written = n;
+                self.front_written = written_u32(n);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -208,17 +221,22 @@ impl State {
         }
     }
 
+    /// [`State::direct_socket`]'s descriptor.
+    fn direct_fd(&self) -> Option<RawFd> {
+        self.direct_socket().map(|_| self.socket_fd)
+    }
+
     /// Moves the queue past `written` bytes the socket took.
     fn consume(&mut self, mut written: usize) {
         while written > 0 {
             let Some(front) = self.queue.front() else { return };
-            let rest = front.payload.wire().len() - self.front_written;
+            let rest = front.payload.wire().len() - self.front_written as usize;
             if self.front_written == 0 {
                 let f = front.clone();
                 self.record(&f);
             }
             if written < rest {
-                self.front_written += written;
+                self.front_written += written_u32(written);
                 return;
             }
             written -= rest;
@@ -426,6 +444,7 @@ impl Outbox {
                 *h += 1;
             }
         }
+        s.socket_fd = socket.as_ref().map_or(-1, |socket| socket.as_raw_fd());
         s.socket = socket;
         s.front_written = 0;
         s.failed = false;

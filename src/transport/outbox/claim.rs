@@ -5,7 +5,7 @@
 //! the frame itself would have.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{MutexGuard, TryLockError};
 
 use super::{try_write, Flushed, OutFrame, Outbox, PushError, State};
@@ -47,7 +47,7 @@ impl Outbox {
             Err(TryLockError::WouldBlock) => return Ok(Claimed::Busy(frame)),
         };
         let evicted = self.admit(&mut s, &frame)?;
-        match s.direct_socket().map(|socket| socket.as_raw_fd()) {
+        match s.direct_fd() {
             Some(fd) => {
                 s.sent = true;
                 Ok(Claimed::Claim(Claim { outbox: self, state: s, frame: Some(frame), fd, evicted, wake: false }))
