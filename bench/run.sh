@@ -25,7 +25,8 @@
 # Knobs: BENCH_SCENARIOS, BENCH_OUT (results folder, default
 # bench-out/<stamp>), BENCH_WRITE=1 (rewrite BENCHMARKS.md after a partial
 # run), SIDECAR_BENCH_ENV ("SIDECAR_X=1 ..." extra sidecar settings),
-# BENCH_B_ROUNDS (rounds of b, default 3), BENCH_NOTES ("note | note": lines
+# BENCH_B_ROUNDS (rounds of b, default 3), BENCH_SIDECAR_BIN (measure that
+# binary instead of this checkout's build), BENCH_NOTES ("note | note": lines
 # for the page's Machine section, e.g. what else ran meanwhile).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,6 +110,11 @@ cargo build "${FLAGS[@]}" --quiet -p signalr-loadgen >>"$OUT/build.log" 2>&1 ||
 # Copies, so a rebuild in this tree during the run does not change what is measured.
 mkdir -p "$OUT/bin"
 cp "$ROOT/target/$PROFILE/signalr-sidecar" "$ROOT/target/$PROFILE/signalr-loadgen" "$OUT/bin/"
+# BENCH_SIDECAR_BIN=<path>: measure that build instead (an A/B against an
+# earlier commit's binary, with the same generator and scenarios).
+if [ -n "${BENCH_SIDECAR_BIN:-}" ]; then
+  cp "$BENCH_SIDECAR_BIN" "$OUT/bin/signalr-sidecar" || die "BENCH_SIDECAR_BIN=$BENCH_SIDECAR_BIN: cannot copy"
+fi
 SIDECAR_BIN="$OUT/bin/signalr-sidecar"
 LOADGEN_BIN="$OUT/bin/signalr-loadgen"
 
