@@ -259,7 +259,7 @@ fi
 
 # ---------------------------------------------------------------- scenarios
 SCENARIOS="${BENCH_SCENARIOS:-a b c d idle typing instances}"
-python3 - "$OUT/meta.json" "$NOFILE" "$PORT_RANGE_NOTE" "$SCENARIOS" "${BENCH_NOTES:-}" <<'EOF'
+python3 - "$OUT/meta.json" "$NOFILE" "$PORT_RANGE_NOTE" "$SCENARIOS" "${BENCH_NOTES:-}" "${BENCH_SIDECAR_BIN:-}" <<'EOF'
 import json, os, platform, subprocess, sys
 def sh(*c):
     try: return subprocess.run(c, capture_output=True, text=True).stdout.strip()
@@ -272,7 +272,9 @@ json.dump({"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / 104857
            "dirty": bool(sh("git", "status", "--porcelain", "--", "src", "Cargo.toml")),
            "nofile": sys.argv[2], "port_range": sys.argv[3], "scenarios": sys.argv[4],
            "started": sh("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
-           "notes": [n.strip() for n in sys.argv[5].split("|") if n.strip()]}, open(sys.argv[1], "w"), indent=1)
+           "notes": [n.strip() for n in sys.argv[5].split("|") if n.strip()]
+                    + ([f"sidecar binary: {sys.argv[6]} (BENCH_SIDECAR_BIN), not this checkout's build"] if sys.argv[6] else [])},
+          open(sys.argv[1], "w"), indent=1)
 EOF
 
 # Sizes and durations; BENCH_QUICK=1 shrinks every scenario to check the
