@@ -185,7 +185,8 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         if now.saturating_sub(last_check) + MIN_TICK_MS / 2 < CHECK_EVERY_MS {
             for shard in 0..SHARDS {
                 let (checks, first) = passed(shard);
-                if checks > 0 || first {
+                // A shard's phase is its first checkpoint: `first` implies `checks > 0`.
+                if checks > 0 {
                     hubs.registry.for_each_in_shard(shard, |entry| ping(entry, checks, first));
                 }
             }

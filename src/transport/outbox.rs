@@ -221,11 +221,6 @@ impl State {
         }
     }
 
-    /// [`State::direct_socket`]'s descriptor.
-    fn direct_fd(&self) -> Option<RawFd> {
-        self.direct_socket().map(|_| self.socket_fd)
-    }
-
     /// Moves the queue past `written` bytes the socket took.
     fn consume(&mut self, mut written: usize) {
         while written > 0 {

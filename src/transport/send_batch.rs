@@ -74,10 +74,7 @@ pub(crate) fn send_each<T>(
             for chunk in sends.chunks_mut(RING_ENTRIES as usize) {
                 if failed {
                     // Never queued in the kernel: safe to send one by one.
-                    for send in chunk.iter_mut() {
-                        let result = fallback(send);
-                        done(send, result);
-                    }
+                    one_by_one(chunk, &mut fallback, &mut done);
                 } else {
                     failed = submit(uring, chunk, &socket, &mut done).is_err();
                 }
@@ -88,10 +85,19 @@ pub(crate) fn send_each<T>(
             true
         });
     if !batched {
-        for send in sends.iter_mut() {
-            let result = fallback(send);
-            done(send, result);
-        }
+        one_by_one(sends, &mut fallback, &mut done);
+    }
+}
+
+/// Each send a system call of its own.
+fn one_by_one<T>(
+    sends: &mut [T],
+    fallback: &mut impl FnMut(&mut T) -> io::Result<usize>,
+    done: &mut impl FnMut(&mut T, io::Result<usize>),
+) {
+    for send in sends.iter_mut() {
+        let result = fallback(send);
+        done(send, result);
     }
 }
 
@@ -163,20 +169,12 @@ fn submit<T>(
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring submission failed");
                 failure = Some(e);
-                break;
             }
         }
-        for cqe in uring.completion() {
-            if let Some(slot) = results.get_mut(cqe.user_data() as usize).filter(|slot| slot.is_none()) {
-                *slot = Some(answer(cqe.result()));
-                answered += 1;
-            }
-        }
-    }
-    // Whatever answered meanwhile still counts.
-    for cqe in uring.completion() {
-        if let Some(slot) = results.get_mut(cqe.user_data() as usize).filter(|slot| slot.is_none()) {
-            *slot = Some(answer(cqe.result()));
+        // After a failure too: whatever answered meanwhile still counts.
+        answered += take_answers(uring, &mut results);
+        if failure.is_some() {
+            break;
         }
     }
     for (send, result) in chunk.iter_mut().zip(results.iter_mut()) {
@@ -186,6 +184,19 @@ fn submit<T>(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Moves the completions waiting in the ring into `results`, by the index
+/// each send was queued with; returns how many it moved.
+fn take_answers(uring: &mut IoUring, results: &mut [Option<io::Result<usize>>]) -> usize {
+    let mut taken = 0;
+    for cqe in uring.completion() {
+        if let Some(slot) = results.get_mut(cqe.user_data() as usize).filter(|slot| slot.is_none()) {
+            *slot = Some(answer(cqe.result()));
+            taken += 1;
+        }
+    }
+    taken
 }
 
 /// A completion's result as `send` would have returned it.

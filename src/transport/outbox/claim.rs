@@ -30,7 +30,6 @@ pub(crate) struct Claim<'a> {
     outbox: &'a Outbox,
     state: MutexGuard<'a, State>,
     frame: Option<OutFrame>,
-    fd: RawFd,
     evicted: usize,
     /// The send left something for the connection's task.
     wake: bool,
@@ -47,15 +46,12 @@ impl Outbox {
             Err(TryLockError::WouldBlock) => return Ok(Claimed::Busy(frame)),
         };
         let evicted = self.admit(&mut s, &frame)?;
-        match s.direct_fd() {
-            Some(fd) => {
-                s.sent = true;
-                Ok(Claimed::Claim(Claim { outbox: self, state: s, frame: Some(frame), fd, evicted, wake: false }))
-            }
-            None => {
-                self.enqueue(s, frame, true);
-                Ok(Claimed::Queued(evicted))
-            }
+        if s.direct_socket().is_some() {
+            s.sent = true;
+            Ok(Claimed::Claim(Claim { outbox: self, state: s, frame: Some(frame), evicted, wake: false }))
+        } else {
+            self.enqueue(s, frame, true);
+            Ok(Claimed::Queued(evicted))
         }
     }
 }
@@ -65,10 +61,15 @@ impl Claim<'_> {
         self.frame.as_ref().map_or(&[], |f| f.payload.wire())
     }
 
+    /// The socket's descriptor and the bytes for it, for a batched send.
+    fn send(&self) -> (RawFd, &[u8]) {
+        (self.state.socket_fd, self.wire())
+    }
+
     /// The send on its own, through the runtime's socket.
     fn write(&mut self) -> io::Result<usize> {
-        match self.state.socket.clone() {
-            Some(socket) => try_write(&socket, self.wire()),
+        match self.state.socket.as_deref() {
+            Some(socket) => try_write(socket, self.wire()),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
@@ -86,7 +87,7 @@ impl Claim<'_> {
 /// its connection's task woken to finish it. Returns how many queued frames
 /// the claims evicted.
 pub(crate) fn send_claims(claims: &mut Vec<Claim<'_>>) -> usize {
-    send_batch::send_each(claims, |c| (c.fd, c.wire()), Claim::write, Claim::settle);
+    send_batch::send_each(claims, Claim::send, Claim::write, Claim::settle);
     let mut evicted = 0;
     for claim in claims.drain(..) {
         let Claim { outbox, state, evicted: e, wake, .. } = claim;
