@@ -23,11 +23,12 @@ impl Drop for Cluster {
     }
 }
 
-/// A port whose cluster bus port (+10000) is free too.
+/// A port whose cluster bus port (+10000) is free too, and below the
+/// ephemeral range like the port itself.
 fn cluster_port() -> u16 {
     loop {
         let p = free_port();
-        if p < 55000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+        if u32::from(p) + 10000 < 32768 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
             return p;
         }
     }

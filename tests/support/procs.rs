@@ -7,9 +7,29 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// A free TCP port on loopback.
+/// Where [`free_port`] looks: below the kernel's ephemeral range
+/// (32768-60999 by default), so that no outgoing connection of this or
+/// another test can be given the port between the check and the server's
+/// own bind, as a port from `bind(0)` can (a CI run failed on exactly that:
+/// "SIDECAR_LISTEN: cannot bind: Address already in use").
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free TCP port on loopback, never handed out twice by one test process.
+/// Each process starts at its own place in [`PORTS`] (from its pid), so
+/// test binaries that run side by side do not walk the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let start = (std::process::id() * 7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(PORTS.start + offset) else { continue };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 /// The repository root, where the sidecar finds `protocol/`.
