@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,29 +23,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Ports are picked as the publisher's tests pick them (one helper for both suites).
+sys.path.insert(0, str(REPO / "publishers" / "python" / "tests"))
+from ports import free_port  # noqa: E402
 BINARY = REPO / "target" / "debug" / "signalr-sidecar"
 OPENAPI = REPO / "protocol" / "admin-openapi.yaml"
 ADMIN_TOKEN = "openapi-test-admin-token-0123456789"
 JWT_SECRET = "a-test-secret-that-is-long-enough-0123456789"
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768-60999),
-    never the same twice in this process: a port from bind(0) can be given
-    to an outgoing connection before the server under test binds it."""
-    global _NEXT_PORT
-    for _ in range(12000):
-        _NEXT_PORT = 20000 + (_NEXT_PORT - 20000 + 1) % 12000
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", _NEXT_PORT))
-            except OSError:
-                continue
-            return _NEXT_PORT
-    raise RuntimeError("no free port in 20000-31999")
-
-
-_NEXT_PORT = 20000 + (os.getpid() * 7919) % 12000
 
 
 def jwt(sub: str) -> str:
