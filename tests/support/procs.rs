@@ -21,7 +21,7 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let span = PORTS.end - PORTS.start;
-    let start = (std::process::id() * 7919) % span;
+    let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {
         let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let Ok(port) = u16::try_from(PORTS.start + offset) else { continue };
