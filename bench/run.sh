@@ -15,7 +15,8 @@
 # 17), d (5,000
 # connections in one room, the rate stepped up until delivery falls behind),
 # idle (10,000 and 100,000 idle connections), typing (the typing trace),
-# instances (c's load on 1, 2 and 3 instances).
+# instances (c's load on 1, 2 and 3 instances), instances-by-room (the same
+# with each room's members on one instance; not in the default list).
 #
 # Each scenario gets a fresh sidecar (so VmHWM and CPU time are its own) on
 # free loopback ports, against one private redis-server (--save "" and
@@ -359,7 +360,18 @@ for s in $SCENARIOS; do
         run "instances-$n" "$n" --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
       done
       ;;
-    *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances)" ;;
+    instances-by-room)
+      # The same load with every room's members on one instance: the
+      # generator gives connection i room i mod ROOMS and instance i mod N,
+      # so with a room count that 2 and 3 divide each room stays whole and
+      # an instance skips the two thirds (half) of the events it serves no
+      # one in (session affinity by room; README, *Scaling out*).
+      for n in 1 2 3; do
+        run "instances-by-room-$n" "$n" --connections "$BIG" --rooms $((BIG_ROOMS / 6 * 6 + 6)) --rate 1000 \
+          --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
+      done
+      ;;
+    *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances instances-by-room)" ;;
   esac
 done
 date -u +%Y-%m-%dT%H:%M:%SZ >"$OUT/finished_at"
