@@ -174,20 +174,40 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts the binary with `env` plus free ports, and waits for `/readyz`.
     pub async fn start(env: &[(&str, String)]) -> Sidecar {
-        Sidecar::start_on(free_port(), free_port(), env).await
+        Sidecar::start_fresh(env, None).await
     }
 
     /// Starts with its log (standard output) written to `log`.
     pub async fn start_logged(env: &[(&str, String)], log: &std::path::Path) -> Sidecar {
-        Sidecar::spawn(free_port(), free_port(), env, Some(log)).await
+        Sidecar::start_fresh(env, Some(log)).await
     }
 
     /// Starts on given ports (for a restart on the same address).
     pub async fn start_on(port: u16, admin_port: u16, env: &[(&str, String)]) -> Sidecar {
-        Sidecar::spawn(port, admin_port, env, None).await
+        Sidecar::spawn(port, admin_port, env, None).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    async fn spawn(port: u16, admin_port: u16, env: &[(&str, String)], log: Option<&std::path::Path>) -> Sidecar {
+    /// On ports of its own choosing a start that exits early is tried again
+    /// on others (another process may have bound a port in the meantime);
+    /// the binary prints why it exited to standard error each time.
+    async fn start_fresh(env: &[(&str, String)], log: Option<&std::path::Path>) -> Sidecar {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Sidecar::spawn(free_port(), free_port(), env, log).await {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last} (three tries, each on other ports)")
+    }
+
+    /// Runs the binary and waits for `/readyz`; an error when it exits first.
+    async fn spawn(
+        port: u16,
+        admin_port: u16,
+        env: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Result<Sidecar, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalr-sidecar"));
         cmd.current_dir(super::procs::root())
             .env_clear()
@@ -205,11 +225,14 @@ impl Sidecar {
             cmd.stdout(std::fs::File::create(path).expect("log file"));
         }
         let child = cmd.spawn().expect("the sidecar binary starts");
-        let s = Sidecar { port, admin_port, child: Some(child) };
+        let mut s = Sidecar { port, admin_port, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok((200, _)) = super::http::request(admin_port, "GET", "/readyz", &[], b"").await {
-                return s;
+                return Ok(s);
+            }
+            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
+                return Err(format!("the sidecar exited before it was ready ({status})"));
             }
             assert!(Instant::now() < deadline, "the sidecar did not become ready");
             tokio::time::sleep(Duration::from_millis(25)).await;
