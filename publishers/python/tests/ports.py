@@ -1,5 +1,5 @@
-"""Free loopback ports for the test servers: one place for both Python suites
-(this package's and the sidecar's own in tests/python)."""
+"""Free loopback ports for the test servers: one place for every Python suite
+(this package's, the sidecar's own in tests/python and deploy/tests)."""
 
 from __future__ import annotations
 
