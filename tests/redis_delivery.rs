@@ -243,3 +243,39 @@ async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
     let len: usize = redis::cmd("XLEN").arg("events:chat").query(&mut admin).expect("XLEN");
     assert_eq!(len, 0, "database 0 was not written");
 }
+
+#[tokio::test]
+async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quiet() {
+    let redis = Redis::start().await;
+    let window = Duration::from_millis(1000);
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_READ_WINDOW_MS", "1000".into())]).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
+    let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    let sequence = |m: Value| m["args"][0]["sequence_number"].as_u64().expect("a chat message");
+
+    // Nothing read for a while: the reader is blocked in XREADGROUP, so the
+    // first event goes out at once.
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    let sent = std::time::Instant::now();
+    publish(1);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("first")), 1);
+    assert!(sent.elapsed() < window / 2, "the first event waited {:?}", sent.elapsed());
+
+    // Its read opened the window: what follows waits for it to close, and
+    // then comes in one read, in order.
+    let sent = std::time::Instant::now();
+    publish(2);
+    publish(3);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("second")), 2);
+    let held = sent.elapsed();
+    assert!(held >= window * 7 / 10 && held < window * 3, "held {held:?} by a window of {window:?}");
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("third")), 3);
+
+    // Quiet longer than the window: at once again.
+    tokio::time::sleep(window + Duration::from_millis(200)).await;
+    let sent = std::time::Instant::now();
+    publish(4);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("fourth")), 4);
+    assert!(sent.elapsed() < window / 2, "an event after quiet waited {:?}", sent.elapsed());
+}

@@ -148,6 +148,11 @@ pub struct RedisConfig {
     pub read_count: usize,
     /// XREADGROUP BLOCK time (`read_block_ms`). Default 1000.
     pub read_block: Duration,
+    /// After a read that returned entries (fewer than `read_count`), how long
+    /// a reader waits before reading again (`read_window_ms`), so entries
+    /// arriving meanwhile come in one reply: fewer wake-ups and reads per
+    /// event, each event delayed by up to the window. Default 0: at once.
+    pub read_window: Duration,
     /// How often pending entries are claimed again (`claim_interval_seconds`). Default 10.
     pub claim_interval: Duration,
     /// Pending entries idle this long are claimed (`claim_min_idle_seconds`). Default 30.
@@ -352,6 +357,7 @@ impl Config {
             group_prefix: r.get("group_prefix", "signalr-sidecar".to_string()),
             read_count: r.count("read_count", 100, 1, 10_000),
             read_block: r.millis("read_block_ms", 1000, 1),
+            read_window: Duration::from_millis(r.count("read_window_ms", 0, 0, 1000) as u64),
             claim_interval: r.seconds("claim_interval_seconds", 10, 1),
             claim_min_idle: r.seconds("claim_min_idle_seconds", 30, 1),
             dead_letter_maxlen: r.count("dead_letter_maxlen", 10_000, 1, usize::MAX),

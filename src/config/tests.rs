@@ -26,6 +26,15 @@ fn env_overrides_the_file() {
     let redis = c.redis.expect("redis configured");
     assert_eq!(redis.read_count, 7);
     assert_eq!(redis.group_name("x"), "signalr-sidecar:x");
+    assert_eq!(redis.read_window, Duration::ZERO, "no read window unless asked for");
+}
+
+#[test]
+fn the_read_window_is_bounded_to_a_second() {
+    let c = config("redis_url = \"redis://a:1\"", &[("SIDECAR_READ_WINDOW_MS", "5"), ("SIDECAR_INSTANCE_ID", "x")]);
+    assert_eq!(c.expect("valid").redis.expect("redis").read_window, Duration::from_millis(5));
+    let errors = config("", &[("SIDECAR_READ_WINDOW_MS", "1001")]).expect_err("too long");
+    assert_eq!(errors, vec!["SIDECAR_READ_WINDOW_MS: must be between 0 and 1000, got 1001".to_string()]);
 }
 
 #[test]

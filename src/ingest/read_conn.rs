@@ -33,7 +33,9 @@ const KEEP_BUFFER_BYTES: usize = 1 << 20;
 /// moment later, and it blocks in Redis before the reader has even looked
 /// at the reply before it. One write per eight reads: each write was a
 /// loopback send that also woke Redis (~6 % of the sidecar's CPU in the
-/// benchmark's scenario c, at one read per event).
+/// benchmark's scenario c, at one read per event). With a read window
+/// (`SIDECAR_READ_WINDOW_MS`) reads are written one at a time: a queued read
+/// would answer each entry as it arrives, which the window is there to avoid.
 const READS_AHEAD: usize = 8;
 
 /// Why a read failed. The reader backs off and reads again (a new socket
@@ -78,6 +80,8 @@ pub(super) struct ReadCommand<'a> {
     pub count: usize,
     pub block: Duration,
     pub stream: &'a str,
+    /// Whether the reader waits between reads (`SIDECAR_READ_WINDOW_MS`).
+    pub windowed: bool,
 }
 
 /// A reader's XREADGROUP connection.
@@ -111,13 +115,15 @@ impl ReadConn {
             let info = redis::Client::open(config.urls[0].as_str())?.get_connection_info().clone();
             if let ConnectionAddr::Tcp(host, port) = info.addr() {
                 let settings = info.redis_settings();
+                let ahead = if read.windowed { 1 } else { READS_AHEAD };
                 let mut own = OwnConn {
                     host: host.clone(),
                     port: *port,
                     username: settings.username().map(str::to_owned),
                     password: settings.password().map(str::to_owned),
                     db: settings.db(),
-                    commands: resp::command(&args).repeat(READS_AHEAD),
+                    commands: resp::command(&args).repeat(ahead),
+                    ahead,
                     reply_within: read.block + REPLY_MARGIN,
                     socket: None,
                     in_flight: 0,
@@ -148,7 +154,7 @@ impl ReadConn {
 
 /// Our own socket to one Redis server, reconnected on the read after one
 /// that failed (or was cancelled midway, which leaves the socket gone).
-/// Reads are written [`READS_AHEAD`] at a time; whatever a dropped socket
+/// Reads are written [`READS_AHEAD`] at a time (one with a read window); whatever a dropped socket
 /// still had queued in Redis goes with it, and an entry Redis had already
 /// answered with stays pending for this consumer, as with a single read
 /// cut off midway: the claim of idle entries (`claim.rs`) delivers it.
@@ -158,8 +164,10 @@ pub(super) struct OwnConn {
     username: Option<String>,
     password: Option<String>,
     db: i64,
-    /// The XREADGROUP command, [`READS_AHEAD`] times.
+    /// The XREADGROUP command, `ahead` times.
     commands: Vec<u8>,
+    /// Reads written at once: [`READS_AHEAD`], or one with a read window.
+    ahead: usize,
     reply_within: Duration,
     socket: Option<TcpStream>,
     /// Reads written on `socket` and not answered yet.
@@ -178,7 +186,7 @@ impl OwnConn {
         };
         if self.in_flight == 0 {
             socket.write_all(&self.commands).await?;
-            self.in_flight = READS_AHEAD;
+            self.in_flight = self.ahead;
         }
         // Each read is answered within its block of the one before it.
         let within = self.reply_within;

@@ -106,6 +106,7 @@ impl RedisIngest {
                 count: shared.config.read_count,
                 block: shared.config.read_block,
                 stream: &stream,
+                windowed: !shared.config.read_window.is_zero(),
             };
             let reader = ReadConn::open(&shared.config, read).await?;
             tasks.spawn(read_stream(reader, conn.clone(), shared.clone(), stream, position, stop.clone()));
@@ -196,6 +197,11 @@ async fn read_stream(
         match result {
             Ok(entries) => {
                 backoff.reset(&shared);
+                // The window opens when a read brings entries and no backlog
+                // (a full read means more is waiting: read again at once).
+                let window = &shared.config.read_window;
+                let wait_until = (!window.is_zero() && !entries.is_empty() && entries.len() < shared.config.read_count)
+                    .then(|| tokio::time::Instant::now() + *window);
                 for entry in entries {
                     if let Ok(id) = entry.id.parse() {
                         position = id;
@@ -213,6 +219,12 @@ async fn read_stream(
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(stream = %stream, error = %e, "XINFO STREAM failed"),
+                    }
+                }
+                if let Some(at) = wait_until {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = stop.cancelled() => break,
                     }
                 }
             }
