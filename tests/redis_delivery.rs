@@ -247,6 +247,8 @@ async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
 #[tokio::test]
 async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quiet() {
     let redis = Redis::start().await;
+    // Long enough that "at once" (under half of it) and "held" (most of it)
+    // stay apart on a loaded machine running the other tests beside this one.
     let window = Duration::from_millis(1000);
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_READ_WINDOW_MS", "1000".into())]).await;
     let mut d = Driver::start().await;
@@ -269,7 +271,7 @@ async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quie
     publish(3);
     assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("second")), 2);
     let held = sent.elapsed();
-    assert!(held >= window * 7 / 10 && held < window * 3, "held {held:?} by a window of {window:?}");
+    assert!(held >= window * 7 / 10 && held < window * 4, "held {held:?} by a window of {window:?}");
     assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("third")), 3);
 
     // Quiet longer than the window: at once again.
