@@ -154,10 +154,11 @@ impl ReadConn {
 
 /// Our own socket to one Redis server, reconnected on the read after one
 /// that failed (or was cancelled midway, which leaves the socket gone).
-/// Reads are written [`READS_AHEAD`] at a time (one with a read window); whatever a dropped socket
-/// still had queued in Redis goes with it, and an entry Redis had already
-/// answered with stays pending for this consumer, as with a single read
-/// cut off midway: the claim of idle entries (`claim.rs`) delivers it.
+/// Reads are written [`READS_AHEAD`] at a time (one with a read window);
+/// whatever a dropped socket still had queued in Redis goes with it, and an
+/// entry Redis had already answered with stays pending for this consumer,
+/// as with a single read cut off midway: the claim of idle entries
+/// (`claim.rs`) delivers it.
 pub(super) struct OwnConn {
     host: String,
     port: u16,
