@@ -80,8 +80,6 @@ pub(super) struct ReadCommand<'a> {
     pub count: usize,
     pub block: Duration,
     pub stream: &'a str,
-    /// Whether the reader waits between reads (`SIDECAR_READ_WINDOW_MS`).
-    pub windowed: bool,
 }
 
 /// A reader's XREADGROUP connection.
@@ -115,7 +113,7 @@ impl ReadConn {
             let info = redis::Client::open(config.urls[0].as_str())?.get_connection_info().clone();
             if let ConnectionAddr::Tcp(host, port) = info.addr() {
                 let settings = info.redis_settings();
-                let ahead = if read.windowed { 1 } else { READS_AHEAD };
+                let ahead = if config.read_window.is_zero() { READS_AHEAD } else { 1 };
                 let mut own = OwnConn {
                     host: host.clone(),
                     port: *port,

@@ -106,7 +106,6 @@ impl RedisIngest {
                 count: shared.config.read_count,
                 block: shared.config.read_block,
                 stream: &stream,
-                windowed: !shared.config.read_window.is_zero(),
             };
             let reader = ReadConn::open(&shared.config, read).await?;
             tasks.spawn(read_stream(reader, conn.clone(), shared.clone(), stream, position, stop.clone()));
@@ -199,9 +198,9 @@ async fn read_stream(
                 backoff.reset(&shared);
                 // The window opens when a read brings entries and no backlog
                 // (a full read means more is waiting: read again at once).
-                let window = &shared.config.read_window;
+                let window = shared.config.read_window;
                 let wait_until = (!window.is_zero() && !entries.is_empty() && entries.len() < shared.config.read_count)
-                    .then(|| tokio::time::Instant::now() + *window);
+                    .then(|| tokio::time::Instant::now() + window);
                 for entry in entries {
                     if let Ok(id) = entry.id.parse() {
                         position = id;
