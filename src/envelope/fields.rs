@@ -60,14 +60,17 @@ impl EntryFields {
 
     /// The fields in order, as (name, value).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + Clone + '_ {
-        (0..self.ends.len()).map(|i| {
-            let (name_start, value_start) = if i == 0 { (0, 0) } else { self.ends[i - 1] };
-            let (name_end, value_end) = self.ends[i];
-            (
-                self.names.get(name_start as usize..name_end as usize).unwrap_or_default(),
-                self.values.get(value_start as usize..value_end as usize).unwrap_or_default(),
-            )
-        })
+        (0..self.ends.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The `i`th field, as (name, value).
+    pub fn get(&self, i: usize) -> Option<(&str, &[u8])> {
+        let (name_start, value_start) = if i == 0 { (0, 0) } else { *self.ends.get(i - 1)? };
+        let (name_end, value_end) = *self.ends.get(i)?;
+        Some((
+            self.names.get(name_start as usize..name_end as usize).unwrap_or_default(),
+            self.values.get(value_start as usize..value_end as usize).unwrap_or_default(),
+        ))
     }
 
     /// How many fields.

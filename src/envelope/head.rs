@@ -16,15 +16,26 @@ use super::{checks, EntryFields, Envelope, EnvelopeError, Schemas};
 /// whoever dead-letters it if its decoding fails.
 pub type Fields = Arc<EntryFields>;
 
-/// The fields of an entry that say where it goes and what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+/// The fields of an entry that say where it goes and what it is, borrowed
+/// from the entry: reading them allocates nothing, so an entry an instance
+/// passes over costs no copies of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
     /// UUID, the idempotency key.
-    pub event_id: String,
+    pub event_id: &'a str,
     /// Picks the route.
-    pub event_type: String,
+    pub event_type: &'a str,
     /// The group, `user:<id>` or `*`.
-    pub room_id: String,
+    pub room_id: &'a str,
+}
+
+/// Where a pending entry's head is.
+enum HeadText {
+    /// The flat encoding: the indexes of its `event_id`, `event_type` and
+    /// `room_id` fields (text, checked).
+    Fields([usize; 3]),
+    /// The `data` encoding: read out of its JSON (which may escape them).
+    Data { event_id: String, event_type: String, room_id: String },
 }
 
 /// The `data` encoding's envelope fields, borrowed; the payload is skipped.
@@ -40,17 +51,14 @@ struct DataHead<'a> {
     room_id: Cow<'a, str>,
 }
 
-impl Head {
-    /// The head of an entry in either encoding, and whether the entry is
-    /// flat (its fields, not `data`), if its envelope fields pass the
-    /// envelope's checks (`None` otherwise: such an entry is decoded whole,
-    /// and refused with the schema's reason, by every instance).
-    fn read<'a, I>(fields: I) -> Option<(Head, bool)>
-    where
-        I: IntoIterator<Item = (&'a str, &'a [u8])>,
-    {
+impl HeadText {
+    /// Where the head of an entry in either encoding is, if its envelope
+    /// fields pass the envelope's checks (`None` otherwise: such an entry
+    /// is decoded whole, and refused with the schema's reason, by every
+    /// instance). The last of a repeated name wins, as in the decoding.
+    fn read(fields: &EntryFields) -> Option<HeadText> {
         let (mut id, mut kind, mut time, mut room, mut data) = (None, None, None, None, None);
-        for (name, bytes) in fields {
+        for (i, (name, bytes)) in fields.iter().enumerate() {
             let slot = match name {
                 "event_id" => &mut id,
                 "event_type" => &mut kind,
@@ -59,46 +67,72 @@ impl Head {
                 "data" => &mut data,
                 _ => continue,
             };
-            *slot = Some(bytes);
+            *slot = Some((i, bytes));
         }
-        let text = |b: Option<&'a [u8]>| b.and_then(|b| std::str::from_utf8(b).ok()).map(Cow::Borrowed);
-        let head = match (kind, data) {
+        fn text(field: Option<(usize, &[u8])>) -> Option<&str> {
+            field.and_then(|(_, b)| std::str::from_utf8(b).ok())
+        }
+        let (head, found) = match (kind, data) {
             (Some(_), _) => {
-                DataHead { event_id: text(id)?, event_type: text(kind)?, timestamp: text(time)?, room_id: text(room)? }
+                let head = Head { event_id: text(id)?, event_type: text(kind)?, room_id: text(room)? };
+                let at = [id?.0, kind?.0, room?.0];
+                (head, HeadText::Fields(at))
             }
-            (None, Some(data)) => serde_json::from_slice(data).ok()?,
+            (None, Some((_, data))) => {
+                let d: DataHead<'_> = serde_json::from_slice(data).ok()?;
+                if !checks::is_timestamp_text(&d.timestamp) {
+                    return None;
+                }
+                let head = HeadText::Data {
+                    event_id: d.event_id.into_owned(),
+                    event_type: d.event_type.into_owned(),
+                    room_id: d.room_id.into_owned(),
+                };
+                return head.valid(fields).then_some(head);
+            }
             (None, None) => return None,
         };
-        let valid = checks::is_uuid(&head.event_id)
-            && checks::has_chars(&head.event_type, 1, 128)
-            && checks::is_timestamp_text(&head.timestamp)
-            && checks::has_chars(&head.room_id, 1, 512);
-        let flat = kind.is_some();
-        valid.then(|| {
-            let head = Head {
-                event_id: head.event_id.into_owned(),
-                event_type: head.event_type.into_owned(),
-                room_id: head.room_id.into_owned(),
-            };
-            (head, flat)
-        })
+        let valid = checks::is_timestamp_text(text(time)?) && Self::checks(head);
+        valid.then_some(found)
+    }
+
+    fn valid(&self, fields: &EntryFields) -> bool {
+        Self::checks(self.head(fields))
+    }
+
+    fn checks(head: Head<'_>) -> bool {
+        checks::is_uuid(head.event_id)
+            && checks::has_chars(head.event_type, 1, 128)
+            && checks::has_chars(head.room_id, 1, 512)
+    }
+
+    /// The head, from `fields` (the entry it was read from).
+    fn head<'a>(&'a self, fields: &'a EntryFields) -> Head<'a> {
+        match self {
+            HeadText::Fields(at) => {
+                let [id, kind, room] = at.map(|i| fields.get(i).and_then(|(_, v)| std::str::from_utf8(v).ok()));
+                Head {
+                    event_id: id.unwrap_or_default(),
+                    event_type: kind.unwrap_or_default(),
+                    room_id: room.unwrap_or_default(),
+                }
+            }
+            HeadText::Data { event_id, event_type, room_id } => Head { event_id, event_type, room_id },
+        }
     }
 }
 
 /// An entry whose head is known and whose rest is decoded only when the
 /// pipeline wants it.
 pub struct Pending {
-    /// Its head.
-    pub head: Head,
+    head: HeadText,
     fields: Fields,
     schemas: Arc<Schemas>,
-    /// The flat encoding: decoding reuses the head's checked strings.
-    flat: bool,
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("head", &self.head).finish_non_exhaustive()
+        f.debug_struct("Pending").field("head", &self.head()).finish_non_exhaustive()
     }
 }
 
@@ -106,17 +140,22 @@ impl Pending {
     /// The entry as a pending event, or `None` when its head does not pass
     /// the envelope's checks (decode it whole then).
     pub fn new(fields: &Fields, schemas: &Arc<Schemas>) -> Option<Pending> {
-        let (head, flat) = Head::read(fields.iter())?;
-        Some(Pending { head, fields: fields.clone(), schemas: schemas.clone(), flat })
+        let head = HeadText::read(fields)?;
+        Some(Pending { head, fields: fields.clone(), schemas: schemas.clone() })
     }
 
-    /// Decodes and checks the whole envelope. A flat entry's head moves
-    /// into it (its strings were read and checked once, here); anything
-    /// the quick way does not take goes the slow way, which names the
-    /// problem.
+    /// Its head, borrowed from the entry.
+    pub fn head(&self) -> Head<'_> {
+        self.head.head(&self.fields)
+    }
+
+    /// Decodes and checks the whole envelope. A flat entry's head is not
+    /// read or checked again; anything the quick way does not take goes
+    /// the slow way, which names the problem.
     pub fn decode(self) -> Result<Envelope, EnvelopeError> {
-        if self.flat {
-            if let Some(envelope) = Envelope::from_flat_head(self.head, &self.fields, &self.schemas)? {
+        if let HeadText::Fields(_) = self.head {
+            if let Some(envelope) = Envelope::from_flat_head(self.head.head(&self.fields), &self.fields, &self.schemas)?
+            {
                 return Ok(envelope);
             }
         }

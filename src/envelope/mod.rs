@@ -82,7 +82,11 @@ impl Envelope {
     /// A flat entry whose head passed the envelope's checks already
     /// (`Pending`): its strings move in instead of being read and checked
     /// again. `None`: decode the entry the slow way.
-    fn from_flat_head(head: Head, fields: &EntryFields, schemas: &Schemas) -> Result<Option<Envelope>, EnvelopeError> {
+    fn from_flat_head(
+        head: Head<'_>,
+        fields: &EntryFields,
+        schemas: &Schemas,
+    ) -> Result<Option<Envelope>, EnvelopeError> {
         match Wire::from_flat_head(head, fields) {
             Some(wire) => Envelope::from_wire(wire, schemas, true),
             None => Ok(None),

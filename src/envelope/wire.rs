@@ -51,7 +51,7 @@ impl<'a> Wire<'a> {
     /// The flat encoding's fields when its head was read and checked
     /// already: the head's strings move in, the rest is read in one pass
     /// over the fields (the last of a repeated name wins, as in the head).
-    pub(super) fn from_flat_head(head: Head, fields: &'a EntryFields) -> Option<Wire<'a>> {
+    pub(super) fn from_flat_head(head: Head<'a>, fields: &'a EntryFields) -> Option<Wire<'a>> {
         let (mut timestamp, mut payload, mut metadata) = (None, None, None);
         for (name, bytes) in fields.iter() {
             match name {
@@ -64,10 +64,10 @@ impl<'a> Wire<'a> {
         let timestamp = std::str::from_utf8(timestamp?).ok()?;
         let (payload, metadata) = payload_and_metadata(payload, metadata)?;
         Some(Wire {
-            event_id: Cow::Owned(head.event_id),
-            event_type: Cow::Owned(head.event_type),
+            event_id: Cow::Borrowed(head.event_id),
+            event_type: Cow::Borrowed(head.event_type),
             timestamp: Cow::Borrowed(timestamp),
-            room_id: Cow::Owned(head.room_id),
+            room_id: Cow::Borrowed(head.room_id),
             payload,
             metadata,
         })

@@ -52,15 +52,14 @@ pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entr
         }
     };
     let settled = shared.settled.clone();
-    let ack_entry_id = id.clone();
-    let (ack_stream, ack_id) = (stream.clone(), id);
+    let ack_stream = stream.clone();
     // The ack keeps the fields (shared with the pending event) until the
     // entry settles: a dead letter carries every one of them.
     let ack = Ack::new(move |outcome| {
-        let _ = settled.send(Note { stream: ack_stream, id: ack_id, fields, outcome });
+        let _ = settled.send(Note { stream: ack_stream, id, fields, outcome });
     });
     let started = Instant::now();
-    let input = Input { event, ack, source: stream.clone(), entry_id: Some(ack_entry_id), received: started };
+    let input = Input { event, ack, source: stream.clone(), entry_id: Some(id.to_text()), received: started };
     let sent = match shared.input.try_send(input) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(input)) => {

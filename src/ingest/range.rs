@@ -66,10 +66,7 @@ pub(crate) async fn entries_between(
     }
     Ok(entries
         .into_iter()
-        .filter_map(|Entry { id, fields }| {
-            let id = id.parse().ok()?;
-            Envelope::from_stream_fields(fields.iter(), schemas).ok().map(|e| (id, e))
-        })
+        .filter_map(|Entry { id, fields }| Envelope::from_stream_fields(fields.iter(), schemas).ok().map(|e| (id, e)))
         .collect())
 }
 

@@ -202,9 +202,7 @@ async fn read_stream(
                 let wait_until = (!window.is_zero() && !entries.is_empty() && entries.len() < shared.config.read_count)
                     .then(|| tokio::time::Instant::now() + window);
                 for entry in entries {
-                    if let Ok(id) = entry.id.parse() {
-                        position = id;
-                    }
+                    position = entry.id;
                     if !handle_entry(&shared, &stream, entry).await {
                         break;
                     }

@@ -6,12 +6,13 @@
 
 use redis::Value;
 
+use super::StreamId;
 use crate::envelope::EntryFields;
 
 /// One stream entry: its id and its fields in order.
 #[derive(Debug, PartialEq)]
 pub(super) struct Entry {
-    pub id: String,
+    pub id: StreamId,
     pub fields: EntryFields,
 }
 
@@ -47,7 +48,8 @@ pub(super) fn from_range_reply(reply: Value) -> Vec<Entry> {
 
 /// `[[id, [field, value, ...]], ...]`. An entry deleted while pending comes
 /// as `[id, nil]` from older servers: it keeps its id and has no fields
-/// (the caller dead-letters it, which also acknowledges it).
+/// (the caller dead-letters it, which also acknowledges it). Redis writes
+/// every id as `<ms>-<seq>`; an item that is not one is left out.
 fn entries(v: Value) -> Vec<Entry> {
     let Value::Array(items) = v else { return Vec::new() };
     items
@@ -55,7 +57,7 @@ fn entries(v: Value) -> Vec<Entry> {
         .filter_map(|item| {
             let Value::Array(pair) = item else { return None };
             let mut pair = pair.into_iter();
-            let id = pair.next().and_then(text)?;
+            let id = pair.next().and_then(text)?.parse().ok()?;
             let pairs = pair.next().map(pairs).unwrap_or_default();
             let mut fields = EntryFields::with_capacity(pairs.len(), 0, 0);
             for (k, v) in pairs {
@@ -115,7 +117,10 @@ mod tests {
     }
 
     fn expected(id: &str, kv: &[(&str, &str)]) -> Entry {
-        Entry { id: id.into(), fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))) }
+        Entry {
+            id: id.parse().expect("id"),
+            fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))),
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! in one pass. Knows bytes only: no socket, no Redis client.
 
 use super::replies::Entry;
+use super::StreamId;
 use crate::envelope::EntryFields;
 
 /// Why a reply could not be taken from the buffer.
@@ -81,8 +82,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
                 return Err(ParseError::Invalid("expected [id, fields]"));
             }
             let id = c.bulk()?.ok_or(ParseError::Invalid("an entry without an id"))?;
-            let id = std::str::from_utf8(id).map_err(|_| ParseError::Invalid("an entry id that is not text"))?;
-            let id = id.to_owned();
+            let id = stream_id(id).ok_or(ParseError::Invalid("an entry id that is not <ms>-<seq>"))?;
             let fields = match c.array()? {
                 None => EntryFields::default(),
                 Some(n) => {
@@ -108,6 +108,21 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
         }
     }
     Ok((out, c.at))
+}
+
+/// `<ms>-<seq>` as Redis writes every entry id, read from its digits.
+fn stream_id(text: &[u8]) -> Option<StreamId> {
+    fn number(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &b| match b {
+            b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+            _ => None,
+        })
+    }
+    let dash = text.iter().position(|&b| b == b'-')?;
+    Some(StreamId { ms: number(&text[..dash])?, seq: number(&text[dash + 1..])? })
 }
 
 fn server_error(line: &[u8]) -> ParseError {
@@ -211,7 +226,10 @@ mod tests {
     }
 
     fn entry(id: &str, kv: &[(&str, &str)]) -> Entry {
-        Entry { id: id.into(), fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))) }
+        Entry {
+            id: id.parse().expect("id"),
+            fields: EntryFields::from_pairs(kv.iter().map(|(k, v)| (*k, v.as_bytes()))),
+        }
     }
 
     #[test]
@@ -277,6 +295,10 @@ mod tests {
         assert!(matches!(read_reply(b":12\r\n"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*x\r\n"), Err(ParseError::Invalid(_))));
+        for id in ["x-0", "1", "-1", "1-", "18446744073709551616-0"] {
+            let bytes = format!("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n{}*-1\r\n", bulk(id));
+            assert!(matches!(read_reply(bytes.as_bytes()), Err(ParseError::Invalid(_))), "{id}");
+        }
         assert!(matches!(status(b"+O\rK\r\n"), Err(ParseError::Invalid(_))));
         assert_eq!(status(b"+OK\r\n"), Ok(5));
         assert_eq!(status(b"-WRONGPASS invalid\r\n"), Err(ParseError::Server("WRONGPASS invalid".into())));

@@ -48,7 +48,7 @@ impl Pipeline {
         source: &Arc<str>,
         at: &mut Option<(Arc<str>, String)>,
     ) -> Result<Envelope, Outcome> {
-        if let Some(outcome) = self.skip(&pending.head, source, at) {
+        if let Some(outcome) = self.skip(pending.head(), source, at) {
             return Err(outcome);
         }
         pending.decode().map_err(|e| {
@@ -60,20 +60,20 @@ impl Pipeline {
     }
 
     /// Skips the entry if nothing here needs it; its outcome then.
-    fn skip(&mut self, head: &Head, source: &Arc<str>, at: &mut Option<(Arc<str>, String)>) -> Option<Outcome> {
+    fn skip(&mut self, head: Head<'_>, source: &Arc<str>, at: &mut Option<(Arc<str>, String)>) -> Option<Outcome> {
         let routes = self.routes.clone();
-        let route = routes.route(&head.event_type)?;
-        if !route_may_skip(route, &head.room_id) || self.holds_state(route, &head.room_id) {
+        let route = routes.route(head.event_type)?;
+        if !route_may_skip(route, head.room_id) || self.holds_state(route, head.room_id) {
             return None;
         }
-        let target = route::target_of(route.hub, &head.room_id);
+        let target = route::target_of(route.hub, head.room_id);
         if !self.registry.pass_if_unwatched(target, at.as_ref().map(|(s, id)| (s, id.as_str()))) {
             return None;
         }
         *at = None;
         self.consumed.count(&self.metrics, source, &route.event_type);
-        if !self.dedupe.first_time(&head.event_id, Instant::now()) {
-            self.metrics.record(Dropped::event(DropReason::Duplicate, &head.event_id));
+        if !self.dedupe.first_time(head.event_id, Instant::now()) {
+            self.metrics.record(Dropped::event(DropReason::Duplicate, head.event_id));
             return Some(Outcome::Dropped("duplicate"));
         }
         self.metrics.events_skipped.inc();
