@@ -21,7 +21,7 @@ impl Registry {
             return false;
         }
         if let Some((stream, id)) = at {
-            self.advance(stream, id.to_string());
+            self.advance_to(stream, id);
         }
         true
     }

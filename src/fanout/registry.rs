@@ -190,6 +190,21 @@ impl Registry {
         }
     }
 
+    /// [`Registry::advance`] from a borrowed id, copied into the string the
+    /// position already has (an entry passed over costs no allocation).
+    pub(crate) fn advance_to(&self, stream: &Arc<str>, id: &str) {
+        let mut positions = self.positions.locked();
+        match positions.get_mut(stream) {
+            Some(at) => {
+                at.clear();
+                at.push_str(id);
+            }
+            None => {
+                positions.insert(stream.clone(), id.to_string());
+            }
+        }
+    }
+
     /// The current positions.
     pub(crate) fn positions(&self) -> Positions {
         let positions = self.positions.locked();

@@ -68,7 +68,7 @@ pub(super) async fn run(
         // (a stream and its dead-letter stream live in different slots).
         // A dead letter is written before its entry is acknowledged; if the
         // write fails the entry stays pending and is claimed again later.
-        let mut acks: HashMap<Arc<str>, Vec<String>, ahash::RandomState> = HashMap::default();
+        let mut acks: HashMap<Arc<str>, Vec<StreamId>, ahash::RandomState> = HashMap::default();
         // Entries settle in the order their fate is known (an entry that is
         // not JSON at intake, a schema failure later in the pipeline): put
         // in stream order, so dead letters keep their entries' order within
@@ -99,7 +99,7 @@ pub(super) async fn run(
                 Outcome::Delivered | Outcome::Dropped(_) => true,
             };
             if acknowledge {
-                acks.entry(stream).or_default().push(id.to_text());
+                acks.entry(stream).or_default().push(id);
             }
         }
         for (stream, ids) in &acks {

@@ -38,26 +38,38 @@ impl StreamId {
     /// machinery took about a thousand instructions per id, and every entry
     /// read is written out twice (its position and its XACK).
     pub(crate) fn to_text(self) -> String {
-        /// Appends `n` in decimal, most significant digit first.
-        fn digits(n: u64, out: &mut Vec<u8>) {
-            let mut buf = [0u8; 20];
-            let mut at = buf.len();
+        let mut buf = [0u8; MAX_TEXT];
+        let n = self.write_text(&mut buf);
+        buf[..n].iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// Writes the id's text at the start of `out`; its length.
+    fn write_text(self, out: &mut [u8; MAX_TEXT]) -> usize {
+        /// `n` in decimal at `out[at..]`; where it ends.
+        fn digits(n: u64, out: &mut [u8; MAX_TEXT], at: usize) -> usize {
+            let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
             let mut n = n;
-            loop {
-                at -= 1;
-                buf[at] = b'0' + (n % 10) as u8;
+            for slot in out[at..at + len].iter_mut().rev() {
+                *slot = b'0' + (n % 10) as u8;
                 n /= 10;
-                if n == 0 {
-                    break;
-                }
             }
-            out.extend_from_slice(&buf[at..]);
+            at + len
         }
-        let mut out = Vec::with_capacity(24);
-        digits(self.ms, &mut out);
-        out.push(b'-');
-        digits(self.seq, &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let at = digits(self.ms, out, 0);
+        out[at] = b'-';
+        digits(self.seq, out, at + 1)
+    }
+}
+
+/// The longest id's text: two 20-digit numbers and the dash.
+const MAX_TEXT: usize = 41;
+
+/// An id as a command argument (XACK), written without a string of its own.
+impl redis::ToRedisArgs for StreamId {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut buf = [0u8; MAX_TEXT];
+        let n = self.write_text(&mut buf);
+        out.write_arg(&buf[..n]);
     }
 }
 
@@ -100,5 +112,8 @@ mod tests {
         assert_eq!(StreamId::ZERO.to_string(), "0-0");
         let max = StreamId { ms: u64::MAX, seq: 10 };
         assert_eq!(max.to_text(), "18446744073709551615-10");
+        let widest = StreamId { ms: u64::MAX, seq: u64::MAX };
+        assert_eq!(widest.to_text(), "18446744073709551615-18446744073709551615");
+        assert_eq!(StreamId { ms: 1700000000000, seq: 9 }.to_text(), "1700000000000-9");
     }
 }
