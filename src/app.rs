@@ -275,7 +275,7 @@ pub async fn run_with(
         // Fan-out's positions start where the groups start: a session taken
         // over from another instance replays what came before from there.
         for (stream, at) in &handles.positions {
-            registry.advance(stream, at.to_string());
+            registry.advance(stream, &at.to_text());
             if let Some(history) = &history {
                 history.begin(stream, *at);
             }

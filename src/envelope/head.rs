@@ -92,15 +92,17 @@ impl HeadText {
             }
             (None, None) => return None,
         };
-        let valid = checks::is_timestamp_text(text(time)?) && Self::checks(head);
+        let valid = checks::is_timestamp_text(text(time)?) && Self::passes(head);
         valid.then_some(found)
     }
 
+    /// Whether this head passes the envelope's checks.
     fn valid(&self, fields: &EntryFields) -> bool {
-        Self::checks(self.head(fields))
+        Self::passes(self.head(fields))
     }
 
-    fn checks(head: Head<'_>) -> bool {
+    /// Whether a head passes the envelope's checks of its three fields.
+    fn passes(head: Head<'_>) -> bool {
         checks::is_uuid(head.event_id)
             && checks::has_chars(head.event_type, 1, 128)
             && checks::has_chars(head.room_id, 1, 512)

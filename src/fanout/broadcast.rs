@@ -86,7 +86,7 @@ impl Registry {
         let inner = self.read();
         let report = self.push_all(&inner, target, frame);
         if let Some((stream, id)) = at {
-            self.advance(stream, id);
+            self.advance(stream, &id);
         }
         drop(inner);
         report

@@ -21,7 +21,7 @@ impl Registry {
             return false;
         }
         if let Some((stream, id)) = at {
-            self.advance_to(stream, id);
+            self.advance(stream, id);
         }
         true
     }

@@ -180,19 +180,9 @@ impl Registry {
     /// Records that every entry of `stream` up to `id` has been fanned out.
     /// Called under the fan-out's read lock by [`Registry::deliver`], so a
     /// [`Registry::detach`] never sees a position ahead of what was pushed.
-    pub(crate) fn advance(&self, stream: &Arc<str>, id: String) {
-        let mut positions = self.positions.locked();
-        match positions.get_mut(stream) {
-            Some(at) => *at = id,
-            None => {
-                positions.insert(stream.clone(), id);
-            }
-        }
-    }
-
-    /// [`Registry::advance`] from a borrowed id, copied into the string the
-    /// position already has (an entry passed over costs no allocation).
-    pub(crate) fn advance_to(&self, stream: &Arc<str>, id: &str) {
+    /// The id is copied into the string the position already has: moving
+    /// it allocates nothing (every entry read moves it, skipped or not).
+    pub(crate) fn advance(&self, stream: &Arc<str>, id: &str) {
         let mut positions = self.positions.locked();
         match positions.get_mut(stream) {
             Some(at) => {

@@ -252,6 +252,14 @@ mod tests {
     }
 
     #[test]
+    fn a_field_name_that_is_not_text_is_kept_made_text() {
+        let bytes =
+            b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$2\r\nk\xff\r\n$1\r\nv\r\n$1\r\nx\r\n$0\r\n\r\n";
+        let (entries, _) = read_reply(bytes).unwrap();
+        assert_eq!(entries, vec![entry("1-0", &[("k\u{fffd}", "v"), ("x", "")])]);
+    }
+
+    #[test]
     fn a_value_may_hold_crlf_and_binary_bytes() {
         let mut bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$4\r\n".to_vec();
         bytes.extend_from_slice(b"\r\n\xff\x00\r\n");

@@ -225,7 +225,7 @@ impl Pipeline {
                 Err(outcome) => {
                     ack.resolve(outcome);
                     if let Some((stream, id)) = at {
-                        self.registry.advance(&stream, id);
+                        self.registry.advance(&stream, &id);
                     }
                     return;
                 }
@@ -237,7 +237,7 @@ impl Pipeline {
         // An entry that was not fanned out still moves the stream's position
         // (a delivered one moved it under the fan-out's lock).
         if let Some((stream, id)) = at {
-            self.registry.advance(&stream, id);
+            self.registry.advance(&stream, &id);
         }
     }
 
@@ -394,7 +394,7 @@ impl Pipeline {
                 let dropped = Dropped::event(DropReason::MissingArgument, &envelope.event_id).with_detail(&missing);
                 self.metrics.record(dropped);
                 if let Some((stream, id)) = at {
-                    self.registry.advance(&stream, id);
+                    self.registry.advance(&stream, &id);
                 }
                 return;
             }

@@ -23,7 +23,7 @@ fn stream(name: &str) -> Arc<str> {
 #[test]
 fn a_connection_enters_with_its_groups_at_the_positions_of_that_instant() {
     let reg = Registry::new(1, 2);
-    reg.advance(&stream("s1"), "1-1".into());
+    reg.advance(&stream("s1"), "1-1");
     let e = entry(1, 0, Some("u"), 0, "websockets");
     let at = reg.add_with_groups(e.clone(), &groups(&["a", "b", "c"]));
     assert_eq!(at, [(stream("s1"), "1-1".to_string())]);
@@ -55,9 +55,9 @@ fn detach_takes_a_connection_out_with_its_groups_and_the_positions() {
 #[test]
 fn each_stream_keeps_its_own_position() {
     let reg = Registry::new(1, 10);
-    reg.advance(&stream("a"), "1-0".into());
-    reg.advance(&stream("b"), "7-0".into());
-    reg.advance(&stream("a"), "2-0".into());
+    reg.advance(&stream("a"), "1-0");
+    reg.advance(&stream("b"), "7-0");
+    reg.advance(&stream("a"), "2-0");
     let mut at = reg.positions();
     at.sort();
     assert_eq!(at, [(stream("a"), "2-0".to_string()), (stream("b"), "7-0".to_string())]);
