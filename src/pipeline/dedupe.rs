@@ -48,10 +48,10 @@ impl Dedupe {
             self.order.pop_front();
         }
         let id = Id::of(id);
-        if self.seen.contains(&id) {
+        // One lookup: the set says whether the id was new as it takes it.
+        if !self.seen.insert(id.clone()) {
             return false;
         }
-        self.seen.insert(id.clone());
         self.order.push_back((now, id));
         true
     }
