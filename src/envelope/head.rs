@@ -6,15 +6,10 @@
 //! of one.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::{checks, EntryFields, Envelope, EnvelopeError, Schemas};
-
-/// A stream entry's fields, in order, shared between the pending event and
-/// whoever dead-letters it if its decoding fails.
-pub type Fields = Arc<EntryFields>;
 
 /// The fields of an entry that say where it goes and what it is, borrowed
 /// from the entry: reading them allocates nothing, so an entry an instance
@@ -128,8 +123,7 @@ impl HeadText {
 /// pipeline wants it.
 pub struct Pending {
     head: HeadText,
-    fields: Fields,
-    schemas: Arc<Schemas>,
+    fields: EntryFields,
 }
 
 impl std::fmt::Debug for Pending {
@@ -139,11 +133,13 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// The entry as a pending event, or `None` when its head does not pass
-    /// the envelope's checks (decode it whole then).
-    pub fn new(fields: &Fields, schemas: &Arc<Schemas>) -> Option<Pending> {
-        let head = HeadText::read(fields)?;
-        Some(Pending { head, fields: fields.clone(), schemas: schemas.clone() })
+    /// The entry as a pending event, or its fields back when its head does
+    /// not pass the envelope's checks (decode it whole then).
+    pub fn read(fields: EntryFields) -> Result<Pending, EntryFields> {
+        match HeadText::read(&fields) {
+            Some(head) => Ok(Pending { head, fields }),
+            None => Err(fields),
+        }
     }
 
     /// Its head, borrowed from the entry.
@@ -154,13 +150,17 @@ impl Pending {
     /// Decodes and checks the whole envelope. A flat entry's head is not
     /// read or checked again; anything the quick way does not take goes
     /// the slow way, which names the problem.
-    pub fn decode(self) -> Result<Envelope, EnvelopeError> {
+    pub fn decode(&self, schemas: &Schemas) -> Result<Envelope, EnvelopeError> {
         if let HeadText::Fields(_) = self.head {
-            if let Some(envelope) = Envelope::from_flat_head(self.head.head(&self.fields), &self.fields, &self.schemas)?
-            {
+            if let Some(envelope) = Envelope::from_flat_head(self.head(), &self.fields, schemas)? {
                 return Ok(envelope);
             }
         }
-        Envelope::from_stream_fields(self.fields.iter(), &self.schemas)
+        Envelope::from_stream_fields(self.fields.iter(), schemas)
+    }
+
+    /// The entry's fields (kept for a dead letter).
+    pub fn into_fields(self) -> EntryFields {
+        self.fields
     }
 }

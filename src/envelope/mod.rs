@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub use fields::EntryFields;
-pub use head::{Fields, Head, Pending};
+pub use head::{Head, Pending};
 pub use payload::Payload;
 pub use schema::{SchemaError, Schemas};
 pub use time::parse_timestamp;

@@ -169,10 +169,11 @@ fn a_pending_entry_decodes_as_the_whole_entry_does() {
         flat_entry(b"2026-02-30T10:00:00Z", &[("payload", good)]),
     ];
     for (i, pairs) in cases.into_iter().enumerate() {
-        let fields: Fields = Arc::new(EntryFields::from_pairs(pairs));
+        let fields = EntryFields::from_pairs(pairs);
         let whole = Envelope::from_stream_fields(fields.iter(), &s);
-        let pending = Pending::new(&fields, &s).expect("a head that passes its checks");
-        assert_eq!(pending.decode(), whole, "case {i}");
+        let pending = Pending::read(fields.clone()).expect("a head that passes its checks");
+        assert_eq!(pending.decode(&s), whole, "case {i}");
+        assert_eq!(pending.into_fields(), fields, "case {i}: the fields are kept as read");
         assert_eq!(i < 4, whole.is_ok(), "case {i}: {whole:?}");
     }
 }

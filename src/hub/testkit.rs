@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::{HubSession, HubSettings, Hubs, Identity};
 use crate::codec::{HubMessage, Protocol, RECORD_SEPARATOR};
@@ -14,6 +13,7 @@ use crate::config::{Config, RawSettings, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
+use crate::pipeline::Input;
 use crate::presence::Presence;
 use crate::telemetry::labels::Transport;
 use crate::telemetry::Metrics;
@@ -57,11 +57,11 @@ pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
     let c = config(env);
     let routes = routes();
     let registry = Arc::new(Registry::new(routes.hubs.len(), c.delivery.max_groups_per_connection));
-    let (tx, mut bus) = mpsc::channel(64);
+    let (tx, mut bus) = crate::pipeline::channel(64);
     let publisher = Publisher::memory(routes.clone(), tx);
     let settings = HubSettings::from_config(&c.server, &c.limits, &c.instance_id);
     let hubs = Hubs::new(routes, registry, publisher, Arc::new(Metrics::new()), settings, Presence::memory());
-    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().ok().and_then(|input| input.event.decoded())) }
+    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().and_then(Input::decoded)) }
 }
 
 impl Kit {

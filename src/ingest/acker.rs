@@ -1,7 +1,8 @@
 //! Settles entries in batches: dead-letters invalid ones (every original
 //! field plus `reason`), then acknowledges with one XACK per stream. Each
-//! settlement carries its entry's original fields (shared, not copied), so
-//! nothing is kept here between the read and the settlement.
+//! settlement of an entry the pipeline kept carries its original fields, so
+//! nothing is kept here between the read and the settlement; the entries
+//! of a read it passed over come as one note of ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,21 +10,26 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{RedisConn, StreamId};
+use crate::envelope::EntryFields;
 use crate::pipeline::Outcome;
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
-/// An entry's fields as Redis returned them, shared with the pipeline
-/// (which decodes a skippable entry's payload only when it needs it).
-pub(super) use crate::envelope::Fields;
+/// Entries whose fate is known. Each read of an entry settles once (a
+/// claim may read it again before the first read settled).
+pub(super) enum Note {
+    /// One entry the pipeline kept.
+    One(Settled),
+    /// Entries of one read to acknowledge, nothing else (passed over).
+    Acknowledged { stream: Arc<str>, ids: Vec<StreamId> },
+}
 
-/// An entry whose fate is known, with its original fields in case it
-/// becomes a dead letter. Each read of an entry settles once (a claim may
-/// read it again before the first read settled).
-pub(super) struct Note {
+/// One entry's outcome, with its original fields in case it becomes a dead
+/// letter.
+pub(super) struct Settled {
     pub stream: Arc<str>,
     pub id: StreamId,
-    pub fields: Fields,
+    pub fields: EntryFields,
     pub outcome: Outcome,
 }
 
@@ -74,8 +80,15 @@ pub(super) async fn run(
         // in stream order, so dead letters keep their entries' order within
         // a batch. Almost always in that order already (one reader per
         // stream, one pipeline), which the sort finds in one pass.
-        batch.sort_by(|a, b| (&*a.stream, a.id).cmp(&(&*b.stream, b.id)));
-        for Note { stream, id, fields, outcome } in batch.drain(..) {
+        let mut ones = Vec::new();
+        for note in batch.drain(..) {
+            match note {
+                Note::One(settled) => ones.push(settled),
+                Note::Acknowledged { stream, ids } => acks.entry(stream).or_default().extend(ids),
+            }
+        }
+        ones.sort_by(|a, b| (&*a.stream, a.id).cmp(&(&*b.stream, b.id)));
+        for Settled { stream, id, fields, outcome } in ones {
             let acknowledge = match &outcome {
                 Outcome::Unsettled => false,
                 Outcome::Invalid(reason) => {

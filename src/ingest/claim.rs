@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::intake::{handle_entry, Shared};
+use super::intake::{hand_over, Shared};
 use super::replies::{self, pairs, text};
 use super::RedisConn;
 use crate::telemetry::labels::Stream;
@@ -86,10 +86,8 @@ async fn claim_stream(
             .await?;
         let (next, claimed) = replies::from_autoclaim_reply(reply);
         total += claimed.len();
-        for entry in claimed {
-            if stop.is_cancelled() || !handle_entry(shared, stream, entry).await {
-                return Ok(total);
-            }
+        if stop.is_cancelled() || !hand_over(shared, stream, claimed).await {
+            return Ok(total);
         }
         if next == "0-0" {
             return Ok(total);

@@ -1,7 +1,7 @@
 //! What the stream reader and the claimer share, and the one step they
-//! both take: decode an entry and hand it to the pipeline with an `Ack`
-//! that settles it (XACK, or a dead letter of its raw fields) through the
-//! acker.
+//! both take: hand a read's entries to the pipeline, which passes over,
+//! decodes or refuses each, and settle them (XACK, or a dead letter of an
+//! entry's raw fields) through the acker.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::acker::Note;
+use super::acker::{Note, Settled};
 use super::hole::OnHole;
+use super::position::IdText;
 use super::replies::Entry;
+use super::StreamId;
 use crate::config::RedisConfig;
-use crate::envelope::{Envelope, Fields, Pending, Schemas};
-use crate::pipeline::{Ack, Event, Input, InputSender, Outcome};
+use crate::envelope::{EntryFields, Schemas};
+use crate::pipeline::{Ack, Entries, Input, InputSender, Settle};
 use crate::telemetry::Metrics;
 
 /// Everything the reader tasks share.
@@ -30,46 +32,107 @@ pub(super) struct Shared {
     pub on_hole: OnHole,
 }
 
-/// Hands one entry to the pipeline: pending when its head passes the
-/// envelope's checks (the pipeline decodes the rest only if this instance
-/// delivers it), decoded here otherwise, or dead-lettered if that fails.
+/// Hands one read's entries to the pipeline, in order, waiting for room in
+/// its queue (which pauses this reader; the stream keeps the events).
 /// False when the pipeline is gone (shutting down).
-pub(super) async fn handle_entry(shared: &Shared, stream: &Arc<str>, entry: Entry) -> bool {
-    let Entry { id, fields } = entry;
-    let fields: Fields = Arc::new(fields);
-    let event = match Pending::new(&fields, &shared.schemas) {
-        Some(pending) => Event::Pending(pending),
-        None => {
-            match Envelope::from_stream_fields(fields.iter(), &shared.schemas) {
-                Ok(e) => Event::Decoded(e),
-                Err(e) => {
-                    // Logged (with its reason) once the dead letter is written.
-                    let outcome = Outcome::Invalid(e.to_string());
-                    let _ = shared.settled.send(Note { stream: stream.clone(), id, fields, outcome });
-                    return true;
-                }
-            }
-        }
-    };
-    let settled = shared.settled.clone();
-    let ack_stream = stream.clone();
-    // The ack keeps the fields (shared with the pending event) until the
-    // entry settles: a dead letter carries every one of them.
-    let ack = Ack::new(move |outcome| {
-        let _ = settled.send(Note { stream: ack_stream, id, fields, outcome });
-    });
+pub(super) async fn hand_over(shared: &Shared, stream: &Arc<str>, read: Vec<Entry>) -> bool {
+    if read.is_empty() {
+        return true;
+    }
+    let ids = read.iter().map(|entry| entry.id).collect();
+    let settle = ReadSettle { stream: stream.clone(), ids, acknowledged: Vec::new(), settled: shared.settled.clone() };
+    let mut entries = Entries::new(stream.clone(), shared.schemas.clone(), Box::new(settle), read.len());
+    let mut text = IdText::default();
+    for Entry { id, fields } in read {
+        entries.push(id.text(&mut text), fields);
+    }
     let started = Instant::now();
-    let input = Input { event, ack, source: stream.clone(), entry_id: Some(id.to_text()), received: started };
-    let sent = match shared.input.try_send(input) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(input)) => {
-            // The pipeline is behind: wait for room, which pauses this reader
-            // (the stream keeps the events).
-            let ok = shared.input.send(input).await.is_ok();
-            shared.metrics.ingest_wait_seconds.observe(started.elapsed().as_secs_f64());
-            ok
+    match shared.input.send(Input::Entries(entries)).await {
+        Ok(waited) => {
+            if waited {
+                shared.metrics.ingest_wait_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            true
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    };
-    sent
+        Err(_) => false,
+    }
+}
+
+/// Settles the entries of one read: those the pipeline passes over in one
+/// note once it is done with the read, the others through their own acks.
+/// An entry the pipeline never reached (it stopped mid-read) is settled by
+/// nobody and stays pending for a later claim.
+struct ReadSettle {
+    stream: Arc<str>,
+    /// The read's entry ids, by index.
+    ids: Vec<StreamId>,
+    /// Those passed over so far.
+    acknowledged: Vec<StreamId>,
+    settled: mpsc::UnboundedSender<Note>,
+}
+
+impl Settle for ReadSettle {
+    fn acknowledge(&mut self, i: usize) {
+        if let Some(&id) = self.ids.get(i) {
+            self.acknowledged.push(id);
+        }
+    }
+
+    fn ack(&mut self, i: usize, fields: EntryFields) -> Ack {
+        let Some(&id) = self.ids.get(i) else { return Ack::none() };
+        let (settled, stream) = (self.settled.clone(), self.stream.clone());
+        // The ack keeps the fields until the entry settles: a dead letter
+        // carries every one of them.
+        Ack::new(move |outcome| {
+            let _ = settled.send(Note::One(Settled { stream, id, fields, outcome }));
+        })
+    }
+}
+
+impl Drop for ReadSettle {
+    fn drop(&mut self) {
+        if !self.acknowledged.is_empty() {
+            let ids = std::mem::take(&mut self.acknowledged);
+            let _ = self.settled.send(Note::Acknowledged { stream: self.stream.clone(), ids });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Outcome;
+
+    fn id(seq: u64) -> StreamId {
+        StreamId { ms: 7, seq }
+    }
+
+    #[test]
+    fn a_read_passed_over_is_acknowledged_in_one_note_and_a_kept_entry_on_its_own() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut settle = ReadSettle {
+            stream: Arc::from("s"),
+            ids: vec![id(0), id(1), id(2)],
+            acknowledged: Vec::new(),
+            settled: tx,
+        };
+        settle.acknowledge(0);
+        let kept = settle.ack(1, EntryFields::from_pairs([("a", &b"1"[..])]));
+        settle.acknowledge(2);
+        settle.acknowledge(9); // no such entry: nothing to acknowledge
+        assert!(rx.try_recv().is_err(), "nothing is sent before the read is done with");
+        drop(settle);
+        match rx.try_recv() {
+            Ok(Note::Acknowledged { stream, ids }) => assert_eq!((&*stream, ids), ("s", vec![id(0), id(2)])),
+            _ => panic!("one note for the entries passed over"),
+        }
+        assert!(rx.try_recv().is_err(), "the kept entry waits for its outcome");
+        kept.resolve(Outcome::Invalid("bad".into()));
+        match rx.try_recv() {
+            Ok(Note::One(Settled { id: kept_id, fields, outcome, .. })) => {
+                assert_eq!((kept_id, fields.len(), outcome), (id(1), 1, Outcome::Invalid("bad".into())))
+            }
+            _ => panic!("the kept entry's own note"),
+        }
+    }
 }

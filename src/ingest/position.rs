@@ -34,13 +34,17 @@ impl FromStr for StreamId {
 }
 
 impl StreamId {
-    /// The id as Redis writes it. Written digit by digit: the formatting
-    /// machinery took about a thousand instructions per id, and every entry
-    /// read is written out twice (its position and its XACK).
+    /// The id as Redis writes it.
     pub(crate) fn to_text(self) -> String {
-        let mut buf = [0u8; MAX_TEXT];
-        let n = self.write_text(&mut buf);
-        buf[..n].iter().map(|&b| char::from(b)).collect()
+        self.text(&mut IdText::default()).to_owned()
+    }
+
+    /// The id as Redis writes it, in `buf`. Written digit by digit: the
+    /// formatting machinery took about a thousand instructions per id, and
+    /// every entry read is written out twice (its position and its XACK).
+    pub(crate) fn text(self, buf: &mut IdText) -> &str {
+        let n = self.write_text(&mut buf.0);
+        std::str::from_utf8(&buf.0[..n]).unwrap_or_default()
     }
 
     /// Writes the id's text at the start of `out`; its length.
@@ -58,6 +62,15 @@ impl StreamId {
         let at = digits(self.ms, out, 0);
         out[at] = b'-';
         digits(self.seq, out, at + 1)
+    }
+}
+
+/// Room for an id's text (see [`StreamId::text`]), on the stack.
+pub(crate) struct IdText([u8; MAX_TEXT]);
+
+impl Default for IdText {
+    fn default() -> IdText {
+        IdText([0; MAX_TEXT])
     }
 }
 

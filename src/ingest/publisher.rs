@@ -236,14 +236,8 @@ impl Publisher {
 }
 
 async fn send_local(tx: &InputSender, envelope: Envelope, source: Arc<str>) -> Result<(), PublishError> {
-    let input = Input {
-        event: Event::Decoded(envelope),
-        ack: Ack::none(),
-        source,
-        entry_id: None,
-        received: std::time::Instant::now(),
-    };
-    tx.send(input).await.map_err(|_| PublishError::Closed)
+    let event = Event { envelope, ack: Ack::none(), source, received: std::time::Instant::now() };
+    tx.send(Input::Event(event)).await.map(|_| ()).map_err(|_| PublishError::Closed)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::acker::{self, Note};
 use super::hole::{Hole, HoleCause, OnHole};
-use super::intake::{handle_entry, Shared};
+use super::intake::{hand_over, Shared};
 use super::read_conn::{ReadCommand, ReadConn, ReadError};
 use super::replies;
 use super::{claim, RedisConn, StreamId};
@@ -201,11 +201,11 @@ async fn read_stream(
                 let window = shared.config.read_window;
                 let wait_until = (!window.is_zero() && !entries.is_empty() && entries.len() < shared.config.read_count)
                     .then(|| tokio::time::Instant::now() + window);
-                for entry in entries {
-                    position = entry.id;
-                    if !handle_entry(&shared, &stream, entry).await {
-                        break;
-                    }
+                if let Some(last) = entries.last() {
+                    position = last.id;
+                }
+                if !hand_over(&shared, &stream, entries).await {
+                    break;
                 }
                 if trim_checked.elapsed() >= TRIM_CHECK_EVERY {
                     trim_checked = Instant::now();

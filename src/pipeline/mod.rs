@@ -10,9 +10,11 @@ mod batch;
 mod coalesce;
 mod cut;
 mod dedupe;
+mod entries;
 mod grouped;
 mod history;
 mod push_tap;
+mod queue;
 mod roster;
 mod route;
 mod shape;
@@ -24,18 +26,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::fanout::{cut_channel, CutQueue, Cuts};
 pub(crate) use ack::{Ack, Outcome};
+pub(crate) use entries::{Entries, Settle};
 pub(crate) use history::HistorySink;
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
+pub(crate) use queue::{channel, InputReceiver, InputSender};
 pub(crate) use route::{encode_one, encode_replay, target_of};
 pub(crate) use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
-use crate::envelope::{Envelope, Pending};
+use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::{Consumed, DropReason};
@@ -46,50 +49,45 @@ use dedupe::Dedupe;
 use roster::Rosters;
 use typing::TypingState;
 
-/// One event on its way to the pipeline.
+/// What ingest hands the pipeline.
 #[derive(Debug)]
-pub(crate) struct Input {
-    /// The event, decoded or still pending.
-    pub event: Event,
-    /// Where the outcome goes.
-    pub ack: Ack,
-    /// The stream it came from (the route's stream for the in-process bus).
-    pub source: Arc<str>,
-    /// The stream entry id, when it came from Redis.
-    pub entry_id: Option<String>,
-    /// When ingest received it, for the queue-wait attribute.
-    pub received: Instant,
+pub(crate) enum Input {
+    /// One decoded event (HTTP, the in-process bus, the sidecar's own).
+    Event(Event),
+    /// The entries of one stream read, undecoded (see `skip.rs`).
+    Entries(Entries),
 }
 
-/// An event as ingest hands it over.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// Decoded and schema-checked (HTTP, the in-process bus, the sidecar's
-    /// own events, and stream entries whose head is not valid).
-    Decoded(Envelope),
-    /// A stream entry whose head is read and checked, and whose rest is
-    /// decoded only if this instance delivers it (see `skip.rs`).
-    Pending(Pending),
-}
+impl Input {
+    /// How many events it brings (what it takes of the queue's room).
+    pub(crate) fn events(&self) -> usize {
+        match self {
+            Input::Event(_) => 1,
+            Input::Entries(entries) => entries.len(),
+        }
+    }
 
-impl Event {
-    /// The envelope, if it is decoded already (the in-process bus's events are).
+    /// The envelope of a single event (the in-process bus's are).
     #[cfg(test)]
     pub(crate) fn decoded(self) -> Option<Envelope> {
         match self {
-            Event::Decoded(e) => Some(e),
-            Event::Pending(_) => None,
+            Input::Event(event) => Some(event.envelope),
+            Input::Entries(_) => None,
         }
     }
 }
 
-/// The sending side of the pipeline's bounded queue: ingest awaits room in
-/// it, which is what pauses the Redis reader when the sidecar falls behind.
-pub(crate) type InputSender = mpsc::Sender<Input>;
-
-/// Creates the pipeline's queue.
-pub(crate) fn channel(capacity: usize) -> (InputSender, mpsc::Receiver<Input>) {
-    mpsc::channel(capacity)
+/// One decoded and schema-checked event.
+#[derive(Debug)]
+pub(crate) struct Event {
+    /// The event.
+    pub envelope: Envelope,
+    /// Where the outcome goes.
+    pub ack: Ack,
+    /// The route's stream (which the in-process bus stands in for).
+    pub source: Arc<str>,
+    /// When ingest received it, for the queue-wait attribute.
+    pub received: Instant,
 }
 
 /// The stages, and the state they keep between events.
@@ -181,7 +179,7 @@ impl Pipeline {
     /// Processes events until `stop` fires, then refuses new ones and
     /// finishes those already queued, so every consumed event is delivered
     /// (and acknowledged) before the connections are closed.
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, mut rx: InputReceiver, stop: CancellationToken) {
         let mut cuts = self.cuts.take();
         loop {
             let deadline = [
@@ -194,8 +192,8 @@ impl Pipeline {
             .flatten()
             .min();
             tokio::select! {
-                input = rx.recv() => match input {
-                    Some(input) => self.process(input),
+                queued = rx.recv() => match queued {
+                    Some(queued) => self.process(queued.input),
                     None => return,
                 },
                 _ = sleep_until(deadline) => self.fire(Instant::now()),
@@ -207,33 +205,36 @@ impl Pipeline {
             }
         }
         rx.close();
-        while let Some(input) = rx.recv().await {
-            self.process(input);
+        while let Some(queued) = rx.recv().await {
+            self.process(queued.input);
         }
         self.flush_batches();
         tracing::info!("pipeline drained");
     }
 
-    /// Runs one event through every stage.
+    /// Runs what ingest handed over through every stage.
     pub(crate) fn process(&mut self, input: Input) {
-        let Input { event, ack, source, entry_id, received } = input;
-        let mut at = entry_id.map(|id| (source.clone(), id));
-        let envelope = match event {
-            Event::Decoded(envelope) => envelope,
-            Event::Pending(pending) => match self.admit(pending, &source, &mut at) {
-                Ok(envelope) => envelope,
-                Err(outcome) => {
-                    ack.resolve(outcome);
-                    if let Some((stream, id)) = at {
-                        self.registry.advance(&stream, &id);
-                    }
-                    return;
-                }
-            },
-        };
-        let span = event_span(&envelope, &source, at.as_ref().map(|(_, id)| id.as_str()), received);
+        match input {
+            Input::Event(Event { envelope, ack, source, received }) => {
+                self.process_decoded(envelope, ack, &source, None, received)
+            }
+            Input::Entries(entries) => self.process_entries(entries),
+        }
+    }
+
+    /// Runs one decoded event through every stage; `at` is the stream
+    /// entry it came from, if it did.
+    fn process_decoded(
+        &mut self,
+        envelope: Envelope,
+        ack: Ack,
+        source: &Arc<str>,
+        at: Option<(Arc<str>, String)>,
+        received: Instant,
+    ) {
+        let span = event_span(&envelope, source, at.as_ref().map(|(_, id)| id.as_str()), received);
         let _in_span = span.enter();
-        let at = self.stages(envelope, ack, &source, at);
+        let at = self.stages(envelope, ack, source, at);
         // An entry that was not fanned out still moves the stream's position
         // (a delivered one moved it under the fan-out's lock).
         if let Some((stream, id)) = at {

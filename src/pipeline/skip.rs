@@ -17,13 +17,14 @@
 //! A skipped entry is still counted as consumed, remembered by the
 //! idempotency window (a duplicate that arrives after a connection joined
 //! is still dropped) and moves the stream's position under the fan-out's
-//! lock. An entry whose head is valid but whose payload is not is
+//! lock; it is acknowledged with the rest of its read passed over
+//! (`entries.rs`). An entry whose head is valid but whose payload is not is
 //! dead-lettered only by the instances that decode it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{route, Outcome, Pipeline};
+use super::{route, Entries, Outcome, Pipeline};
 use crate::config::{Delivery, EventRoute};
 use crate::envelope::{Envelope, Head, Pending};
 use crate::telemetry::events::Dropped;
@@ -39,45 +40,59 @@ pub(super) fn route_may_skip(route: &EventRoute, room_id: &str) -> bool {
 }
 
 impl Pipeline {
-    /// A pending stream entry: passed over (`Err` with its outcome, `at`
-    /// taken once the position moved), refused (`Err(Invalid)`), or
-    /// decoded for the stages (`Ok`).
-    pub(super) fn admit(
-        &mut self,
-        pending: Pending,
-        source: &Arc<str>,
-        at: &mut Option<(Arc<str>, String)>,
-    ) -> Result<Envelope, Outcome> {
-        if let Some(outcome) = self.skip(pending.head(), source, at) {
-            return Err(outcome);
+    /// A read's entries, in order: each one passed over (acknowledged with
+    /// the others passed over once the read is done with), refused, or
+    /// decoded and run through the stages.
+    pub(super) fn process_entries(&mut self, entries: Entries) {
+        let Entries { source, ids, fields, mut settle, schemas, received } = entries;
+        let now = Instant::now();
+        for (i, fields) in fields.into_iter().enumerate() {
+            let id = ids.get(i);
+            let (decoded, fields) = match Pending::read(fields) {
+                Ok(pending) => {
+                    if self.pass_over(pending.head(), &source, id, now) {
+                        settle.acknowledge(i);
+                        continue;
+                    }
+                    (pending.decode(&schemas), pending.into_fields())
+                }
+                // A head that fails the envelope's checks: decoded whole,
+                // which names the problem.
+                Err(fields) => (Envelope::from_stream_fields(fields.iter(), &schemas), fields),
+            };
+            let ack = settle.ack(i, fields);
+            match decoded {
+                Ok(envelope) => {
+                    self.process_decoded(envelope, ack, &source, Some((source.clone(), id.into())), received)
+                }
+                Err(e) => {
+                    // Logged (with its reason) once the dead letter is written.
+                    ack.resolve(Outcome::Invalid(e.to_string()));
+                    self.registry.advance(&source, id);
+                }
+            }
         }
-        pending.decode().map_err(|e| {
-            let reason = e.to_string();
-            let entry_id = at.as_ref().map_or("", |(_, id)| id.as_str());
-            tracing::warn!(stream = %source, entry_id = %entry_id, reason = %reason, "invalid entry: dead-lettered");
-            Outcome::Invalid(reason)
-        })
     }
 
-    /// Skips the entry if nothing here needs it; its outcome then.
-    fn skip(&mut self, head: Head<'_>, source: &Arc<str>, at: &mut Option<(Arc<str>, String)>) -> Option<Outcome> {
+    /// Passes the entry over if nothing here needs it (its position moved,
+    /// its id remembered): true then.
+    fn pass_over(&mut self, head: Head<'_>, source: &Arc<str>, id: &str, now: Instant) -> bool {
         let routes = self.routes.clone();
-        let route = routes.route(head.event_type)?;
+        let Some(route) = routes.route(head.event_type) else { return false };
         if !route_may_skip(route, head.room_id) || self.holds_state(route, head.room_id) {
-            return None;
+            return false;
         }
         let target = route::target_of(route.hub, head.room_id);
-        if !self.registry.pass_if_unwatched(target, at.as_ref().map(|(s, id)| (s, id.as_str()))) {
-            return None;
+        if !self.registry.pass_if_unwatched(target, Some((source, id))) {
+            return false;
         }
-        *at = None;
         self.consumed.count(&self.metrics, source, &route.event_type);
-        if !self.dedupe.first_time(head.event_id, Instant::now()) {
+        if self.dedupe.first_time(head.event_id, now) {
+            self.metrics.events_skipped.inc();
+        } else {
             self.metrics.record(Dropped::event(DropReason::Duplicate, head.event_id));
-            return Some(Outcome::Dropped("duplicate"));
         }
-        self.metrics.events_skipped.inc();
-        Some(Outcome::Dropped("skipped"))
+        true
     }
 
     /// Whether this instance keeps state the event could change: a typing

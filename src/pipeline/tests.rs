@@ -80,9 +80,12 @@ impl Rig {
         self.process_at(envelope, None)
     }
 
+    /// Processes `envelope` as if read from `events:chat` at `entry_id`.
     fn process_at(&mut self, envelope: Envelope, entry_id: Option<&str>) -> Outcome {
-        let (input, outcome) = input(envelope, entry_id);
-        self.pipeline.process(input);
+        let (ack, outcome) = recorded();
+        let source: Arc<str> = Arc::from("events:chat");
+        let at = entry_id.map(|id| (source.clone(), id.to_string()));
+        self.pipeline.process_decoded(envelope, ack, &source, at, Instant::now());
         let outcome = outcome.lock().expect("lock").take();
         outcome.expect("every processed event is resolved")
     }
@@ -92,18 +95,18 @@ impl Rig {
     }
 }
 
-fn input(envelope: Envelope, entry_id: Option<&str>) -> (Input, Arc<Mutex<Option<Outcome>>>) {
+/// An ack that keeps its outcome.
+fn recorded() -> (Ack, Arc<Mutex<Option<Outcome>>>) {
     let outcome = Arc::new(Mutex::new(None));
     let slot = outcome.clone();
-    let ack = Ack::new(move |o| *slot.lock().expect("lock") = Some(o));
-    let input = Input {
-        event: Event::Decoded(envelope),
-        ack,
-        source: Arc::from("events:chat"),
-        entry_id: entry_id.map(str::to_string),
-        received: Instant::now(),
-    };
-    (input, outcome)
+    (Ack::new(move |o| *slot.lock().expect("lock") = Some(o)), outcome)
+}
+
+/// `envelope` as the in-process bus hands it over.
+fn input(envelope: Envelope) -> (Input, Arc<Mutex<Option<Outcome>>>) {
+    let (ack, outcome) = recorded();
+    let event = Event { envelope, ack, source: Arc::from("events:chat"), received: Instant::now() };
+    (Input::Event(event), outcome)
 }
 
 fn event(event_type: &str, room: &str, payload: Value) -> Envelope {
@@ -438,7 +441,7 @@ async fn the_run_loop_closes_windows_on_its_own_timer() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(r.pipeline.run(rx, stop.clone()));
     for on in [true, false] {
-        tx.send(input(typing(on), None).0).await.expect("running");
+        tx.send(input(typing(on)).0).await.expect("running");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while member.len() < 2 && tokio::time::Instant::now() < deadline {
@@ -457,7 +460,7 @@ async fn a_stopped_pipeline_still_delivers_what_was_queued() {
     let (tx, rx) = channel(8);
     let mut outcomes = Vec::new();
     for n in 0..3 {
-        let (i, o) = input(event("chat_message", "r1", json!({"n": n})), None);
+        let (i, o) = input(event("chat_message", "r1", json!({"n": n})));
         tx.send(i).await.expect("room");
         outcomes.push(o);
     }
@@ -466,7 +469,7 @@ async fn a_stopped_pipeline_still_delivers_what_was_queued() {
     r.pipeline.run(rx, stop).await;
     assert_eq!(member.len(), 3);
     assert!(outcomes.iter().all(|o| *o.lock().expect("lock") == Some(Outcome::Delivered)));
-    assert!(tx.send(input(event("chat_message", "r1", json!({})), None).0).await.is_err(), "closed to new events");
+    assert!(tx.send(input(event("chat_message", "r1", json!({}))).0).await.is_err(), "closed to new events");
 }
 
 #[tokio::test]

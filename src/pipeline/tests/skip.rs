@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::envelope::{EntryFields, Fields, Pending, Schemas};
+use crate::envelope::{EntryFields, Pending, Schemas};
 use crate::pipeline::skip::route_may_skip;
 
 fn schemas() -> Arc<Schemas> {
@@ -17,34 +17,70 @@ fn routes_file(name: &str) -> Arc<RouteTable> {
     Arc::new(RouteTable::load(&path).expect("the routing file loads"))
 }
 
-/// A flat stream entry, pending as ingest hands it over.
-fn pending(event_id: &str, event_type: &str, room: &str, payload: &str) -> Pending {
+/// A flat stream entry, as ingest hands it over.
+fn pending(event_id: &str, event_type: &str, room: &str, payload: &str) -> EntryFields {
     let now = crate::envelope::format_timestamp(&Utc::now());
-    let fields: Fields = Arc::new(EntryFields::from_pairs([
+    EntryFields::from_pairs([
         ("event_id", event_id.as_bytes()),
         ("event_type", event_type.as_bytes()),
         ("timestamp", now.as_bytes()),
         ("room_id", room.as_bytes()),
         ("payload", payload.as_bytes()),
-    ]));
-    Pending::new(&fields, &schemas()).expect("a valid head")
+    ])
 }
 
 const CHAT_PAYLOAD: &str = r#"{"id":"m1","request_id":"r1","sender_id":"u1","content":"hi","sequence_number":1,"is_screenshot":false,"created_at":"2026-01-16T10:00:00Z"}"#;
 
+/// What became of an entry: acknowledged with its read (passed over), or
+/// the outcome on its own ack.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    PassedOver,
+    Settled(Outcome),
+}
+
+/// Records each entry's fate by index.
+#[derive(Clone, Default)]
+struct Fates(Arc<Mutex<Vec<Option<Fate>>>>);
+
+impl Fates {
+    fn set(&self, i: usize, fate: Fate) {
+        let mut all = self.0.lock().expect("lock");
+        if all.len() <= i {
+            all.resize(i + 1, None);
+        }
+        assert!(all[i].replace(fate).is_none(), "entry {i} settled twice");
+    }
+}
+
+impl Settle for Fates {
+    fn acknowledge(&mut self, i: usize) {
+        self.set(i, Fate::PassedOver);
+    }
+
+    fn ack(&mut self, i: usize, _fields: EntryFields) -> Ack {
+        let fates = self.clone();
+        Ack::new(move |o| fates.set(i, Fate::Settled(o)))
+    }
+}
+
 impl Rig {
-    fn process_pending(&mut self, pending: Pending, entry_id: &str) -> Outcome {
-        let outcome = Arc::new(Mutex::new(None));
-        let slot = outcome.clone();
-        self.pipeline.process(Input {
-            event: Event::Pending(pending),
-            ack: Ack::new(move |o| *slot.lock().expect("lock") = Some(o)),
-            source: Arc::from("events:chat"),
-            entry_id: Some(entry_id.to_string()),
-            received: Instant::now(),
-        });
-        let outcome = outcome.lock().expect("lock").take();
-        outcome.expect("every processed event is resolved")
+    /// Processes one read of `events:chat`; each entry's fate.
+    fn read(&mut self, entries: Vec<(EntryFields, &str)>) -> Vec<Fate> {
+        let fates = Fates::default();
+        let n = entries.len();
+        let mut read = Entries::new(Arc::from("events:chat"), schemas(), Box::new(fates.clone()), n);
+        for (fields, id) in entries {
+            read.push(id, fields);
+        }
+        self.pipeline.process(Input::Entries(read));
+        let all = fates.0.lock().expect("lock").clone();
+        assert_eq!(all.len(), n, "every entry is settled");
+        all.into_iter().map(|f| f.expect("every entry is settled")).collect()
+    }
+
+    fn process_pending(&mut self, fields: EntryFields, entry_id: &str) -> Fate {
+        self.read(vec![(fields, entry_id)]).remove(0)
     }
 
     fn skipped(&self) -> String {
@@ -61,24 +97,30 @@ fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
     let mut r = rig();
     let member = r.conn(CHAT, None, &["r1"]);
     // A payload that is not even JSON: skipped entries are never decoded.
-    assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", "{nope"), "1-0"), Outcome::Dropped("skipped"));
+    assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", "{nope"), "1-0"), Fate::PassedOver);
     assert_eq!(r.skipped(), "sidecar_events_skipped_total 1");
     assert_eq!(r.registry.positions(), vec![(Arc::from("events:chat"), "1-0".to_string())], "its position moved");
     assert!(r.metric("sidecar_events_consumed_total", "event_type=\"chat_message\"").is_some(), "still consumed");
     // The same entry for the member's room is decoded, and refused.
     let refused = r.process_pending(pending(&id(), "chat_message", "r1", "{nope"), "2-0");
     assert!(
-        matches!(&refused, Outcome::Invalid(reason) if reason.starts_with("not JSON: field 'payload'")),
+        matches!(&refused, Fate::Settled(Outcome::Invalid(reason)) if reason.starts_with("not JSON: field 'payload'")),
         "{refused:?}"
     );
-    assert_eq!(r.process_pending(pending(&id(), "chat_message", "r1", CHAT_PAYLOAD), "3-0"), Outcome::Delivered);
+    assert_eq!(
+        r.process_pending(pending(&id(), "chat_message", "r1", CHAT_PAYLOAD), "3-0"),
+        Fate::Settled(Outcome::Delivered)
+    );
     assert_eq!(calls(&member).len(), 1);
     assert_eq!(r.skipped(), "sidecar_events_skipped_total 1");
     // A user with no connection here, then one with.
     let user = r.conn(NOTIFICATION, Some("u7"), &[]);
     let note = r#"{"id":"n1","user_id":"u7","title":"t","message":"m","created_at":"2026-01-16T10:00:00Z"}"#;
-    assert_eq!(r.process_pending(pending(&id(), "notification", "user:u8", note), "4-0"), Outcome::Dropped("skipped"));
-    assert_eq!(r.process_pending(pending(&id(), "notification", "user:u7", note), "5-0"), Outcome::Delivered);
+    assert_eq!(r.process_pending(pending(&id(), "notification", "user:u8", note), "4-0"), Fate::PassedOver);
+    assert_eq!(
+        r.process_pending(pending(&id(), "notification", "user:u7", note), "5-0"),
+        Fate::Settled(Outcome::Delivered)
+    );
     assert_eq!(user.len(), 1);
 }
 
@@ -86,38 +128,45 @@ fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
 fn a_skipped_id_is_remembered_by_the_idempotency_window() {
     let mut r = rig();
     let event_id = id();
-    assert_eq!(
-        r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "1-0"),
-        Outcome::Dropped("skipped")
-    );
+    assert_eq!(r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "1-0"), Fate::PassedOver);
     let member = r.conn(CHAT, None, &["r2"]);
     // The publisher's retry, after a connection joined the room here.
     assert_eq!(
         r.process_pending(pending(&event_id, "chat_message", "r2", CHAT_PAYLOAD), "2-0"),
-        Outcome::Dropped("duplicate")
+        Fate::Settled(Outcome::Dropped("duplicate"))
     );
     assert!(member.is_empty());
+    // A retry that is passed over too is a duplicate, not one more skipped.
+    assert_eq!(r.process_pending(pending(&event_id, "chat_message", "r9", CHAT_PAYLOAD), "3-0"), Fate::PassedOver);
+    assert!(r.metric("sidecar_events_dropped_total", "duplicate").is_some_and(|l| l.ends_with(" 2")));
+    assert_eq!(r.skipped(), "sidecar_events_skipped_total 1");
 }
 
 #[test]
 fn broadcasts_typing_and_invalid_heads_are_never_skipped() {
     let mut r = rig();
     r.conn(CHAT, None, &["r1"]);
-    assert_eq!(r.process_pending(pending(&id(), "chat_message", "*", CHAT_PAYLOAD), "1-0"), Outcome::Delivered);
+    assert_eq!(
+        r.process_pending(pending(&id(), "chat_message", "*", CHAT_PAYLOAD), "1-0"),
+        Fate::Settled(Outcome::Delivered)
+    );
     let typing = r#"{"user_id":"u1","username":"Ann","is_typing":true}"#;
-    assert_ne!(r.process_pending(pending(&id(), "typing_start", "r2", typing), "2-0"), Outcome::Dropped("skipped"));
+    assert_ne!(r.process_pending(pending(&id(), "typing_start", "r2", typing), "2-0"), Fate::PassedOver);
     // Someone types in r2 here: a message there may end it, so it is decoded.
-    assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", CHAT_PAYLOAD), "3-0"), Outcome::Delivered);
+    assert_eq!(
+        r.process_pending(pending(&id(), "chat_message", "r2", CHAT_PAYLOAD), "3-0"),
+        Fate::Settled(Outcome::Delivered)
+    );
     assert_eq!(r.skipped(), "sidecar_events_skipped_total 0");
     // A head that fails the envelope's checks is not pending at all.
-    let fields: Fields = Arc::new(EntryFields::from_pairs([
+    let fields = EntryFields::from_pairs([
         ("event_id", &b"not-a-uuid"[..]),
         ("event_type", &b"chat_message"[..]),
         ("timestamp", &b"2026-01-16T10:00:00Z"[..]),
         ("room_id", &b"r2"[..]),
         ("payload", &b"{}"[..]),
-    ]));
-    assert!(Pending::new(&fields, &schemas()).is_none());
+    ]);
+    assert!(Pending::read(fields).is_err());
 }
 
 #[test]
@@ -134,4 +183,28 @@ fn routes_that_need_every_entry_are_not_skippable() {
     assert!(!route_may_skip(&route(&discussion, "response_edited"), "d1"), "history");
     assert!(!route_may_skip(&route(&discussion, "typing_started"), "d1"), "roster");
     assert!(route_may_skip(&route(&discussion, "user_joined"), "d1"));
+}
+
+#[test]
+fn one_read_is_settled_entry_by_entry_in_stream_order() {
+    let mut r = rig();
+    let member = r.conn(CHAT, None, &["r1"]);
+    let invalid_head = EntryFields::from_pairs([("event_type", &b"chat_message"[..]), ("payload", &b"{}"[..])]);
+    let fates = r.read(vec![
+        (pending(&id(), "chat_message", "r2", CHAT_PAYLOAD), "7-0"),
+        (pending(&id(), "chat_message", "r1", CHAT_PAYLOAD), "7-1"),
+        (invalid_head, "7-2"),
+        (pending(&id(), "chat_message", "r3", "{nope"), "7-3"),
+    ]);
+    assert_eq!(fates[0], Fate::PassedOver);
+    assert_eq!(fates[1], Fate::Settled(Outcome::Delivered));
+    assert!(
+        matches!(&fates[2], Fate::Settled(Outcome::Invalid(reason)) if reason.contains("event_id")),
+        "{:?}",
+        fates[2]
+    );
+    assert_eq!(fates[3], Fate::PassedOver);
+    assert_eq!(calls(&member).len(), 1);
+    assert_eq!(r.registry.positions(), vec![(Arc::from("events:chat"), "7-3".to_string())], "the read's last entry");
+    assert_eq!(r.skipped(), "sidecar_events_skipped_total 2");
 }
