@@ -13,7 +13,6 @@ use crate::config::{Config, RawSettings, RouteTable};
 use crate::envelope::Envelope;
 use crate::fanout::Registry;
 use crate::ingest::Publisher;
-use crate::pipeline::Input;
 use crate::presence::Presence;
 use crate::telemetry::labels::Transport;
 use crate::telemetry::Metrics;
@@ -48,7 +47,7 @@ pub(crate) fn config(env: &[(&str, &str)]) -> Config {
 pub(crate) struct Kit {
     pub hubs: Arc<Hubs>,
     /// Takes the next event on the bus (the hub may not name the
-    /// pipeline's input type, so the receiver hides in a closure).
+    /// pipeline, so the bus's receiver hides in a closure).
     next: Box<dyn FnMut() -> Option<Envelope> + Send>,
 }
 
@@ -57,11 +56,10 @@ pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
     let c = config(env);
     let routes = routes();
     let registry = Arc::new(Registry::new(routes.hubs.len(), c.delivery.max_groups_per_connection));
-    let (tx, mut bus) = crate::pipeline::channel(64);
-    let publisher = Publisher::memory(routes.clone(), tx);
+    let (publisher, next) = Publisher::memory_bus(routes.clone(), 64);
     let settings = HubSettings::from_config(&c.server, &c.limits, &c.instance_id);
     let hubs = Hubs::new(routes, registry, publisher, Arc::new(Metrics::new()), settings, Presence::memory());
-    Kit { hubs: Arc::new(hubs), next: Box::new(move || bus.try_recv().and_then(Input::decoded)) }
+    Kit { hubs: Arc::new(hubs), next: Box::new(next) }
 }
 
 impl Kit {

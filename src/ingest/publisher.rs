@@ -137,6 +137,18 @@ impl Publisher {
         Publisher { routes, bus: Bus::Memory(input) }
     }
 
+    /// A publisher on an in-process bus of `capacity` events, and what
+    /// takes the next event off it: for tests of modules that may not name
+    /// the pipeline.
+    #[cfg(test)]
+    pub(crate) fn memory_bus(
+        routes: Arc<RouteTable>,
+        capacity: usize,
+    ) -> (Publisher, impl FnMut() -> Option<Envelope> + Send + 'static) {
+        let (tx, mut rx) = crate::pipeline::channel(capacity);
+        (Publisher::memory(routes, tx), move || rx.try_recv().and_then(Input::decoded))
+    }
+
     /// Publishes with XADD, trimming each stream to about `maxlen` entries;
     /// while Redis fails, POSTed events wait in `spool` and typing and
     /// presence events go to `local`.
