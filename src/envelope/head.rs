@@ -53,7 +53,7 @@ impl HeadText {
     /// instance). The last of a repeated name wins, as in the decoding.
     fn read(fields: &EntryFields) -> Option<HeadText> {
         let (mut id, mut kind, mut time, mut room, mut data) = (None, None, None, None, None);
-        for (i, (name, bytes)) in fields.iter().enumerate() {
+        for (i, (name, _)) in fields.iter().enumerate() {
             let slot = match name {
                 "event_id" => &mut id,
                 "event_type" => &mut kind,
@@ -62,19 +62,16 @@ impl HeadText {
                 "data" => &mut data,
                 _ => continue,
             };
-            *slot = Some((i, bytes));
+            *slot = Some(i);
         }
-        fn text(field: Option<(usize, &[u8])>) -> Option<&str> {
-            field.and_then(|(_, b)| std::str::from_utf8(b).ok())
-        }
+        let text = |at: Option<usize>| at.and_then(|i| fields.text(i));
         let (head, found) = match (kind, data) {
             (Some(_), _) => {
                 let head = Head { event_id: text(id)?, event_type: text(kind)?, room_id: text(room)? };
-                let at = [id?.0, kind?.0, room?.0];
-                (head, HeadText::Fields(at))
+                (head, HeadText::Fields([id?, kind?, room?]))
             }
-            (None, Some((_, data))) => {
-                let d: DataHead<'_> = serde_json::from_slice(data).ok()?;
+            (None, Some(data)) => {
+                let d: DataHead<'_> = serde_json::from_slice(fields.get(data)?.1).ok()?;
                 if !checks::is_timestamp_text(&d.timestamp) {
                     return None;
                 }
@@ -107,7 +104,7 @@ impl HeadText {
     fn head<'a>(&'a self, fields: &'a EntryFields) -> Head<'a> {
         match self {
             HeadText::Fields(at) => {
-                let [id, kind, room] = at.map(|i| fields.get(i).and_then(|(_, v)| std::str::from_utf8(v).ok()));
+                let [id, kind, room] = at.map(|i| fields.text(i));
                 Head {
                     event_id: id.unwrap_or_default(),
                     event_type: kind.unwrap_or_default(),

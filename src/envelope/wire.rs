@@ -53,22 +53,24 @@ impl<'a> Wire<'a> {
     /// over the fields (the last of a repeated name wins, as in the head).
     pub(super) fn from_flat_head(head: Head<'a>, fields: &'a EntryFields) -> Option<Wire<'a>> {
         let (mut timestamp, mut payload, mut metadata) = (None, None, None);
-        for (name, bytes) in fields.iter() {
+        for (i, (name, _)) in fields.iter().enumerate() {
             match name {
-                "timestamp" => timestamp = Some(bytes),
-                "payload" => payload = Some(bytes),
-                "metadata" => metadata = Some(bytes),
+                "timestamp" => timestamp = Some(i),
+                "payload" => payload = Some(i),
+                "metadata" => metadata = Some(i),
                 _ => {}
             }
         }
-        let timestamp = std::str::from_utf8(timestamp?).ok()?;
-        let (payload, metadata) = payload_and_metadata(payload, metadata)?;
+        let metadata = match metadata {
+            None => None,
+            Some(i) => Some(serde_json::from_slice::<Value>(fields.get(i)?.1).ok()?),
+        };
         Some(Wire {
             event_id: Cow::Borrowed(head.event_id),
             event_type: Cow::Borrowed(head.event_type),
-            timestamp: Cow::Borrowed(timestamp),
+            timestamp: Cow::Borrowed(fields.text(timestamp?)?),
             room_id: Cow::Borrowed(head.room_id),
-            payload,
+            payload: fields.text(payload?)?,
             metadata,
         })
     }

@@ -59,7 +59,7 @@ fn entries(v: Value) -> Vec<Entry> {
             let mut pair = pair.into_iter();
             let id = pair.next().and_then(text)?.parse().ok()?;
             let pairs = pair.next().map(pairs).unwrap_or_default();
-            let mut fields = EntryFields::with_capacity(pairs.len(), 0, 0);
+            let mut fields = EntryFields::default();
             for (k, v) in pairs {
                 fields.push(k.as_bytes(), &bytes(v));
             }

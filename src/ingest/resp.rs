@@ -92,12 +92,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
                     for _ in 0..n / 2 {
                         parts.push((c.bulk()?.unwrap_or_default(), c.bulk()?.unwrap_or_default()));
                     }
-                    let names = parts.iter().map(|(k, _)| k.len()).sum();
-                    let values = parts.iter().map(|(_, v)| v.len()).sum();
-                    let mut fields = EntryFields::with_capacity(parts.len(), names, values);
-                    for (key, value) in &parts {
-                        fields.push(key, value);
-                    }
+                    let fields = EntryFields::from_parts(&parts);
                     if n % 2 == 1 {
                         c.bulk()?;
                     }
