@@ -26,10 +26,12 @@ pub(crate) type WakeSender = mpsc::UnboundedSender<Pending>;
 
 /// Wakes every outbox it is sent, until `stop` (then wakes what is left).
 pub(crate) async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, stop: CancellationToken) {
+    // One wait for the whole loop, not one per batch.
+    let mut stopped = std::pin::pin!(stop.cancelled());
     loop {
         let batch = tokio::select! {
             b = rx.recv() => b,
-            _ = stop.cancelled() => break,
+            _ = &mut stopped => break,
         };
         let Some(batch) = batch else { return };
         for outbox in batch {

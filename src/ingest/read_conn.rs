@@ -9,11 +9,13 @@
 //! clusters keep the crate's connection, which knows their handshakes and
 //! slot routing.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, RedisError, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::replies::{self, Entry};
 use super::resp::{self, ParseError};
@@ -123,6 +125,7 @@ impl ReadConn {
                     commands: resp::command(&args).repeat(ahead),
                     ahead,
                     reply_within: read.block + REPLY_MARGIN,
+                    overdue: Box::pin(tokio::time::sleep(read.block + REPLY_MARGIN)),
                     socket: None,
                     in_flight: 0,
                     buf: Vec::new(),
@@ -168,6 +171,10 @@ pub(super) struct OwnConn {
     /// Reads written at once: [`READS_AHEAD`], or one with a read window.
     ahead: usize,
     reply_within: Duration,
+    /// Fires when a reply may be overdue: one timer, moved on only when it
+    /// fires, instead of one set and cleared for every read (~900
+    /// instructions a read, and a read per event without a window).
+    overdue: Pin<Box<Sleep>>,
     socket: Option<TcpStream>,
     /// Reads written on `socket` and not answered yet.
     in_flight: usize,
@@ -188,10 +195,23 @@ impl OwnConn {
             self.in_flight = self.ahead;
         }
         // Each read is answered within its block of the one before it.
-        let within = self.reply_within;
-        let reply = tokio::time::timeout(within, reply(&mut socket, &mut self.buf, resp::read_reply))
-            .await
-            .map_err(|_| ReadError::Timeout(within))?;
+        let (within, due) = (self.reply_within, Instant::now() + self.reply_within);
+        let reply = {
+            let mut reply = std::pin::pin!(reply(&mut socket, &mut self.buf, resp::read_reply));
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut reply => break r,
+                    () = self.overdue.as_mut() => {
+                        if Instant::now() >= due {
+                            return Err(ReadError::Timeout(within));
+                        }
+                        // Set for an earlier read: this one is due later.
+                        self.overdue.as_mut().reset(due);
+                    }
+                }
+            }
+        };
         if self.buf.capacity() > KEEP_BUFFER_BYTES {
             self.buf = Vec::new();
         }
@@ -259,5 +279,60 @@ async fn reply<T>(
         if socket.read_buf(buf).await? == 0 {
             return Err(ReadError::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers the first read late, within its time, and never the second.
+    async fn slow_server() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let port = listener.local_addr().expect("an address").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accepts");
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = socket.write_all(b"*-1\r\n").await; // the block ran out: no entries
+            let _ = socket.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn each_read_has_its_own_time_for_a_reply_and_a_silent_server_ends_it() {
+        let port = slow_server().await;
+        let within = Duration::from_millis(300);
+        let mut conn = OwnConn {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            db: 0,
+            commands: resp::command(&[b"XREADGROUP"]),
+            ahead: 1,
+            reply_within: within,
+            overdue: Box::pin(tokio::time::sleep(within)),
+            socket: None,
+            in_flight: 0,
+            buf: Vec::new(),
+        };
+        assert_eq!(conn.read().await.expect("answered in time").len(), 0);
+        // The timer was set for the first read and fires first at 300 ms:
+        // the second, written at ~150 ms, still has until ~450.
+        let started = Instant::now();
+        let second = conn.read().await;
+        let waited = started.elapsed();
+        assert!(matches!(second, Err(ReadError::Timeout(t)) if t == within), "{second:?}");
+        assert!(waited >= within && waited < Duration::from_secs(2), "gave up after {waited:?}");
+        assert!(conn.socket.is_none(), "a connection that timed out is not read again");
     }
 }

@@ -187,11 +187,14 @@ async fn read_stream(
     let mut backoff = Backoff::default();
     let mut trim_checked = Instant::now();
     let mut hole_reported = StreamId::ZERO;
+    // One wait for the whole loop (a new one per read registers with the
+    // token and leaves it again each time).
+    let mut stopped = std::pin::pin!(stop.cancelled());
     loop {
         let read = reader.read();
         let result = tokio::select! {
             r = read => r,
-            _ = stop.cancelled() => break,
+            _ = &mut stopped => break,
         };
         match result {
             Ok(entries) => {
@@ -221,7 +224,7 @@ async fn read_stream(
                 if let Some(at) = wait_until {
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
-                        _ = stop.cancelled() => break,
+                        _ = &mut stopped => break,
                     }
                 }
             }
@@ -233,7 +236,7 @@ async fn read_stream(
             Err(e) => {
                 tokio::select! {
                     _ = backoff.fail(&shared, &stream, &e) => {}
-                    _ = stop.cancelled() => break,
+                    _ = &mut stopped => break,
                 }
             }
         }

@@ -181,6 +181,9 @@ impl Pipeline {
     /// (and acknowledged) before the connections are closed.
     pub(crate) async fn run(mut self, mut rx: InputReceiver, stop: CancellationToken) {
         let mut cuts = self.cuts.take();
+        // Waited on once for the whole loop: a new wait per event would
+        // register with the token (a lock) and leave it again every time.
+        let mut stopped = std::pin::pin!(stop.cancelled());
         loop {
             let deadline = [
                 self.coalescer.next_deadline(),
@@ -201,7 +204,7 @@ impl Pipeline {
                     Some(request) => self.cut(request),
                     None => cuts = None,
                 },
-                _ = stop.cancelled() => break,
+                _ = &mut stopped => break,
             }
         }
         rx.close();
