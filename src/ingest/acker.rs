@@ -75,11 +75,11 @@ pub(super) async fn run(
         // A dead letter is written before its entry is acknowledged; if the
         // write fails the entry stays pending and is claimed again later.
         let mut acks: HashMap<Arc<str>, Vec<StreamId>, ahash::RandomState> = HashMap::default();
-        // Entries settle in the order their fate is known (an entry that is
-        // not JSON at intake, a schema failure later in the pipeline): put
-        // in stream order, so dead letters keep their entries' order within
-        // a batch. Almost always in that order already (one reader per
-        // stream, one pipeline), which the sort finds in one pass.
+        // Kept entries settle in the order their fate is known (one refused
+        // at once, another held for a window first): put in stream order,
+        // so dead letters keep their entries' order within a batch. Almost
+        // always in that order already (one reader per stream, one
+        // pipeline), which the sort finds in one pass.
         let mut ones = Vec::new();
         for note in batch.drain(..) {
             match note {
