@@ -5,7 +5,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -46,7 +45,7 @@ pub(super) async fn hand_over(shared: &Shared, stream: &Arc<str>, read: Vec<Entr
     for Entry { id, fields } in read {
         entries.push(id.text(&mut text), fields);
     }
-    let started = Instant::now();
+    let started = entries.received;
     match shared.input.send(Input::Entries(entries)).await {
         Ok(waited) => {
             if waited {
