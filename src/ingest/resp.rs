@@ -151,22 +151,33 @@ impl<'a> Cursor<'a> {
         Ok(&rest[..end])
     }
 
-    /// A length line: `None` for -1 (nil).
+    /// A length line: `None` for -1 (nil). Read digit by digit up to its
+    /// CR (a dozen lengths an entry: finding the line first and reading it
+    /// again was a tenth of a skipped entry's parse).
     fn length(&mut self) -> Result<Option<usize>, ParseError> {
         const NOT_A_LENGTH: ParseError = ParseError::Invalid("a length that is not a number");
-        let line = self.line()?;
-        if line == b"-1" {
-            return Ok(None);
+        let rest = self.buf.get(self.at..).unwrap_or_default();
+        if rest.first() == Some(&b'-') {
+            return if self.line()? == b"-1" { Ok(None) } else { Err(NOT_A_LENGTH) };
         }
-        if line.is_empty() || line.len() > 18 {
-            return Err(NOT_A_LENGTH);
+        let mut n = 0usize;
+        for (i, &b) in rest.iter().enumerate() {
+            match b {
+                b'0'..=b'9' if i < 18 => n = n * 10 + usize::from(b - b'0'),
+                b'\r' if i > 0 => {
+                    return match rest.get(i + 1) {
+                        None => Err(ParseError::Incomplete),
+                        Some(b'\n') => {
+                            self.at += i + 2;
+                            Ok(Some(n))
+                        }
+                        Some(_) => Err(ParseError::Invalid("a CR without its LF")),
+                    };
+                }
+                _ => return Err(NOT_A_LENGTH),
+            }
         }
-        line.iter()
-            .try_fold(0usize, |n, &b| match b {
-                b'0'..=b'9' => Ok(n * 10 + usize::from(b - b'0')),
-                _ => Err(NOT_A_LENGTH),
-            })
-            .map(Some)
+        Err(ParseError::Incomplete)
     }
 
     /// An array's length (`None` for a nil array or a RESP3 null).
@@ -298,6 +309,12 @@ mod tests {
         assert!(matches!(read_reply(b":12\r\n"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
         assert!(matches!(read_reply(b"*x\r\n"), Err(ParseError::Invalid(_))));
+        // Lengths: empty, negative other than -1, a digit after a sign, 19 digits, a CR without its LF.
+        for bad in [&b"*\r\n"[..], b"*-2\r\n", b"*1-\r\n", b"*1234567890123456789\r\n", b"*1\rx"] {
+            assert!(matches!(read_reply(bad), Err(ParseError::Invalid(_))), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(read_reply(b"*0\r\n"), Ok((Vec::new(), 4)));
+        assert_eq!(read_reply(b"*12"), Err(ParseError::Incomplete));
         for id in ["x-0", "1", "-1", "1-", "18446744073709551616-0"] {
             let bytes = format!("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n{}*-1\r\n", bulk(id));
             assert!(matches!(read_reply(bytes.as_bytes()), Err(ParseError::Invalid(_))), "{id}");
