@@ -80,17 +80,12 @@ impl HeadText {
                     event_type: d.event_type.into_owned(),
                     room_id: d.room_id.into_owned(),
                 };
-                return head.valid(fields).then_some(head);
+                return Self::passes(head.head(fields)).then_some(head);
             }
             (None, None) => return None,
         };
         let valid = checks::is_timestamp_text(text(time)?) && Self::passes(head);
         valid.then_some(found)
-    }
-
-    /// Whether this head passes the envelope's checks.
-    fn valid(&self, fields: &EntryFields) -> bool {
-        Self::passes(self.head(fields))
     }
 
     /// Whether a head passes the envelope's checks of its three fields.

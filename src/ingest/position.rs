@@ -27,13 +27,37 @@ impl FromStr for StreamId {
     type Err = BadStreamId;
 
     fn from_str(s: &str) -> Result<StreamId, BadStreamId> {
-        let bad = || BadStreamId(s.to_string());
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Ok(StreamId { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+        let bytes = s.as_bytes();
+        let id = match bytes.iter().position(|&b| b == b'-') {
+            Some(dash) => StreamId::from_parts(&bytes[..dash], &bytes[dash + 1..]),
+            None => StreamId::from_parts(bytes, b"0"),
+        };
+        id.ok_or_else(|| BadStreamId(s.to_string()))
     }
 }
 
 impl StreamId {
+    /// An entry id as Redis writes every one, `<ms>-<seq>`, from a reply's
+    /// bytes (no text check first).
+    pub(crate) fn from_entry_id(text: &[u8]) -> Option<StreamId> {
+        let dash = text.iter().position(|&b| b == b'-')?;
+        StreamId::from_parts(&text[..dash], &text[dash + 1..])
+    }
+
+    /// Both parts from their decimal digits (nothing else, not even a sign).
+    fn from_parts(ms: &[u8], seq: &[u8]) -> Option<StreamId> {
+        fn number(digits: &[u8]) -> Option<u64> {
+            if digits.is_empty() {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |n, &b| match b {
+                b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+                _ => None,
+            })
+        }
+        Some(StreamId { ms: number(ms)?, seq: number(seq)? })
+    }
+
     /// The id as Redis writes it.
     pub(crate) fn to_text(self) -> String {
         self.text(&mut IdText::default()).to_owned()
@@ -43,12 +67,6 @@ impl StreamId {
     /// formatting machinery took about a thousand instructions per id, and
     /// every entry read is written out twice (its position and its XACK).
     pub(crate) fn text(self, buf: &mut IdText) -> &str {
-        let n = self.write_text(&mut buf.0);
-        std::str::from_utf8(&buf.0[..n]).unwrap_or_default()
-    }
-
-    /// Writes the id's text at the start of `out`; its length.
-    fn write_text(self, out: &mut [u8; MAX_TEXT]) -> usize {
         /// `n` in decimal at `out[at..]`; where it ends.
         fn digits(n: u64, out: &mut [u8; MAX_TEXT], at: usize) -> usize {
             let len = n.checked_ilog10().map_or(1, |l| l as usize + 1);
@@ -59,9 +77,10 @@ impl StreamId {
             }
             at + len
         }
-        let at = digits(self.ms, out, 0);
-        out[at] = b'-';
-        digits(self.seq, out, at + 1)
+        let at = digits(self.ms, &mut buf.0, 0);
+        buf.0[at] = b'-';
+        let end = digits(self.seq, &mut buf.0, at + 1);
+        std::str::from_utf8(&buf.0[..end]).unwrap_or_default()
     }
 }
 
@@ -80,15 +99,13 @@ const MAX_TEXT: usize = 41;
 /// An id as a command argument (XACK), written without a string of its own.
 impl redis::ToRedisArgs for StreamId {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        let mut buf = [0u8; MAX_TEXT];
-        let n = self.write_text(&mut buf);
-        out.write_arg(&buf[..n]);
+        out.write_arg(self.text(&mut IdText::default()).as_bytes());
     }
 }
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_text())
+        f.write_str(self.text(&mut IdText::default()))
     }
 }
 
@@ -108,7 +125,9 @@ mod tests {
 
     #[test]
     fn only_whole_ids_parse() {
-        for bad in ["", "-", "1-", "-1", " 1-2", "1-2 ", "1-2-3", "1.5-0", "18446744073709551616-0", "1--1"] {
+        for bad in
+            ["", "-", "1-", "-1", " 1-2", "1-2 ", "1-2-3", "1.5-0", "18446744073709551616-0", "1--1", "+1-0", "1-+0"]
+        {
             assert_eq!(bad.parse::<StreamId>(), Err(BadStreamId(bad.to_string())), "{bad:?}");
         }
         let max: StreamId = "18446744073709551615-18446744073709551615".parse().expect("u64::MAX parts");

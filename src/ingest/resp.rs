@@ -82,7 +82,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
                 return Err(ParseError::Invalid("expected [id, fields]"));
             }
             let id = c.bulk()?.ok_or(ParseError::Invalid("an entry without an id"))?;
-            let id = stream_id(id).ok_or(ParseError::Invalid("an entry id that is not <ms>-<seq>"))?;
+            let id = StreamId::from_entry_id(id).ok_or(ParseError::Invalid("an entry id that is not <ms>-<seq>"))?;
             let fields = match c.array()? {
                 None => EntryFields::default(),
                 Some(n) => {
@@ -103,21 +103,6 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> 
         }
     }
     Ok((out, c.at))
-}
-
-/// `<ms>-<seq>` as Redis writes every entry id, read from its digits.
-fn stream_id(text: &[u8]) -> Option<StreamId> {
-    fn number(digits: &[u8]) -> Option<u64> {
-        if digits.is_empty() {
-            return None;
-        }
-        digits.iter().try_fold(0u64, |n, &b| match b {
-            b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
-            _ => None,
-        })
-    }
-    let dash = text.iter().position(|&b| b == b'-')?;
-    Some(StreamId { ms: number(&text[..dash])?, seq: number(&text[dash + 1..])? })
 }
 
 fn server_error(line: &[u8]) -> ParseError {
