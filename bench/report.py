@@ -238,13 +238,50 @@ if ok(r) and r.get("typing"):
                  f"{num(t['typing_events_per_sec'])} typing events/s); first indicator p50 {num(fi['p50'], 3)}, p99 {num(fi['p99'], 3)} ms "
                  f"over {fi['count']:,} burst starts",
                  verdict(red >= 60 and fi["p99"] <= 2.0), "`BENCH_SCENARIOS=typing bash bench/run.sh`"))
-# instances
-ins = [(n, R.get(f"instances-{n}")) for n in (1, 2, 3)]
-if any(ok(r) for _, r in ins):
-    parts = [f"{n}: {num(r['delivered_per_sec'])}/s, {num(r['server']['us_per_delivery'])} µs CPU/delivery, p99 {num(r['latency_ms']['p99'], 3)} ms, missing {r['missing']}"
-             for n, r in ins if ok(r)]
-    rows.append(("10,000 connections / 1,000 rooms / 1,000 events/s on 1, 2, 3 instances (issue 10)", "the overhead per instance (every instance reads every event)",
-                 "; ".join(parts), "(measured)", "`BENCH_SCENARIOS=instances bash bench/run.sh`"))
+# instances: each series is 1, 2, 3 instances; BENCH_INSTANCE_ROUNDS repeats it
+# (labels -r2, -r3, ...), and the ratios of the rounds are given with their median.
+def series(prefix):
+    rounds = []
+    for k in range(1, 100):
+        tag = "" if k == 1 else f"-r{k}"
+        runs = {n: R.get(f"{prefix}-{n}{tag}") for n in (1, 2, 3)}
+        if not any(runs.values()):
+            break
+        rounds.append(runs)
+    return rounds
+
+
+def median(values):
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+for prefix, what, layout in (
+        ("instances", "the overhead per instance (every instance reads every event)", "rooms spread over the instances"),
+        ("instances-by-room", "the overhead per instance (an instance skips the rooms it has no member in)", "each room on one instance")):
+    rounds = series(prefix)
+    if not rounds:
+        continue
+    texts, ratios = [], []
+    for runs in rounds:
+        good = {n: r for n, r in runs.items() if ok(r)}
+        if not good:
+            texts.append("error")
+            continue
+        us = {n: r["server"]["us_per_delivery"] for n, r in good.items()}
+        text = " -> ".join(num(us[n]) if n in us else "-" for n in (1, 2, 3)) + " µs CPU/delivery"
+        if 1 in us and 3 in us:
+            ratios.append(us[3] / us[1])
+            text += f" (**{us[3] / us[1]:.2f}x**)"
+        worst = max(r["latency_ms"]["p99"] for r in good.values())
+        text += f", p99 <= {num(worst, 3)} ms, missing {sum(r['missing'] for r in good.values())}"
+        texts.append(text)
+    measured = "; ".join(texts)
+    if len(ratios) > 1:
+        measured += f"; median of {len(ratios)} rounds **{median(ratios):.2f}x**"
+    rows.append((f"10,000 connections / {rounds[0][1]['rooms'] if ok(rounds[0][1]) else 1000:,} rooms / 1,000 events/s on 1, 2, 3 instances, {layout}",
+                 what + "; issue 19: 3 against 1 <= 1.15x", measured, "(measured)",
+                 f"`BENCH_SCENARIOS={prefix} bash bench/run.sh`"))
 
 print("## Results against the targets")
 print()

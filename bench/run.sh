@@ -26,7 +26,8 @@
 # Knobs: BENCH_SCENARIOS, BENCH_OUT (results folder, default
 # bench-out/<stamp>), BENCH_WRITE=1 (rewrite BENCHMARKS.md after a partial
 # run), SIDECAR_BENCH_ENV ("SIDECAR_X=1 ..." extra sidecar settings),
-# BENCH_B_ROUNDS (rounds of b, default 3), BENCH_SIDECAR_BIN (measure that
+# BENCH_B_ROUNDS (rounds of b, default 3), BENCH_INSTANCE_ROUNDS (series of
+# the instance scenarios, default 1), BENCH_SIDECAR_BIN (measure that
 # binary instead of this checkout's build), BENCH_NOTES ("note | note": lines
 # for the page's Machine section, e.g. what else ran meanwhile).
 set -euo pipefail
@@ -260,6 +261,12 @@ fi
 
 # ---------------------------------------------------------------- scenarios
 SCENARIOS="${BENCH_SCENARIOS:-a b c d idle typing instances}"
+# The instance scenarios' ratios move with the machine's noise between one
+# run and the next; BENCH_INSTANCE_ROUNDS repeats the 1, 2, 3 series (the
+# page reports each round's ratio and their median).
+ROUNDS_I="${BENCH_INSTANCE_ROUNDS:-1}"
+[[ "$ROUNDS_I" =~ ^[1-9][0-9]*$ ]] || die "BENCH_INSTANCE_ROUNDS must be a whole number from 1, got '$ROUNDS_I'"
+round_tag() { [ "$1" -gt 1 ] && echo "-r$1" || true; }
 python3 - "$OUT/meta.json" "$NOFILE" "$PORT_RANGE_NOTE" "$SCENARIOS" "${BENCH_NOTES:-}" "${BENCH_SIDECAR_BIN:-}" <<'EOF'
 import json, os, platform, subprocess, sys
 def sh(*c):
@@ -356,8 +363,11 @@ for s in $SCENARIOS; do
       run typing 1 --typing-trace --connections 500 --rooms 50 --typists-per-room 10 --warmup 10 --duration "$WIN_T" --drain 3 || true
       ;;
     instances)
-      for n in 1 2 3; do
-        run "instances-$n" "$n" --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
+      for ((r = 1; r <= ROUNDS_I; r++)); do
+        for n in 1 2 3; do
+          run "instances-$n$(round_tag "$r")" "$n" --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" \
+            --duration $((WIN * 2 / 3)) || true
+        done
       done
       ;;
     instances-by-room)
@@ -366,9 +376,11 @@ for s in $SCENARIOS; do
       # so with a room count that 2 and 3 divide each room stays whole and
       # an instance skips the two thirds (half) of the events it serves no
       # one in (session affinity by room; README, *Scaling out*).
-      for n in 1 2 3; do
-        run "instances-by-room-$n" "$n" --connections "$BIG" --rooms $((BIG_ROOMS / 6 * 6 + 6)) --rate 1000 \
-          --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
+      for ((r = 1; r <= ROUNDS_I; r++)); do
+        for n in 1 2 3; do
+          run "instances-by-room-$n$(round_tag "$r")" "$n" --connections "$BIG" --rooms $((BIG_ROOMS / 6 * 6 + 6)) \
+            --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
+        done
       done
       ;;
     *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances instances-by-room)" ;;
