@@ -148,10 +148,10 @@ pub struct RedisConfig {
     pub read_count: usize,
     /// XREADGROUP BLOCK time (`read_block_ms`). Default 1000.
     pub read_block: Duration,
-    /// After a read that returned entries (fewer than `read_count`), how long
-    /// a reader waits before reading again (`read_window_ms`), so entries
-    /// arriving meanwhile come in one reply: fewer wake-ups and reads per
-    /// event, each event delayed by up to the window. Default 0: at once.
+    /// After a read that returned entries (fewer than `read_count`), the
+    /// least time from its sending to the next read's (`read_window_ms`), so
+    /// entries arriving meanwhile come in one reply: fewer wake-ups and reads
+    /// per event, each event delayed by up to the window. Default 0: at once.
     pub read_window: Duration,
     /// How often pending entries are claimed again (`claim_interval_seconds`). Default 10.
     pub claim_interval: Duration,
