@@ -266,7 +266,19 @@ SCENARIOS="${BENCH_SCENARIOS:-a b c d idle typing instances}"
 # page reports each round's ratio and their median).
 ROUNDS_I="${BENCH_INSTANCE_ROUNDS:-1}"
 [[ "$ROUNDS_I" =~ ^[1-9][0-9]*$ ]] || die "BENCH_INSTANCE_ROUNDS must be a whole number from 1, got '$ROUNDS_I'"
-round_tag() { [ "$1" -gt 1 ] && echo "-r$1" || true; }
+# instance_series PREFIX ROOMS: c's load on 1, 2 and 3 instances, ROUNDS_I
+# times interleaved; labels PREFIX-N, then PREFIX-N-r2, PREFIX-N-r3, ...
+instance_series() {
+  local prefix=$1 rooms=$2 r n tag
+  for ((r = 1; r <= ROUNDS_I; r++)); do
+    tag=""
+    [ "$r" -gt 1 ] && tag="-r$r"
+    for n in 1 2 3; do
+      run "$prefix-$n$tag" "$n" --connections "$BIG" --rooms "$rooms" --rate 1000 --warmup "$WARM" \
+        --duration $((WIN * 2 / 3)) || true
+    done
+  done
+}
 python3 - "$OUT/meta.json" "$NOFILE" "$PORT_RANGE_NOTE" "$SCENARIOS" "${BENCH_NOTES:-}" "${BENCH_SIDECAR_BIN:-}" <<'EOF'
 import json, os, platform, subprocess, sys
 def sh(*c):
@@ -363,12 +375,7 @@ for s in $SCENARIOS; do
       run typing 1 --typing-trace --connections 500 --rooms 50 --typists-per-room 10 --warmup 10 --duration "$WIN_T" --drain 3 || true
       ;;
     instances)
-      for ((r = 1; r <= ROUNDS_I; r++)); do
-        for n in 1 2 3; do
-          run "instances-$n$(round_tag "$r")" "$n" --connections "$BIG" --rooms "$BIG_ROOMS" --rate 1000 --warmup "$WARM" \
-            --duration $((WIN * 2 / 3)) || true
-        done
-      done
+      instance_series instances "$BIG_ROOMS"
       ;;
     instances-by-room)
       # The same load with every room's members on one instance: the
@@ -376,12 +383,7 @@ for s in $SCENARIOS; do
       # so with a room count that 2 and 3 divide each room stays whole and
       # an instance skips the two thirds (half) of the events it serves no
       # one in (session affinity by room; README, *Scaling out*).
-      for ((r = 1; r <= ROUNDS_I; r++)); do
-        for n in 1 2 3; do
-          run "instances-by-room-$n$(round_tag "$r")" "$n" --connections "$BIG" --rooms $((BIG_ROOMS / 6 * 6 + 6)) \
-            --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)) || true
-        done
-      done
+      instance_series instances-by-room $((BIG_ROOMS / 6 * 6 + 6))
       ;;
     *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances instances-by-room)" ;;
   esac
