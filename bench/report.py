@@ -253,10 +253,6 @@ def series(prefix):
     return rounds
 
 
-def median(values):
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-
 
 for prefix, what, layout in (
         ("instances", "the overhead per instance (every instance reads every event)", "rooms spread over the instances"),
@@ -344,7 +340,33 @@ print("\"server CPU (window)\" is the share of one core over the measurement win
       " \"loadgen CPU\" likewise for the generator. Broadcast steps (`d-<events/s>`) stop after two steps in a row fall behind"
       " (delivered < 95 % of offered or > 1 % missing after the drain).")
 print()
-print("Commands (each run's `signalr-loadgen` arguments; `bench/run.sh` adds `--url`, `--server-pid`, `--redis`):")
+
+# Where the instances' CPU goes, by thread, and what they share the cores with
+# (runs whose lines carry the thread readings: loadgen after stop 32).
+broken = [(prefix, k, runs) for prefix in ("instances-by-room", "instances")
+          for k, runs in enumerate(series(prefix), 1)
+          if all(ok(r) and (r.get("server") or {}).get("threads") for r in runs.values() if r)]
+if broken:
+    print("### Instances: where the CPU goes")
+    print()
+    print("| run | instances | µs CPU/delivery | event lane (`sidecar-events`) | workers (`tokio-rt-worker`) | rest | Redis µs/event | machine busy (cores) | stolen (cores) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for prefix, k, runs in broken:
+        for n, r in sorted((n, r) for n, r in runs.items() if r):
+            s, th = r["server"], r["server"]["threads"]
+            lane = (th.get("sidecar-events") or {}).get("us_per_delivery") or 0
+            workers = (th.get("tokio-rt-worker") or {}).get("us_per_delivery") or 0
+            redis, machine = r.get("redis") or {}, r.get("machine") or {}
+            print(f"| {prefix} round {k} | {n} | {num(s['us_per_delivery'])} | {num(lane)} | {num(workers)} | "
+                  f"{num(s['us_per_delivery'] - lane - workers)} | {num(redis.get('us_per_event'))} | "
+                  f"{num(machine.get('busy_cores'), 2)} | {num(machine.get('steal_cores'), 2)} |")
+    print()
+    print("Per delivery unless said: each thread group's CPU over the window, summed over the instances, divided by the"
+          " deliveries; \"rest\" is the process total less the two (the main thread, pool threads). Redis's CPU is per"
+          " event published; \"machine busy\" is every process's CPU on the machine over the window (2 = both cores),"
+          " \"stolen\" what the hypervisor took.")
+    print()
+print("Commands (each run's `signalr-loadgen` arguments; `bench/run.sh` adds `--url`, `--server-pid`, `--redis-pid`, `--redis`):")
 print()
 print("```")
 for label in sorted(R, key=order):

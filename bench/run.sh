@@ -177,7 +177,7 @@ run() {
   local label=$1 n=$2 rc=0
   shift 2
   start_sidecars "$n"
-  local args=(--url "$(join_by , "${SIDECAR_URLS[@]}")" --server-pid "$(join_by , "${SIDECAR_PIDS[@]}")"
+  local args=(--url "$(join_by , "${SIDECAR_URLS[@]}")" --server-pid "$(join_by , "${SIDECAR_PIDS[@]}")" --redis-pid "$REDIS_PID"
     --redis "$REDIS_URL" --stream "$STREAM" --label "$label" --out "$OUT/$label.json" "$@")
   echo "${SIDECAR_ROUTES:+SIDECAR_ROUTES=$(basename "$SIDECAR_ROUTES") }signalr-loadgen $*" >"$OUT/$label.cmd"
   say "$label: $* ($n instance(s))"

@@ -123,6 +123,9 @@ pub struct Args {
     /// Server process(es) to read CPU time and memory from (/proc).
     #[arg(long = "server-pid", value_delimiter = ',')]
     pub server_pids: Vec<u32>,
+    /// The Redis server's process, to read its CPU time in the window.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
     /// Client Ping period, seconds (0: none); the official clients use 15.
     #[arg(long, default_value_t = 15.0)]
     pub keepalive: f64,
@@ -234,7 +237,7 @@ async fn run(args: Args, threads: usize, nofile: u64) -> i32 {
             .collect(),
     };
     let pids: Vec<String> = args.server_pids.iter().map(u32::to_string).collect();
-    let mut server = report::Servers::new(pids);
+    let mut server = report::Servers::new(pids, args.redis_pid.map(|p| p.to_string()));
     if let Err(e) = server.before() {
         return fail(e);
     }

@@ -1,6 +1,8 @@
 //! The one JSON line a run prints, and the /proc readings of the servers
 //! under test that go into it.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use crate::client::Shared;
@@ -27,22 +29,37 @@ pub fn error_line(args: &Args, msg: &str) {
 /// The server processes under test and their readings.
 pub struct Servers {
     pids: Vec<String>,
+    /// Redis (`--redis-pid`): its CPU in the window, work every instance
+    /// adds to the machine the servers share.
+    redis_pid: Option<String>,
     rss_before_kb: u64,
     cpu_start: Cpu,
-    window_start: Cpu,
-    window_end: Cpu,
+    window_start: Snapshot,
+    window_end: Snapshot,
     rss_end_kb: u64,
     hwm_kb: Vec<u64>,
 }
 
+/// CPU readings taken at each end of the window.
+#[derive(Default)]
+struct Snapshot {
+    servers: Cpu,
+    /// The servers' threads by name, summed over the processes.
+    threads: BTreeMap<String, Cpu>,
+    redis: Option<Cpu>,
+    /// The machine's busy and stolen seconds (`sys::machine_cpu`).
+    machine: Option<(f64, f64)>,
+}
+
 impl Servers {
-    pub fn new(pids: Vec<String>) -> Servers {
+    pub fn new(pids: Vec<String>, redis_pid: Option<String>) -> Servers {
         Servers {
             pids,
+            redis_pid,
             rss_before_kb: 0,
             cpu_start: Cpu::default(),
-            window_start: Cpu::default(),
-            window_end: Cpu::default(),
+            window_start: Snapshot::default(),
+            window_end: Snapshot::default(),
             rss_end_kb: 0,
             hwm_kb: Vec::new(),
         }
@@ -50,6 +67,20 @@ impl Servers {
 
     fn cpu(&self) -> Cpu {
         self.pids.iter().filter_map(|p| sys::cpu(p)).fold(Cpu::default(), |a, c| a.add(&c))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut threads = BTreeMap::<String, Cpu>::new();
+        for (name, cpu) in self.pids.iter().flat_map(|p| sys::thread_cpu(p)) {
+            let sum = threads.entry(name).or_default();
+            *sum = sum.add(&cpu);
+        }
+        Snapshot {
+            servers: self.cpu(),
+            threads,
+            redis: self.redis_pid.as_deref().and_then(sys::cpu),
+            machine: sys::machine_cpu(),
+        }
     }
 
     fn rss_kb(&self) -> u64 {
@@ -61,17 +92,20 @@ impl Servers {
         if let Some(p) = self.pids.iter().find(|p| sys::status_kb(p, "VmRSS").is_none()) {
             return Err(format!("--server-pid {p}: no such process"));
         }
+        if let Some(p) = self.redis_pid.as_ref().filter(|p| sys::cpu(p).is_none()) {
+            return Err(format!("--redis-pid {p}: no such process"));
+        }
         self.rss_before_kb = self.rss_kb();
         self.cpu_start = self.cpu();
         Ok(())
     }
 
     pub fn window_start(&mut self) {
-        self.window_start = self.cpu();
+        self.window_start = self.snapshot();
     }
 
     pub fn window_end(&mut self) {
-        self.window_end = self.cpu();
+        self.window_end = self.snapshot();
         self.rss_end_kb = self.rss_kb();
         self.hwm_kb = self.pids.iter().map(|p| sys::status_kb(p, "VmHWM").unwrap_or(0)).collect();
     }
@@ -80,8 +114,19 @@ impl Servers {
         if self.pids.is_empty() {
             return Value::Null;
         }
-        let w = self.window_end.since(&self.window_start);
+        let w = self.window_end.servers.since(&self.window_start.servers);
         let per_conn = |kb: u64| (kb * 1024).checked_div(joined);
+        let per_delivery = |cpu: &Cpu| (delivered > 0).then(|| round(cpu.total() * 1e6 / delivered as f64, 2));
+        // Threads alive at both ends of the window (pool threads come and go).
+        let threads: serde_json::Map<String, Value> = self
+            .window_end
+            .threads
+            .iter()
+            .filter_map(|(name, end)| {
+                let t = end.since(self.window_start.threads.get(name)?);
+                Some((name.clone(), json!({"cpu_s": round(t.total(), 3), "us_per_delivery": per_delivery(&t)})))
+            })
+            .collect();
         json!({
             "pids": self.pids,
             "cpu_s": round(w.total(), 2),
@@ -89,7 +134,8 @@ impl Servers {
             "cpu_system_s": round(w.system_s, 2),
             "cpu_pct": round(w.total() / window_s * 100.0, 1),
             "cpu_s_run": round(self.cpu().since(&self.cpu_start).total(), 2),
-            "us_per_delivery": (delivered > 0).then(|| round(w.total() * 1e6 / delivered as f64, 2)),
+            "us_per_delivery": per_delivery(&w),
+            "threads": threads,
             "rss_kb_before": self.rss_before_kb,
             "rss_kb": self.rss_end_kb,
             "hwm_kb": self.hwm_kb.iter().sum::<u64>(),
@@ -97,6 +143,22 @@ impl Servers {
             "bytes_per_conn": per_conn(self.rss_end_kb),
             "bytes_per_conn_marginal": per_conn(self.rss_end_kb.saturating_sub(self.rss_before_kb)),
         })
+    }
+
+    /// Redis's CPU and the machine's load in the window: what the servers
+    /// shared their cores with.
+    fn neighbours_json(&self, window_s: f64, events: u64) -> Value {
+        let (a, b) = (&self.window_start, &self.window_end);
+        let redis = a.redis.zip(b.redis).map(|(a, b)| {
+            let r = b.since(&a);
+            json!({"cpu_s": round(r.total(), 3),
+                   "us_per_event": (events > 0).then(|| round(r.total() * 1e6 / events as f64, 2))})
+        });
+        let machine = a.machine.zip(b.machine).map(|((busy0, steal0), (busy1, steal1))| {
+            json!({"busy_cores": round((busy1 - busy0) / window_s, 3),
+                   "steal_cores": round((steal1 - steal0) / window_s, 3)})
+        });
+        json!({"redis": redis, "machine": machine})
     }
 }
 
@@ -191,6 +253,9 @@ impl Run<'_> {
             },
             "finished_at": sys::iso8601(sys::wall_ns()),
         });
+        let neighbours = self.server.neighbours_json(self.window_s, c.measured);
+        line["redis"] = neighbours["redis"].clone();
+        line["machine"] = neighbours["machine"].clone();
         // Beside the protocol (one json! more would pass the macro's recursion limit).
         line["stateful"] = json!(a.stateful);
         line["acks_sent"] = json!(a.stateful.then(|| self.sh.acks_sent.load(Relaxed)));

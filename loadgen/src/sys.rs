@@ -92,18 +92,55 @@ impl Cpu {
 
 /// utime and stime from /proc/<pid>/stat.
 pub fn cpu(pid: &str) -> Option<Cpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// Each thread's name (`comm`) and CPU time, from /proc/<pid>/task: which
+/// part of a server (its event lane, its connections' workers) the time
+/// went to. A thread that ended is missing here but counted by `cpu`.
+pub fn thread_cpu(pid: &str) -> Vec<(String, Cpu)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let dir = t.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            Some((name.trim().to_string(), stat_cpu(dir.join("stat").to_str()?)?))
+        })
+        .collect()
+}
+
+/// The whole machine's busy and stolen (by the hypervisor) time, in
+/// seconds summed over cores, from the first line of /proc/stat.
+pub fn machine_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let (idle, iowait, steal) = (*ticks.get(3)?, *ticks.get(4)?, *ticks.get(7)?);
+    let busy = ticks.iter().take(8).sum::<u64>() - idle - iowait - steal;
+    let tck = clock_ticks();
+    Some((busy as f64 / tck, steal as f64 / tck))
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+fn stat_cpu(path: &str) -> Option<Cpu> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let tck = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => t as f64,
-        _ => 100.0,
-    };
+    let tck = clock_ticks();
     Some(Cpu { user_s: utime as f64 / tck, system_s: stime as f64 / tck })
 }
 
@@ -149,6 +186,8 @@ mod tests {
     #[test]
     fn reads_its_own_process() {
         assert!(cpu("self").is_some());
+        assert!(thread_cpu("self").iter().any(|(name, _)| !name.is_empty()));
+        assert!(machine_cpu().is_some_and(|(busy, steal)| busy > 0.0 && steal >= 0.0));
         assert!(status_kb("self", "VmRSS").is_some_and(|kb| kb > 0));
         assert!(status_kb("self", "VmRS").is_none(), "a prefix of a key is not the key");
     }
