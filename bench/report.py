@@ -343,15 +343,15 @@ print()
 
 # Where the instances' CPU goes, by thread, and what they share the cores with
 # (runs whose lines carry the thread readings: loadgen after stop 32).
-broken = [(prefix, k, runs) for prefix in ("instances-by-room", "instances")
+split_runs = [(prefix, k, runs) for prefix in ("instances-by-room", "instances")
           for k, runs in enumerate(series(prefix), 1)
           if all(ok(r) and (r.get("server") or {}).get("threads") for r in runs.values() if r)]
-if broken:
+if split_runs:
     print("### Instances: where the CPU goes")
     print()
     print("| run | instances | µs CPU/delivery | event lane (`sidecar-events`) | workers (`tokio-rt-worker`) | rest | Redis µs/event | machine busy (cores) | stolen (cores) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for prefix, k, runs in broken:
+    for prefix, k, runs in split_runs:
         for n, r in sorted((n, r) for n, r in runs.items() if r):
             s, th = r["server"], r["server"]["threads"]
             lane = (th.get("sidecar-events") or {}).get("us_per_delivery") or 0

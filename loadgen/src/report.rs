@@ -147,7 +147,7 @@ impl Servers {
 
     /// Redis's CPU and the machine's load in the window: what the servers
     /// shared their cores with.
-    fn neighbours_json(&self, window_s: f64, events: u64) -> Value {
+    fn neighbours_json(&self, window_s: f64, events: u64) -> (Value, Value) {
         let (a, b) = (&self.window_start, &self.window_end);
         let redis = a.redis.zip(b.redis).map(|(a, b)| {
             let r = b.since(&a);
@@ -158,7 +158,7 @@ impl Servers {
             json!({"busy_cores": round((busy1 - busy0) / window_s, 3),
                    "steal_cores": round((steal1 - steal0) / window_s, 3)})
         });
-        json!({"redis": redis, "machine": machine})
+        (json!(redis), json!(machine))
     }
 }
 
@@ -253,9 +253,7 @@ impl Run<'_> {
             },
             "finished_at": sys::iso8601(sys::wall_ns()),
         });
-        let neighbours = self.server.neighbours_json(self.window_s, c.measured);
-        line["redis"] = neighbours["redis"].clone();
-        line["machine"] = neighbours["machine"].clone();
+        (line["redis"], line["machine"]) = self.server.neighbours_json(self.window_s, c.measured);
         // Beside the protocol (one json! more would pass the macro's recursion limit).
         line["stateful"] = json!(a.stateful);
         line["acks_sent"] = json!(a.stateful.then(|| self.sh.acks_sent.load(Relaxed)));
