@@ -48,6 +48,49 @@ async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
     assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null), "invocations work after the resume");
 }
 
+/// The client resumes about a millisecond after its socket dies, often
+/// before the server has read the old socket's end; here the server's side
+/// stays open and silent, so the resume always comes first. ASP.NET Core
+/// cancels the previous transport then; a "connection in use" answer would
+/// end the client's connection instead.
+#[tokio::test]
+async fn a_resume_that_outruns_the_old_sockets_end_takes_the_session_over() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let proxy = Proxy::start(s.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    for n in 0..10 {
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    for n in 0..10 {
+        assert_eq!(seq(&d.message("c", "ReceiveMessage", WAIT).await.expect("before the drop")), n);
+    }
+    proxy.cut_clients();
+    for n in 10..30 {
+        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("after the drop only {got:?}"));
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (10..30).collect::<Vec<_>>(), "in order, none lost or doubled");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close").await.is_none(),
+        "the hub connection never closed"
+    );
+    assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null), "invocations work after the resume");
+    let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(
+        text.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 1\n"),
+        "one connection, not the old one beside it: {text}"
+    );
+}
+
 #[tokio::test]
 async fn automatic_reconnect_after_a_sidecar_restart() {
     let redis = Redis::start().await;

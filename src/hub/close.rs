@@ -24,6 +24,8 @@ pub(super) fn disconnect_reason(ended: Ended) -> DisconnectReason {
         Ended::Kicked(Kick::ContinuityLost) => R::Continuity,
         Ended::Kicked(Kick::Handoff) => R::Handoff,
         Ended::Kicked(Kick::Inactive) => R::Inactivity,
+        // Its client left that socket for another (it parks, normally).
+        Ended::Kicked(Kick::Superseded) => R::Client,
     }
 }
 
@@ -51,7 +53,7 @@ pub(super) fn for_kick(why: Kick) -> Option<CloseMessage> {
         // why, for the app to show with a way to connect again.
         Kick::Inactive => ("Connection closed after a period of inactivity (session timeout).".to_string(), false),
         // The client must see a dropped socket, not a Close, to resume.
-        Kick::HandshakeTimeout | Kick::Handoff => return None,
+        Kick::HandshakeTimeout | Kick::Handoff | Kick::Superseded => return None,
     };
     Some(CloseMessage { error: Some(error), allow_reconnect })
 }

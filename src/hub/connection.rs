@@ -106,32 +106,59 @@ fn serve_websocket_session(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let outbox = session.outbox();
+        // A stateful session is known by its token while served, so that a
+        // resume that outruns the old socket's end can supersede it. Only
+        // the ticket is kept across the connection's life (every idle
+        // connection's future holds it).
+        let ticket = match session.token() {
+            Some(token) if session.is_stateful() => Some(hubs.parked.serving(token, session.hub(), outbox.clone())),
+            _ => None,
+        };
         for body in early {
             crate::transport::receive(&mut *session, &outbox, &body).await;
         }
         let ended = crate::transport::serve_websocket(&mut ws, &mut *session, &outbox, &hubs.settings.ws).await;
-        let _ = ended;
-        if outbox.kicked() == Some(crate::transport::Kick::Handoff) {
-            // Saved before the socket goes, so the client's immediate
-            // resume finds the session on whichever instance it reaches.
-            let cut = hubs.take_handing_off(session.conn());
-            let (groups, positions) = cut.unwrap_or_else(|| session.detach());
-            Box::pin(handoff::hand_off(&hubs, *session, groups, positions)).await;
-            drop(ws);
-            return;
+        let served = ticket.zip(session.token().map(str::to_string));
+        Box::pin(after_websocket(&hubs, session, ended, ws)).await;
+        if let Some((ticket, token)) = served {
+            hubs.parked.served(&token, ticket);
         }
+    }
+}
+
+/// What follows a WebSocket's end: hand the session off (a drain), park it
+/// for its client's stateful reconnect, or finish it. The socket is dropped
+/// here, at the moment that order needs.
+async fn after_websocket(
+    hubs: &Arc<Hubs>,
+    session: Box<HubSession>,
+    ended: crate::transport::Ended,
+    ws: crate::transport::WsSocket,
+) {
+    use crate::transport::{Ended, Kick};
+    let outbox = session.outbox();
+    if outbox.kicked() == Some(Kick::Handoff) {
+        // Saved before the socket goes, so the client's immediate resume
+        // finds the session on whichever instance it reaches.
+        let cut = hubs.take_handing_off(session.conn());
+        let (groups, positions) = cut.unwrap_or_else(|| session.detach());
+        Box::pin(handoff::hand_off(hubs, *session, groups, positions)).await;
         drop(ws);
-        // A socket that dropped without a Close may come back with the same
-        // token (stateful reconnect): keep the session, and its groups, for it.
-        match (ended, session.token().map(str::to_string)) {
-            (crate::transport::Ended::ByClient | crate::transport::Ended::WriteFailed, Some(token))
-                if session.can_resume() =>
-            {
-                tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
-                hubs.parked.park(token, *session);
-            }
-            _ => Box::pin(session.finish(ended)).await,
+        return;
+    }
+    drop(ws);
+    // Superseded by the client's own resume (however the transport then
+    // ended): its old socket is gone, as if it had dropped.
+    outbox.forgive(Kick::Superseded);
+    let ended = if ended == Ended::Kicked(Kick::Superseded) { Ended::ByClient } else { ended };
+    // A socket that dropped without a Close may come back with the same
+    // token (stateful reconnect): keep the session, and its groups, for it.
+    match (ended, session.token().map(str::to_string)) {
+        (Ended::ByClient | Ended::WriteFailed, Some(token)) if session.can_resume() => {
+            tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
+            hubs.parked.park(token, *session);
         }
+        _ => Box::pin(session.finish(ended)).await,
     }
 }
 

@@ -7,10 +7,15 @@
 
 use crate::sync::Unpoisoned;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::HubSession;
+use crate::config::HubId;
+use crate::transport::{Kick, Outbox};
 
 /// Numbers the client's sequenced messages (ids start at 1).
 #[derive(Debug)]
@@ -87,9 +92,27 @@ impl Incoming {
 /// Sessions whose WebSocket dropped without a Close, kept for their token
 /// until the client comes back or the window passes. They stay in fan-out,
 /// so events keep queueing for them.
+///
+/// Also the stateful sessions still being served, by token: the client
+/// resumes about a millisecond after its socket dies, often before this
+/// side has read the end of the old one. ASP.NET Core then cancels the
+/// previous transport and waits for it (`HttpConnectionDispatcher`,
+/// `CancelPreviousPoll`); [`Parked::supersede`] does the same, where a
+/// "connection in use" answer would end the client's connection.
 #[derive(Default)]
 pub(crate) struct Parked {
     sessions: Mutex<HashMap<String, (HubSession, Instant)>>,
+    serving: Mutex<Serving>,
+    /// Told whenever a served session ends (parked or finished).
+    ended: Notify,
+}
+
+/// The stateful sessions being served, by token, each with a ticket so that
+/// only its own end removes it (a resume of the same token may have begun).
+#[derive(Default)]
+struct Serving {
+    by_token: HashMap<String, (HubId, NonZeroU64, Arc<Outbox>)>,
+    next_ticket: u64,
 }
 
 impl Parked {
@@ -98,8 +121,56 @@ impl Parked {
         self.lock().insert(token, (session, Instant::now()));
     }
 
+    /// Notes a stateful session served on `outbox` for `token`; the ticket
+    /// goes back to [`Parked::served`] when the transport has ended.
+    pub(crate) fn serving(&self, token: &str, hub: HubId, outbox: Arc<Outbox>) -> NonZeroU64 {
+        let mut serving = self.serving.locked();
+        serving.next_ticket = serving.next_ticket.saturating_add(1);
+        let ticket = NonZeroU64::new(serving.next_ticket).unwrap_or(NonZeroU64::MIN);
+        serving.by_token.insert(token.to_string(), (hub, ticket, outbox));
+        ticket
+    }
+
+    /// The session served under `ticket` has ended: parked, handed off or
+    /// finished. Call after parking it, so whoever waits finds it.
+    pub(crate) fn served(&self, token: &str, ticket: NonZeroU64) {
+        let mut serving = self.serving.locked();
+        if serving.by_token.get(token).is_some_and(|(_, t, _)| *t == ticket) {
+            serving.by_token.remove(token);
+        }
+        drop(serving);
+        self.ended.notify_waiters();
+    }
+
+    /// A resume for a session whose old socket is still being served: ends
+    /// that transport as if its socket had dropped and takes the session
+    /// once it is parked. `None` when no such session is served here, or it
+    /// did not park within `wait` (it finished instead: the caller answers
+    /// as for any unknown or used token).
+    pub(crate) async fn supersede(&self, token: &str, hub: HubId, wait: Duration) -> Option<HubSession> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let served = self.serving.locked().by_token.get(token).map(|(h, _, outbox)| (*h, outbox.clone()));
+            let outbox = match served {
+                Some((h, outbox)) if h == hub => outbox,
+                Some(_) => return None,
+                None => return self.take(token, hub),
+            };
+            // Only the first reason counts: a session closing for another
+            // one finishes instead, and the take above finds nothing.
+            outbox.kick(Kick::Superseded);
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                tracing::warn!("stateful reconnect: the previous transport did not end in {wait:?}");
+                return None;
+            }
+        }
+    }
+
     /// Takes the session parked for `token` on `hub`.
-    pub(crate) fn take(&self, token: &str, hub: crate::config::HubId) -> Option<HubSession> {
+    pub(crate) fn take(&self, token: &str, hub: HubId) -> Option<HubSession> {
         let mut sessions = self.lock();
         if sessions.get(token).is_none_or(|(s, _)| s.hub() != hub) {
             return None;

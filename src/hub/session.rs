@@ -107,6 +107,11 @@ impl HubSession {
         self.stateful && self.protocol.is_some() && !self.outbox.is_closed()
     }
 
+    /// Whether the client negotiated stateful reconnect.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
     /// The hub this session belongs to.
     pub(crate) fn hub(&self) -> HubId {
         self.hub

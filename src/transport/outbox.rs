@@ -51,6 +51,11 @@ pub(crate) enum Kick {
     /// The client sent no invocation for its hub's inactivity timeout
     /// (pings do not count): a session timeout (seed 003 FR-035).
     Inactive,
+    /// The client resumed its stateful session on a new socket before this
+    /// one's end was noticed: this transport ends without a Close and the
+    /// session parks for the new one (ASP.NET Core cancels the previous
+    /// transport the same way).
+    Superseded,
 }
 
 /// Why a push did not enqueue the frame.
@@ -575,6 +580,15 @@ impl Outbox {
     /// Wakes the writer, e.g. to take the rest of a queue longer than one batch.
     pub(crate) fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// Undoes a kick for `why` once the transport it ended is gone, so the
+    /// session may go on with another (a superseded stateful session).
+    pub(crate) fn forgive(&self, why: Kick) {
+        let mut s = self.lock();
+        if s.kicked == Some(why) {
+            s.kicked = None;
+        }
     }
 
     /// Why the connection was closed from outside, if it was.

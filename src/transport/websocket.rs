@@ -113,10 +113,11 @@ pub(crate) async fn serve_websocket<S: Session>(
 ) -> Ended {
     let (mut client, mut writer) = ClientFrames::attach(socket, session, outbox, settings);
     let ended = serve(&mut client, &mut writer, session, outbox, settings).await;
-    // A session handed to another instance ends with the socket dropped, no
-    // close frame: that is what makes every client resume. A client that
-    // closed has had its Close answered already.
-    if !matches!(ended, Ended::Kicked(Kick::Handoff) | Ended::ByClient) {
+    // A session handed to another instance, or resumed on a new socket,
+    // ends with the socket dropped, no close frame: that is what makes
+    // every client resume. A client that closed has had its Close answered
+    // already.
+    if !matches!(ended, Ended::Kicked(Kick::Handoff | Kick::Superseded) | Ended::ByClient) {
         let code = if ended == Ended::WriteFailed { CLOSE_ERROR } else { CLOSE_NORMAL };
         outbox.push_final(Payload::websocket_close(code));
         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), writer.write_out(outbox, settings))).await;

@@ -318,6 +318,7 @@ impl Sidecar {
 pub struct Proxy {
     pub port: u16,
     cut: tokio::sync::watch::Sender<u64>,
+    cut_clients: tokio::sync::watch::Sender<u64>,
     target: std::sync::Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -328,12 +329,13 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = tokio::sync::watch::channel(0u64);
-        let cut_tx = cut.clone();
+        let (cut_clients, _) = tokio::sync::watch::channel(0u64);
+        let (cut_tx, clients_tx) = (cut.clone(), cut_clients.clone());
         let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
         let current = target.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let mut cut_rx = cut_tx.subscribe();
+                let (mut cut_rx, mut clients_rx) = (cut_tx.subscribe(), clients_tx.subscribe());
                 let target = current.load(std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
@@ -342,11 +344,17 @@ impl Proxy {
                         // Both sockets are dropped with no WebSocket close frame:
                         // to the client the connection just dies.
                         _ = cut_rx.changed() => {}
+                        // The client's side dies; the server's stays open and
+                        // silent, so the server notices nothing.
+                        _ = clients_rx.changed() => {
+                            drop(client);
+                            let _ = cut_rx.changed().await;
+                        }
                     }
                 });
             }
         });
-        Proxy { port, cut, target, task }
+        Proxy { port, cut, cut_clients, target, task }
     }
 
     /// Sends new connections to another port (a load balancer moving on).
@@ -357,6 +365,13 @@ impl Proxy {
     /// Drops every live connection.
     pub fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Drops the client's side of every live connection and keeps the
+    /// server's open until [`Proxy::cut`] or the test's end: the client's
+    /// network went away and the server has not noticed yet.
+    pub fn cut_clients(&self) {
+        self.cut_clients.send_modify(|n| *n += 1);
     }
 
     /// The proxied base URL.

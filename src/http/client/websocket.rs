@@ -11,6 +11,10 @@ use crate::config::HubDef;
 use crate::hub::{self, Attached, Identity, TokenTransport};
 use crate::transport;
 
+/// How long a resume waits for the transport it supersedes to end (a
+/// write to a dead socket ends at the write timeout at the latest).
+const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Accepts the upgrade: with `id`, the negotiated connection; without it,
 /// a new one (`skipNegotiation`).
 pub(super) async fn upgrade(
@@ -26,6 +30,11 @@ pub(super) async fn upgrade(
     // admitted before it may take a token, so a refusal never touches a
     // token that another connection holds.
     let mut parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
+    // A resume that outran the end of its old socket: that transport is
+    // ended here, as ASP.NET Core cancels the previous one.
+    if let (None, Some(t)) = (&parked, &token) {
+        parked = state.hubs.parked.supersede(t, hub.id, SUPERSEDE_WAIT).await;
+    }
     // A token this instance never issued may be a stateful session another
     // instance handed off while draining (CONTRACT section 14).
     if let (None, Some(t)) = (&parked, &token) {
