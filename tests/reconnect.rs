@@ -12,8 +12,11 @@ fn seq(m: &Value) -> u64 {
     m["args"][0]["sequence_number"].as_u64().expect("sequence number")
 }
 
-#[tokio::test]
-async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
+/// A stateful client, through a proxy, gets events 0..20; `drop_socket`
+/// ends its socket; 20..60 are published (with a pause), and it must get
+/// each of them once, in order, its hub connection never closing. Gives
+/// back the sidecar (and what it needs) for further checks.
+async fn resumes_exactly_once(drop_socket: fn(&Proxy)) -> (Redis, Sidecar, Driver) {
     let redis = Redis::start().await;
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
     let proxy = Proxy::start(s.port).await;
@@ -27,7 +30,7 @@ async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
     for n in 0..20 {
         assert_eq!(seq(&d.message("c", "ReceiveMessage", WAIT).await.expect("before the drop")), n);
     }
-    proxy.cut();
+    drop_socket(&proxy);
     for n in 20..60 {
         redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
         if n == 30 {
@@ -46,6 +49,12 @@ async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
         "the hub connection never closed"
     );
     assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null), "invocations work after the resume");
+    (redis, s, d)
+}
+
+#[tokio::test]
+async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
+    resumes_exactly_once(Proxy::cut).await;
 }
 
 /// The client resumes about a millisecond after its socket dies, often
@@ -55,35 +64,7 @@ async fn stateful_reconnect_resends_what_was_missed_exactly_once() {
 /// end the client's connection instead.
 #[tokio::test]
 async fn a_resume_that_outruns_the_old_sockets_end_takes_the_session_over() {
-    let redis = Redis::start().await;
-    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
-    let proxy = Proxy::start(s.port).await;
-    let mut d = Driver::start().await;
-    let url = format!("{}/hubs/chat", proxy.url());
-    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
-    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
-    for n in 0..10 {
-        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
-    }
-    for n in 0..10 {
-        assert_eq!(seq(&d.message("c", "ReceiveMessage", WAIT).await.expect("before the drop")), n);
-    }
-    proxy.cut_clients();
-    for n in 10..30 {
-        redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
-    }
-    let mut got = Vec::new();
-    while got.len() < 20 {
-        let m = d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("after the drop only {got:?}"));
-        got.push(seq(&m));
-    }
-    assert_eq!(got, (10..30).collect::<Vec<_>>(), "in order, none lost or doubled");
-    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
-    assert!(
-        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close").await.is_none(),
-        "the hub connection never closed"
-    );
-    assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null), "invocations work after the resume");
+    let (_redis, s, _d) = resumes_exactly_once(Proxy::cut_clients).await;
     let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(
         text.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 1\n"),
