@@ -97,7 +97,7 @@ impl Incoming {
 /// resumes about a millisecond after its socket dies, often before this
 /// side has read the end of the old one. ASP.NET Core then cancels the
 /// previous transport and waits for it (`HttpConnectionDispatcher`,
-/// `CancelPreviousPoll`); [`Parked::supersede`] does the same, where a
+/// `CancelPreviousPoll`); [`Parked::take_for_resume`] does the same, where a
 /// "connection in use" answer would end the client's connection.
 #[derive(Default)]
 pub(crate) struct Parked {
@@ -142,26 +142,28 @@ impl Parked {
         self.ended.notify_waiters();
     }
 
-    /// A resume for a session whose old socket is still being served: ends
-    /// that transport as if its socket had dropped and takes the session
-    /// once it is parked. `None` when no such session is served here, or it
-    /// did not park within `wait` (it finished instead: the caller answers
-    /// as for any unknown or used token).
-    pub(crate) async fn supersede(&self, token: &str, hub: HubId, wait: Duration) -> Option<HubSession> {
+    /// The session a resume for `token` takes up: the one parked for it, or
+    /// the one still served on its old socket, whose transport is ended
+    /// here as if that socket had dropped (and taken once it has parked).
+    /// `None` when neither is here, or the served one did not park within
+    /// `wait` (it finished instead: the caller answers as for any unknown
+    /// or used token).
+    pub(crate) async fn take_for_resume(&self, token: &str, hub: HubId, wait: Duration) -> Option<HubSession> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
+            if let Some(session) = self.take(token, hub) {
+                return Some(session);
+            }
             let served = self.serving.locked().by_token.get(token).map(|(h, _, outbox)| (*h, outbox.clone()));
-            let outbox = match served {
-                Some((h, outbox)) if h == hub => outbox,
-                Some(_) => return None,
-                None => return self.take(token, hub),
-            };
-            // Only the first reason counts: a session closing for another
-            // one finishes instead, and the take above finds nothing.
-            outbox.kick(Kick::Superseded);
+            match served {
+                // Only the first reason counts: a session closing for
+                // another one finishes instead, and no take finds it.
+                Some((h, outbox)) if h == hub => outbox.kick(Kick::Superseded),
+                _ => return None,
+            }
             if tokio::time::timeout_at(deadline, ended).await.is_err() {
                 tracing::warn!("stateful reconnect: the previous transport did not end in {wait:?}");
                 return None;

@@ -124,6 +124,9 @@ impl HubSession {
 
     /// Marks a parked session as taken up by a new transport.
     pub(crate) fn resume(&mut self) {
+        // A kick that superseded its old transport may have landed after
+        // the session parked: it is not for the new one.
+        self.outbox.forgive(Kick::Superseded);
         self.resuming = true;
         self.touch();
     }

@@ -29,12 +29,12 @@ pub(super) async fn upgrade(
     // reconnect resumes (it was admitted when it started); anything else is
     // admitted before it may take a token, so a refusal never touches a
     // token that another connection holds.
-    let mut parked = token.as_deref().and_then(|t| state.hubs.parked.take(t, hub.id));
-    // A resume that outran the end of its old socket: that transport is
-    // ended here, as ASP.NET Core cancels the previous one.
-    if let (None, Some(t)) = (&parked, &token) {
-        parked = state.hubs.parked.supersede(t, hub.id, SUPERSEDE_WAIT).await;
-    }
+    // A resume that outran the end of its old socket ends that transport
+    // here and takes the session, as ASP.NET Core cancels the previous one.
+    let mut parked = match &token {
+        Some(t) => state.hubs.parked.take_for_resume(t, hub.id, SUPERSEDE_WAIT).await,
+        None => None,
+    };
     // A token this instance never issued may be a stateful session another
     // instance handed off while draining (CONTRACT section 14).
     if let (None, Some(t)) = (&parked, &token) {
