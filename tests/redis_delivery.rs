@@ -281,3 +281,86 @@ async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quie
     assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("fourth")), 4);
     assert!(sent.elapsed() < window / 2, "an event after quiet waited {:?}", sent.elapsed());
 }
+
+#[tokio::test]
+async fn a_window_over_a_steady_flow_is_held_in_redis_and_cut_short_when_redis_sleeps_past_it() {
+    let redis = Redis::start().await;
+    // Redis checks a blocked command's timeout when it wakes: once a second
+    // here when idle, so a hold left to Redis alone would run late.
+    let mut admin = redis.conn();
+    let () = redis::cmd("CONFIG").arg(&["SET", "hz", "1"][..]).query(&mut admin).expect("CONFIG SET hz");
+    let window = Duration::from_millis(150);
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_READ_WINDOW_MS", "150".into())]).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
+    let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    let sequence = |m: Value| m["args"][0]["sequence_number"].as_u64().expect("a chat message");
+
+    // One event, then two inside its window: they come in one read, which
+    // says events flow faster than one a window.
+    publish(1);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("first")), 1);
+    publish(2);
+    publish(3);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("second")), 2);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("third")), 3);
+
+    // The next read waits in Redis, behind a BLPOP on the group's key.
+    let blocked = || -> bool {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis.conn()).expect("CLIENT LIST");
+        list.lines().any(|l| l.contains("cmd=blpop"))
+    };
+    let looked = std::time::Instant::now();
+    while !blocked() && looked.elapsed() < window / 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(blocked(), "no read held in Redis right after a read of two entries");
+
+    // The flow stops: the one event published inside that hold comes when
+    // the window ends, or at most a window later (the reader cuts the hold
+    // short), not at Redis's next tick up to a second away.
+    let sent = std::time::Instant::now();
+    publish(4);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("fourth")), 4);
+    let took = sent.elapsed();
+    assert!(took < window * 3, "an event held {took:?} by a window of {window:?}");
+    // Nothing else is held or lost, and the reader is back to an ordinary
+    // blocking read.
+    tokio::time::sleep(window * 3).await;
+    assert!(!blocked(), "a hold left in Redis after the flow stopped");
+    let sent = std::time::Instant::now();
+    publish(5);
+    assert_eq!(sequence(d.message("m", "ReceiveMessage", WAIT).await.expect("fifth")), 5);
+    assert!(sent.elapsed() < window, "an event after quiet waited {:?}", sent.elapsed());
+}
+
+/// A Redis user not allowed BLPOP (or CLIENT) still gets every event in
+/// order with a read window: the reader holds the window itself instead.
+#[tokio::test]
+async fn a_window_redis_will_not_hold_is_held_by_the_reader_and_loses_nothing() {
+    for denied in ["-blpop", "-client"] {
+        let redis = Redis::start().await;
+        let () = redis::cmd("ACL")
+            .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all", denied][..])
+            .query(&mut redis.conn())
+            .expect("ACL SETUSER");
+        let url = format!("redis://sidecar:s3cret@127.0.0.1:{}", redis.port);
+        let s = Sidecar::start(&[("SIDECAR_REDIS_URL", url), ("SIDECAR_READ_WINDOW_MS", "100".into())]).await;
+        let mut d = Driver::start().await;
+        join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
+        let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        // Bursts of three: every read after the first brings several
+        // entries, so each would be held in Redis if it could.
+        for burst in 0..4u64 {
+            for n in 1..=3 {
+                publish(burst * 3 + n);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        for n in 1..=12 {
+            let got = d.message("m", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{denied}: event {n}"));
+            assert_eq!(got["args"][0]["sequence_number"].as_u64(), Some(n), "{denied}: in order");
+        }
+        assert!(d.message("m", "ReceiveMessage", Duration::from_millis(300)).await.is_none(), "{denied}: none twice");
+    }
+}

@@ -43,11 +43,16 @@ const BATCH: usize = 512;
 /// little later, one XACK covers every entry settled meanwhile. Nothing
 /// waits on it: deliveries have gone, and an entry acknowledged a little
 /// later is at most delivered again after a crash, which the idempotency
-/// window hides. 50 ms: a round per 50 events at 1,000 events/s instead of
-/// one per 10 (each round is a timer, a write, a reply and its parse: at
-/// 10 ms they were a fifth of the CPU an instance spends on an event it
-/// skips), far inside the 30 s after which a pending entry is claimed.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+/// window hides. 250 ms: a round per 250 events at 1,000 events/s. Each
+/// round is a timer (two wake-ups: tokio's wheel moves a timer this long
+/// down a level first), a command built through the `redis` crate, a write
+/// and a reply that wakes the lane once more; at 10 ms they were a fifth of
+/// the CPU an instance spends on an event it skips, and at 50 ms still a
+/// tenth (two instances side by side, one with rounds a second apart:
+/// 0.88-0.91 of the other's CPU). Far inside the 30 s after which a
+/// pending entry is claimed; `sidecar_stream_pending` reads up to a
+/// quarter second of events higher.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs until every sender is gone (readers stopped, every ack resolved or
 /// dropped), so acknowledgements finish during shutdown. It gets only what

@@ -8,6 +8,14 @@
 //! connection's task (bench/gaps.md, section 1). TLS, Unix sockets and
 //! clusters keep the crate's connection, which knows their handshakes and
 //! slot routing.
+//!
+//! With a read window (`SIDECAR_READ_WINDOW_MS`) our own socket holds the
+//! window in Redis: while entries flow, each read is written behind a
+//! `BLPOP` on a key nothing writes (`<group>:window`) that times out after
+//! the window, so Redis runs the read when the window ends and the reader
+//! wakes once per read, for its reply. Held in the sidecar instead, each
+//! read was two wake-ups (the window's timer, then the reply), and a
+//! wake-up costs more on a VM than the work of the events it brings.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -29,6 +37,14 @@ const REPLY_MARGIN: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A reply buffer grown past this by a large batch is let go after it.
 const KEEP_BUFFER_BYTES: usize = 1 << 20;
+/// How long past its end a window held in Redis may run before the reader
+/// cuts it short (CLIENT UNBLOCK from its other connection), as a multiple
+/// of the window. Redis checks a blocked command's timeout when it wakes,
+/// for a command or its own timer (10 times a second by default): under a
+/// steady flow of events that is within a millisecond or two of the
+/// window's end, but when the flow stops short an idle Redis would hold the
+/// last events up to 100 ms.
+const HOLD_OVERRUN: u32 = 1;
 /// XREADGROUP commands written at once on our own socket. Redis runs a
 /// client's commands in order, the next as soon as the one before it is
 /// answered, so a queued read is the one the reader would have written a
@@ -93,8 +109,13 @@ pub(super) enum ReadConn {
 }
 
 impl ReadConn {
-    /// Connects for `read`.
-    pub(super) async fn open(config: &RedisConfig, read: ReadCommand<'_>) -> Result<ReadConn, ReadError> {
+    /// Connects for `read`. `unblock` is the connection that cuts short a
+    /// window held in Redis that runs late.
+    pub(super) async fn open(
+        config: &RedisConfig,
+        read: ReadCommand<'_>,
+        unblock: RedisConn,
+    ) -> Result<ReadConn, ReadError> {
         let block_ms = read.block.as_millis().to_string();
         let count = read.count.to_string();
         let args: [&[u8]; 11] = [
@@ -116,6 +137,13 @@ impl ReadConn {
             if let ConnectionAddr::Tcp(host, port) = info.addr() {
                 let settings = info.redis_settings();
                 let ahead = if config.read_window.is_zero() { READS_AHEAD } else { 1 };
+                let hold = (!config.read_window.is_zero()).then(|| {
+                    let key = format!("{}:window", read.group);
+                    let seconds = format!("{:.3}", config.read_window.as_secs_f64());
+                    let mut commands = resp::command(&[b"BLPOP", key.as_bytes(), seconds.as_bytes()]);
+                    commands.extend(resp::command(&args));
+                    Hold { commands, window: config.read_window, unblock, client_id: None }
+                });
                 let mut own = OwnConn {
                     host: host.clone(),
                     port: *port,
@@ -129,6 +157,8 @@ impl ReadConn {
                     socket: None,
                     in_flight: 0,
                     buf: Vec::new(),
+                    hold,
+                    held: false,
                 };
                 own.socket = Some(own.connect().await?);
                 return Ok(ReadConn::Own(Box::new(own)));
@@ -141,10 +171,18 @@ impl ReadConn {
         Ok(ReadConn::Crate(super::connect(config, None).await?, cmd))
     }
 
-    /// Blocks for the next entries (none when the block timed out).
-    pub(super) async fn read(&mut self) -> Result<Vec<Entry>, ReadError> {
+    /// Whether this connection holds a read window in Redis (see the
+    /// module's doc); the reader holds it itself otherwise.
+    pub(super) fn holds_window(&self) -> bool {
+        matches!(self, ReadConn::Own(own) if own.hold.as_ref().is_some_and(|h| h.client_id.is_some()))
+    }
+
+    /// Blocks for the next entries (none when the block timed out); with
+    /// `hold` (and [`holds_window`](Self::holds_window)), not before the
+    /// read window has passed.
+    pub(super) async fn read(&mut self, hold: bool) -> Result<Vec<Entry>, ReadError> {
         match self {
-            ReadConn::Own(own) => own.read().await,
+            ReadConn::Own(own) => own.read(hold).await,
             ReadConn::Crate(conn, cmd) => {
                 let reply: Value = cmd.query_async(conn).await?;
                 Ok(replies::from_read_reply(reply))
@@ -179,38 +217,117 @@ pub(super) struct OwnConn {
     /// Reads written on `socket` and not answered yet.
     in_flight: usize,
     buf: Vec<u8>,
+    /// Holds the read window in Redis, when there is one.
+    hold: Option<Hold>,
+    /// The read in flight is behind a hold whose reply comes first.
+    held: bool,
+}
+
+/// A read window held in Redis: a BLPOP that times out after the window,
+/// with the read queued behind it.
+struct Hold {
+    /// The BLPOP and the XREADGROUP, written together.
+    commands: Vec<u8>,
+    window: Duration,
+    /// Cuts short a hold that runs late.
+    unblock: RedisConn,
+    /// This socket's client id in Redis, for CLIENT UNBLOCK; none while
+    /// holding is off (CLIENT ID refused, or before the first connect).
+    client_id: Option<i64>,
+}
+
+impl Hold {
+    /// Asks Redis to end the hold now (as if it had timed out): an idle
+    /// Redis checks the timeout only on its next tick.
+    async fn cut_short(&mut self) {
+        let Some(id) = self.client_id else { return };
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id);
+        match tokio::time::timeout(CONNECT_TIMEOUT, cmd.query_async::<i64>(&mut self.unblock)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "CLIENT UNBLOCK refused: the read window is held in the sidecar from now on");
+                self.client_id = None;
+            }
+            Err(_) => tracing::debug!("CLIENT UNBLOCK got no reply in time"),
+        }
+    }
 }
 
 impl OwnConn {
-    async fn read(&mut self) -> Result<Vec<Entry>, ReadError> {
+    async fn read(&mut self, hold: bool) -> Result<Vec<Entry>, ReadError> {
         let mut socket = match self.socket.take() {
             Some(socket) => socket,
             None => {
                 self.in_flight = 0;
+                self.held = false;
                 self.connect().await?
             }
         };
+        let now = Instant::now();
+        // A hold's window plus its overrun: when to cut it short.
+        let mut cut_at = None;
         if self.in_flight == 0 {
-            socket.write_all(&self.commands).await?;
-            self.in_flight = self.ahead;
+            match self.hold.as_ref().filter(|h| hold && h.client_id.is_some()) {
+                Some(h) => {
+                    socket.write_all(&h.commands).await?;
+                    (self.in_flight, self.held) = (1, true);
+                    let cut = now + h.window * (1 + HOLD_OVERRUN);
+                    self.overdue.as_mut().reset(cut);
+                    cut_at = Some(cut);
+                }
+                None => {
+                    socket.write_all(&self.commands).await?;
+                    self.in_flight = self.ahead;
+                }
+            }
         }
         // Each read is answered within its block of the one before it.
-        let (within, due) = (self.reply_within, Instant::now() + self.reply_within);
+        let (within, due) = (self.reply_within, now + self.reply_within);
         let reply = {
-            let mut reply = std::pin::pin!(reply(&mut socket, &mut self.buf, resp::read_reply));
+            let (buf, held) = (&mut self.buf, &mut self.held);
+            // The hold's own answer first, if it was refused, then the read's.
+            let mut reply = std::pin::pin!(async {
+                let refused = match std::mem::take(held) {
+                    true => reply(&mut socket, buf, resp::hold_reply).await?.err(),
+                    false => None,
+                };
+                Ok::<_, ReadError>((refused, reply(&mut socket, buf, resp::read_reply).await))
+            });
             loop {
                 tokio::select! {
                     biased;
                     r = &mut reply => break r,
                     () = self.overdue.as_mut() => {
-                        if Instant::now() >= due {
+                        let now = Instant::now();
+                        if cut_at.is_some_and(|at| now >= at) {
+                            cut_at = None;
+                            if let Some(h) = self.hold.as_mut() {
+                                h.cut_short().await;
+                            }
+                        } else if now >= due {
                             return Err(ReadError::Timeout(within));
                         }
-                        // Set for an earlier read: this one is due later.
-                        self.overdue.as_mut().reset(due);
+                        // Set for an earlier read (or the cut): this one is due later.
+                        self.overdue.as_mut().reset(cut_at.unwrap_or(due));
                     }
                 }
             }
+        };
+        if cut_at.is_some() {
+            // Answered before the cut: moved on to the reply's due time, so
+            // the runtime does not wake for a cut no longer needed.
+            self.overdue.as_mut().reset(due);
+        }
+        let reply = match reply {
+            Ok((refused, reply)) => {
+                if let (Some(line), Some(hold)) = (refused, self.hold.as_mut()) {
+                    tracing::warn!(error = %line, "the read window's BLPOP was refused: the window is held in the sidecar from now on");
+                    hold.client_id = None;
+                }
+                reply
+            }
+            Err(e) => Err(e),
         };
         if self.buf.capacity() > KEEP_BUFFER_BYTES {
             self.buf = Vec::new();
@@ -240,6 +357,17 @@ impl OwnConn {
             }
             if self.db != 0 {
                 ok(&mut socket, &mut self.buf, &[b"SELECT", self.db.to_string().as_bytes()]).await?;
+            }
+            if let Some(hold) = self.hold.as_mut() {
+                socket.write_all(&resp::command(&[b"CLIENT", b"ID"])).await?;
+                hold.client_id = match reply(&mut socket, &mut self.buf, resp::integer).await {
+                    Ok(id) => Some(id),
+                    Err(ReadError::Server(line)) => {
+                        tracing::warn!(error = %line, "CLIENT ID refused: the read window is held in the sidecar");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
             }
             Ok(socket)
         };
@@ -324,12 +452,14 @@ mod tests {
             socket: None,
             in_flight: 0,
             buf: Vec::new(),
+            hold: None,
+            held: false,
         };
-        assert_eq!(conn.read().await.expect("answered in time").len(), 0);
+        assert_eq!(conn.read(false).await.expect("answered in time").len(), 0);
         // The timer was set for the first read and fires first at 300 ms:
         // the second, written at ~150 ms, still has until ~450.
         let started = Instant::now();
-        let second = conn.read().await;
+        let second = conn.read(false).await;
         let waited = started.elapsed();
         assert!(matches!(second, Err(ReadError::Timeout(t)) if t == within), "{second:?}");
         assert!(waited >= within && waited < Duration::from_secs(2), "gave up after {waited:?}");

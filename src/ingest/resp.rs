@@ -52,6 +52,40 @@ pub(super) fn status(buf: &[u8]) -> Result<usize, ParseError> {
     }
 }
 
+/// An integer reply (`CLIENT ID`): the number and the bytes it took.
+pub(super) fn integer(buf: &[u8]) -> Result<(i64, usize), ParseError> {
+    let mut c = Cursor { buf, at: 0 };
+    match c.byte()? {
+        b':' => {
+            let line = c.line()?;
+            let n = std::str::from_utf8(line).ok().and_then(|n| n.parse().ok());
+            Ok((n.ok_or(ParseError::Invalid("an integer reply that is not a number"))?, c.at))
+        }
+        b'-' => Err(server_error(c.line()?)),
+        _ => Err(ParseError::Invalid("expected an integer reply")),
+    }
+}
+
+/// The reply to the BLPOP that holds a read window in Redis: nil when the
+/// wait ran out (or was cut short by CLIENT UNBLOCK), a popped `[key,
+/// value]` should anything have pushed to the key, or an error line, given
+/// as a value (`Err(line)`) because the read queued behind it still has
+/// its own reply to take.
+pub(super) fn hold_reply(buf: &[u8]) -> Result<(Result<(), String>, usize), ParseError> {
+    let mut c = Cursor { buf, at: 0 };
+    if buf.first() == Some(&b'-') {
+        c.at = 1;
+        let line = c.line()?;
+        return Ok((Err(String::from_utf8_lossy(line).into_owned()), c.at));
+    }
+    if let Some(n) = c.array()? {
+        for _ in 0..n {
+            c.bulk()?;
+        }
+    }
+    Ok((Ok(()), c.at))
+}
+
 /// An XREADGROUP reply for one stream: its entries (none when the block
 /// timed out) and the bytes it took. `[[stream, [[id, [field, value, ...]],
 /// ...]]]`; an entry deleted while pending comes as `[id, nil]` and keeps
@@ -200,6 +234,30 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hold_reply_is_taken_whole_whatever_it_is_and_an_error_is_a_value() {
+        let after = b"*-1\r\n";
+        for (reply, expect) in [
+            (&b"*-1\r\n"[..], Ok(())),
+            (&b"_\r\n"[..], Ok(())),
+            (&b"*2\r\n$1\r\nk\r\n$1\r\nv\r\n"[..], Ok(())),
+            (&b"-WRONGTYPE Operation against a key\r\n"[..], Err("WRONGTYPE Operation against a key".to_string())),
+        ] {
+            let mut buf = reply.to_vec();
+            buf.extend_from_slice(after);
+            assert_eq!(hold_reply(&buf), Ok((expect, reply.len())), "{}", String::from_utf8_lossy(reply));
+            assert_eq!(hold_reply(&reply[..reply.len() - 1]), Err(ParseError::Incomplete));
+        }
+    }
+
+    #[test]
+    fn an_integer_reply_is_its_number() {
+        assert_eq!(integer(b":42\r\n*-1\r\n"), Ok((42, 5)));
+        assert_eq!(integer(b":4"), Err(ParseError::Incomplete));
+        assert_eq!(integer(b"-NOPERM no\r\n"), Err(ParseError::Server("NOPERM no".into())));
+        assert!(matches!(integer(b"+OK\r\n"), Err(ParseError::Invalid(_))));
+    }
 
     fn bulk(s: &str) -> String {
         format!("${}\r\n{s}\r\n", s.len())
