@@ -315,8 +315,11 @@ impl OwnConn {
             }
         };
         if cut_at.is_some() {
-            // Answered before the cut: moved on to the reply's due time, so
-            // the runtime does not wake for a cut no longer needed.
+            // Answered before the cut: moved on to the reply's due time. A
+            // timer moved later stays where it was in tokio's wheel and is
+            // moved only when that time comes, a wake-up; the next hold moves
+            // it earlier again, which takes it out of there. Left at the
+            // cut, the next hold's later cut cost a wake-up a read (traced).
             self.overdue.as_mut().reset(due);
         }
         let reply = match reply {
