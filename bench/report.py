@@ -255,8 +255,10 @@ def series(prefix):
 
 
 for prefix, what, layout in (
-        ("instances", "the overhead per instance (every instance reads every event)", "rooms spread over the instances"),
-        ("instances-by-room", "the overhead per instance (an instance skips the rooms it has no member in)", "each room on one instance")):
+        ("instances", "the overhead per instance (every instance reads every event)", "on 1, 2, 3 instances, rooms spread over the instances"),
+        ("instances-by-room", "the overhead per instance (an instance skips the rooms it has no member in)", "on 1, 2, 3 instances, each room on one instance"),
+        ("instances-paired", "the same, 1 and 3 instances measured at the same time (each set with its own Redis and generator)",
+         "on 1 and on 3 instances side by side, each room on one instance")):
     rounds = series(prefix)
     if not rounds:
         continue
@@ -277,7 +279,7 @@ for prefix, what, layout in (
     measured = "; ".join(texts)
     if len(ratios) > 1:
         measured += f"; median of {len(ratios)} rounds **{median(ratios):.2f}x**"
-    rows.append((f"10,000 connections / {rounds[0][1]['rooms'] if ok(rounds[0][1]) else 1000:,} rooms / 1,000 events/s on 1, 2, 3 instances, {layout}",
+    rows.append((f"10,000 connections / {rounds[0][1]['rooms'] if ok(rounds[0][1]) else 1000:,} rooms / 1,000 events/s {layout}",
                  what + "; issue 19: 3 against 1 <= 1.15x", measured, "(measured)",
                  f"`BENCH_SCENARIOS={prefix} bash bench/run.sh`"))
 
@@ -343,7 +345,7 @@ print()
 
 # Where the instances' CPU goes, by thread, and what they share the cores with
 # (runs whose lines carry the thread readings: loadgen after stop 32).
-split_runs = [(prefix, k, runs) for prefix in ("instances-by-room", "instances")
+split_runs = [(prefix, k, runs) for prefix in ("instances-by-room", "instances", "instances-paired")
           for k, runs in enumerate(series(prefix), 1)
           if all(ok(r) and (r.get("server") or {}).get("threads") for r in runs.values() if r)]
 if split_runs:

@@ -16,7 +16,9 @@
 # connections in one room, the rate stepped up until delivery falls behind),
 # idle (10,000 and 100,000 idle connections), typing (the typing trace),
 # instances (c's load on 1, 2 and 3 instances), instances-by-room (the same
-# with each room's members on one instance; not in the default list).
+# with each room's members on one instance; not in the default list),
+# instances-paired (1 and 3 instances at the same time, rooms whole on one
+# instance; not in the default list).
 #
 # Each scenario gets a fresh sidecar (so VmHWM and CPU time are its own) on
 # free loopback ports, against one private redis-server (--save "" and
@@ -268,6 +270,57 @@ ROUNDS_I="${BENCH_INSTANCE_ROUNDS:-1}"
 [[ "$ROUNDS_I" =~ ^[1-9][0-9]*$ ]] || die "BENCH_INSTANCE_ROUNDS must be a whole number from 1, got '$ROUNDS_I'"
 # instance_series PREFIX ROOMS: c's load on 1, 2 and 3 instances, ROUNDS_I
 # times interleaved; labels PREFIX-N, then PREFIX-N-r2, PREFIX-N-r3, ...
+# c's load on 1 instance and on 3 at the same time, each set with its own
+# redis-server and its own generator (rooms whole on one instance, as in
+# instances-by-room): the two see the same machine, so the ratio is not
+# moved by what the shared host does from one minute to the next (rounds
+# of the sequential series ranged 0.97x-1.43x in one run). Labels
+# instances-paired-1 and instances-paired-3 (-rK for round K).
+paired_series() {
+  local rooms=$1 r tag rc port2 pid2
+  port2="$(free_port)" || die "no free port for the second redis"
+  redis-server --port "$port2" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
+    --daemonize no >"$OUT/redis-2.log" 2>&1 </dev/null &
+  pid2=$!
+  STARTED+=("$pid2")
+  for ((i = 0; i < 50; i++)); do
+    [ "$(redis-cli -p "$port2" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  local load=(--connections "$BIG" --rooms "$rooms" --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)))
+  for ((r = 1; r <= ROUNDS_I; r++)); do
+    tag=""
+    [ "$r" -gt 1 ] && tag="-r$r"
+    local saved=("$REDIS_PORT" "$REDIS_URL")
+    REDIS_PORT=$port2 REDIS_URL="redis://127.0.0.1:$port2"
+    start_sidecars 3
+    local three_pids=("${SIDECAR_PIDS[@]}") three_urls=("${SIDECAR_URLS[@]}")
+    REDIS_PORT=${saved[0]} REDIS_URL=${saved[1]}
+    start_sidecars 1
+    local one="instances-paired-1$tag" three="instances-paired-3$tag"
+    echo "signalr-loadgen ${load[*]} (beside $three)" >"$OUT/$one.cmd"
+    echo "signalr-loadgen ${load[*]} (beside $one)" >"$OUT/$three.cmd"
+    say "$one and $three at once: ${load[*]}"
+    timeout -k 10 900 "$LOADGEN_BIN" --url "${SIDECAR_URLS[0]}" --server-pid "${SIDECAR_PIDS[0]}" --redis-pid "$REDIS_PID" \
+      --redis "$REDIS_URL" --stream "$STREAM" --label "$one" --out "$OUT/$one.json" "${load[@]}" >/dev/null 2>"$OUT/$one.log" &
+    local lg1=$!
+    timeout -k 10 900 "$LOADGEN_BIN" --url "$(join_by , "${three_urls[@]}")" --server-pid "$(join_by , "${three_pids[@]}")" \
+      --redis-pid "$pid2" --redis "redis://127.0.0.1:$port2" --stream "$STREAM" --label "$three" --out "$OUT/$three.json" \
+      "${load[@]}" >/dev/null 2>"$OUT/$three.log" &
+    local lg3=$!
+    wait "$lg1" || true
+    wait "$lg3" || true
+    stop_sidecars
+    SIDECAR_PIDS=("${three_pids[@]}")
+    stop_sidecars
+    for label in "$one" "$three"; do
+      [ -s "$OUT/$label.json" ] || printf '{"label":"%s","error":"loadgen failed"}\n' "$label" >"$OUT/$label.json"
+      say "$label: $(summary "$OUT/$label.json")"
+    done
+  done
+  stop_pid "$pid2"
+}
+
 instance_series() {
   local prefix=$1 rooms=$2 r n tag
   for ((r = 1; r <= ROUNDS_I; r++)); do
@@ -385,7 +438,11 @@ for s in $SCENARIOS; do
       # one in (session affinity by room; README, *Scaling out*).
       instance_series instances-by-room $((BIG_ROOMS / 6 * 6 + 6))
       ;;
-    *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances instances-by-room)" ;;
+    instances-paired)
+      # 1 and 3 instances at the same time (see paired_series).
+      paired_series $((BIG_ROOMS / 6 * 6 + 6))
+      ;;
+    *) say "unknown scenario '$s' (known: a b c stateful d idle typing instances instances-by-room instances-paired)" ;;
   esac
 done
 date -u +%Y-%m-%dT%H:%M:%SZ >"$OUT/finished_at"
