@@ -253,8 +253,7 @@ async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quie
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_READ_WINDOW_MS", "1000".into())]).await;
     let mut d = Driver::start().await;
     join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
-    let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
-    let sequence = |m: Value| m["args"][0]["sequence_number"].as_u64().expect("a chat message");
+    let publish = |n: u64| publish_chat(&redis, n);
 
     // Nothing read for a while: the reader is blocked in XREADGROUP, so the
     // first event goes out at once.
@@ -293,8 +292,7 @@ async fn a_window_over_a_steady_flow_is_held_in_redis_and_cut_short_when_redis_s
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_READ_WINDOW_MS", "150".into())]).await;
     let mut d = Driver::start().await;
     join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
-    let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
-    let sequence = |m: Value| m["args"][0]["sequence_number"].as_u64().expect("a chat message");
+    let publish = |n: u64| publish_chat(&redis, n);
 
     // One event, then two inside its window: they come in one read, which
     // says events flow faster than one a window.
@@ -348,7 +346,7 @@ async fn a_window_redis_will_not_hold_is_held_by_the_reader_and_loses_nothing() 
         let s = Sidecar::start(&[("SIDECAR_REDIS_URL", url), ("SIDECAR_READ_WINDOW_MS", "100".into())]).await;
         let mut d = Driver::start().await;
         join(&mut d, "m", &s.hub("/hubs/chat"), "r").await;
-        let publish = |n: u64| redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        let publish = |n: u64| publish_chat(&redis, n);
         // Bursts of three: every read after the first brings several
         // entries, so each would be held in Redis if it could.
         for burst in 0..4u64 {
@@ -359,8 +357,18 @@ async fn a_window_redis_will_not_hold_is_held_by_the_reader_and_loses_nothing() 
         }
         for n in 1..=12 {
             let got = d.message("m", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{denied}: event {n}"));
-            assert_eq!(got["args"][0]["sequence_number"].as_u64(), Some(n), "{denied}: in order");
+            assert_eq!(sequence(got), n, "{denied}: in order");
         }
         assert!(d.message("m", "ReceiveMessage", Duration::from_millis(300)).await.is_none(), "{denied}: none twice");
     }
+}
+
+/// Chat message `n` to room `r` on `events:chat`, as the read-window tests publish them.
+fn publish_chat(redis: &Redis, n: u64) -> String {
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)))
+}
+
+/// The sequence number of a chat message the driver received.
+fn sequence(m: Value) -> u64 {
+    m["args"][0]["sequence_number"].as_u64().expect("a chat message")
 }
