@@ -124,18 +124,25 @@ LOADGEN_BIN="$OUT/bin/signalr-loadgen"
 
 # ---------------------------------------------------------------- redis
 command -v redis-server >/dev/null || die "redis-server is needed (apt-get install redis-server)"
+# start_redis PORT LOG: a private redis-server on PORT, once it answers;
+# its PID in REDIS_STARTED_PID (and in STARTED, so it is stopped at exit).
+start_redis() {
+  local i
+  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
+    --daemonize no >"$2" 2>&1 </dev/null &
+  REDIS_STARTED_PID=$!
+  STARTED+=("$REDIS_STARTED_PID")
+  for ((i = 0; i < 50; i++)); do
+    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$REDIS_STARTED_PID" 2>/dev/null || die "redis-server exited: $(tail -n 5 "$2")"
+    sleep 0.1
+  done
+  die "redis-server does not answer on $1"
+}
 REDIS_PORT="$(free_port)" || die "no free port for redis"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
-  --daemonize no >"$OUT/redis.log" 2>&1 </dev/null &
-REDIS_PID=$!
-STARTED+=("$REDIS_PID")
+start_redis "$REDIS_PORT" "$OUT/redis.log"
+REDIS_PID=$REDIS_STARTED_PID
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-for ((i = 0; i < 50; i++)); do
-  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
-  kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(tail -n 5 "$OUT/redis.log")"
-  sleep 0.1
-done
-[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || die "redis-server does not answer on $REDIS_PORT"
 
 # ---------------------------------------------------------------- sidecars
 start_sidecars() { # start_sidecars N: fresh instances bench-1..N, each ready
@@ -268,25 +275,17 @@ SCENARIOS="${BENCH_SCENARIOS:-a b c d idle typing instances}"
 # page reports each round's ratio and their median).
 ROUNDS_I="${BENCH_INSTANCE_ROUNDS:-1}"
 [[ "$ROUNDS_I" =~ ^[1-9][0-9]*$ ]] || die "BENCH_INSTANCE_ROUNDS must be a whole number from 1, got '$ROUNDS_I'"
-# instance_series PREFIX ROOMS: c's load on 1, 2 and 3 instances, ROUNDS_I
-# times interleaved; labels PREFIX-N, then PREFIX-N-r2, PREFIX-N-r3, ...
-# c's load on 1 instance and on 3 at the same time, each set with its own
+# paired_series ROOMS: c's load on 1 instance and on 3 at the same time, each set with its own
 # redis-server and its own generator (rooms whole on one instance, as in
 # instances-by-room): the two see the same machine, so the ratio is not
 # moved by what the shared host does from one minute to the next (rounds
 # of the sequential series ranged 0.97x-1.43x in one run). Labels
 # instances-paired-1 and instances-paired-3 (-rK for round K).
 paired_series() {
-  local rooms=$1 r tag rc port2 pid2
+  local rooms=$1 r tag label port2 pid2
   port2="$(free_port)" || die "no free port for the second redis"
-  redis-server --port "$port2" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
-    --daemonize no >"$OUT/redis-2.log" 2>&1 </dev/null &
-  pid2=$!
-  STARTED+=("$pid2")
-  for ((i = 0; i < 50; i++)); do
-    [ "$(redis-cli -p "$port2" ping 2>/dev/null)" = PONG ] && break
-    sleep 0.1
-  done
+  start_redis "$port2" "$OUT/redis-2.log"
+  pid2=$REDIS_STARTED_PID
   local load=(--connections "$BIG" --rooms "$rooms" --rate 1000 --warmup "$WARM" --duration $((WIN * 2 / 3)))
   for ((r = 1; r <= ROUNDS_I; r++)); do
     tag=""
@@ -321,6 +320,8 @@ paired_series() {
   stop_pid "$pid2"
 }
 
+# instance_series PREFIX ROOMS: c's load on 1, 2 and 3 instances, ROUNDS_I
+# times interleaved; labels PREFIX-N, then PREFIX-N-r2, PREFIX-N-r3, ...
 instance_series() {
   local prefix=$1 rooms=$2 r n tag
   for ((r = 1; r <= ROUNDS_I; r++)); do
