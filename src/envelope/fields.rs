@@ -1,7 +1,9 @@
 //! A stream entry's fields as Redis returned them: the names in one string, the values in one buffer.
 //!
-//! Every entry is read, possibly decoded, and kept until it settles (a dead
-//! letter carries every field). As a string and a byte vector per field an
+//! An entry the pipeline keeps (or one that came on its own: a claim, a
+//! range) is copied out of its read into one of these and kept until it
+//! settles (a dead letter carries every field); entries passed over are
+//! only read in place (`block.rs`). As a string and a byte vector per field an
 //! entry of the flat encoding cost twelve allocations to read and twelve
 //! frees to drop (bench/gaps.md, section 1); here it is three of each: the
 //! names (text), the values and where each one is. The values are checked
@@ -12,7 +14,7 @@ use std::fmt;
 
 /// The fields of one entry, in order: names (made UTF-8, lossily, when
 /// they are not) and values (bytes as stored).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct EntryFields {
     names: String,
     values: Values,
@@ -21,24 +23,62 @@ pub struct EntryFields {
     ends: Vec<(u32, u32)>,
 }
 
-/// Every value of an entry, one after the other: text when they all are
-/// (almost always), bytes otherwise.
-#[derive(Clone)]
-enum Values {
+/// Bytes checked for UTF-8 once, all together: text when they all are
+/// (almost always), so a part of them is read as text with no check of its
+/// own; bytes otherwise. Every value of an entry, one after the other, or
+/// a whole read's reply ([`EntryBlock`](super::EntryBlock)).
+#[derive(Clone, Debug)]
+pub(super) enum Values {
     Text(String),
     Bytes(Vec<u8>),
 }
 
+impl Default for Values {
+    fn default() -> Values {
+        Values::Text(String::new())
+    }
+}
+
 impl Values {
-    fn bytes(&self) -> &[u8] {
+    /// `bytes`, checked once.
+    pub(super) fn new(bytes: Vec<u8>) -> Values {
+        match String::from_utf8(bytes) {
+            Ok(text) => Values::Text(text),
+            Err(e) => Values::Bytes(e.into_bytes()),
+        }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
         match self {
             Values::Text(text) => text.as_bytes(),
             Values::Bytes(bytes) => bytes,
         }
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.bytes().len()
+    }
+
+    /// The bytes at `at` as text, if they are UTF-8 (a span that starts or
+    /// ends inside a character is not text by itself).
+    pub(super) fn text(&self, at: std::ops::Range<usize>) -> Option<&str> {
+        match self {
+            Values::Text(text) => text.get(at),
+            Values::Bytes(bytes) => std::str::from_utf8(bytes.get(at)?).ok(),
+        }
+    }
+
+    /// Adds `bytes` at the end: text while they all are.
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        match (&mut *self, std::str::from_utf8(bytes)) {
+            (Values::Text(text), Ok(more)) => text.push_str(more),
+            (Values::Text(text), Err(_)) => {
+                let mut all = std::mem::take(text).into_bytes();
+                all.extend_from_slice(bytes);
+                *self = Values::Bytes(all);
+            }
+            (Values::Bytes(all), _) => all.extend_from_slice(bytes),
+        }
     }
 }
 
@@ -50,12 +90,6 @@ impl PartialEq for EntryFields {
 }
 
 impl Eq for EntryFields {}
-
-impl Default for EntryFields {
-    fn default() -> EntryFields {
-        EntryFields { names: String::new(), values: Values::Text(String::new()), ends: Vec::new() }
-    }
-}
 
 impl EntryFields {
     /// The fields of `parts`, in order, as a reply holds them: copied into
@@ -81,11 +115,7 @@ impl EntryFields {
             Ok(names) if ends.iter().all(|&(end, _)| names.is_char_boundary(end as usize)) => names,
             _ => return EntryFields::from_pairs_lossy(parts),
         };
-        let values = match String::from_utf8(values) {
-            Ok(text) => Values::Text(text),
-            Err(e) => Values::Bytes(e.into_bytes()),
-        };
-        EntryFields { names, values, ends }
+        EntryFields { names, values: Values::new(values), ends }
     }
 
     fn from_pairs_lossy(parts: &[(&[u8], &[u8])]) -> EntryFields {
@@ -120,15 +150,7 @@ impl EntryFields {
             return;
         };
         self.names.push_str(&name);
-        match (&mut self.values, std::str::from_utf8(value)) {
-            (Values::Text(text), Ok(value)) => text.push_str(value),
-            (Values::Text(text), Err(_)) => {
-                let mut bytes = std::mem::take(text).into_bytes();
-                bytes.extend_from_slice(value);
-                self.values = Values::Bytes(bytes);
-            }
-            (Values::Bytes(bytes), _) => bytes.extend_from_slice(value),
-        }
+        self.values.push(value);
         self.ends.push((name_end, value_end));
     }
 
@@ -147,11 +169,7 @@ impl EntryFields {
     /// every value of the entry is).
     pub fn text(&self, i: usize) -> Option<&str> {
         let (_, values) = self.spans(i)?;
-        match &self.values {
-            // A span that starts or ends inside a character is not text by itself.
-            Values::Text(text) => text.get(values),
-            Values::Bytes(bytes) => std::str::from_utf8(bytes.get(values)?).ok(),
-        }
+        self.values.text(values)
     }
 
     /// Where the `i`th field's name and value are.
@@ -169,6 +187,39 @@ impl EntryFields {
     /// No fields (an entry deleted while it was pending).
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+}
+
+/// Read access to an entry's fields however they are held: copied out
+/// ([`EntryFields`]) or in place in their read
+/// ([`FieldsRef`](super::FieldsRef)), so the head is read the same way
+/// from either.
+pub trait FieldList {
+    /// How many fields.
+    fn count(&self) -> usize;
+    /// The `i`th field's name ("" past the end).
+    fn name(&self, i: usize) -> &[u8];
+    /// The `i`th value's bytes.
+    fn value(&self, i: usize) -> Option<&[u8]>;
+    /// The `i`th value as text, if it is UTF-8.
+    fn text(&self, i: usize) -> Option<&str>;
+}
+
+impl FieldList for EntryFields {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn name(&self, i: usize) -> &[u8] {
+        self.get(i).map(|(name, _)| name.as_bytes()).unwrap_or_default()
+    }
+
+    fn value(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(|(_, value)| value)
+    }
+
+    fn text(&self, i: usize) -> Option<&str> {
+        EntryFields::text(self, i)
     }
 }
 

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::{checks, EntryFields, Envelope, EnvelopeError, Schemas};
+use super::{checks, EntryFields, Envelope, EnvelopeError, FieldList, FieldsRef, Schemas};
 
 /// The fields of an entry that say where it goes and what it is, borrowed
 /// from the entry: reading them allocates nothing, so an entry an instance
@@ -51,15 +51,15 @@ impl HeadText {
     /// fields pass the envelope's checks (`None` otherwise: such an entry
     /// is decoded whole, and refused with the schema's reason, by every
     /// instance). The last of a repeated name wins, as in the decoding.
-    fn read(fields: &EntryFields) -> Option<HeadText> {
+    fn read(fields: &impl FieldList) -> Option<HeadText> {
         let (mut id, mut kind, mut time, mut room, mut data) = (None, None, None, None, None);
-        for (i, (name, _)) in fields.iter().enumerate() {
-            let slot = match name {
-                "event_id" => &mut id,
-                "event_type" => &mut kind,
-                "timestamp" => &mut time,
-                "room_id" => &mut room,
-                "data" => &mut data,
+        for i in 0..fields.count() {
+            let slot = match fields.name(i) {
+                b"event_id" => &mut id,
+                b"event_type" => &mut kind,
+                b"timestamp" => &mut time,
+                b"room_id" => &mut room,
+                b"data" => &mut data,
                 _ => continue,
             };
             *slot = Some(i);
@@ -71,7 +71,7 @@ impl HeadText {
                 (head, HeadText::Fields([id?, kind?, room?]))
             }
             (None, Some(data)) => {
-                let d: DataHead<'_> = serde_json::from_slice(fields.get(data)?.1).ok()?;
+                let d: DataHead<'_> = serde_json::from_slice(fields.value(data)?).ok()?;
                 if !checks::is_timestamp_text(&d.timestamp) {
                     return None;
                 }
@@ -96,7 +96,7 @@ impl HeadText {
     }
 
     /// The head, from `fields` (the entry it was read from).
-    fn head<'a>(&'a self, fields: &'a EntryFields) -> Head<'a> {
+    fn head<'a>(&'a self, fields: &'a impl FieldList) -> Head<'a> {
         match self {
             HeadText::Fields(at) => {
                 let [id, kind, room] = at.map(|i| fields.text(i));
@@ -112,22 +112,23 @@ impl HeadText {
 }
 
 /// An entry whose head is known and whose rest is decoded only when the
-/// pipeline wants it.
-pub struct Pending {
+/// pipeline wants it: read in place in its read ([`FieldsRef`]) to decide
+/// that, copied out ([`EntryFields`], the default) to decode and keep it.
+pub struct Pending<F = EntryFields> {
     head: HeadText,
-    fields: EntryFields,
+    fields: F,
 }
 
-impl std::fmt::Debug for Pending {
+impl<F: FieldList> std::fmt::Debug for Pending<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending").field("head", &self.head()).finish_non_exhaustive()
     }
 }
 
-impl Pending {
+impl<F: FieldList> Pending<F> {
     /// The entry as a pending event, or its fields back when its head does
     /// not pass the envelope's checks (decode it whole then).
-    pub fn read(fields: EntryFields) -> Result<Pending, EntryFields> {
+    pub fn read(fields: F) -> Result<Pending<F>, F> {
         match HeadText::read(&fields) {
             Some(head) => Ok(Pending { head, fields }),
             None => Err(fields),
@@ -138,7 +139,17 @@ impl Pending {
     pub fn head(&self) -> Head<'_> {
         self.head.head(&self.fields)
     }
+}
 
+impl Pending<FieldsRef<'_>> {
+    /// The entry copied out of its read, to be decoded and kept; the head
+    /// found is kept with it (the fields keep their order).
+    pub fn into_owned(self) -> Pending {
+        Pending { head: self.head, fields: self.fields.to_owned() }
+    }
+}
+
+impl Pending {
     /// Decodes and checks the whole envelope. A flat entry's head is not
     /// read or checked again; anything the quick way does not take goes
     /// the slow way, which names the problem.

@@ -4,6 +4,7 @@
 //! This module checks shape only: freshness, duplicates and routing belong
 //! to the pipeline.
 
+mod block;
 mod checks;
 mod fields;
 mod head;
@@ -16,7 +17,8 @@ mod wire;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-pub use fields::EntryFields;
+pub use block::{EntryBlock, FieldsRef, Spans};
+pub use fields::{EntryFields, FieldList};
 pub use head::{Head, Pending};
 pub use payload::Payload;
 pub use schema::{SchemaError, Schemas};

@@ -10,8 +10,7 @@ use tokio::sync::mpsc;
 
 use super::acker::{Note, Settled};
 use super::hole::OnHole;
-use super::position::IdText;
-use super::replies::Entry;
+use super::replies::Read;
 use super::StreamId;
 use crate::config::RedisConfig;
 use crate::envelope::{EntryFields, Schemas};
@@ -34,17 +33,13 @@ pub(super) struct Shared {
 /// Hands one read's entries to the pipeline, in order, waiting for room in
 /// its queue (which pauses this reader; the stream keeps the events).
 /// False when the pipeline is gone (shutting down).
-pub(super) async fn hand_over(shared: &Shared, stream: &Arc<str>, read: Vec<Entry>) -> bool {
+pub(super) async fn hand_over(shared: &Shared, stream: &Arc<str>, read: Read) -> bool {
     if read.is_empty() {
         return true;
     }
-    let ids = read.iter().map(|entry| entry.id).collect();
+    let Read { ids, block } = read;
     let settle = ReadSettle { stream: stream.clone(), ids, acknowledged: Vec::new(), settled: shared.settled.clone() };
-    let mut entries = Entries::new(stream.clone(), shared.schemas.clone(), Box::new(settle), read.len());
-    let mut text = IdText::default();
-    for Entry { id, fields } in read {
-        entries.push(id.text(&mut text), fields);
-    }
+    let entries = Entries::new(stream.clone(), shared.schemas.clone(), Box::new(settle), block);
     let started = entries.received;
     match shared.input.send(Input::Entries(entries)).await {
         Ok(waited) => {

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::replies::{self, Entry};
+use super::replies::{self, Read};
 use super::resp::{self, ParseError};
 use super::RedisConn;
 use crate::config::RedisConfig;
@@ -180,12 +180,12 @@ impl ReadConn {
     /// Blocks for the next entries (none when the block timed out); with
     /// `hold` (and [`holds_window`](Self::holds_window)), not before the
     /// read window has passed.
-    pub(super) async fn read(&mut self, hold: bool) -> Result<Vec<Entry>, ReadError> {
+    pub(super) async fn read(&mut self, hold: bool) -> Result<Read, ReadError> {
         match self {
             ReadConn::Own(own) => own.read(hold).await,
             ReadConn::Crate(conn, cmd) => {
                 let reply: Value = cmd.query_async(conn).await?;
-                Ok(replies::from_read_reply(reply))
+                Ok(Read::from_entries(replies::from_read_reply(reply)))
             }
         }
     }
@@ -255,7 +255,7 @@ impl Hold {
 }
 
 impl OwnConn {
-    async fn read(&mut self, hold: bool) -> Result<Vec<Entry>, ReadError> {
+    async fn read(&mut self, hold: bool) -> Result<Read, ReadError> {
         let mut socket = match self.socket.take() {
             Some(socket) => socket,
             None => {

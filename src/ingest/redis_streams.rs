@@ -230,8 +230,8 @@ async fn read_stream(
                     window_end.as_mut().reset(tokio::time::Instant::now() + window);
                 }
                 flowing = hold;
-                if let Some(last) = entries.last() {
-                    position = last.id;
+                if let Some(last) = entries.last_id() {
+                    position = last;
                 }
                 if !hand_over(&shared, &stream, entries).await {
                     break;

@@ -6,14 +6,65 @@
 
 use redis::Value;
 
+use super::position::IdText;
 use super::StreamId;
-use crate::envelope::EntryFields;
+use crate::envelope::{EntryBlock, EntryFields};
 
 /// One stream entry: its id and its fields in order.
 #[derive(Debug, PartialEq)]
 pub(super) struct Entry {
     pub id: StreamId,
     pub fields: EntryFields,
+}
+
+/// One read's entries as the pipeline takes them: their ids, parsed (to
+/// acknowledge them and move the stream's position), and the entries
+/// themselves in one block.
+#[derive(Debug, Default)]
+pub(super) struct Read {
+    pub ids: Vec<StreamId>,
+    pub block: EntryBlock,
+}
+
+impl Read {
+    /// Entries that came one by one (a claim, the `redis` crate's reply),
+    /// copied into a block.
+    pub(super) fn from_entries(entries: Vec<Entry>) -> Read {
+        let mut read = Read { ids: Vec::with_capacity(entries.len()), block: EntryBlock::default() };
+        let mut text = IdText::default();
+        for Entry { id, fields } in entries {
+            read.ids.push(id);
+            read.block.push(id.text(&mut text), fields.iter().map(|(name, value)| (name.as_bytes(), value)));
+        }
+        read
+    }
+
+    /// How many entries.
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No entries (the block timed out).
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The last entry's id.
+    pub(super) fn last_id(&self) -> Option<StreamId> {
+        self.ids.last().copied()
+    }
+
+    /// Each entry copied out, its id as parsed and as the block holds it
+    /// checked to be the same.
+    #[cfg(test)]
+    pub(super) fn entries(&self) -> Vec<Entry> {
+        let mut text = IdText::default();
+        let entries = self.ids.iter().enumerate().map(|(i, &id)| {
+            assert_eq!(self.block.id(i), id.text(&mut text), "entry {i}'s id");
+            Entry { id, fields: self.block.fields(i).to_owned() }
+        });
+        entries.collect()
+    }
 }
 
 /// The entries of an XREADGROUP reply: `[[stream, entries], ...]` in RESP2,

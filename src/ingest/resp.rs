@@ -9,9 +9,11 @@
 //! an XREADGROUP reply is a few nested arrays of bulk strings, read here
 //! in one pass. Knows bytes only: no socket, no Redis client.
 
-use super::replies::Entry;
+use std::ops::Range;
+
+use super::replies::Read;
 use super::StreamId;
-use crate::envelope::EntryFields;
+use crate::envelope::{EntryBlock, Spans};
 
 /// Why a reply could not be taken from the buffer.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -89,54 +91,54 @@ pub(super) fn hold_reply(buf: &[u8]) -> Result<(Result<(), String>, usize), Pars
 /// An XREADGROUP reply for one stream: its entries (none when the block
 /// timed out) and the bytes it took. `[[stream, [[id, [field, value, ...]],
 /// ...]]]`; an entry deleted while pending comes as `[id, nil]` and keeps
-/// its id with no fields (the caller dead-letters it).
-pub(super) fn read_reply(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> {
+/// its id with no fields (the caller dead-letters it). The entries are
+/// read in place: the reply's bytes are copied once, whole, and each
+/// entry is where its id and fields are in them.
+pub(super) fn read_reply(buf: &[u8]) -> Result<(Read, usize), ParseError> {
     let mut c = Cursor { buf, at: 0 };
-    let mut out = Vec::new();
+    let mut read = Read::default();
     match c.byte()? {
         b'-' => return Err(server_error(c.line()?)),
         b'_' => {
             c.line()?; // RESP3 null, should the server speak it.
-            return Ok((out, c.at));
+            return Ok((read, c.at));
         }
         b'*' => {}
         _ => return Err(ParseError::Invalid("expected an array")),
     }
-    let Some(streams) = c.length()? else { return Ok((out, c.at)) };
-    let mut parts: Vec<(&[u8], &[u8])> = Vec::new();
+    let Some(streams) = c.length()? else { return Ok((read, c.at)) };
+    let mut spans = Spans::default();
     for _ in 0..streams {
         if c.array()? != Some(2) {
             return Err(ParseError::Invalid("expected [stream, entries]"));
         }
         c.bulk()?; // the stream's name: the reader reads one stream.
         let Some(entries) = c.array()? else { continue };
-        out.reserve(entries);
+        spans = Spans::with_capacity(entries);
+        read.ids.reserve(entries);
         for _ in 0..entries {
             if c.array()? != Some(2) {
                 return Err(ParseError::Invalid("expected [id, fields]"));
             }
-            let id = c.bulk()?.ok_or(ParseError::Invalid("an entry without an id"))?;
-            let id = StreamId::from_entry_id(id).ok_or(ParseError::Invalid("an entry id that is not <ms>-<seq>"))?;
-            let fields = match c.array()? {
-                None => EntryFields::default(),
-                Some(n) => {
-                    // Found first, then copied into a buffer of their size.
-                    parts.clear();
-                    parts.reserve(n / 2);
-                    for _ in 0..n / 2 {
-                        parts.push((c.bulk()?.unwrap_or_default(), c.bulk()?.unwrap_or_default()));
-                    }
-                    let fields = EntryFields::from_parts(&parts);
-                    if n % 2 == 1 {
-                        c.bulk()?;
-                    }
-                    fields
+            let at = c.bulk_span()?.ok_or(ParseError::Invalid("an entry without an id"))?;
+            let id = buf.get(at.clone()).and_then(StreamId::from_entry_id);
+            let id = id.ok_or(ParseError::Invalid("an entry id that is not <ms>-<seq>"))?;
+            if let Some(n) = c.array()? {
+                for _ in 0..n / 2 {
+                    // A nil name or value reads as empty.
+                    let name = c.bulk_span()?.unwrap_or_default();
+                    spans.field(name, c.bulk_span()?.unwrap_or_default());
                 }
-            };
-            out.push(Entry { id, fields });
+                if n % 2 == 1 {
+                    c.bulk()?;
+                }
+            }
+            spans.entry(at);
+            read.ids.push(id);
         }
     }
-    Ok((out, c.at))
+    read.block = EntryBlock::new(buf.get(..c.at).unwrap_or_default().to_vec(), spans);
+    Ok((read, c.at))
 }
 
 fn server_error(line: &[u8]) -> ParseError {
@@ -210,6 +212,12 @@ impl<'a> Cursor<'a> {
 
     /// A bulk string's bytes (`None` for nil); a simple string is taken too.
     fn bulk(&mut self) -> Result<Option<&'a [u8]>, ParseError> {
+        let buf = self.buf;
+        Ok(self.bulk_span()?.and_then(|at| buf.get(at)))
+    }
+
+    /// Where a bulk string's bytes are in the buffer (`None` for nil).
+    fn bulk_span(&mut self) -> Result<Option<Range<usize>>, ParseError> {
         match self.byte()? {
             b'$' => {
                 let Some(len) = self.length()? else { return Ok(None) };
@@ -220,11 +228,15 @@ impl<'a> Cursor<'a> {
                 if &self.buf[end..end + 2] != b"\r\n" {
                     return Err(ParseError::Invalid("a bulk string without its CRLF"));
                 }
-                let bytes = &self.buf[self.at..end];
+                let start = self.at;
                 self.at = end + 2;
-                Ok(Some(bytes))
+                Ok(Some(start..end))
             }
-            b'+' => self.line().map(Some),
+            b'+' => {
+                let start = self.at;
+                let line = self.line()?;
+                Ok(Some(start..start + line.len()))
+            }
             b'_' => self.line().map(|_| None),
             _ => Err(ParseError::Invalid("expected a bulk string")),
         }
@@ -234,6 +246,13 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::EntryFields;
+    use crate::ingest::replies::Entry;
+
+    /// A reply's entries, each copied out of the read.
+    fn parse(buf: &[u8]) -> Result<(Vec<Entry>, usize), ParseError> {
+        read_reply(buf).map(|(read, used)| (read.entries(), used))
+    }
 
     #[test]
     fn a_hold_reply_is_taken_whole_whatever_it_is_and_an_error_is_a_value() {
@@ -289,7 +308,7 @@ mod tests {
     #[test]
     fn reads_entries_with_their_fields_in_order() {
         let bytes = reply(&[("1-0", &["data", "{\"a\":\"x\\r\\n\"}"]), ("2-0", &["event_type", "x", "room_id", "r"])]);
-        let (entries, used) = read_reply(&bytes).unwrap();
+        let (entries, used) = parse(&bytes).unwrap();
         assert_eq!(used, bytes.len());
         assert_eq!(
             entries,
@@ -304,7 +323,7 @@ mod tests {
     fn a_field_name_that_is_not_text_is_kept_made_text() {
         let bytes =
             b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$2\r\nk\xff\r\n$1\r\nv\r\n$1\r\nx\r\n$0\r\n\r\n";
-        let (entries, _) = read_reply(bytes).unwrap();
+        let (entries, _) = parse(bytes).unwrap();
         assert_eq!(entries, vec![entry("1-0", &[("k\u{fffd}", "v"), ("x", "")])]);
     }
 
@@ -312,7 +331,7 @@ mod tests {
     fn a_value_may_hold_crlf_and_binary_bytes() {
         let mut bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$4\r\ndata\r\n$4\r\n".to_vec();
         bytes.extend_from_slice(b"\r\n\xff\x00\r\n");
-        let (entries, _) = read_reply(&bytes).unwrap();
+        let (entries, _) = parse(&bytes).unwrap();
         assert_eq!(entries[0].fields.iter().next(), Some(("data", &b"\r\n\xff\x00"[..])));
     }
 
@@ -320,7 +339,7 @@ mod tests {
     fn every_prefix_of_a_reply_is_incomplete() {
         let bytes = reply(&[("1-0", &["data", "{}"]), ("2-0", &["k", "v"])]);
         for end in 0..bytes.len() {
-            assert_eq!(read_reply(&bytes[..end]), Err(ParseError::Incomplete), "prefix of {end} bytes");
+            assert_eq!(parse(&bytes[..end]), Err(ParseError::Incomplete), "prefix of {end} bytes");
         }
     }
 
@@ -329,38 +348,35 @@ mod tests {
         let mut bytes = b"*-1\r\n".to_vec();
         let second = reply(&[("3-0", &["k", "v"])]);
         bytes.extend_from_slice(&second);
-        let (entries, used) = read_reply(&bytes).unwrap();
+        let (entries, used) = parse(&bytes).unwrap();
         assert!(entries.is_empty());
         assert_eq!(used, 5);
-        let (entries, used) = read_reply(&bytes[used..]).unwrap();
+        let (entries, used) = parse(&bytes[used..]).unwrap();
         assert_eq!((entries.len(), used), (1, second.len()));
     }
 
     #[test]
     fn a_deleted_pending_entry_keeps_its_id() {
         let bytes = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n4-0\r\n*-1\r\n";
-        assert_eq!(read_reply(bytes).unwrap().0, vec![entry("4-0", &[])]);
+        assert_eq!(parse(bytes).unwrap().0, vec![entry("4-0", &[])]);
     }
 
     #[test]
     fn errors_are_the_servers_line_and_garbage_is_named() {
         let nogroup = b"-NOGROUP No such key 's' or consumer group 'g'\r\n";
-        assert_eq!(
-            read_reply(nogroup),
-            Err(ParseError::Server("NOGROUP No such key 's' or consumer group 'g'".into()))
-        );
-        assert!(matches!(read_reply(b":12\r\n"), Err(ParseError::Invalid(_))));
-        assert!(matches!(read_reply(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
-        assert!(matches!(read_reply(b"*x\r\n"), Err(ParseError::Invalid(_))));
+        assert_eq!(parse(nogroup), Err(ParseError::Server("NOGROUP No such key 's' or consumer group 'g'".into())));
+        assert!(matches!(parse(b":12\r\n"), Err(ParseError::Invalid(_))));
+        assert!(matches!(parse(b"*1\r\n*2\r\n$1\r\nsXX"), Err(ParseError::Invalid(_))));
+        assert!(matches!(parse(b"*x\r\n"), Err(ParseError::Invalid(_))));
         // Lengths: empty, negative other than -1, a digit after a sign, 19 digits, a CR without its LF.
         for bad in [&b"*\r\n"[..], b"*-2\r\n", b"*1-\r\n", b"*1234567890123456789\r\n", b"*1\rx"] {
-            assert!(matches!(read_reply(bad), Err(ParseError::Invalid(_))), "{:?}", String::from_utf8_lossy(bad));
+            assert!(matches!(parse(bad), Err(ParseError::Invalid(_))), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(read_reply(b"*0\r\n"), Ok((Vec::new(), 4)));
-        assert_eq!(read_reply(b"*12"), Err(ParseError::Incomplete));
+        assert_eq!(parse(b"*0\r\n"), Ok((Vec::new(), 4)));
+        assert_eq!(parse(b"*12"), Err(ParseError::Incomplete));
         for id in ["x-0", "1", "-1", "1-", "18446744073709551616-0"] {
             let bytes = format!("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n{}*-1\r\n", bulk(id));
-            assert!(matches!(read_reply(bytes.as_bytes()), Err(ParseError::Invalid(_))), "{id}");
+            assert!(matches!(parse(bytes.as_bytes()), Err(ParseError::Invalid(_))), "{id}");
         }
         assert!(matches!(status(b"+O\rK\r\n"), Err(ParseError::Invalid(_))));
         assert_eq!(status(b"+OK\r\n"), Ok(5));

@@ -44,21 +44,26 @@ impl Pipeline {
     /// the others passed over once the read is done with), refused, or
     /// decoded and run through the stages.
     pub(super) fn process_entries(&mut self, entries: Entries) {
-        let Entries { source, ids, fields, mut settle, schemas, received } = entries;
+        let Entries { source, block, mut settle, schemas, received } = entries;
         let now = Instant::now();
-        for (i, fields) in fields.into_iter().enumerate() {
-            let id = ids.get(i);
-            let (decoded, fields) = match Pending::read(fields) {
+        for i in 0..block.len() {
+            let id = block.id(i);
+            // Read in place: copied out only if kept.
+            let (decoded, fields) = match Pending::read(block.fields(i)) {
                 Ok(pending) => {
                     if self.pass_over(pending.head(), &source, id, now) {
                         settle.acknowledge(i);
                         continue;
                     }
+                    let pending = pending.into_owned();
                     (pending.decode(&schemas), pending.into_fields())
                 }
                 // A head that fails the envelope's checks: decoded whole,
                 // which names the problem.
-                Err(fields) => (Envelope::from_stream_fields(fields.iter(), &schemas), fields),
+                Err(fields) => {
+                    let fields = fields.to_owned();
+                    (Envelope::from_stream_fields(fields.iter(), &schemas), fields)
+                }
             };
             let ack = settle.ack(i, fields);
             match decoded {

@@ -69,7 +69,7 @@ impl Rig {
     fn read(&mut self, entries: Vec<(EntryFields, &str)>) -> Vec<Fate> {
         let fates = Fates::default();
         let n = entries.len();
-        let mut read = Entries::new(Arc::from("events:chat"), schemas(), Box::new(fates.clone()), n);
+        let mut read = Entries::new(Arc::from("events:chat"), schemas(), Box::new(fates.clone()), Default::default());
         for (fields, id) in entries {
             read.push(id, fields);
         }
