@@ -92,6 +92,7 @@ VALUE_SETS = {
             "streams": ["events:chat", "events:ticket"],
             "groupPrefix": "support-rt",
             "orphanGroupIdleSeconds": 7200,
+            "readWindowMs": 16,
         },
     },
     "hpa_on": {
@@ -412,6 +413,7 @@ def test_tls_redis_from_existing_secret(render):
     assert env["SIDECAR_STREAMS"]["value"] == "events:chat,events:ticket"
     assert env["SIDECAR_GROUP_PREFIX"]["value"] == "support-rt"
     assert env["SIDECAR_ORPHAN_GROUP_IDLE_SECONDS"]["value"] == "7200"
+    assert env["SIDECAR_READ_WINDOW_MS"]["value"] == "16"
     assert not dc.of_kind(objs, "Secret"), "the chart must not create a Secret when one exists"
     assert "rediss://" in notes and '"redis-tls"' in notes
     assert '"support-rt:<pod name>"' in notes
@@ -528,6 +530,7 @@ def test_network_policy_can_admit_prometheus_namespace(render):
         ({"replica": 3}, "replica"),  # a typo of a top-level key
         ({"replicaCount": "three"}, "/replicaCount"),
         ({"replicaCount": -1}, "/replicaCount"),
+        ({"redis": {"readWindowMs": 1001}}, "/redis/readWindowMs"),
         ({"tls": {"enabled": "yes"}}, "/tls/enabled"),
         ({"tls": {"secret": "x"}}, "secret"),
         ({"adminToken": {"existingSecret": "Not_A_Name"}}, "/adminToken/existingSecret"),

@@ -247,6 +247,10 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
     - name: SIDECAR_ORPHAN_GROUP_IDLE_SECONDS
       value: {{ int .Values.redis.orphanGroupIdleSeconds | quote }}
     {{- end }}
+    {{- if not (kindIs "invalid" .Values.redis.readWindowMs) }}
+    - name: SIDECAR_READ_WINDOW_MS
+      value: {{ int .Values.redis.readWindowMs | quote }}
+    {{- end }}
     {{- end }}
     {{- if not (kindIs "invalid" .Values.redis.presenceTtlSeconds) }}
     - name: SIDECAR_PRESENCE_TTL_SECONDS
