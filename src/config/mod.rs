@@ -190,8 +190,9 @@ pub struct DeliveryConfig {
     pub max_clock_skew: Duration,
     /// An `event_id` seen within this window is delivered once (`dedupe_window_seconds`). Default 300.
     pub dedupe_window: Duration,
-    /// Most event ids remembered; the oldest go first past it (`dedupe_max_entries`).
-    /// Default 500000, about 60 MiB at the most.
+    /// Event ids the idempotency window is sized for: its table grows to
+    /// twice this many 16-byte slots at most (`dedupe_max_entries`).
+    /// Default 500000, 16 MiB at the most.
     pub dedupe_max_entries: usize,
     /// Groups one connection may join (`max_groups_per_connection`). Default 100.
     pub max_groups_per_connection: usize,
