@@ -39,6 +39,12 @@ impl Spans {
         Spans { fields: Vec::with_capacity(entries * 6), entries: Vec::with_capacity(entries), open: 0 }
     }
 
+    /// Room for `entries` more entries.
+    pub fn reserve(&mut self, entries: usize) {
+        self.fields.reserve(entries * 6);
+        self.entries.reserve(entries);
+    }
+
     /// A field of the entry being read.
     pub fn field(&mut self, name: Range<usize>, value: Range<usize>) {
         self.fields.push([name.start, name.end, value.start, value.end]);

@@ -114,7 +114,7 @@ pub(super) fn read_reply(buf: &[u8]) -> Result<(Read, usize), ParseError> {
         }
         c.bulk()?; // the stream's name: the reader reads one stream.
         let Some(entries) = c.array()? else { continue };
-        spans = Spans::with_capacity(entries);
+        spans.reserve(entries);
         read.ids.reserve(entries);
         for _ in 0..entries {
             if c.array()? != Some(2) {
@@ -353,6 +353,23 @@ mod tests {
         assert_eq!(used, 5);
         let (entries, used) = parse(&bytes[used..]).unwrap();
         assert_eq!((entries.len(), used), (1, second.len()));
+    }
+
+    #[test]
+    fn entries_of_every_stream_in_a_reply_are_kept_in_order() {
+        // A reader reads one stream, but a reply of two must not lose the
+        // first's entries: the ids settled are the block's, index by index.
+        let one = reply(&[("1-0", &["k", "a"])]);
+        let two = reply(&[("2-0", &["k", "b"]), ("3-0", &["k", "c"])]);
+        let mut bytes = b"*2\r\n".to_vec();
+        bytes.extend_from_slice(&one[4..]);
+        bytes.extend_from_slice(&two[4..]);
+        let (entries, used) = parse(&bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            entries,
+            vec![entry("1-0", &[("k", "a")]), entry("2-0", &[("k", "b")]), entry("3-0", &[("k", "c")])]
+        );
     }
 
     #[test]
