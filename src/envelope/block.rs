@@ -150,10 +150,14 @@ impl<'a> FieldsRef<'a> {
         (0..self.spans.len()).filter_map(|i| self.get(i))
     }
 
-    /// The fields copied out, for an entry the pipeline keeps.
+    /// The fields copied out, for an entry the pipeline keeps: as text not
+    /// checked again when the read was text (almost always).
     pub fn to_owned(&self) -> EntryFields {
-        let parts: Vec<(&[u8], &[u8])> = self.iter().collect();
-        EntryFields::from_parts(&parts)
+        let text = |&[ns, ne, vs, ve]: &[usize; 4]| Some((self.bytes.text(ns..ne)?, self.bytes.text(vs..ve)?));
+        match self.spans.iter().map(text).collect::<Option<Vec<_>>>() {
+            Some(parts) => EntryFields::from_text_parts(&parts),
+            None => EntryFields::from_parts(&self.iter().collect::<Vec<_>>()),
+        }
     }
 }
 
@@ -208,5 +212,11 @@ mod tests {
         assert_eq!((block.fields(2).count(), block.fields(9).count()), (0, 0));
         let copied = block.fields(3);
         assert_eq!((copied.value(0), copied.text(0)), (Some(&b"\xff"[..]), None), "bytes that are not text stay bytes");
+        assert_eq!(copied.to_owned(), EntryFields::from_pairs([("payload", &b"\xff"[..])]));
+        assert_eq!(
+            block.fields(1).to_owned(),
+            EntryFields::from_pairs([("data", &b"{}"[..])]),
+            "a read no longer text"
+        );
     }
 }

@@ -118,6 +118,26 @@ impl EntryFields {
         EntryFields { names, values: Values::new(values), ends }
     }
 
+    /// The fields of `parts`, text already (read from a reply checked
+    /// whole): copied, not checked again. An entry past 4 GiB keeps what
+    /// fits.
+    pub fn from_text_parts(parts: &[(&str, &str)]) -> EntryFields {
+        let mut names = String::with_capacity(parts.iter().map(|(k, _)| k.len()).sum());
+        let mut values = String::with_capacity(parts.iter().map(|(_, v)| v.len()).sum());
+        let mut ends = Vec::with_capacity(parts.len());
+        for (name, value) in parts {
+            let (Ok(name_end), Ok(value_end)) =
+                (u32::try_from(names.len() + name.len()), u32::try_from(values.len() + value.len()))
+            else {
+                break;
+            };
+            names.push_str(name);
+            values.push_str(value);
+            ends.push((name_end, value_end));
+        }
+        EntryFields { names, values: Values::Text(values), ends }
+    }
+
     fn from_pairs_lossy(parts: &[(&[u8], &[u8])]) -> EntryFields {
         let mut fields = EntryFields::default();
         for (name, value) in parts {
