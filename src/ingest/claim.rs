@@ -86,7 +86,7 @@ async fn claim_stream(
             .await?;
         let (next, claimed) = replies::from_autoclaim_reply(reply);
         total += claimed.len();
-        if stop.is_cancelled() || !hand_over(shared, stream, replies::Read::from_entries(claimed)).await {
+        if stop.is_cancelled() || !hand_over(shared, stream, claimed).await {
             return Ok(total);
         }
         if next == "0-0" {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redis::{RedisResult, Value};
 
-use super::replies::{self, Entry};
+use super::replies;
 use super::{RedisConn, StreamId};
 use crate::envelope::{Envelope, Schemas};
 
@@ -60,14 +60,15 @@ pub(crate) async fn entries_between(
         .arg(max + 1)
         .query_async(conn)
         .await?;
-    let entries = replies::from_range_reply(reply);
-    if entries.len() > max {
+    let read = replies::from_range_reply(reply);
+    if read.len() > max {
         return Err(RangeError::TooLong { stream: stream.to_string(), max });
     }
-    Ok(entries
-        .into_iter()
-        .filter_map(|Entry { id, fields }| Envelope::from_stream_fields(fields.iter(), schemas).ok().map(|e| (id, e)))
-        .collect())
+    let decoded = read.ids.iter().enumerate().filter_map(|(i, &id)| {
+        let fields = read.block.fields(i).to_owned();
+        Envelope::from_stream_fields(fields.iter(), schemas).ok().map(|e| (id, e))
+    });
+    Ok(decoded.collect())
 }
 
 /// Whether nothing after `after` was deleted or trimmed (Redis 7's

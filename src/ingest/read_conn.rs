@@ -185,7 +185,7 @@ impl ReadConn {
             ReadConn::Own(own) => own.read(hold).await,
             ReadConn::Crate(conn, cmd) => {
                 let reply: Value = cmd.query_async(conn).await?;
-                Ok(Read::from_entries(replies::from_read_reply(reply)))
+                Ok(replies::from_read_reply(reply))
             }
         }
     }

@@ -2,15 +2,22 @@
 //! XAUTOCLAIM, and the key/value maps of XINFO (maps in RESP3, flat arrays
 //! in RESP2). The redis crate's typed stream replies (`StreamReadReply`)
 //! clone every field into a map first, which cost about a tenth of the
-//! sidecar's instructions per event; here each field's bytes are moved.
+//! sidecar's instructions per event; here each entry's fields are copied
+//! once, into the read's block. (The reader's own connection parses its
+//! replies from the socket's bytes instead, `resp.rs`; this is the path of
+//! TLS, Unix sockets, clusters, claims and ranges.)
 
 use redis::Value;
 
+#[cfg(test)]
 use super::position::IdText;
 use super::StreamId;
-use crate::envelope::{EntryBlock, EntryFields};
+use crate::envelope::EntryBlock;
+#[cfg(test)]
+use crate::envelope::EntryFields;
 
-/// One stream entry: its id and its fields in order.
+/// One stream entry, copied out of its read (tests compare these).
+#[cfg(test)]
 #[derive(Debug, PartialEq)]
 pub(super) struct Entry {
     pub id: StreamId,
@@ -27,18 +34,6 @@ pub(super) struct Read {
 }
 
 impl Read {
-    /// Entries that came one by one (a claim, the `redis` crate's reply),
-    /// copied into a block.
-    pub(super) fn from_entries(entries: Vec<Entry>) -> Read {
-        let mut read = Read { ids: Vec::with_capacity(entries.len()), block: EntryBlock::default() };
-        let mut text = IdText::default();
-        for Entry { id, fields } in entries {
-            read.ids.push(id);
-            read.block.push(id.text(&mut text), fields.iter().map(|(name, value)| (name.as_bytes(), value)));
-        }
-        read
-    }
-
     /// How many entries.
     pub(super) fn len(&self) -> usize {
         self.ids.len()
@@ -69,54 +64,61 @@ impl Read {
 
 /// The entries of an XREADGROUP reply: `[[stream, entries], ...]` in RESP2,
 /// `{stream: entries}` in RESP3, nil when the block timed out.
-pub(super) fn from_read_reply(reply: Value) -> Vec<Entry> {
+pub(super) fn from_read_reply(reply: Value) -> Read {
+    let mut read = Read::default();
     match reply {
-        Value::Array(streams) => streams
-            .into_iter()
-            .flat_map(|s| match s {
-                Value::Array(pair) => pair.into_iter().nth(1).map(entries).unwrap_or_default(),
-                _ => Vec::new(),
-            })
-            .collect(),
-        Value::Map(streams) => streams.into_iter().flat_map(|(_, v)| entries(v)).collect(),
-        _ => Vec::new(),
+        Value::Array(streams) => {
+            for stream in streams {
+                if let Value::Array(pair) = stream {
+                    if let Some(entries) = pair.into_iter().nth(1) {
+                        add_entries(entries, &mut read);
+                    }
+                }
+            }
+        }
+        Value::Map(streams) => streams.into_iter().for_each(|(_, entries)| add_entries(entries, &mut read)),
+        _ => {}
     }
+    read
 }
 
 /// The entries of an XAUTOCLAIM reply (`[next id, entries, deleted ids]`)
 /// and the id to continue from.
-pub(super) fn from_autoclaim_reply(reply: Value) -> (String, Vec<Entry>) {
-    let Value::Array(parts) = reply else { return ("0-0".to_string(), Vec::new()) };
+pub(super) fn from_autoclaim_reply(reply: Value) -> (String, Read) {
+    let mut read = Read::default();
+    let Value::Array(parts) = reply else { return ("0-0".to_string(), read) };
     let mut parts = parts.into_iter();
     let next = parts.next().and_then(text).unwrap_or_else(|| "0-0".to_string());
-    (next, parts.next().map(entries).unwrap_or_default())
+    if let Some(entries) = parts.next() {
+        add_entries(entries, &mut read);
+    }
+    (next, read)
 }
 
 /// The entries of an XRANGE reply.
-pub(super) fn from_range_reply(reply: Value) -> Vec<Entry> {
-    entries(reply)
+pub(super) fn from_range_reply(reply: Value) -> Read {
+    let mut read = Read::default();
+    add_entries(reply, &mut read);
+    read
 }
 
-/// `[[id, [field, value, ...]], ...]`. An entry deleted while pending comes
-/// as `[id, nil]` from older servers: it keeps its id and has no fields
-/// (the caller dead-letters it, which also acknowledges it). Redis writes
-/// every id as `<ms>-<seq>`; an item that is not one is left out.
-fn entries(v: Value) -> Vec<Entry> {
-    let Value::Array(items) = v else { return Vec::new() };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(pair) = item else { return None };
-            let mut pair = pair.into_iter();
-            let id = pair.next().and_then(text)?.parse().ok()?;
-            let pairs = pair.next().map(pairs).unwrap_or_default();
-            let mut fields = EntryFields::default();
-            for (k, v) in pairs {
-                fields.push(k.as_bytes(), &bytes(v));
-            }
-            Some(Entry { id, fields })
-        })
-        .collect()
+/// Adds `[[id, [field, value, ...]], ...]` to `read`. An entry deleted
+/// while pending comes as `[id, nil]` from older servers: it keeps its id
+/// and has no fields (the caller dead-letters it, which also acknowledges
+/// it). Redis writes every id as `<ms>-<seq>`; an item that is not one is
+/// left out.
+fn add_entries(v: Value, read: &mut Read) {
+    let Value::Array(items) = v else { return };
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let mut pair = pair.into_iter();
+        let Some(id_text) = pair.next().and_then(text) else { continue };
+        let Ok(id) = id_text.parse() else { continue };
+        let fields: Vec<(String, Vec<u8>)> =
+            pair.next().map(pairs).unwrap_or_default().into_iter().map(|(name, value)| (name, bytes(value))).collect();
+        read.ids.push(id);
+        read.block.push(&id_text, fields.iter().map(|(name, value)| (name.as_bytes(), value.as_slice())));
+    }
 }
 
 /// A key/value reply (XINFO, an entry's fields) as pairs: a map in RESP3, a
@@ -180,9 +182,9 @@ mod tests {
             Value::Array(vec![entry("1-0", &["data", "{}"]), entry("2-0", &["event_type", "x", "room_id", "r"])]);
         let want = vec![expected("1-0", &[("data", "{}")]), expected("2-0", &[("event_type", "x"), ("room_id", "r")])];
         let resp2 = Value::Array(vec![Value::Array(vec![bulk("events:chat"), entries.clone()])]);
-        assert_eq!(from_read_reply(resp2), want);
+        assert_eq!(from_read_reply(resp2).entries(), want);
         let resp3 = Value::Map(vec![(bulk("events:chat"), entries)]);
-        assert_eq!(from_read_reply(resp3), want);
+        assert_eq!(from_read_reply(resp3).entries(), want);
         assert!(from_read_reply(Value::Nil).is_empty());
     }
 
@@ -195,6 +197,6 @@ mod tests {
         ]);
         let (next, got) = from_autoclaim_reply(reply);
         assert_eq!(next, "5-0");
-        assert_eq!(got, vec![expected("3-0", &[("data", "{}")]), expected("4-0", &[])]);
+        assert_eq!(got.entries(), vec![expected("3-0", &[("data", "{}")]), expected("4-0", &[])]);
     }
 }
