@@ -176,6 +176,81 @@ async fn a_position_older_than_the_history_or_from_before_anyone_was_reading_is_
 }
 
 #[tokio::test]
+async fn the_bookmark_of_a_join_before_the_streams_first_event_recovers_what_came_after() {
+    // No stream yet: the join's position is the stream's beginning, `0-0`,
+    // which is older than any window but hides nothing.
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    let first = join(&mut d, &s, "a", "d1", Value::Null).await;
+    let bookmark = first["position"].as_str().unwrap_or_else(|| panic!("a bookmark: {first}")).to_string();
+    d.stop("a").await;
+    for n in 0..3 {
+        redis.xadd_data(STREAM, &response("d1", n));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = join(&mut d, &s, "b", "d1", json!(bookmark)).await;
+    assert_eq!(back["recovered"], true, "{bookmark} hides nothing: {back}");
+    assert_eq!(ids(&received(&mut d, "b", 3).await), [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_join_is_not_recovered_where_this_instance_cannot_vouch_for_the_seam() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    join(&mut d, &s, "a", "d1", Value::Null).await;
+    redis.xadd_data(STREAM, &response("d1", 1));
+    let seen = received(&mut d, "a", 1).await[0].1.clone();
+    d.stop("a").await;
+    for n in 2..5 {
+        redis.xadd_data(STREAM, &response("d1", n));
+    }
+
+    // In the room already (joined after 2, 3 and 4): which of the events
+    // since `seen` it was sent, nothing says. Nothing since: recovered.
+    let plain = join(&mut d, &s, "b", "d1", Value::Null).await;
+    let again = d.invoke("b", "JoinDiscussion", json!(["d1", seen])).await.expect("joins");
+    assert_eq!(again["recovered"], false, "2, 3 and 4 were never sent to it: {again}");
+    let now = d.invoke("b", "JoinDiscussion", json!(["d1", plain["position"]])).await.expect("joins");
+    assert_eq!(now["recovered"], true, "nothing since its own join: {now}");
+    assert!(d.message("b", "ResponsesPosted", Duration::from_millis(500)).await.is_none(), "nothing replayed");
+
+    // A position this instance never reached (a client from an instance
+    // ahead, by more than the join waits for; here one never handed out).
+    let ahead = format!("{}-0", id_of(&seen).0 + 3_600_000);
+    let future = join(&mut d, &s, "c", "d1", json!(ahead)).await;
+    assert_eq!(future["recovered"], false, "{future}");
+    redis.xadd_data(STREAM, &response("d1", 5));
+    assert_eq!(ids(&received(&mut d, "c", 1).await), [5], "live goes on after a join not recovered");
+}
+
+#[tokio::test]
+async fn a_user_or_everyone_is_not_a_discussion_that_can_be_joined_or_replayed() {
+    // `user:<id>` and `*` are targets, not groups (CONTRACT section 3): a
+    // history join of `user:bob` would replay bob's own events to anyone.
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    let handlers = ["ResponsesPosted", "AnalysisUpdated"];
+    d.connect("eve", &s.hub(HUB), &handlers, json!({"transport": "WebSockets"})).await.expect("connects");
+    let bookmark = d.invoke("eve", "JoinDiscussion", json!(["d1", null])).await.expect("joins")["position"].clone();
+    let private = json!({"analysis_id": "a1", "version": 1, "updated_at": now(), "summary": "for bob only"});
+    redis.xadd_data(STREAM, &envelope("analysis_updated", "user:bob", private));
+    redis.xadd_data(STREAM, &response("d1", 1));
+    received(&mut d, "eve", 1).await;
+    for room in ["user:bob", "*"] {
+        let refused = d.invoke("eve", "JoinDiscussion", json!([room, bookmark])).await;
+        let error = refused.expect_err(&format!("joining {room} is refused"));
+        assert!(error.contains("not \"*\" and not starting with \"user:\""), "the error names the rule: {error}");
+        let typing = d.invoke("eve", "SendTyping", json!([room, true])).await;
+        assert!(typing.is_err(), "typing into {room} is refused");
+    }
+    assert!(d.message("eve", "AnalysisUpdated", Duration::from_millis(700)).await.is_none(), "nothing of bob's");
+    assert!(d.invoke("eve", "JoinDiscussion", json!(["d2", bookmark])).await.is_ok(), "the connection goes on");
+}
+
+#[tokio::test]
 async fn positions_hold_across_instances_and_across_a_rolling_restart() {
     let redis = Redis::start().await;
     let mut one = Sidecar::start(&discussion_env(Some(&redis))).await;

@@ -63,6 +63,40 @@ impl RedisHistory {
             .collect())
     }
 
+    /// Whether every entry `stream` ever had is from `oldest_kept` (ms) on,
+    /// so none was trimmed from the rooms' history: the stream deleted
+    /// nothing (Redis 7's `max-deleted-entry-id`) and its first entry is
+    /// that recent. `0-0`, the position a join hands out while the stream
+    /// has no entry, is then good however old it looks; any other position
+    /// older than the window is too old (CONTRACT section 15).
+    async fn beginning_kept(&self, stream: &str, oldest_kept: u64) -> Result<bool, NotRecovered> {
+        let unavailable = |e: redis::RedisError| NotRecovered::Unavailable(e.to_string());
+        let mut conn = self.shared.conn.clone();
+        let info: HashMap<String, Value> =
+            redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await.map_err(unavailable)?;
+        let deleted = info.get("max-deleted-entry-id").and_then(text).and_then(|id| id.parse::<StreamId>().ok());
+        if deleted != Some(StreamId::ZERO) {
+            return Ok(false);
+        }
+        let first: Vec<Value> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let first_id = first.first().and_then(|entry| match entry {
+            Value::Array(parts) => parts.first().and_then(text),
+            _ => None,
+        });
+        Ok(match first_id {
+            None => first.is_empty(),
+            Some(id) => id.parse::<StreamId>().is_ok_and(|id| id.ms >= oldest_kept),
+        })
+    }
+
     async fn read(
         &self,
         hub_id: HubId,
@@ -79,7 +113,9 @@ impl RedisHistory {
             return Ok(Vec::new());
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        if after.ms.saturating_add(hub.window.as_millis() as u64) < now {
+        let oldest_kept = now.saturating_sub(hub.window.as_millis() as u64);
+        let beginning_kept = || self.beginning_kept(&hub.stream, oldest_kept);
+        if after.ms < oldest_kept && !(after == StreamId::ZERO && beginning_kept().await?) {
             return Err(NotRecovered::TooOld);
         }
         if !self.writer_caught_up().await {
@@ -139,6 +175,15 @@ impl RedisHistory {
             at += run;
         }
         frames
+    }
+}
+
+/// A reply's string, as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -13,6 +13,8 @@ use super::{Error, Hubs};
 
 /// Longest group name a client may join.
 const MAX_GROUP_LEN: usize = 512;
+/// What [`valid_group`] asks of a group name, for the Completion's error.
+const GROUP_RULE: &str = "a non-empty group name of at most 512 characters, not \"*\" and not starting with \"user:\"";
 
 impl Hubs {
     /// Runs one invocation of `caller`; the result becomes the Completion.
@@ -25,7 +27,7 @@ impl Hubs {
         match method.action {
             Action::Join => {
                 let (group, last) = match method.history {
-                    true => super::missed::arguments(&method.name, &inv.arguments, MAX_GROUP_LEN)?,
+                    true => super::missed::arguments(&method.name, &inv.arguments, valid_group, GROUP_RULE)?,
                     false => (group_arg(&method.name, &inv.arguments)?, None),
                 };
                 hubs.authorizer.check(&method.authorize, identity, &hub.name, group).await?;
@@ -123,15 +125,18 @@ impl Hubs {
     }
 }
 
+/// A group a client may name. `*` and `user:<id>` are not groups but the
+/// other targets of an event's `room_id` (CONTRACT section 3): joining one
+/// would add nothing live, but a history join would replay another user's
+/// events (or every broadcast), and typing into one would reach that user's
+/// (or every) connection.
 fn valid_group(g: &str) -> bool {
-    !g.is_empty() && g.len() <= MAX_GROUP_LEN
+    !g.is_empty() && g.len() <= MAX_GROUP_LEN && g != "*" && !g.starts_with("user:")
 }
 
 fn group_arg<'a>(method: &str, args: &'a [Value]) -> Result<&'a str, Error> {
     match args {
         [Value::String(g)] if valid_group(g) => Ok(g),
-        _ => Err(Error::BadArguments(format!(
-            "{method} expects one argument: a non-empty group name of at most {MAX_GROUP_LEN} characters"
-        ))),
+        _ => Err(Error::BadArguments(format!("{method} expects one argument: {GROUP_RULE}"))),
     }
 }

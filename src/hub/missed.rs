@@ -9,9 +9,10 @@
 //! event up to the positions went out before it joined, and every later
 //! one reaches it live); the history between `lastPosition` and that cut
 //! is read, and put in front of whatever arrived live meanwhile. `recovered: false` (the
-//! position is older than the kept history, or the history cannot prove it
-//! holds every event since) tells the client to refetch; the join itself
-//! has happened either way. Where the history lives is not the hub's
+//! position is older than the kept history, the history cannot prove it
+//! holds every event since, this instance has not reached the position,
+//! or the connection was in the room already and events came since) tells
+//! the client to refetch; the join itself has happened either way. Where the history lives is not the hub's
 //! business: [`RoomHistory`] is provided by the `history` module.
 
 use std::sync::Arc;
@@ -40,6 +41,15 @@ pub(crate) enum NotRecovered {
     /// More missed events than a replay carries.
     #[error("more than {0} missed events")]
     TooLong(usize),
+    /// This instance's fan-out did not reach the position in time (it is
+    /// behind the instance the client came from, or the position was never
+    /// handed out): the live path would deliver again what the client has.
+    #[error("this instance has not reached the position")]
+    Behind,
+    /// The connection was in the room already and events came since the
+    /// position: which of them it was sent live, no record says.
+    #[error("already in the room, with events since the position")]
+    AlreadyJoined,
     /// Redis failed, or this instance has no position in the stream yet.
     #[error("history unavailable: {0}")]
     Unavailable(String),
@@ -52,6 +62,8 @@ impl NotRecovered {
             NotRecovered::TooOld => HistoryJoinOutcome::TooOld,
             NotRecovered::NotCovered => HistoryJoinOutcome::NotCovered,
             NotRecovered::TooLong(_) => HistoryJoinOutcome::TooLong,
+            NotRecovered::Behind => HistoryJoinOutcome::Behind,
+            NotRecovered::AlreadyJoined => HistoryJoinOutcome::AlreadyJoined,
             NotRecovered::Unavailable(_) => HistoryJoinOutcome::Unavailable,
         }
     }
@@ -87,15 +99,16 @@ pub(crate) trait RoomHistory: Send + Sync {
 const REACH_WAIT: Duration = Duration::from_secs(2);
 
 /// `(roomId)` or `(roomId, lastPosition)`, the position a string or null;
-/// a room name has at most `max_room` bytes.
+/// `valid_room` is the hub's rule for a group name, `room_rule` its words.
 pub(super) fn arguments<'a>(
     method: &str,
     args: &'a [Value],
-    max_room: usize,
+    valid_room: fn(&str) -> bool,
+    room_rule: &str,
 ) -> Result<(&'a str, Option<&'a str>), Error> {
     let bad = || {
         Error::BadArguments(format!(
-            "{method} expects (roomId: non-empty string, lastPosition?: string like \"1700000000000-0\" or null)"
+            "{method} expects (roomId: {room_rule}, lastPosition?: string like \"1700000000000-0\" or null)"
         ))
     };
     let (room, last) = match args {
@@ -103,7 +116,7 @@ pub(super) fn arguments<'a>(
         [Value::String(r), Value::String(p)] => (r.as_str(), Some(p.as_str())),
         _ => return Err(bad()),
     };
-    if room.is_empty() || room.len() > max_room {
+    if !valid_room(room) {
         return Err(bad());
     }
     if last.is_some_and(|p| !valid_position(p)) {
@@ -144,9 +157,16 @@ pub(super) async fn join(
         count(HistoryJoinOutcome::Unavailable);
         return Ok((joined, json!({"recovered": false, "position": null})));
     };
+    // Whether this instance's fan-out has reached the client's position:
+    // waited for a little (a client that moved from an instance ahead).
+    let mut reached = true;
     if let Some(after) = last {
         let waited = tokio::time::Instant::now();
-        while !history.reached(hub.id, after, &hubs.registry.positions()) && waited.elapsed() < REACH_WAIT {
+        loop {
+            reached = history.reached(hub.id, after, &hubs.registry.positions());
+            if reached || waited.elapsed() >= REACH_WAIT {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -164,21 +184,29 @@ pub(super) async fn join(
         Err(_) => hubs.registry.join_at(conn, group)?,
     };
     let position = history.position(hub.id, &upto);
-    let recovered = match (last, joined) {
-        (_, _) if !at_cut => {
+    let recovered = match last {
+        _ if !at_cut => {
             count(HistoryJoinOutcome::Unavailable);
             false
         }
-        (None, _) => {
+        None => {
             count(HistoryJoinOutcome::NoPosition);
             false
         }
-        // Already in the group: this connection has had every event since.
-        (Some(_), false) => true,
-        (Some(after), true) => {
+        Some(after) => {
             let protocol = Protocol::ALL.into_iter().find(|p| p.slot() == entry.slot).unwrap_or(Protocol::Json);
             let started = std::time::Instant::now();
-            match history.missed(hub.id, group, after, &upto, protocol).await {
+            let missed = match reached {
+                true => history.missed(hub.id, group, after, &upto, protocol).await,
+                false => Err(NotRecovered::Behind),
+            };
+            // Already in the group: nothing missed is the only answer that
+            // proves the connection has every event since the position.
+            let missed = missed.and_then(|frames| match joined || frames.is_empty() {
+                true => Ok(frames),
+                false => Err(NotRecovered::AlreadyJoined),
+            });
+            match missed {
                 Ok(frames) => {
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::debug!(room = group, after, frames = frames.len(), ms, "history join: replayed");
@@ -204,16 +232,24 @@ mod tests {
 
     #[test]
     fn a_history_join_takes_a_room_and_an_optional_position() {
+        let valid = |r: &str| !r.is_empty() && r != "*";
         let ok = |v: Value| {
-            arguments("Join", v.as_array().expect("array"), 512).map(|(r, p)| (r.to_string(), p.map(String::from)))
+            arguments("Join", v.as_array().expect("array"), valid, "a room")
+                .map(|(r, p)| (r.to_string(), p.map(String::from)))
         };
         assert_eq!(ok(json!(["r"])).expect("room"), ("r".into(), None));
         assert_eq!(ok(json!(["r", null])).expect("null"), ("r".into(), None));
         assert_eq!(ok(json!(["r", "1700000000000-3"])).expect("pos"), ("r".into(), Some("1700000000000-3".into())));
         assert_eq!(ok(json!(["r", "1700000000000"])).expect("ms only"), ("r".into(), Some("1700000000000".into())));
-        for bad in
-            [json!([]), json!([""]), json!(["r", 5]), json!(["r", "x-1"]), json!(["r", "1-"]), json!(["r", "p", 1])]
-        {
+        for bad in [
+            json!([]),
+            json!([""]),
+            json!(["r", 5]),
+            json!(["r", "x-1"]),
+            json!(["r", "1-"]),
+            json!(["r", "p", 1]),
+            json!(["*"]),
+        ] {
             assert!(ok(bad.clone()).is_err(), "{bad} was accepted");
         }
     }

@@ -203,6 +203,10 @@ closed_values! {
         NotCovered = "not_covered",
         /// Too many events were missed to replay.
         TooLong = "too_long",
+        /// This instance had not reached the position in time.
+        Behind = "behind",
+        /// The connection was in the room already, and events came since.
+        AlreadyJoined = "already_joined",
         /// No history (or it failed).
         Unavailable = "unavailable",
     }
