@@ -244,6 +244,14 @@ async fn room_policies_allow_and_deny_as_configured() {
     let err = d.invoke("agent", "JoinRoom", json!(["req-9"])).await.expect_err("not in the claim");
     assert!(err.contains("Not authorized to join 'req-9'"), "{err}");
     assert_eq!(d.invoke("boss", "JoinRoom", json!(["req-9"])).await, Ok(Value::Null), "a role may join any room");
+    // Typing takes what joining takes: in the room, or allowed into it.
+    let err = d.invoke("agent", "SendTyping", json!(["req-9", true])).await.expect_err("typing into a denied room");
+    assert!(err.contains("Not authorized to join 'req-9'"), "{err}");
+    assert_eq!(d.invoke("agent", "SendTyping", json!(["req-1", true])).await, Ok(Value::Null), "its own room");
+    assert_eq!(d.invoke("agent", "SendTyping", json!(["req-2", true])).await, Ok(Value::Null), "one it may join");
+    let err = d.invoke("agent", "GetPresence", json!(["req-9"])).await.expect_err("members of a denied room");
+    assert!(err.contains("Not authorized to join 'req-9'"), "{err}");
+    assert!(d.invoke("agent", "GetPresence", json!(["req-1"])).await.is_ok(), "its own room's members");
 
     d.connect("t", &s.hub("/hubs/ticket"), &["TicketStatusChanged"], json!({"accessToken": hs256(agent)}))
         .await

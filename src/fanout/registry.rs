@@ -335,6 +335,12 @@ impl Registry {
         self.read().conns.get(&id).map(|c| c.groups.clone()).unwrap_or_default()
     }
 
+    /// Whether a connection is in a group (what typing into it and asking
+    /// its presence need, short of the join policy allowing the caller).
+    pub(crate) fn in_group(&self, id: ConnId, group: &str) -> bool {
+        self.read().conns.get(&id).is_some_and(|c| c.groups.iter().any(|g| &**g == group))
+    }
+
     /// Whether any connection uses this protocol slot (so events need not be
     /// encoded for protocols nobody speaks).
     pub(crate) fn slot_in_use(&self, slot: usize) -> bool {

@@ -71,6 +71,7 @@ impl Hubs {
                         )))
                     }
                 };
+                hubs.may_use_room(caller, room).await?;
                 let user_id = caller.user_or_connection();
                 let username = identity.name.as_deref().unwrap_or(user_id);
                 // These fields are config::TYPING_PAYLOAD_FIELDS: the routing
@@ -95,6 +96,7 @@ impl Hubs {
             }
             Action::GetPresence => {
                 let room = group_arg(&method.name, &inv.arguments)?;
+                hubs.may_use_room(caller, room).await?;
                 let users = hubs.presence.users(hub.id, room).await?;
                 Ok(serde_json::json!({"room_id": room, "count": users.len(), "users": users}))
             }
@@ -122,6 +124,27 @@ impl Hubs {
                 Ok(push.invoke(method.action, &method.name, identity.user_id.as_deref(), &inv.arguments).await?)
             }
         }
+    }
+}
+
+impl Hubs {
+    /// Typing into a room and asking who is in it take what joining it
+    /// takes (CONTRACT section 7: joining a group is authorized by a
+    /// policy): being in it already, or a join method of the hub whose
+    /// policy would let the caller in. Otherwise a refused join would still
+    /// reach the room's members with typing, and list them.
+    async fn may_use_room(&self, caller: &Caller<'_>, room: &str) -> Result<(), Error> {
+        if self.registry.in_group(caller.conn, room) {
+            return Ok(());
+        }
+        let mut refused = Error::Denied(format!("Not authorized for '{room}': the hub has no method to join it"));
+        for join in caller.hub.methods().filter(|m| m.action == Action::Join) {
+            match self.authorizer.check(&join.authorize, caller.identity, &caller.hub.name, room).await {
+                Ok(()) => return Ok(()),
+                Err(e) => refused = e,
+            }
+        }
+        Err(refused)
     }
 }
 
