@@ -314,7 +314,13 @@ impl Pipeline {
             if route.delivery == Delivery::Coalesce {
                 match self.coalescer.offer(key, envelope, starts, now) {
                     Offer::Send(envelope) => self.deliver(route, &envelope, effective_time, at),
-                    Offer::Held | Offer::Unchanged => {
+                    // Held: counted when its window closes (merged into a
+                    // later one, or found already sent), or goes out then.
+                    Offer::Held => {
+                        ack.resolve(Outcome::Dropped("coalesced"));
+                        return at;
+                    }
+                    Offer::Unchanged => {
                         self.metrics.events_coalesced.inc();
                         ack.resolve(Outcome::Dropped("coalesced"));
                         return at;

@@ -325,7 +325,30 @@ fn typing_is_coalesced_within_the_window() {
     let trailing = calls(&member);
     assert_eq!(trailing.len(), 1, "the latest state at the trailing edge");
     assert_eq!((trailing[0].0.as_str(), trailing[0].1[0]["is_typing"].clone()), ("UserTyping", json!(false)));
-    assert!(r.metric("sidecar_events_coalesced", "").is_some_and(|l| !l.ends_with(" 0")));
+    // Three offered, two frames: the held start was merged into the stop.
+    assert!(
+        r.metric("sidecar_events_coalesced", "").is_some_and(|l| l.ends_with(" 1")),
+        "{:?}",
+        r.metric("sidecar_events_coalesced", "")
+    );
+}
+
+#[test]
+fn each_event_a_window_absorbs_is_counted_once() {
+    // N keystrokes of one state: the first goes out, the other N - 1 are
+    // the state already sent, dropped when the window closes.
+    for n in [2u64, 3, 5, 10] {
+        let mut r = rig();
+        let member = r.conn(CHAT, None, &["r1"]);
+        let t0 = Instant::now();
+        for _ in 0..n {
+            r.process(typing(true));
+        }
+        r.pipeline.fire(t0 + Duration::from_millis(150));
+        assert_eq!(calls(&member).len(), 1, "one frame");
+        let counted = r.metric("sidecar_events_coalesced", "");
+        assert!(counted.as_deref().is_some_and(|l| l.ends_with(&format!(" {}", n - 1))), "{n}: {counted:?}");
+    }
 }
 
 #[test]
