@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -78,34 +79,42 @@ pub async fn run_with(
     crate::transport::send_batch::set_enabled(config.server.io_uring);
 
     let (input, input_rx) = pipeline::channel(config.delivery.ingest_queue_capacity);
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    // A bad certificate stops the start, before any port is bound.
+    let tls = config.server.tls.as_ref().map(http::Tls::load).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin_listener =
+        TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let header_timeout = config.limits.http_header_timeout;
     let publisher = match &config.redis {
         Some(redis) => {
-            let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5)))
-                .await
-                .with_context(|| format!("SIDECAR_REDIS_URL: cannot connect to {}", redis.urls.join(",")))?;
+            let waiting =
+                FirstRedis { admin: &admin_listener, readiness: &readiness, metrics: &metrics, header_timeout };
+            let Some(conn) = waiting.connect(redis, shutdown.as_mut()).await? else {
+                tracing::info!("stopped before Redis answered");
+                return Ok(());
+            };
             let spool = ingest::Spool::new(redis.spool_max_events, config.delivery.max_event_age, metrics.clone());
             Publisher::redis(routes.clone(), conn, redis.stream_maxlen, input.clone(), spool)
         }
         None => Publisher::memory(routes.clone(), input.clone()),
     };
 
-    // A bad certificate stops the start, before any port is bound.
-    let tls = config.server.tls.as_ref().map(http::Tls::load).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let client_listener = TcpListener::bind(config.server.listen).await.context("SIDECAR_LISTEN: cannot bind")?;
-    let admin_listener =
-        TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
-    let listening = Listening { client: client_listener.local_addr()?, admin: admin_listener.local_addr()? };
-    tracing::info!(client = %listening.client, admin = %listening.admin, instance = %config.instance_id,
-        bus = if config.redis.is_some() { "redis" } else { "in-process" }, tls = tls.is_some(), "listening");
-
-    let listeners_stop = CancellationToken::new();
+    // The client port closes when the drain starts; the admin port (probes
+    // answering 503, the last metrics, the HTTP bridge) at the very end.
+    let client_stop = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
     let ingest_stop = CancellationToken::new();
     let pipeline_stop = CancellationToken::new();
     let keepalive_stop = CancellationToken::new();
-    // POSTed events spooled while Redis is away: appended until the
-    // listeners close (no more POSTs), then one last attempt.
+    // POSTed events spooled while Redis is away: appended until the drain
+    // starts (the spool then takes no more), then tried until just before
+    // the shutdown deadline.
     if let Some(flusher) = publisher.spool_flusher() {
-        tasks.spawn(flusher.run(listeners_stop.clone()));
+        let last_attempts = config.shutdown.timeout.saturating_sub(Duration::from_secs(1));
+        tasks.spawn(flusher.run(client_stop.clone(), last_attempts));
     }
 
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
@@ -230,32 +239,15 @@ pub async fn run_with(
         admin_token: config.server.admin_token.clone(),
     });
     let admin_service = hyper::service::service_fn(move |req| http::admin_handle(admin.clone(), req));
-    let header_timeout = config.limits.http_header_timeout;
     tasks.spawn(http::serve(
         admin_listener,
         admin_service,
-        listeners_stop.clone(),
+        admin_stop.clone(),
         tasks.clone(),
         "admin",
         header_timeout,
         // Pod-internal (probes, metrics, the HTTP bridge): always plain HTTP.
         None,
-    ));
-
-    // Clients may connect while the consumer group is being ensured; the
-    // readiness latch tells load balancers when events will flow.
-    let client_ip_header = config.server.client_ip_header.clone();
-    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone(), auth, client_ip_header });
-    let cors = Cors { origins: config.server.cors_origins.clone() };
-    let client_service = http::client_service(client, cors);
-    tasks.spawn(http::serve(
-        client_listener,
-        client_service,
-        listeners_stop.clone(),
-        tasks.clone(),
-        "client",
-        header_timeout,
-        tls,
     ));
 
     if let Some(redis) = &config.redis {
@@ -282,6 +274,28 @@ pub async fn run_with(
         }
         readiness.watch_redis(handles.redis_up);
     }
+    // Clients connect once the consumer groups exist: a client let in
+    // before would miss the events published until the groups were made
+    // at the stream's end (a restart that still gets traffic). Until then
+    // the port is not bound, so a client is refused at once and retries.
+    let client_listener = TcpListener::bind(config.server.listen).await.context("SIDECAR_LISTEN: cannot bind")?;
+    let listening = Listening { client: client_listener.local_addr()?, admin: admin_addr };
+    tracing::info!(client = %listening.client, admin = %listening.admin, instance = %config.instance_id,
+        bus = if config.redis.is_some() { "redis" } else { "in-process" }, tls = tls.is_some(), "listening");
+    let client_ip_header = config.server.client_ip_header.clone();
+    let client = Arc::new(ClientState { hubs: hubs.clone(), tasks: tasks.clone(), auth, client_ip_header });
+    let cors = Cors { origins: config.server.cors_origins.clone() };
+    let client_service = http::client_service(client, cors);
+    tasks.spawn(http::serve(
+        client_listener,
+        client_service,
+        client_stop.clone(),
+        tasks.clone(),
+        "client",
+        header_timeout,
+        tls,
+    ));
+
     drop(input);
     readiness.set(Phase::Running);
     tracing::info!("ready");
@@ -290,7 +304,7 @@ pub async fn run_with(
     shutdown.await;
     let deadline = tokio::time::Instant::now() + config.shutdown.timeout;
     readiness.set(Phase::Draining);
-    listeners_stop.cancel();
+    client_stop.cancel();
     // Connections not yet told to go are still owed every event: ingest and
     // the pipeline run until the last one has been closed.
     hub::drain(&hubs, config.shutdown.drain_window).await;
@@ -303,6 +317,7 @@ pub async fn run_with(
     keepalive_stop.cancel();
     // Answered questions (as draining) until here; now leaves the set.
     introspect_stop.cancel();
+    admin_stop.cancel();
     tasks.close();
     if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
         tracing::warn!(
@@ -313,6 +328,86 @@ pub async fn run_with(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What waiting for Redis at start needs: the admin port keeps answering
+/// meanwhile.
+struct FirstRedis<'a> {
+    admin: &'a TcpListener,
+    readiness: &'a Arc<Readiness>,
+    metrics: &'a Arc<Metrics>,
+    header_timeout: Duration,
+}
+
+/// Longest pause between two attempts to reach Redis at start.
+const FIRST_REDIS_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl FirstRedis<'_> {
+    /// The first connection to Redis, waited for while Redis does not
+    /// answer (a pod starting beside it, an outage): meanwhile the admin
+    /// port answers `/healthz` 200 and `/readyz` 503 (CONTRACT section 8),
+    /// so an orchestrator keeps the pod unready instead of restarting it in
+    /// a loop. A refusal waiting cannot mend (a wrong password) stops the
+    /// start. `None`: told to shut down first.
+    async fn connect(
+        self,
+        redis: &crate::config::RedisConfig,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> anyhow::Result<Option<ingest::RedisConn>> {
+        let fatal = |e: redis::RedisError| {
+            anyhow::Error::new(e).context(format!("SIDECAR_REDIS_URL: cannot connect to {}", redis.urls.join(",")))
+        };
+        let error = match ingest::connect(redis, Some(Duration::from_secs(5))).await {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(e) if ingest::is_unavailable(&e) => e,
+            Err(e) => return Err(fatal(e)),
+        };
+        tracing::warn!(error = %error, "Redis does not answer: waiting for it (/readyz answers 503 meanwhile)");
+        self.readiness.waiting_for_redis(true);
+        let stop = CancellationToken::new();
+        let interim = TaskTracker::new();
+        // A second handle on the admin socket, served until Redis answers.
+        let listener = std::net::TcpListener::from(std::os::fd::AsFd::as_fd(self.admin).try_clone_to_owned()?);
+        listener.set_nonblocking(true)?;
+        let (readiness, metrics) = (self.readiness.clone(), self.metrics.clone());
+        let service =
+            hyper::service::service_fn(move |req| http::admin_handle_starting(readiness.clone(), metrics.clone(), req));
+        let listener = TcpListener::from_std(listener)?;
+        interim.spawn(http::serve(
+            listener,
+            service,
+            stop.clone(),
+            interim.clone(),
+            "admin",
+            self.header_timeout,
+            None,
+        ));
+        let mut pause = Duration::from_millis(500);
+        let outcome = loop {
+            tokio::select! {
+                () = shutdown.as_mut() => break Ok(None),
+                () = tokio::time::sleep(pause) => {}
+            }
+            match ingest::connect(redis, Some(Duration::from_secs(5))).await {
+                Ok(conn) => {
+                    tracing::info!("Redis answers: starting");
+                    break Ok(Some(conn));
+                }
+                Err(e) if ingest::is_unavailable(&e) => {
+                    tracing::warn!(error = %e, "Redis still does not answer: waiting");
+                    pause = (pause * 2).min(FIRST_REDIS_RETRY_MAX);
+                }
+                Err(e) => break Err(fatal(e)),
+            }
+        };
+        stop.cancel();
+        interim.close();
+        if tokio::time::timeout(Duration::from_secs(1), interim.wait()).await.is_err() {
+            tracing::debug!("an admin request of the wait for Redis was still open");
+        }
+        self.readiness.waiting_for_redis(false);
+        outcome
+    }
 }
 
 /// The introspection API's view of this instance, and the Redis bus that

@@ -188,6 +188,33 @@ async fn an_event_that_goes_stale_in_the_spool_is_dropped_and_counted() {
 }
 
 #[tokio::test]
+async fn what_is_queued_at_a_sigterm_still_reaches_every_instance_if_redis_returns_before_the_deadline() {
+    // CONTRACT section 14: a `queued` event reaches every instance's
+    // clients once Redis answers again, even if its instance is stopping.
+    let mut redis = Redis::start().await;
+    let mut a = instance(&redis, "spool-term-a", &[("SIDECAR_SHUTDOWN_TIMEOUT_SECONDS", "20".to_string())]).await;
+    let b = instance(&redis, "spool-term-b", &[]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &b, "on-b", "r").await;
+    redis.stop(true).await;
+    for n in 1..=3 {
+        let e = envelope("chat_message", "r", chat_payload("r", n));
+        assert_eq!(post(&a, &e).await, (202, json!({"status": "queued"})), "event {n} while Redis is down");
+    }
+    a.terminate();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.running(), "still trying to append what it queued");
+    redis.restart().await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = d.message("on-b", "ReceiveMessage", Duration::from_secs(20)).await;
+        got.push(seq(&m.unwrap_or_else(|| panic!("on-b received only {got:?}"))));
+    }
+    assert_eq!(got, vec![1, 2, 3], "every queued event, in order");
+    assert_eq!(a.stop().await, Some(0), "then a clean exit");
+}
+
+#[tokio::test]
 async fn what_the_spool_still_holds_at_exit_is_logged_with_its_count() {
     let mut redis = Redis::start().await;
     let log = std::env::temp_dir().join(format!("sidecar-spool-exit-{}.log", free_port()));
@@ -196,6 +223,7 @@ async fn what_the_spool_still_holds_at_exit_is_logged_with_its_count() {
         ("SIDECAR_INSTANCE_ID", "spool-exit".to_string()),
         ("SIDECAR_LOG_FORMAT", "json".to_string()),
         ("SIDECAR_DRAIN_WINDOW_SECONDS", "0".to_string()),
+        ("SIDECAR_SHUTDOWN_TIMEOUT_SECONDS", "4".to_string()),
     ];
     let mut s = Sidecar::start_logged(&env, &log).await;
     redis.stop(false).await;
@@ -205,7 +233,9 @@ async fn what_the_spool_still_holds_at_exit_is_logged_with_its_count() {
     }
     let started = Instant::now();
     assert_eq!(s.stop().await, Some(0), "a clean exit");
-    assert!(started.elapsed() < Duration::from_secs(15), "the last attempt is bounded: {:?}", started.elapsed());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the last attempts end before the shutdown deadline: {took:?}");
+    assert!(took >= Duration::from_secs(2), "Redis was given until near the deadline: {took:?}");
     let text = std::fs::read_to_string(&log).expect("log");
     let line = text
         .lines()

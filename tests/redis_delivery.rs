@@ -7,6 +7,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::http::request;
+use support::raw::RawWs;
 use support::*;
 
 async fn setup() -> (Redis, Sidecar, Driver) {
@@ -371,4 +373,60 @@ fn publish_chat(redis: &Redis, n: u64) -> String {
 /// The sequence number of a chat message the driver received.
 fn sequence(m: Value) -> u64 {
     m["args"][0]["sequence_number"].as_u64().expect("a chat message")
+}
+
+#[tokio::test]
+async fn a_sidecar_started_before_redis_waits_unready_and_serves_once_redis_answers() {
+    // CONTRACT section 8: `/readyz` is 503 while Redis is unreachable; a
+    // pod that starts before its Redis must wait, not exit (a crash loop).
+    let port = free_port();
+    let mut s = Sidecar::launch(&[("SIDECAR_REDIS_URL", format!("redis://127.0.0.1:{port}"))]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !matches!(request(s.admin_port, "GET", "/healthz", &[], b"").await, Ok((200, _))) {
+        assert!(s.running(), "the sidecar exited while Redis was unreachable");
+        assert!(std::time::Instant::now() < deadline, "/healthz never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = request(s.admin_port, "GET", "/readyz", &[], b"").await.expect("readyz");
+    assert_eq!((status, body.trim()), (503, "not ready: starting: waiting for Redis"));
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.is_err(), "no clients before the groups exist");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(s.running(), "still waiting");
+
+    let redis = Redis::start_on(port).await;
+    s.wait_ready().await.expect("ready once Redis answers");
+    let mut d = Driver::start().await;
+    join(&mut d, "a", &s.hub("/hubs/chat"), "r1").await;
+    redis.xadd_data("events:chat", &envelope("chat_message", "r1", chat_payload("r1", 1)));
+    assert!(d.message("a", "ReceiveMessage", WAIT).await.is_some(), "delivered");
+}
+
+#[tokio::test]
+async fn readiness_answers_503_through_the_drain() {
+    // CONTRACT section 8: `/readyz` answers 503 while draining; the admin
+    // port stays up until the process ends (the last metrics, probes).
+    let env = [("SIDECAR_DRAIN_WINDOW_SECONDS", "2".to_string())];
+    let mut s = Sidecar::start(&env).await;
+    // Enough connections that their Closes are spread over the window.
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+        ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+        ws.recv().await.expect("handshake answer");
+        clients.push(ws);
+    }
+    s.terminate();
+    let mut answered = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while s.running() && std::time::Instant::now() < deadline {
+        if let Ok((status, body)) = request(s.admin_port, "GET", "/readyz", &[], b"").await {
+            answered.push((status, body.trim().to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first may have come before the signal was handled.
+    let draining = (503, "not ready: draining".to_string());
+    let from = answered.iter().position(|a| *a == draining).unwrap_or_else(|| panic!("never draining: {answered:?}"));
+    assert!(answered[from..].iter().all(|a| *a == draining), "{answered:?}");
+    assert!(answered.len() - from >= 3, "answered through the drain: {answered:?}");
 }

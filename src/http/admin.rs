@@ -36,6 +36,33 @@ pub(crate) struct AdminState {
     pub admin_token: Option<AdminToken>,
 }
 
+/// Handles one admin request while the sidecar waits for Redis at start:
+/// alive (`/healthz` 200), not ready (`/readyz` 503, CONTRACT section 8),
+/// metrics readable; anything else 503, as nothing else is up yet.
+pub(crate) async fn handle_starting(
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let answer = |status: StatusCode, body: String, content_type: &'static str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(text(body))
+            .expect("static headers are valid")
+    };
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
+        (&Method::GET, "/metrics") => {
+            answer(StatusCode::OK, metrics.render(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        }
+        _ => {
+            let why = readiness.check().err().unwrap_or("starting");
+            answer(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), "text/plain")
+        }
+    })
+}
+
 /// Handles one admin request.
 pub(crate) async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(route(&state, req).await.unwrap_or_else(HttpError::into_response))

@@ -15,7 +15,7 @@ mod readiness;
 mod tls;
 mod webhook;
 
-pub(crate) use admin::{handle as admin_handle, AdminState};
+pub(crate) use admin::{handle as admin_handle, handle_starting as admin_handle_starting, AdminState};
 pub(crate) use client::{ClientState, Cors};
 pub(crate) use error::Body;
 pub(crate) use push_client::HyperPushClient;

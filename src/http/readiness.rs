@@ -20,12 +20,19 @@ pub(crate) enum Phase {
 pub(crate) struct Readiness {
     phase: AtomicU8,
     redis_up: std::sync::OnceLock<Arc<AtomicBool>>,
+    /// Starting, and Redis has not answered yet.
+    waiting_for_redis: AtomicBool,
 }
 
 impl Readiness {
     /// Moves to `phase`.
     pub(crate) fn set(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// Starting and waiting for Redis to answer (or no longer).
+    pub(crate) fn waiting_for_redis(&self, waiting: bool) {
+        self.waiting_for_redis.store(waiting, Ordering::SeqCst);
     }
 
     /// Makes readiness also depend on Redis answering.
@@ -45,6 +52,7 @@ impl Readiness {
     /// `Ok` when ready, else why not.
     pub(crate) fn check(&self) -> Result<(), &'static str> {
         match self.phase.load(Ordering::SeqCst) {
+            0 if self.waiting_for_redis.load(Ordering::SeqCst) => Err("starting: waiting for Redis"),
             0 => Err("starting"),
             2 => Err("draining"),
             _ => match self.redis_up.get() {

@@ -30,7 +30,7 @@ pub(super) async fn append(
 /// same XADD will succeed later and the event is worth keeping. False for a
 /// refusal that retrying cannot fix (a key of another type, an ACL denial):
 /// holding such an event would block every one behind it.
-pub(super) fn is_unavailable(e: &RedisError) -> bool {
+pub(crate) fn is_unavailable(e: &RedisError) -> bool {
     if e.code() == Some("OOM") {
         return true;
     }

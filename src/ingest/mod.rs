@@ -34,6 +34,7 @@ mod resp;
 mod spool;
 mod spool_flush;
 
+pub(crate) use append::is_unavailable;
 pub(crate) use hole::{Hole, OnHole};
 pub(crate) use position::StreamId;
 pub(crate) use publisher::{PublishError, Published, Publisher};

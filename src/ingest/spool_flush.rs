@@ -4,8 +4,10 @@
 //! most a second, so the outage ends for POSTed events within a second of
 //! Redis's return, and drops what went stale meanwhile.
 //!
-//! At shutdown it closes the spool (later POSTs get 503), tries once more
-//! for a few seconds, and logs and counts whatever it could not append.
+//! At shutdown it closes the spool (later POSTs get 503), keeps trying for
+//! as long as the shutdown allows (Redis may come back: every event it
+//! answered `queued` for is owed to every instance's clients, CONTRACT
+//! section 14), and logs and counts whatever it could not append.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +23,6 @@ use super::RedisConn;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between attempts while Redis is away.
 const RETRY_MAX: Duration = Duration::from_secs(1);
-/// How long the last attempt at shutdown may take: the rest of the
-/// shutdown (the drain of the clients) must not wait on a Redis that is gone.
-const LAST_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// Appends the spool's events to Redis; made by the publisher that fills the
 /// spool, run by `app` on its task tracker.
@@ -42,8 +41,9 @@ enum Pass {
 }
 
 impl SpoolFlusher {
-    /// Runs until `stop`, then makes a last attempt and reports the loss.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    /// Runs until `stop`, then keeps trying for up to `last_attempts` (an
+    /// empty spool ends it at once) and reports the loss.
+    pub(crate) async fn run(self, stop: CancellationToken, last_attempts: Duration) {
         let mut backoff = RETRY_MIN;
         loop {
             // A pass is never cut short by `stop`: an XADD abandoned half-way
@@ -67,8 +67,16 @@ impl SpoolFlusher {
             }
         }
         self.spool.close();
-        if tokio::time::timeout(LAST_ATTEMPT, self.pass()).await.is_err() {
-            tracing::warn!("Redis did not answer the last attempt to append the spool");
+        let last = async {
+            let mut backoff = RETRY_MIN;
+            while let Pass::Unavailable = self.pass().await {
+                self.spool.drop_stale(Utc::now());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        };
+        if tokio::time::timeout(last_attempts, last).await.is_err() {
+            tracing::warn!(waited = ?last_attempts, "Redis did not come back before the shutdown deadline");
         }
         let lost = self.spool.abandon();
         if lost > 0 {

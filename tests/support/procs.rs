@@ -93,6 +93,15 @@ impl Redis {
             .expect("wait");
     }
 
+    /// Starts a server on `port` (one a sidecar was told to use before it
+    /// was there).
+    pub async fn start_on(port: u16) -> Redis {
+        let data_dir = std::env::temp_dir().join(format!("sidecar-test-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let child = Redis::spawn(port, &data_dir).await;
+        Redis { port, child, data_dir }
+    }
+
     /// Starts the server again on the same port, with the data the last
     /// [`Redis::stop`] kept, if it kept any.
     pub async fn restart(&mut self) {
@@ -201,6 +210,40 @@ impl Sidecar {
         panic!("{last} (three tries, each on other ports)")
     }
 
+    /// Runs the binary without waiting for it to be ready (see
+    /// [`Sidecar::wait_ready`]).
+    pub fn launch(env: &[(&str, String)]) -> Sidecar {
+        Sidecar::command(free_port(), free_port(), env, None)
+    }
+
+    /// Waits (up to 20 s) for `/readyz` to answer 200; an error when the
+    /// process exits first.
+    pub async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = super::http::request(self.admin_port, "GET", "/readyz", &[], b"").await {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(format!("the sidecar exited before it was ready ({status})"));
+            }
+            assert!(Instant::now() < deadline, "the sidecar did not become ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns at once (the drain goes on).
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
     /// Runs the binary and waits for `/readyz`; an error when it exits first.
     async fn spawn(
         port: u16,
@@ -208,6 +251,12 @@ impl Sidecar {
         env: &[(&str, String)],
         log: Option<&std::path::Path>,
     ) -> Result<Sidecar, String> {
+        let mut s = Sidecar::command(port, admin_port, env, log);
+        s.wait_ready().await?;
+        Ok(s)
+    }
+
+    fn command(port: u16, admin_port: u16, env: &[(&str, String)], log: Option<&std::path::Path>) -> Sidecar {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalr-sidecar"));
         cmd.current_dir(super::procs::root())
             .env_clear()
@@ -225,18 +274,7 @@ impl Sidecar {
             cmd.stdout(std::fs::File::create(path).expect("log file"));
         }
         let child = cmd.spawn().expect("the sidecar binary starts");
-        let mut s = Sidecar { port, admin_port, child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = super::http::request(admin_port, "GET", "/readyz", &[], b"").await {
-                return Ok(s);
-            }
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
-                return Err(format!("the sidecar exited before it was ready ({status})"));
-            }
-            assert!(Instant::now() < deadline, "the sidecar did not become ready");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        Sidecar { port, admin_port, child: Some(child) }
     }
 
     /// Runs the binary with `env` (free ports added) when it is expected
