@@ -253,3 +253,60 @@ async fn query_keys_in_any_case_and_delete_before_a_transport() {
     );
     stream.abort();
 }
+
+/// Sends a poll and closes the socket after `after`, without reading an
+/// answer, as `curl -m 1` does.
+async fn abandon_poll(port: u16, path: &str, after: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(after).await;
+    drop(stream);
+}
+
+/// The records of a poll's body, parsed.
+fn records(body: &str) -> Vec<Value> {
+    body.split('\u{1e}').filter(|r| !r.is_empty()).map(|r| serde_json::from_str(r).expect("JSON")).collect()
+}
+
+/// ASP.NET Core's `LongPollingServerTransport`: a poll whose request was
+/// aborted consumes nothing, and what is queued goes to the next poll. A
+/// poll the client gave up on (its socket closed) must not take frames
+/// queued after it: the Completion of the next invocation and the event
+/// that follows it reach the next polls, in order.
+#[tokio::test]
+async fn frames_queued_after_a_poll_was_abandoned_go_to_the_next_poll() {
+    let s = Sidecar::start(&[("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "2".into())]).await;
+    let path = open_long_polling(&s).await;
+    let join = |id: &str| {
+        format!("{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"JoinRoom\",\"arguments\":[\"lpa\"]}}\u{1e}")
+    };
+    assert_eq!(request(s.port, "POST", &path, &[], join("1").as_bytes()).await.expect("join").0, 200);
+    let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"invocationId\":\"1\""), "{body}");
+
+    abandon_poll(s.port, &path, Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(request(s.port, "POST", &path, &[], join("2").as_bytes()).await.expect("join").0, 200);
+    let event = envelope("chat_message", "lpa", chat_payload("lpa", 1));
+    assert_eq!(s.post_event(event.to_string().as_bytes()).await.0, 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll");
+        assert_eq!(status, 200, "{body}");
+        seen.extend(records(&body));
+    }
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|r| match r["type"].as_u64() {
+            Some(3) => format!("completion {}", r["invocationId"].as_str().unwrap_or("?")),
+            Some(1) => format!("invocation {}", r["target"].as_str().unwrap_or("?")),
+            _ => r.to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, ["completion 2", "invocation ReceiveMessage"], "nothing lost, in order: {seen:?}");
+}

@@ -110,6 +110,10 @@ async fn serve_connection<I, S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Half-close stays off (hyper's default): a client that closes its
+    // socket while its request waits (a long poll it gave up on) ends the
+    // connection at the EOF and drops the request's future, which is how
+    // Long Polling learns that the poll takes nothing (transport/long_polling.rs).
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -6,6 +6,18 @@
 //! (`HttpConnectionDispatcher` marks it inactive; `HttpConnectionManager`
 //! removes it after its disconnect timeout): the next poll gets what was
 //! left to send (the Close) or 204, a DELETE 202, for [`ENDED_KEPT`].
+//!
+//! A poll whose client went away takes nothing, as in ASP.NET Core's
+//! `LongPollingServerTransport` (a request aborted before its answer
+//! consumes nothing): hyper drops a request's future when its client closes
+//! the socket (an HTTP/1 connection without half-close ends at the EOF), and
+//! with it the poll's receiver, so a waiting poll whose receiver is gone is
+//! forgotten and frames stay queued for the next poll. Should the client go
+//! in the instant between that check and the answer, the frames go back to
+//! the front of the queue. Once an answer is handed to hyper it is as good
+//! as written (so it is in ASP.NET Core, which consumes what it wrote even
+//! when the write fails): no server can tell bytes that reach a socket the
+//! client is closing from bytes it reads.
 
 use std::time::Duration;
 
@@ -54,10 +66,13 @@ impl Ending {
                 poll = ends.polls.recv() => {
                     let Some(poll) = poll else { return };
                     match undelivered.take() {
-                        Some(body) => { let _ = poll.reply.send(PollReply::Data(body)); }
+                        // A client that went away before the answer did not
+                        // get it: the next poll does.
+                        Some(body) => undelivered = answer(poll, body).err(),
                         None => {
-                            let _ = poll.reply.send(PollReply::Gone);
-                            return;
+                            if poll.reply.send(PollReply::Gone).is_ok() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -110,7 +125,13 @@ pub(crate) async fn serve_long_polling<S: Session>(
                 Some(data) => super::receive(session, outbox, &data).await,
                 None => break (Ended::ByClient, None, false),
             },
+            // The waiting poll's client went away (hyper dropped its request):
+            // it takes nothing, and what comes goes to the next poll.
+            _ = abandoned(&mut waiting) => waiting = None,
             _ = outbox.ready() => {
+                if waiting.as_ref().is_some_and(|(poll, _)| poll.reply.is_closed()) {
+                    waiting = None;
+                }
                 let Some((poll, _)) = waiting.take() else {
                     if outbox.is_closed() {
                         // Nobody polls: what is left, the Close last, waits
@@ -136,11 +157,16 @@ pub(crate) async fn serve_long_polling<S: Session>(
                         }
                     }
                 }
-                session.touch();
-                let _ = poll.reply.send(PollReply::Data(join(&frames)));
-                // The Close went out in this reply; the next poll learns the end.
-                if let Some(end) = end {
-                    break (end, None, true);
+                let body = join(&frames);
+                match (answer(poll, body), end) {
+                    // The Close went out in this reply; the next poll learns the end.
+                    (Ok(()), Some(end)) => break (end, None, true),
+                    (Ok(()), None) => session.touch(),
+                    // The client went away in the instant since the check:
+                    // the next poll gets the last frames (the Close among them)...
+                    (Err(body), Some(end)) => break (end, Some(body), true),
+                    // ...or everything, in order, from the queue's front.
+                    (Err(_), None) => outbox.put_back(frames),
                 }
                 if !outbox.is_empty() {
                     outbox.wake();
@@ -159,6 +185,25 @@ pub(crate) async fn serve_long_polling<S: Session>(
     let kept = kept && ended != Ended::Kicked(Kick::ServerShutdown);
     let ending = if kept { Ending { ends: Some(ends), undelivered } } else { Ending::over() };
     (ended, ending)
+}
+
+/// Answers `poll` with `body`; gives the body back when the poll's client
+/// is gone (hyper dropped its request), so that nothing is lost.
+fn answer(poll: PollRequest, body: Bytes) -> Result<(), Bytes> {
+    match poll.reply.send(PollReply::Data(body)) {
+        Ok(()) => Ok(()),
+        Err(PollReply::Data(body)) => Err(body),
+        Err(PollReply::Gone) => Ok(()),
+    }
+}
+
+/// Resolves when the waiting poll's client has gone away (never without a
+/// waiting poll). Cancel-safe: it only watches the reply channel.
+async fn abandoned(waiting: &mut Option<(PollRequest, Instant)>) {
+    match waiting {
+        Some((poll, _)) => poll.reply.closed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One poll response body: the frames back to back.

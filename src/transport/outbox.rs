@@ -714,6 +714,31 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Puts frames that [`Outbox::take`] handed out back at the front, in
+    /// order, when nobody received them: a long poll whose client went away
+    /// between the take and the answer. The next take starts with them, so
+    /// the connection loses nothing and keeps its order. They were numbered
+    /// for stateful reconnect when taken, so they are not numbered again;
+    /// a slow consumer's queue was cleared, so nothing goes back to it.
+    pub(crate) fn put_back(&self, frames: Vec<Payload>) {
+        let mut s = self.lock();
+        if s.kicked == Some(Kick::SlowConsumer) {
+            return;
+        }
+        let at = usize::from(s.front_written > 0); // never before a half-written frame
+        let n = frames.len();
+        for payload in frames.into_iter().rev() {
+            s.bytes += payload.len();
+            s.queue.insert(at, OutFrame { payload, droppable: false, sequenced: false });
+        }
+        // They were taken from before the hold's mark: it moves with them.
+        if let Some(h) = s.held.as_mut() {
+            *h += n;
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
     /// Number of frames waiting.
     pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
@@ -865,6 +890,38 @@ mod tests {
         assert!(o.keepalive_due(2, 4), "an interval after the ping, not after the ping as a frame");
         o.try_push(frame("b", false)).expect("room");
         assert!(!o.keepalive_due(4, 4), "a frame since the last check");
+    }
+
+    #[test]
+    fn frames_put_back_go_first_in_order_and_are_not_numbered_twice() {
+        let o = outbox(10);
+        o.enable_replay(1 << 20);
+        o.try_push(frame("a", false)).expect("room");
+        o.try_push(frame("b", false)).expect("room");
+        o.hold();
+        o.try_push(frame("held", false)).expect("room");
+        let taken = o.take(10);
+        assert_eq!(texts(&taken), ["a", "b"]);
+        o.try_push(frame("c", false)).expect("room");
+        o.put_back(taken.frames);
+        assert_eq!(texts(&o.take(10)), ["a", "b"], "the hold's mark moved with them");
+        o.release(Vec::new());
+        assert_eq!(texts(&o.take(10)), ["held", "c"]);
+        let (first, resend) = o.resume().expect("replay on");
+        let resend: Vec<_> = resend.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect();
+        assert_eq!((first, resend), (1, vec!["a".into(), "b".into(), "held".into(), "c".into()]));
+    }
+
+    #[test]
+    fn nothing_is_put_back_into_a_slow_consumers_cleared_queue() {
+        let o = outbox(1);
+        o.try_push(frame("a", false)).expect("room");
+        let taken = o.take(10);
+        o.try_push(frame("b", false)).expect("room");
+        assert_eq!(o.try_push(frame("c", false)), Err(PushError::Overflow));
+        o.put_back(taken.frames);
+        let b = o.take(10);
+        assert_eq!((b.frames.len(), b.end), (0, Some(End::Kicked(Kick::SlowConsumer))));
     }
 
     #[test]

@@ -122,6 +122,56 @@ async fn a_newer_poll_answers_the_older_one_with_204() {
     assert!(!c.task.is_finished(), "the connection goes on");
 }
 
+/// ASP.NET Core: a poll whose request was aborted consumes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_poll_whose_client_went_away_takes_nothing() {
+    let c = start(true);
+    let answer = c.poll().await;
+    drop(answer); // hyper drops the request when its client closes the socket
+    settle().await;
+    c.push("a");
+    c.push("b");
+    settle().await;
+    let mut next = c.poll().await;
+    assert_eq!(data(next.try_recv()), "ab", "queued for the next poll, in order");
+    assert!(!c.task.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_that_goes_away_as_frames_come_takes_nothing() {
+    let c = start(true);
+    let answer = c.poll().await;
+    // No turn for the task between the two: both are ready at once.
+    drop(answer);
+    c.push("a");
+    settle().await;
+    c.push("b");
+    let mut next = c.poll().await;
+    assert_eq!(data(next.try_recv()), "ab");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_whose_poll_went_away_waits_for_the_next_poll() {
+    let mut c = start(true);
+    let answer = c.poll().await;
+    drop(answer);
+    c.outbox.kick(Kick::ClientTimeout);
+    let (ended, ending) = (&mut c.task).await.expect("ends");
+    assert_eq!(ended, Ended::Kicked(Kick::ClientTimeout));
+    assert_eq!(ending.undelivered.as_deref(), Some(&b"kicked:ClientTimeout"[..]));
+    let kept = tokio::spawn(ending.run(ENDED_KEPT));
+    // A poll that is gone before its answer does not take the Close either.
+    let (reply, dead) = oneshot::channel();
+    drop(dead);
+    c.handle.polls.as_ref().expect("long polling").send(PollRequest { reply }).await.expect("kept");
+    settle().await;
+    let mut next = c.poll().await;
+    assert_eq!(data(next.try_recv()), "kicked:ClientTimeout");
+    let mut last = c.poll().await;
+    assert!(gone(last.try_recv()));
+    kept.await.expect("done");
+}
+
 #[tokio::test(start_paused = true)]
 async fn delete_ends_the_connection_and_answers_the_waiting_poll() {
     let c = start(true);
