@@ -310,3 +310,30 @@ async fn frames_queued_after_a_poll_was_abandoned_go_to_the_next_poll() {
         .collect();
     assert_eq!(kinds, ["completion 2", "invocation ReceiveMessage"], "nothing lost, in order: {seen:?}");
 }
+
+/// ASP.NET Core's HttpConnectionDispatcher tests the `id` with
+/// `StringValues.IsNullOrEmpty`: an empty `id=` is no id. A poll, an event
+/// stream, a POST or a DELETE without one is 400 "Connection ID required"
+/// (GetConnectionAsync); a WebSocket upgrade without one starts a new
+/// connection, as with skipNegotiation (GetOrCreateConnectionAsync).
+#[tokio::test]
+async fn an_empty_id_is_no_id() {
+    let s = Sidecar::start(&[]).await;
+    let required = (400, "Connection ID required".to_string());
+    for path in ["/hubs/chat?id=", "/hubs/chat", "/hubs/chat?ID=&x=1"] {
+        assert_eq!(request(s.port, "GET", path, &[], b"").await.expect("poll"), required, "GET {path}");
+        assert_eq!(
+            request(s.port, "GET", path, &[("accept", "text/event-stream")], b"").await.expect("sse"),
+            required,
+            "SSE {path}"
+        );
+        assert_eq!(request(s.port, "POST", path, &[], b"{}\x1e").await.expect("send"), required, "POST {path}");
+        assert_eq!(request(s.port, "DELETE", path, &[], b"").await.expect("delete"), required, "DELETE {path}");
+    }
+    let mut ws = RawWs::connect(s.port, "/hubs/chat?id=").await.expect("a new connection, as without an id");
+    ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send("{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}").await;
+    let completion = ws.recv_type(3).await.expect("a completion");
+    assert_eq!((completion["invocationId"].clone(), completion.get("error")), (json!("1"), None), "{completion}");
+}

@@ -39,7 +39,10 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
         return Err(HttpError::MethodNotAllowed("GET, POST, DELETE"));
     }
     let identity = state.authenticate(&req)?;
-    let token = param(req.uri().query(), "id");
+    // An empty `id=` is no id, as ASP.NET Core tests it (`StringValues.
+    // IsNullOrEmpty`): a WebSocket starts a new connection, anything else is
+    // 400 "Connection ID required" rather than 404 for an unknown token.
+    let token = param(req.uri().query(), "id").filter(|id| !id.is_empty());
     if req.method() == Method::GET && is_websocket(&req) {
         return websocket::upgrade(state, &hub, token, identity, req).await;
     }

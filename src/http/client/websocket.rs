@@ -16,7 +16,7 @@ use crate::transport;
 const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Accepts the upgrade: with `id`, the negotiated connection; without it,
-/// a new one (`skipNegotiation`).
+/// a new one (`skipNegotiation`; the router takes an empty `id=` for none).
 pub(super) async fn upgrade(
     state: &ClientState,
     hub: &HubDef,
