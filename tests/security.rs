@@ -120,6 +120,49 @@ async fn bad_tokens_get_401_at_negotiate_and_at_connect() {
     assert!(metrics.contains("sidecar_auth_failures_total{reason=\"expired\"}"), "{metrics}");
 }
 
+/// ASP.NET Core's JwtBearer checks tokens with `RequireExpirationTime`
+/// on by default: a token without `exp` is refused (401 with
+/// `WWW-Authenticate: Bearer`) as an expired one is, at negotiate and at
+/// the WebSocket upgrade alike. A token that never expires would outlive
+/// any revocation, and its connection would never be closed at expiry.
+#[tokio::test]
+async fn a_token_without_exp_is_refused_as_an_expired_one_is() {
+    let s = Sidecar::start(&jwt_env()).await;
+    let mut no_exp = claims("u1");
+    no_exp.as_object_mut().expect("an object").remove("exp");
+    let token = hs256(no_exp);
+    for in_query in [true, false] {
+        assert_eq!(negotiate_status(&s, Some(&token), in_query).await, 401, "negotiate, in the query: {in_query}");
+    }
+    let bearer = format!("Bearer {token}");
+    let (status, head, _) = support::http::request_with_head(
+        s.port,
+        "POST",
+        "/hubs/chat/negotiate?negotiateVersion=1",
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .await
+    .expect("negotiate");
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    let upgrade = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
+    let (status, head, _) =
+        support::http::request_with_head(s.port, "GET", &format!("/hubs/chat?access_token={token}"), &upgrade, b"")
+            .await
+            .expect("upgrade");
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    assert_eq!(RawWs::connect(s.port, &format!("/hubs/chat?access_token={token}")).await.err(), Some(401));
+    let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_auth_failures_total{reason=\"no_expiry\"}"), "{metrics}");
+}
+
 mod base64_helper {
     /// base64url without padding, for hand-made tokens.
     pub fn b64(data: &[u8]) -> String {

@@ -15,6 +15,11 @@ pub(crate) enum AuthError {
     /// `exp` is in the past by more than the leeway.
     #[error("token expired")]
     Expired,
+    /// The token has no `exp`: it would never expire, so it is refused as
+    /// ASP.NET Core's JwtBearer refuses it (`RequireExpirationTime`, on by
+    /// default).
+    #[error("token has no expiration time")]
+    NoExpiry,
     /// `nbf` is in the future by more than the leeway.
     #[error("token not yet valid")]
     NotYetValid,
@@ -32,7 +37,7 @@ impl AuthError {
     }
 
     /// A short, low-cardinality label for metrics: `missing`, `expired`,
-    /// `not_yet_valid`, `settings`, or for an invalid token one of
+    /// `no_expiry`, `not_yet_valid`, `settings`, or for an invalid token one of
     /// `malformed`, `algorithm`, `no_key`, `signature`, `issuer`, `audience`,
     /// `claims`, `user_claim`.
     pub(crate) fn reason(&self) -> &'static str {
@@ -40,6 +45,7 @@ impl AuthError {
             AuthError::Missing => "missing",
             AuthError::Invalid(reason) => reason,
             AuthError::Expired => "expired",
+            AuthError::NoExpiry => "no_expiry",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::BadSettings(_) => "settings",
         }

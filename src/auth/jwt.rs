@@ -96,7 +96,16 @@ impl Authenticator {
         Err(outcome)
     }
 
+    /// The claims of a token whose signature and time claims passed (a
+    /// malformed `exp`, `null` included, failed there). A token without
+    /// `exp` is refused, as ASP.NET Core's
+    /// JwtBearer refuses it by default (`RequireExpirationTime`): it would
+    /// outlive any revocation, and its connection would never be closed at
+    /// expiry.
     fn claims(&self, claims: Map<String, Value>) -> Result<Claims, AuthError> {
+        if !claims.contains_key("exp") {
+            return Err(AuthError::NoExpiry);
+        }
         let user_id = match claims.get(&self.user_claim) {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(id)) => id.to_string(),
@@ -110,7 +119,10 @@ impl Authenticator {
 }
 
 /// exp and nbf always (with the leeway); iss and aud only when configured,
-/// and then the token must carry them.
+/// and then the token must carry them. That a token carries `exp` at all is
+/// checked in [`Authenticator::claims`], not with `required_spec_claims`:
+/// jsonwebtoken reports a malformed `exp` as missing there, and a malformed
+/// one is a bad claim, not a token that never expires.
 fn validation(settings: &JwtSettings) -> Validation {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.required_spec_claims.clear();

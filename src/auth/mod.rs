@@ -30,7 +30,8 @@ pub(crate) struct Claims {
     pub user_id: String,
     /// The `name` claim, when it is a string.
     pub name: Option<String>,
-    /// `exp`, when the token has one.
+    /// `exp`: every accepted token has one; `None` only when it lies
+    /// beyond what a `SystemTime` can hold (it never expires in practice).
     pub expires_at: Option<SystemTime>,
     /// All claims, for room-authorization policies (a claim listing rooms,
     /// roles).

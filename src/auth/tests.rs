@@ -182,8 +182,11 @@ fn exp_and_nbf_are_checked_with_the_leeway() {
     let future = with(claims(), "nbf", json!(now() + 120));
     assert!(matches!(verify(&future), Err(AuthError::NotYetValid)));
     assert!(verify(&with(claims(), "nbf", json!(now() + 10))).is_ok());
-    // exp is optional; when present it must be a number.
-    assert_eq!(verify(&without(claims(), "exp")).expect("test fixture").expires_at, None);
+    // exp is required (ASP.NET Core's RequireExpirationTime) and must be a number.
+    let no_exp = verify(&without(claims(), "exp"));
+    assert!(matches!(no_exp, Err(AuthError::NoExpiry)), "{no_exp:?}");
+    assert_eq!(reason(no_exp), "no_expiry");
+    assert_eq!(reason(verify(&with(claims(), "exp", Value::Null))), "claims", "refused as malformed");
     assert_eq!(reason(verify(&with(claims(), "exp", json!("tomorrow")))), "claims");
     let float_exp = (now() + 60) as f64 + 0.4;
     assert!(verify(&with(claims(), "exp", json!(float_exp))).expect("test fixture").expires_at.is_some());
