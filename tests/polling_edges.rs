@@ -337,3 +337,57 @@ async fn an_empty_id_is_no_id() {
     let completion = ws.recv_type(3).await.expect("a completion");
     assert_eq!((completion["invocationId"].clone(), completion.get("error")), (json!("1"), None), "{completion}");
 }
+
+/// ASP.NET Core limits each hub message, not the POST that carries them
+/// (ProcessSend copies any body into the connection's pipe): a Long Polling
+/// POST of 2,000 small invocations (about 155 KB, over 4 x 32 KB) is
+/// accepted, and every invocation gets its Completion over the next polls.
+#[tokio::test]
+async fn a_post_of_many_small_hub_messages_is_accepted() {
+    let s = Sidecar::start(&[
+        ("SIDECAR_RATE_LIMIT_PER_MINUTE", "100000".into()),
+        ("SIDECAR_RATE_LIMIT_BURST", "100000".into()),
+        ("SIDECAR_OUTBOX_MAX_FRAMES", "8192".into()),
+        ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "2".into()),
+    ])
+    .await;
+    let path = open_long_polling(&s).await;
+    let batch: String = (0..2000)
+        .map(|i| format!("{{\"type\":1,\"invocationId\":\"{i:04}\",\"target\":\"JoinRoom\",\"arguments\":[\"lp-room-a\"]}}\u{1e}"))
+        .collect();
+    assert!(batch.len() > 150_000, "{}", batch.len());
+    assert_eq!(request(s.port, "POST", &path, &[], batch.as_bytes()).await.expect("send"), (200, String::new()));
+    let mut done = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll");
+        assert_eq!(status, 200, "{body}");
+        for v in records(&body) {
+            assert_eq!((v["type"].clone(), v.get("error")), (json!(3), None), "a Completion without error: {v}");
+            assert!(done.insert(v["invocationId"].as_str().expect("an id").to_string()), "once: {v}");
+        }
+        if done.len() == 2000 {
+            return;
+        }
+    }
+    panic!("only {} Completions", done.len());
+}
+
+/// The POST body's own bound (`SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES`) only
+/// keeps memory bounded: a body over it is refused with 413 and the
+/// connection goes on.
+#[tokio::test]
+async fn a_post_over_the_transport_limit_is_refused_and_the_connection_goes_on() {
+    let s = Sidecar::start(&[
+        ("SIDECAR_MAX_MESSAGE_BYTES", "1024".into()),
+        ("SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES", "4096".into()),
+    ])
+    .await;
+    let path = open_long_polling(&s).await;
+    let pings = "{\"type\":6}\u{1e}".repeat(400);
+    assert!(pings.len() > 4096);
+    assert_eq!(request(s.port, "POST", &path, &[], pings.as_bytes()).await.expect("send").0, 413);
+    let join = "{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}";
+    assert_eq!(request(s.port, "POST", &path, &[], join.as_bytes()).await.expect("send").0, 200);
+    let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll");
+    assert_eq!((status, records(&body)), (200, vec![json!({"type": 3, "invocationId": "1", "result": null})]));
+}

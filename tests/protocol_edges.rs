@@ -219,6 +219,49 @@ async fn one_websocket_message_may_carry_several_messages_each_under_the_limit()
     }
 }
 
+/// Settings that let a burst of 2,000 invocations through: neither the
+/// rate limit nor the outbound queue is what these tests look at.
+fn burst_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SIDECAR_RATE_LIMIT_PER_MINUTE", "100000".into()),
+        ("SIDECAR_RATE_LIMIT_BURST", "100000".into()),
+        ("SIDECAR_OUTBOX_MAX_FRAMES", "8192".into()),
+    ]
+}
+
+/// 2,000 blocking JoinRoom invocations of about 77 bytes each, back to back
+/// (about 155 KB): what a .NET or Java client that buffered them sends as
+/// one WebSocket message or one POST.
+fn many_small_invocations() -> String {
+    let batch: String = (0..2000)
+        .map(|i| format!("{{\"type\":1,\"invocationId\":\"{i:04}\",\"target\":\"JoinRoom\",\"arguments\":[\"lp-room-a\"]}}\u{1e}"))
+        .collect();
+    assert!(batch.len() > 150_000, "{}", batch.len());
+    batch
+}
+
+/// ASP.NET Core limits each hub message (`MaximumReceiveMessageSize`, 32 KB
+/// by default), not the WebSocket message that carries them: one WebSocket
+/// message of 2,000 small invocations (far over 32 KB, and over 4 x 32 KB)
+/// is processed, and every invocation gets its Completion.
+#[tokio::test]
+async fn a_websocket_message_of_many_small_hub_messages_is_processed() {
+    let s = Sidecar::start(&burst_env()).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(HANDSHAKE).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    ws.send(&many_small_invocations()).await;
+    let mut done = std::collections::BTreeSet::new();
+    while done.len() < 2000 {
+        let text = ws.recv().await.unwrap_or_else(|| panic!("closed after {} Completions", done.len()));
+        for record in text.split('\u{1e}').filter(|r| !r.is_empty()) {
+            let v: Value = serde_json::from_str(record).expect("JSON");
+            assert_eq!((v["type"].clone(), v.get("error")), (json!(3), None), "a Completion without error: {v}");
+            assert!(done.insert(v["invocationId"].as_str().expect("an id").to_string()), "once: {v}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn blocking_invocations_always_get_a_completion() {
     let s = Sidecar::start(&[]).await;

@@ -181,18 +181,46 @@ async fn broken_framing_closes_only_its_own_connection() {
     assert_eq!(bystander.frame().await, (0xA, b"still here".to_vec()));
 }
 
+/// A WebSocket message may carry many hub messages, so its own bound is a
+/// separate, larger one (`SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES`); a frame
+/// whose header announces more than that is refused from the header alone.
 #[tokio::test]
-async fn a_frame_over_the_limit_gets_the_hubs_close_before_its_payload_arrives() {
-    let s = Sidecar::start(&[("SIDECAR_MAX_MESSAGE_BYTES", "1024".into())]).await;
+async fn a_frame_over_the_transport_limit_gets_the_hubs_close_before_its_payload_arrives() {
+    let s = Sidecar::start(&[
+        ("SIDECAR_MAX_MESSAGE_BYTES", "1024".into()),
+        ("SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES", "16384".into()),
+    ])
+    .await;
     let mut c = Client::connect(s.port).await;
     c.handshake().await;
-    // The header announces 60,000 bytes (over 4 messages' worth of 1,024);
-    // only the header and a few bytes are sent.
+    // The header announces 60,000 bytes (over the 16,384 of a WebSocket
+    // message); only the header and a few bytes are sent.
     let whole = frame(true, 0x1, &vec![b' '; 60_000]);
     c.send(&whole[..20]).await;
     let (op, close) = c.frame().await;
     let close = String::from_utf8(close).expect("text");
     assert_eq!(op, 0x1);
     assert!(close.contains("\"type\":7") && close.contains("error"), "a SignalR Close with an error: {close}");
+    assert_eq!(c.close_code().await, Some(1000));
+}
+
+/// The limit that closes a connection is the hub message's, as ASP.NET
+/// Core's `MaximumReceiveMessageSize`: a WebSocket message well under its
+/// own bound but holding one hub message over the limit gets the hub's
+/// Close, and the WebSocket closes normally.
+#[tokio::test]
+async fn a_hub_message_over_the_limit_inside_a_smaller_frame_gets_the_hubs_close() {
+    let s = Sidecar::start(&[("SIDECAR_MAX_MESSAGE_BYTES", "1024".into())]).await;
+    let mut c = Client::connect(s.port).await;
+    c.handshake().await;
+    let record = format!(
+        "{{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"{}\"]}}\u{1e}",
+        "x".repeat(2000)
+    );
+    c.send(&frame(true, 0x1, record.as_bytes())).await;
+    let (op, close) = c.frame().await;
+    let close = String::from_utf8(close).expect("text");
+    assert_eq!(op, 0x1);
+    assert_eq!(close, "{\"type\":7,\"error\":\"Connection closed with an error.\",\"allowReconnect\":true}\u{1e}");
     assert_eq!(c.close_code().await, Some(1000));
 }

@@ -81,8 +81,19 @@ pub struct ServerConfig {
     /// address, e.g. `x-forwarded-for` (`client_ip_header`); the last address in
     /// it is used for per-address limits. Default: none, the TCP peer counts.
     pub client_ip_header: Option<String>,
-    /// Largest message a client may send (`max_message_bytes`). Default 32768.
+    /// Largest hub message a client may send (`max_message_bytes`); a larger
+    /// one closes the connection, as ASP.NET Core's
+    /// `MaximumReceiveMessageSize` does. Default 32768.
     pub max_message_bytes: usize,
+    /// Largest transport message a client may send: one WebSocket message,
+    /// or one POST body on Server-Sent Events and Long Polling
+    /// (`max_transport_message_bytes`). It may carry many hub messages,
+    /// each held to `max_message_bytes` (the .NET and Java clients send all
+    /// they have buffered at once; the .NET client's buffer is 1 MB by
+    /// default); this bound only keeps the memory one read can take
+    /// bounded. Default 2097152, or `max_message_bytes` when that is
+    /// larger; never below it.
+    pub max_transport_message_bytes: usize,
     /// Time a client has to complete the handshake (`handshake_timeout_seconds`). Default 15.
     pub handshake_timeout: Duration,
     /// Interval of server pings (`keepalive_seconds`). Default 15.
@@ -300,6 +311,7 @@ impl Config {
             cors_origins: r.list("cors_origins", &[]),
             client_ip_header: r.opt::<String>("client_ip_header").map(|h| h.to_ascii_lowercase()),
             max_message_bytes: r.count("max_message_bytes", 32 * 1024, 256, 16 << 20),
+            max_transport_message_bytes: 0,
             handshake_timeout: r.seconds("handshake_timeout_seconds", 15, 1),
             keepalive: r.seconds("keepalive_seconds", 15, 1),
             client_timeout: r.seconds("client_timeout_seconds", 30, 2),
@@ -335,6 +347,18 @@ impl Config {
                 None
             }
         };
+        // Default: 2 MiB (a .NET client's full 1 MB send buffer and the
+        // message that filled it, with room to spare), or one hub message
+        // when the limit on those is larger.
+        let one_message = server.max_message_bytes;
+        server.max_transport_message_bytes =
+            r.count("max_transport_message_bytes", (2 << 20).max(one_message), 256, 1 << 30);
+        if server.max_transport_message_bytes < one_message {
+            r.error(
+                "max_transport_message_bytes",
+                "must be at least SIDECAR_MAX_MESSAGE_BYTES: a transport message carries whole hub messages",
+            );
+        }
         // Default: 20 s, or two thirds of a shorter client timeout.
         let derived = (server.client_timeout.as_secs() * 2 / 3).clamp(1, 20);
         server.long_poll_timeout = r.seconds("long_poll_timeout_seconds", derived, 1);

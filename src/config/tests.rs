@@ -158,6 +158,20 @@ fn errors_of(env: &[(&str, &str)]) -> Vec<String> {
 }
 
 #[test]
+fn a_transport_message_may_carry_many_hub_messages() {
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a")]).expect("defaults are valid");
+    assert_eq!(c.server.max_transport_message_bytes, 2 << 20);
+    let big = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_MAX_MESSAGE_BYTES", "4194304")]).expect("valid");
+    assert_eq!(big.server.max_transport_message_bytes, 4 << 20, "never below one hub message");
+    let set = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES", "65536")]);
+    assert_eq!(set.expect("valid").server.max_transport_message_bytes, 65536);
+    assert_eq!(
+        errors_of(&[("SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES", "1024")]),
+        ["SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES: must be at least SIDECAR_MAX_MESSAGE_BYTES: a transport message carries whole hub messages"]
+    );
+}
+
+#[test]
 fn timings_that_contradict_each_other_are_refused_by_name() {
     assert_eq!(
         errors_of(&[("SIDECAR_CLIENT_TIMEOUT_SECONDS", "15"), ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "5")]),

@@ -21,8 +21,11 @@ use crate::transport::{Limits, WsSettings};
 /// Per-connection limits and timings, from the server settings.
 #[derive(Debug, Clone)]
 pub(crate) struct HubSettings {
-    /// Largest client message.
+    /// Largest client hub message.
     pub max_message_bytes: usize,
+    /// Largest WebSocket message or POST body, which may carry many hub
+    /// messages.
+    pub max_transport_message_bytes: usize,
     /// Outbound queue limits.
     pub outbox: Limits,
     /// WebSocket settings.
@@ -50,10 +53,11 @@ impl HubSettings {
     pub(crate) fn from_config(c: &ServerConfig, limits: &LimitsConfig, instance_id: &str) -> HubSettings {
         HubSettings {
             max_message_bytes: c.max_message_bytes,
+            max_transport_message_bytes: c.max_transport_message_bytes,
             outbox: Limits { max_frames: c.outbox_max_frames, max_bytes: c.outbox_max_bytes },
             ws: WsSettings {
                 read_buffer_bytes: c.ws_read_buffer_bytes,
-                max_message_bytes: c.max_message_bytes,
+                max_transport_message_bytes: c.max_transport_message_bytes,
                 handshake_timeout: c.handshake_timeout,
                 write_timeout: c.client_timeout.min(Duration::from_secs(10)),
             },

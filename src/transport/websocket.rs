@@ -26,13 +26,6 @@ use self::frames::{ClientFrame, FrameError, FrameReader};
 use super::outbox::Flushed;
 use super::{End, Ended, Error, Flow, Kick, Outbox, Payload, Session};
 
-/// A WebSocket message may carry several hub messages (the .NET client
-/// sends what it has buffered in one), each held to the limit by the hub's
-/// framing, as ASP.NET Core limits hub messages and not WebSocket messages.
-/// The WebSocket layer only bounds the buffer, at this many messages' worth
-/// (the same allowance as a POST body).
-const MESSAGES_PER_WEBSOCKET_MESSAGE: usize = 4;
-
 /// WebSocket close codes ASP.NET Core's `WebSocketsServerTransport` ends
 /// with: 1000 (normal closure), 1011 only when sending failed. A close
 /// frame without a code reaches clients as 1005, which the JavaScript client
@@ -46,8 +39,12 @@ pub(crate) struct WsSettings {
     /// Bytes one read takes from the socket at most: the buffer exists
     /// only while a read is parsed, never while a connection waits.
     pub read_buffer_bytes: usize,
-    /// Largest client hub message (a WebSocket message may carry several).
-    pub max_message_bytes: usize,
+    /// Largest WebSocket message. It may carry many hub messages (the .NET
+    /// and Java clients send what they have buffered in one), each held to
+    /// the hub message limit by the session's framing, as ASP.NET Core
+    /// limits hub messages and not WebSocket messages; this only bounds
+    /// what one message may make the reader buffer.
+    pub max_transport_message_bytes: usize,
     /// Time allowed for the handshake.
     pub handshake_timeout: Duration,
     /// Time a blocked socket may take to accept more bytes before the
@@ -344,8 +341,7 @@ impl<'a> ClientFrames<'a> {
         outbox: &Outbox,
         settings: &WsSettings,
     ) -> (ClientFrames<'a>, Writer<'a>) {
-        let limit = settings.max_message_bytes.saturating_mul(MESSAGES_PER_WEBSOCKET_MESSAGE);
-        let mut frames = FrameReader::new(limit);
+        let mut frames = FrameReader::new(settings.max_transport_message_bytes);
         let (source, writer) = match socket {
             WsSocket::Tcp { stream, early } => {
                 outbox.attach(Some(stream.clone()), session.first_frames());

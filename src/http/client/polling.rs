@@ -101,8 +101,11 @@ pub(super) async fn send(
         Err(TokenError::Unknown) if tokens.is_fresh(token, hub.id) => None,
         Err(e) => return Err(e.into()),
     };
-    // One POST may carry several messages; each is still held to the limit.
-    let limit = state.hubs.settings.max_message_bytes * 4;
+    // One POST may carry many hub messages (the .NET and Java clients send
+    // all they have buffered), each held to the hub message limit by the
+    // session, as ASP.NET Core holds them; the body's own bound only keeps
+    // the memory one request takes bounded.
+    let limit = state.hubs.settings.max_transport_message_bytes;
     let body = Limited::new(req.into_body(), limit).collect().await.map_err(|_| HttpError::TooLarge)?.to_bytes();
     let handle = match known {
         Some(h) => h,
