@@ -7,7 +7,7 @@ use signalr_sidecar::app;
 use signalr_sidecar::config::{Config, RouteTable};
 
 fn main() -> ExitCode {
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("signalr-sidecar: invalid settings:");
@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    // Unset, the streams read are those the routes name.
+    config.fit_streams(&routes);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -226,6 +226,45 @@ async fn a_join_is_not_recovered_where_this_instance_cannot_vouch_for_the_seam()
 }
 
 #[tokio::test]
+async fn presence_events_carry_their_position_and_are_replayed_like_the_others() {
+    // CONTRACT section 15: every event a discussion client receives carries
+    // its position; a join with the last one replays what came after.
+    // Presence is about authenticated users.
+    let redis = Redis::start().await;
+    let mut env = discussion_env(Some(&redis));
+    env.extend(jwt_env());
+    let s = Sidecar::start(&env).await;
+    let mut d = Driver::start().await;
+    let handlers = ["UserJoined", "UserLeft", "ResponsesPosted"];
+    let as_user = |user: &str| json!({"accessToken": token(user, user)});
+    d.connect("watch", &s.hub(HUB), &handlers, as_user("watcher")).await.expect("connects");
+    d.invoke("watch", "JoinDiscussion", json!(["d1", null])).await.expect("joins");
+    d.drain_messages("watch", Duration::from_millis(300)).await; // its own join
+    d.connect("a", &s.hub(HUB), &handlers, as_user("ann")).await.expect("connects");
+    let bookmark = d.invoke("a", "JoinDiscussion", json!(["d1", null])).await.expect("joins")["position"].clone();
+    d.stop("a").await;
+    d.connect("b", &s.hub(HUB), &handlers, as_user("bob")).await.expect("connects");
+    d.invoke("b", "JoinDiscussion", json!(["d1", null])).await.expect("joins");
+    let b_joined = |v: &Value| v["name"] == "watch" && v["method"] == "UserJoined";
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        let m = d.wait_for(WAIT, b_joined).await.unwrap_or_else(|| panic!("watch saw only {live:?}"));
+        assert!(m["args"][2].is_string(), "a position: {m}");
+        live.push(m["args"][2].clone());
+    }
+
+    d.connect("a2", &s.hub(HUB), &handlers, as_user("ann")).await.expect("connects");
+    let back = d.invoke("a2", "JoinDiscussion", json!(["d1", bookmark])).await.expect("joins");
+    assert_eq!(back["recovered"], true, "{back}");
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        let m = d.wait_for(WAIT, |v| v["name"] == "a2" && v["method"] == "UserJoined").await;
+        replayed.push(m.unwrap_or_else(|| panic!("a2 got only {replayed:?}"))["args"][2].clone());
+    }
+    assert_eq!(replayed, live, "a's and b's joins, replayed at their positions");
+}
+
+#[tokio::test]
 async fn a_user_or_everyone_is_not_a_discussion_that_can_be_joined_or_replayed() {
     // `user:<id>` and `*` are targets, not groups (CONTRACT section 3): a
     // history join of `user:bob` would replay bob's own events to anyone.

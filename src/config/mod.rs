@@ -47,7 +47,10 @@ pub struct Config {
     /// Redis Streams; `None` runs the in-process bus.
     pub redis: Option<RedisConfig>,
     /// Streams read, and published to; used by both buses for labels.
+    /// Unset, every stream the routing file names (see [`Config::fit_streams`]).
     pub streams: Vec<String>,
+    /// Whether `SIDECAR_STREAMS` was given (else `streams` follows the routes).
+    pub streams_set: bool,
     /// Delivery rules of CONTRACT section 6.
     pub delivery: DeliveryConfig,
     /// Shutdown timing.
@@ -287,6 +290,41 @@ pub struct TelemetryConfig {
 }
 
 impl Config {
+    /// Fits the streams read to the routing file: unset, `SIDECAR_STREAMS`
+    /// becomes every stream the routes name (the default file's are the
+    /// four of CONTRACT section 5; the discussion file's are its own), so no
+    /// route reads a stream nobody reads. Set, a route's stream it leaves
+    /// out gets a warning: its events would never be delivered here.
+    pub fn fit_streams(&mut self, routes: &RouteTable) {
+        let mut named: Vec<String> = Vec::new();
+        for route in routes.routes() {
+            if !named.contains(&route.stream) {
+                named.push(route.stream.clone());
+            }
+        }
+        // The four of CONTRACT section 5 in their order, then the others.
+        named.sort_by_key(|s| (DEFAULT_STREAMS.iter().position(|d| d == s).unwrap_or(usize::MAX), s.clone()));
+        if !self.streams_set {
+            if !named.is_empty() {
+                self.streams = named;
+            }
+            return;
+        }
+        if self.redis.is_none() {
+            return; // the in-process bus reads no stream
+        }
+        for stream in named.iter().filter(|s| !self.streams.contains(s)) {
+            let events: Vec<&str> =
+                routes.routes().filter(|r| &r.stream == stream).map(|r| r.event_type.as_str()).collect();
+            self.warnings.push(format!(
+                "SIDECAR_STREAMS does not name {stream}, which SIDECAR_ROUTES routes {} from: those events are never \
+                 delivered by this instance (add the stream, or leave SIDECAR_STREAMS unset to read every stream the \
+                 routes name)",
+                events.join(", ")
+            ));
+        }
+    }
+
     /// Loads settings from the process: `SIDECAR_CONFIG` (a TOML file) if
     /// set, then `SIDECAR_*` variables. Returns every error at once.
     pub fn from_env() -> Result<Config, Vec<String>> {
@@ -395,6 +433,7 @@ impl Config {
                 r.error("redis_url", format!("'{url}' must start with redis:// or rediss://"));
             }
         }
+        let streams_set = raw.get("streams").is_some();
         let streams = r.list("streams", &DEFAULT_STREAMS);
         if streams.is_empty() {
             r.error("streams", "names no stream");
@@ -468,6 +507,7 @@ impl Config {
             schemas_dir: r.get("schemas_dir", PathBuf::from("protocol/schemas")),
             redis: (!redis.urls.is_empty()).then_some(redis),
             streams,
+            streams_set,
             server,
             delivery,
             shutdown,

@@ -284,3 +284,21 @@ fn sidecar_config_names_the_file_not_a_setting() {
     let c = Config::from_raw(&raw).expect("valid");
     assert!(c.warnings.is_empty(), "neither SIDECAR_CONFIG nor foreign variables are settings: {:?}", c.warnings);
 }
+
+#[test]
+fn unset_streams_follow_the_routes_and_set_ones_that_leave_a_route_out_are_warned_about() {
+    let routes = |file: &str| RouteTable::load(std::path::Path::new(file)).expect("routing file");
+    let mut c = config("", &[]).expect("defaults");
+    c.fit_streams(&routes("protocol/routes.toml"));
+    assert_eq!(c.streams, DEFAULT_STREAMS, "the default file names the four of CONTRACT section 5");
+    c.fit_streams(&routes("protocol/routes-discussion.toml"));
+    assert_eq!(c.streams, ["events:notification", "events:discussion"]);
+    assert!(c.warnings.is_empty());
+
+    let env = [("SIDECAR_STREAMS", "events:discussion"), ("SIDECAR_REDIS_URL", "redis://127.0.0.1:6379")];
+    let mut c = config("", &env).expect("valid");
+    c.fit_streams(&routes("protocol/routes-discussion.toml"));
+    assert_eq!(c.streams, ["events:discussion"], "a set list is kept");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("SIDECAR_STREAMS does not name events:notification"), "{:?}", c.warnings);
+}

@@ -18,11 +18,13 @@ fn the_shipped_files_load() {
     let args = |ev: &str| -> Vec<String> {
         discussion.route(ev).expect(ev).arguments.sources().iter().map(ToString::to_string).collect()
     };
+    // Every event a discussion client receives carries its position
+    // (CONTRACT section 15); the typing roster is a state, not an event.
     for ev in ["response_posted", "response_edited", "response_deleted", "analysis_updated"] {
         assert_eq!(args(ev), ["room_id", "payload", "position"], "{ev}: missed updates");
     }
     for ev in ["user_joined", "user_left", "participant_count"] {
-        assert_eq!(args(ev), ["room_id", "payload"], "{ev}");
+        assert_eq!(args(ev), ["room_id", "payload", "position"], "{ev}: missed updates");
     }
     let posted = discussion.route("response_posted").expect("response_posted");
     assert_eq!(posted.delivery, Delivery::Batch);
