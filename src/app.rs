@@ -38,6 +38,14 @@ const SESSION_HANDOFF_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// that its client reconnects afresh and refetches.
 const CATCH_UP_MAX: usize = 10_000;
 
+/// A setting that names something unusable (a schemas directory, a key, a
+/// certificate, a Redis password), found when the app opens it: the binary
+/// reports it as it reports the settings checked before the start (exit
+/// code 64), not as a failure of the running service.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
 /// Where the two listeners were bound: with port 0 in the settings (tests),
 /// only the bound socket knows the port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +72,12 @@ pub async fn run_with(
     ready: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
     let routes = Arc::new(routes);
-    let schemas = Arc::new(Schemas::load(&config.schemas_dir).context("SIDECAR_SCHEMAS_DIR")?);
+    let schemas =
+        Arc::new(Schemas::load(&config.schemas_dir).map_err(|e| InvalidSetting(format!("SIDECAR_SCHEMAS_DIR: {e}")))?);
     let metrics = Arc::new(Metrics::new());
     let auth = match &config.auth {
         AuthConfig::None => None,
-        AuthConfig::Jwt(j) => Some(Arc::new(Authenticator::new(j).map_err(|e| anyhow::anyhow!("{e}"))?)),
+        AuthConfig::Jwt(j) => Some(Arc::new(Authenticator::new(j).map_err(|e| InvalidSetting(e.to_string()))?)),
     };
     let registry = Arc::new(Registry::new(routes.hubs.len(), config.delivery.max_groups_per_connection));
     let readiness = Arc::new(Readiness::default());
@@ -82,7 +91,7 @@ pub async fn run_with(
     let mut shutdown = std::pin::pin!(shutdown);
 
     // A bad certificate stops the start, before any port is bound.
-    let tls = config.server.tls.as_ref().map(http::Tls::load).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tls = config.server.tls.as_ref().map(http::Tls::load).transpose().map_err(|e| InvalidSetting(e.to_string()))?;
     let admin_listener =
         TcpListener::bind(config.server.admin_listen).await.context("SIDECAR_ADMIN_LISTEN: cannot bind")?;
     let admin_addr = admin_listener.local_addr()?;
@@ -355,7 +364,10 @@ impl FirstRedis<'_> {
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Option<ingest::RedisConn>> {
         let fatal = |e: redis::RedisError| {
-            anyhow::Error::new(e).context(format!("SIDECAR_REDIS_URL: cannot connect to {}", redis.urls.join(",")))
+            anyhow::Error::new(InvalidSetting(format!(
+                "SIDECAR_REDIS_URL: cannot connect to {}: {e}",
+                redis.urls.join(",")
+            )))
         };
         let error = match ingest::connect(redis, Some(Duration::from_secs(5))).await {
             Ok(conn) => return Ok(Some(conn)),

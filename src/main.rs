@@ -53,11 +53,19 @@ fn main() -> ExitCode {
     tracing::info!(traces = telemetry.exporting(), "telemetry started");
     let code = match runtime.block_on(app::run(config, routes, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "signalr-sidecar stopped");
-            eprintln!("signalr-sidecar: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<app::InvalidSetting>() {
+            Some(bad) => {
+                tracing::error!(error = %bad, "invalid settings");
+                eprintln!("signalr-sidecar: invalid settings:");
+                eprintln!("  {bad}");
+                ExitCode::from(64)
+            }
+            None => {
+                tracing::error!(error = %format!("{e:#}"), "signalr-sidecar stopped");
+                eprintln!("signalr-sidecar: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     };
     {
         let _inside = runtime.enter();

@@ -262,11 +262,11 @@ async fn start_refuses_unusable_tls_settings_naming_the_setting() {
 
     let missing = volume.dir.join("missing.crt").display().to_string();
     let (code, err) = start_fails(&[("SIDECAR_TLS_CERT_FILE", missing), ("SIDECAR_TLS_KEY_FILE", key.clone())]).await;
-    assert_ne!(code, Some(0), "{err}");
+    assert_eq!(code, Some(64), "a file a setting names is a setting too: {err}");
     assert!(err.contains("SIDECAR_TLS_CERT_FILE: cannot read"), "{err}");
 
     // The certificate where the key should be.
     let (code, err) = start_fails(&[("SIDECAR_TLS_CERT_FILE", cert.clone()), ("SIDECAR_TLS_KEY_FILE", cert)]).await;
-    assert_ne!(code, Some(0), "{err}");
+    assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("SIDECAR_TLS_KEY_FILE: ") && err.contains("no PEM private key"), "{err}");
 }

@@ -462,10 +462,11 @@ impl Config {
             }
         };
         let limits = LimitsConfig {
-            invocations_per_minute: r.get("rate_limit_per_minute", 100),
-            invocation_burst: r.get("rate_limit_burst", 100),
-            connections_per_ip_per_second: r.get("connection_rate_per_ip", 20),
-            connection_burst_per_ip: r.get("connection_burst_per_ip", 100),
+            // A rate of 0 never refills: every client locked out for good.
+            invocations_per_minute: r.count("rate_limit_per_minute", 100, 1, u32::MAX as usize) as u32,
+            invocation_burst: r.count("rate_limit_burst", 100, 1, u32::MAX as usize) as u32,
+            connections_per_ip_per_second: r.count("connection_rate_per_ip", 20, 1, u32::MAX as usize) as u32,
+            connection_burst_per_ip: r.count("connection_burst_per_ip", 100, 1, u32::MAX as usize) as u32,
             max_connections: r.count("max_connections", 200_000, 1, 10_000_000),
             max_connections_per_user: r.count("max_connections_per_user", 100, 1, 1_000_000),
             http_header_timeout: r.seconds("http_header_timeout_seconds", 10, 1),

@@ -302,3 +302,12 @@ fn unset_streams_follow_the_routes_and_set_ones_that_leave_a_route_out_are_warne
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(c.warnings[0].starts_with("SIDECAR_STREAMS does not name events:notification"), "{:?}", c.warnings);
 }
+
+#[test]
+fn a_rate_or_burst_of_zero_is_refused_by_name() {
+    // A bucket that never refills would lock every client out for good.
+    for name in ["RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_BURST", "CONNECTION_RATE_PER_IP", "CONNECTION_BURST_PER_IP"] {
+        let setting = format!("SIDECAR_{name}");
+        assert_eq!(errors_of(&[(&setting, "0")]), [format!("{setting}: must be between 1 and 4294967295, got 0")]);
+    }
+}
