@@ -7,6 +7,8 @@
 //! - `read_conn` and `resp`: the reader's own XREADGROUP socket and the RESP2
 //!   it speaks (the crate's connection for TLS, Unix sockets and clusters);
 //! - `replies`: stream entries and XINFO maps out of Redis replies, by value;
+//! - `tally`: counts what a reader was handed against the stream's own
+//!   count, so entries trimmed or deleted before they were read are a hole;
 //! - `claim`: re-claims entries left pending, refreshes lag metrics, and
 //!   (`orphans`) removes the groups of instances that are gone;
 //! - `http`: `POST /internal/events`, through the [`Publisher`];
@@ -33,6 +35,7 @@ mod replies;
 mod resp;
 mod spool;
 mod spool_flush;
+mod tally;
 
 pub(crate) use append::is_unavailable;
 pub(crate) use hole::{Hole, OnHole};

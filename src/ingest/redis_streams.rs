@@ -4,7 +4,8 @@
 //! XREADGROUP within one cluster slot); XACK only after the pipeline reports
 //! the outcome. Each reader knows the last entry it handed on, so a lost
 //! group comes back where delivery stopped, and a hole (entries gone before
-//! they were read) is reported instead of skipped.
+//! they were read) is reported instead of skipped: a lost stream when the
+//! group is recreated, trimmed or deleted entries by counting (`tally`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::hole::{Hole, HoleCause, OnHole};
 use super::intake::{hand_over, Shared};
 use super::read_conn::{ReadCommand, ReadConn, ReadError};
 use super::replies;
+use super::tally::{StreamCount, Tally};
 use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::Schemas;
@@ -28,7 +30,9 @@ use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::DropReason;
 use crate::telemetry::Metrics;
 
-/// How often a reader checks that nothing after its position was trimmed.
+/// How often a reader takes the stream's count (one XINFO STREAM, never
+/// one per read) to check it was handed every entry (`tally.rs`): a hole is
+/// reported within about this long of the reader reading past it.
 const TRIM_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The Redis ingest source, ready to start.
@@ -173,6 +177,39 @@ async fn stream_state(conn: &mut RedisConn, stream: &str, position: StreamId) ->
     Ok((holds, max_deleted))
 }
 
+/// The stream's count (`last-generated-id`, `entries-added`) from XINFO
+/// STREAM; `None` without them (Redis before 7, or no such stream).
+async fn stream_count(conn: &mut RedisConn, stream: &str) -> RedisResult<Option<StreamCount>> {
+    let info: Value = match redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("ERR") => return Ok(None), // no such stream
+        Err(e) => return Err(e),
+    };
+    let (mut last, mut added) = (None, None);
+    for (k, v) in replies::pairs(info) {
+        match (k.as_str(), v) {
+            ("last-generated-id", v) => last = replies::text(v).and_then(|id| id.parse().ok()),
+            ("entries-added", Value::Int(n)) => added = u64::try_from(n).ok(),
+            _ => {}
+        }
+    }
+    Ok(last.zip(added).map(|(last, added)| StreamCount { last, added }))
+}
+
+/// Takes the stream's count for `tally` with the reader at `position`,
+/// and reports a hole if the reader turns out to be short.
+async fn take_count(conn: &mut RedisConn, shared: &Shared, stream: &Arc<str>, position: StreamId, tally: &mut Tally) {
+    match stream_count(conn, stream).await {
+        Ok(Some(count)) => {
+            if let Some(missing) = tally.checkpoint(position, count) {
+                report_hole(shared, stream, HoleCause::StreamTrimmed, position, missing.entries);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(stream = %stream, error = %e, "XINFO STREAM failed"),
+    }
+}
+
 /// One stream's read loop, until `stop`: XREADGROUP on `reader`, the
 /// occasional XRANGE, XINFO and XGROUP on `conn`. `position` is the last
 /// entry handed to the pipeline (or where the group started).
@@ -185,8 +222,12 @@ async fn read_stream(
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
+    // Counted from where the group starts.
+    let mut tally = Tally::default();
+    take_count(&mut conn, &shared, &stream, position, &mut tally).await;
     let mut trim_checked = Instant::now();
-    let mut hole_reported = StreamId::ZERO;
+    // A count is taken at once after Redis was away (or the group lost).
+    let mut count_soon = false;
     // One wait for the whole loop (a new one per read registers with the
     // token and leaves it again each time).
     let mut stopped = std::pin::pin!(stop.cancelled());
@@ -220,7 +261,7 @@ async fn read_stream(
         in_redis = false;
         match result {
             Ok(entries) => {
-                backoff.reset(&shared);
+                count_soon |= backoff.reset(&shared);
                 // The window opens when a read brings entries and no backlog
                 // (a full read means more is waiting: read again at once).
                 let hold = !window.is_zero() && !entries.is_empty() && entries.len() < shared.config.read_count;
@@ -230,22 +271,23 @@ async fn read_stream(
                     window_end.as_mut().reset(tokio::time::Instant::now() + window);
                 }
                 flowing = hold;
+                let before = position;
                 if let Some(last) = entries.last_id() {
                     position = last;
                 }
+                let missing = tally.read(&entries.ids);
                 if !hand_over(&shared, &stream, entries).await {
                     break;
                 }
-                if trim_checked.elapsed() >= TRIM_CHECK_EVERY {
+                if let Some(missing) = missing {
+                    report_hole(&shared, &stream, HoleCause::StreamTrimmed, before, missing.entries);
+                    // Counting starts again at once, not a check later.
+                    count_soon = true;
+                }
+                if (count_soon || trim_checked.elapsed() >= TRIM_CHECK_EVERY) && tally.wants_checkpoint() {
                     trim_checked = Instant::now();
-                    match stream_state(&mut conn, &stream, position).await {
-                        Ok((_, max_deleted)) if max_deleted > position && max_deleted > hole_reported => {
-                            hole_reported = max_deleted;
-                            report_hole(&shared, &stream, HoleCause::StreamTrimmed, position);
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(stream = %stream, error = %e, "XINFO STREAM failed"),
-                    }
+                    count_soon = false;
+                    take_count(&mut conn, &shared, &stream, position, &mut tally).await;
                 }
                 if hold && !in_redis && !window_end.is_elapsed() {
                     tokio::select! {
@@ -255,8 +297,12 @@ async fn read_stream(
                 }
             }
             Err(e) if e.code() == Some("NOGROUP") => {
-                if let Err(e) = recover_group(&mut conn, &shared, &stream, position).await {
-                    backoff.fail(&shared, &stream, &e).await;
+                count_soon = true;
+                match recover_group(&mut conn, &shared, &stream, position).await {
+                    Ok(true) => {}
+                    // The stream's counts started again with it.
+                    Ok(false) => tally.restart(),
+                    Err(e) => backoff.fail(&shared, &stream, &e).await,
                 }
             }
             Err(e) => {
@@ -273,26 +319,29 @@ async fn read_stream(
 /// The group is gone (Redis restarted without persistence, or someone
 /// destroyed it): recreate it where delivery stopped, so nothing published
 /// in between is skipped. If the stream no longer holds that entry, what
-/// came after it may be gone too: a hole.
+/// came after it may be gone too: a hole. True when the stream was intact.
 async fn recover_group(
     conn: &mut RedisConn,
     shared: &Shared,
     stream: &Arc<str>,
     position: StreamId,
-) -> RedisResult<()> {
+) -> RedisResult<bool> {
     let (holds, max_deleted) = stream_state(conn, stream, position).await?;
     let intact = (holds || position == StreamId::ZERO) && max_deleted <= position;
     create_group(conn, stream, &shared.group, &position.to_string()).await?;
     if intact {
         tracing::warn!(stream = %stream, group = %shared.group, from = %position, "consumer group lost: recreated where delivery stopped");
     } else {
-        report_hole(shared, stream, HoleCause::StreamLost, position);
+        report_hole(shared, stream, HoleCause::StreamLost, position, 1);
     }
-    Ok(())
+    Ok(intact)
 }
 
-fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: StreamId) {
-    tracing::warn!(stream = %stream, group = %shared.group, after = %position, cause = cause.label(), "entries were lost before this instance read them: closing the connections that may have been owed them");
+/// Tells the app of a hole after `position` (`lost` entries at least, as
+/// far as the reader can count them), which closes the connections that
+/// may have been owed them.
+fn report_hole(shared: &Shared, stream: &Arc<str>, cause: HoleCause, position: StreamId, lost: u64) {
+    tracing::warn!(stream = %stream, group = %shared.group, after = %position, lost, cause = cause.label(), "entries were lost before this instance read them: closing the connections that may have been owed them");
     shared.metrics.record(Dropped::many(DropReason::GroupLost, 1));
     (shared.on_hole)(Hole { stream: stream.clone(), cause });
 }
@@ -304,13 +353,16 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn reset(&mut self, shared: &Shared) {
-        if self.failures > 0 {
+    /// Redis answered; true if it had not been answering.
+    fn reset(&mut self, shared: &Shared) -> bool {
+        let was_away = self.failures > 0;
+        if was_away {
             tracing::info!("redis answers again");
             shared.metrics.redis_up.set(1);
             shared.redis_up.store(true, Ordering::Relaxed);
         }
         self.failures = 0;
+        was_away
     }
 
     async fn fail(&mut self, shared: &Shared, stream: &str, e: &(dyn std::fmt::Display + Sync)) {
