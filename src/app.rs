@@ -127,6 +127,8 @@ pub async fn run_with(
     }
 
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
+    // What the live path drops as duplicates, for a handoff's catch-up.
+    let duplicates = pipeline.duplicates();
     // Browser push (FR-009): its sender ends when the pipeline lets go of
     // its queue; its liveness record when the connections are gone.
     let push_redis = match &config.redis {
@@ -218,7 +220,14 @@ pub async fn run_with(
             pipeline::Freshness { max_age: config.delivery.max_event_age, max_skew: config.delivery.max_clock_skew };
         hubs = hubs.with_handoff(hub::Handoff {
             store: Arc::new(RedisSessionStore::new(conn.clone(), &redis.group_prefix, SESSION_HANDOFF_TTL)),
-            catch_up: Arc::new(StreamCatchUp::new(conn, routes.clone(), schemas.clone(), freshness, CATCH_UP_MAX)),
+            catch_up: Arc::new(StreamCatchUp::new(
+                conn,
+                routes.clone(),
+                schemas.clone(),
+                freshness,
+                duplicates,
+                CATCH_UP_MAX,
+            )),
         });
     }
     if let Some(registrar) = push_registrar {

@@ -338,3 +338,86 @@ async fn a_held_batch_is_not_lost_in_a_handoff() {
 async fn a_held_batch_is_not_doubled_in_a_handoff() {
     a_held_batch_crosses_the_handoff(5000).await;
 }
+
+/// A publisher's retry (the same `event_id` appended again) in the stretch
+/// a taken-over session replays from the stream reaches its client once
+/// (CONTRACT section 5), as it reaches the clients of the live path once.
+/// Instance `a` drains; the client's resume reaches `b` 3 s later (a slow
+/// path), so what was published meanwhile is replayed by `b`'s catch-up.
+/// With `live_first`, the first copy reached the client live on `a` before
+/// the drain and only the retry falls in the replayed stretch; without, both
+/// do. Either way each event arrives once, in order, the client never
+/// leaving Connected.
+async fn a_retry_in_the_replayed_stretch_arrives_once(live_first: bool) {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("dup-a")).await;
+    let b = Sidecar::start(&env("dup-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    let mut conn = redis.conn();
+    for n in 0..5 {
+        xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    // Event 5, which the publisher will send twice.
+    let retried = envelope("chat_message", "r", chat_payload("r", 5));
+    if live_first {
+        xadd_data_on(&mut conn, "events:chat", &retried);
+    }
+    let until = if live_first { 6 } else { 5 };
+    for n in 0..until {
+        assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(n), "before the drain");
+    }
+
+    proxy.retarget(b.port);
+    proxy.delay_new(Duration::from_secs(3));
+    let publish = async {
+        // After `a` has cut the session (at once on SIGTERM).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut conn = redis.conn();
+        if !live_first {
+            xadd_data_on(&mut conn, "events:chat", &retried);
+        }
+        xadd_data_on(&mut conn, "events:chat", &retried);
+        for n in 6..10 {
+            xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        }
+    };
+    let (code, ()) = tokio::join!(a.stop(), publish);
+    assert_eq!(code, Some(0), "the drained instance exits cleanly");
+    metric_appears(&b, "sidecar_session_handoffs_total{outcome=\"resumed\"} 1").await;
+    for n in 10..15 {
+        xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+
+    let mut got = Vec::new();
+    while let Some(m) = d.message("c", "ReceiveMessage", Duration::from_secs(2)).await {
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (until..15).collect::<Vec<_>>(), "each event once, in order, the retry of 5 not again");
+    assert!(
+        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
+            .await
+            .is_none(),
+        "the client stayed Connected: a resume, not a reconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_replayed_with_its_first_copy_after_a_handoff_arrives_once() {
+    a_retry_in_the_replayed_stretch_arrives_once(false).await;
+}
+
+#[tokio::test]
+async fn a_retry_of_an_event_delivered_before_a_handoff_is_not_replayed() {
+    a_retry_in_the_replayed_stretch_arrives_once(true).await;
+}

@@ -10,6 +10,7 @@ mod batch;
 mod coalesce;
 mod cut;
 mod dedupe;
+mod duplicates;
 mod entries;
 mod grouped;
 mod history;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::fanout::{cut_channel, CutQueue, Cuts};
 pub(crate) use ack::{Ack, Outcome};
+pub(crate) use duplicates::DuplicateEntries;
 pub(crate) use entries::{Entries, Settle};
 pub(crate) use history::HistorySink;
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
@@ -96,6 +98,8 @@ pub(crate) struct Pipeline {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     dedupe: Dedupe,
+    /// The stream entries `dedupe` dropped, for replays (`duplicates.rs`).
+    duplicates: Arc<DuplicateEntries>,
     freshness: Freshness,
     coalescer: Coalescer,
     typing: TypingState,
@@ -150,11 +154,19 @@ impl Pipeline {
             registry,
             metrics,
             dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max_entries),
+            duplicates: Arc::new(DuplicateEntries::new(config.dedupe_window)),
             freshness: Freshness { max_age: config.max_event_age, max_skew: config.max_clock_skew },
             push: None,
             history: None,
             cuts: None,
         }
+    }
+
+    /// The stream entries this pipeline drops as duplicates, for a replay
+    /// of a stream to leave out as the live path did (a taken-over
+    /// session's catch-up).
+    pub(crate) fn duplicates(&self) -> Arc<DuplicateEntries> {
+        self.duplicates.clone()
     }
 
     /// Serves the cuts of history joins (see [`Cuts`]) between events.
@@ -286,6 +298,9 @@ impl Pipeline {
         };
         let now = Instant::now();
         if !self.dedupe.first_time(&envelope.event_id, now) {
+            if let Some((stream, id)) = &at {
+                self.duplicates.record(stream, id, now);
+            }
             self.metrics.record(Dropped::event(DropReason::Duplicate, &envelope.event_id));
             ack.resolve(Outcome::Dropped("duplicate"));
             return at;

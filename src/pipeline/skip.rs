@@ -16,7 +16,8 @@
 //!
 //! A skipped entry is still counted as consumed, remembered by the
 //! idempotency window (a duplicate that arrives after a connection joined
-//! is still dropped) and moves the stream's position under the fan-out's
+//! is still dropped; one skipped as a duplicate is recorded for replays,
+//! `duplicates.rs`) and moves the stream's position under the fan-out's
 //! lock; it is acknowledged with the rest of its read passed over
 //! (`entries.rs`). An entry whose head is valid but whose payload is not is
 //! dead-lettered only by the instances that decode it.
@@ -95,6 +96,7 @@ impl Pipeline {
         if self.dedupe.first_time(head.event_id, now) {
             self.metrics.events_skipped.inc();
         } else {
+            self.duplicates.record(source, id, now);
             self.metrics.record(Dropped::event(DropReason::Duplicate, head.event_id));
         }
         true

@@ -358,6 +358,8 @@ pub struct Proxy {
     cut: tokio::sync::watch::Sender<u64>,
     cut_clients: tokio::sync::watch::Sender<u64>,
     target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Milliseconds each new connection waits before it is forwarded.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -370,12 +372,15 @@ impl Proxy {
         let (cut_clients, _) = tokio::sync::watch::channel(0u64);
         let (cut_tx, clients_tx) = (cut.clone(), cut_clients.clone());
         let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
-        let current = target.clone();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (current, delay) = (target.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let (mut cut_rx, mut clients_rx) = (cut_tx.subscribe(), clients_tx.subscribe());
                 let target = current.load(std::sync::atomic::Ordering::SeqCst);
+                let wait = Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
                 tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
                     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -392,7 +397,13 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, cut, cut_clients, target, task }
+        Proxy { port, cut, cut_clients, target, delay_ms, task }
+    }
+
+    /// Holds each new connection `delay` before forwarding it (a slow
+    /// network path); connections already forwarded are not affected.
+    pub fn delay_new(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sends new connections to another port (a load balancer moving on).
