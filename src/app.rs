@@ -177,6 +177,10 @@ pub async fn run_with(
     };
     let (cuts, cut_queue) = pipeline::cut_channel();
     pipeline = pipeline.with_cuts(cut_queue);
+    // Connections that may have missed an event read too late (this
+    // instance lagged), closed over the drain window once the hub exists.
+    let (lost, lost_rx) = pipeline::lost_channel();
+    pipeline = pipeline.with_lost(lost);
     let history = match history {
         Some((history, sink)) => {
             pipeline = pipeline.with_history(sink);
@@ -238,6 +242,7 @@ pub async fn run_with(
     }
     hubs = hubs.with_cuts(cuts);
     let hubs = Arc::new(hubs);
+    tasks.spawn(hub::close_lost(metrics.clone(), lost_rx, config.shutdown.drain_window));
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_participants(hubs.clone(), keepalive_stop.clone()));

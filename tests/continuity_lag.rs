@@ -149,3 +149,66 @@ async fn trimming_entries_already_read_closes_nobody() {
     );
     assert_eq!(continuity_closes(&s, "stream_trimmed").await, 0.0);
 }
+
+/// `sidecar_events_dropped_total{reason}` of `s`, 0 while absent.
+async fn dropped(s: &Sidecar, reason: &str) -> f64 {
+    let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    let prefix = format!("sidecar_events_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Events that go stale because the instance read them late (stopped for
+/// longer than the maximum age, 2 s here, while they were appended fresh)
+/// are still dropped as stale, and the client they were for is closed and
+/// counted (`cause="instance_lagged"`), not left Connected without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_an_instance_reads_too_late_close_the_clients_they_were_for() {
+    let redis = Redis::start().await;
+    let env = [
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+        ("SIDECAR_MAX_EVENT_AGE_SECONDS", "2".to_string()),
+    ];
+    let s = Sidecar::start(&env).await;
+    let mut d = joined_client(&redis, &s.hub("/hubs/chat")).await;
+    let pid = s.pid().expect("running").to_string();
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+    assert!(signal("-STOP").success());
+    let mut conn = redis.conn();
+    for n in 5..10 {
+        xadd_trimmed(&mut conn, n, 10_000, true);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(signal("-CONT").success());
+
+    let (got, told) = received_until_told(&mut d, "c", Duration::from_secs(6)).await;
+    assert_eq!(got, Vec::<u64>::new(), "stale when read: dropped");
+    assert!(told, "the client stayed Connected having missed events 5..10");
+    // Those read after the client left are passed over: nobody here wanted them.
+    assert!(dropped(&s, "stale").await >= 1.0, "still counted as stale");
+    assert!(continuity_closes(&s, "instance_lagged").await >= 1.0, "the close is counted");
+}
+
+/// A publisher's old event (its `timestamp` past the maximum age, its
+/// entry appended now) is dropped and counted as stale, as before, and
+/// closes nobody: the instance did not lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_stale_event_is_dropped_and_closes_nobody() {
+    let redis = Redis::start().await;
+    let env = [("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_MAX_EVENT_AGE_SECONDS", "2".to_string())];
+    let s = Sidecar::start(&env).await;
+    let mut d = joined_client(&redis, &s.hub("/hubs/chat")).await;
+    let mut old = envelope("chat_message", "r", chat_payload("r", 5));
+    let ten_seconds_ago = chrono::Utc::now() - chrono::Duration::seconds(10);
+    old["timestamp"] = json!(ten_seconds_ago.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    redis.xadd_data("events:chat", &old);
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 6)));
+
+    assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(6), "the old one dropped");
+    assert!(
+        d.wait_for(Duration::from_secs(2), |v| v["event"] == "reconnecting" || v["event"] == "close").await.is_none(),
+        "nobody closed"
+    );
+    assert_eq!(dropped(&s, "stale").await, 1.0);
+    assert_eq!(continuity_closes(&s, "instance_lagged").await, 0.0);
+}

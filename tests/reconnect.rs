@@ -421,3 +421,46 @@ async fn a_retry_replayed_with_its_first_copy_after_a_handoff_arrives_once() {
 async fn a_retry_of_an_event_delivered_before_a_handoff_is_not_replayed() {
     a_retry_in_the_replayed_stretch_arrives_once(true).await;
 }
+
+/// The replay of a taken-over session meets events that went stale only
+/// because they were read late (maximum age 2 s; the resume reaches `b` 3 s
+/// after they were appended fresh): they were owed and cannot be sent, so
+/// the resume is refused and the client reconnects afresh (it refetches),
+/// instead of resuming Connected without them.
+#[tokio::test]
+async fn a_replay_of_events_read_too_late_refuses_the_resume() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+            ("SIDECAR_MAX_EVENT_AGE_SECONDS", "2".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("late-a")).await;
+    let b = Sidecar::start(&env("late-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    let options = json!({"statefulReconnect": true, "reconnect": true});
+    d.connect("c", &url, &["ReceiveMessage"], options).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
+    assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(0));
+
+    proxy.retarget(b.port);
+    proxy.delay_new(Duration::from_secs(3));
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut conn = redis.conn();
+        for n in 1..4 {
+            xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        }
+    };
+    let (code, ()) = tokio::join!(a.stop(), publish);
+    assert_eq!(code, Some(0), "the drained instance exits cleanly");
+    metric_appears(&b, "sidecar_session_handoffs_total{outcome=\"refused\"} 1").await;
+    let told = d.wait_for(WAIT, |v| v["name"] == "c" && (v["event"] == "reconnecting" || v["event"] == "close")).await;
+    assert!(told.is_some(), "the client is told: it reconnects afresh");
+}

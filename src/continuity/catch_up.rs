@@ -3,7 +3,10 @@
 //! this instance's fan-out had reached when the session entered it, kept
 //! when routed to the session (its hub, and its group, its user or `*`),
 //! fresh, not a duplicate, and encoded for its protocol. Stream order per
-//! stream; streams interleaved by entry id.
+//! stream; streams interleaved by entry id. A stale entry that was fresh
+//! when appended (this instance read it too late, `pipeline::read_too_late`)
+//! was owed and can no longer be sent: the resume is refused, and the
+//! client reconnects afresh and refetches.
 //!
 //! Duplicates (CONTRACT section 5: an `event_id` within the idempotency
 //! window is delivered once) are left out as this instance's live path
@@ -26,7 +29,7 @@ use crate::envelope::Schemas;
 use crate::fanout::{Positions, Target};
 use crate::hub::{Addressee, BoxFuture, CatchUp, HandoffError};
 use crate::ingest::{entries_between, RedisConn, StreamId};
-use crate::pipeline::{encode_one, target_of, DuplicateEntries, Freshness};
+use crate::pipeline::{encode_one, read_too_late, target_of, DuplicateEntries, Freshness};
 use crate::transport::Payload;
 
 /// Replays from the streams themselves.
@@ -93,12 +96,18 @@ impl CatchUp for StreamCatchUp {
                     .map_err(|e| HandoffError::Gap(e.to_string()))?;
                 for (id, envelope) in entries {
                     let Some(route) = self.routes.route(&envelope.event_type) else { continue };
-                    if !addressed(target_of(route.hub, &envelope.room_id), &who)
-                        || self.freshness.check(envelope.timestamp, Utc::now()).is_none()
-                    {
+                    if !addressed(target_of(route.hub, &envelope.room_id), &who) {
                         continue;
                     }
                     let position = id.to_string();
+                    let now = Utc::now();
+                    if self.freshness.check(envelope.timestamp, now).is_none() {
+                        // Owed, and gone stale only because it was read late.
+                        if read_too_late(route, &position, self.freshness.max_age, now) {
+                            return Err(HandoffError::Gap(format!("entry {position} of '{stream}' was read too late")));
+                        }
+                        continue;
+                    }
                     if self.duplicates.dropped(stream, &position) {
                         continue;
                     }

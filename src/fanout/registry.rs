@@ -367,6 +367,14 @@ impl Registry {
         self.read().conns.values().map(|c| c.entry.clone()).collect()
     }
 
+    /// A snapshot of the connections `target` names now: those an event
+    /// sent to it would reach (and that may have been owed one that was lost).
+    pub(crate) fn members_of(&self, target: super::Target<'_>) -> Vec<Arc<ConnEntry>> {
+        let (hub, group, user) = target.parts();
+        let inner = self.read();
+        inner.members(hub, group, user).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// Calls `f` for every connection under the read lock; `f` must not block.
     #[cfg(test)]
     pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry)) {

@@ -1,6 +1,7 @@
 //! How connections are told to go: the drain on SIGTERM (stateful
 //! sessions handed off, the rest closed with `allowReconnect: true`, spread
-//! over the window) and the closes after a hole in a stream.
+//! over the window), the closes after a hole in a stream, and those of the
+//! connections that may have missed an event read too late.
 
 use crate::sync::Unpoisoned;
 use std::sync::Arc;
@@ -35,7 +36,8 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
         tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
     }
     if hubs.handoff.is_none() {
-        return kick_spread(&all, |_| crate::transport::Kick::ServerShutdown, window).await;
+        kick_spread(&all, |_| crate::transport::Kick::ServerShutdown, window).await;
+        return;
     }
     // Stateful sessions leave fan-out at the moment they are told to go, so
     // the instance their client resumes on knows exactly what they missed.
@@ -97,25 +99,51 @@ pub(crate) async fn close_for_hole(hubs: &Hubs, hubs_fed: &[HubId], cause: Conti
     kick_spread(&affected, |_| crate::transport::Kick::ContinuityLost, window).await;
 }
 
+/// Closes (Close with `allowReconnect: true`) the connections the pipeline
+/// sends on `lost`: they were in the room of an event this instance read
+/// only after it had gone stale (it lagged), so they may have been owed it
+/// (CONTRACT sections 5 and 14). Each batch, with whatever arrived while
+/// the one before was being closed, is spread over `window`; a connection
+/// already closing is neither closed nor counted again
+/// (`sidecar_continuity_closes_total{cause="instance_lagged"}`). Runs until
+/// the pipeline lets go of its sender.
+pub(crate) async fn close_lost(
+    metrics: Arc<crate::telemetry::Metrics>,
+    mut lost: tokio::sync::mpsc::UnboundedReceiver<Vec<Arc<crate::fanout::ConnEntry>>>,
+    window: Duration,
+) {
+    while let Some(mut batch) = lost.recv().await {
+        while let Ok(more) = lost.try_recv() {
+            batch.extend(more);
+        }
+        batch.sort_unstable_by_key(|e| e.id);
+        batch.dedup_by_key(|e| e.id);
+        let closed = kick_spread(&batch, |_| crate::transport::Kick::ContinuityLost, window).await;
+        metrics.record(ContinuityClosed { cause: ContinuityCause::InstanceLagged, connections: closed as u64 });
+    }
+}
+
 /// Kicks `entries` (each for the reason `why` gives) in steps of 100 ms
-/// spread over `window`.
+/// spread over `window`; how many were not closing already.
 async fn kick_spread(
     entries: &[Arc<crate::fanout::ConnEntry>],
     why: impl Fn(&crate::fanout::ConnEntry) -> crate::transport::Kick,
     window: Duration,
-) {
+) -> usize {
     if entries.is_empty() {
-        return;
+        return 0;
     }
     let (per_step, pause) = steps(entries.len(), window);
+    let mut closed = 0;
     for (i, chunk) in entries.chunks(per_step).enumerate() {
         if i > 0 {
             tokio::time::sleep(pause).await;
         }
         for entry in chunk {
-            entry.outbox.kick(why(entry));
+            closed += usize::from(entry.outbox.kick_if_open(why(entry)));
         }
     }
+    closed
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ mod testkit;
 pub(crate) use activity::Activity;
 pub(crate) use authorize::{Authorizer, Webhook};
 pub(crate) use connection::{resume_websocket, run, Carrier, Start};
-pub(crate) use drain::{close_for_hole, drain};
+pub(crate) use drain::{close_for_hole, close_lost, drain};
 pub(crate) use error::Error;
 pub(crate) use handoff::{
     take_over, Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore,

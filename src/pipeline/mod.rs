@@ -14,6 +14,7 @@ mod duplicates;
 mod entries;
 mod grouped;
 mod history;
+mod lost;
 mod push_tap;
 mod queue;
 mod roster;
@@ -34,6 +35,7 @@ pub(crate) use ack::{Ack, Outcome};
 pub(crate) use duplicates::DuplicateEntries;
 pub(crate) use entries::{Entries, Settle};
 pub(crate) use history::HistorySink;
+pub(crate) use lost::{lost_channel, read_too_late, LostSender};
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
 pub(crate) use queue::{channel, InputReceiver, InputSender};
 pub(crate) use route::{encode_one, encode_replay, target_of};
@@ -109,6 +111,10 @@ pub(crate) struct Pipeline {
     push: Option<PushTap>,
     history: Option<Arc<dyn HistorySink>>,
     cuts: Option<CutQueue>,
+    /// Where the connections of events read too late go (`lost.rs`).
+    lost: Option<LostSender>,
+    /// The (hub, room)s of the current read's events read too late.
+    read_late: Vec<(usize, Box<str>)>,
 }
 
 /// `sidecar_events_consumed_total` handles, resolved once per (stream,
@@ -159,7 +165,16 @@ impl Pipeline {
             push: None,
             history: None,
             cuts: None,
+            lost: None,
+            read_late: Vec::new(),
         }
+    }
+
+    /// Sends the connections that may have missed an event this instance
+    /// read only after it went stale to `lost`, to be closed (`lost.rs`).
+    pub(crate) fn with_lost(mut self, lost: LostSender) -> Pipeline {
+        self.lost = Some(lost);
+        self
     }
 
     /// The stream entries this pipeline drops as duplicates, for a replay
@@ -290,9 +305,13 @@ impl Pipeline {
             ack.resolve(Outcome::Invalid(reason));
             return at;
         }
-        let Some(effective_time) = self.freshness.check(envelope.timestamp, Utc::now()) else {
+        let now_utc = Utc::now();
+        let Some(effective_time) = self.freshness.check(envelope.timestamp, now_utc) else {
             let dropped = Dropped::event(DropReason::Stale, &envelope.event_id).with_detail(&envelope.timestamp);
             self.metrics.record(dropped);
+            if let Some((_, id)) = &at {
+                self.note_if_read_late(route, &envelope.room_id, id, now_utc);
+            }
             ack.resolve(Outcome::Dropped("stale"));
             return at;
         };

@@ -78,6 +78,7 @@ impl Pipeline {
                 }
             }
         }
+        self.send_lost();
     }
 
     /// Passes the entry over if nothing here needs it (its position moved,

@@ -524,4 +524,5 @@ fn an_ack_reports_once_and_a_dropped_one_reports_unsettled() {
     assert_eq!(*seen.lock().expect("lock"), [Outcome::Delivered, Outcome::Unsettled]);
 }
 
+mod lost;
 mod skip;

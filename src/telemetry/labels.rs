@@ -156,6 +156,10 @@ closed_values! {
         StreamLost = "stream_lost",
         /// Entries were trimmed before this instance read them.
         StreamTrimmed = "stream_trimmed",
+        /// This instance read an entry only after it had gone stale (it
+        /// was stopped, cut off or behind): dropped as stale, and lost to
+        /// the connections it was for.
+        InstanceLagged = "instance_lagged",
     }
 }
 

@@ -566,8 +566,16 @@ impl Outbox {
 
     /// Closes the connection from outside. The first reason wins.
     pub(crate) fn kick(&self, why: Kick) {
+        self.kick_if_open(why);
+    }
+
+    /// [`Outbox::kick`], telling whether this kick is the one that closes
+    /// the connection (it was neither kicked nor ending before), so a
+    /// connection closed for a reason twice is counted once.
+    pub(crate) fn kick_if_open(&self, why: Kick) -> bool {
         let mut s = self.lock();
-        if s.kicked.is_none() && !s.ending {
+        let first = s.kicked.is_none() && !s.ending;
+        if first {
             s.kicked = Some(why);
             if why == Kick::SlowConsumer {
                 s.clear();
@@ -575,6 +583,7 @@ impl Outbox {
         }
         drop(s);
         self.notify.notify_one();
+        first
     }
 
     /// Wakes the writer, e.g. to take the rest of a queue longer than one batch.

@@ -1,11 +1,13 @@
-//! The drain and the closes after a hole, with paused time: who is told
-//! to go, why, and how the closes are spread over the window.
+//! The drain, the closes after a hole and those for events read too late,
+//! with paused time: who is told to go, why, and how the closes are spread
+//! over the window.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{close_for_hole, drain};
+use super::{close_for_hole, close_lost, drain};
 use crate::hub::testkit::{handshake, invoke, kit, messages, CHAT, TICKET};
 use crate::hub::HubSession;
 use crate::telemetry::labels::{ContinuityCause, Transport};
@@ -88,5 +90,32 @@ async fn a_hole_of_unknown_reach_closes_every_hub() {
     assert_eq!(
         (chat.outbox().kicked(), ticket.outbox().kicked()),
         (Some(Kick::ContinuityLost), Some(Kick::ContinuityLost))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_sent_as_lost_are_closed_once_and_counted_once() {
+    let k = kit(&[]);
+    let a = k.open(false).await;
+    let b = k.open(false).await;
+    let other = k.open(false).await;
+    let entry = |s: &HubSession| k.hubs.registry.snapshot().into_iter().find(|e| Arc::ptr_eq(&e.outbox, &s.outbox()));
+    let (ea, eb) = (entry(&a).expect("a in fan-out"), entry(&b).expect("b in fan-out"));
+    let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Two batches naming a twice; b is closing already (it reached its limit).
+    b.outbox().kick(Kick::SlowConsumer);
+    lost.send(vec![ea.clone(), eb]).expect("open");
+    lost.send(vec![ea]).expect("open");
+    drop(lost);
+    close_lost(k.hubs.metrics.clone(), lost_rx, Duration::from_secs(1)).await;
+    assert_eq!(a.outbox().kicked(), Some(Kick::ContinuityLost));
+    assert_eq!(b.outbox().kicked(), Some(Kick::SlowConsumer), "the first reason stands");
+    assert_eq!(other.outbox().kicked(), None);
+    let rendered = k.hubs.metrics.render();
+    assert!(
+        rendered.lines().any(|l| l.starts_with("sidecar_continuity_closes")
+            && l.contains("cause=\"instance_lagged\"")
+            && l.ends_with(" 1")),
+        "{rendered}"
     );
 }
