@@ -223,4 +223,15 @@ async fn a_hub_message_over_the_limit_inside_a_smaller_frame_gets_the_hubs_close
     assert_eq!(op, 0x1);
     assert_eq!(close, "{\"type\":7,\"error\":\"Connection closed with an error.\",\"allowReconnect\":true}\u{1e}");
     assert_eq!(c.close_code().await, Some(1000));
+    // Counted under its own reason (the operator's view of why).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let counted = "sidecar_disconnects_total{reason=\"message_too_large\"} 1";
+    loop {
+        let (_, metrics) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        if metrics.lines().any(|l| l == counted) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{counted} not in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -497,11 +497,14 @@ def test_rollback_is_a_values_change(render):
     assert benv["EVENT_TRANSPORT_USE_REDIS_STREAMS"]["value"] == "false"
 
 
-def test_grace_period_override_must_exceed_drain_window(render):
+def test_grace_period_override_must_exceed_the_shutdown_timeout(render):
     objs, _ = render({"terminationGracePeriodSeconds": 60, "drainWindowSeconds": 30})
     assert dc.sidecar_deployment(objs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
     with pytest.raises(HelmError, match="terminationGracePeriodSeconds"):
         render({"terminationGracePeriodSeconds": 12, "drainWindowSeconds": 10})
+    # Longer than the drain, but shorter than the process's own deadline.
+    with pytest.raises(HelmError, match="shutdownTimeoutSeconds"):
+        render({"terminationGracePeriodSeconds": 28, "drainWindowSeconds": 10, "shutdownTimeoutSeconds": 25})
 
 
 def test_network_policy_can_admit_prometheus_namespace(render):

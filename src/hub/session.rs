@@ -565,7 +565,18 @@ impl Session for HubSession {
         }
         match framing {
             Ok(()) => Flow::Continue,
-            Err(e) => self.send_close(close::for_protocol_error(&e)),
+            // Closed as a frame over the limit is: the same Close, counted
+            // as `message_too_large`, with the cause in the log.
+            Err(crate::codec::Error::TooLarge { limit }) => {
+                tracing::info!(connection_id = %self.connection_id, limit,
+                    "a hub message over SIDECAR_MAX_MESSAGE_BYTES: connection closed");
+                self.outbox.kick(Kick::MessageTooLarge);
+                Flow::Stop
+            }
+            Err(e) => {
+                tracing::debug!(connection_id = %self.connection_id, error = %e, "framing error: connection closed");
+                self.send_close(close::for_protocol_error(&e))
+            }
         }
     }
 

@@ -141,8 +141,9 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 {{- add $drain (int .Values.shutdownTimeoutSeconds) $margin -}}
 {{- else -}}
 {{- $grace := int .Values.terminationGracePeriodSeconds -}}
-{{- if le $grace (add $drain $margin | int) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than drainWindowSeconds (%d) + %d s shutdown margin" $grace $drain $margin) -}}
+{{- $shutdown := int .Values.shutdownTimeoutSeconds -}}
+{{- if le $grace (add $shutdown $margin | int) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownTimeoutSeconds (%d, the process's own deadline from SIGTERM, drain included) + %d s margin" $grace $shutdown $margin) -}}
 {{- end -}}
 {{- $grace -}}
 {{- end -}}

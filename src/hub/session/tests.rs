@@ -195,16 +195,18 @@ async fn bad_arguments_get_a_completion_error_and_join_nothing() {
     let k = kit(&[]);
     let mut s = k.open(false).await;
     let expected = "An unexpected error occurred invoking 'JoinRoom' on the server. HubException: JoinRoom expects \
-                    one argument: a non-empty group name of at most 512 characters";
+                    one argument: a non-empty group name of at most 512 characters, not \"*\" and not starting with \
+                    \"user:\"";
     let too_long = "g".repeat(513);
-    for (i, args) in [json!([42]), json!([]), json!(["a", "b"]), json!([""]), json!([too_long])].into_iter().enumerate()
-    {
+    let bad =
+        [json!([42]), json!([]), json!(["a", "b"]), json!([""]), json!([too_long]), json!(["*"]), json!(["user:u1"])];
+    for (i, args) in bad.into_iter().enumerate() {
         let id = i.to_string();
         assert_eq!(s.receive(&invoke(&id, "JoinRoom", args)).await, Flow::Continue);
         assert_eq!(messages(&s.outbox()), [failed(&id, expected)]);
     }
     assert!(k.hubs.registry.groups_of(s.conn()).is_empty());
-    assert!(metric(&k.hubs, "sidecar_invocations", &["outcome=\"bad_arguments\""]).is_some_and(|l| l.ends_with(" 5")));
+    assert!(metric(&k.hubs, "sidecar_invocations", &["outcome=\"bad_arguments\""]).is_some_and(|l| l.ends_with(" 7")));
 }
 
 #[tokio::test]
@@ -456,11 +458,14 @@ async fn a_malformed_message_closes_with_a_protocol_error() {
 }
 
 #[tokio::test]
-async fn a_message_past_the_size_limit_closes_with_a_protocol_error() {
+async fn a_message_past_the_size_limit_is_closed_as_too_large() {
     let k = kit(&[("SIDECAR_MAX_MESSAGE_BYTES", "256")]);
     let mut s = k.open(false).await;
     assert_eq!(s.receive(&invoke("1", "JoinRoom", json!(["g".repeat(300)]))).await, Flow::Stop);
-    assert_eq!(messages(&s.outbox()), [protocol_error()]);
+    // Kicked, so the transport writes the kick's Close and counts the reason.
+    assert_eq!(s.outbox().kicked(), Some(crate::transport::Kick::MessageTooLarge));
+    let close = super::super::close::for_kick(crate::transport::Kick::MessageTooLarge).map(HubMessage::Close);
+    assert_eq!(close, Some(protocol_error()), "the Close a protocol error gets");
 }
 
 #[tokio::test]

@@ -182,7 +182,7 @@ fn routes_that_need_every_entry_are_not_skippable() {
     assert!(!route_may_skip(&route(&discussion, "response_posted"), "d1"), "history (batch)");
     assert!(!route_may_skip(&route(&discussion, "response_edited"), "d1"), "history");
     assert!(!route_may_skip(&route(&discussion, "typing_started"), "d1"), "roster");
-    assert!(route_may_skip(&route(&discussion, "user_joined"), "d1"));
+    assert!(!route_may_skip(&route(&discussion, "user_joined"), "d1"), "history (presence carries its position)");
 }
 
 #[test]

@@ -116,6 +116,8 @@ sidecar_events_skipped_total 0
 sidecar_history_events_total{outcome="dropped"} 0
 sidecar_history_events_total{outcome="failed"} 0
 sidecar_history_events_total{outcome="written"} 5
+sidecar_history_joins_total{outcome="already_joined"} 0
+sidecar_history_joins_total{outcome="behind"} 0
 sidecar_history_joins_total{outcome="no_position"} 0
 sidecar_history_joins_total{outcome="not_covered"} 0
 sidecar_history_joins_total{outcome="recovered"} 1
