@@ -242,6 +242,22 @@ pub async fn run_with(
     }
     hubs = hubs.with_cuts(cuts);
     let hubs = Arc::new(hubs);
+    // A client whose socket dropped may resume on another instance: that
+    // one asks for the session, and this one hands it over if it holds it.
+    if let Some(redis) = &config.redis {
+        let (hubs, spawner) = (hubs.clone(), tasks.clone());
+        let on_token = move |token: String| {
+            let hubs = hubs.clone();
+            spawner.spawn(async move { hub::release(&hubs, &token).await });
+        };
+        let channel = crate::continuity::release_channel(&redis.group_prefix);
+        tasks.spawn(crate::continuity::listen_for_releases(
+            redis.urls.clone(),
+            channel,
+            on_token,
+            keepalive_stop.clone(),
+        ));
+    }
     tasks.spawn(hub::close_lost(metrics.clone(), lost_rx, config.shutdown.drain_window));
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
     tasks.spawn(hub::run_keepalive(hubs.clone(), keepalive_stop.clone()));

@@ -262,7 +262,10 @@ async fn version_0_long_polling_works_with_messagepack() {
 
 #[tokio::test]
 async fn too_much_sent_before_the_first_poll_is_refused_and_an_unknown_token_is_404() {
-    let s = Sidecar::start(&[("SIDECAR_MAX_MESSAGE_BYTES", "1024".into())]).await;
+    // What waits for the first poll is bounded by one POST's limit (the
+    // transport's, SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES).
+    let env = [("SIDECAR_MAX_MESSAGE_BYTES", "1024".into()), ("SIDECAR_MAX_TRANSPORT_MESSAGE_BYTES", "4096".into())];
+    let s = Sidecar::start(&env).await;
     let id = negotiate_v0(&s).await;
     let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
     assert_eq!(lp.post(&[b' '; 3000]).await, 200);

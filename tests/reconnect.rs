@@ -117,59 +117,114 @@ async fn sigterm_tells_every_client_to_reconnect_and_exits() {
 /// instance drains (SIGTERM) while events flow; the client's resume reaches
 /// another instance, which takes the session over and delivers every event
 /// once, in order, including those published while the client was away.
-#[tokio::test]
-async fn a_stateful_session_resumes_on_another_instance_after_a_drain() {
-    let redis = Redis::start().await;
-    let env = |id: &str| {
-        vec![
+/// Instances `<name>-a` and `<name>-b` on `redis` (a drain window of 1 s,
+/// and `extra`), and a client `c` (`options`) in room `r` through a proxy
+/// to `a`.
+async fn client_on_a(
+    redis: &Redis,
+    name: &str,
+    extra: &[(&'static str, String)],
+    options: Value,
+) -> (Sidecar, Sidecar, Proxy, Driver) {
+    let env = |id: String| {
+        let mut env = vec![
             ("SIDECAR_REDIS_URL", redis.url()),
-            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_INSTANCE_ID", id),
             ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-        ]
+        ];
+        env.extend(extra.iter().cloned());
+        env
     };
-    let mut a = Sidecar::start(&env("handoff-a")).await;
-    let b = Sidecar::start(&env("handoff-b")).await;
+    let a = Sidecar::start(&env(format!("{name}-a"))).await;
+    let b = Sidecar::start(&env(format!("{name}-b"))).await;
     let proxy = Proxy::start(a.port).await;
     let mut d = Driver::start().await;
     let url = format!("{}/hubs/chat", proxy.url());
-    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.connect("c", &url, &["ReceiveMessage"], options).await.expect("connects");
     d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    (a, b, proxy, d)
+}
 
-    let publisher = {
-        let url = redis.url();
-        tokio::spawn(async move {
-            let mut conn = redis::Client::open(url).expect("url").get_connection().expect("redis");
-            for n in 0..120u64 {
-                xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.retarget(b.port);
-    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
-    publisher.await.expect("publisher");
-
-    let mut got = Vec::new();
-    while got.len() < 120 {
-        let Some(m) = d.message("c", "ReceiveMessage", WAIT).await else { break };
-        got.push(seq(&m));
-    }
-    assert_eq!(got, (0..120).collect::<Vec<_>>(), "every event once, in order, across the handoff");
-    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+/// The client `c` never left Connected: it resumed, it did not reconnect.
+async fn assert_still_connected(d: &mut Driver) {
     assert!(
         d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
             .await
             .is_none(),
         "the client stayed Connected: a resume, not a reconnect"
     );
+}
+
+/// Publishes 120 chat events to room `r`, 15 ms apart, from a task.
+fn publish_120(redis: &Redis) -> tokio::task::JoinHandle<()> {
+    let url = redis.url();
+    tokio::spawn(async move {
+        let mut conn = redis::Client::open(url).expect("url").get_connection().expect("redis");
+        for n in 0..120u64 {
+            xadd_data_on(&mut conn, "events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    })
+}
+
+/// `c` got the 120 events once each, in order, never left Connected, and
+/// its session works on `now_on`, which counts one resumed handoff.
+async fn all_120_once_and_still_connected(d: &mut Driver, now_on: &Sidecar) {
+    let mut got = Vec::new();
+    while got.len() < 120 {
+        let Some(m) = d.message("c", "ReceiveMessage", WAIT).await else { break };
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (0..120).collect::<Vec<_>>(), "every event once, in order, across the instances");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert_still_connected(d).await;
     assert_eq!(
         d.invoke("c", "LeaveRoom", json!(["r"])).await,
         Ok(Value::Null),
         "the session works on its new instance"
     );
-    let (_, metrics) = support::http::request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    let (_, metrics) = support::http::request(now_on.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_stateful_session_resumes_on_another_instance_after_a_drain() {
+    let redis = Redis::start().await;
+    let (mut a, b, proxy, mut d) = client_on_a(&redis, "handoff", &[], json!({"statefulReconnect": true})).await;
+    let publisher = publish_120(&redis);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    publisher.await.expect("publisher");
+    all_120_once_and_still_connected(&mut d, &b).await;
+}
+
+/// CONTRACT section 14: after a network drop the client resumes on
+/// whichever instance its reconnect reaches. Behind a Service without
+/// session affinity that is often another one: it asks for the session,
+/// and the instance holding it (parked, or still serving a socket it has
+/// not seen die) hands it over with what it missed.
+async fn resumes_on_another_instance_after_a_drop(drop_socket: fn(&Proxy)) {
+    let redis = Redis::start().await;
+    let (a, b, proxy, mut d) = client_on_a(&redis, "drop", &[], json!({"statefulReconnect": true})).await;
+    let publisher = publish_120(&redis);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.retarget(b.port);
+    drop_socket(&proxy);
+    publisher.await.expect("publisher");
+    all_120_once_and_still_connected(&mut d, &b).await;
+    let (_, metrics) = support::http::request(a.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 0"), "gone from A: {metrics}");
+}
+
+#[tokio::test]
+async fn after_a_network_drop_a_stateful_session_resumes_on_another_instance() {
+    resumes_on_another_instance_after_a_drop(Proxy::cut).await;
+}
+
+#[tokio::test]
+async fn a_session_its_instance_still_serves_moves_to_where_its_client_resumed() {
+    resumes_on_another_instance_after_a_drop(Proxy::cut_clients).await;
 }
 
 /// A taken-over session stays in presence (CONTRACT sections 11, 14, 15):
@@ -321,12 +376,7 @@ async fn a_held_batch_crosses_the_handoff(b_window_ms: u64) {
         }
     }
     assert_eq!(got, ["r-1", "r-2", "r-3"], "the held responses once each, in order, across the handoff");
-    assert!(
-        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
-            .await
-            .is_none(),
-        "the client stayed Connected: a resume, not a reconnect"
-    );
+    assert_still_connected(&mut d).await;
 }
 
 #[tokio::test]
@@ -404,12 +454,7 @@ async fn a_retry_in_the_replayed_stretch_arrives_once(live_first: bool) {
         got.push(seq(&m));
     }
     assert_eq!(got, (until..15).collect::<Vec<_>>(), "each event once, in order, the retry of 5 not again");
-    assert!(
-        d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting")
-            .await
-            .is_none(),
-        "the client stayed Connected: a resume, not a reconnect"
-    );
+    assert_still_connected(&mut d).await;
 }
 
 #[tokio::test]
@@ -430,22 +475,9 @@ async fn a_retry_of_an_event_delivered_before_a_handoff_is_not_replayed() {
 #[tokio::test]
 async fn a_replay_of_events_read_too_late_refuses_the_resume() {
     let redis = Redis::start().await;
-    let env = |id: &str| {
-        vec![
-            ("SIDECAR_REDIS_URL", redis.url()),
-            ("SIDECAR_INSTANCE_ID", id.to_string()),
-            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-            ("SIDECAR_MAX_EVENT_AGE_SECONDS", "2".to_string()),
-        ]
-    };
-    let mut a = Sidecar::start(&env("late-a")).await;
-    let b = Sidecar::start(&env("late-b")).await;
-    let proxy = Proxy::start(a.port).await;
-    let mut d = Driver::start().await;
-    let url = format!("{}/hubs/chat", proxy.url());
+    let extra = [("SIDECAR_MAX_EVENT_AGE_SECONDS", "2".to_string())];
     let options = json!({"statefulReconnect": true, "reconnect": true});
-    d.connect("c", &url, &["ReceiveMessage"], options).await.expect("connects");
-    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    let (mut a, b, proxy, mut d) = client_on_a(&redis, "late", &extra, options).await;
     redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
     assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(0));
 

@@ -1,6 +1,9 @@
 //! Session snapshots in Redis: one key per connection token, written with
 //! an expiry (a client that does not resume within it reconnects afresh),
-//! taken with GETDEL so exactly one instance carries a session on.
+//! taken with GETDEL so exactly one instance carries a session on. A
+//! resume that finds no snapshot asks, on the channel
+//! `<prefix>:session-release`, whichever instance holds the token's session
+//! to write one (`release.rs` listens there).
 
 use std::time::Duration;
 
@@ -11,13 +14,19 @@ use crate::ingest::RedisConn;
 pub(crate) struct RedisSessionStore {
     conn: RedisConn,
     prefix: String,
+    release_channel: String,
     ttl: Duration,
+}
+
+/// The channel a resume asks on for its session to be handed over.
+pub(crate) fn release_channel(prefix: &str) -> String {
+    format!("{prefix}:session-release")
 }
 
 impl RedisSessionStore {
     /// A store on `conn`; keys start with `prefix`, snapshots live `ttl`.
     pub(crate) fn new(conn: RedisConn, prefix: &str, ttl: Duration) -> RedisSessionStore {
-        RedisSessionStore { conn, prefix: format!("{prefix}:session:"), ttl }
+        RedisSessionStore { conn, prefix: format!("{prefix}:session:"), release_channel: release_channel(prefix), ttl }
     }
 
     fn key(&self, token: &str) -> String {
@@ -64,6 +73,19 @@ impl SessionStore for RedisSessionStore {
                 .await
                 .map_err(|e| HandoffError::Store(e.to_string()))?;
             bytes.map(|b| decode(&b)).transpose()
+        })
+    }
+
+    fn ask_release<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("PUBLISH")
+                .arg(&self.release_channel)
+                .arg(token)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| HandoffError::Store(e.to_string()))
         })
     }
 }

@@ -36,6 +36,15 @@ pub(crate) struct AdminState {
     pub admin_token: Option<AdminToken>,
 }
 
+/// A response with `body` as `content_type`.
+fn plain(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(text(body))
+        .expect("static headers are valid")
+}
+
 /// Handles one admin request while the sidecar waits for Redis at start:
 /// alive (`/healthz` 200), not ready (`/readyz` 503, CONTRACT section 8),
 /// metrics readable; anything else 503, as nothing else is up yet.
@@ -44,13 +53,7 @@ pub(crate) async fn handle_starting(
     metrics: Arc<Metrics>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let answer = |status: StatusCode, body: String, content_type: &'static str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(text(body))
-            .expect("static headers are valid")
-    };
+    let answer = plain;
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => answer(StatusCode::OK, "ok\n".into(), "text/plain"),
         (&Method::GET, "/metrics") => {
@@ -72,13 +75,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Result<Response<Bo
     if admin_api::is_admin_path(req.uri().path()) {
         return Ok(admin_api::handle(&state.introspect, state.admin_token.as_ref(), &req).await);
     }
-    let ok = |status: StatusCode, body: String, content_type: &'static str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(text(body))
-            .expect("static headers are valid")
-    };
+    let ok = plain;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => Ok(ok(StatusCode::OK, "ok\n".into(), "text/plain")),
         (&Method::GET, "/readyz") => Ok(match state.readiness.check() {

@@ -111,7 +111,9 @@ fn serve_websocket_session(
         // the ticket is kept across the connection's life (every idle
         // connection's future holds it).
         let ticket = match session.token() {
-            Some(token) if session.is_stateful() => Some(hubs.parked.serving(token, session.hub(), outbox.clone())),
+            Some(token) if session.is_stateful() => {
+                Some(hubs.parked.serving(token, session.hub(), session.conn(), outbox.clone()))
+            }
             _ => None,
         };
         for body in early {

@@ -65,7 +65,7 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
 /// every batch held back went out (to them among others): their cut then
 /// passes no event they did not get. Directly when there is no pipeline
 /// (unit tests) or it has stopped.
-async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::server::Cut> {
+pub(super) async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::server::Cut> {
     let detach = {
         let registry = hubs.registry.clone();
         let ids = ids.clone();

@@ -1,6 +1,8 @@
 //! Stateful sessions that outlive their instance (CONTRACT section 14).
 //!
-//! When an instance drains, each stateful session is taken out of fan-out
+//! When an instance drains (or another instance asks for a session whose
+//! client resumed there after a network drop: `release.rs`), each stateful
+//! session is taken out of fan-out
 //! (which fixes, per stream, the last entry that reached its outbox),
 //! written to a [`SessionStore`] with its unacknowledged frames, and its
 //! socket dropped without a Close, so the client resumes at once. Whichever
@@ -108,6 +110,10 @@ pub(crate) trait SessionStore: Send + Sync {
     fn save<'a>(&'a self, token: &'a str, snapshot: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>>;
     /// Takes the snapshot for `token`, if any: each is handed out once.
     fn take<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>>;
+    /// Asks whichever instance holds `token`'s session to save it here
+    /// ([`crate::hub::release`]): its client's socket dropped and the
+    /// reconnect reached another instance.
+    fn ask_release<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), HandoffError>>;
 }
 
 /// Who a taken-over session is, for choosing the events it missed.
@@ -151,6 +157,29 @@ pub(crate) struct Handoff {
 /// snapshot's positions before refusing.
 const COVER_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a resume with no snapshot waits for the instance holding its
+/// session to hand it over, and how often it looks.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The snapshot for `token`: saved already (a drain), or asked for from
+/// the instance still holding the session (a network drop whose reconnect
+/// reached this instance) and waited for.
+async fn take_or_ask(store: &dyn SessionStore, token: &str) -> Result<Option<SessionSnapshot>, HandoffError> {
+    if let Some(snapshot) = store.take(token).await? {
+        return Ok(Some(snapshot));
+    }
+    store.ask_release(token).await?;
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(RELEASE_POLL).await;
+        if let Some(snapshot) = store.take(token).await? {
+            return Ok(Some(snapshot));
+        }
+    }
+    Ok(None)
+}
+
 /// Saves a stateful session taken out of fan-out with `groups` at
 /// `positions`, and ends it here without telling anyone it left.
 pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<str>>, positions: Positions) {
@@ -177,7 +206,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
 pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
     let handoff = hubs.handoff.clone()?;
     let count = |outcome: HandoffOutcome| hubs.metrics.session_handoffs.get(outcome).inc();
-    let snapshot = match handoff.store.take(token).await {
+    let snapshot = match take_or_ask(&*handoff.store, token).await {
         Ok(Some(s)) => s,
         Ok(None) => return None,
         Err(e) => {

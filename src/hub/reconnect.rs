@@ -111,7 +111,7 @@ pub(crate) struct Parked {
 /// only its own end removes it (a resume of the same token may have begun).
 #[derive(Default)]
 struct Serving {
-    by_token: HashMap<String, (HubId, NonZeroU64, Arc<Outbox>)>,
+    by_token: HashMap<String, (HubId, NonZeroU64, Arc<Outbox>, u64)>,
     next_ticket: u64,
 }
 
@@ -123,19 +123,30 @@ impl Parked {
 
     /// Notes a stateful session served on `outbox` for `token`; the ticket
     /// goes back to [`Parked::served`] when the transport has ended.
-    pub(crate) fn serving(&self, token: &str, hub: HubId, outbox: Arc<Outbox>) -> NonZeroU64 {
+    pub(crate) fn serving(&self, token: &str, hub: HubId, conn: u64, outbox: Arc<Outbox>) -> NonZeroU64 {
         let mut serving = self.serving.locked();
         serving.next_ticket = serving.next_ticket.saturating_add(1);
         let ticket = NonZeroU64::new(serving.next_ticket).unwrap_or(NonZeroU64::MIN);
-        serving.by_token.insert(token.to_string(), (hub, ticket, outbox));
+        serving.by_token.insert(token.to_string(), (hub, ticket, outbox, conn));
         ticket
+    }
+
+    /// The fan-out id and outbox of the stateful session served for
+    /// `token`, if one is.
+    pub(crate) fn served_session(&self, token: &str) -> Option<(u64, Arc<Outbox>)> {
+        self.serving.locked().by_token.get(token).map(|(_, _, outbox, conn)| (*conn, outbox.clone()))
+    }
+
+    /// Takes the session parked for `token`, on whichever hub.
+    pub(crate) fn take_any(&self, token: &str) -> Option<HubSession> {
+        self.lock().remove(token).map(|(s, _)| s)
     }
 
     /// The session served under `ticket` has ended: parked, handed off or
     /// finished. Call after parking it, so whoever waits finds it.
     pub(crate) fn served(&self, token: &str, ticket: NonZeroU64) {
         let mut serving = self.serving.locked();
-        if serving.by_token.get(token).is_some_and(|(_, t, _)| *t == ticket) {
+        if serving.by_token.get(token).is_some_and(|(_, t, _, _)| *t == ticket) {
             serving.by_token.remove(token);
         }
         drop(serving);
@@ -157,7 +168,7 @@ impl Parked {
             if let Some(session) = self.take(token, hub) {
                 return Some(session);
             }
-            let served = self.serving.locked().by_token.get(token).map(|(h, _, outbox)| (*h, outbox.clone()));
+            let served = self.serving.locked().by_token.get(token).map(|(h, _, outbox, _)| (*h, outbox.clone()));
             match served {
                 // Only the first reason counts: a session closing for
                 // another one finishes instead, and no take finds it.

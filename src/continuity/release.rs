@@ -1,0 +1,69 @@
+//! Hears the asks of resumes that reached another instance after a network
+//! drop (`<prefix>:session-release`, published by
+//! [`super::RedisSessionStore`]) and hands each token to `on_token`: the hub
+//! hands the session off if it holds it here.
+//!
+//! One subscriber connection, reconnected with a back-off while Redis is
+//! away; an ask lost meanwhile leaves its resume refused after its wait,
+//! and that client reconnects afresh (told, never silent). In a Redis
+//! Cluster PUBLISH reaches subscribers on every node, so one configured
+//! node is enough, and the next one is tried when it fails.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Longest pause between two attempts to subscribe.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Subscribes to `channel` on one of `urls` and calls `on_token` for each
+/// message, until `stop`.
+pub(crate) async fn listen(
+    urls: Vec<String>,
+    channel: String,
+    on_token: impl Fn(String) + Send + 'static,
+    stop: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 0usize;
+    loop {
+        let url = &urls[attempt % urls.len().max(1)];
+        attempt += 1;
+        let subscribed = async {
+            let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = stop.cancelled() => return,
+            s = subscribed => s,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                pause = Duration::from_millis(200);
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(message) = message else { break };
+                    match message.get_payload::<String>() {
+                        Ok(token) => on_token(token),
+                        Err(e) => tracing::debug!(error = %e, "session release: unreadable ask"),
+                    }
+                }
+                tracing::debug!("session release: subscription ended, subscribing again");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "session release: cannot subscribe yet");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}

@@ -1,0 +1,47 @@
+//! A stateful session another instance asks for (CONTRACT section 14):
+//! its client's socket dropped and the reconnect reached another instance
+//! (a Service without session affinity). That instance finds no snapshot
+//! and asks the deployment for the token ([`super::SessionStore::ask_release`]);
+//! the instance holding the session, parked or still served on a socket
+//! it has not yet seen die, hands it off as a drain does, and the asking
+//! instance takes it over with what it missed meanwhile.
+
+use std::sync::Arc;
+
+use super::{drain, handoff, Hubs};
+use crate::sync::Unpoisoned;
+use crate::transport::Kick;
+
+/// Hands off the stateful session of `token`, if this instance holds one
+/// that can resume; does nothing otherwise (every instance hears the ask).
+pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
+    if hubs.handoff.is_none() {
+        return;
+    }
+    if let Some(session) = hubs.parked.take_any(token) {
+        if !session.can_resume() {
+            // Nothing another instance could carry on: the resume is refused
+            // there, as it would be here.
+            hubs.parked.park(token.to_string(), session);
+            return;
+        }
+        tracing::debug!(connection_id = %session.connection_id, "stateful session asked for by another instance: handed off");
+        let cut = drain::detach_at_cut(hubs, vec![session.conn()]).await.pop();
+        let (groups, positions) = cut.unwrap_or_else(|| session.detach());
+        handoff::hand_off(hubs, session, groups, positions).await;
+        return;
+    }
+    // Still served here: its old socket has not been seen to end. Out of
+    // fan-out at a cut, then the transport ends and hands it off (as a drain
+    // does, `connection.rs`).
+    if let Some((conn, outbox)) = hubs.parked.served_session(token) {
+        if !outbox.is_stateful() || outbox.is_closed() {
+            return;
+        }
+        tracing::debug!(conn, "stateful session still served here asked for by another instance: handed off");
+        if let Some(cut) = drain::detach_at_cut(hubs, vec![conn]).await.pop() {
+            hubs.handing_off.locked().insert(conn, cut);
+        }
+        outbox.kick(Kick::Handoff);
+    }
+}
