@@ -18,6 +18,9 @@ pub(crate) struct RedisSessionStore {
     ttl: Duration,
 }
 
+/// How long the note that an instance is saving a session lasts.
+const RELEASING_TTL: Duration = Duration::from_secs(5);
+
 /// The channel a resume asks on for its session to be handed over.
 pub(crate) fn release_channel(prefix: &str) -> String {
     format!("{prefix}:session-release")
@@ -31,6 +34,11 @@ impl RedisSessionStore {
 
     fn key(&self, token: &str) -> String {
         format!("{}{token}", self.prefix)
+    }
+
+    /// `<prefix>:session:<token>:releasing`: an instance is saving it.
+    fn releasing_key(&self, token: &str) -> String {
+        format!("{}{token}:releasing", self.prefix)
     }
 }
 
@@ -73,6 +81,32 @@ impl SessionStore for RedisSessionStore {
                 .await
                 .map_err(|e| HandoffError::Store(e.to_string()))?;
             bytes.map(|b| decode(&b)).transpose()
+        })
+    }
+
+    fn mark_releasing<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("SET")
+                .arg(self.releasing_key(token))
+                .arg(1)
+                .arg("PX")
+                .arg(RELEASING_TTL.as_millis() as u64)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| HandoffError::Store(e.to_string()))
+        })
+    }
+
+    fn is_releasing<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("EXISTS")
+                .arg(self.releasing_key(token))
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| HandoffError::Store(e.to_string()))
         })
     }
 

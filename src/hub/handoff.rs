@@ -114,6 +114,11 @@ pub(crate) trait SessionStore: Send + Sync {
     /// ([`crate::hub::release`]): its client's socket dropped and the
     /// reconnect reached another instance.
     fn ask_release<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), HandoffError>>;
+    /// Notes, for the asking instance, that this one holds `token`'s
+    /// session and is saving it (so the asker waits for it).
+    fn mark_releasing<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), HandoffError>>;
+    /// Whether some instance noted it is saving `token`'s session.
+    fn is_releasing<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>>;
 }
 
 /// Who a taken-over session is, for choosing the events it missed.
@@ -157,10 +162,15 @@ pub(crate) struct Handoff {
 /// snapshot's positions before refusing.
 const COVER_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a resume with no snapshot waits for the instance holding its
-/// session to hand it over, and how often it looks.
+/// How long a resume with no snapshot waits for an instance to say it
+/// holds the session: nobody saying so (the instance crashed, or the token
+/// is unknown) answers the client at once, which then reconnects afresh, so
+/// a stateful client is not left deaf while it looks Connected.
+const RELEASE_ACK_WAIT: Duration = Duration::from_millis(200);
+/// How long it waits for the snapshot once an instance said it holds the
+/// session, and how often it looks.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
-const RELEASE_POLL: Duration = Duration::from_millis(50);
+const RELEASE_POLL: Duration = Duration::from_millis(20);
 
 /// The snapshot for `token`: saved already (a drain), or asked for from
 /// the instance still holding the session (a network drop whose reconnect
@@ -170,11 +180,18 @@ async fn take_or_ask(store: &dyn SessionStore, token: &str) -> Result<Option<Ses
         return Ok(Some(snapshot));
     }
     store.ask_release(token).await?;
-    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
-    while tokio::time::Instant::now() < deadline {
+    let asked = tokio::time::Instant::now();
+    let mut held_elsewhere = false;
+    while asked.elapsed() < RELEASE_WAIT {
         tokio::time::sleep(RELEASE_POLL).await;
         if let Some(snapshot) = store.take(token).await? {
             return Ok(Some(snapshot));
+        }
+        if !held_elsewhere && asked.elapsed() >= RELEASE_ACK_WAIT {
+            held_elsewhere = store.is_releasing(token).await?;
+            if !held_elsewhere {
+                return Ok(None);
+            }
         }
     }
     Ok(None)

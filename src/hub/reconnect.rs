@@ -137,6 +137,11 @@ impl Parked {
         self.serving.locked().by_token.get(token).map(|(_, _, outbox, conn)| (*conn, outbox.clone()))
     }
 
+    /// Whether a session is parked for `token`.
+    pub(crate) fn holds(&self, token: &str) -> bool {
+        self.lock().contains_key(token)
+    }
+
     /// Takes the session parked for `token`, on whichever hub.
     pub(crate) fn take_any(&self, token: &str) -> Option<HubSession> {
         self.lock().remove(token).map(|(s, _)| s)

@@ -15,7 +15,14 @@ use crate::transport::Kick;
 /// Hands off the stateful session of `token`, if this instance holds one
 /// that can resume; does nothing otherwise (every instance hears the ask).
 pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
-    if hubs.handoff.is_none() {
+    let Some(handoff) = hubs.handoff.clone() else { return };
+    let holds = hubs.parked.holds(token) || hubs.parked.served_session(token).is_some();
+    if !holds {
+        return;
+    }
+    // Told first, so the asker keeps waiting for the snapshot.
+    if let Err(e) = handoff.store.mark_releasing(token).await {
+        tracing::warn!(error = %e, "stateful session asked for elsewhere: cannot tell the asker");
         return;
     }
     if let Some(session) = hubs.parked.take_any(token) {
