@@ -223,3 +223,30 @@ async fn away_online_and_participant_counts_across_instances() {
 async fn away_online_and_participant_counts_in_process() {
     away_online_and_counts(None).await;
 }
+
+/// Away is the user's (CONTRACT section 15: "a user with no invocation for
+/// a set time turns away"): alice's tab in d1 sits idle while she keeps
+/// invoking in another tab, in d2; she is online in d1 until both are idle.
+#[tokio::test]
+async fn a_user_busy_in_another_tab_is_not_away_in_an_idle_ones_room() {
+    let routes = routes(&[("away_after_seconds = 300", "away_after_seconds = 1")]);
+    let s = Sidecar::start(&env(&routes, None, "pu")).await;
+    let mut d = Driver::start().await;
+    join(&mut d, &s, "bob", "bob", "d1").await;
+    join(&mut d, &s, "tab1", "alice", "d1").await;
+    join(&mut d, &s, "tab2", "alice", "d2").await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        d.invoke("bob", "GetPresence", json!(["d1"])).await.expect("invokes");
+        d.invoke("tab2", "GetPresence", json!(["d2"])).await.expect("invokes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "online", "busy in d2");
+    // Idle in both: away in d1 too.
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_millis(2500) {
+        d.invoke("bob", "GetPresence", json!(["d1"])).await.expect("invokes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "away");
+}

@@ -83,6 +83,10 @@ pub(crate) struct Activity {
     pub last_invoked_ms: AtomicU64,
     /// Marked idle in presence (no invocation for `away_after_seconds`).
     pub idle: AtomicBool,
+    /// Milliseconds of the last invocation of any connection of its user on
+    /// its hub here: away is the user's (CONTRACT section 15), so a tab the
+    /// user left open is not away while they invoke in another.
+    pub user_invoked_ms: AtomicU64,
 }
 
 /// Why a join was refused.
@@ -339,6 +343,13 @@ impl Registry {
     /// its presence need, short of the join policy allowing the caller).
     pub(crate) fn in_group(&self, id: ConnId, group: &str) -> bool {
         self.read().conns.get(&id).is_some_and(|c| c.groups.iter().any(|g| &**g == group))
+    }
+
+    /// Runs `f` on each connection of `user` on `hub`.
+    pub(crate) fn for_each_of_user(&self, hub: usize, user: &str, mut f: impl FnMut(&ConnEntry)) {
+        if let Some(members) = self.read().members(hub, None, Some(user)) {
+            members.values().for_each(|e| f(e));
+        }
     }
 
     /// Whether any connection uses this protocol slot (so events need not be

@@ -1,8 +1,9 @@
 //! Invocations as activity (CONTRACT section 15, seed 003 FR-034, FR-035):
 //! a hub's `inactivity_timeout_seconds` closes a connection that sent no
 //! invocation for that long, and its `away_after_seconds` marks it idle in
-//! presence (its user turns away once all its connections in a room are
-//! idle) until its next invocation. Pings keep a connection alive; they are
+//! presence once its user sent none from any of its connections on the hub
+//! (here) for that long, until the user's next invocation (its user turns
+//! away once all its connections in a room are idle). Pings keep a connection alive; they are
 //! not activity.
 //!
 //! Both are checked on the keep-alive's shared once-a-second pass, never
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{HubId, RouteTable};
-use crate::fanout::{ConnEntry, ConnId};
+use crate::fanout::{ConnEntry, ConnId, Registry};
 use crate::transport::Kick;
 
 /// What the presence task is asked to do for one connection.
@@ -89,18 +90,32 @@ impl Activity {
             entry.outbox.kick(Kick::Inactive);
             return true;
         }
+        // Away is the user's: no invocation from any of its connections here.
+        let user_idle_for = now_ms.saturating_sub(entry.activity.user_invoked_ms.load(Ordering::Relaxed));
         let away = self.away_ms.get(entry.hub).copied().flatten();
-        if away.is_some_and(|away| idle_for > away) && !entry.activity.idle.swap(true, Ordering::AcqRel) {
+        if away.is_some_and(|away| user_idle_for > away) && !entry.activity.idle.swap(true, Ordering::AcqRel) {
             self.notify(entry, true);
         }
         false
     }
 
-    /// An invocation of `entry` at `now_ms`: it is active (again).
-    pub(super) fn invoked(&self, entry: &ConnEntry, now_ms: u64) {
+    /// An invocation of `entry` at `now_ms`: it is active (again), and so
+    /// is its user on every connection of the hub here (away is the user's).
+    pub(super) fn invoked(&self, entry: &ConnEntry, now_ms: u64, registry: &Registry) {
         entry.activity.last_invoked_ms.store(now_ms, Ordering::Relaxed);
-        if entry.activity.idle.swap(false, Ordering::AcqRel) {
-            self.notify(entry, false);
+        let wake = |e: &ConnEntry| {
+            e.activity.user_invoked_ms.store(now_ms, Ordering::Relaxed);
+            if e.activity.idle.swap(false, Ordering::AcqRel) {
+                self.notify(e, false);
+            }
+        };
+        wake(entry);
+        if let (Some(user), true) = (&entry.user, self.tracks_away(entry.hub)) {
+            registry.for_each_of_user(entry.hub, user, |e| {
+                if e.id != entry.id {
+                    wake(e);
+                }
+            });
         }
     }
 

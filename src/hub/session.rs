@@ -269,7 +269,11 @@ impl HubSession {
             expires_at_ms: self.identity.expires_at_ms,
             connection_id: uuid::Uuid::try_parse(&self.connection_id).unwrap_or_default(),
             since_ms: crate::fanout::unix_ms(),
-            activity: crate::fanout::Activity { last_invoked_ms: self.hubs.now_ms().into(), idle: false.into() },
+            activity: crate::fanout::Activity {
+                last_invoked_ms: self.hubs.now_ms().into(),
+                idle: false.into(),
+                user_invoked_ms: self.hubs.now_ms().into(),
+            },
         });
         let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
         self.entry = Some(entry);
@@ -423,7 +427,7 @@ impl HubSession {
 
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
         if let (HubMessage::Invocation(_) | HubMessage::StreamInvocation(_), Some(entry)) = (&message, &self.entry) {
-            self.hubs.activity.invoked(entry, self.hubs.now_ms());
+            self.hubs.activity.invoked(entry, self.hubs.now_ms(), &self.hubs.registry);
         }
         match message {
             HubMessage::Invocation(inv) => {
