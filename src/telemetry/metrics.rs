@@ -12,8 +12,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::labels::{
-    AuthFailure, Connection, Consumed, Continuity, Disconnect, Dropped, Handoff, HistoryEvent, HistoryEventOutcome,
-    HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push, PushOutcome, Spool, SpoolOutcome, Stream,
+    AuthFailure, Connection, Consumed, Continuity, ContinuityCause, Disconnect, Dropped, Handoff, HistoryEvent,
+    HistoryEventOutcome, HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push, PushOutcome, Spool,
+    SpoolOutcome, Stream,
 };
 use super::PerValue;
 
@@ -198,6 +199,9 @@ impl Metrics {
         // too, so dashboards and alerts see zeros rather than no series.
         m.history_joins.precreate(HistoryJoinOutcome::ALL);
         m.history_events.precreate(HistoryEventOutcome::ALL);
+        // Counted only after a fault: zeros from the start, so an alert on
+        // them has a series to watch before the first one.
+        m.continuity_closes.precreate(ContinuityCause::ALL);
         m
     }
 

@@ -84,6 +84,8 @@ sidecar_broadcast_seconds_bucket{le="5.0"} 1
 sidecar_broadcast_seconds_count 1
 sidecar_broadcast_seconds_sum 0.0001
 sidecar_connections{hub="chat",transport="websockets"} 1
+sidecar_continuity_closes_total{cause="instance_lagged"} 0
+sidecar_continuity_closes_total{cause="stream_lost"} 0
 sidecar_continuity_closes_total{cause="stream_trimmed"} 2
 sidecar_dead_letters_total{stream="events:chat"} 1
 sidecar_disconnects_total{reason="slow_consumer"} 1
