@@ -137,9 +137,9 @@ impl Parked {
         self.serving.locked().by_token.get(token).map(|(_, _, outbox, conn)| (*conn, outbox.clone()))
     }
 
-    /// Whether a session is parked for `token`.
-    pub(crate) fn holds(&self, token: &str) -> bool {
-        self.lock().contains_key(token)
+    /// Whether a session that can resume is parked for `token`.
+    pub(crate) fn holds_resumable(&self, token: &str) -> bool {
+        self.lock().get(token).is_some_and(|(s, _)| s.can_resume())
     }
 
     /// Takes the session parked for `token`, on whichever hub.

@@ -16,8 +16,10 @@ use crate::transport::Kick;
 /// that can resume; does nothing otherwise (every instance hears the ask).
 pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
     let Some(handoff) = hubs.handoff.clone() else { return };
-    let holds = hubs.parked.holds(token) || hubs.parked.served_session(token).is_some();
-    if !holds {
+    // Only a session another instance could carry on is noted: for any
+    // other the asker answers at once, as it would here.
+    let served = hubs.parked.served_session(token).filter(|(_, outbox)| outbox.is_stateful() && !outbox.is_closed());
+    if !hubs.parked.holds_resumable(token) && served.is_none() {
         return;
     }
     // Told first, so the asker keeps waiting for the snapshot.
@@ -27,8 +29,8 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
     }
     if let Some(session) = hubs.parked.take_any(token) {
         if !session.can_resume() {
-            // Nothing another instance could carry on: the resume is refused
-            // there, as it would be here.
+            // It stopped being resumable since the look above: kept, and the
+            // asker answers after its wait.
             hubs.parked.park(token.to_string(), session);
             return;
         }
@@ -41,10 +43,7 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
     // Still served here: its old socket has not been seen to end. Out of
     // fan-out at a cut, then the transport ends and hands it off (as a drain
     // does, `connection.rs`).
-    if let Some((conn, outbox)) = hubs.parked.served_session(token) {
-        if !outbox.is_stateful() || outbox.is_closed() {
-            return;
-        }
+    if let Some((conn, outbox)) = served {
         tracing::debug!(conn, "stateful session still served here asked for by another instance: handed off");
         if let Some(cut) = drain::detach_at_cut(hubs, vec![conn]).await.pop() {
             hubs.handing_off.locked().insert(conn, cut);
