@@ -384,3 +384,20 @@ async fn behind_a_proxy_the_per_address_limit_uses_the_forwarded_address() {
     assert_eq!(start("3.3.3.3, 10.0.0.1").await, 429, "10.0.0.1 is over its burst");
     assert_eq!(start("1.1.1.1, 10.0.0.2").await, 200, "another client behind the same proxy is not limited");
 }
+
+#[tokio::test]
+async fn any_origin_allowed_means_any_but_null_which_lends_no_credentials() {
+    // `*` echoes the page's origin with credentials (SignalR sends them);
+    // `null` (a sandboxed frame, a file) gets no CORS answer at all.
+    let s = Sidecar::start(&[("SIDECAR_CORS_ORIGINS", "*".into())]).await;
+    let port = s.port;
+    let preflight = |origin: &'static str| {
+        let headers = [("Origin", origin), ("Access-Control-Request-Method", "POST")];
+        async move { support::http::request_with_head(port, "OPTIONS", "/hubs/chat/negotiate", &headers, b"").await }
+    };
+    let (_, head, _) = preflight("https://app.example.com").await.expect("preflight");
+    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{head}");
+    assert!(head.contains("access-control-allow-credentials: true"), "{head}");
+    let (_, head, _) = preflight("null").await.expect("preflight");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}

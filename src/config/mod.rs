@@ -30,6 +30,19 @@ pub use routes::{
 pub use source::RawSettings;
 use validate::Reader;
 
+/// `*`, or `scheme://host[:port]` with no path: what a browser sends as
+/// `Origin` (anything else would never match, silently).
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', ','])
+        && hyper::header::HeaderValue::from_str(origin).is_ok()
+}
+
 /// The default streams (CONTRACT section 5).
 pub const DEFAULT_STREAMS: [&str; 4] = ["events:chat", "events:ticket", "events:notification", "events:remote"];
 
@@ -364,6 +377,19 @@ impl Config {
             tls: None,
             admin_token: None,
         };
+        for origin in &server.cors_origins {
+            if !valid_origin(origin) {
+                r.error(
+                    "cors_origins",
+                    format!("'{origin}' must be * or an origin like https://app.example.com[:port]"),
+                );
+            }
+        }
+        if let Some(h) = &server.client_ip_header {
+            if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                r.error("client_ip_header", format!("'{h}' is not an HTTP header name"));
+            }
+        }
         server.admin_token = r.opt::<String>("admin_token").and_then(|t| match AdminToken::parse(&t) {
             Ok(t) => Some(t),
             Err(why) => {

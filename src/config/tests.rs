@@ -311,3 +311,20 @@ fn a_rate_or_burst_of_zero_is_refused_by_name() {
         assert_eq!(errors_of(&[(&setting, "0")]), [format!("{setting}: must be between 1 and 4294967295, got 0")]);
     }
 }
+
+#[test]
+fn origins_and_the_client_ip_header_are_checked() {
+    assert!(config("", &[("SIDECAR_CORS_ORIGINS", "*, https://app.example.com, http://127.0.0.1:3000")]).is_ok());
+    for bad in ["app.example.com", "https://app.example.com/path", "ftp://x", "https://"] {
+        let errors = errors_of(&[("SIDECAR_CORS_ORIGINS", bad)]);
+        assert_eq!(
+            errors,
+            [format!("SIDECAR_CORS_ORIGINS: '{bad}' must be * or an origin like https://app.example.com[:port]")]
+        );
+    }
+    assert!(config("", &[("SIDECAR_CLIENT_IP_HEADER", "X-Forwarded-For")]).is_ok());
+    assert_eq!(
+        errors_of(&[("SIDECAR_CLIENT_IP_HEADER", "bad header")]),
+        ["SIDECAR_CLIENT_IP_HEADER: 'bad header' is not an HTTP header name"]
+    );
+}

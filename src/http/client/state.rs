@@ -77,7 +77,7 @@ impl ClientState {
 /// CORS policy for browser clients on another origin.
 #[derive(Debug, Clone)]
 pub(crate) struct Cors {
-    /// Allowed origins; `*` allows any (echoing it, since SignalR sends credentials).
+    /// Allowed origins; `*` allows any but `null` (echoing it, since SignalR sends credentials).
     pub origins: Vec<String>,
 }
 
@@ -86,7 +86,9 @@ impl Cors {
     pub(crate) fn layer(&self) -> tower_http::cors::CorsLayer {
         use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
         let origin = if self.origins.iter().any(|o| o == "*") {
-            AllowOrigin::mirror_request()
+            // Any origin but `null` (a sandboxed frame, a file): SignalR sends
+            // credentials, and those must not be lent to a page of no origin.
+            AllowOrigin::predicate(|origin: &HeaderValue, _| origin.as_bytes() != b"null")
         } else {
             AllowOrigin::list(self.origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
         };
