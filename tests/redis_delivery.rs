@@ -424,6 +424,11 @@ async fn readiness_answers_503_through_the_drain() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The last probe may race the exit: the admin port took the connection
+    // and the process ended before reading the request (closed unanswered).
+    if answered.last().is_some_and(|(status, _)| *status == 0) {
+        answered.pop();
+    }
     // The first may have come before the signal was handled.
     let draining = (503, "not ready: draining".to_string());
     let from = answered.iter().position(|a| *a == draining).unwrap_or_else(|| panic!("never draining: {answered:?}"));
