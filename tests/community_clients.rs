@@ -406,6 +406,49 @@ async fn a_sequence_beyond_what_the_client_sent_closes_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_version_1_handshake_turns_stateful_reconnect_off() {
+    // ASP.NET Core's HubConnectionContext: a client that negotiated stateful
+    // reconnect but names protocol version 1 (an older hub protocol) gets a
+    // plain connection: no Ack of what it sends, no resume afterwards.
+    let s = Sidecar::start(&[]).await;
+    let (_, body) =
+        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", &[], b"")
+            .await
+            .expect("negotiate");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let token = v["connectionToken"].as_str().expect("token").to_string();
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.expect("connect");
+    ws.send(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    for id in ["1", "2"] {
+        ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":id,"target":"JoinRoom","arguments":["v1"]}))).await;
+    }
+    let mut seen = Vec::new();
+    while seen.iter().filter(|m: &&Value| m["type"] == 3).count() < 2 {
+        let text = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.expect("answers").expect("open");
+        for record in text.split('\u{1e}').filter(|r| !r.is_empty()) {
+            seen.push(serde_json::from_str(record).expect("JSON record"));
+        }
+    }
+    // A Ack would have come with (or before) the Completions it follows.
+    ws.send(&format!("{{\"type\":6}}{RS}")).await;
+    if let Ok(Some(text)) = tokio::time::timeout(Duration::from_millis(300), ws.recv()).await {
+        seen.extend(text.split('\u{1e}').filter(|r| !r.is_empty()).map(|r| serde_json::from_str(r).expect("JSON")));
+    }
+    assert!(seen.iter().all(|m| m["type"] != 8 && m["type"] != 9), "no Ack or Sequence: {seen:?}");
+    drop(ws);
+    // Nothing was kept for a resume: the token is unknown once the socket is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await {
+            Err(404) => break,
+            other => assert!(std::time::Instant::now() < deadline, "resume still taken: {:?}", other.err()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_drain_close_carries_no_error() {
     let mut s = Sidecar::start(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;
     let mut json_ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connect");

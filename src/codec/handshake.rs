@@ -16,9 +16,17 @@ pub struct HandshakeRequest {
 impl HandshakeRequest {
     /// Parses a handshake record (without its separator) and picks the protocol.
     pub fn parse(record: &[u8]) -> Result<Protocol, Error> {
+        Self::parse_versioned(record).map(|(protocol, _)| protocol)
+    }
+
+    /// Parses a handshake record and returns the protocol with the version
+    /// the client named: below 2 a client does not speak stateful reconnect
+    /// (no Sequence or Ack), whatever negotiate said (ASP.NET Core's
+    /// `HubConnectionContext` turns the feature off for it).
+    pub fn parse_versioned(record: &[u8]) -> Result<(Protocol, u32), Error> {
         let req: HandshakeRequest =
             serde_json::from_slice(record).map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
-        Protocol::from_handshake(&req.protocol, req.version)
+        Ok((Protocol::from_handshake(&req.protocol, req.version)?, req.version))
     }
 }
 

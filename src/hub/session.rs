@@ -233,16 +233,23 @@ impl HubSession {
         };
         let rest = self.handshake.split_off(end + 1);
         self.handshake.pop();
-        let protocol = match HandshakeRequest::parse(&self.handshake) {
+        let (protocol, version) = match HandshakeRequest::parse_versioned(&self.handshake) {
             // Server-Sent Events carry text only (ASP.NET Core checks the
             // transport's transfer formats the same way).
-            Ok(p) if p.is_binary() && self.transport == Transport::ServerSentEvents => {
+            Ok((p, _)) if p.is_binary() && self.transport == Transport::ServerSentEvents => {
                 return Err(self.refuse_handshake("binary protocol on SSE", close::for_transfer_format(p)))
             }
-            Ok(p) => p,
+            Ok(accepted) => accepted,
             Err(e) => return Err(self.refuse_handshake(&e.to_string(), close::for_handshake_error(&e))),
         };
         self.handshake = Vec::new();
+        if self.stateful && version < 2 {
+            // Negotiated stateful reconnect but speaks a protocol without
+            // it: served as a plain connection (no Sequence, no Ack, no
+            // resume), as ASP.NET Core disables the feature for it.
+            tracing::debug!(connection_id = %self.connection_id, version, "stateful reconnect off: handshake version below 2");
+            self.stateful = false;
+        }
         self.protocol = Some(protocol);
         self.framer = Some(protocol.framer(self.hubs.settings.max_message_bytes));
         if self.stateful {

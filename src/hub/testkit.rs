@@ -25,6 +25,9 @@ pub(crate) const TICKET: usize = 1;
 /// The JSON handshake record.
 pub(crate) const JSON_HANDSHAKE: &[u8] = b"{\"protocol\":\"json\",\"version\":1}\x1e";
 
+/// The JSON handshake of a client speaking stateful reconnect (version 2).
+pub(crate) const JSON_HANDSHAKE_V2: &[u8] = b"{\"protocol\":\"json\",\"version\":2}\x1e";
+
 /// The shipped routing file.
 pub(crate) fn routes() -> Arc<RouteTable> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/routes.toml");
@@ -99,9 +102,12 @@ pub(crate) fn user(id: &str, name: &str) -> Identity {
     Identity { user_id: Some(id.into()), name: Some(name.into()), ..Identity::default() }
 }
 
-/// Sends the JSON handshake and takes the answer, which must be `{}`.
+/// Sends the JSON handshake and takes the answer, which must be `{}`: of
+/// version 2 for a session that negotiated stateful reconnect, as the
+/// clients that offer it send.
 pub(crate) async fn handshake(s: &mut HubSession) {
-    assert_eq!(s.receive(JSON_HANDSHAKE).await, crate::transport::Flow::Continue);
+    let record = if s.is_stateful() { JSON_HANDSHAKE_V2 } else { JSON_HANDSHAKE };
+    assert_eq!(s.receive(record).await, crate::transport::Flow::Continue);
     assert_eq!(texts(&s.outbox()), ["{}"]);
 }
 

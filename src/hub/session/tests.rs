@@ -593,6 +593,17 @@ async fn a_session_without_stateful_reconnect_keeps_nothing() {
 }
 
 #[tokio::test]
+async fn a_version_1_handshake_turns_stateful_reconnect_off() {
+    let k = kit(&[]);
+    let mut s = k.session(CHAT, Transport::WebSockets, true);
+    assert_eq!(s.receive(JSON_HANDSHAKE).await, Flow::Continue);
+    assert_eq!(texts(&s.outbox()), ["{}"]);
+    s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
+    assert_eq!(messages(&s.outbox()), [done("1")], "no Ack for a version 1 client");
+    assert!(!s.is_stateful() && !s.can_resume() && !s.outbox().is_stateful());
+}
+
+#[tokio::test]
 async fn a_resumed_session_first_writes_a_sequence_and_what_was_not_acknowledged() {
     let k = kit(&[]);
     let mut s = k.open(true).await;
