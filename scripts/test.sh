@@ -47,7 +47,7 @@ BENCH_SMOKE=1 bash bench/run.sh || { echo "smoke run failed; once more"; BENCH_S
 step "pytest publishers/python (against redis-server and the sidecar binary)"
 .venv/bin/python -m pytest -q publishers/python/tests
 
-step "pytest tests/python (protocol/admin-openapi.yaml against the running sidecar, with schemathesis)"
+step "pytest tests/python (protocol/admin-openapi.yaml against the running sidecar, with schemathesis; the Python community client signalrcore)"
 .venv/bin/python -m pytest -q tests/python
 
 step "pytest deploy (helm chart, Kubernetes manifests, Dockerfile)"
