@@ -75,6 +75,11 @@ pub async fn run_with(
     let schemas =
         Arc::new(Schemas::load(&config.schemas_dir).map_err(|e| InvalidSetting(format!("SIDECAR_SCHEMAS_DIR: {e}")))?);
     let metrics = Arc::new(Metrics::new());
+    let read_here = |stream: &str| config.redis.is_none() || config.streams.iter().any(|s| s == stream);
+    metrics.precreate_known(
+        routes.hubs.iter().map(|h| h.name.as_str()),
+        routes.routes().filter(|r| read_here(&r.stream)).map(|r| (r.stream.as_str(), r.event_type.as_str())),
+    );
     let auth = match &config.auth {
         AuthConfig::None => None,
         AuthConfig::Jwt(j) => Some(Arc::new(Authenticator::new(j).map_err(|e| InvalidSetting(e.to_string()))?)),

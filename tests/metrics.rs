@@ -62,3 +62,37 @@ async fn the_delivery_histogram_agrees_with_client_latency() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_fresh_instance_shows_every_family_the_contract_names() {
+    // CONTRACT section 8's list, each with a sample before any client or
+    // event: zeros for the labelled series known at start (hubs on every
+    // transport, routed event types per stream read, drop reasons, streams).
+    let families = [
+        "sidecar_connections{hub=\"chat\",transport=\"websockets\"}",
+        "sidecar_connections{hub=\"ticket\",transport=\"longpolling\"}",
+        "sidecar_events_consumed_total{stream=\"events:chat\",event_type=\"chat_message\"}",
+        "sidecar_events_consumed_total{stream=\"events:remote\",event_type=\"remote_session_end\"}",
+        "sidecar_events_delivered_total",
+        "sidecar_event_delivery_seconds_count",
+        "sidecar_broadcast_seconds_count",
+        "sidecar_events_coalesced_total",
+        "sidecar_events_dropped_total{reason=\"stale\"}",
+        "sidecar_stream_lag{stream=\"events:chat\"}",
+        "sidecar_stream_pending{stream=\"events:notification\"}",
+        "sidecar_slow_consumer_disconnects_total",
+        "sidecar_redis_up",
+    ];
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, page) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        let missing: Vec<_> = families.iter().filter(|f| !page.lines().any(|l| l.starts_with(&format!("{f} ")))).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "missing from a fresh instance: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -4,6 +4,8 @@
 //! field's doc. Hot paths hold resolved handles and add once per event,
 //! never once per recipient.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,9 +14,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::labels::{
-    AuthFailure, Connection, Consumed, Continuity, ContinuityCause, Disconnect, Dropped, Handoff, HistoryEvent,
-    HistoryEventOutcome, HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push, PushOutcome, Spool,
-    SpoolOutcome, Stream,
+    AuthFailure, Connection, Consumed, Continuity, ContinuityCause, Disconnect, DropReason, Dropped, Handoff,
+    HistoryEvent, HistoryEventOutcome, HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push,
+    PushOutcome, Spool, SpoolOutcome, Stream, Transport,
 };
 use super::PerValue;
 
@@ -203,6 +205,30 @@ impl Metrics {
         // them has a series to watch before the first one.
         m.continuity_closes.precreate(ContinuityCause::ALL);
         m
+    }
+
+    /// Zeros for the labelled series known at start: every hub on every
+    /// transport, every routed (stream, event type) this instance reads,
+    /// every drop reason. Prometheus's own advice: a series that appears only
+    /// with its first event leaves rates and alerts undefined until then, and
+    /// a fresh instance's page would lack families the contract names.
+    pub fn precreate_known<'a>(
+        &self,
+        hubs: impl IntoIterator<Item = &'a str>,
+        consumed: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        for hub in hubs {
+            let hub: Arc<str> = Arc::from(hub);
+            for transport in Transport::ALL {
+                let _ = self.connections.get_or_create(&Connection { hub: hub.clone(), transport: *transport });
+            }
+        }
+        for (stream, event_type) in consumed {
+            let _ = self
+                .events_consumed
+                .get_or_create(&Consumed { stream: Arc::from(stream), event_type: Arc::from(event_type) });
+        }
+        self.events_dropped.precreate(DropReason::ALL);
     }
 
     /// Counts `n` POSTed events through the spool with `outcome`.
