@@ -507,6 +507,19 @@ def test_grace_period_override_must_exceed_the_shutdown_timeout(render):
         render({"terminationGracePeriodSeconds": 28, "drainWindowSeconds": 10, "shutdownTimeoutSeconds": 25})
 
 
+def test_pre_stop_sleep_keeps_serving_before_sigterm_and_counts_in_the_grace_period(render):
+    dep = dc.sidecar_deployment(render({})[0])
+    assert "lifecycle" not in dc.sidecar_container(dep), "no hook by default"
+    objs, _ = render({"preStopSleepSeconds": 5, "drainWindowSeconds": 10, "shutdownTimeoutSeconds": 25})
+    dep = dc.sidecar_deployment(objs)
+    dc.validate_strict(dep)
+    assert dc.sidecar_container(dep)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5 + 10 + 25 + 5
+    # An explicit grace period must cover the hook as well.
+    with pytest.raises(HelmError, match="preStopSleepSeconds"):
+        render({"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 35, "shutdownTimeoutSeconds": 25})
+
+
 def test_network_policy_can_admit_prometheus_namespace(render):
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     objs, _ = render({"networkPolicy": {"adminFrom": [peer]}})

@@ -137,13 +137,14 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 {{- define "signalr-sidecar.terminationGracePeriodSeconds" -}}
 {{- $drain := int .Values.drainWindowSeconds -}}
 {{- $margin := int (include "signalr-sidecar.shutdownMarginSeconds" .) -}}
+{{- $preStop := int (.Values.preStopSleepSeconds | default 0) -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
-{{- add $drain (int .Values.shutdownTimeoutSeconds) $margin -}}
+{{- add $preStop $drain (int .Values.shutdownTimeoutSeconds) $margin -}}
 {{- else -}}
 {{- $grace := int .Values.terminationGracePeriodSeconds -}}
 {{- $shutdown := int .Values.shutdownTimeoutSeconds -}}
-{{- if le $grace (add $shutdown $margin | int) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownTimeoutSeconds (%d, the process's own deadline from SIGTERM, drain included) + %d s margin" $grace $shutdown $margin) -}}
+{{- if le $grace (add $preStop $shutdown $margin | int) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than preStopSleepSeconds (%d) + shutdownTimeoutSeconds (%d, the process's own deadline from SIGTERM, drain included) + %d s margin" $grace $preStop $shutdown $margin) -}}
 {{- end -}}
 {{- $grace -}}
 {{- end -}}
@@ -338,6 +339,12 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
       path: /readyz
       port: admin
     {{- toYaml .Values.readinessProbe | nindent 4 }}
+  {{- if gt (int (.Values.preStopSleepSeconds | default 0)) 0 }}
+  lifecycle:
+    preStop:
+      sleep:
+        seconds: {{ int .Values.preStopSleepSeconds }}
+  {{- end }}
   {{- with .Values.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
