@@ -88,7 +88,8 @@ async fn a_fresh_instance_shows_every_family_the_contract_names() {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let (_, page) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
-        let missing: Vec<_> = families.iter().filter(|f| !page.lines().any(|l| l.starts_with(&format!("{f} ")))).collect();
+        let missing: Vec<_> =
+            families.iter().filter(|f| !page.lines().any(|l| l.starts_with(&format!("{f} ")))).collect();
         if missing.is_empty() {
             break;
         }
