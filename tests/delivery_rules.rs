@@ -128,6 +128,65 @@ async fn typing_clears_after_silence_and_when_the_typist_posts() {
 }
 
 #[tokio::test]
+async fn a_read_receipt_is_never_replaced_by_its_users_typing() {
+    // A window long enough for the posts below to land in one.
+    let s = Sidecar::start(&[("SIDECAR_COALESCE_WINDOW_MS", "1000".into())]).await;
+    let mut d = Driver::start().await;
+    let methods = ["ReceiveMessage", "UserTyping", "ReadReceipt"];
+    d.connect("w", &s.hub("/hubs/chat"), &methods, json!({})).await.expect("connects");
+    d.invoke("w", "JoinRoom", json!(["r"])).await.expect("joins");
+    let receipt = |user: &str| envelope("read_receipt", "r", json!({"user_id": user, "last_read_message_id": "m9"}));
+    let mut chat = chat_payload("r", 1);
+    chat["sender_id"] = json!("bob");
+    // Ann types, reads, stops typing; Bob types, reads, posts.
+    let events = [
+        typing("r", "ann", true),
+        receipt("ann"),
+        typing("r", "ann", false),
+        typing("r", "bob", true),
+        receipt("bob"),
+        envelope("chat_message", "r", chat),
+    ];
+    for e in events {
+        assert_eq!(s.post_event(e.to_string().as_bytes()).await.0, 202);
+    }
+    let frames = d.drain_messages("w", Duration::from_millis(1500)).await;
+    let receipts: Vec<&Value> =
+        frames.iter().filter(|m| m["method"] == "ReadReceipt").map(|m| &m["args"][0]["user_id"]).collect();
+    assert_eq!(receipts, [&json!("ann"), &json!("bob")], "every read receipt arrives: {frames:?}");
+    for user in ["ann", "bob"] {
+        let last = frames.iter().rfind(|m| m["method"] == "UserTyping" && m["args"][0]["user_id"] == user);
+        assert_eq!(last.map(|m| m["args"][0]["is_typing"].clone()), Some(json!(false)), "{user}: {frames:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_sends_its_typists_held_stop_at_once() {
+    // The stop below waits for a window far longer than "at once".
+    let s = Sidecar::start(&[("SIDECAR_COALESCE_WINDOW_MS", "2000".into())]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "w", "r").await;
+    assert_eq!(s.post_event(typing("r", "ann", true).to_string().as_bytes()).await.0, 202);
+    assert_eq!(d.message("w", "UserTyping", WAIT).await.expect("typing")["args"][0]["is_typing"], true);
+    // Ann stops typing inside the window: the stop is held for its end...
+    assert_eq!(s.post_event(typing("r", "ann", false).to_string().as_bytes()).await.0, 202);
+    let mut chat = chat_payload("r", 1);
+    chat["sender_id"] = json!("ann");
+    let posted = Instant::now();
+    // ...until her message reaches the room: then it goes at once.
+    assert_eq!(s.post_event(envelope("chat_message", "r", chat).to_string().as_bytes()).await.0, 202);
+    d.message("w", "ReceiveMessage", WAIT).await.expect("chat");
+    let stop = d.message("w", "UserTyping", Duration::from_millis(1500)).await.expect("the stop");
+    let waited = posted.elapsed();
+    assert_eq!(
+        (stop["args"][0]["user_id"].clone(), stop["args"][0]["is_typing"].clone()),
+        (json!("ann"), json!(false))
+    );
+    assert!(waited < Duration::from_millis(1000), "the stop came {waited:?} after the message, at the window's end");
+    assert!(d.message("w", "UserTyping", Duration::from_millis(2500)).await.is_none(), "and only once");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
     let redis = Redis::start().await;
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_OUTBOX_MAX_BYTES", "65536".into())]).await;

@@ -15,12 +15,20 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::envelope::{Envelope, Payload};
 
 /// Who an event is about: hub, room, user.
 pub(super) type Key = (usize, String, String);
+
+/// What one window holds: a user's state of one kind, `None` for the
+/// typing indicator (starts and stops replace each other), or the event
+/// type of another coalesced route (a read receipt). Two kinds never share
+/// a window: a read receipt held behind a typing stop would be replaced by
+/// it and never sent.
+pub(super) type StateKey = (Key, Option<String>);
 
 struct Slot {
     window_until: Instant,
@@ -44,12 +52,14 @@ impl Slot {
     }
 }
 
-/// The coalescing windows.
-pub(super) struct Coalescer {
+/// The coalescing windows, one per `K` (the pipeline's [`StateKey`]).
+pub(super) struct Coalescer<K = Key> {
     window: Duration,
     remember: Duration,
-    slots: HashMap<Key, Slot, ahash::RandomState>,
-    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    slots: HashMap<K, Slot, ahash::RandomState>,
+    timers: BinaryHeap<Reverse<(Instant, K)>>,
+    /// Windows holding a state for their trailing edge.
+    held: usize,
 }
 
 /// What became of an offered event.
@@ -63,20 +73,28 @@ pub(super) enum Offer {
     Unchanged,
 }
 
-impl Coalescer {
+impl<K: Clone + Eq + Hash + Ord> Coalescer<K> {
     /// Windows of `window`; the last state sent is remembered for `remember`.
-    pub(super) fn new(window: Duration, remember: Duration) -> Coalescer {
-        Coalescer { window, remember: remember.max(window), slots: HashMap::default(), timers: BinaryHeap::new() }
+    pub(super) fn new(window: Duration, remember: Duration) -> Coalescer<K> {
+        Coalescer {
+            window,
+            remember: remember.max(window),
+            slots: HashMap::default(),
+            timers: BinaryHeap::new(),
+            held: 0,
+        }
     }
 
     /// Offers an event; it goes out at once when no window is open, or
     /// when it `starts` typing inside a window a post-quiet stop opened.
-    pub(super) fn offer(&mut self, key: Key, envelope: Envelope, starts: bool, now: Instant) -> Offer {
+    pub(super) fn offer(&mut self, key: K, envelope: Envelope, starts: bool, now: Instant) -> Offer {
         let quiet = match self.slots.get_mut(&key) {
             Some(slot) if now < slot.window_until && !(starts && slot.resumable) => {
                 slot.last_offered = now;
                 if slot.pending.replace(envelope).is_some() {
                     slot.merged += 1;
+                } else {
+                    self.held += 1;
                 }
                 return Offer::Held;
             }
@@ -96,10 +114,28 @@ impl Coalescer {
     /// Records an event the server sends regardless of windows (a typing
     /// state it clears itself), so a held older state is not sent after it.
     /// Returns how many held events it made obsolete.
-    pub(super) fn force(&mut self, key: Key, envelope: &Envelope, now: Instant) -> u64 {
+    pub(super) fn force(&mut self, key: K, envelope: &Envelope, now: Instant) -> u64 {
         let dropped = self.slots.get(&key).map(|s| s.merged + u64::from(s.pending.is_some())).unwrap_or(0);
         self.open(key, envelope, true, now);
         dropped
+    }
+
+    /// Takes the state `key`'s open window holds for its trailing edge, if
+    /// it differs from what was sent (a typing stop that a message from the
+    /// typist makes due at once); the window stays open.
+    pub(super) fn take_held(&mut self, key: &K) -> Option<Envelope> {
+        let slot = self.slots.get_mut(key)?;
+        if slot.pending.as_ref().is_some_and(|p| !slot.sent(p)) {
+            self.held -= 1;
+            slot.pending.take()
+        } else {
+            None
+        }
+    }
+
+    /// Whether any window holds a state for its trailing edge.
+    pub(super) fn holds_any(&self) -> bool {
+        self.held > 0
     }
 
     /// Trailing edges due by `now`, each with how many events it stands for;
@@ -124,6 +160,7 @@ impl Coalescer {
                 }
                 continue;
             };
+            self.held -= 1;
             let merged = std::mem::take(&mut slot.merged) + 1;
             if slot.sent(&pending) {
                 // Nothing new to send, but the key is still busy: the next
@@ -147,7 +184,7 @@ impl Coalescer {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn open(&mut self, key: Key, sent: &Envelope, resumable: bool, now: Instant) {
+    fn open(&mut self, key: K, sent: &Envelope, resumable: bool, now: Instant) {
         let until = now + self.window;
         let slot = Slot {
             window_until: until,
@@ -158,7 +195,9 @@ impl Coalescer {
             last_offered: now,
             resumable,
         };
-        self.slots.insert(key.clone(), slot);
+        if self.slots.insert(key.clone(), slot).is_some_and(|old| old.pending.is_some()) {
+            self.held -= 1;
+        }
         self.timers.push(Reverse((until, key)));
     }
 }
@@ -256,5 +295,29 @@ mod tests {
         frames += c.due(t0 + Duration::from_secs(2)).0.len();
         // The leading stop, the resumed start, then at most one per window.
         assert!(frames <= 2 + 10, "{frames} frames");
+    }
+
+    #[test]
+    fn a_held_stop_can_be_taken_early_and_is_counted_until_then() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_secs(5));
+        assert!(!c.holds_any());
+        assert!(matches!(c.offer(key(), typing(true), true, t0), Offer::Send(_)));
+        assert_eq!(c.offer(key(), typing(false), false, ms(10)), Offer::Held);
+        assert!(c.holds_any());
+        let held = c.take_held(&key()).expect("the held stop");
+        assert_eq!(held.payload.object()["is_typing"], false);
+        assert!(!c.holds_any());
+        assert_eq!(c.force(key(), &held, ms(20)), 0, "nothing else was held");
+        assert!(c.due(ms(200)).0.is_empty(), "and nothing is sent at the window's end");
+        // A held state equal to what was sent is not taken.
+        assert!(matches!(c.offer(key(), typing(true), true, ms(220)), Offer::Send(_)));
+        assert_eq!(c.offer(key(), typing(false), false, ms(230)), Offer::Held);
+        assert_eq!(c.offer(key(), typing(true), true, ms(240)), Offer::Held);
+        assert!(c.take_held(&key()).is_none());
+        assert!(c.holds_any());
+        assert_eq!(c.due(ms(400)), (vec![], 2));
+        assert!(!c.holds_any());
     }
 }

@@ -48,7 +48,7 @@ use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::{Consumed, DropReason};
 use crate::telemetry::{self, Metrics};
 use batch::Batches;
-use coalesce::{Coalescer, Key, Offer};
+use coalesce::{Coalescer, Key, Offer, StateKey};
 use dedupe::Dedupe;
 use roster::Rosters;
 use typing::TypingState;
@@ -103,7 +103,7 @@ pub(crate) struct Pipeline {
     /// The stream entries `dedupe` dropped, for replays (`duplicates.rs`).
     duplicates: Arc<DuplicateEntries>,
     freshness: Freshness,
-    coalescer: Coalescer,
+    coalescer: Coalescer<StateKey>,
     typing: TypingState,
     rosters: Rosters,
     batches: Batches,
@@ -346,7 +346,8 @@ impl Pipeline {
         if let Some(key) = about("user_id") {
             let starts = self.typing.observe(&key, &envelope, now);
             if route.delivery == Delivery::Coalesce {
-                match self.coalescer.offer(key, envelope, starts, now) {
+                let kind = (!self.typing.knows(&envelope.event_type)).then(|| envelope.event_type.clone());
+                match self.coalescer.offer((key, kind), envelope, starts, now) {
                     Offer::Send(envelope) => self.deliver(route, &envelope, effective_time, at),
                     // Held: counted when its window closes (merged into a
                     // later one, or found already sent), or goes out then.
@@ -368,7 +369,9 @@ impl Pipeline {
         // reach a connection in stream order.
         self.flush_room(route.hub, &envelope.room_id);
         // Nobody typing anywhere (the common case): no key to make.
-        let anyone_typing = !self.typing.is_idle() || !self.rosters.is_idle();
+        // A typist's stop may still wait in its window (held) while clients
+        // show the indicator: a message from them sends it at once.
+        let anyone_typing = !self.typing.is_idle() || !self.rosters.is_idle() || self.coalescer.holds_any();
         let sender = anyone_typing.then(|| grouped::typing_ended_by(route, &envelope)).flatten();
         self.deliver(route, &envelope, effective_time, at);
         ack.resolve(Outcome::Delivered);
@@ -383,6 +386,10 @@ impl Pipeline {
     fn typing_ended(&mut self, key: Key, now: Instant) {
         self.roster_left(&key, now);
         if let Some(stop) = self.typing.message_sent(&key) {
+            self.send_server_stop((key, stop), now);
+        } else if let Some(stop) = self.coalescer.take_held(&(key.clone(), None)) {
+            // The typist had stopped, but the stop waits in its window while
+            // clients still show the indicator: the message makes it due now.
             self.send_server_stop((key, stop), now);
         }
     }
@@ -409,7 +416,7 @@ impl Pipeline {
 
     /// Sends a typing stop the server decided on, past any open window.
     fn send_server_stop(&mut self, (key, stop): (Key, Envelope), now: Instant) {
-        let obsolete = self.coalescer.force(key, &stop, now);
+        let obsolete = self.coalescer.force((key, None), &stop, now);
         self.metrics.events_coalesced.inc_by(obsolete);
         let routes = self.routes.clone();
         if let Some(route) = routes.route(&stop.event_type) {
