@@ -128,6 +128,38 @@ async fn typing_clears_after_silence_and_when_the_typist_posts() {
 }
 
 #[tokio::test]
+async fn a_client_joining_while_someone_types_sees_the_indicator() {
+    // Ann's client repeats typing_start every 300 ms while she types; an
+    // unchanged state is not sent again at once (one indicator, not one
+    // frame per keystroke), but not for long either: a client that joined
+    // after the first one went out sees her typing within two seconds.
+    let s = Sidecar::start(&[]).await;
+    let mut d = Driver::start().await;
+    watcher(&mut d, &s, "early", "r").await;
+    let typist = {
+        let port = s.admin_port;
+        tokio::spawn(async move {
+            for _ in 0..15 {
+                let body = typing("r", "ann", true).to_string();
+                assert_eq!(request(port, "POST", "/internal/events", &[], body.as_bytes()).await.expect("post").0, 202);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    d.message("early", "UserTyping", WAIT).await.expect("the first indicator");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let joined = Instant::now();
+    watcher(&mut d, &s, "late", "r").await;
+    let seen = d.message("late", "UserTyping", Duration::from_millis(3000)).await.expect("the late joiner sees Ann");
+    assert_eq!(seen["args"][0]["is_typing"], true);
+    assert!(joined.elapsed() < Duration::from_millis(2600), "after {:?}", joined.elapsed());
+    // And the early client got far fewer frames than keystrokes.
+    typist.await.expect("typist");
+    let early = d.drain_messages("early", Duration::from_millis(300)).await;
+    assert!(early.iter().filter(|m| m["method"] == "UserTyping").count() <= 4, "{early:?}");
+}
+
+#[tokio::test]
 async fn a_read_receipt_is_never_replaced_by_its_users_typing() {
     // A window long enough for the posts below to land in one.
     let s = Sidecar::start(&[("SIDECAR_COALESCE_WINDOW_MS", "1000".into())]).await;

@@ -3,8 +3,11 @@
 //! event goes out at once (leading edge); later ones in the window collapse
 //! into the latest, sent when the window closes if it differs from what was
 //! sent (trailing edge). A state equal to the last one sent is not sent
-//! again while it is remembered (for the typing timeout), so a typist's
-//! keystrokes become one indicator, not one frame per keystroke.
+//! again for [`REPEAT_AFTER`], so a typist's keystrokes (one `typing_start`
+//! each, a few hundred milliseconds apart, each opening a window of its
+//! own) become one frame per [`REPEAT_AFTER`], not one per keystroke (seed
+//! 000 SC-004), while a client that joined the room after the first one
+//! still sees the indicator within that time.
 //!
 //! One exception to the window, for typing: when a stop went out after a
 //! quiet spell (the typist's client debounced) and the typist resumes
@@ -23,6 +26,11 @@ use crate::envelope::{Envelope, Payload};
 /// Who an event is about: hub, room, user.
 pub(super) type Key = (usize, String, String);
 
+/// How long a state equal to the last one sent is not sent again. Longer
+/// saves frames of a steady typist; shorter shows a typist sooner to a
+/// client that joined after the state first went out.
+pub(super) const REPEAT_AFTER: Duration = Duration::from_secs(2);
+
 /// What one window holds: a user's state of one kind, `None` for the
 /// typing indicator (starts and stops replace each other), or the event
 /// type of another coalesced route (a read receipt). Two kinds never share
@@ -36,6 +44,8 @@ struct Slot {
     remember_until: Instant,
     /// What was last sent: event type and payload.
     last_sent: (String, Payload),
+    /// When it was sent.
+    sent_at: Instant,
     pending: Option<Envelope>,
     merged: u64,
     /// When the last event about the key was offered.
@@ -98,7 +108,7 @@ impl<K: Clone + Eq + Hash + Ord> Coalescer<K> {
                 }
                 return Offer::Held;
             }
-            Some(slot) if slot.sent(&envelope) => {
+            Some(slot) if slot.sent(&envelope) && now.duration_since(slot.sent_at) < REPEAT_AFTER => {
                 slot.last_offered = now;
                 slot.remember_until = now + self.remember;
                 return Offer::Unchanged;
@@ -190,6 +200,7 @@ impl<K: Clone + Eq + Hash + Ord> Coalescer<K> {
             window_until: until,
             remember_until: now + self.remember,
             last_sent: (sent.event_type.clone(), sent.payload.clone()),
+            sent_at: now,
             pending: None,
             merged: 0,
             last_offered: now,
@@ -250,12 +261,19 @@ mod tests {
         c.offer(key(), typing(true), true, t0 + Duration::from_millis(50));
         let (sent, dropped) = c.due(t0 + Duration::from_millis(100));
         assert_eq!((sent.len(), dropped), (0, 1));
+        let repeat = REPEAT_AFTER.as_millis() as u64;
         // Keystrokes after the window: the same state is not sent again...
-        for ms in [300, 500, 4000] {
+        for ms in [300, 500, repeat - 1] {
+            assert_eq!(c.offer(key(), typing(true), true, t0 + Duration::from_millis(ms)), Offer::Unchanged, "{ms} ms");
+        }
+        // ...until REPEAT_AFTER after it went out (a client that joined
+        // since sees the typist), then not for as long again...
+        assert!(matches!(c.offer(key(), typing(true), true, t0 + Duration::from_millis(repeat)), Offer::Send(_)));
+        for ms in [repeat + 300, 2 * repeat - 1] {
             assert_eq!(c.offer(key(), typing(true), true, t0 + Duration::from_millis(ms)), Offer::Unchanged, "{ms} ms");
         }
         // ...a change is, at once...
-        assert!(matches!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(4100)), Offer::Send(_)));
+        assert!(matches!(c.offer(key(), typing(false), false, t0 + Duration::from_millis(2 * repeat)), Offer::Send(_)));
         // ...and once forgotten, the same state goes out again.
         assert!(c.due(t0 + Duration::from_secs(10)).0.is_empty());
         assert!(matches!(c.offer(key(), typing(false), false, t0 + Duration::from_secs(10)), Offer::Send(_)));
