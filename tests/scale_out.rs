@@ -136,6 +136,82 @@ async fn a_crashed_instances_users_expire_within_the_ttl() {
     assert_eq!(d.invoke("watcher", "GetPresence", json!(["r"])).await.expect("presence")["count"], 1);
 }
 
+/// CONTRACT section 11: the users of an instance that died vanish, with
+/// `user_left`, within `SIDECAR_PRESENCE_TTL_SECONDS` of its death, also in
+/// the worst case, set up here on purpose: the instance dies just after
+/// refreshing its entries, and the survivor's next sweep after they expire
+/// comes late in its period. Entries used to live the whole TTL past their
+/// refresh, so the sweep that found them overdue came up to a third of the
+/// TTL after it.
+#[tokio::test]
+async fn a_killed_instances_users_leave_within_the_ttl_even_when_it_dies_just_after_a_refresh() {
+    let redis = Redis::start().await;
+    let ttl = Duration::from_secs(3);
+    let env = [("SIDECAR_PRESENCE_TTL_SECONDS", ttl.as_secs().to_string())];
+    let mut instances = [instance(&redis, "pa", &env).await, instance(&redis, "pb", &env).await];
+    let mut d = Driver::start().await;
+    join(&mut d, "on-pa", &instances[0].hub("/hubs/chat"), "ua", "r", json!({})).await;
+    join(&mut d, "on-pb", &instances[1].hub("/hubs/chat"), "ub", "r", json!({})).await;
+
+    // When each instance refreshes its entry (its score changes), seen from
+    // Redis: the period and the phases of the two instances' ticks.
+    let mut conn = redis.conn();
+    let scores = |conn: &mut redis::Connection| -> [Option<f64>; 2] {
+        let all: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg("presence:{chat:r}:conns")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .expect("ZRANGE");
+        ["pa/", "pb/"].map(|p| all.iter().find(|(m, _)| m.starts_with(p)).map(|(_, s)| *s))
+    };
+    let mut last = scores(&mut conn);
+    let mut refreshes: [Vec<std::time::Instant>; 2] = [Vec::new(), Vec::new()];
+    let deadline = std::time::Instant::now() + ttl * 2;
+    while refreshes.iter().any(|r| r.len() < 2) {
+        assert!(std::time::Instant::now() < deadline, "entries not refreshed: {refreshes:?}");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let now = scores(&mut conn);
+        for i in 0..2 {
+            if now[i] != last[i] {
+                refreshes[i].push(std::time::Instant::now());
+            }
+        }
+        last = now;
+    }
+    let period = refreshes[0][1] - refreshes[0][0];
+    // The victim is the one whose refresh the survivor's follows latest.
+    let after = |from: std::time::Instant, to: std::time::Instant| {
+        let d = if to >= from { (to - from).as_secs_f64() } else { period.as_secs_f64() - (from - to).as_secs_f64() };
+        d.rem_euclid(period.as_secs_f64())
+    };
+    let b_then_a = after(refreshes[1][1], refreshes[0][1]);
+    let victim = if b_then_a >= period.as_secs_f64() / 2.0 { 1 } else { 0 };
+    let (victim_user, watcher) = if victim == 1 { ("ub", "on-pa") } else { ("ua", "on-pb") };
+
+    // Kill the victim right after its next refresh.
+    let before = scores(&mut conn)[victim];
+    let deadline = std::time::Instant::now() + ttl;
+    while scores(&mut conn)[victim] == before {
+        assert!(std::time::Instant::now() < deadline, "no refresh of the victim");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    instances[victim].kill().await;
+    let killed = std::time::Instant::now();
+    let left = d
+        .wait_for(ttl * 3, |v| v["name"] == watcher && v["method"] == "UserLeft")
+        .await
+        .expect("the victim's user leaves by expiry");
+    let took = killed.elapsed();
+    assert_eq!(left["args"][0]["user_id"], victim_user);
+    // A little for the user_left's way through Redis to the client.
+    assert!(
+        took < ttl + Duration::from_millis(250),
+        "user_left {took:?} after the kill, TTL {ttl:?} (period {period:?})"
+    );
+}
+
 #[tokio::test]
 async fn groups_of_instances_that_are_gone_are_removed_and_the_own_one_kept() {
     let redis = Redis::start().await;

@@ -143,7 +143,8 @@ struct Stored {
 }
 
 impl RedisPresence {
-    /// A store for `instance`; entries live `ttl` past their last refresh.
+    /// A store for `instance`: a user of an instance that stops refreshing
+    /// is gone within `ttl` of its last refresh (see [`RedisPresence::lifetime`]).
     pub(crate) fn new(conn: RedisConn, instance: &str, ttl: Duration, hub_names: Vec<String>) -> RedisPresence {
         let with_expire = |body: &str| Script::new(&format!("{EXPIRE}{body}"));
         RedisPresence {
@@ -184,7 +185,7 @@ impl RedisPresence {
         for k in self.keys(&tag) {
             inv.key(k);
         }
-        inv.arg(self.entry(m)).arg(&m.user_id).arg(now_ms() + self.ttl.as_millis() as u64).arg(now_ms()).arg(stored);
+        inv.arg(self.entry(m)).arg(&m.user_id).arg(now_ms() + self.lifetime_ms()).arg(now_ms()).arg(stored);
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
         let _: i64 = redis::cmd("SADD").arg(ROOMS).arg(&tag).query_async(&mut self.conn.clone()).await?;
         self.lock().insert(m.clone());
@@ -271,14 +272,25 @@ impl RedisPresence {
         Ok(users)
     }
 
+    /// How often this instance refreshes its entries and sweeps every
+    /// room: a quarter of the TTL.
     pub(super) fn tick_interval(&self) -> Duration {
-        (self.ttl / 3).max(Duration::from_millis(200))
+        (self.ttl / 4).max(Duration::from_millis(200))
+    }
+
+    /// How long an entry lives past its last refresh: the TTL less one
+    /// tick, since an overdue entry is only seen by the next sweep, up to a
+    /// tick later (CONTRACT section 11: a dead instance's users are gone,
+    /// `user_left` published, within the TTL). A live instance refreshes
+    /// every tick, so its entries have two ticks to spare.
+    fn lifetime_ms(&self) -> u64 {
+        self.ttl.saturating_sub(self.tick_interval()).as_millis() as u64
     }
 
     /// Refreshes this instance's entries, then sweeps every room; returns
     /// the users that left by expiry and the rooms where a state changed.
     pub(super) async fn tick(&self) -> Result<(Vec<Transition>, Vec<(usize, String)>), PresenceError> {
-        let expiry = now_ms() + self.ttl.as_millis() as u64;
+        let expiry = now_ms() + self.lifetime_ms();
         let local: Vec<Member> = self.lock().iter().cloned().collect();
         let mut by_room: HashMap<(usize, String), Vec<String>> = HashMap::new();
         for m in &local {
