@@ -404,9 +404,13 @@ impl FirstRedis<'_> {
                 redis.urls.join(",")
             )))
         };
+        // The redis crate would reconnect after a refused password (it may
+        // be a failover's stale node), but at start nothing mends it.
+        let mendable =
+            |e: &redis::RedisError| ingest::is_unavailable(e) && e.kind() != redis::ErrorKind::AuthenticationFailed;
         let error = match ingest::connect(redis, Some(Duration::from_secs(5))).await {
             Ok(conn) => return Ok(Some(conn)),
-            Err(e) if ingest::is_unavailable(&e) => e,
+            Err(e) if mendable(&e) => e,
             Err(e) => return Err(fatal(e)),
         };
         tracing::warn!(error = %error, "Redis does not answer: waiting for it (/readyz answers 503 meanwhile)");
@@ -440,7 +444,7 @@ impl FirstRedis<'_> {
                     tracing::info!("Redis answers: starting");
                     break Ok(Some(conn));
                 }
-                Err(e) if ingest::is_unavailable(&e) => {
+                Err(e) if mendable(&e) => {
                     tracing::warn!(error = %e, "Redis still does not answer: waiting");
                     pause = (pause * 2).min(FIRST_REDIS_RETRY_MAX);
                 }

@@ -246,6 +246,27 @@ async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
     assert_eq!(len, 0, "database 0 was not written");
 }
 
+/// A wrong password is a refusal waiting cannot mend: the start stops,
+/// naming the setting, instead of waiting for Redis forever (README,
+/// *Operations*). Redis answers it with WRONGPASS, which the redis crate
+/// classes as worth a reconnect.
+#[tokio::test]
+async fn a_wrong_password_stops_the_start() {
+    let redis = Redis::start().await;
+    let mut admin = redis.conn();
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all"][..])
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    for url in
+        [format!("redis://sidecar:wrong@127.0.0.1:{}", redis.port), format!("redis://:wrong@127.0.0.1:{}", redis.port)]
+    {
+        let (code, stderr) = Sidecar::refused(&[("SIDECAR_REDIS_URL", url.clone())]).await;
+        assert_eq!(code, Some(64), "{url}: still waiting after 10 s, or another exit: {stderr}");
+        assert!(stderr.contains("SIDECAR_REDIS_URL"), "{url}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quiet() {
     let redis = Redis::start().await;
