@@ -246,3 +246,61 @@ async fn groups_of_instances_that_are_gone_are_removed_and_the_own_one_kept() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn live_instances_keep_their_groups_on_quiet_streams_and_a_dead_ones_go() {
+    // Redis 7.0 resets a consumer's idle time only when it gets an entry: a
+    // live reader of a quiet stream looks idle. Two live instances must not
+    // take each other for gone; a killed one's group goes once its heartbeat
+    // has stopped, and so does an old group that never got a consumer.
+    let redis = Redis::start().await;
+    let quick =
+        [("SIDECAR_ORPHAN_GROUP_IDLE_SECONDS", "2".to_string()), ("SIDECAR_CLAIM_INTERVAL_SECONDS", "1".into())];
+    let logs: Vec<_> =
+        ["a", "b"].iter().map(|id| std::env::temp_dir().join(format!("orphans-{id}-{}.log", free_port()))).collect();
+    let start = |id: &str, log: &std::path::Path| {
+        let mut env = jwt_env();
+        env.push(("SIDECAR_REDIS_URL", redis.url()));
+        env.push(("SIDECAR_INSTANCE_ID", id.to_string()));
+        env.extend(quick.iter().cloned());
+        let log = log.to_path_buf();
+        async move { Sidecar::start_logged(&env, &log).await }
+    };
+    let a = start("a", &logs[0]).await;
+    let mut b = start("b", &logs[1]).await;
+    redis.xadd_flat("events:chat", &envelope("chat_message", "r", chat_payload("r", 0)));
+    redis.create_group("events:remote", "signalr-sidecar:never-read");
+    // Three idle periods of quiet, a sweep a second.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    for i in 0..2 {
+        let text = log(i);
+        let removed_live = text.lines().any(|l| {
+            l.contains("removed the consumer group")
+                && (l.contains("signalr-sidecar:a") || l.contains("signalr-sidecar:b"))
+        });
+        assert!(!removed_live && !text.contains("consumer group lost"), "a live instance's group was removed: {text}");
+    }
+    let groups = |stream: &str| -> String {
+        let groups: Vec<redis::Value> =
+            redis::cmd("XINFO").arg("GROUPS").arg(stream).query(&mut redis.conn()).expect("XINFO");
+        format!("{groups:?}")
+    };
+    assert!(groups("events:chat").contains("signalr-sidecar:a") && groups("events:chat").contains("signalr-sidecar:b"));
+    b.kill().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while groups("events:chat").contains("signalr-sidecar:b") || groups("events:remote").contains("never-read") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed instance's group, or one no instance reads, is still there: {} {}",
+            groups("events:chat"),
+            groups("events:remote")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(groups("events:chat").contains("signalr-sidecar:a"), "the live one's stays");
+    drop(a);
+    for l in &logs {
+        let _ = std::fs::remove_file(l);
+    }
+}

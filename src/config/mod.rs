@@ -203,6 +203,14 @@ impl RedisConfig {
     pub fn group_name(&self, instance_id: &str) -> String {
         format!("{}:{}", self.group_prefix, instance_id)
     }
+
+    /// The sorted set of live instances (member: instance id, score: its
+    /// last heartbeat by Redis's clock), beaten by introspection every
+    /// second and pruned of instances silent for a few seconds; the orphan
+    /// sweep keeps the groups of the instances it names.
+    pub fn live_instances_key(&self) -> String {
+        format!("{}:introspect:instances", self.group_prefix)
+    }
 }
 
 /// Delivery rules.
@@ -525,8 +533,11 @@ impl Config {
             log_filter: r.opt("log").or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_string()),
         };
         let instance_id = r.opt("instance_id").unwrap_or_else(host_name);
-        if instance_id.is_empty() || instance_id.contains(char::is_whitespace) {
-            r.error("instance_id", format!("'{instance_id}' must be non-empty without spaces"));
+        if instance_id.is_empty() || instance_id.contains(|c: char| c.is_whitespace() || c == ':') {
+            // ':' separates the group prefix from the instance id in group
+            // names; one inside an id would make another prefix's groups
+            // look like this deployment's.
+            r.error("instance_id", format!("'{instance_id}' must be non-empty without spaces or ':'"));
         }
         let config = Config {
             instance_id,

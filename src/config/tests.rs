@@ -238,9 +238,11 @@ fn values_that_do_not_fit_name_the_setting_and_the_value() {
 }
 
 #[test]
-fn an_instance_id_with_spaces_is_refused() {
+fn an_instance_id_with_spaces_or_a_colon_is_refused() {
     let errors = config("", &[("SIDECAR_INSTANCE_ID", "a b")]).expect_err("spaces");
-    assert_eq!(errors, ["SIDECAR_INSTANCE_ID: 'a b' must be non-empty without spaces"]);
+    assert_eq!(errors, ["SIDECAR_INSTANCE_ID: 'a b' must be non-empty without spaces or ':'"]);
+    let errors = config("", &[("SIDECAR_INSTANCE_ID", "staging:a")]).expect_err("a colon");
+    assert_eq!(errors, ["SIDECAR_INSTANCE_ID: 'staging:a' must be non-empty without spaces or ':'"]);
 }
 
 #[test]

@@ -28,19 +28,7 @@ pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<A
         since_orphans += tick.period();
         if since_orphans >= orphan_check {
             since_orphans = std::time::Duration::ZERO;
-            let idle_ms = shared.config.orphan_group_idle.as_millis() as u64;
-            for stream in &streams {
-                match super::orphans::sweep(&mut conn, stream, &shared.group, &shared.config.group_prefix, idle_ms)
-                    .await
-                {
-                    Ok(removed) => {
-                        for name in removed {
-                            tracing::info!(stream = %stream, group = %name, "removed the consumer group of an instance that is gone");
-                        }
-                    }
-                    Err(e) => tracing::debug!(stream = %stream, error = %e, "orphan group check failed"),
-                }
-            }
+            sweep_orphans(&mut conn, &shared, &streams).await;
         }
         for stream in &streams {
             if let Err(e) = refresh_stats(&mut conn, &shared, stream).await {
@@ -116,4 +104,23 @@ async fn refresh_stats(conn: &mut RedisConn, shared: &Shared, stream: &str) -> R
         }
     }
     Ok(())
+}
+
+/// Removes the groups of instances that are gone, on every stream.
+async fn sweep_orphans(conn: &mut RedisConn, shared: &Shared, streams: &[Arc<str>]) {
+    let live = match super::orphans::live_instances(conn, &shared.config.live_instances_key()).await {
+        Ok(live) => live,
+        Err(e) => return tracing::debug!(error = %e, "live instances unknown: no orphan check this time"),
+    };
+    let (prefix, idle_ms) = (&shared.config.group_prefix, shared.config.orphan_group_idle.as_millis() as u64);
+    for stream in streams {
+        match super::orphans::sweep(conn, stream, &shared.group, prefix, &live, idle_ms).await {
+            Ok(removed) => {
+                for name in removed {
+                    tracing::info!(stream = %stream, group = %name, "removed the consumer group of an instance that is gone");
+                }
+            }
+            Err(e) => tracing::debug!(stream = %stream, error = %e, "orphan group check failed"),
+        }
+    }
 }

@@ -1,12 +1,26 @@
 //! Removes the consumer groups of instances that are gone (CONTRACT
 //! section 11): a group of this prefix, not this instance's own, whose
-//! consumers have all been idle longer than the setting. A live reader
-//! blocks in XREADGROUP every second, so its consumer's idle time stays small.
+//! instance is not in the live set (introspection's heartbeat, see
+//! [`crate::config::RedisConfig::live_instances_key`]) and whose consumers
+//! have all been idle longer than the setting. Both, because neither alone
+//! tells: Redis 7.0 resets a consumer's idle time only when it gets an
+//! entry, so a live reader of a quiet stream looks idle; and an instance
+//! may miss a few heartbeats (a Redis hiccup) while it still reads.
+
+use std::collections::HashSet;
 
 use redis::{RedisResult, Value};
 
 use super::replies::{pairs, text};
 use super::RedisConn;
+
+/// The instance ids of the live set `key`. The heartbeats prune it of
+/// instances silent for a few seconds; if none beats (this one's own bus
+/// failing too), stale ids stay, which only keeps more groups.
+pub(super) async fn live_instances(conn: &mut RedisConn, key: &str) -> RedisResult<HashSet<String>> {
+    let ids: Vec<String> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(conn).await?;
+    Ok(ids.into_iter().collect())
+}
 
 /// Destroys the orphaned groups on `stream`; returns their names.
 pub(super) async fn sweep(
@@ -14,6 +28,7 @@ pub(super) async fn sweep(
     stream: &str,
     own: &str,
     prefix: &str,
+    live: &HashSet<String>,
     idle_ms: u64,
 ) -> RedisResult<Vec<String>> {
     let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
@@ -22,7 +37,12 @@ pub(super) async fn sweep(
         let Some(name) = pairs(g).into_iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v)) else {
             continue;
         };
-        if name == own || !name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(':')) {
+        // `<prefix>:<instance id>`, an id without ':' (the settings refuse
+        // one): `<prefix>:staging:a` is another deployment's group.
+        let Some(instance) = name.strip_prefix(prefix).and_then(|rest| rest.strip_prefix(':')) else {
+            continue;
+        };
+        if name == own || instance.contains(':') || live.contains(instance) {
             continue;
         }
         let consumers: Vec<Value> =
@@ -36,8 +56,10 @@ pub(super) async fn sweep(
                 })
             })
             .collect();
-        // No consumer yet: too new (or never used) to judge.
-        if idles.is_empty() || idles.iter().any(|i| (*i as u64) < idle_ms) {
+        // No consumer: a group no instance of this version made (each adds
+        // its consumer when it makes its group), or made before it; with its
+        // instance not live, there is nobody to keep it for.
+        if idles.iter().any(|i| (*i as u64) < idle_ms) {
             continue;
         }
         let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(stream).arg(&name).query_async(conn).await?;

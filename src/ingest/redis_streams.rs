@@ -92,7 +92,7 @@ impl RedisIngest {
         let RedisIngest { shared, conn, streams, settled_rx } = self;
         let mut positions = Vec::with_capacity(streams.len());
         for stream in &streams {
-            positions.push(start_group(&mut conn.clone(), stream, &shared.group).await?);
+            positions.push(start_group(&mut conn.clone(), stream, &shared.group, &shared.consumer).await?);
         }
         tracing::info!(group = %shared.group, streams = ?streams, "consumer group ready");
         shared.metrics.redis_up.set(1);
@@ -124,21 +124,39 @@ impl RedisIngest {
 /// were for connections that ended with that process, and the clients that
 /// reconnected elsewhere have had them; reading them now would deliver
 /// duplicates (CONTRACT section 14).
-pub(super) async fn start_group(conn: &mut RedisConn, stream: &str, group: &str) -> RedisResult<StreamId> {
-    if !create_group(conn, stream, group, "$").await? {
+pub(super) async fn start_group(
+    conn: &mut RedisConn,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> RedisResult<StreamId> {
+    if !create_group(conn, stream, group, consumer, "$").await? {
         tracing::info!(stream = %stream, group = %group, "an earlier process of this instance left its group: starting it afresh at the stream's end");
         let _: i64 = redis::cmd("XGROUP").arg("DESTROY").arg(stream).arg(group).query_async(conn).await?;
-        create_group(conn, stream, group, "$").await?;
+        create_group(conn, stream, group, consumer, "$").await?;
     }
     group_position(conn, stream, group).await
 }
 
-/// XGROUP CREATE at `id` (MKSTREAM); false when the group exists already.
-async fn create_group(conn: &mut RedisConn, stream: &str, group: &str, id: &str) -> RedisResult<bool> {
+/// XGROUP CREATE at `id` (MKSTREAM), with this instance's `consumer` in it
+/// at once (XGROUP CREATECONSUMER): Redis 7.0 adds a consumer only when it
+/// first gets an entry, and the orphan sweep judges a group by its
+/// consumers' idle time, so a group whose instance died before reading
+/// anything would never be judged. False when the group exists already.
+async fn create_group(conn: &mut RedisConn, stream: &str, group: &str, consumer: &str, id: &str) -> RedisResult<bool> {
     let created: RedisResult<()> =
         redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(id).arg("MKSTREAM").query_async(conn).await;
     match created {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("CREATECONSUMER")
+                .arg(stream)
+                .arg(group)
+                .arg(consumer)
+                .query_async(conn)
+                .await?;
+            Ok(true)
+        }
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
         Err(e) => Err(e),
     }
@@ -328,7 +346,7 @@ async fn recover_group(
 ) -> RedisResult<bool> {
     let (holds, max_deleted) = stream_state(conn, stream, position).await?;
     let intact = (holds || position == StreamId::ZERO) && max_deleted <= position;
-    create_group(conn, stream, &shared.group, &position.to_string()).await?;
+    create_group(conn, stream, &shared.group, &shared.consumer, &position.to_string()).await?;
     if intact {
         tracing::warn!(stream = %stream, group = %shared.group, from = %position, "consumer group lost: recreated where delivery stopped");
     } else {

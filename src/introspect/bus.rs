@@ -99,7 +99,7 @@ impl Bus {
             conn,
             subscribe_urls: redis.urls.clone(),
             reply_channel: format!("{channel}:reply:{instance_id}"),
-            instances_key: format!("{channel}:instances"),
+            instances_key: redis.live_instances_key(),
             channel,
             instance_id: instance_id.to_string(),
             waiting: Mutex::default(),
