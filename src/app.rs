@@ -256,12 +256,7 @@ pub async fn run_with(
             spawner.spawn(async move { hub::release(&hubs, &token).await });
         };
         let channel = crate::continuity::release_channel(&redis.group_prefix);
-        tasks.spawn(crate::continuity::listen_for_releases(
-            redis.urls.clone(),
-            channel,
-            on_token,
-            keepalive_stop.clone(),
-        ));
+        tasks.spawn(crate::continuity::listen_for_releases(redis.clone(), channel, on_token, keepalive_stop.clone()));
     }
     tasks.spawn(hub::close_lost(metrics.clone(), lost_rx, config.shutdown.drain_window));
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
@@ -399,15 +394,24 @@ impl FirstRedis<'_> {
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Option<ingest::RedisConn>> {
         let fatal = |e: redis::RedisError| {
+            let hint = if ingest::untrusted_certificate(&e) {
+                " (a Redis with a private certificate authority: set SIDECAR_REDIS_CA_FILE to its certificate)"
+            } else {
+                ""
+            };
             anyhow::Error::new(InvalidSetting(format!(
-                "SIDECAR_REDIS_URL: cannot connect to {}: {e}",
+                "SIDECAR_REDIS_URL: cannot connect to {}: {e}{hint}",
                 redis.urls.join(",")
             )))
         };
         // The redis crate would reconnect after a refused password (it may
-        // be a failover's stale node), but at start nothing mends it.
-        let mendable =
-            |e: &redis::RedisError| ingest::is_unavailable(e) && e.kind() != redis::ErrorKind::AuthenticationFailed;
+        // be a failover's stale node) or a certificate it cannot trust, but
+        // at start nothing mends either.
+        let mendable = |e: &redis::RedisError| {
+            ingest::is_unavailable(e)
+                && e.kind() != redis::ErrorKind::AuthenticationFailed
+                && !ingest::untrusted_certificate(e)
+        };
         let error = match ingest::connect(redis, Some(Duration::from_secs(5))).await {
             Ok(conn) => return Ok(Some(conn)),
             Err(e) if mendable(&e) => e,

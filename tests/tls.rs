@@ -270,3 +270,66 @@ async fn start_refuses_unusable_tls_settings_naming_the_setting() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("SIDECAR_TLS_KEY_FILE: ") && err.contains("no PEM private key"), "{err}");
 }
+
+/// A redis-server speaking only TLS on a free port, with `leaf` signed by
+/// a private CA; killed on drop.
+async fn tls_redis(leaf: &Leaf, dir: &Path) -> (tokio::process::Child, u16) {
+    let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+    std::fs::write(&cert, &leaf.cert_pem).expect("write cert");
+    std::fs::write(&key, &leaf.key_pem).expect("write key");
+    let port = free_port();
+    let child = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server (TLS) did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, port)
+}
+
+#[tokio::test]
+async fn a_redis_with_a_private_ca_is_read_over_rediss_with_its_ca_file() {
+    let ca = TestCa::new("redis test CA");
+    let dir = certs::temp_dir("redis-tls");
+    let ca_file = ca.write(&dir);
+    let (_redis, port) = tls_redis(&ca.leaf("redis"), &dir).await;
+    let url = format!("rediss://127.0.0.1:{port}");
+    // Without the CA its certificate cannot be checked: a setting to fix,
+    // not a Redis to wait for.
+    let (code, out) = Sidecar::refused(&[("SIDECAR_REDIS_URL", url.clone())]).await;
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("SIDECAR_REDIS_CA_FILE"), "the error names the setting that mends it: {out}");
+    // With it: ready, and events go through that Redis to the clients.
+    let s =
+        Sidecar::start(&[("SIDECAR_REDIS_URL", url), ("SIDECAR_REDIS_CA_FILE", ca_file.display().to_string())]).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "c", &s.hub("/hubs/chat"), json!({}), "r").await;
+    for n in 0..3 {
+        let e = post_chat(&s, "r", n).await;
+        receives(&mut d, "c", &e).await;
+    }
+    d.stop("c").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

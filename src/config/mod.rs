@@ -191,6 +191,10 @@ pub struct RedisConfig {
     /// Another instance's group is removed once all its consumers have been
     /// idle this long (`orphan_group_idle_seconds`). Default 3600.
     pub orphan_group_idle: Duration,
+    /// The certificate authority (PEM) a `rediss://` Redis's certificate is
+    /// checked against (`redis_ca_file`), for a Redis with a private CA;
+    /// unset, the public web roots. Read at start.
+    pub ca_pem: Option<std::sync::Arc<[u8]>>,
     /// Events `POST /internal/events` holds while Redis is unreachable, to
     /// append them once it answers (`spool_max_events`); past it the POST
     /// gets 503. 0 answers 503 at once. Default 10000 (memory: this many
@@ -448,6 +452,19 @@ impl Config {
         }
         let redis_urls = r.list("redis_url", &[]);
         let redis_cluster: bool = r.get("redis_cluster", false);
+        let redis_ca_file: Option<PathBuf> = r.opt("redis_ca_file");
+        let ca_pem = match redis_ca_file.map(|p| (std::fs::read(&p), p)) {
+            None => None,
+            Some((Ok(pem), _)) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem.into()),
+            Some((Ok(_), p)) => {
+                r.error("redis_ca_file", format!("'{}' holds no PEM certificate", p.display()));
+                None
+            }
+            Some((Err(e), p)) => {
+                r.error("redis_ca_file", format!("cannot read '{}': {e}", p.display()));
+                None
+            }
+        };
         let redis = RedisConfig {
             urls: redis_urls,
             cluster: redis_cluster,
@@ -461,6 +478,7 @@ impl Config {
             stream_maxlen: r.count("stream_maxlen", 10_000, 1, usize::MAX),
             orphan_group_idle: r.seconds("orphan_group_idle_seconds", 3600, 1),
             spool_max_events: r.count("spool_max_events", 10_000, 0, 1_000_000),
+            ca_pem,
         };
         for url in &redis.urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

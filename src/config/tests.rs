@@ -330,3 +330,29 @@ fn origins_and_the_client_ip_header_are_checked() {
         ["SIDECAR_CLIENT_IP_HEADER: 'bad header' is not an HTTP header name"]
     );
 }
+
+#[test]
+fn the_redis_ca_file_is_read_at_start_and_must_hold_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("sidecar-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (pem, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("write");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let with = |path: &std::path::Path| {
+        let ca = path.to_str().expect("utf-8");
+        config(
+            "",
+            &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_REDIS_URL", "rediss://r:6380"), ("SIDECAR_REDIS_CA_FILE", ca)],
+        )
+    };
+    let c = with(&pem).expect("valid");
+    assert!(c.redis.and_then(|r| r.ca_pem).as_deref().is_some_and(|b| b.starts_with(b"-----BEGIN CERTIFICATE-----")));
+    let errors = with(&junk).expect_err("no certificate");
+    assert!(
+        errors[0].starts_with("SIDECAR_REDIS_CA_FILE: ") && errors[0].ends_with("holds no PEM certificate"),
+        "{errors:?}"
+    );
+    let errors = with(&dir.join("missing.pem")).expect_err("missing");
+    assert!(errors[0].starts_with("SIDECAR_REDIS_CA_FILE: cannot read"), "{errors:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

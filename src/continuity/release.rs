@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 /// Longest pause between two attempts to subscribe.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Subscribes to `channel` on one of `urls` and calls `on_token` for each
-/// message, until `stop`.
+/// Subscribes to `channel` on one of `redis`'s URLs and calls `on_token`
+/// for each message, until `stop`.
 pub(crate) async fn listen(
-    urls: Vec<String>,
+    redis: crate::config::RedisConfig,
     channel: String,
     on_token: impl Fn(String) + Send + 'static,
     stop: CancellationToken,
@@ -28,10 +28,10 @@ pub(crate) async fn listen(
     let mut pause = Duration::from_millis(200);
     let mut attempt = 0usize;
     loop {
-        let url = &urls[attempt % urls.len().max(1)];
+        let url = &redis.urls[attempt % redis.urls.len().max(1)];
         attempt += 1;
         let subscribed = async {
-            let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+            let mut pubsub = crate::ingest::client(&redis, url)?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -42,6 +42,6 @@ pub(crate) use hole::{Hole, OnHole};
 pub(crate) use position::StreamId;
 pub(crate) use publisher::{PublishError, Published, Publisher};
 pub(crate) use range::entries_between;
-pub(crate) use redis_conn::{connect, RedisConn};
+pub(crate) use redis_conn::{client, connect, untrusted_certificate, RedisConn};
 pub(crate) use redis_streams::RedisIngest;
 pub(crate) use spool::Spool;

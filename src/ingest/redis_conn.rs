@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value};
 
 use crate::config::RedisConfig;
 
@@ -20,18 +20,46 @@ pub(crate) enum RedisConn {
     Cluster(ClusterConnection),
 }
 
+/// A client for one server at `url`: a `rediss://` one is checked against
+/// `SIDECAR_REDIS_CA_FILE` when set (a Redis with a private CA), else
+/// against the public web roots.
+pub(crate) fn client(config: &RedisConfig, url: &str) -> RedisResult<redis::Client> {
+    match &config.ca_pem {
+        Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(url, certificates(ca)),
+        _ => redis::Client::open(url),
+    }
+}
+
+/// Whether `e` is a `rediss://` server certificate the sidecar could not
+/// verify (an unknown issuer, a wrong name, expired): waiting never mends
+/// it, a setting does (`SIDECAR_REDIS_CA_FILE`, the URL's host).
+pub(crate) fn untrusted_certificate(e: &redis::RedisError) -> bool {
+    // The rustls error sits inside an io::Error inside an Arc the crate
+    // does not expose (and io::Error's `source` skips it): its text is what
+    // reaches us. rustls words every certificate failure this way.
+    e.kind() == redis::ErrorKind::Io && e.to_string().contains("invalid peer certificate")
+}
+
+/// Trust `ca` (PEM), no client certificate.
+fn certificates(ca: &[u8]) -> TlsCertificates {
+    TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) }
+}
+
 /// Connects with the given response timeout (`None` for connections that
 /// issue blocking reads).
 pub(crate) async fn connect(config: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<RedisConn> {
     if config.cluster || config.urls.len() > 1 {
         let mut builder = ClusterClientBuilder::new(config.urls.clone()).connection_timeout(Duration::from_secs(5));
+        if let Some(ca) = config.ca_pem.as_deref().filter(|_| config.urls.iter().any(|u| u.starts_with("rediss://"))) {
+            builder = builder.certs(certificates(ca));
+        }
         if let Some(t) = response_timeout {
             builder = builder.response_timeout(t);
         }
         let client = builder.build()?;
         Ok(RedisConn::Cluster(client.get_async_connection().await?))
     } else {
-        let client = redis::Client::open(config.urls[0].as_str())?;
+        let client = client(config, &config.urls[0])?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(response_timeout)

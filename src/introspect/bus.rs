@@ -72,7 +72,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 /// The Redis side of introspection.
 pub(crate) struct Bus {
     conn: RedisConn,
-    subscribe_urls: Vec<String>,
+    /// Where the subscriber connects (one of the URLs, the CA).
+    redis: RedisConfig,
     channel: String,
     reply_channel: String,
     instances_key: String,
@@ -97,7 +98,7 @@ impl Bus {
         let channel = format!("{}:introspect", redis.group_prefix);
         Bus {
             conn,
-            subscribe_urls: redis.urls.clone(),
+            redis: redis.clone(),
             reply_channel: format!("{channel}:reply:{instance_id}"),
             instances_key: redis.live_instances_key(),
             channel,
@@ -179,7 +180,7 @@ impl Bus {
         let mut node = 0;
         while !stop.is_cancelled() {
             // Config validation keeps at least one URL when Redis is set.
-            let Some(url) = self.subscribe_urls.get(node % self.subscribe_urls.len().max(1)) else {
+            let Some(url) = self.redis.urls.get(node % self.redis.urls.len().max(1)) else {
                 return;
             };
             node += 1;
@@ -223,7 +224,7 @@ impl Bus {
     }
 
     async fn connect(&self, url: &str) -> redis::RedisResult<impl futures_util::Stream<Item = redis::Msg>> {
-        let client = redis::Client::open(url)?;
+        let client = crate::ingest::client(&self.redis, url)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&self.channel).await?;
         pubsub.subscribe(&self.reply_channel).await?;
