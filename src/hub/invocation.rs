@@ -66,7 +66,7 @@ impl Hubs {
                     [Value::String(room), Value::Bool(typing)] if valid_group(room) => (room, *typing),
                     _ => {
                         return Err(Error::BadArguments(format!(
-                            "{} expects (roomId: string, isTyping: boolean)",
+                            "{} expects (roomId: string, isTyping: boolean), roomId {GROUP_RULE}",
                             method.name
                         )))
                     }

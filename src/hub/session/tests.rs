@@ -357,7 +357,8 @@ async fn send_typing_names_its_user_and_checks_its_arguments() {
     s.receive(&invoke("2", "SendTyping", json!(["r1", "yes"]))).await;
     s.receive(&invoke("3", "SendTyping", json!(["", true]))).await;
     let bad = "An unexpected error occurred invoking 'SendTyping' on the server. HubException: SendTyping expects \
-               (roomId: string, isTyping: boolean)";
+               (roomId: string, isTyping: boolean), roomId a non-empty group name of at most 512 characters, not \
+               \"*\" and not starting with \"user:\"";
     assert_eq!(messages(&s.outbox()), [done("1"), failed("2", bad), failed("3", bad)]);
     let events = k.published();
     assert_eq!(events.len(), 1);
