@@ -134,6 +134,8 @@ pub async fn run_with(
     let pipeline = Pipeline::new(routes.clone(), registry.clone(), metrics.clone(), &config.delivery);
     // What the live path drops as duplicates, for a handoff's catch-up.
     let duplicates = pipeline.duplicates();
+    // One instance checks the entries all of them pass over (skip.rs).
+    let checks_all = pipeline.checks_all();
     // Browser push (FR-009): its sender ends when the pipeline lets go of
     // its queue; its liveness record when the connections are gone.
     let push_redis = match &config.redis {
@@ -296,10 +298,12 @@ pub async fn run_with(
         let (redis, instance_id, streams) = (redis.clone(), config.instance_id.clone(), config.streams.clone());
         let (schemas, input, metrics, tasks, stop) =
             (schemas.clone(), input.clone(), metrics.clone(), tasks.clone(), ingest_stop.clone());
+        let checks_all = checks_all.clone();
         let start = async move {
             let conn =
                 ingest::connect(&redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
-            let reader = RedisIngest::new(redis, &instance_id, &streams, conn, schemas, input, metrics, on_hole);
+            let reader =
+                RedisIngest::new(redis, &instance_id, &streams, conn, schemas, input, metrics, on_hole, checks_all);
             reader.start(&tasks, stop).await.context("ensuring the consumer groups")
         };
         let handles = lane.handle().spawn(start).await.context("the event lane stopped")??;

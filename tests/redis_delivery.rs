@@ -456,3 +456,61 @@ async fn readiness_answers_503_through_the_drain() {
     assert!(answered[from..].iter().all(|a| *a == draining), "{answered:?}");
     assert!(answered.len() - from >= 3, "answered through the drain: {answered:?}");
 }
+
+#[tokio::test]
+async fn every_invalid_entry_is_dead_lettered_once_even_with_nobody_in_its_room() {
+    // CONTRACT section 4, with skipping: no instance has a connection in
+    // room "empty", so none would decode the entry for delivery; one
+    // instance checks what all pass over. Every instance reads every entry,
+    // yet each bad one has one dead letter, under its own id.
+    let redis = Redis::start().await;
+    let env = |id: &str| vec![("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", id.to_string())];
+    let (a, b) = (Sidecar::start(&env("dl-a")).await, Sidecar::start(&env("dl-b")).await);
+    // Let both elect (a claim tick) before the entries come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut missing_field = envelope("chat_message", "empty", chat_payload("empty", 0));
+    missing_field["payload"].as_object_mut().expect("object").remove("content");
+    let bad_payload = redis.xadd_flat("events:chat", &missing_field);
+    let not_json = redis.xadd(
+        "events:chat",
+        &[
+            ("event_id", uuid()),
+            ("event_type", "chat_message".into()),
+            ("timestamp", chrono::Utc::now().to_rfc3339()),
+            ("room_id", "empty".into()),
+            ("payload", "{not json".into()),
+        ],
+    );
+    let bad_head = redis.xadd("events:chat", &[("garbage", "x".into())]);
+    redis.xadd_flat("events:chat", &envelope("chat_message", "empty", chat_payload("empty", 1)));
+    let mut conn = redis.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ids = loop {
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg("events:chat:dead").arg("-").arg("+").query(&mut conn).expect("XRANGE");
+        let ids: Vec<String> = reply.ids.into_iter().map(|e| e.id).collect();
+        if ids.len() >= 3 || std::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ids, [bad_payload, not_json, bad_head], "one dead letter each, under the entry's id");
+    // Both instances have settled everything; still one copy each.
+    for s in [&a, &b] {
+        let port = s.admin_port;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !support::http::request(port, "GET", "/metrics", &[], b"")
+            .await
+            .map(|(_, m)| {
+                m.contains("sidecar_events_consumed_total{stream=\"events:chat\",event_type=\"chat_message\"} 3")
+            })
+            .unwrap_or(false)
+        {
+            assert!(std::time::Instant::now() < deadline, "instance on {port} did not read every entry");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let len: usize = redis::cmd("XLEN").arg("events:chat:dead").query(&mut conn).expect("XLEN");
+    assert_eq!(len, 3);
+}

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{RedisConn, StreamId};
 use crate::envelope::EntryFields;
-use crate::pipeline::Outcome;
+use crate::pipeline::{ChecksAll, Outcome};
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
@@ -62,6 +62,7 @@ pub(super) async fn run(
     group: String,
     maxlen: usize,
     metrics: Arc<Metrics>,
+    checks_all: ChecksAll,
     mut rx: mpsc::UnboundedReceiver<Note>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -96,24 +97,24 @@ pub(super) async fn run(
         for Settled { stream, id, fields, outcome } in ones {
             let acknowledge = match &outcome {
                 Outcome::Unsettled => false,
-                Outcome::Invalid(reason) => {
-                    let mut cmd = redis::cmd("XADD");
-                    cmd.arg(format!("{stream}:dead")).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
-                    for (k, v) in fields.iter() {
-                        cmd.arg(k).arg(v);
-                    }
-                    cmd.arg("reason").arg(reason);
-                    match cmd.query_async::<String>(&mut conn).await {
-                        Ok(_) => {
-                            metrics.record(DeadLettered { stream: &stream, entry_id: &id.to_string(), reason });
-                            true
-                        }
-                        Err(e) => {
-                            tracing::warn!(stream = %stream, entry_id = %id, error = %e, "dead-letter write failed; the entry stays pending");
-                            false
-                        }
-                    }
+                // Every instance reads every entry; the one that checks
+                // every entry (it sees each invalid one) writes the copies.
+                Outcome::Invalid(_) if !checks_all.get() => {
+                    tracing::debug!(stream = %stream, entry_id = %id, "invalid entry: dead-lettered by the checking instance");
+                    true
                 }
+                Outcome::Invalid(reason) => match dead_letter(&mut conn, &stream, id, &fields, reason, maxlen).await {
+                    Ok(written) => {
+                        if written {
+                            metrics.record(DeadLettered { stream: &stream, entry_id: &id.to_string(), reason });
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, entry_id = %id, error = %e, "dead-letter write failed; the entry stays pending");
+                        false
+                    }
+                },
                 Outcome::Delivered | Outcome::Dropped(_) => true,
             };
             if acknowledge {
@@ -131,4 +132,42 @@ pub(super) async fn run(
         }
     }
     tracing::info!("acknowledgements finished");
+}
+
+/// Copies an invalid entry (every field, plus `reason`) to `<stream>:dead`
+/// under the entry's own id, so one copy is found by it: a second checking
+/// instance (for a moment while the checker changes) is refused as not
+/// newer than the top and finds its copy there. An id below the top that is
+/// not there (a copy retried after later ones went in) goes in under a new
+/// id. True when this call wrote it.
+async fn dead_letter(
+    conn: &mut RedisConn,
+    stream: &str,
+    id: StreamId,
+    fields: &EntryFields,
+    reason: &str,
+    maxlen: usize,
+) -> redis::RedisResult<bool> {
+    let dead = format!("{stream}:dead");
+    let add = |at: String| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&dead).arg("MAXLEN").arg("~").arg(maxlen).arg(at);
+        for (k, v) in fields.iter() {
+            cmd.arg(k).arg(v);
+        }
+        cmd.arg("reason").arg(reason);
+        cmd
+    };
+    let at = id.to_string();
+    match add(at.clone()).query_async::<String>(conn).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.to_string().contains("equal or smaller than the target stream top item") => {
+            let there: Vec<redis::Value> = redis::cmd("XRANGE").arg(&dead).arg(&at).arg(&at).query_async(conn).await?;
+            if !there.is_empty() {
+                return Ok(false);
+            }
+            add("*".into()).query_async::<String>(conn).await.map(|_| true)
+        }
+        Err(e) => Err(e),
+    }
 }

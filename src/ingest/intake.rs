@@ -28,6 +28,9 @@ pub(super) struct Shared {
     pub settled: mpsc::UnboundedSender<Note>,
     pub redis_up: Arc<AtomicBool>,
     pub on_hole: OnHole,
+    /// Set when this instance is the one that checks the entries every
+    /// instance passes over (`claim.rs` elects it).
+    pub checks_all: crate::pipeline::ChecksAll,
 }
 
 /// Hands one read's entries to the pipeline, in order, waiting for room in

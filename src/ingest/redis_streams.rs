@@ -53,7 +53,8 @@ pub(crate) struct RedisIngestHandles {
 
 impl RedisIngest {
     /// Prepares the reader. `conn` is used for everything but blocking reads;
-    /// `on_hole` hears of entries lost before they were read.
+    /// `on_hole` hears of entries lost before they were read; `checks_all`
+    /// is set while this instance is the one that checks every entry.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: RedisConfig,
@@ -64,6 +65,7 @@ impl RedisIngest {
         input: InputSender,
         metrics: Arc<Metrics>,
         on_hole: OnHole,
+        checks_all: crate::pipeline::ChecksAll,
     ) -> RedisIngest {
         let (settled, settled_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -76,6 +78,7 @@ impl RedisIngest {
             settled,
             redis_up: Arc::new(AtomicBool::new(true)),
             on_hole,
+            checks_all,
         });
         RedisIngest { shared, conn, streams: streams.iter().map(|s| Arc::from(s.as_str())).collect(), settled_rx }
     }
@@ -101,7 +104,8 @@ impl RedisIngest {
             positions: streams.iter().cloned().zip(positions.iter().copied()).collect(),
         };
         let (group, maxlen) = (shared.group.clone(), shared.config.dead_letter_maxlen);
-        tasks.spawn(acker::run(conn.clone(), group, maxlen, shared.metrics.clone(), settled_rx));
+        let (metrics, checks_all) = (shared.metrics.clone(), shared.checks_all.clone());
+        tasks.spawn(acker::run(conn.clone(), group, maxlen, metrics, checks_all, settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
         for (stream, position) in streams.into_iter().zip(positions) {
             let read = ReadCommand {

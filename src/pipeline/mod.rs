@@ -39,6 +39,7 @@ pub(crate) use lost::{lost_channel, read_too_late, LostSender};
 pub(crate) use push_tap::{push_channel, PushOffer, PushTap};
 pub(crate) use queue::{channel, InputReceiver, InputSender};
 pub(crate) use route::{encode_one, encode_replay, target_of};
+pub(crate) use skip::ChecksAll;
 pub(crate) use validate::Freshness;
 
 use crate::config::{Delivery, DeliveryConfig, EventRoute, RouteTable};
@@ -103,6 +104,8 @@ pub(crate) struct Pipeline {
     /// The stream entries `dedupe` dropped, for replays (`duplicates.rs`).
     duplicates: Arc<DuplicateEntries>,
     freshness: Freshness,
+    /// Whether entries passed over are checked too (see [`ChecksAll`]).
+    checks_all: ChecksAll,
     coalescer: Coalescer<StateKey>,
     typing: TypingState,
     rosters: Rosters,
@@ -162,6 +165,7 @@ impl Pipeline {
             dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max_entries),
             duplicates: Arc::new(DuplicateEntries::new(config.dedupe_window)),
             freshness: Freshness { max_age: config.max_event_age, max_skew: config.max_clock_skew },
+            checks_all: ChecksAll::default(),
             push: None,
             history: None,
             cuts: None,
@@ -182,6 +186,12 @@ impl Pipeline {
     /// session's catch-up).
     pub(crate) fn duplicates(&self) -> Arc<DuplicateEntries> {
         self.duplicates.clone()
+    }
+
+    /// The switch that makes this instance check the entries it passes
+    /// over, for the ingest that elects one instance to (see [`ChecksAll`]).
+    pub(crate) fn checks_all(&self) -> ChecksAll {
+        self.checks_all.clone()
     }
 
     /// Serves the cuts of history joins (see [`Cuts`]) between events.

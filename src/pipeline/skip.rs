@@ -20,8 +20,11 @@
 //! `duplicates.rs`) and moves the stream's position under the fan-out's
 //! lock; it is acknowledged with the rest of its read passed over
 //! (`entries.rs`). An entry whose head is valid but whose payload is not is
-//! dead-lettered only by the instances that decode it.
+//! dead-lettered by the instances that decode it, and by the one instance
+//! that checks every entry it passes over ([`ChecksAll`]), so it is
+//! dead-lettered even when no instance has a connection in its room.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +33,33 @@ use crate::config::{Delivery, EventRoute};
 use crate::envelope::{Envelope, Head, Pending};
 use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::DropReason;
+
+/// Whether this instance checks the payload of every entry it passes over
+/// (CONTRACT section 4: every invalid entry is dead-lettered, one for a
+/// room nobody watches too). Checking costs a decode, which skipping is
+/// there to save, so one instance of a deployment does it: the ingest
+/// elects it (the live instance with the smallest id); an instance alone,
+/// or one that cannot tell, checks.
+#[derive(Clone)]
+pub(crate) struct ChecksAll(Arc<AtomicBool>);
+
+impl Default for ChecksAll {
+    fn default() -> Self {
+        ChecksAll(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl ChecksAll {
+    /// Whether this instance is the one that checks.
+    pub(crate) fn set(&self, checks: bool) {
+        self.0.store(checks, Ordering::Relaxed);
+    }
+
+    /// Whether it is.
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Whether an event of `route` to `room_id` can do nothing on an instance
 /// with no connection in that room (and no state for it).
@@ -53,7 +83,17 @@ impl Pipeline {
             let (decoded, fields) = match Pending::read(block.fields(i)) {
                 Ok(pending) => {
                     if self.pass_over(pending.head(), &source, id, now) {
-                        settle.acknowledge(i);
+                        if !self.checks_all.get() {
+                            settle.acknowledge(i);
+                            continue;
+                        }
+                        // Nobody here receives it, but a bad entry is still
+                        // dead-lettered with its reason.
+                        let pending = pending.into_owned();
+                        match pending.decode(&schemas) {
+                            Ok(_) => settle.acknowledge(i),
+                            Err(e) => settle.ack(i, pending.into_fields()).resolve(Outcome::Invalid(e.to_string())),
+                        }
                         continue;
                     }
                     let pending = pending.into_owned();

@@ -95,6 +95,8 @@ fn id() -> String {
 #[test]
 fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
     let mut r = rig();
+    // Not the instance that checks every entry (another one is).
+    r.pipeline.checks_all().set(false);
     let member = r.conn(CHAT, None, &["r1"]);
     // A payload that is not even JSON: skipped entries are never decoded.
     assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", "{nope"), "1-0"), Fate::PassedOver);
@@ -170,6 +172,24 @@ fn broadcasts_typing_and_invalid_heads_are_never_skipped() {
 }
 
 #[test]
+fn the_checking_instance_dead_letters_a_bad_entry_nobody_receives() {
+    // CONTRACT section 4: an invalid entry is dead-lettered even when no
+    // instance has a connection in its room; the instance that checks
+    // (alone, or elected) decodes what it passes over, and only for that.
+    let mut r = rig();
+    let refused = r.process_pending(pending(&id(), "chat_message", "nobody", "{nope"), "1-0");
+    assert!(
+        matches!(&refused, Fate::Settled(Outcome::Invalid(reason)) if reason.starts_with("not JSON: field 'payload'")),
+        "{refused:?}"
+    );
+    let missing_content = r#"{"id": "m1"}"#;
+    let refused = r.process_pending(pending(&id(), "chat_message", "nobody", missing_content), "2-0");
+    assert!(matches!(&refused, Fate::Settled(Outcome::Invalid(_))), "{refused:?}");
+    // A good one is still passed over, not delivered to anyone.
+    assert_eq!(r.process_pending(pending(&id(), "chat_message", "nobody", CHAT_PAYLOAD), "3-0"), Fate::PassedOver);
+}
+
+#[test]
 fn routes_that_need_every_entry_are_not_skippable() {
     let shipped = shipped();
     let route = |t: &Arc<RouteTable>, e: &str| t.route(e).cloned().expect("routed");
@@ -188,6 +208,7 @@ fn routes_that_need_every_entry_are_not_skippable() {
 #[test]
 fn one_read_is_settled_entry_by_entry_in_stream_order() {
     let mut r = rig();
+    r.pipeline.checks_all().set(false);
     let member = r.conn(CHAT, None, &["r1"]);
     let invalid_head = EntryFields::from_pairs([("event_type", &b"chat_message"[..]), ("payload", &b"{}"[..])]);
     let fates = r.read(vec![
