@@ -380,19 +380,26 @@ async fn polling_connections_without_a_handshake_are_canceled() {
 
 // === Stateful reconnect and the drain ===
 
-#[tokio::test]
-async fn a_sequence_beyond_what_the_client_sent_closes_with_an_error() {
-    let s = Sidecar::start(&[]).await;
+/// Negotiates stateful reconnect on `s`'s chat hub and opens its WebSocket
+/// with a JSON handshake of `version`; the socket and the token.
+async fn stateful_socket(s: &Sidecar, version: u32) -> (RawWs, String) {
     let (_, body) =
         request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", &[], b"")
             .await
             .expect("negotiate");
     let v: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["useStatefulReconnect"], true);
-    let token = v["connectionToken"].as_str().expect("token");
+    let token = v["connectionToken"].as_str().expect("token").to_string();
     let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.expect("connect");
-    ws.send(&format!("{{\"protocol\":\"json\",\"version\":2}}{RS}")).await;
+    ws.send(&format!("{{\"protocol\":\"json\",\"version\":{version}}}{RS}")).await;
     assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    (ws, token)
+}
+
+#[tokio::test]
+async fn a_sequence_beyond_what_the_client_sent_closes_with_an_error() {
+    let s = Sidecar::start(&[]).await;
+    let (mut ws, _) = stateful_socket(&s, 2).await;
     ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["seq"]}))).await;
     assert_eq!(ws.recv_type(3).await.expect("answered")["invocationId"], "1");
     // The client claims it sent 2^64-1 messages: it sent one.
@@ -411,15 +418,7 @@ async fn a_version_1_handshake_turns_stateful_reconnect_off() {
     // reconnect but names protocol version 1 (an older hub protocol) gets a
     // plain connection: no Ack of what it sends, no resume afterwards.
     let s = Sidecar::start(&[]).await;
-    let (_, body) =
-        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true", &[], b"")
-            .await
-            .expect("negotiate");
-    let v: Value = serde_json::from_str(&body).expect("JSON");
-    let token = v["connectionToken"].as_str().expect("token").to_string();
-    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await.expect("connect");
-    ws.send(&format!("{{\"protocol\":\"json\",\"version\":1}}{RS}")).await;
-    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    let (mut ws, token) = stateful_socket(&s, 1).await;
     for id in ["1", "2"] {
         ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":id,"target":"JoinRoom","arguments":["v1"]}))).await;
     }

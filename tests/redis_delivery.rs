@@ -220,6 +220,14 @@ async fn user_and_broadcast_targets_on_the_notification_and_ticket_hubs() {
     assert!(d.message("n", "ReceiveNotification", Duration::from_millis(300)).await.is_none());
 }
 
+/// Adds the ACL user `sidecar` with the password `s3cret`.
+fn acl_user(admin: &mut redis::Connection) {
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all"][..])
+        .query(admin)
+        .expect("ACL SETUSER");
+}
+
 /// The reader's own connection speaks the URL's handshake: an ACL user
 /// with a password, and a database other than 0 (the default user here
 /// has another password, so a reader that skipped AUTH would be refused).
@@ -227,10 +235,7 @@ async fn user_and_broadcast_targets_on_the_notification_and_ticket_hubs() {
 async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
     let redis = Redis::start().await;
     let mut admin = redis.conn();
-    let () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all"][..])
-        .query(&mut admin)
-        .expect("ACL SETUSER");
+    acl_user(&mut admin);
     let () = redis::cmd("CONFIG").arg(&["SET", "requirepass", "other"][..]).query(&mut admin).expect("requirepass");
     let url = format!("redis://sidecar:s3cret@127.0.0.1:{}/3", redis.port);
     let sidecar = Sidecar::start(&[("SIDECAR_REDIS_URL", url.clone())]).await;
@@ -254,10 +259,7 @@ async fn a_url_with_a_user_a_password_and_a_database_is_honoured() {
 async fn a_wrong_password_stops_the_start() {
     let redis = Redis::start().await;
     let mut admin = redis.conn();
-    let () = redis::cmd("ACL")
-        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "&*", "+@all"][..])
-        .query(&mut admin)
-        .expect("ACL SETUSER");
+    acl_user(&mut admin);
     for url in
         [format!("redis://sidecar:wrong@127.0.0.1:{}", redis.port), format!("redis://:wrong@127.0.0.1:{}", redis.port)]
     {
