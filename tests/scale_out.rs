@@ -304,3 +304,49 @@ async fn live_instances_keep_their_groups_on_quiet_streams_and_a_dead_ones_go() 
         let _ = std::fs::remove_file(l);
     }
 }
+
+#[tokio::test]
+async fn live_instances_keep_their_groups_when_their_redis_user_may_not_subscribe() {
+    // A Redis ACL user without the introspection channels is allowed (the
+    // README: introspection then answers for the asked instance only). Its
+    // instances must still beat the live set, which is what keeps their
+    // groups from being taken for those of instances that are gone.
+    let redis = Redis::start().await;
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "sidecar", "on", ">s3cret", "~*", "resetchannels", "+@all"][..])
+        .query(&mut redis.conn())
+        .expect("ACL SETUSER");
+    let url = format!("redis://sidecar:s3cret@127.0.0.1:{}", redis.port);
+    let logs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| std::env::temp_dir().join(format!("acl-orphans-{id}-{}.log", free_port())))
+        .collect();
+    let start = |id: &str, log: &std::path::Path| {
+        let mut env = jwt_env();
+        env.push(("SIDECAR_REDIS_URL", url.clone()));
+        env.push(("SIDECAR_INSTANCE_ID", id.to_string()));
+        env.push(("SIDECAR_ORPHAN_GROUP_IDLE_SECONDS", "2".into()));
+        env.push(("SIDECAR_CLAIM_INTERVAL_SECONDS", "1".into()));
+        let log = log.to_path_buf();
+        async move { Sidecar::start_logged(&env, &log).await }
+    };
+    let a = start("a", &logs[0]).await;
+    let b = start("b", &logs[1]).await;
+    // Three idle periods of quiet, a sweep a second.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            !text.contains("removed the consumer group") && !text.contains("consumer group lost"),
+            "a live instance's group was removed: {text}"
+        );
+    }
+    let groups: Vec<redis::Value> =
+        redis::cmd("XINFO").arg("GROUPS").arg("events:chat").query(&mut redis.conn()).expect("XINFO");
+    let groups = format!("{groups:?}");
+    assert!(groups.contains("signalr-sidecar:a") && groups.contains("signalr-sidecar:b"), "{groups}");
+    drop((a, b));
+    for l in &logs {
+        let _ = std::fs::remove_file(l);
+    }
+}

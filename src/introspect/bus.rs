@@ -142,10 +142,14 @@ impl Bus {
     /// Beats the heartbeat and answers questions until `stop`; then leaves
     /// the set of live instances.
     pub(crate) async fn run(self: Arc<Self>, local: Arc<Local>, stop: CancellationToken) {
-        // The first heartbeat waits for the subscription: an instance in
-        // the live set is one that hears questions.
-        let (subscribed, first_subscription) = tokio::sync::watch::channel(false);
-        tokio::join!(self.beat(first_subscription, &stop), self.subscribe(&local, subscribed, &stop));
+        // The first heartbeat waits for the first try to subscribe: an
+        // instance in the live set normally hears questions. It beats even
+        // when that try failed (a Redis ACL without these channels, which
+        // only costs the introspection its answers: the asker names it
+        // missing), because the set is also what keeps its consumer groups
+        // from being taken for a gone instance's (`ingest::orphans`).
+        let (tried, first_try) = tokio::sync::watch::channel(false);
+        tokio::join!(self.beat(first_try, &stop), self.subscribe(&local, tried, &stop));
         let mut conn = self.conn.clone();
         let left: redis::RedisResult<i64> =
             redis::cmd("ZREM").arg(&self.instances_key).arg(&self.instance_id).query_async(&mut conn).await;
@@ -154,9 +158,9 @@ impl Bus {
         }
     }
 
-    async fn beat(&self, mut subscribed: tokio::sync::watch::Receiver<bool>, stop: &CancellationToken) {
+    async fn beat(&self, mut tried: tokio::sync::watch::Receiver<bool>, stop: &CancellationToken) {
         tokio::select! {
-            _ = subscribed.wait_for(|s| *s) => {}
+            _ = tried.wait_for(|t| *t) => {}
             _ = stop.cancelled() => return,
         }
         let mut tick = tokio::time::interval(HEARTBEAT);
@@ -175,7 +179,9 @@ impl Bus {
         }
     }
 
-    async fn subscribe(&self, local: &Local, subscribed: tokio::sync::watch::Sender<bool>, stop: &CancellationToken) {
+    /// Subscribes (again after every loss) until `stop`; `tried` turns true
+    /// once the first try has succeeded or failed.
+    async fn subscribe(&self, local: &Local, tried: tokio::sync::watch::Sender<bool>, stop: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
         let mut node = 0;
         while !stop.is_cancelled() {
@@ -188,18 +194,20 @@ impl Bus {
                 Ok(Ok(messages)) => messages,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "introspection subscriber: cannot subscribe");
+                    tried.send_replace(true);
                     self.pause(&mut pause, stop).await;
                     continue;
                 }
                 Err(_) => {
                     tracing::debug!("introspection subscriber: connect timed out");
+                    tried.send_replace(true);
                     self.pause(&mut pause, stop).await;
                     continue;
                 }
             };
             pause = Duration::from_millis(100);
             node -= 1; // this node works: back to it after a disconnect
-            subscribed.send_replace(true);
+            tried.send_replace(true);
             tokio::pin!(messages);
             loop {
                 let msg = tokio::select! {
