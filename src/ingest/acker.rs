@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{RedisConn, StreamId};
 use crate::envelope::EntryFields;
-use crate::pipeline::{ChecksAll, Outcome};
+use crate::pipeline::Outcome;
 use crate::telemetry::events::DeadLettered;
 use crate::telemetry::Metrics;
 
@@ -62,9 +62,9 @@ pub(super) async fn run(
     group: String,
     maxlen: usize,
     metrics: Arc<Metrics>,
-    checks_all: ChecksAll,
     mut rx: mpsc::UnboundedReceiver<Note>,
 ) {
+    let script = redis::Script::new(DEAD_LETTER_SCRIPT);
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         if batch.len() < BATCH && !rx.is_closed() {
@@ -97,24 +97,20 @@ pub(super) async fn run(
         for Settled { stream, id, fields, outcome } in ones {
             let acknowledge = match &outcome {
                 Outcome::Unsettled => false,
-                // Every instance reads every entry; the one that checks
-                // every entry (it sees each invalid one) writes the copies.
-                Outcome::Invalid(_) if !checks_all.get() => {
-                    tracing::debug!(stream = %stream, entry_id = %id, "invalid entry: dead-lettered by the checking instance");
-                    true
-                }
-                Outcome::Invalid(reason) => match dead_letter(&mut conn, &stream, id, &fields, reason, maxlen).await {
-                    Ok(written) => {
-                        if written {
-                            metrics.record(DeadLettered { stream: &stream, entry_id: &id.to_string(), reason });
+                Outcome::Invalid(reason) => {
+                    match dead_letter(&script, &mut conn, &stream, id, &fields, reason, maxlen).await {
+                        Ok(written) => {
+                            if written {
+                                metrics.record(DeadLettered { stream: &stream, entry_id: &id.to_string(), reason });
+                            }
+                            true
                         }
-                        true
+                        Err(e) => {
+                            tracing::warn!(stream = %stream, entry_id = %id, error = %e, "dead-letter write failed; the entry stays pending");
+                            false
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(stream = %stream, entry_id = %id, error = %e, "dead-letter write failed; the entry stays pending");
-                        false
-                    }
-                },
+                }
                 Outcome::Delivered | Outcome::Dropped(_) => true,
             };
             if acknowledge {
@@ -134,13 +130,35 @@ pub(super) async fn run(
     tracing::info!("acknowledgements finished");
 }
 
-/// Copies an invalid entry (every field, plus `reason`) to `<stream>:dead`
-/// under the entry's own id, so one copy is found by it: a second checking
-/// instance (for a moment while the checker changes) is refused as not
-/// newer than the top and finds its copy there. An id below the top that is
-/// not there (a copy retried after later ones went in) goes in under a new
-/// id. True when this call wrote it.
+/// How long an entry's dead letter is remembered as written: every
+/// instance reads every entry, and one that reads it this much later than
+/// the first would copy it again.
+const DEAD_LETTER_SEEN_MS: u64 = 3_600_000;
+
+/// Writes a dead letter once however many instances try: `SET NX` of a
+/// key beside the dead-letter stream (`{<stream>:dead}:seen:<id>`, in the
+/// stream's cluster slot by its hash tag), then the `XADD`; a failed XADD
+/// forgets the key so a retry can write it. 1 when this call wrote it.
+const DEAD_LETTER_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local add = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 3, #ARGV do add[#add + 1] = ARGV[i] end
+local added = redis.pcall(unpack(add))
+if type(added) == 'table' and added.err then
+  redis.call('DEL', KEYS[2])
+  return added
+end
+return 1
+";
+
+/// Copies an invalid entry (every field, plus `reason`) to `<stream>:dead`,
+/// once: every instance that finds the entry invalid tries (an invalid
+/// head, a payload it decoded for its clients, or one the checking
+/// instance decoded though nobody watches its room), the first writes it.
+/// True when this call wrote it.
 async fn dead_letter(
+    script: &redis::Script,
     conn: &mut RedisConn,
     stream: &str,
     id: StreamId,
@@ -149,25 +167,12 @@ async fn dead_letter(
     maxlen: usize,
 ) -> redis::RedisResult<bool> {
     let dead = format!("{stream}:dead");
-    let add = |at: String| {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&dead).arg("MAXLEN").arg("~").arg(maxlen).arg(at);
-        for (k, v) in fields.iter() {
-            cmd.arg(k).arg(v);
-        }
-        cmd.arg("reason").arg(reason);
-        cmd
-    };
-    let at = id.to_string();
-    match add(at.clone()).query_async::<String>(conn).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.to_string().contains("equal or smaller than the target stream top item") => {
-            let there: Vec<redis::Value> = redis::cmd("XRANGE").arg(&dead).arg(&at).arg(&at).query_async(conn).await?;
-            if !there.is_empty() {
-                return Ok(false);
-            }
-            add("*".into()).query_async::<String>(conn).await.map(|_| true)
-        }
-        Err(e) => Err(e),
+    let mut call = script.key(&dead);
+    call.key(format!("{{{dead}}}:seen:{id}")).arg(DEAD_LETTER_SEEN_MS).arg(maxlen);
+    for (k, v) in fields.iter() {
+        call.arg(k).arg(v);
     }
+    call.arg("reason").arg(reason);
+    let written: i64 = call.invoke_async(conn).await?;
+    Ok(written == 1)
 }

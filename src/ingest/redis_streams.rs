@@ -104,8 +104,7 @@ impl RedisIngest {
             positions: streams.iter().cloned().zip(positions.iter().copied()).collect(),
         };
         let (group, maxlen) = (shared.group.clone(), shared.config.dead_letter_maxlen);
-        let (metrics, checks_all) = (shared.metrics.clone(), shared.checks_all.clone());
-        tasks.spawn(acker::run(conn.clone(), group, maxlen, metrics, checks_all, settled_rx));
+        tasks.spawn(acker::run(conn.clone(), group, maxlen, shared.metrics.clone(), settled_rx));
         tasks.spawn(claim::run(conn.clone(), shared.clone(), streams.clone(), stop.clone()));
         for (stream, position) in streams.into_iter().zip(positions) {
             let read = ReadCommand {
