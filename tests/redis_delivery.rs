@@ -564,3 +564,33 @@ async fn an_instance_copies_the_bad_entries_it_decodes_while_the_checking_one_is
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn each_stream_has_its_checking_instance_when_deployments_share_a_prefix() {
+    // Two deployments on one Redis with the default group prefix, reading
+    // different streams: "aa" (the smallest id) reads only events:ticket, so
+    // events:chat's bad entries nobody watches are checked by "bb".
+    let redis = Redis::start().await;
+    let _aa = Sidecar::start(&[
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_INSTANCE_ID", "aa".into()),
+        ("SIDECAR_STREAMS", "events:ticket".into()),
+    ])
+    .await;
+    let _bb = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", "bb".into())]).await;
+    // Both beat and elect (a claim tick) before the entry comes.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut bad = envelope("chat_message", "nobody", chat_payload("nobody", 0));
+    bad["payload"].as_object_mut().expect("object").remove("content");
+    redis.xadd_flat("events:chat", &bad);
+    let mut conn = redis.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let len: usize = redis::cmd("XLEN").arg("events:chat:dead").query(&mut conn).expect("XLEN");
+        if len == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bad chat entry was not dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -30,7 +30,7 @@ pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<A
             since_orphans = std::time::Duration::ZERO;
             sweep_orphans(&mut conn, &shared, &streams).await;
         }
-        elect_checker(&mut conn, &shared).await;
+        elect_checker(&mut conn, &shared, &streams).await;
         for stream in &streams {
             if let Err(e) = refresh_stats(&mut conn, &shared, stream).await {
                 tracing::debug!(stream = %stream, error = %e, "XINFO GROUPS failed");
@@ -126,15 +126,23 @@ async fn sweep_orphans(conn: &mut RedisConn, shared: &Shared, streams: &[Arc<str
     }
 }
 
-/// Decides whether this instance checks the entries every instance passes
-/// over (see [`crate::pipeline::ChecksAll`]): the live instance with the
-/// smallest id does, so exactly one does while the set is steady (for a
-/// few seconds after that one dies, until its heartbeat is pruned and the
-/// next takes over, nobody does). Unsure (Redis not answering), it checks.
-async fn elect_checker(conn: &mut RedisConn, shared: &Shared) {
-    let checks = match super::orphans::live_instances(conn, &shared.config.live_instances_key()).await {
-        Ok(live) => !live.iter().any(|other| *other < shared.consumer),
-        Err(_) => true,
-    };
-    shared.checks_all.set(checks);
+/// Decides, stream by stream, whether this instance checks the entries
+/// every instance passes over (see [`crate::pipeline::ChecksAll`]): the
+/// live instance with the smallest id among those with a group of this
+/// prefix on the stream does (two deployments sharing a prefix may read
+/// different streams), so one does while the set is steady (for a few
+/// seconds after that one stops, until its heartbeat is gone and the next
+/// takes over, nobody does). Unsure (Redis not answering), it checks.
+async fn elect_checker(conn: &mut RedisConn, shared: &Shared, streams: &[Arc<str>]) {
+    let live = super::orphans::live_instances(conn, &shared.config.live_instances_key()).await.ok();
+    for stream in streams {
+        let checks = match &live {
+            Some(live) => match super::orphans::group_instances(conn, stream, &shared.config.group_prefix).await {
+                Ok(readers) => !readers.iter().any(|other| *other < shared.consumer && live.contains(other)),
+                Err(_) => true,
+            },
+            None => true,
+        };
+        shared.checks_all.set(stream, checks);
+    }
 }

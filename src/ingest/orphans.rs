@@ -22,6 +22,23 @@ pub(super) async fn live_instances(conn: &mut RedisConn, key: &str) -> RedisResu
     Ok(ids.into_iter().collect())
 }
 
+/// The instance ids with a group of `prefix` on `stream`.
+pub(super) async fn group_instances(conn: &mut RedisConn, stream: &str, prefix: &str) -> RedisResult<Vec<String>> {
+    let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
+    Ok(groups
+        .into_iter()
+        .filter_map(|g| pairs(g).into_iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v)))
+        .filter_map(|name| instance_of(&name, prefix).map(str::to_string))
+        .collect())
+}
+
+/// The instance id of group `name` if it is one of `prefix`'s:
+/// `<prefix>:<id>`, an id without ':' (the settings refuse one), so
+/// `<prefix>:staging:a` is another deployment's group.
+fn instance_of<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    name.strip_prefix(prefix)?.strip_prefix(':').filter(|id| !id.contains(':'))
+}
+
 /// Destroys the orphaned groups on `stream`; returns their names.
 pub(super) async fn sweep(
     conn: &mut RedisConn,
@@ -37,12 +54,8 @@ pub(super) async fn sweep(
         let Some(name) = pairs(g).into_iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v)) else {
             continue;
         };
-        // `<prefix>:<instance id>`, an id without ':' (the settings refuse
-        // one): `<prefix>:staging:a` is another deployment's group.
-        let Some(instance) = name.strip_prefix(prefix).and_then(|rest| rest.strip_prefix(':')) else {
-            continue;
-        };
-        if name == own || instance.contains(':') || live.contains(instance) {
+        let Some(instance) = instance_of(&name, prefix) else { continue };
+        if name == own || live.contains(instance) {
             continue;
         }
         let consumers: Vec<Value> =

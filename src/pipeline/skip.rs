@@ -24,40 +24,40 @@
 //! that checks every entry it passes over ([`ChecksAll`]), so it is
 //! dead-lettered even when no instance has a connection in its room.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{route, Entries, Outcome, Pipeline};
 use crate::config::{Delivery, EventRoute};
 use crate::envelope::{Envelope, Head, Pending};
+use crate::sync::Unpoisoned;
 use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::DropReason;
 
-/// Whether this instance checks the payload of every entry it passes over
-/// (CONTRACT section 4: every invalid entry is dead-lettered, one for a
-/// room nobody watches too). Checking costs a decode, which skipping is
-/// there to save, so one instance of a deployment does it: the ingest
-/// elects it (the live instance with the smallest id); an instance alone,
-/// or one that cannot tell, checks.
-#[derive(Clone)]
-pub(crate) struct ChecksAll(Arc<AtomicBool>);
-
-impl Default for ChecksAll {
-    fn default() -> Self {
-        ChecksAll(Arc::new(AtomicBool::new(true)))
-    }
-}
+/// The streams on which this instance checks the payload of every entry
+/// it passes over (CONTRACT section 4: every invalid entry is
+/// dead-lettered, one for a room nobody watches too). Checking costs a
+/// decode, which skipping is there to save, so on each stream one instance
+/// does it: the ingest elects it (the live instance with the smallest id
+/// among those reading the stream); an instance alone, or one that cannot
+/// tell, checks. Kept as the streams it does not check: none at first.
+#[derive(Clone, Default)]
+pub(crate) struct ChecksAll(Arc<Mutex<HashSet<Arc<str>>>>);
 
 impl ChecksAll {
-    /// Whether this instance is the one that checks.
-    pub(crate) fn set(&self, checks: bool) {
-        self.0.store(checks, Ordering::Relaxed);
+    /// Whether this instance is the one that checks `stream`.
+    pub(crate) fn set(&self, stream: &Arc<str>, checks: bool) {
+        let mut unchecked = self.0.locked();
+        match checks {
+            true => unchecked.remove(stream),
+            false => unchecked.insert(stream.clone()),
+        };
     }
 
     /// Whether it is.
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    pub(crate) fn covers(&self, stream: &str) -> bool {
+        !self.0.locked().contains(stream)
     }
 }
 
@@ -77,13 +77,14 @@ impl Pipeline {
     pub(super) fn process_entries(&mut self, entries: Entries) {
         let Entries { source, block, mut settle, schemas, received } = entries;
         let now = Instant::now();
+        let checks = self.checks_all.covers(&source);
         for i in 0..block.len() {
             let id = block.id(i);
             // Read in place: copied out only if kept.
             let (decoded, fields) = match Pending::read(block.fields(i)) {
                 Ok(pending) => {
                     if self.pass_over(pending.head(), &source, id, now) {
-                        if !self.checks_all.get() {
+                        if !checks {
                             settle.acknowledge(i);
                             continue;
                         }

@@ -96,7 +96,7 @@ fn id() -> String {
 fn an_entry_for_a_room_without_local_connections_is_skipped_undecoded() {
     let mut r = rig();
     // Not the instance that checks every entry (another one is).
-    r.pipeline.checks_all().set(false);
+    r.pipeline.checks_all().set(&Arc::from("events:chat"), false);
     let member = r.conn(CHAT, None, &["r1"]);
     // A payload that is not even JSON: skipped entries are never decoded.
     assert_eq!(r.process_pending(pending(&id(), "chat_message", "r2", "{nope"), "1-0"), Fate::PassedOver);
@@ -208,7 +208,7 @@ fn routes_that_need_every_entry_are_not_skippable() {
 #[test]
 fn one_read_is_settled_entry_by_entry_in_stream_order() {
     let mut r = rig();
-    r.pipeline.checks_all().set(false);
+    r.pipeline.checks_all().set(&Arc::from("events:chat"), false);
     let member = r.conn(CHAT, None, &["r1"]);
     let invalid_head = EntryFields::from_pairs([("event_type", &b"chat_message"[..]), ("payload", &b"{}"[..])]);
     let fates = r.read(vec![
