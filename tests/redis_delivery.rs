@@ -553,16 +553,7 @@ async fn an_instance_copies_the_bad_entries_it_decodes_while_the_checking_one_is
     redis.xadd_flat("events:chat", &good);
     let got = d.message("on-b", "ReceiveMessage", WAIT).await.expect("the good one arrives");
     assert_eq!(got["args"][0], good["payload"]);
-    let mut conn = redis.conn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let len: usize = redis::cmd("XLEN").arg("events:chat:dead").query(&mut conn).expect("XLEN");
-        if len == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{len} dead letters of 2");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dead_letters_reach(&redis, 2, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]
@@ -583,14 +574,19 @@ async fn each_stream_has_its_checking_instance_when_deployments_share_a_prefix()
     let mut bad = envelope("chat_message", "nobody", chat_payload("nobody", 0));
     bad["payload"].as_object_mut().expect("object").remove("content");
     redis.xadd_flat("events:chat", &bad);
+    dead_letters_reach(&redis, 1, Duration::from_secs(5)).await;
+}
+
+/// Waits (up to `within`) for `events:chat:dead` to hold `n` entries.
+async fn dead_letters_reach(redis: &Redis, n: usize, within: Duration) {
     let mut conn = redis.conn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + within;
     loop {
         let len: usize = redis::cmd("XLEN").arg("events:chat:dead").query(&mut conn).expect("XLEN");
-        if len == 1 {
+        if len == n {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the bad chat entry was not dead-lettered");
+        assert!(std::time::Instant::now() < deadline, "{len} dead letters of {n}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
