@@ -147,21 +147,26 @@ pub(super) async fn start_group(
 /// consumers' idle time, so a group whose instance died before reading
 /// anything would never be judged. False when the group exists already.
 async fn create_group(conn: &mut RedisConn, stream: &str, group: &str, consumer: &str, id: &str) -> RedisResult<bool> {
-    let created: RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(id).arg("MKSTREAM").query_async(conn).await;
-    match created {
-        Ok(()) => {
-            let _: i64 = redis::cmd("XGROUP")
-                .arg("CREATECONSUMER")
-                .arg(stream)
-                .arg(group)
-                .arg(consumer)
-                .query_async(conn)
-                .await?;
-            Ok(true)
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let created: RedisResult<()> =
+            redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(id).arg("MKSTREAM").query_async(conn).await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => return Ok(false),
+            Err(e) => return Err(e),
         }
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
-        Err(e) => Err(e),
+        let added: RedisResult<i64> =
+            redis::cmd("XGROUP").arg("CREATECONSUMER").arg(stream).arg(group).arg(consumer).query_async(conn).await;
+        match added {
+            Ok(_) => return Ok(true),
+            // Another instance's orphan sweep saw the group without its
+            // consumer in between (and this instance not yet beating):
+            // made again.
+            Err(e) if e.code() == Some("NOGROUP") && tries < 3 => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
