@@ -520,6 +520,20 @@ def test_pre_stop_sleep_keeps_serving_before_sigterm_and_counts_in_the_grace_per
         render({"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 35, "shutdownTimeoutSeconds": 25})
 
 
+def test_a_private_redis_ca_is_mounted_and_named(render):
+    side = dc.sidecar_container(dc.sidecar_deployment(render({})[0]))
+    assert "SIDECAR_REDIS_CA_FILE" not in dc.env_map(side), "none by default: the public web roots"
+    objs, _ = render({"redis": {"url": "rediss://redis:6380/0", "tls": True, "caConfigMap": "redis-ca"}})
+    dep = dc.sidecar_deployment(objs)
+    dc.validate_strict(dep)
+    side = dc.sidecar_container(dep)
+    path = dc.env_value(side, "SIDECAR_REDIS_CA_FILE")
+    mount = next(m for m in side["volumeMounts"] if m["name"] == "redis-ca")
+    assert path == mount["mountPath"] + "/ca.crt" and mount["readOnly"] is True
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "redis-ca")
+    assert volume["configMap"] == {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
 def test_network_policy_can_admit_prometheus_namespace(render):
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     objs, _ = render({"networkPolicy": {"adminFrom": [peer]}})

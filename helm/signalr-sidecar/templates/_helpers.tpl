@@ -237,6 +237,10 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
           key: {{ include "signalr-sidecar.redisSecretKey" . }}
     - name: SIDECAR_REDIS_CLUSTER
       value: {{ .Values.redis.cluster | toString | quote }}
+    {{- if .Values.redis.caConfigMap }}
+    - name: SIDECAR_REDIS_CA_FILE
+      value: /etc/signalr-sidecar/redis-ca/ca.crt
+    {{- end }}
     {{- with .Values.redis.streams }}
     - name: SIDECAR_STREAMS
       value: {{ join "," . | quote }}
@@ -374,6 +378,11 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
       mountPath: {{ include "signalr-sidecar.tlsDir" . }}
       readOnly: true
     {{- end }}
+    {{- if and .Values.redis.enabled .Values.redis.caConfigMap }}
+    - name: redis-ca
+      mountPath: /etc/signalr-sidecar/redis-ca
+      readOnly: true
+    {{- end }}
     {{- with .Values.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -384,6 +393,14 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 - name: sidecar-tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- if and .Values.redis.enabled .Values.redis.caConfigMap }}
+- name: redis-ca
+  configMap:
+    name: {{ .Values.redis.caConfigMap }}
+    items:
+      - key: {{ .Values.redis.caConfigMapKey }}
+        path: ca.crt
+{{- end }}
 {{- if include "signalr-sidecar.hasRoutes" . }}
 - name: routes
   configMap:
