@@ -176,9 +176,14 @@ async fn away_online_and_counts(redis: Option<&Redis>) {
     count(&mut d, "bob", "d1", counts(2, 2, 0, "d1"), &["bob", "tab1"], WAIT).await;
     assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "online");
 
-    // SetPresence still sets the state outright.
+    // SetPresence still sets the state outright...
     d.invoke("tab1", "SetPresence", json!(["away"])).await.expect("away");
     assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "away");
+    // ...and, as after an automatic away, her next invocation makes her
+    // online again (CONTRACT section 15, seed 003 FR-034: by activity).
+    d.invoke("tab1", "GetPresence", json!(["d1"])).await.expect("invokes");
+    count(&mut d, "bob", "d1", counts(2, 2, 0, "d1"), &["bob", "tab1"], WAIT).await;
+    assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "online");
 
     // A burst of changes: at most one count per second, the last one right.
     d.drain_messages("bob", Duration::from_millis(1200)).await;

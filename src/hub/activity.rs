@@ -159,14 +159,26 @@ pub(super) async fn set_presence(
     let (done, outcome) = oneshot::channel();
     let rooms = hubs.registry.groups_of(conn);
     let notice = Notice::Explicit { hub, rooms: rooms.clone(), user: user.to_string(), state: state.to_string(), done };
-    if hubs.activity.explicit(notice) {
-        if let Ok(result) = outcome.await {
-            return result.map(|()| serde_json::Value::Null).map_err(super::Error::Presence);
+    let set = match hubs.activity.explicit(notice) {
+        true => outcome.await.ok(),
+        false => None,
+    };
+    let set = match set {
+        Some(result) => result.map_err(super::Error::Presence),
+        // The presence task has stopped (shutting down): set it here.
+        None => {
+            for room in &rooms {
+                hubs.presence.set_state(hub, room, user, state).await?;
+            }
+            Ok(())
         }
-    }
-    // The presence task has stopped (shutting down): set it here.
-    for room in rooms {
-        hubs.presence.set_state(hub, &room, user, state).await?;
-    }
+    };
+    // On a hub that turns users away by activity, an explicit away is
+    // marked as idleness too: the user's next invocation makes it online
+    // again, as after an automatic away (CONTRACT section 15: "online
+    // again with the next"; seed 003 FR-034: status by activity).
+    set?;
+    let away = state == "away";
+    hubs.registry.for_each_of_user(hub, user, |e| e.activity.idle.store(away, Ordering::Release));
     Ok(serde_json::Value::Null)
 }
