@@ -173,11 +173,11 @@ pub(super) async fn set_presence(
             Ok(())
         }
     };
+    set?;
     // On a hub that turns users away by activity, an explicit away is
     // marked as idleness too: the user's next invocation makes it online
     // again, as after an automatic away (CONTRACT section 15: "online
     // again with the next"; seed 003 FR-034: status by activity).
-    set?;
     let away = state == "away";
     hubs.registry.for_each_of_user(hub, user, |e| e.activity.idle.store(away, Ordering::Release));
     Ok(serde_json::Value::Null)
