@@ -84,6 +84,7 @@ async fn entries_trimmed_while_an_instance_is_stopped_close_its_clients() {
     let pid = s.pid().expect("running").to_string();
     let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
     assert!(signal("-STOP").success());
+    stopped(&pid).await;
     let mut conn = redis.conn();
     for n in 5..205 {
         xadd_trimmed(&mut conn, n, 20, false);
@@ -150,6 +151,31 @@ async fn trimming_entries_already_read_closes_nobody() {
     assert_eq!(continuity_closes(&s, "stream_trimmed").await, 0.0);
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T`):
+/// `kill -STOP` returns once the signal is sent, and a thread running on
+/// the other core may still read what comes in the next instant.
+async fn stopped(pid: &str) {
+    let state = |stat: &str| {
+        // `tid (comm) state ...`; comm may hold spaces, the state follows its ')'.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks: Vec<Option<char>> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|t| state(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !tasks.is_empty() && tasks.iter().all(|s| *s == Some('T')) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop: {tasks:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `sidecar_events_dropped_total{reason}` of `s`, 0 while absent.
 async fn dropped(s: &Sidecar, reason: &str) -> f64 {
     let (_, text) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
@@ -174,6 +200,7 @@ async fn events_an_instance_reads_too_late_close_the_clients_they_were_for() {
     let pid = s.pid().expect("running").to_string();
     let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
     assert!(signal("-STOP").success());
+    stopped(&pid).await;
     let mut conn = redis.conn();
     for n in 5..10 {
         xadd_trimmed(&mut conn, n, 10_000, true);
