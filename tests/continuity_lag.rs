@@ -81,20 +81,14 @@ async fn entries_trimmed_while_an_instance_is_stopped_close_its_clients() {
     let redis = Redis::start().await;
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;
     let mut d = joined_client(&redis, &s.hub("/hubs/chat")).await;
-    let pid = s.pid().expect("running").to_string();
-    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
-    assert!(signal("-STOP").success());
-    stopped(&pid).await;
+    let pid = stop(&s).await;
     let mut conn = redis.conn();
     for n in 5..205 {
         xadd_trimmed(&mut conn, n, 20, false);
     }
-    assert!(signal("-CONT").success());
+    signal("-CONT", &pid);
 
-    let (got, told) = received_until_told(&mut d, "c", Duration::from_secs(8)).await;
-    assert!(got.len() < 200, "the trim took events before the instance read them: {got:?}");
-    assert!(told, "the client stayed Connected having missed {} events (got {got:?})", 200 - got.len());
-    assert!(continuity_closes(&s, "stream_trimmed").await >= 1.0, "the close is counted");
+    told_of_the_trim(&mut d, &s, 200, Duration::from_secs(8)).await;
 }
 
 /// The same through a cut link: the instance's connections to Redis drop
@@ -117,10 +111,16 @@ async fn entries_trimmed_while_an_instance_is_cut_off_close_its_clients() {
     }
     link.retarget(redis.port);
 
-    let (got, told) = received_until_told(&mut d, "c", Duration::from_secs(10)).await;
-    assert!(got.len() < 1200, "the trim took events before the instance read them");
-    assert!(told, "the client stayed Connected having missed {} events", 1200 - got.len());
-    assert!(continuity_closes(&s, "stream_trimmed").await >= 1.0, "the close is counted");
+    told_of_the_trim(&mut d, &s, 1200, Duration::from_secs(10)).await;
+}
+
+/// After `published` events of which the trim took some before `s` read
+/// them: client "c" got fewer, was told (a Close), and the close is counted.
+async fn told_of_the_trim(d: &mut Driver, s: &Sidecar, published: usize, within: Duration) {
+    let (got, told) = received_until_told(d, "c", within).await;
+    assert!(got.len() < published, "the trim took events before the instance read them: {got:?}");
+    assert!(told, "the client stayed Connected having missed {} events (got {got:?})", published - got.len());
+    assert!(continuity_closes(s, "stream_trimmed").await >= 1.0, "the close is counted");
 }
 
 /// No false alarm: an instance that keeps up while the stream is trimmed
@@ -149,6 +149,20 @@ async fn trimming_entries_already_read_closes_nobody() {
         "nobody closed"
     );
     assert_eq!(continuity_closes(&s, "stream_trimmed").await, 0.0);
+}
+
+/// Sends `sig` to process `pid`.
+fn signal(sig: &str, pid: &str) {
+    assert!(std::process::Command::new("kill").args([sig, pid]).status().expect("kill").success(), "kill {sig}");
+}
+
+/// Stops `s` (SIGSTOP) and waits until it is stopped; its pid, for the
+/// SIGCONT.
+async fn stop(s: &Sidecar) -> String {
+    let pid = s.pid().expect("running").to_string();
+    signal("-STOP", &pid);
+    stopped(&pid).await;
+    pid
 }
 
 /// Waits until every thread of process `pid` is stopped (state `T`):
@@ -197,16 +211,13 @@ async fn events_an_instance_reads_too_late_close_the_clients_they_were_for() {
     ];
     let s = Sidecar::start(&env).await;
     let mut d = joined_client(&redis, &s.hub("/hubs/chat")).await;
-    let pid = s.pid().expect("running").to_string();
-    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
-    assert!(signal("-STOP").success());
-    stopped(&pid).await;
+    let pid = stop(&s).await;
     let mut conn = redis.conn();
     for n in 5..10 {
         xadd_trimmed(&mut conn, n, 10_000, true);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(signal("-CONT").success());
+    signal("-CONT", &pid);
 
     let (got, told) = received_until_told(&mut d, "c", Duration::from_secs(6)).await;
     assert_eq!(got, Vec::<u64>::new(), "stale when read: dropped");
