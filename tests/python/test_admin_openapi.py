@@ -50,3 +50,24 @@ def test_the_examples_in_the_description_reach_real_data(sidecar, clients):
     status, body = get(f"{sidecar['admin']}/admin/api/openapi.yaml")
     assert status == 200 and body == OPENAPI.read_bytes(), "the served description is the file"
     assert get(f"{sidecar['admin']}/admin/api/hubs", None)[0] == 401
+
+
+def test_a_path_segment_that_is_not_utf8_gets_a_documented_answer(sidecar, clients):
+    """Every path parameter is percent-encoded text; one that decodes to something
+    other than UTF-8 is refused with 400, and the description must say so for each
+    operation with a path parameter (schemathesis only sends valid text there)."""
+    import yaml
+
+    paths = yaml.safe_load(OPENAPI.read_text())["paths"]
+    asked = {
+        "/admin/api/hubs/{hub}/rooms": "/admin/api/hubs/%FF/rooms",
+        "/admin/api/hubs/{hub}/rooms/{room}": "/admin/api/hubs/chat/rooms/%FF",
+        "/admin/api/users/{user}": "/admin/api/users/%FF",
+    }
+    assert set(asked) == {p for p in paths if "{" in p}, "every templated path is asked"
+    for template, path in asked.items():
+        status, body = get(f"{sidecar['admin']}{path}")
+        assert status == 400, (path, status, body)
+        assert "error" in json.loads(body), body
+        documented = paths[template]["get"]["responses"]
+        assert "400" in documented, f"{template} answers 400 ({body!r}) but documents only {sorted(documented)}"
