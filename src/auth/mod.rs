@@ -47,8 +47,10 @@ pub(crate) fn token_from(query_access_token: Option<&str>, authorization_header:
     from_query.or_else(|| authorization_header.and_then(bearer)).map(str::to_owned)
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme in any case).
-fn bearer(header: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header (scheme in any
+/// case, as RFC 9110 section 11.1 has it); shared by the client port and the
+/// admin port's `/admin/` token check.
+pub(crate) fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

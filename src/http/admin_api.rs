@@ -102,8 +102,7 @@ fn authorized<B>(token: Option<&AdminToken>, req: &Request<B>) -> bool {
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
+        .and_then(crate::auth::bearer)
         .unwrap_or("");
     constant_time_eq(presented.as_bytes(), token.as_bytes())
 }
@@ -193,6 +192,21 @@ mod tests {
         assert!(!constant_time_eq(b"0123456789abcdef0", b"0123456789abcdef"), "longer");
         assert!(!constant_time_eq(b"0123456789abcde", b"0123456789abcdef"), "shorter");
         assert!(!constant_time_eq(b"", b"0123456789abcdef"));
+    }
+
+    fn asked_with(authorization: &str) -> Request<()> {
+        Request::builder().uri("/admin/api/hubs").header("authorization", authorization).body(()).expect("request")
+    }
+
+    #[test]
+    fn the_scheme_is_read_in_any_case() {
+        let token = AdminToken::parse("0123456789abcdef").expect("valid");
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert!(authorized(Some(&token), &asked_with(&format!("{scheme} 0123456789abcdef"))), "{scheme}");
+        }
+        assert!(!authorized(Some(&token), &asked_with("Basic 0123456789abcdef")));
+        assert!(!authorized(Some(&token), &asked_with("Bearer 0123456789abcdeX")));
+        assert!(authorized(None, &asked_with("anything")));
     }
 
     #[test]
