@@ -146,6 +146,7 @@ pub async fn run_with(
     };
     let push = crate::push::start(
         &config.push,
+        &routes,
         push_redis,
         registry.clone(),
         metrics.clone(),

@@ -50,9 +50,14 @@ async fn register(d: &mut Driver, s: &Sidecar, name: &str, user: &str, browsers:
     }
 }
 
-/// The users with a live entry in Redis (any instance).
+/// The instances with a live entry for `user` on the notification hub in Redis.
 fn live_instances(redis: &Redis, user: &str) -> Vec<String> {
-    redis::cmd("ZRANGE").arg(format!("push:live:{{{user}}}")).arg(0).arg(-1).query(&mut redis.conn()).expect("ZRANGE")
+    redis::cmd("ZRANGE")
+        .arg(format!("push:live:{{{user}}}:notification"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .expect("ZRANGE")
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -268,6 +273,48 @@ async fn two_instances_on_one_redis_send_one_push_and_see_each_others_users() {
     assert_eq!(service.received().len(), 1, "no push while connected anywhere");
     assert_eq!(push_metric(&a, "online").await, 1, "A saw B's connection");
     assert_eq!(push_metric(&b, "online").await, 1);
+    let _ = std::fs::remove_file(key);
+}
+
+#[tokio::test]
+async fn a_user_connected_only_to_another_hub_is_pushed_to() {
+    // Ann registered from the notification hub, then keeps only a
+    // discussion page open: the notification's hub has no connection of
+    // hers to show it in the app, here or on the other instance, so it
+    // goes by push (it used to count as "online" and reach her nowhere).
+    let redis = Redis::start().await;
+    let service = PushService::start().await;
+    let (key, _) = vapid_key(&std::env::temp_dir());
+    let a = Sidecar::start(&env(Some(&redis), &key)).await;
+    let b = Sidecar::start(&env(Some(&redis), &key)).await;
+    let mut d = Driver::start().await;
+    let laptop = Browser::subscribe(service.endpoint("laptop"));
+    register(&mut d, &a, "registering", "u1", &[&laptop]).await;
+    d.stop("registering").await;
+    until("u1's liveness entry to go", || live_instances(&redis, "u1").is_empty()).await;
+    d.connect("page", &a.hub("/hubs/discussion"), &[], json!({"accessToken": support::token("u1", "Ann")}))
+        .await
+        .expect("connect to the discussion hub");
+
+    let event = notification("u1", "New reply");
+    redis.xadd_data("events:notification", &event);
+    let got = service.wait_for(1, WAIT).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(service.received().len(), 1, "one push: {got:?}");
+    let message: Value = serde_json::from_slice(&laptop.decrypt(&got[0].body)).expect("json");
+    assert_eq!(message["event_id"], event["event_id"]);
+    assert_eq!(push_metric(&a, "online").await + push_metric(&b, "online").await, 0);
+
+    // With the notification hub open again (on B), the app shows it and nothing is pushed.
+    d.connect("app", &b.hub(HUB), &["ReceiveNotification"], json!({"accessToken": support::token("u1", "Ann")}))
+        .await
+        .expect("connect");
+    until("B's liveness entry for u1", || live_instances(&redis, "u1").len() == 1).await;
+    redis.xadd_data("events:notification", &notification("u1", "While online"));
+    d.message("app", "ReceiveNotification", WAIT).await.expect("the app on B gets it");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(service.received().len(), 1, "no push while the notification hub is connected");
+    assert_eq!(push_metric(&a, "online").await, 1, "A saw B's connection through Redis");
     let _ = std::fs::remove_file(key);
 }
 

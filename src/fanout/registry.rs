@@ -363,6 +363,12 @@ impl Registry {
         self.read().hubs.iter().filter_map(|h| h.users.get(user)).map(|m| m.len()).sum()
     }
 
+    /// Open connections of `user` on `hub` (the ones an event of that hub
+    /// to `user:<id>` reaches).
+    pub(crate) fn user_connections_on(&self, hub: usize, user: &str) -> usize {
+        self.read().hubs.get(hub).and_then(|h| h.users.get(user)).map_or(0, |m| m.len())
+    }
+
     /// Number of open connections.
     pub(crate) fn len(&self) -> usize {
         self.read().conns.len()

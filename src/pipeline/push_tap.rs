@@ -5,7 +5,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::config::EventRoute;
+use crate::config::{EventRoute, HubId};
 use crate::envelope::Envelope;
 use crate::telemetry::labels::PushOutcome;
 use crate::telemetry::Metrics;
@@ -15,6 +15,9 @@ use crate::telemetry::Metrics;
 pub(crate) struct PushOffer {
     /// The user (`user:<id>` without the prefix).
     pub user: String,
+    /// The hub the route delivers on: only a connection there gets it in
+    /// the app.
+    pub hub: HubId,
     /// The client method the app receives it as.
     pub method: String,
     /// The event.
@@ -41,7 +44,12 @@ impl PushTap {
             return;
         }
         let Some(user) = envelope.room_id.strip_prefix("user:").filter(|u| !u.is_empty()) else { return };
-        let offer = PushOffer { user: user.to_string(), method: route.method.clone(), envelope: envelope.clone() };
+        let offer = PushOffer {
+            user: user.to_string(),
+            hub: route.hub,
+            method: route.method.clone(),
+            envelope: envelope.clone(),
+        };
         if self.tx.try_send(offer).is_err() {
             metrics.push(PushOutcome::QueueFull);
         }

@@ -1,11 +1,15 @@
-//! Whether a user has a live connection on any instance: the one question
-//! browser push asks before it sends. This instance answers from its
-//! registry; the others from Redis, where each instance keeps, per user
-//! it serves, an entry scored by its expiry (`push:live:{<user>}`, member
-//! = instance). An instance adds the entry when the user's first
-//! connection opens there, removes it when the last closes, and refreshes
-//! it well within the TTL, so a crashed instance's users count as gone
-//! within the TTL.
+//! Whether a user has a live connection, on any instance, on the hub a
+//! push route delivers on: the one question browser push asks before it
+//! sends. Only a connection on the route's own hub gets the event in the
+//! app, so a user connected elsewhere (a discussion page without the
+//! notification hub) is pushed to rather than left with nothing. This
+//! instance answers from its registry; the others from Redis, where each
+//! instance keeps, per user and push hub it serves, an entry scored by its
+//! expiry (`push:live:{<user>}:<hub name>`, member = instance). An
+//! instance adds the entry when the user's first connection on that hub
+//! opens there, removes it when the last closes, and refreshes it well
+//! within the TTL, so a crashed instance's users count as gone within the
+//! TTL.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,12 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
+use crate::config::HubId;
 use crate::fanout::{Registry, UserWatch};
 use crate::ingest::RedisConn;
 
 /// Liveness across instances.
 pub(crate) struct Liveness {
     registry: Arc<Registry>,
+    /// The hubs push routes deliver on, with their names (the Redis keys').
+    hubs: Vec<(HubId, String)>,
     shared: Option<Shared>,
 }
 
@@ -29,8 +36,8 @@ struct Shared {
     ttl: Duration,
 }
 
-fn live_key(user: &str) -> String {
-    format!("push:live:{{{user}}}")
+fn live_key(user: &str, hub: &str) -> String {
+    format!("push:live:{{{user}}}:{hub}")
 }
 
 fn now_ms() -> u64 {
@@ -38,25 +45,34 @@ fn now_ms() -> u64 {
 }
 
 impl Liveness {
-    /// One instance, no Redis: the registry is the whole truth.
-    pub(crate) fn local(registry: Arc<Registry>) -> Liveness {
-        Liveness { registry, shared: None }
+    /// One instance, no Redis: the registry is the whole truth. `hubs`
+    /// are the hubs push routes deliver on, with their names.
+    pub(crate) fn local(registry: Arc<Registry>, hubs: Vec<(HubId, String)>) -> Liveness {
+        Liveness { registry, hubs, shared: None }
     }
 
     /// Shared through Redis by every instance; entries live `ttl` past
     /// their last refresh.
-    pub(crate) fn redis(registry: Arc<Registry>, conn: RedisConn, instance: &str, ttl: Duration) -> Liveness {
-        Liveness { registry, shared: Some(Shared { conn, instance: instance.to_string(), ttl }) }
+    pub(crate) fn redis(
+        registry: Arc<Registry>,
+        hubs: Vec<(HubId, String)>,
+        conn: RedisConn,
+        instance: &str,
+        ttl: Duration,
+    ) -> Liveness {
+        Liveness { registry, hubs, shared: Some(Shared { conn, instance: instance.to_string(), ttl }) }
     }
 
-    /// True when `user` has a live connection here or on another instance.
-    pub(crate) async fn is_live(&self, user: &str) -> Result<bool, Error> {
-        if self.registry.user_connections(user) > 0 {
+    /// True when `user` has a live connection on `hub`, here or on another
+    /// instance.
+    pub(crate) async fn is_live(&self, user: &str, hub: HubId) -> Result<bool, Error> {
+        if self.registry.user_connections_on(hub, user) > 0 {
             return Ok(true);
         }
         let Some(s) = &self.shared else { return Ok(false) };
+        let Some((_, name)) = self.hubs.iter().find(|(h, _)| *h == hub) else { return Ok(false) };
         let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(live_key(user))
+            .arg(live_key(user, name))
             .arg(format!("({}", now_ms()))
             .arg("+inf")
             .query_async(&mut s.conn.clone())
@@ -86,18 +102,20 @@ impl Liveness {
             }
             let mut failed = 0usize;
             for user in std::mem::take(&mut pending) {
-                let live = self.registry.user_connections(&user) > 0;
-                match self.write(s, &user, live).await {
-                    Ok(()) if live => {
-                        here.insert(user);
-                    }
-                    Ok(()) => {
-                        here.remove(&user);
-                    }
-                    Err(_) => {
-                        failed += 1;
-                        pending.insert(user);
-                    }
+                let mut live_anywhere = false;
+                let mut written = true;
+                for (hub, name) in &self.hubs {
+                    let live = self.registry.user_connections_on(*hub, &user) > 0;
+                    live_anywhere |= live;
+                    written &= self.write(s, &user, name, live).await.is_ok();
+                }
+                if !written {
+                    failed += 1;
+                    pending.insert(user);
+                } else if live_anywhere {
+                    here.insert(user);
+                } else {
+                    here.remove(&user);
                 }
             }
             if failed > 0 {
@@ -106,8 +124,8 @@ impl Liveness {
         }
     }
 
-    async fn write(&self, s: &Shared, user: &str, live: bool) -> Result<(), redis::RedisError> {
-        let key = live_key(user);
+    async fn write(&self, s: &Shared, user: &str, hub: &str, live: bool) -> Result<(), redis::RedisError> {
+        let key = live_key(user, hub);
         let mut conn = s.conn.clone();
         if live {
             let expiry = now_ms() + s.ttl.as_millis() as u64;

@@ -49,6 +49,7 @@ mod tests {
         payload.insert("text".into(), text.into());
         PushOffer {
             user: "u1".into(),
+            hub: 0,
             method: "ReceiveNotification".into(),
             envelope: Envelope {
                 event_id: "e-1".into(),

@@ -33,7 +33,7 @@ pub(crate) use store::Store;
 pub(crate) use subscription::{EndpointPolicy, Subscription};
 pub(crate) use vapid::{Vapid, VapidError};
 
-use crate::config::{Action, PushConfig};
+use crate::config::{Action, HubId, PushConfig, RouteTable};
 use crate::fanout::Registry;
 use crate::ingest::RedisConn;
 use crate::pipeline::PushTap;
@@ -113,11 +113,13 @@ pub(crate) struct Started {
 
 /// Starts browser push when a VAPID key is configured (`None` otherwise).
 /// `redis` shares subscriptions and liveness between instances; `ttl` is
-/// how long a crashed instance's users still count as connected. The
+/// how long a crashed instance's users still count as connected; `routes`
+/// name the hubs push routes deliver on (liveness is asked per hub). The
 /// sender stops when the pipeline drops the queue; liveness at `stop`.
 #[allow(clippy::too_many_arguments)] // the wiring of one feature, called once from app
 pub(crate) fn start(
     config: &PushConfig,
+    routes: &RouteTable,
     redis: Option<RedisConn>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -129,9 +131,15 @@ pub(crate) fn start(
 ) -> Result<Option<Started>, VapidError> {
     let Some(v) = &config.vapid else { return Ok(None) };
     let vapid = Arc::new(Vapid::load(&v.private_key_file, &v.subject)?);
+    let mut hubs: Vec<(HubId, String)> = Vec::new();
+    for route in routes.routes().filter(|r| r.push) {
+        if !hubs.iter().any(|(h, _)| *h == route.hub) {
+            hubs.push((route.hub, routes.hubs[route.hub].name.clone()));
+        }
+    }
     let (store, liveness) = match redis {
-        Some(conn) => (Store::redis(conn.clone()), Liveness::redis(registry.clone(), conn, instance, ttl)),
-        None => (Store::memory(), Liveness::local(registry.clone())),
+        Some(conn) => (Store::redis(conn.clone()), Liveness::redis(registry.clone(), hubs, conn, instance, ttl)),
+        None => (Store::memory(), Liveness::local(registry.clone(), hubs)),
     };
     let (store, liveness) = (Arc::new(store), Arc::new(liveness));
     tasks.spawn(liveness.clone().run(registry.watch_users(), stop));

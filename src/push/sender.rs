@@ -57,7 +57,7 @@ impl Sender {
     }
 
     async fn handle(self: &Arc<Self>, offer: PushOffer, limit: &Arc<Semaphore>, tasks: &TaskTracker) {
-        match self.liveness.is_live(&offer.user).await {
+        match self.liveness.is_live(&offer.user, offer.hub).await {
             Ok(true) => return self.metrics.push(PushOutcome::Online),
             Ok(false) => {}
             Err(e) => {
