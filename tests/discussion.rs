@@ -125,6 +125,35 @@ async fn the_typing_roster_counts_users_once_throttles_and_clears() {
 }
 
 #[tokio::test]
+async fn a_tab_that_joins_while_someone_types_sees_them_within_seconds() {
+    // Seed 003's tabs edge case and FR-036: the roster only changes when
+    // someone starts or stops, so without a repeat a tab that joins while
+    // Ann keeps typing would never show her.
+    let (_redis, s) = start().await;
+    let mut d = Driver::start().await;
+    reader(&mut d, &s, "watcher", "rita", "json").await;
+    reader(&mut d, &s, "ann", "ann", "json").await;
+    d.invoke("ann", "SendTyping", json!(["d-1", true])).await.expect("typing");
+    assert_eq!(roster(&mut d, "watcher").await.1, vec!["ann".to_string()]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    reader(&mut d, &s, "late", "lea", "json").await;
+    let joined = Instant::now();
+    // Ann keeps typing, a keystroke every 300 ms.
+    let mut seen = None;
+    while joined.elapsed() < Duration::from_secs(4) && seen.is_none() {
+        d.invoke("ann", "SendTyping", json!(["d-1", true])).await.expect("typing");
+        seen = d.message("late", "TypingRoster", Duration::from_millis(300)).await;
+    }
+    let m = seen.expect("the late tab got a roster while Ann typed");
+    assert_eq!(m["args"][0]["users"], json!([{"user_id": "ann", "username": "ANN"}]), "{m}");
+    assert!(
+        joined.elapsed() <= Duration::from_millis(3000),
+        "within REPEAT_AFTER of the last roster: {:?}",
+        joined.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_burst_of_responses_arrives_as_one_list_in_order_and_before_a_later_edit() {
     let (redis, s) = start().await;
     let mut d = Driver::start().await;

@@ -6,7 +6,9 @@
 //! posted), or a timeout after their last start. A room's roster goes out
 //! at once on its first change, then at most once per window: changes
 //! inside a window collapse into the state at its end, sent only if it
-//! differs from what clients last got.
+//! differs from what clients last got, or if it went out [`REPEAT_AFTER`]
+//! ago and a typist is still at it (a client that joined or reconnected
+//! since sees who is typing, seed 003's tabs edge case and FR-036).
 //!
 //! One task owns it (the pipeline's), so it needs no locks; its timers are
 //! one heap entry per room and wake-up (not per keystroke), and a room is
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use super::coalesce::REPEAT_AFTER;
 use crate::envelope::Envelope;
 
 /// Most users listed in one roster (the first to start); `count` is all
@@ -45,6 +48,8 @@ struct Room {
     typists: Vec<Typist>,
     /// What clients were last sent: (user id, username) each.
     sent: Vec<(String, String)>,
+    /// When it was sent.
+    sent_at: Option<Instant>,
     /// No roster goes out before this; a change meanwhile waits for it.
     window_until: Option<Instant>,
     /// The roster changed inside the open window.
@@ -100,14 +105,22 @@ impl Rosters {
             None => self.rooms.entry(key.clone()).or_default(),
         };
         let at = room.typists.iter().position(|t| t.user_id == user_id);
+        let mut repeat = false;
         match (at, typing) {
             (Some(i), true) => {
                 let t = &mut room.typists[i];
                 t.until = now + self.timeout;
                 if t.username == username {
-                    return None; // one more keystroke: only the timeout moves
+                    // One more keystroke: only the timeout moves, unless what
+                    // clients have is old enough to be sent again for those
+                    // that joined since.
+                    if room.sent_at.is_some_and(|at| now.duration_since(at) < REPEAT_AFTER) {
+                        return None;
+                    }
+                    repeat = true;
+                } else {
+                    t.username = username.to_string();
                 }
-                t.username = username.to_string();
             }
             (None, true) => room.typists.push(Typist {
                 user_id: user_id.to_string(),
@@ -119,7 +132,7 @@ impl Rosters {
             }
             (None, false) => return None,
         }
-        let out = changed(room, &key, self.window, now);
+        let out = changed(room, &key, self.window, now, repeat);
         self.schedule(key);
         out
     }
@@ -151,7 +164,7 @@ impl Rosters {
                 room.window_until = None;
             }
             if expired || (closed && room.dirty) {
-                if let Some(e) = changed(room, &key, self.window, now) {
+                if let Some(e) = changed(room, &key, self.window, now, false) {
                     out.push((key.0, e));
                 }
             }
@@ -190,19 +203,22 @@ impl Rosters {
     }
 }
 
-/// The room's roster changed: the envelope to send now, or nothing while a
-/// window is open (marked dirty) or when clients already have this state.
-fn changed(room: &mut Room, key: &RoomKey, window: Duration, now: Instant) -> Option<Envelope> {
+/// The room's roster changed (or is to be sent again: `repeat`): the
+/// envelope to send now, or nothing while a window is open (marked dirty,
+/// unless it is a mere repeat) or when clients already have this state and
+/// no repeat is asked for.
+fn changed(room: &mut Room, key: &RoomKey, window: Duration, now: Instant, repeat: bool) -> Option<Envelope> {
     if room.window_until.is_some_and(|w| now < w) {
-        room.dirty = true;
+        room.dirty |= !repeat;
         return None;
     }
     room.dirty = false;
     let state = room.state();
-    if state == room.sent {
+    if state == room.sent && !repeat {
         return None;
     }
     room.window_until = Some(now + window);
+    room.sent_at = Some(now);
     let envelope = roster_envelope(&key.1, &state);
     room.sent = state;
     Some(envelope)

@@ -56,15 +56,40 @@ fn keystrokes_and_other_tabs_of_a_typist_change_nothing() {
     let mut r = Rosters::new(WINDOW, TIMEOUT);
     assert!(start(&mut r, "ann", t0).is_some());
     // The same user from a second tab, and more keystrokes, after the window.
-    for n in [600, 700, 1500, 2600] {
+    for n in [600, 700, 1500, 1999] {
         assert!(start(&mut r, "ann", ms(t0, n)).is_none(), "{n} ms");
     }
-    assert!(r.due(ms(t0, 3000)).is_empty(), "nothing changed: nothing sent");
+    assert!(r.due(ms(t0, 1999)).is_empty(), "nothing changed: nothing sent");
     // A change that is undone inside a window sends nothing either.
-    assert!(start(&mut r, "bob", ms(t0, 3000)).is_some());
-    assert!(stop(&mut r, "bob", ms(t0, 3100)).is_none());
-    assert!(start(&mut r, "bob", ms(t0, 3200)).is_none());
-    assert!(r.due(ms(t0, 3500)).is_empty(), "the state at the end is what was sent");
+    assert!(start(&mut r, "bob", ms(t0, 1000)).is_some());
+    assert!(stop(&mut r, "bob", ms(t0, 1100)).is_none());
+    assert!(start(&mut r, "bob", ms(t0, 1200)).is_none());
+    assert!(r.due(ms(t0, 1500)).is_empty(), "the state at the end is what was sent");
+}
+
+#[test]
+fn an_unchanged_roster_goes_out_again_after_repeat_after_for_clients_that_joined_since() {
+    let t0 = Instant::now();
+    let mut r = Rosters::new(WINDOW, TIMEOUT);
+    assert!(start(&mut r, "ann", t0).is_some());
+    assert!(start(&mut r, "ann", ms(t0, 1999)).is_none(), "sent 2 s ago at most: not again");
+    let again = start(&mut r, "ann", ms(t0, 2000)).expect("a keystroke 2 s after the last roster repeats it");
+    assert_eq!(listed(&again), (vec!["ann".to_string()], 1));
+    // Once per REPEAT_AFTER, counted from the repeat.
+    assert!(start(&mut r, "ann", ms(t0, 2100)).is_none());
+    assert!(start(&mut r, "ann", ms(t0, 3999)).is_none());
+    assert!(start(&mut r, "ann", ms(t0, 4000)).is_some());
+    // A repeat opens a window like any roster: a change right after waits for its end.
+    assert!(start(&mut r, "bob", ms(t0, 4100)).is_none());
+    let end = r.due(ms(t0, 4500));
+    assert_eq!(listed(&end[0].1), (vec!["ann".to_string(), "bob".to_string()], 2));
+    // No typist left: nothing to repeat.
+    assert!(stop(&mut r, "ann", ms(t0, 7000)).is_some());
+    assert!(stop(&mut r, "bob", ms(t0, 7000)).is_none());
+    assert_eq!(listed(&r.due(ms(t0, 7500))[0].1), (vec![], 0));
+    assert!(r.due(ms(t0, 20_000)).is_empty());
+    assert!(stop(&mut r, "ann", ms(t0, 20_000)).is_none());
+    assert_eq!(r.rooms(), 0);
 }
 
 #[test]
