@@ -259,7 +259,10 @@ pub async fn run_with(
             spawner.spawn(async move { hub::release(&hubs, &token).await });
         };
         let channel = crate::continuity::release_channel(&redis.group_prefix);
-        tasks.spawn(crate::continuity::listen_for_releases(redis.clone(), channel, on_token, keepalive_stop.clone()));
+        tasks.spawn(ingest::listen(redis.clone(), channel, on_token, keepalive_stop.clone()));
+    }
+    if let Some(redis) = &config.redis {
+        share_activity(&hubs, redis, &config.instance_id, &tasks, &keepalive_stop).await?;
     }
     tasks.spawn(hub::close_lost(metrics.clone(), lost_rx, config.shutdown.drain_window));
     tasks.spawn(hub::run_presence(hubs.clone(), keepalive_stop.clone()));
@@ -532,3 +535,39 @@ fn on_hole(
 
 #[cfg(test)]
 mod tests;
+
+/// Away is the user's on every instance (CONTRACT section 15): users'
+/// invocations here are shared with the other instances, and theirs applied
+/// here, over one pub/sub channel; nothing when no hub tracks away.
+async fn share_activity(
+    hubs: &Arc<hub::Hubs>,
+    redis: &crate::config::RedisConfig,
+    instance: &str,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !hubs.routes.hubs.iter().any(|h| hubs.activity.tracks_away(h.id)) {
+        return Ok(());
+    }
+    let Some(queue) = hubs.activity.share_through() else { return Ok(()) };
+    let conn = ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+    let channel = crate::presence::activity_channel(&redis.group_prefix);
+    let (out, own) = (hubs.clone(), instance.to_string());
+    let to_message = move |a: hub::ActiveUser| {
+        let hub = out.routes.hubs.get(a.hub)?.path.clone();
+        Some(crate::presence::SharedActivity { instance: own.clone(), hub, user: a.user.to_string() })
+    };
+    tasks.spawn(crate::presence::publish_activity(queue, conn, channel.clone(), to_message, stop.clone()));
+    let (hubs, own) = (hubs.clone(), instance.to_string());
+    let on_message = move |text: String| {
+        let Some(a) = crate::presence::SharedActivity::parse(&text) else { return };
+        if a.instance == own {
+            return;
+        }
+        if let Some(hub) = hubs.routes.hubs.iter().find(|h| h.path == a.hub) {
+            hubs.activity.remote(hub.id, &a.user, hubs.now_ms(), &hubs.registry);
+        }
+    };
+    tasks.spawn(ingest::listen(redis.clone(), channel, on_message, stop.clone()));
+    Ok(())
+}

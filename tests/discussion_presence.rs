@@ -230,16 +230,22 @@ async fn away_online_and_participant_counts_in_process() {
 }
 
 /// Away is the user's (CONTRACT section 15: "a user with no invocation for
-/// a set time turns away"): alice's tab in d1 sits idle while she keeps
-/// invoking in another tab, in d2; she is online in d1 until both are idle.
-#[tokio::test]
-async fn a_user_busy_in_another_tab_is_not_away_in_an_idle_ones_room() {
+/// a set time turns away, and online again with the next"): alice's tab in
+/// d1 sits idle while she keeps invoking in another tab, in d2, which may
+/// be on another instance; she is online in d1 until both are idle, and an
+/// invocation in the other tab brings her back.
+async fn busy_in_another_tab(redis: Option<&Redis>) {
     let routes = routes(&[("away_after_seconds = 300", "away_after_seconds = 1")]);
-    let s = Sidecar::start(&env(&routes, None, "pu")).await;
+    let a = Sidecar::start(&env(&routes, redis, "pa")).await;
+    let b = match redis {
+        Some(_) => Some(Sidecar::start(&env(&routes, redis, "pb")).await),
+        None => None,
+    };
+    let other = b.as_ref().unwrap_or(&a);
     let mut d = Driver::start().await;
-    join(&mut d, &s, "bob", "bob", "d1").await;
-    join(&mut d, &s, "tab1", "alice", "d1").await;
-    join(&mut d, &s, "tab2", "alice", "d2").await;
+    join(&mut d, &a, "bob", "bob", "d1").await;
+    join(&mut d, &a, "tab1", "alice", "d1").await;
+    join(&mut d, other, "tab2", "alice", "d2").await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
         d.invoke("bob", "GetPresence", json!(["d1"])).await.expect("invokes");
@@ -254,4 +260,26 @@ async fn a_user_busy_in_another_tab_is_not_away_in_an_idle_ones_room() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(state_of(&mut d, "bob", "d1", "alice").await, "away");
+    // One invocation in the other tab: online in d1 again.
+    d.invoke("tab2", "GetPresence", json!(["d2"])).await.expect("invokes");
+    let back = Instant::now();
+    loop {
+        let state = state_of(&mut d, "bob", "d1", "alice").await;
+        if state == "online" {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_millis(900), "still {state} in d1 after the invocation in d2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_busy_in_another_tab_is_not_away_in_an_idle_ones_room() {
+    busy_in_another_tab(None).await;
+}
+
+#[tokio::test]
+async fn a_user_busy_in_a_tab_on_another_instance_is_not_away_in_an_idle_ones_room() {
+    let redis = Redis::start().await;
+    busy_in_another_tab(Some(&redis)).await;
 }

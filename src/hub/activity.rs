@@ -6,6 +6,13 @@
 //! away once all its connections in a room are idle). Pings keep a connection alive; they are
 //! not activity.
 //!
+//! Away is the user's across instances too: an invocation here is shared
+//! with the other instances (at most once per user and a tenth of the
+//! hub's away time, [`share_every`]) through [`Activity::share_through`],
+//! and what they share is applied by [`Activity::remote`], so a user busy
+//! in a tab on one instance is not turned away in another's rooms, and
+//! comes online there again with an invocation anywhere.
+//!
 //! Both are checked on the keep-alive's shared once-a-second pass, never
 //! by a timer per connection. Presence writes leave the pass as notices,
 //! done in order by one task (`participants`), so the keep-alive never
@@ -13,8 +20,9 @@
 //! holds.
 
 use crate::sync::Unpoisoned;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,12 +62,39 @@ pub(super) enum Notice {
     },
 }
 
+/// A user active on a hub here, for the other instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActiveUser {
+    /// The hub.
+    pub hub: HubId,
+    /// The user.
+    pub user: Arc<str>,
+}
+
+/// How often at most a user's activity on a hub whose away time is
+/// `away_ms` is shared: a tenth of it (50 ms to 30 s), so the other
+/// instances turn a user away at most that much early. An invocation after
+/// a longer quiet is shared at once, so "online again" is never held back.
+pub(crate) fn share_every(away_ms: u64) -> u64 {
+    (away_ms / 10).clamp(50, 30_000)
+}
+
+/// When each (hub, user) was last shared; pruned as it grows.
+#[derive(Default)]
+struct SharedAt {
+    at: HashMap<(HubId, Arc<str>), u64, ahash::RandomState>,
+    prune_above: usize,
+}
+
 /// The per-hub limits and the notice queue.
 pub(crate) struct Activity {
     inactivity_ms: Vec<Option<u64>>,
     away_ms: Vec<Option<u64>>,
     notices: mpsc::UnboundedSender<Notice>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<Notice>>>,
+    /// Where activity for the other instances goes (with Redis only).
+    share: OnceLock<mpsc::UnboundedSender<ActiveUser>>,
+    shared_at: Mutex<SharedAt>,
 }
 
 impl Activity {
@@ -73,7 +108,17 @@ impl Activity {
             away_ms: routes.hubs.iter().map(|h| ms(h.options.away_after.filter(|_| h.presence))).collect(),
             notices,
             queue: Mutex::new(Some(queue)),
+            share: OnceLock::new(),
+            shared_at: Mutex::new(SharedAt::default()),
         }
+    }
+
+    /// From now on, users' activity on hubs that track away is handed to
+    /// the returned queue for the other instances (`None` if already
+    /// asked: one sharer per process).
+    pub(crate) fn share_through(&self) -> Option<mpsc::UnboundedReceiver<ActiveUser>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.share.set(tx).ok().map(|()| rx)
     }
 
     /// Whether `hub` turns idle users away by itself.
@@ -100,23 +145,58 @@ impl Activity {
     }
 
     /// An invocation of `entry` at `now_ms`: it is active (again), and so
-    /// is its user on every connection of the hub here (away is the user's).
-    pub(super) fn invoked(&self, entry: &ConnEntry, now_ms: u64, registry: &Registry) {
+    /// is its user on every connection of the hub here (away is the user's)
+    /// and, when `share` (not for `SetPresence`, which sets the state
+    /// itself), on the other instances.
+    pub(super) fn invoked(&self, entry: &ConnEntry, now_ms: u64, registry: &Registry, share: bool) {
         entry.activity.last_invoked_ms.store(now_ms, Ordering::Relaxed);
-        let wake = |e: &ConnEntry| {
-            e.activity.user_invoked_ms.store(now_ms, Ordering::Relaxed);
-            if e.activity.idle.swap(false, Ordering::AcqRel) {
-                self.notify(e, false);
-            }
-        };
-        wake(entry);
+        self.wake(entry, now_ms);
         if let (Some(user), true) = (&entry.user, self.tracks_away(entry.hub)) {
             registry.for_each_of_user(entry.hub, user, |e| {
                 if e.id != entry.id {
-                    wake(e);
+                    self.wake(e, now_ms);
                 }
             });
+            if share {
+                self.share(entry.hub, user, now_ms);
+            }
         }
+    }
+
+    /// Another instance saw `user` invoke on `hub`: its connections here
+    /// are active (again) as of `now_ms`.
+    pub(crate) fn remote(&self, hub: HubId, user: &str, now_ms: u64, registry: &Registry) {
+        if self.tracks_away(hub) {
+            registry.for_each_of_user(hub, user, |e| self.wake(e, now_ms));
+        }
+    }
+
+    /// `e`'s user invoked at `now_ms`: a connection marked idle is active again.
+    fn wake(&self, e: &ConnEntry, now_ms: u64) {
+        e.activity.user_invoked_ms.fetch_max(now_ms, Ordering::Relaxed);
+        if e.activity.idle.swap(false, Ordering::AcqRel) {
+            self.notify(e, false);
+        }
+    }
+
+    /// Hands the activity to the other instances unless it was shared less
+    /// than [`share_every`] ago.
+    fn share(&self, hub: HubId, user: &Arc<str>, now_ms: u64) {
+        let (Some(tx), Some(away)) = (self.share.get(), self.away_ms.get(hub).copied().flatten()) else { return };
+        let every = share_every(away);
+        let mut shared = self.shared_at.locked();
+        let key = (hub, user.clone());
+        if shared.at.get(&key).is_some_and(|at| now_ms.saturating_sub(*at) < every) {
+            return;
+        }
+        shared.at.insert(key, now_ms);
+        if shared.at.len() > shared.prune_above {
+            // Entries older than the longest interval decide nothing.
+            shared.at.retain(|_, at| now_ms.saturating_sub(*at) < 30_000);
+            shared.prune_above = (shared.at.len() * 2).max(1024);
+        }
+        drop(shared);
+        let _ = tx.send(ActiveUser { hub, user: user.clone() });
     }
 
     /// Queues an explicit state for the presence task.

@@ -40,7 +40,7 @@ mod tokens;
 #[cfg(test)]
 mod testkit;
 
-pub(crate) use activity::Activity;
+pub(crate) use activity::{ActiveUser, Activity};
 pub(crate) use authorize::{Authorizer, Webhook};
 pub(crate) use connection::{resume_websocket, run, Carrier, Start};
 pub(crate) use drain::{close_for_hole, close_lost, drain};

@@ -10,7 +10,7 @@ use super::Bucket;
 use crate::codec::{
     CloseMessage, Completion, Framer, HandshakeRequest, HandshakeResponse, HubMessage, Protocol, RECORD_SEPARATOR,
 };
-use crate::config::HubId;
+use crate::config::{Action, HubId};
 use crate::fanout::ConnEntry;
 use crate::telemetry::events::{connection_event, Disconnected};
 use crate::telemetry::labels::{Connection, DisconnectReason, Invocation, Limit, Transport};
@@ -433,8 +433,11 @@ impl HubSession {
     }
 
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
-        if let (HubMessage::Invocation(_) | HubMessage::StreamInvocation(_), Some(entry)) = (&message, &self.entry) {
-            self.hubs.activity.invoked(entry, self.hubs.now_ms(), &self.hubs.registry);
+        if let (HubMessage::Invocation(inv) | HubMessage::StreamInvocation(inv), Some(entry)) = (&message, &self.entry)
+        {
+            let method = self.hubs.routes.hubs[self.hub].method(&inv.target);
+            let share = method.is_none_or(|m| m.action != Action::SetPresence);
+            self.hubs.activity.invoked(entry, self.hubs.now_ms(), &self.hubs.registry, share);
         }
         match message {
             HubMessage::Invocation(inv) => {

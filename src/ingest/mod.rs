@@ -16,7 +16,9 @@
 //!   Redis is configured (the bus is the pipeline's own queue);
 //! - `append`: the XADD itself, shared by the publisher and the spool;
 //! - `spool` and `spool_flush`: POSTed events kept while Redis does not
-//!   answer, and the task that appends them once it does (CONTRACT 14).
+//!   answer, and the task that appends them once it does (CONTRACT 14);
+//! - `subscriber`: one pub/sub channel heard (resume asks, other instances'
+//!   user activity), for what `main` wires to it.
 
 mod acker;
 mod append;
@@ -35,6 +37,7 @@ mod replies;
 mod resp;
 mod spool;
 mod spool_flush;
+mod subscriber;
 mod tally;
 
 pub(crate) use append::is_unavailable;
@@ -45,3 +48,4 @@ pub(crate) use range::entries_between;
 pub(crate) use redis_conn::{client, connect, untrusted_certificate, RedisConn};
 pub(crate) use redis_streams::RedisIngest;
 pub(crate) use spool::Spool;
+pub(crate) use subscriber::listen;

@@ -14,6 +14,7 @@
 //! operation that changes who is in a room, or a state, marks the room, so
 //! the hub can push participant counts.
 
+mod activity_bus;
 mod memory;
 mod redis_store;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub(crate) use activity_bus::{activity_channel, publish_activity, SharedActivity};
 pub(crate) use memory::MemoryPresence;
 pub(crate) use redis_store::RedisPresence;
 

@@ -1,13 +1,15 @@
-//! Hears the asks of resumes that reached another instance after a network
-//! drop (`<prefix>:session-release`, published by
-//! [`super::RedisSessionStore`]) and hands each token to `on_token`: the hub
-//! hands the session off if it holds it here.
+//! One Redis pub/sub channel heard by this instance: the asks of resumes
+//! that reached another instance after a network drop
+//! (`<prefix>:session-release`) and the other instances' user activity
+//! (`<prefix>:activity`) come this way; `main` wires what each message does.
 //!
 //! One subscriber connection, reconnected with a back-off while Redis is
-//! away; an ask lost meanwhile leaves its resume refused after its wait,
-//! and that client reconnects afresh (told, never silent). In a Redis
-//! Cluster PUBLISH reaches subscribers on every node, so one configured
-//! node is enough, and the next one is tried when it fails.
+//! away; a message lost meanwhile is lost (pub/sub keeps nothing), so what
+//! rides on it must be safe to miss: a resume ask left unanswered is refused
+//! after its wait and that client reconnects afresh (told, never silent); a
+//! missed activity makes a user away early on this instance until the next.
+//! In a Redis Cluster PUBLISH reaches subscribers on every node, so one
+//! configured node is enough, and the next one is tried when it fails.
 
 use std::time::Duration;
 
@@ -17,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 /// Longest pause between two attempts to subscribe.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Subscribes to `channel` on one of `redis`'s URLs and calls `on_token`
-/// for each message, until `stop`.
+/// Subscribes to `channel` on one of `redis`'s URLs and calls `on_message`
+/// with each message's text, until `stop`.
 pub(crate) async fn listen(
     redis: crate::config::RedisConfig,
     channel: String,
-    on_token: impl Fn(String) + Send + 'static,
+    on_message: impl Fn(String) + Send + 'static,
     stop: CancellationToken,
 ) {
     let mut pause = Duration::from_millis(200);
@@ -50,14 +52,14 @@ pub(crate) async fn listen(
                     };
                     let Some(message) = message else { break };
                     match message.get_payload::<String>() {
-                        Ok(token) => on_token(token),
-                        Err(e) => tracing::debug!(error = %e, "session release: unreadable ask"),
+                        Ok(text) => on_message(text),
+                        Err(e) => tracing::debug!(error = %e, channel = %channel, "pub/sub: unreadable message"),
                     }
                 }
-                tracing::debug!("session release: subscription ended, subscribing again");
+                tracing::debug!(channel = %channel, "pub/sub: subscription ended, subscribing again");
             }
             Err(e) => {
-                tracing::debug!(error = %e, "session release: cannot subscribe yet");
+                tracing::debug!(error = %e, channel = %channel, "pub/sub: cannot subscribe yet");
             }
         }
         tokio::select! {
