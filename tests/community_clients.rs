@@ -177,6 +177,65 @@ async fn version_0_clients_connect_join_and_receive_over_websockets_with_message
     panic!("no Completion and event; other messages: {seen:?}");
 }
 
+/// Reads binary WebSocket messages until a hub message satisfies `want`;
+/// `None` when the socket ends first.
+async fn mp_until(ws: &mut RawWs, want: impl Fn(&[Mp]) -> bool) -> Option<Vec<Mp>> {
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, ws.ws.next()).await {
+        let Message::Binary(bytes) = msg else { continue };
+        if let Some(found) = mp_messages(&bytes).into_iter().find(|m| want(m)) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// ASP.NET Core's MessagePack reader binds arguments to the method's
+/// parameters; an argument it cannot bind (binary data, an extension such
+/// as the timestamp a .NET client writes for a `DateTime`, a map keyed by
+/// numbers) is an `InvocationBindingFailureMessage`: a Completion with an
+/// error, and the connection goes on. It is not a protocol error.
+#[tokio::test]
+async fn a_messagepack_argument_that_cannot_be_bound_gets_a_completion_error_not_a_close() {
+    let s = Sidecar::start(&[]).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    let call = |id: &str, target: &str, args: Vec<Mp>| {
+        mp_frame(&Mp::Array(vec![
+            1.into(),
+            Mp::Map(vec![]),
+            id.into(),
+            target.into(),
+            Mp::Array(args),
+            Mp::Array(vec![]),
+        ]))
+    };
+    let odd = [
+        ("1", "JoinRoom", vec![Mp::Binary(b"room".to_vec())]),
+        ("2", "SendTyping", vec!["room".into(), Mp::Ext(-1, vec![0, 0, 0, 1])]),
+        ("3", "JoinRoom", vec![Mp::Map(vec![(Mp::from(1), Mp::from(2))])]),
+        // The non-blocking one is not answered, as any failed one.
+        ("", "JoinRoom", vec![Mp::Binary(b"room".to_vec())]),
+    ];
+    for (id, target, args) in odd {
+        ws.ws.send(Message::binary(call(id, target, args))).await.expect("send");
+    }
+    for (id, target) in [("1", "JoinRoom"), ("2", "SendTyping"), ("3", "JoinRoom")] {
+        let done = mp_until(&mut ws, |m| m[0].as_u64() == Some(3) || m[0].as_u64() == Some(7))
+            .await
+            .unwrap_or_else(|| panic!("the socket ended before the Completion of {id}"));
+        let failed = format!("Failed to invoke '{target}' due to an error on the server.");
+        assert_eq!(
+            done,
+            vec![Mp::from(3), Mp::Map(vec![]), Mp::from(id), Mp::from(1), Mp::from(failed.as_str())],
+            "a Completion with ASP.NET Core's binding error, not a Close"
+        );
+    }
+    ws.ws.send(Message::binary(mp_join("after-odd-arguments"))).await.expect("send");
+    let done = mp_until(&mut ws, |m| m[0].as_u64() == Some(3) || m[0].as_u64() == Some(7)).await.expect("open");
+    assert_mp_void_completion(&done, "1");
+}
+
 /// ASP.NET Core's WebSocket transport ends with status 1000; a close frame
 /// without a code reaches the JavaScript client as 1005 ("WebSocket closed
 /// with status code: 1005") and makes the .NET client throw.

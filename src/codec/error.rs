@@ -11,6 +11,19 @@ pub enum Error {
     /// of a later version): the hub ignores the message.
     #[error("unknown message type {0}")]
     UnknownType(i64),
+    /// An invocation whose arguments cannot be bound to values the hub
+    /// reads (in MessagePack: binary data, an extension type, a map keyed
+    /// by numbers). ASP.NET Core's `InvocationBindingFailureMessage`: the
+    /// hub answers it with a Completion error and the connection goes on.
+    #[error("the arguments of '{target}' cannot be bound: {reason}")]
+    Binding {
+        /// The invocation's id; `None` for a non-blocking call.
+        invocation_id: Option<String>,
+        /// The method the client named.
+        target: String,
+        /// What could not be read, for the log.
+        reason: String,
+    },
     /// A record grew past the configured maximum before its separator came.
     #[error("message larger than the limit of {limit} bytes")]
     TooLarge {

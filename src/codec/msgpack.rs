@@ -33,17 +33,27 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             .ok_or_else(|| Error::Malformed(format!("message type {kind} needs a sequenceId")))
     };
     let invocation = || -> Result<Invocation, Error> {
+        // An empty invocationId is a non-blocking call, as in ASP.NET Core.
+        let invocation_id = text(2).filter(|id| !id.is_empty());
+        if kind == 4 && invocation_id.is_none() {
+            return Err(malformed("a stream invocation needs an invocationId"));
+        }
         let target = text(3).filter(|t| !t.is_empty()).ok_or_else(|| malformed("an invocation needs a target"))?;
-        let arguments = match items.get(4) {
-            Some(Mp::Array(args)) => args.iter().map(to_json).collect::<Result<_, _>>()?,
-            _ => return Err(malformed("an invocation needs an arguments array")),
+        let Some(Mp::Array(args)) = items.get(4) else {
+            return Err(malformed("an invocation needs an arguments array"));
         };
+        // An argument no JSON value can stand for is ASP.NET Core's binding
+        // failure (InvocationBindingFailureMessage), not a broken message.
+        let arguments = args.iter().map(to_json).collect::<Result<_, _>>().map_err(|e| Error::Binding {
+            invocation_id: invocation_id.clone(),
+            target: target.clone(),
+            reason: e,
+        })?;
         let stream_ids = match items.get(5) {
             Some(Mp::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
             _ => Vec::new(),
         };
-        // An empty invocationId is a non-blocking call, as in ASP.NET Core.
-        Ok(Invocation { invocation_id: text(2).filter(|id| !id.is_empty()), target, arguments, stream_ids })
+        Ok(Invocation { invocation_id, target, arguments, stream_ids })
     };
     Ok(match kind {
         1 => HubMessage::Invocation(invocation()?),
@@ -53,15 +63,14 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             let outcome = match items.get(3).and_then(Mp::as_u64) {
                 Some(RESULT_ERROR) => Err(text(4).unwrap_or_default()),
                 Some(RESULT_VOID) => Ok(Value::Null),
-                Some(RESULT_VALUE) => Ok(items.get(4).map(to_json).transpose()?.unwrap_or(Value::Null)),
+                // The server awaits no client result, so ASP.NET Core skips
+                // the value unread: one no JSON stands for is no error.
+                Some(RESULT_VALUE) => Ok(items.get(4).and_then(|v| to_json(v).ok()).unwrap_or(Value::Null)),
                 _ => return Err(malformed("a completion needs a result kind of 1, 2 or 3")),
             };
             HubMessage::Completion(Completion { invocation_id, outcome })
         }
-        4 => match invocation()? {
-            inv if inv.invocation_id.is_some() => HubMessage::StreamInvocation(inv),
-            _ => return Err(malformed("a stream invocation needs an invocationId")),
-        },
+        4 => HubMessage::StreamInvocation(invocation()?),
         5 => HubMessage::CancelInvocation { invocation_id: id(2)? },
         6 => HubMessage::Ping,
         7 => HubMessage::Close(CloseMessage {
@@ -74,8 +83,11 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
     })
 }
 
-fn to_json(v: &Mp) -> Result<Value, Error> {
-    rmpv::ext::from_value(v.clone()).map_err(|e| Error::Malformed(format!("argument: {e}")))
+/// The JSON value a MessagePack value stands for, or why there is none
+/// (binary data, an extension type, a map keyed by something else than
+/// strings).
+fn to_json(v: &Mp) -> Result<Value, String> {
+    rmpv::ext::from_value(v.clone()).map_err(|e| format!("an argument cannot be read as JSON: {e}"))
 }
 
 /// Encodes a server-to-client invocation, converting each argument once.
@@ -230,6 +242,38 @@ mod tests {
         assert!(matches!(call(1, ""), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
         assert!(matches!(call(4, ""), Err(Error::Malformed(_))));
         assert!(matches!(call(4, "7"), Ok(HubMessage::StreamInvocation(_))));
+    }
+
+    #[test]
+    fn an_argument_no_json_stands_for_is_a_binding_failure() {
+        let call = |kind: i64, id: &str| {
+            let v = Mp::Array(vec![
+                kind.into(),
+                Mp::Map(Vec::new()),
+                id.into(),
+                "JoinRoom".into(),
+                Mp::Array(vec![Mp::Binary(vec![1, 2])]),
+                Mp::Array(Vec::new()),
+            ]);
+            let mut body = Vec::new();
+            rmpv::encode::write_value(&mut body, &v).expect("encodes");
+            decode(&body)
+        };
+        let binding = |id: Option<&str>| Error::Binding {
+            invocation_id: id.map(String::from),
+            target: "JoinRoom".into(),
+            reason: String::new(),
+        };
+        let without_reason = |r: Result<HubMessage, Error>| match r {
+            Err(Error::Binding { invocation_id, target, .. }) => {
+                Err(Error::Binding { invocation_id, target, reason: String::new() })
+            }
+            other => other,
+        };
+        assert_eq!(without_reason(call(1, "5")), Err(binding(Some("5"))));
+        assert_eq!(without_reason(call(1, "")), Err(binding(None)));
+        assert_eq!(without_reason(call(4, "6")), Err(binding(Some("6"))));
+        assert!(matches!(call(4, ""), Err(Error::Malformed(_))), "a stream invocation needs an id first");
     }
 
     #[test]

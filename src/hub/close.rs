@@ -96,7 +96,7 @@ pub(super) fn for_handshake_error(e: &CodecError) -> String {
             format!("The server does not support version {version} of the '{name}' protocol.")
         }
         CodecError::TooLarge { .. } => HANDSHAKE_CANCELED.to_string(),
-        CodecError::Malformed(_) | CodecError::UnknownType(_) => {
+        CodecError::Malformed(_) | CodecError::UnknownType(_) | CodecError::Binding { .. } => {
             "An unexpected error occurred during connection handshake.".to_string()
         }
     }
@@ -132,6 +132,18 @@ pub(super) fn for_invocation_error(target: &str, e: &super::Error) -> String {
         | Error::Push(_) => {
             format!("An unexpected error occurred invoking '{target}' on the server. HubException: {e}")
         }
+    }
+}
+
+/// The Completion error for an invocation whose arguments could not be
+/// bound, in ASP.NET Core's words (`ProcessInvocationBindingFailure`
+/// without detailed errors). Its binder looks the method up before it reads
+/// the arguments, so an unknown method is reported as such.
+pub(super) fn for_binding_failure(target: &str, method_exists: bool) -> String {
+    if method_exists {
+        format!("Failed to invoke '{target}' due to an error on the server.")
+    } else {
+        for_invocation_error(target, &super::Error::UnknownMethod(target.to_string()))
     }
 }
 

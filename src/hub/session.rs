@@ -432,6 +432,21 @@ impl HubSession {
         ok
     }
 
+    /// Answers an invocation whose arguments could not be bound (ASP.NET
+    /// Core's `InvocationBindingFailureMessage`): a Completion error when
+    /// it is blocking, nothing otherwise; the connection goes on.
+    fn binding_failed(&self, protocol: Protocol, invocation_id: Option<String>, target: &str, reason: &str) {
+        tracing::debug!(connection_id = %self.connection_id, target, reason, "invocation arguments cannot be bound");
+        let method = self.hubs.routes.hubs[self.hub].method(target).map(|m| m.name.clone());
+        let outcome = if method.is_some() { "bad_arguments" } else { "unknown_method" };
+        self.count_invocation(method.as_deref().unwrap_or("unknown"), outcome);
+        if let Some(id) = invocation_id {
+            let error = close::for_binding_failure(target, method.is_some());
+            let completion = Completion { invocation_id: id, outcome: Err(error) };
+            self.send(protocol.encode(&HubMessage::Completion(completion)));
+        }
+    }
+
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
         if let (HubMessage::Invocation(inv) | HubMessage::StreamInvocation(inv), Some(entry)) = (&message, &self.entry)
         {
@@ -562,6 +577,11 @@ impl Session for HubSession {
                     if self.dispatch(m).await == Flow::Stop {
                         return self.send_close(CloseMessage::default());
                     }
+                }
+                // Counted in the sequence as the invocation it stands for.
+                Err(crate::codec::Error::Binding { .. }) if self.stateful && !self.incoming.accept() => {}
+                Err(crate::codec::Error::Binding { invocation_id, target, reason }) => {
+                    self.binding_failed(protocol, invocation_id, &target, &reason);
                 }
                 // A message type of a later protocol: ignored, as ASP.NET
                 // Core's parsers do ("old clients can ignore them").
