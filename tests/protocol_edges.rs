@@ -193,6 +193,16 @@ async fn invocation_ids_and_arguments_are_bound_as_in_aspnet_core() {
         done["error"],
         "The client attempted to invoke the non-streaming 'JoinRoom' method with a streaming invocation."
     );
+    // Stream arguments: ASP.NET Core's DefaultHubDispatcher compares their
+    // count with the method's stream parameters (none here).
+    ws.send("{\"type\":1,\"invocationId\":\"5\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"],\"streamIds\":[\"s1\",\"s2\"]}\u{1e}")
+        .await;
+    let done = ws.recv_type(3).await.expect("a Completion");
+    assert_eq!(
+        done["error"],
+        "An unexpected error occurred invoking 'JoinRoom' on the server. HubException: Client sent 2 stream(s), Hub \
+         method expects 0."
+    );
     ws.send("{\"type\":1,\"invocationId\":\"3\",\"target\":\"JoinRoom\"}\u{1e}").await;
     assert_eq!(
         ws.recv().await.as_deref(),

@@ -126,7 +126,7 @@ pub(super) fn for_invocation_error(target: &str, e: &super::Error) -> String {
             format!("An unexpected error occurred invoking '{target}' on the server.")
         }
         Error::BadArguments(_)
-        | Error::StreamingUnsupported
+        | Error::StreamingUnsupported(_)
         | Error::Denied(_)
         | Error::Limited(_)
         | Error::Push(_) => {

@@ -14,9 +14,10 @@ pub(crate) enum Error {
     /// The arguments do not fit the method.
     #[error("{0}")]
     BadArguments(String),
-    /// Streaming invocations and stream arguments are not offered.
-    #[error("Streaming is not supported by this server")]
-    StreamingUnsupported,
+    /// Stream arguments (this many) were sent: no server method takes
+    /// any. ASP.NET Core's DefaultHubDispatcher words.
+    #[error("Client sent {0} stream(s), Hub method expects 0.")]
+    StreamingUnsupported(usize),
     /// The group is closed to this connection.
     #[error("{0}")]
     Denied(String),
@@ -48,7 +49,7 @@ impl Blame for Error {
         match self {
             Error::UnknownMethod(_) => "unknown_method",
             Error::BadArguments(_) => "bad_arguments",
-            Error::StreamingUnsupported => "streaming",
+            Error::StreamingUnsupported(_) => "streaming",
             Error::Denied(_) => "denied",
             Error::Limited(_) => "rate_limited",
             Error::Push(e) => e.reason(),

@@ -22,7 +22,7 @@ impl Hubs {
         let (hubs, Caller { hub, conn, identity, .. }) = (self, *caller);
         let method = hub.method(&inv.target).ok_or_else(|| Error::UnknownMethod(inv.target.clone()))?;
         if !inv.stream_ids.is_empty() {
-            return Err(Error::StreamingUnsupported);
+            return Err(Error::StreamingUnsupported(inv.stream_ids.len()));
         }
         match method.action {
             Action::Join => {

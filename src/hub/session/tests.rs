@@ -323,8 +323,8 @@ async fn stream_arguments_are_refused() {
         messages(&s.outbox()),
         [failed(
             "1",
-            "An unexpected error occurred invoking 'JoinRoom' on the server. HubException: Streaming is not supported by \
-             this server"
+            "An unexpected error occurred invoking 'JoinRoom' on the server. HubException: Client sent 1 stream(s), \
+             Hub method expects 0."
         )]
     );
 }
