@@ -231,6 +231,49 @@ async fn an_expired_token_closes_the_connection_with_reconnect_allowed() {
     assert_eq!(close, json!({"type": 7, "allowReconnect": true}));
 }
 
+/// A stateful session that resumes with a fresh token lives by that token,
+/// as ASP.NET Core's dispatcher takes the expiry of every request that
+/// carries the connection on (`UpdateExpiration`), and as the sidecar does
+/// when the session resumes on another instance: it is not closed when the
+/// token it first connected with expires.
+#[tokio::test]
+async fn a_stateful_session_resumed_with_a_fresh_token_lives_by_the_fresh_token() {
+    let s = Sidecar::start(&jwt_env()).await;
+    let mut short = claims("u1");
+    short["exp"] = json!(unix() + 3);
+    let (_, body) = request(
+        s.port,
+        "POST",
+        &format!(
+            "/hubs/chat/negotiate?negotiateVersion=1&useStatefulReconnect=true&access_token={}",
+            hs256(short.clone())
+        ),
+        &[],
+        b"",
+    )
+    .await
+    .expect("negotiate");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let id = v["connectionToken"].as_str().expect("a token").to_string();
+    let mut ws =
+        RawWs::connect(s.port, &format!("/hubs/chat?id={id}&access_token={}", hs256(short))).await.expect("connects");
+    ws.send("{\"protocol\":\"json\",\"version\":2}\u{1e}").await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    drop(ws); // the network drops, no Close: the session waits for its client
+
+    let fresh = hs256(claims("u1")); // ten minutes
+    let mut ws = RawWs::connect(s.port, &format!("/hubs/chat?id={id}&access_token={fresh}")).await.expect("resumes");
+    assert_eq!(ws.recv_type(9).await.expect("a Sequence: resumed")["type"], 9);
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        match tokio::time::timeout_at(quiet_until, ws.recv()).await {
+            Err(_) => break, // no Close past the first token's expiry
+            Ok(Some(text)) => assert!(!text.contains("\"type\":7"), "closed at the first token's expiry: {text}"),
+            Ok(None) => panic!("the socket ended at the first token's expiry"),
+        }
+    }
+}
+
 /// A backend that allows rooms starting with `ok-`, and counts its calls.
 async fn webhook_backend() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};

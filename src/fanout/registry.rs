@@ -17,6 +17,10 @@ pub(crate) use shards::SHARDS;
 /// A process-unique connection number (cheaper than the SignalR id string).
 pub(crate) type ConnId = u64;
 
+/// [`ConnEntry::expires_at_ms`] of a connection whose token never expires
+/// (or that has none).
+pub(crate) const NEVER: u64 = u64::MAX;
+
 /// What fan-out knows about one connection.
 #[derive(Debug)]
 pub(crate) struct ConnEntry {
@@ -39,8 +43,10 @@ pub(crate) struct ConnEntry {
     /// community clients) are never dropped for silence. Long Polling sets
     /// it from the start: its polls are what shows the client is there.
     pub timeout_armed: AtomicBool,
-    /// When its access token expires (Unix milliseconds), if it does.
-    pub expires_at_ms: Option<u64>,
+    /// When its access token expires (Unix milliseconds); [`NEVER`] when
+    /// it does not. Atomic: a stateful session that resumes with a fresh
+    /// token lives by that one.
+    pub expires_at_ms: AtomicU64,
     /// Its SignalR connection id, for the operators' introspection API
     /// (`query.rs`). Negotiate issues 32 hex digits (a UUID), so it is kept
     /// in 16 bytes, not as a string: per-connection memory is a benchmark
@@ -66,7 +72,7 @@ impl ConnEntry {
             outbox: Arc::new(Outbox::new(crate::transport::outbox::Limits { max_frames, max_bytes: 1 << 20 })),
             last_seen_ms: AtomicU64::new(0),
             timeout_armed: false.into(),
-            expires_at_ms: None,
+            expires_at_ms: NEVER.into(),
             connection_id: uuid::Uuid::nil(),
             since_ms: 0,
             activity: Default::default(),

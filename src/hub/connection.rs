@@ -85,9 +85,10 @@ pub(crate) fn run(hubs: Arc<Hubs>, start: Start, carrier: Carrier) -> Connection
 pub(crate) fn resume_websocket(
     hubs: Arc<Hubs>,
     mut session: HubSession,
+    identity: Identity,
     ws: crate::transport::WsSocket,
 ) -> ConnectionTask {
-    session.resume();
+    session.resume(identity);
     tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: resumed");
     Box::pin(serve_websocket_session(hubs, Box::new(session), Vec::new(), ws))
 }

@@ -213,7 +213,7 @@ pub(crate) async fn run_keepalive(hubs: Arc<Hubs>, stop: CancellationToken) {
         for shard in 0..SHARDS {
             let (checks, first) = passed(shard);
             hubs.registry.for_each_in_shard(shard, |entry| {
-                if entry.expires_at_ms.is_some_and(|exp| unix_ms >= exp) {
+                if unix_ms >= entry.expires_at_ms.load(Ordering::Relaxed) {
                     entry.outbox.kick(Kick::TokenExpired);
                 } else if entry.timeout_armed.load(Ordering::Relaxed)
                     && now.saturating_sub(entry.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms

@@ -122,8 +122,21 @@ impl HubSession {
         self.token.as_deref()
     }
 
-    /// Marks a parked session as taken up by a new transport.
-    pub(crate) fn resume(&mut self) {
+    /// Marks a parked session as taken up by a new transport, whose request
+    /// carried `identity`. The same user's fresh token is the session's
+    /// from now on, its expiry included, as ASP.NET Core takes the expiry
+    /// of each request that carries a connection on (`UpdateExpiration`);
+    /// another user's is only logged, as ASP.NET Core only logs it.
+    pub(crate) fn resume(&mut self, identity: Identity) {
+        if identity.user_id == self.identity.user_id {
+            if let Some(entry) = &self.entry {
+                let expires = identity.expires_at_ms.unwrap_or(crate::fanout::NEVER);
+                entry.expires_at_ms.store(expires, Ordering::Relaxed);
+            }
+            self.identity = identity;
+        } else {
+            tracing::warn!(connection_id = %self.connection_id, "stateful reconnect with another user's token: the session keeps its user");
+        }
         // A kick that superseded its old transport may have landed after
         // the session parked: it is not for the new one.
         self.outbox.forgive(Kick::Superseded);
@@ -273,7 +286,7 @@ impl HubSession {
             outbox: self.outbox.clone(),
             last_seen_ms: self.hubs.now_ms().into(),
             timeout_armed: (self.transport == Transport::LongPolling).into(),
-            expires_at_ms: self.identity.expires_at_ms,
+            expires_at_ms: self.identity.expires_at_ms.unwrap_or(crate::fanout::NEVER).into(),
             connection_id: uuid::Uuid::try_parse(&self.connection_id).unwrap_or_default(),
             since_ms: crate::fanout::unix_ms(),
             activity: crate::fanout::Activity {

@@ -67,7 +67,7 @@ pub(super) async fn upgrade(
         (Some(session), _) => state.tasks.spawn(async move {
             match on_upgrade.await.map(transport::websocket_socket) {
                 Ok(ws) => {
-                    tasks.spawn(hub::resume_websocket(hubs, session, ws));
+                    tasks.spawn(hub::resume_websocket(hubs, session, identity, ws));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");

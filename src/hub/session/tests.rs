@@ -612,11 +612,25 @@ async fn a_resumed_session_first_writes_a_sequence_and_what_was_not_acknowledged
     assert!(s.first_frames().is_empty(), "a fresh connection starts with nothing");
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     texts(&s.outbox());
-    s.resume();
+    s.resume(Identity::default());
     let first: Vec<HubMessage> =
         s.first_frames().iter().map(|p| Protocol::Json.decode(&p.as_bytes()[..p.len() - 1]).expect("json")).collect();
     assert_eq!(first, [HubMessage::Sequence { sequence_id: 1 }, done("1")]);
     assert!(s.first_frames().is_empty(), "only once");
+}
+
+#[tokio::test]
+async fn a_resume_takes_the_fresh_token_of_the_same_user_only() {
+    let k = kit(&[]);
+    let first = Identity { expires_at_ms: Some(1_000), ..user("u1", "Ann") };
+    let mut s = k.session_as(CHAT, Transport::WebSockets, true, first);
+    handshake(&mut s).await;
+    let entry = s.entry.clone().expect("in fan-out");
+    let expiry = || entry.expires_at_ms.load(Ordering::Relaxed);
+    s.resume(Identity { expires_at_ms: Some(5_000), ..user("u2", "Bob") });
+    assert_eq!((expiry(), s.identity.user_id.as_deref()), (1_000, Some("u1")), "another user's token is not taken");
+    s.resume(Identity { expires_at_ms: Some(9_000), ..user("u1", "Ann") });
+    assert_eq!(expiry(), 9_000, "the same user's fresh token is");
 }
 
 #[tokio::test]
