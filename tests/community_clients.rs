@@ -236,6 +236,29 @@ async fn a_messagepack_argument_that_cannot_be_bound_gets_a_completion_error_not
     assert_mp_void_completion(&done, "1");
 }
 
+/// ASP.NET Core's MessagePack reader reads an Invocation's id as a string
+/// or nil; anything else ("Reading 'invocationId' as String failed.") is a
+/// protocol error that closes the connection with an error. The client
+/// learns it, instead of waiting for a Completion that never comes.
+#[tokio::test]
+async fn a_messagepack_invocation_id_that_is_not_a_string_closes_with_an_error() {
+    let s = Sidecar::start(&[]).await;
+    let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
+    ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}")).await;
+    assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
+    let call = mp_frame(&Mp::Array(vec![
+        1.into(),
+        Mp::Map(vec![]),
+        7.into(),
+        "JoinRoom".into(),
+        Mp::Array(vec!["r".into()]),
+        Mp::Array(vec![]),
+    ]));
+    ws.ws.send(Message::binary(call)).await.expect("send");
+    let answer = mp_until(&mut ws, |m| m[0].as_u64() == Some(3) || m[0].as_u64() == Some(7)).await.expect("an answer");
+    assert_eq!(answer, vec![Mp::from(7), Mp::from("Connection closed with an error."), Mp::Boolean(true)]);
+}
+
 /// ASP.NET Core's WebSocket transport ends with status 1000; a close frame
 /// without a code reaches the JavaScript client as 1005 ("WebSocket closed
 /// with status code: 1005") and makes the .NET client throw.

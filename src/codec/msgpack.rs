@@ -33,8 +33,16 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
             .ok_or_else(|| Error::Malformed(format!("message type {kind} needs a sequenceId")))
     };
     let invocation = || -> Result<Invocation, Error> {
-        // An empty invocationId is a non-blocking call, as in ASP.NET Core.
-        let invocation_id = text(2).filter(|id| !id.is_empty());
+        // A string or nil, as ASP.NET Core reads it; an empty one is a
+        // non-blocking call.
+        let invocation_id = match items.get(2) {
+            Some(Mp::Nil) => None,
+            Some(Mp::String(id)) => match id.as_str() {
+                Some(id) => Some(id.to_string()).filter(|id| !id.is_empty()),
+                None => return Err(malformed("Reading 'invocationId' as String failed.")),
+            },
+            _ => return Err(malformed("Reading 'invocationId' as String failed.")),
+        };
         if kind == 4 && invocation_id.is_none() {
             return Err(malformed("a stream invocation needs an invocationId"));
         }
@@ -274,6 +282,19 @@ mod tests {
         assert_eq!(without_reason(call(1, "")), Err(binding(None)));
         assert_eq!(without_reason(call(4, "6")), Err(binding(Some("6"))));
         assert!(matches!(call(4, ""), Err(Error::Malformed(_))), "a stream invocation needs an id first");
+    }
+
+    #[test]
+    fn an_invocation_id_is_a_string_or_nil() {
+        let call = |id: Mp| {
+            let v = Mp::Array(vec![1.into(), Mp::Map(Vec::new()), id, "JoinRoom".into(), Mp::Array(vec!["r".into()])]);
+            let mut body = Vec::new();
+            rmpv::encode::write_value(&mut body, &v).expect("encodes");
+            decode(&body)
+        };
+        assert!(matches!(call(Mp::Nil), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
+        assert!(matches!(call(7.into()), Err(Error::Malformed(_))));
+        assert!(matches!(call(Mp::Boolean(true)), Err(Error::Malformed(_))));
     }
 
     #[test]
