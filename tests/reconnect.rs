@@ -496,3 +496,31 @@ async fn a_replay_of_events_read_too_late_refuses_the_resume() {
     let told = d.wait_for(WAIT, |v| v["name"] == "c" && (v["event"] == "reconnecting" || v["event"] == "close")).await;
     assert!(told.is_some(), "the client is told: it reconnects afresh");
 }
+
+/// A connection accepted just before SIGTERM that completes its handshake
+/// once the drain has begun (the drain's list of connections taken
+/// without it) is told to reconnect as the others are (CONTRACT section 8:
+/// a Close with `allowReconnect: true`), within the drain window, and the
+/// process does not wait for it until its shutdown deadline. It used to be
+/// served, unclosed, until the deadline (25 s), then reset without a Close.
+#[tokio::test]
+async fn a_connection_whose_handshake_completes_during_the_drain_is_told_to_reconnect() {
+    let mut s = Sidecar::start(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;
+    let mut ws = support::raw::RawWs::connect(s.port, "/hubs/chat").await.expect("upgraded");
+    let started = std::time::Instant::now();
+    s.terminate();
+    let deadline = std::time::Instant::now() + WAIT;
+    // Unready (503), or the admin port already closed.
+    while matches!(support::http::request(s.admin_port, "GET", "/readyz", &[], b"").await, Ok((200, _))) {
+        assert!(std::time::Instant::now() < deadline, "/readyz still answers 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The drain lists the connections right after it goes unready.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send("{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
+    assert_eq!(ws.recv_type(7).await, Some(json!({"type": 7, "allowReconnect": true})), "told to reconnect");
+    while s.running() {
+        assert!(started.elapsed() < Duration::from_secs(10), "still draining after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

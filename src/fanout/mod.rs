@@ -18,6 +18,6 @@ pub(crate) use cuts::{cut_channel, CutQueue, CutRequest, Cuts, Scope};
 pub(crate) use query::{unix_ms, ConnView};
 #[cfg(test)]
 pub(crate) use registry::shard_of;
-pub(crate) use registry::{Activity, ConnEntry, ConnId, JoinError, Positions, Registry, NEVER, SHARDS};
+pub(crate) use registry::{Activity, Added, ConnEntry, ConnId, JoinError, Positions, Registry, NEVER, SHARDS};
 pub(crate) use user_watch::UserWatch;
 pub(crate) use wakes::run as run_wakes;

@@ -136,6 +136,16 @@ pub(super) struct Inner {
 /// and none after: the cut a stateful session hands to another instance.
 pub(crate) type Positions = Vec<(Arc<str>, String)>;
 
+/// What [`Registry::add_open`] tells the connection it added.
+#[derive(Debug)]
+pub(crate) struct Added {
+    /// The positions when it entered fan-out.
+    pub positions: Positions,
+    /// The drain had listed the connections it tells to go before this one
+    /// came: nobody else will tell it.
+    pub after_drain: bool,
+}
+
 /// Every open connection of this instance.
 pub(crate) struct Registry {
     inner: RwLock<Inner>,
@@ -146,6 +156,9 @@ pub(crate) struct Registry {
     /// Where large fan-outs have their wake-ups done (`wakes.rs`); unset,
     /// the fan-out wakes the tasks itself.
     wakes: std::sync::OnceLock<super::wakes::WakeSender>,
+    /// Set, under the write lock, when the drain lists the connections it
+    /// tells to go ([`Registry::close_to_new`]); read under it by every add.
+    closed: AtomicBool,
 }
 
 impl Registry {
@@ -161,6 +174,7 @@ impl Registry {
             positions: std::sync::Mutex::default(),
             user_watch: std::sync::OnceLock::new(),
             wakes: std::sync::OnceLock::new(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -213,9 +227,21 @@ impl Registry {
 
     /// Adds a connection with its groups at once and returns the positions
     /// at that instant: everything after them reaches its outbox.
+    #[cfg(test)]
     pub(crate) fn add_with_groups(&self, entry: Arc<ConnEntry>, groups: &[Box<str>]) -> Positions {
+        self.add_open(entry, groups).positions
+    }
+
+    /// Adds a connection with its groups at once: the positions at that
+    /// instant (everything after them reaches its outbox), and whether the
+    /// drain had already listed the connections it tells to go, so that
+    /// the caller must tell this one itself.
+    pub(crate) fn add_open(&self, entry: Arc<ConnEntry>, groups: &[Box<str>]) -> Added {
         self.slots_in_use[entry.slot].fetch_add(1, Ordering::Relaxed);
         let mut inner = self.write();
+        // Under the write lock, as the drain's list is taken: each
+        // connection is either in that list or told it came after it.
+        let after_drain = self.closed.load(Ordering::Relaxed);
         let hub = &mut inner.hubs[entry.hub];
         hub.all.insert(entry.id, entry.clone());
         if let Some(user) = &entry.user {
@@ -235,7 +261,15 @@ impl Registry {
         let positions = self.positions();
         drop(inner);
         self.user_changed(user.as_ref());
-        positions
+        Added { positions, after_drain }
+    }
+
+    /// Every open connection, for the drain to tell to go; from now on an
+    /// added connection is told it came after this list ([`Added::after_drain`]).
+    pub(crate) fn close_to_new(&self) -> Vec<Arc<ConnEntry>> {
+        let inner = self.write();
+        self.closed.store(true, Ordering::Relaxed);
+        inner.conns.values().map(|c| c.entry.clone()).collect()
     }
 
     /// Takes a connection out of fan-out and returns its groups and the

@@ -31,7 +31,9 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
             handoff::hand_off(hubs, session, groups, positions).await;
         }
     }
-    let all = hubs.registry.snapshot();
+    // Whatever enters fan-out after this list is told to go by whoever
+    // adds it (a handshake or a takeover still under way).
+    let all = hubs.registry.close_to_new();
     if !all.is_empty() {
         tracing::info!(connections = all.len(), window_s = window.as_secs_f64(), "closing connections");
     }

@@ -245,11 +245,11 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (session, groups, now_at) = restore_at_cut(hubs, hub, token, identity, Arc::new(snapshot.clone()))
+    let (session, groups, added) = restore_at_cut(hubs, hub, token, identity, Arc::new(snapshot.clone()))
         .await
         .or_else(|| HubSession::restore(hubs.clone(), hub, token.to_string(), identity.clone(), &snapshot))?;
     let who = Addressee { hub, user: identity.user_id.as_deref(), groups: &groups, protocol: session.protocol()? };
-    match handoff.catch_up.missed(&snapshot.positions, &now_at, who).await {
+    match handoff.catch_up.missed(&snapshot.positions, &added.positions, who).await {
         Ok(frames) => {
             tracing::debug!(connection_id = %snapshot.connection_id, missed = frames.len(), "stateful session taken over");
             session.outbox().prepend(frames);
@@ -278,7 +278,7 @@ async fn restore_at_cut(
     token: &str,
     identity: &Identity,
     snapshot: Arc<SessionSnapshot>,
-) -> Option<(HubSession, Vec<Box<str>>, Positions)> {
+) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Added)> {
     let cuts = hubs.cuts.clone()?;
     let mut rooms: Vec<(usize, String)> = snapshot.groups.iter().map(|g| (hub, g.clone())).collect();
     rooms.push((hub, "*".to_string()));

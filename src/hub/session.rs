@@ -269,14 +269,21 @@ impl HubSession {
             self.outbox.enable_replay(self.hubs.settings.replay_max_bytes);
         }
         self.send_unsequenced(HandshakeResponse::default().to_record());
-        self.register(protocol, &[]);
+        if self.register(protocol, &[]).after_drain {
+            // Accepted before the drain began, not in the list of those it
+            // tells to go: told here (CONTRACT section 8), or it would be
+            // served, unclosed, until the shutdown deadline and then cut off.
+            // A new stateful session has nothing owed yet: it reconnects afresh.
+            self.outbox.kick(Kick::ServerShutdown);
+        }
         let detail = if protocol.is_binary() { "messagepack" } else { "json" };
         connection_event("connection open", &self.connection_id, self.hub_label(), self.transport, detail);
         Ok(Some(rest))
     }
 
-    /// Enters fan-out with `groups`; returns the positions at that instant.
-    fn register(&mut self, protocol: Protocol, groups: &[Box<str>]) -> crate::fanout::Positions {
+    /// Enters fan-out with `groups`; returns the positions at that instant
+    /// and whether the drain had listed its connections already.
+    fn register(&mut self, protocol: Protocol, groups: &[Box<str>]) -> crate::fanout::Added {
         let entry = Arc::new(ConnEntry {
             id: self.conn,
             hub: self.hub,
@@ -295,13 +302,13 @@ impl HubSession {
                 user_invoked_ms: self.hubs.now_ms().into(),
             },
         });
-        let positions = self.hubs.registry.add_with_groups(entry.clone(), groups);
+        let added = self.hubs.registry.add_open(entry.clone(), groups);
         self.entry = Some(entry);
         let labels = Connection { hub: self.hub_label().clone(), transport: self.transport };
         let gauge = self.hubs.metrics.connections.get_or_create_owned(&labels);
         gauge.inc();
         self.connected = Some(gauge);
-        positions
+        added
     }
 
     /// Takes the session out of fan-out: its groups and the positions at
@@ -344,14 +351,15 @@ impl HubSession {
     }
 
     /// A session handed over by another instance, registered here with its
-    /// groups; also returns the groups and the positions it entered at.
+    /// groups; also returns the groups, the positions it entered at and
+    /// whether it entered after the drain listed its connections.
     pub(crate) fn restore(
         hubs: Arc<Hubs>,
         hub: HubId,
         token: String,
         identity: Identity,
         snapshot: &super::handoff::SessionSnapshot,
-    ) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Positions)> {
+    ) -> Option<(HubSession, Vec<Box<str>>, crate::fanout::Added)> {
         let protocol = Protocol::from_handshake(&snapshot.protocol, 2).ok()?;
         let mut session = HubSession::new(
             hubs.clone(),
@@ -381,8 +389,8 @@ impl HubSession {
         session.resuming = true;
         hubs.tokens.adopt(&token, hub, &snapshot.connection_id);
         let groups: Vec<Box<str>> = snapshot.groups.iter().map(|g| Box::from(g.as_str())).collect();
-        let positions = session.register(protocol, &groups);
-        Some((session, groups, positions))
+        let added = session.register(protocol, &groups);
+        Some((session, groups, added))
     }
 
     /// Ends a session whose client carries on elsewhere; the token is free.
