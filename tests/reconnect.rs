@@ -524,3 +524,95 @@ async fn a_connection_whose_handshake_completes_during_the_drain_is_told_to_reco
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Sends `sig` to `s` and, for SIGSTOP, waits until every thread of it is
+/// stopped (`kill` returns once the signal is sent).
+async fn signal(s: &Sidecar, sig: &str) {
+    let pid = s.pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args([sig, &pid]).status().expect("kill").success(), "kill {sig}");
+    if sig != "-STOP" {
+        return;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let states: Vec<Option<char>> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|t| std::fs::read_to_string(t.path().join("stat")).unwrap_or_default())
+                    .map(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !states.is_empty() && states.iter().all(|s| *s == Some('T')) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pid} did not stop: {states:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// CONTRACT sections 8 and 14, SIGTERM arriving during a resume: the
+/// resume of a stateful session reaches `b` after a network drop, and
+/// while `b` waits for the instance holding the session (`a`, slow to
+/// answer: stopped here) to hand it over, `b` is told to drain. The
+/// session `b` then takes over came after its drain listed the sessions it
+/// hands off: it must be handed on as those are, so the client resumes on
+/// `c` and gets every event once, in order, never leaving Connected, and
+/// `b` exits within its drain. It used to stay on `b`, whose pipeline had
+/// stopped, Connected and deaf until `b`'s shutdown deadline (25 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_during_the_drain_is_handed_on() {
+    let redis = Redis::start().await;
+    let (a, mut b, proxy, mut d) = client_on_a(&redis, "late", &[], json!({"statefulReconnect": true})).await;
+    let c = Sidecar::start(&[
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_INSTANCE_ID", "late-c".to_string()),
+        ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+    ])
+    .await;
+    for n in 0..10 {
+        redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    for n in 0..10 {
+        assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(n), "before the drop");
+    }
+    // The resume's ask for the session, seen here: noted as being released
+    // (as `a` would note it), so that `b` waits for the snapshot.
+    let mut asks = redis::Client::open(redis.url()).expect("url").get_connection().expect("redis");
+    let mut marks = redis.conn();
+    let ask = tokio::task::spawn_blocking(move || {
+        let mut sub = asks.as_pubsub();
+        sub.subscribe("signalr-sidecar:session-release").expect("subscribe");
+        let token: String = sub.get_message().expect("the resume asks").get_payload().expect("token");
+        let key = format!("signalr-sidecar:session:{token}:releasing");
+        let _: () = redis::cmd("SET").arg(key).arg(1).arg("PX").arg(5000).query(&mut marks).expect("SET");
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // subscribed
+    proxy.retarget(b.port);
+    signal(&a, "-STOP").await;
+    proxy.cut();
+    tokio::time::timeout(WAIT, ask).await.expect("the resume reached b").expect("ask seen");
+    let drained = std::time::Instant::now();
+    b.terminate();
+    while matches!(support::http::request(b.admin_port, "GET", "/readyz", &[], b"").await, Ok((200, _))) {
+        assert!(drained.elapsed() < WAIT, "b still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.retarget(c.port);
+    signal(&a, "-CONT").await;
+    for n in 10..30 {
+        redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let Some(m) = d.message("c", "ReceiveMessage", WAIT).await else { break };
+        got.push(seq(&m));
+    }
+    assert_eq!(got, (10..30).collect::<Vec<_>>(), "every event once, in order, after the drop");
+    assert_still_connected(&mut d).await;
+    while b.running() {
+        assert!(drained.elapsed() < Duration::from_secs(10), "b still draining after {:?}", drained.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

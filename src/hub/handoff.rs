@@ -25,6 +25,7 @@ use super::{HubSession, Hubs, Identity};
 use crate::codec::Protocol;
 use crate::config::HubId;
 use crate::fanout::Positions;
+use crate::sync::Unpoisoned;
 use crate::telemetry::labels::HandoffOutcome;
 use crate::transport::Payload;
 
@@ -255,6 +256,9 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
             session.outbox().prepend(frames);
             session.rejoin_presence(&groups).await;
             count(HandoffOutcome::Resumed);
+            if added.after_drain {
+                hand_on(hubs, &session).await;
+            }
             Some(session)
         }
         Err(e) => {
@@ -264,6 +268,21 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
             None
         }
     }
+}
+
+/// A session taken over while this instance drains, after the drain
+/// listed the connections it hands off: handed off again as the drain does
+/// (out of fan-out at a cut, then its transport ends without a Close and
+/// saves it), so the client resumes once more on another instance with
+/// everything owed, instead of being served here, unclosed, until the
+/// shutdown deadline and then cut off.
+async fn hand_on(hubs: &Arc<Hubs>, session: &HubSession) {
+    tracing::debug!(connection_id = %session.connection_id, "stateful session taken over during the drain: handed on");
+    let conn = session.conn();
+    if let Some(cut) = super::drain::detach_at_cut(hubs, vec![conn]).await.pop() {
+        hubs.handing_off.locked().insert(conn, cut);
+    }
+    session.outbox().kick(crate::transport::Kick::Handoff);
 }
 
 /// Registers a taken-over session in the pipeline's task, after this
