@@ -303,11 +303,23 @@ pub async fn run_with(
         let (schemas, input, metrics, tasks, stop) =
             (schemas.clone(), input.clone(), metrics.clone(), tasks.clone(), ingest_stop.clone());
         let checks_all = checks_all.clone();
+        let recent =
+            ingest::Recent { window: config.delivery.dedupe_window, max_entries: config.delivery.dedupe_max_entries };
         let start = async move {
             let conn =
                 ingest::connect(&redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
-            let reader =
-                RedisIngest::new(redis, &instance_id, &streams, conn, schemas, input, metrics, on_hole, checks_all);
+            let reader = RedisIngest::new(
+                redis,
+                &instance_id,
+                &streams,
+                conn,
+                schemas,
+                input,
+                metrics,
+                on_hole,
+                checks_all,
+                recent,
+            );
             reader.start(&tasks, stop).await.context("ensuring the consumer groups")
         };
         let handles = lane.handle().spawn(start).await.context("the event lane stopped")??;

@@ -616,3 +616,43 @@ async fn a_session_taken_over_during_the_drain_is_handed_on() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// CONTRACT sections 5 and 14: a publisher's retry (the same `event_id`
+/// appended again, within the idempotency window) of an event a stateful
+/// session got on its old instance reaches it once, also when the
+/// instance it resumes on started after the first copy (a rollout's
+/// replacement, whose groups begin at the streams' ends): the new instance
+/// learns the event ids its streams already held. It used to deliver the
+/// retry a second time.
+#[tokio::test]
+async fn a_retry_read_by_an_instance_started_after_its_first_copy_is_still_a_duplicate() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+        ]
+    };
+    let mut a = Sidecar::start(&env("retry-a")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true})).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    let events: Vec<Value> = (0..3).map(|n| envelope("chat_message", "r", chat_payload("r", n))).collect();
+    for e in &events {
+        redis.xadd_data("events:chat", e);
+    }
+    for n in 0..3 {
+        assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(n), "on a");
+    }
+    let b = Sidecar::start(&env("retry-b")).await;
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0));
+    redis.xadd_data("events:chat", &events[1]);
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 3)));
+    assert_eq!(d.message("c", "ReceiveMessage", WAIT).await.map(|m| seq(&m)), Some(3), "the retry of #1 dropped");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert_still_connected(&mut d).await;
+}

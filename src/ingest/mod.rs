@@ -7,6 +7,8 @@
 //! - `read_conn` and `resp`: the reader's own XREADGROUP socket and the RESP2
 //!   it speaks (the crate's connection for TLS, Unix sockets and clusters);
 //! - `replies`: stream entries and XINFO maps out of Redis replies, by value;
+//! - `seen`: the event ids a stream held before this instance's group, for
+//!   the idempotency window of a new instance;
 //! - `tally`: counts what a reader was handed against the stream's own
 //!   count, so entries trimmed or deleted before they were read are a hole;
 //! - `claim`: re-claims entries left pending, refreshes lag metrics, and
@@ -35,6 +37,7 @@ mod redis_conn;
 mod redis_streams;
 mod replies;
 mod resp;
+mod seen;
 mod spool;
 mod spool_flush;
 mod subscriber;
@@ -47,5 +50,6 @@ pub(crate) use publisher::{PublishError, Published, Publisher};
 pub(crate) use range::entries_between;
 pub(crate) use redis_conn::{client, connect, untrusted_certificate, RedisConn};
 pub(crate) use redis_streams::RedisIngest;
+pub(crate) use seen::Recent;
 pub(crate) use spool::Spool;
 pub(crate) use subscriber::listen;

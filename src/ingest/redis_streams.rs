@@ -21,11 +21,12 @@ use super::hole::{Hole, HoleCause, OnHole};
 use super::intake::{hand_over, Shared};
 use super::read_conn::{ReadCommand, ReadConn, ReadError};
 use super::replies;
+use super::seen::{self, Recent};
 use super::tally::{StreamCount, Tally};
 use super::{claim, RedisConn, StreamId};
 use crate::config::RedisConfig;
 use crate::envelope::Schemas;
-use crate::pipeline::InputSender;
+use crate::pipeline::{Input, InputSender};
 use crate::telemetry::events::Dropped;
 use crate::telemetry::labels::DropReason;
 use crate::telemetry::Metrics;
@@ -41,6 +42,7 @@ pub(crate) struct RedisIngest {
     conn: RedisConn,
     streams: Vec<Arc<str>>,
     settled_rx: mpsc::UnboundedReceiver<Note>,
+    recent: Recent,
 }
 
 /// What `app` keeps of a running Redis ingest.
@@ -54,7 +56,9 @@ pub(crate) struct RedisIngestHandles {
 impl RedisIngest {
     /// Prepares the reader. `conn` is used for everything but blocking reads;
     /// `on_hole` hears of entries lost before they were read; `checks_all`
-    /// is set while this instance is the one that checks every entry.
+    /// is set while this instance is the one that checks every entry;
+    /// `recent` is how far back the idempotency window learns the event
+    /// ids the streams held before the groups started.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: RedisConfig,
@@ -66,6 +70,7 @@ impl RedisIngest {
         metrics: Arc<Metrics>,
         on_hole: OnHole,
         checks_all: crate::pipeline::ChecksAll,
+        recent: Recent,
     ) -> RedisIngest {
         let (settled, settled_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -80,22 +85,39 @@ impl RedisIngest {
             on_hole,
             checks_all,
         });
-        RedisIngest { shared, conn, streams: streams.iter().map(|s| Arc::from(s.as_str())).collect(), settled_rx }
+        let streams = streams.iter().map(|s| Arc::from(s.as_str())).collect();
+        RedisIngest { shared, conn, streams, settled_rx, recent }
     }
 
     /// Starts this instance's group on every stream at its end (the
-    /// readiness latch waits for this), then starts the readers, the acker
-    /// and the claimer on `tasks`. Readers stop when `stop` fires; the acker
+    /// readiness latch waits for this), hands the pipeline the event ids
+    /// each stream received within the idempotency window before that
+    /// (`seen.rs`), then starts the readers, the acker and the claimer on
+    /// `tasks`. Readers stop when `stop` fires; the acker
     /// stops once every outstanding ack is settled.
     pub(crate) async fn start(
         self,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<RedisIngestHandles, ReadError> {
-        let RedisIngest { shared, conn, streams, settled_rx } = self;
+        let RedisIngest { shared, conn, streams, settled_rx, recent } = self;
         let mut positions = Vec::with_capacity(streams.len());
         for stream in &streams {
             positions.push(start_group(&mut conn.clone(), stream, &shared.group, &shared.consumer).await?);
+        }
+        for (stream, position) in streams.iter().zip(&positions) {
+            // Before the readers start, so it is judged before any entry.
+            match seen::recent_event_ids(&mut conn.clone(), stream, *position, recent).await {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    tracing::debug!(stream = %stream, event_ids = ids.len(), "idempotency window: event ids the stream held before this instance");
+                    // Err only when the pipeline has stopped (shutting down).
+                    let _ = shared.input.send(Input::Seen(ids)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "the event ids the stream held before this instance are unknown: a retry of one may be delivered again")
+                }
+            }
         }
         tracing::info!(group = %shared.group, streams = ?streams, "consumer group ready");
         shared.metrics.redis_up.set(1);

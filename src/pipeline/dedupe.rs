@@ -146,7 +146,9 @@ impl Dedupe {
             max_slots,
             rebuild_at: slots / 2,
             window_secs,
-            start: Instant::now(),
+            // A window back, so that ids seen before this table existed (a
+            // new instance learns those its stream held) keep their age.
+            start: Instant::now().checked_sub(window).unwrap_or_else(Instant::now),
             text_hash: [ahash::RandomState::with_seeds(1, 2, 3, 4), ahash::RandomState::with_seeds(5, 6, 7, 8)],
         }
     }
@@ -237,6 +239,16 @@ mod tests {
         assert!(!d.first_time("a", t0 + Duration::from_secs(299)));
         assert!(d.first_time("a", t0 + Duration::from_secs(302)), "forgotten after the window");
         assert!(!d.first_time("a", t0 + Duration::from_secs(303)), "and remembered again");
+    }
+
+    #[test]
+    fn an_id_seen_before_the_table_existed_keeps_its_age() {
+        let t0 = Instant::now();
+        let mut d = Dedupe::new(Duration::from_secs(300), 10);
+        let Some(before) = t0.checked_sub(Duration::from_secs(200)) else { return };
+        assert!(d.first_time("a", before), "learned from the stream");
+        assert!(!d.first_time("a", t0), "a retry now is a duplicate");
+        assert!(d.first_time("a", t0 + Duration::from_secs(102)), "forgotten a window after it was appended");
     }
 
     #[test]

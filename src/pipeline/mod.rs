@@ -61,6 +61,11 @@ pub(crate) enum Input {
     Event(Event),
     /// The entries of one stream read, undecoded (see `skip.rs`).
     Entries(Entries),
+    /// Event ids appended before this instance's consumer groups existed,
+    /// within the idempotency window, with when they were appended: the
+    /// instances before it delivered them, so a publisher's retry that this
+    /// one reads must be dropped as theirs would be (CONTRACT section 5).
+    Seen(Vec<(String, Instant)>),
 }
 
 impl Input {
@@ -69,6 +74,7 @@ impl Input {
         match self {
             Input::Event(_) => 1,
             Input::Entries(entries) => entries.len(),
+            Input::Seen(ids) => ids.len(),
         }
     }
 
@@ -77,7 +83,7 @@ impl Input {
     pub(crate) fn decoded(self) -> Option<Envelope> {
         match self {
             Input::Event(event) => Some(event.envelope),
-            Input::Entries(_) => None,
+            Input::Entries(_) | Input::Seen(_) => None,
         }
     }
 }
@@ -259,6 +265,11 @@ impl Pipeline {
                 self.process_decoded(envelope, ack, &source, None, received)
             }
             Input::Entries(entries) => self.process_entries(entries),
+            Input::Seen(ids) => {
+                for (id, at) in ids {
+                    self.dedupe.first_time(&id, at);
+                }
+            }
         }
     }
 
