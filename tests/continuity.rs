@@ -147,6 +147,26 @@ async fn rolling_restart_with_new_instance_ids() {
     s.finish(TAIL).await.assert(Expect { stateful_miss_none: true, ..Expect::default() });
 }
 
+/// (a') The same rollout with clients on every transport: per room, a
+/// plain and a stateful client on each of WebSockets, Server-Sent Events
+/// and Long Polling (stateful reconnect resumes on WebSockets only; the
+/// others reconnect afresh). Nobody misses anything while Connected, and
+/// the stateful WebSocket clients miss nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_with_clients_on_every_transport() {
+    let _serial = SERIAL.lock().await;
+    let mut s = Scenario::start_on(
+        &[],
+        &["WebSockets", "WebSockets", "ServerSentEvents", "ServerSentEvents", "LongPolling", "LongPolling"],
+    )
+    .await;
+    s.start_load();
+    s.run_for(Duration::from_secs(2)).await;
+    s.rolling_restart(false).await;
+    s.run_for(Duration::from_secs(4)).await;
+    s.finish(TAIL).await.assert(Expect::default());
+}
+
 /// (b) A StatefulSet's rollout: the replacement keeps the instance id, so
 /// it resumes its consumer group; the backlog it reads must not reach a
 /// client twice.

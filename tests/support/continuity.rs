@@ -82,6 +82,13 @@ impl Scenario {
     /// room), with `extra_env` given to every instance. Panics if a client
     /// cannot connect: no fault has happened yet.
     pub async fn start(extra_env: &[(&str, &str)]) -> Scenario {
+        Scenario::start_on(extra_env, &["WebSockets"]).await
+    }
+
+    /// As [`Scenario::start`], client `i` on `transports[i % len]` (the TS
+    /// client resumes stateful sessions on WebSockets only: elsewhere a
+    /// stateful client behaves as a plain one).
+    pub async fn start_on(extra_env: &[(&str, &str)], transports: &[&str]) -> Scenario {
         let t0 = super::now_ms();
         let redis = Redis::start().await;
         let extra_env: Vec<(String, String)> = extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -97,8 +104,10 @@ impl Scenario {
         let url = format!("{}/hubs/chat", proxy.url());
         let commands = specs
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 json!({"cmd": "connect", "name": c.name, "url": url, "methods": ["ReceiveMessage"],
+                       "transport": transports[i % transports.len()],
                        "reconnect": true, "statefulReconnect": c.stateful, "rooms": [c.room]})
             })
             .collect();
