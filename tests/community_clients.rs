@@ -356,6 +356,31 @@ async fn too_much_sent_before_the_first_poll_is_refused_and_an_unknown_token_is_
     assert_eq!(nobody.post(b"{}").await, 404);
 }
 
+#[tokio::test]
+async fn what_waits_for_the_first_poll_is_held_to_64_kib_a_connection() {
+    // ASP.NET Core's transport buffer (64 KB) bounds what a connection
+    // holds before its application reads; the POST limit (2 MiB by
+    // default) alone let a flood of negotiates with POSTs and no poll hold
+    // 2 MiB each for half a minute.
+    let pings = |kib: usize| format!("{{\"type\":6}}{RS}").repeat(kib * 1024 / 11).into_bytes();
+    let s = Sidecar::start(&[]).await;
+    let id = negotiate_v0(&s).await;
+    let lp = Poller { port: s.port, path: format!("/hubs/chat?id={id}") };
+    assert_eq!(lp.post(&pings(70)).await, 413, "more than 64 KiB before the first poll");
+    assert_eq!(lp.post(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}").as_bytes()).await, 200);
+    assert_eq!(lp.post(&pings(60)).await, 200, "up to 64 KiB in all");
+    assert_eq!(lp.post(&pings(8)).await, 413);
+    let (status, _) = lp.poll().await;
+    assert_eq!(status, 200, "the first poll starts the connection");
+    assert_eq!(lp.poll_data().await, b"{}\x1e", "the early handshake was answered");
+    // Started, a connection takes a POST up to its transport limit.
+    assert_eq!(lp.post(&pings(70)).await, 200);
+    let join = json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["early"]});
+    assert_eq!(lp.post(format!("{join}{RS}").as_bytes()).await, 200);
+    let done = records(&String::from_utf8_lossy(&lp.poll_data().await));
+    assert_eq!((done[0]["type"].clone(), done[0].get("error")), (json!(3), None), "still open: {done:?}");
+}
+
 // === Server-Sent Events ===
 
 /// An open event stream and what it has carried so far.

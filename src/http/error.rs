@@ -67,7 +67,9 @@ impl HttpError {
             HttpError::Ingest(HttpIngestError::Invalid(_)) => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(e)) if e.fault().is_callers() => StatusCode::BAD_REQUEST,
             HttpError::Ingest(HttpIngestError::Publish(PublishError::Refused { .. })) => StatusCode::BAD_GATEWAY,
-            HttpError::Ingest(HttpIngestError::Publish(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Ingest(HttpIngestError::Publish(_)) | HttpError::Token(TokenError::EarlyFull) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::TooLarge | HttpError::Token(TokenError::EarlyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -79,6 +81,8 @@ impl HttpError {
     pub(crate) fn fault(&self) -> Fault {
         match self {
             HttpError::Ingest(HttpIngestError::Publish(e)) => e.fault(),
+            // A full early-data budget is a flood of clients, not a fault here.
+            HttpError::Token(e) => crate::fault::Blame::fault(e),
             _ if self.status().is_server_error() => Fault::Internal,
             _ => Fault::Client,
         }
@@ -99,7 +103,8 @@ impl HttpError {
         match &self {
             HttpError::MethodNotAllowed(allow) => builder = builder.header("allow", *allow),
             HttpError::Unauthorized(_) => builder = builder.header("www-authenticate", "Bearer"),
-            HttpError::Ingest(HttpIngestError::Publish(PublishError::SpoolFull(_))) => {
+            HttpError::Ingest(HttpIngestError::Publish(PublishError::SpoolFull(_)))
+            | HttpError::Token(TokenError::EarlyFull) => {
                 builder = builder.header("retry-after", SPOOL_FULL_RETRY_AFTER_SECONDS)
             }
             _ => {}

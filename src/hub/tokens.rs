@@ -6,6 +6,7 @@
 
 use crate::sync::Unpoisoned;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,11 @@ pub(crate) enum TokenError {
     /// More sent before the connection started than it may keep.
     #[error("Too much data sent before the connection started.")]
     EarlyTooLarge,
+    /// Connections that have not started hold all the data this instance
+    /// keeps for them: a flood of negotiates with POSTs, refused before it
+    /// takes the memory.
+    #[error("Too much data is waiting for connections to start; try again.")]
+    EarlyFull,
 }
 
 /// The transport a token is connected with.
@@ -84,6 +90,17 @@ impl Negotiated {
 /// than a polling connection's inbound queue, so handing them over never waits.
 pub(super) const MAX_EARLY_BODIES: usize = 8;
 
+/// Bytes kept for one connection before its transport attaches: ASP.NET
+/// Core's transport buffer (`TransportMaxBufferSize`, 64 KB), past which
+/// its POST would wait for the application to read. A handshake and a few
+/// invocations take a fraction of it.
+pub(crate) const MAX_EARLY_BYTES: usize = 64 * 1024;
+
+/// Bytes kept for all connections that have not started: what a flood of
+/// negotiates, each with a POST and never a poll, can hold (they are swept
+/// with their tokens).
+pub(crate) const MAX_EARLY_TOTAL: usize = 16 << 20;
+
 /// The token table of this instance. It holds an entry for every open
 /// connection, so its buckets are kept small: a boxed key and a boxed slot
 /// (32 B a bucket instead of 128; a table is up to half empty after it
@@ -91,6 +108,12 @@ pub(super) const MAX_EARLY_BODIES: usize = 8;
 #[derive(Debug, Default)]
 pub(crate) struct Tokens {
     slots: Mutex<HashMap<Box<str>, Box<Slot>>>,
+    /// The bytes of every slot's `early`, changed under `slots`' lock.
+    early_total: AtomicUsize,
+}
+
+fn early_bytes(slot: &Slot) -> usize {
+    slot.early.iter().map(Bytes::len).sum()
 }
 
 /// A random URL-safe id, as long as ASP.NET's.
@@ -150,6 +173,7 @@ impl Tokens {
         match &slot.attached {
             None => {
                 slot.attached = Some(make());
+                self.early_total.fetch_sub(early_bytes(slot), Ordering::Relaxed);
                 Ok(Negotiated {
                     connection_id: std::mem::take(&mut slot.connection_id),
                     stateful: slot.stateful,
@@ -170,14 +194,19 @@ impl Tokens {
 
     /// Keeps a POST body for a negotiated connection no transport has
     /// attached to yet (a client may send its handshake before its first
-    /// poll). At most `max_bytes` in all are kept.
+    /// poll). At most `max_bytes` (and [`MAX_EARLY_BYTES`]) in all are kept
+    /// for one connection, [`MAX_EARLY_TOTAL`] for all of them.
     pub(crate) fn keep_early(&self, token: &str, hub: HubId, body: Bytes, max_bytes: usize) -> Result<(), TokenError> {
         let mut slots = self.lock();
         let slot = slots.get_mut(token).filter(|s| s.hub == hub && s.attached.is_none()).ok_or(TokenError::Unknown)?;
-        let kept: usize = slot.early.iter().map(Bytes::len).sum();
-        if kept + body.len() > max_bytes || slot.early.len() >= MAX_EARLY_BODIES {
+        let kept = early_bytes(slot);
+        if kept + body.len() > max_bytes.min(MAX_EARLY_BYTES) || slot.early.len() >= MAX_EARLY_BODIES {
             return Err(TokenError::EarlyTooLarge);
         }
+        if self.early_total.load(Ordering::Relaxed) + body.len() > MAX_EARLY_TOTAL {
+            return Err(TokenError::EarlyFull);
+        }
+        self.early_total.fetch_add(body.len(), Ordering::Relaxed);
         slot.early.push(body);
         Ok(())
     }
@@ -189,13 +218,21 @@ impl Tokens {
 
     /// Forgets a token when its connection ends.
     pub(crate) fn release(&self, token: &str) {
-        self.lock().remove(token);
+        if let Some(slot) = self.lock().remove(token) {
+            self.early_total.fetch_sub(early_bytes(&slot), Ordering::Relaxed);
+        }
     }
 
     /// Forgets tokens negotiated longer than `ttl` ago and never attached.
     pub(crate) fn sweep(&self, ttl: Duration) {
         let now = Instant::now();
-        self.lock().retain(|_, s| s.attached.is_some() || now.duration_since(s.issued) < ttl);
+        self.lock().retain(|_, s| {
+            let keep = s.attached.is_some() || now.duration_since(s.issued) < ttl;
+            if !keep {
+                self.early_total.fetch_sub(early_bytes(s), Ordering::Relaxed);
+            }
+            keep
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Box<Slot>>> {
@@ -235,6 +272,7 @@ impl crate::fault::Blame for TokenError {
             TokenError::PostToWebSocket => "post_to_websocket",
             TokenError::DeleteNotLongPolling => "delete_not_long_polling",
             TokenError::EarlyTooLarge => "early_too_large",
+            TokenError::EarlyFull => "early_full",
         }
     }
 }
@@ -316,6 +354,32 @@ mod tests {
         assert_eq!(t.keep_early("unknown", 0, Bytes::from_static(b"x"), 1 << 20), Err(TokenError::Unknown));
         let n = t.attach(&token, 0, TransportKind::LongPolling, || Attached::WebSocket).expect("attach");
         assert_eq!(n.early.len(), MAX_EARLY_BODIES, "handed over in one go");
+    }
+
+    #[test]
+    fn a_connection_keeps_at_most_64_kib_and_all_of_them_at_most_16_mib() {
+        let t = Tokens::default();
+        let (_, one) = t.issue(0, false, 1);
+        let big = Bytes::from(vec![b' '; MAX_EARLY_BYTES + 1]);
+        assert_eq!(t.keep_early(&one, 0, big, 2 << 20), Err(TokenError::EarlyTooLarge), "one connection's cap");
+        let chunk = Bytes::from(vec![b' '; MAX_EARLY_BYTES]);
+        let mut tokens = Vec::new();
+        for _ in 0..MAX_EARLY_TOTAL / MAX_EARLY_BYTES {
+            let (_, token) = t.issue(0, false, 1);
+            t.keep_early(&token, 0, chunk.clone(), 2 << 20).expect("within the total");
+            tokens.push(token);
+        }
+        assert_eq!(t.keep_early(&one, 0, Bytes::from_static(b"x"), 2 << 20), Err(TokenError::EarlyFull));
+        // Attached, released or swept: the bytes are free again.
+        t.attach(&tokens[0], 0, TransportKind::LongPolling, || Attached::WebSocket).expect("attach");
+        t.release(&tokens[1]);
+        t.keep_early(&one, 0, chunk.clone(), 2 << 20).expect("room again");
+        assert_eq!(t.keep_early(&one, 0, Bytes::from_static(b"x"), 2 << 20), Err(TokenError::EarlyTooLarge));
+        let (_, two) = t.issue(0, false, 1);
+        t.keep_early(&two, 0, chunk.clone(), 2 << 20).expect("the released one's room");
+        assert_eq!(t.keep_early(&two, 0, Bytes::from_static(b"x"), 2 << 20), Err(TokenError::EarlyTooLarge));
+        t.sweep(Duration::ZERO);
+        assert_eq!(t.early_total.load(Ordering::Relaxed), 0, "swept with their tokens");
     }
 
     #[test]
