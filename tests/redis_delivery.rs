@@ -590,3 +590,41 @@ async fn dead_letters_reach(redis: &Redis, n: usize, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Redis comes back empty on a host whose clock is behind the old one's:
+/// the new stream's ids are below where delivery stopped. The group
+/// recreated at that old position left every new event unread, silently,
+/// until the new clock passed it; a lost stream is read from its start
+/// (CONTRACT 14: every owed event, or the client knows).
+#[tokio::test]
+async fn a_stream_lost_with_its_group_is_read_from_its_start_when_it_comes_back() {
+    let redis = Redis::start().await;
+    let log = std::env::temp_dir().join(format!("sidecar-lost-stream-{}.log", free_port()));
+    let s = Sidecar::start_logged(&[("SIDECAR_REDIS_URL", redis.url())], &log).await;
+    let mut d = Driver::start().await;
+    join(&mut d, "before", &s.hub("/hubs/chat"), "r1").await;
+    // An id far ahead of this clock: the old Redis's clock.
+    let first = envelope("chat_message", "r1", chat_payload("r1", 1));
+    let () = redis::cmd("XADD")
+        .arg("events:chat")
+        .arg("9999999999999-0")
+        .arg("data")
+        .arg(first.to_string())
+        .query(&mut redis.conn())
+        .expect("XADD with an id ahead");
+    let m = d.message("before", "ReceiveMessage", WAIT).await.expect("the first event");
+    assert_eq!(m["args"][0], first["payload"]);
+    // Everything lost, as by a restart without persistence.
+    let () = redis::cmd("FLUSHALL").query(&mut redis.conn()).expect("FLUSHALL");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("entries were lost") {
+        assert!(tokio::time::Instant::now() < deadline, "the lost stream was not noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    join(&mut d, "after", &s.hub("/hubs/chat"), "r1").await;
+    let second = envelope("chat_message", "r1", chat_payload("r1", 2));
+    redis.xadd_data("events:chat", &second);
+    let m = d.message("after", "ReceiveMessage", WAIT).await.expect("an event of the new stream");
+    assert_eq!(m["args"][0], second["payload"]);
+    let _ = std::fs::remove_file(log);
+}

@@ -367,7 +367,12 @@ async fn read_stream(
 /// The group is gone (Redis restarted without persistence, or someone
 /// destroyed it): recreate it where delivery stopped, so nothing published
 /// in between is skipped. If the stream no longer holds that entry, what
-/// came after it may be gone too: a hole. True when the stream was intact.
+/// came after it may be gone too: a hole; and the stream may be a new one,
+/// whose ids (from a new server's clock) can lie below that position, so
+/// the group reads it from its start (a stream trimmed past the position
+/// holds nothing before it; what else was delivered before is caught by
+/// the idempotency window and the age check). True when the stream was
+/// intact.
 async fn recover_group(
     conn: &mut RedisConn,
     shared: &Shared,
@@ -376,7 +381,8 @@ async fn recover_group(
 ) -> RedisResult<bool> {
     let (holds, max_deleted) = stream_state(conn, stream, position).await?;
     let intact = (holds || position == StreamId::ZERO) && max_deleted <= position;
-    create_group(conn, stream, &shared.group, &shared.consumer, &position.to_string()).await?;
+    let from = if holds { position } else { StreamId::ZERO };
+    create_group(conn, stream, &shared.group, &shared.consumer, &from.to_string()).await?;
     if intact {
         tracing::warn!(stream = %stream, group = %shared.group, from = %position, "consumer group lost: recreated where delivery stopped");
     } else {
