@@ -261,3 +261,89 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
     assert!(kicked(&metrics), "not kicked after {} events of 16 kB:\n{metrics}", latencies.len());
     drop(stuck);
 }
+
+/// The SSE event stream of a raw client that joins `room`, then never reads
+/// its socket again (a small receive buffer, so the kernel takes little).
+async fn stuck_event_stream(s: &Sidecar, room: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (status, negotiated) =
+        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1", &[], b"").await.expect("negotiate");
+    assert_eq!(status, 200, "{negotiated}");
+    let negotiated: Value = serde_json::from_str(&negotiated).expect("negotiate JSON");
+    let token = negotiated["connectionToken"].as_str().expect("token").to_string();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stream = socket.connect(([127, 0, 0, 1], s.port).into()).await.expect("connects");
+    let get = format!("GET /hubs/chat?id={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(get.as_bytes()).await.expect("GET");
+    let path = format!("/hubs/chat?id={token}");
+    let join = format!(
+        "{{\"protocol\":\"json\",\"version\":1}}\u{1e}{{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"{room}\"]}}\u{1e}"
+    );
+    assert_eq!(request(s.port, "POST", &path, &[], join.as_bytes()).await.expect("POST").0, 200);
+    let mut seen = Vec::new();
+    let joined = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\"type\":3") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the stream ended before the join's completion");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "no completion for the join: {}", String::from_utf8_lossy(&seen));
+    stream
+}
+
+/// The value of one metric line (`name{labels}`), 0 when absent.
+async fn metric(s: &Sidecar, line: &str) -> f64 {
+    let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    metrics.lines().find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_server_sent_events_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
+    use tokio::io::AsyncReadExt;
+    let s = Sidecar::start(&[("SIDECAR_OUTBOX_MAX_BYTES", "65536".into())]).await;
+    let mut d = Driver::start().await;
+    let opts = json!({"transport": "ServerSentEvents"});
+    d.connect("healthy", &s.hub("/hubs/chat"), &["ReceiveMessage"], opts).await.expect("connects");
+    d.invoke("healthy", "JoinRoom", json!(["r"])).await.expect("joins");
+    let mut stuck = stuck_event_stream(&s, "r").await;
+    let sse = "sidecar_connections{hub=\"chat\",transport=\"serversentevents\"}";
+    assert_eq!(metric(&s, sse).await, 2.0);
+    // Events of 16 kB until the stuck client's queue overflows (the kernel's
+    // buffers take an unknown share first); the healthy one gets each.
+    let big = "x".repeat(16 * 1024);
+    let mut sent = 0;
+    for n in 0..4000u64 {
+        if n % 50 == 0 && metric(&s, "sidecar_slow_consumer_disconnects_total").await == 1.0 {
+            break;
+        }
+        let mut p = chat_payload("r", n);
+        p["content"] = json!(big);
+        assert_eq!(s.post_event(envelope("chat_message", "r", p).to_string().as_bytes()).await.0, 202);
+        let m = d.message("healthy", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("healthy missed {n}"));
+        assert_eq!(m["args"][0]["sequence_number"], n);
+        sent += 1;
+    }
+    assert_eq!(metric(&s, "sidecar_slow_consumer_disconnects_total").await, 1.0, "not kicked after {sent} events");
+    // Dropped: its connection ends although its socket takes nothing (within
+    // the write timeout, 10 s by default, and a margin for a loaded machine)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&s, sse).await != 1.0 {
+        assert!(Instant::now() < deadline, "the stuck SSE connection is still open 30 s after its overflow");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...and the server closed its socket: reading what was buffered ends.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, stuck.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server never closed the stuck client's socket ({} bytes read)", rest.len());
+    // The healthy client still receives.
+    assert_eq!(
+        s.post_event(envelope("chat_message", "r", chat_payload("r", 9999)).to_string().as_bytes()).await.0,
+        202
+    );
+    let m = d.message("healthy", "ReceiveMessage", WAIT).await.expect("still delivered");
+    assert_eq!(m["args"][0]["sequence_number"], 9999);
+}

@@ -39,6 +39,13 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub SocketAddr);
 
+/// Drops the HTTP connection a request came on, socket and all, when
+/// cancelled: a response that streams (Server-Sent Events) to a client
+/// that stopped reading cannot end by itself, since hyper would wait
+/// forever to write the rest. In each request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnAbort(pub CancellationToken);
+
 /// Accepts connections on `listener` until `stop`, serving each with
 /// `service` on a task owned by `tasks`; with `tls`, each connection first
 /// completes a TLS handshake on its own task, so a slow or failed handshake
@@ -71,23 +78,28 @@ pub(crate) async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let inner = service.clone();
-        // Handlers learn the client's address from the request extensions.
+        let abort = CancellationToken::new();
+        let request_abort = abort.clone();
+        // Handlers learn the client's address, and how to drop its
+        // connection, from the request extensions.
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
+            req.extensions_mut().insert(ConnAbort(request_abort.clone()));
             inner.call(req)
         });
         let stop = stop.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
+            let ends = Ends { stop, abort };
             let Some(tls) = tls else {
-                return serve_connection(TokioIo::new(stream), service, stop, name, peer, header_timeout).await;
+                return serve_connection(TokioIo::new(stream), service, ends, name, peer, header_timeout).await;
             };
             let handshake = tokio::select! {
                 h = tls.accept(stream, header_timeout) => h,
-                _ = stop.cancelled() => return,
+                _ = ends.stop.cancelled() => return,
             };
             match handshake {
-                Ok(stream) => serve_connection(TokioIo::new(stream), service, stop, name, peer, header_timeout).await,
+                Ok(stream) => serve_connection(TokioIo::new(stream), service, ends, name, peer, header_timeout).await,
                 Err(e) => tracing::debug!(server = name, peer = %peer, error = %e, "connection refused before HTTP"),
             }
         });
@@ -95,12 +107,21 @@ pub(crate) async fn serve<S>(
     tracing::info!(server = name, "listener closed");
 }
 
+/// What ends one HTTP connection from outside.
+struct Ends {
+    /// The server stops: the connection finishes gracefully.
+    stop: CancellationToken,
+    /// A handler drops it at once (see [`ConnAbort`]).
+    abort: CancellationToken,
+}
+
 /// Serves HTTP/1.1 (with upgrades, for WebSockets) on one connection, plain
-/// or TLS, until it ends or `stop` asks it to finish gracefully.
+/// or TLS, until it ends, `stop` asks it to finish gracefully, or a handler
+/// aborts it (the socket is dropped).
 async fn serve_connection<I, S>(
     io: I,
     service: S,
-    stop: CancellationToken,
+    ends: Ends,
     name: &'static str,
     peer: SocketAddr,
     header_timeout: std::time::Duration,
@@ -124,9 +145,16 @@ async fn serve_connection<I, S>(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
+        _ = ends.abort.cancelled() => {
+            tracing::debug!(server = name, peer = %peer, "http connection dropped: its client stopped reading");
+            return;
+        }
+        _ = ends.stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = ends.abort.cancelled() => return,
+            }
         }
     };
     if let Err(e) = result {

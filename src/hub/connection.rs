@@ -24,8 +24,8 @@ pub(crate) enum Carrier {
     ServerSentEvents {
         /// The POSTs and the stop signal.
         ends: crate::transport::PollingEnds,
-        /// Feeds the response body.
-        body: tokio::sync::mpsc::Sender<bytes::Bytes>,
+        /// The response body.
+        body: crate::transport::SseBody,
     },
     /// Long polls, with client messages in POSTs.
     LongPolling {
@@ -169,11 +169,11 @@ async fn run_sse(
     hubs: Arc<Hubs>,
     mut session: HubSession,
     ends: crate::transport::PollingEnds,
-    body: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    body: crate::transport::SseBody,
 ) {
     let outbox = session.outbox();
-    let handshake_timeout = hubs.settings.ws.handshake_timeout;
-    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body, handshake_timeout).await;
+    let (handshake_timeout, write_timeout) = (hubs.settings.ws.handshake_timeout, hubs.settings.ws.write_timeout);
+    let ended = crate::transport::serve_sse(&mut session, &outbox, ends, body, handshake_timeout, write_timeout).await;
     Box::pin(session.finish(ended)).await;
 }
 

@@ -20,7 +20,7 @@ pub(crate) use error::Error;
 pub(crate) use long_polling::{serve_long_polling, ENDED_KEPT};
 pub(crate) use outbox::{Batch, End, Kick, Limits, Outbox, Payload};
 pub(crate) use polling::{polling_channel, PollReply, PollRequest, PollingEnds, PollingHandle};
-pub(crate) use sse::{serve_sse, SSE_PREAMBLE};
+pub(crate) use sse::{serve_sse, SseBody, SSE_BODY_CHUNKS, SSE_PREAMBLE};
 pub(crate) use websocket::{accept_key, serve_websocket, websocket_socket, WsSettings, WsSocket};
 
 use std::future::Future;

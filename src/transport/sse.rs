@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 
@@ -12,16 +13,33 @@ use super::{Ended, Kick, Outbox, Payload, PollingEnds, Session};
 /// and browsers fire `open`; ASP.NET Core's exactly.
 pub(crate) const SSE_PREAMBLE: &[u8] = b":\r\n";
 
-/// Runs one SSE connection: `body` is the response body's sender; the
-/// connection ends when the client goes (the body is dropped) or the
-/// session or server ends it, or when the handshake does not arrive within
-/// `handshake_timeout`.
+/// Chunks of the response body that may wait for hyper to write them. One:
+/// what the connection's outbox holds is what it holds, not a multiple of
+/// it hidden in this channel (each chunk is up to a whole write batch).
+pub(crate) const SSE_BODY_CHUNKS: usize = 1;
+
+/// The response body of one SSE connection, as its task writes it.
+#[derive(Debug)]
+pub(crate) struct SseBody {
+    /// Feeds the response body (at most [`SSE_BODY_CHUNKS`] waiting).
+    pub chunks: mpsc::Sender<Bytes>,
+    /// Drops the HTTP connection under the response, socket and all: a
+    /// client that stopped reading never lets hyper finish the response.
+    pub abort: CancellationToken,
+}
+
+/// Runs one SSE connection: `body` is the response body; the connection
+/// ends when the client goes (the body is dropped) or the session or server
+/// ends it, when the handshake does not arrive within `handshake_timeout`,
+/// or when the client takes nothing for `write_timeout` (it stopped
+/// reading: the HTTP connection is then dropped, as a WebSocket's socket is).
 pub(crate) async fn serve_sse<S: Session>(
     session: &mut S,
     outbox: &Outbox,
     mut ends: PollingEnds,
-    body: mpsc::Sender<Bytes>,
+    body: SseBody,
     handshake_timeout: Duration,
+    write_timeout: Duration,
 ) -> Ended {
     let handshake = tokio::time::sleep(handshake_timeout);
     tokio::pin!(handshake);
@@ -30,7 +48,7 @@ pub(crate) async fn serve_sse<S: Session>(
         tokio::select! {
             biased;
             _ = ends.stop.cancelled() => return Ended::ByClient,
-            _ = body.closed() => return Ended::ByClient,
+            _ = body.chunks.closed() => return Ended::ByClient,
             _ = &mut handshake, if awaiting_handshake => {
                 awaiting_handshake = false;
                 if !session.is_open() {
@@ -41,8 +59,16 @@ pub(crate) async fn serve_sse<S: Session>(
                 let batch = outbox.take(super::WRITE_BATCH_FRAMES);
                 let full = batch.frames.len() == super::WRITE_BATCH_FRAMES;
                 let (frames, end) = super::closing_frames(session, batch);
-                if !frames.is_empty() && body.send(encode(&frames)).await.is_err() {
-                    return Ended::ByClient;
+                if !frames.is_empty() {
+                    match write(&body, encode(&frames), write_timeout).await {
+                        Written::All => {}
+                        Written::Gone => return Ended::ByClient,
+                        Written::Stalled => {
+                            body.abort.cancel();
+                            // A slow consumer's Close cannot reach it now.
+                            return outbox.kicked().map_or(Ended::WriteFailed, Ended::Kicked);
+                        }
+                    }
                 }
                 if let Some(end) = end {
                     return end;
@@ -57,6 +83,38 @@ pub(crate) async fn serve_sse<S: Session>(
             },
         }
     }
+}
+
+/// Most bytes of one chunk of the response body. A write waits for hyper to
+/// take the chunk before it, which it does once it has written most of
+/// what it holds: in chunks this small, each wait measures the client's
+/// progress on a few kilobytes, not on a whole batch (up to the outbox's
+/// size), so a client on a slow link that keeps reading is not taken for
+/// one that stopped, as a WebSocket's write timeout waits for any progress.
+const SSE_CHUNK_BYTES: usize = 16 * 1024;
+
+/// How a [`write`] went.
+enum Written {
+    /// Every byte was handed to the response body.
+    All,
+    /// The response is gone (the client left).
+    Gone,
+    /// The client took nothing for the write timeout.
+    Stalled,
+}
+
+/// Hands `bytes` to the response body in chunks of [`SSE_CHUNK_BYTES`],
+/// each within `write_timeout`.
+async fn write(body: &SseBody, mut bytes: Bytes, write_timeout: Duration) -> Written {
+    while !bytes.is_empty() {
+        let chunk = bytes.split_to(bytes.len().min(SSE_CHUNK_BYTES));
+        match tokio::time::timeout(write_timeout, body.chunks.send(chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Written::Gone,
+            Err(_) => return Written::Stalled,
+        }
+    }
+    Written::All
 }
 
 /// `data:` framing: every line of every frame prefixed, a blank line after each.

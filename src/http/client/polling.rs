@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::super::error::{text, Body, HttpError};
 use super::state::ClientState;
@@ -19,11 +20,13 @@ use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport::{self, PollReply, PollRequest, SSE_PREAMBLE};
 
 /// `GET {hub}?id=` with `Accept: text/event-stream`: opens the stream.
+/// `abort` drops the HTTP connection should the client stop reading.
 pub(super) fn sse(
     state: &ClientState,
     hub: &HubDef,
     token: String,
     identity: Identity,
+    abort: CancellationToken,
 ) -> Result<Response<Body>, HttpError> {
     let (handle, ends) = transport::polling_channel(false);
     let inbound = handle.inbound.clone();
@@ -32,11 +35,12 @@ pub(super) fn sse(
         .tokens
         .attach(&token, hub.id, TokenTransport::ServerSentEvents, || Attached::ServerSentEvents(handle))?;
     hand_over_early(&inbound, connection_id.early);
-    let (body_tx, body_rx) = mpsc::channel::<Bytes>(8);
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(transport::SSE_BODY_CHUNKS);
     let _ = body_tx.try_send(Bytes::from_static(SSE_PREAMBLE));
+    let body = transport::SseBody { chunks: body_tx, abort };
     let negotiated = hub::Negotiated { connection_id: connection_id.connection_id, stateful: false, early: Vec::new() };
     let start = hub::Start { hub: hub.id, negotiated, token: Some(token), identity };
-    state.tasks.spawn(hub::run(state.hubs.clone(), start, hub::Carrier::ServerSentEvents { ends, body: body_tx }));
+    state.tasks.spawn(hub::run(state.hubs.clone(), start, hub::Carrier::ServerSentEvents { ends, body }));
     let frames = stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
     // ASP.NET Core's ServerSentEventsServerTransport headers, and nginx's
     // switch to turn off its buffering.

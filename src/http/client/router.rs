@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response};
 
 use super::super::error::{text, Body, HttpError};
 use super::super::query::param;
+use super::super::ConnAbort;
 use super::state::ClientState;
 use super::{polling, websocket};
 
@@ -50,7 +51,9 @@ async fn route(state: &ClientState, req: Request<Incoming>) -> Result<Response<B
     match *req.method() {
         Method::GET if accepts_event_stream(&req) => {
             state.admit(&identity, &req)?;
-            polling::sse(state, &hub, token, identity)
+            // Every connection the server accepts carries one (http/mod.rs).
+            let abort = req.extensions().get::<ConnAbort>().map(|a| a.0.clone()).unwrap_or_default();
+            polling::sse(state, &hub, token, identity, abort)
         }
         Method::GET => {
             if state.hubs.tokens.is_fresh(&token, hub.id) {

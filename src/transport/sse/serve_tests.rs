@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::transport::fake::{FakeSession, Seen};
@@ -16,19 +17,24 @@ struct Conn {
     outbox: Arc<Outbox>,
     seen: Seen,
     body: mpsc::Receiver<Bytes>,
+    abort: CancellationToken,
     task: JoinHandle<Ended>,
 }
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn start(open: bool) -> Conn {
     let (handle, ends) = polling_channel(false);
     let (tx, body) = mpsc::channel(8);
+    let abort = CancellationToken::new();
+    let sse_body = SseBody { chunks: tx, abort: abort.clone() };
     let mut session = FakeSession::new(open);
     let (outbox, seen) = (session.outbox.clone(), session.seen.clone());
     let task = tokio::spawn(async move {
         let outbox = session.outbox.clone();
-        serve_sse(&mut session, &outbox, ends, tx, Duration::from_secs(15)).await
+        serve_sse(&mut session, &outbox, ends, sse_body, Duration::from_secs(15), WRITE_TIMEOUT).await
     });
-    Conn { handle, outbox, seen, body, task }
+    Conn { handle, outbox, seen, body, abort, task }
 }
 
 async fn settle() {
@@ -92,4 +98,49 @@ async fn a_handshake_that_does_not_come_in_time_ends_the_stream() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!((&mut c.task).await.expect("ends"), Ended::Kicked(Kick::HandshakeTimeout));
     assert_eq!(c.written(), "data: kicked:HandshakeTimeout\r\n\r\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_takes_nothing_for_the_write_timeout_is_dropped() {
+    let mut c = start(true);
+    // Nobody reads the body: its 8 chunks fill, and the 9th waits.
+    for i in 0..9 {
+        c.outbox.push_critical(Payload::text(format!("{i}\u{1e}"))).expect("room");
+        settle().await;
+    }
+    tokio::time::sleep(WRITE_TIMEOUT - Duration::from_secs(1)).await;
+    assert!(!c.task.is_finished() && !c.abort.is_cancelled(), "a write may take up to the timeout");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((&mut c.task).await.expect("ends"), Ended::WriteFailed);
+    assert!(c.abort.is_cancelled(), "the HTTP connection is dropped");
+
+    // A slow consumer's overflow while the write waits ends it as one.
+    let mut c = start(true);
+    for i in 0..9 {
+        c.outbox.push_critical(Payload::text(format!("{i}\u{1e}"))).expect("room");
+        settle().await;
+    }
+    c.outbox.kick(Kick::SlowConsumer);
+    tokio::time::sleep(WRITE_TIMEOUT + Duration::from_secs(1)).await;
+    assert_eq!((&mut c.task).await.expect("ends"), Ended::Kicked(Kick::SlowConsumer));
+    assert!(c.abort.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_keeps_reading_a_large_backlog_slowly_is_kept() {
+    let mut c = start(true);
+    // 1 MB in one batch, taken by the client at 16 KiB per second: 64 s in
+    // all, each chunk well within the write timeout.
+    for _ in 0..10 {
+        c.outbox.push_critical(Payload::text("x".repeat(100_000))).expect("room");
+    }
+    let mut got = 0;
+    while got < 1_000_000 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let chunk = c.body.recv().await.expect("a chunk");
+        assert!(chunk.len() <= 16 * 1024, "{}", chunk.len());
+        got += chunk.iter().filter(|b| **b == b'x').count();
+        assert!(!c.task.is_finished(), "dropped after {got} bytes");
+    }
+    assert!(!c.abort.is_cancelled());
 }
