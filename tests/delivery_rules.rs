@@ -347,3 +347,52 @@ async fn a_server_sent_events_client_that_stops_reading_is_dropped_and_others_ke
     let m = d.message("healthy", "ReceiveMessage", WAIT).await.expect("still delivered");
     assert_eq!(m["args"][0]["sequence_number"], 9999);
 }
+
+#[tokio::test]
+async fn a_slow_client_keeps_the_latest_typing_state_and_gets_the_clear() {
+    // A Long Polling client that stops polling while 20 users start typing
+    // holds 16 frames; one of them stops, and the server clears the others
+    // 2 s later. What it finally polls ends with nobody typing: its queue
+    // gives up the older states for the newer ones, never the other way.
+    let s = Sidecar::start(&[
+        ("SIDECAR_OUTBOX_MAX_FRAMES", "16".into()),
+        ("SIDECAR_TYPING_TIMEOUT_SECONDS", "2".into()),
+        ("SIDECAR_LONG_POLL_TIMEOUT_SECONDS", "1".into()),
+    ])
+    .await;
+    let (status, negotiated) =
+        request(s.port, "POST", "/hubs/chat/negotiate?negotiateVersion=1", &[], b"").await.expect("negotiate");
+    assert_eq!(status, 200);
+    let negotiated: Value = serde_json::from_str(&negotiated).expect("negotiate JSON");
+    let path = format!("/hubs/chat?id={}", negotiated["connectionToken"].as_str().expect("token"));
+    assert_eq!(request(s.port, "GET", &path, &[], b"").await.expect("first poll").0, 200);
+    let join = "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"JoinRoom\",\"arguments\":[\"r\"]}\u{1e}";
+    assert_eq!(request(s.port, "POST", &path, &[], join.as_bytes()).await.expect("POST").0, 200);
+    let deadline = Instant::now() + WAIT;
+    while !request(s.port, "GET", &path, &[], b"").await.expect("poll").1.contains("\"type\":3") {
+        assert!(Instant::now() < deadline, "no completion for the join");
+    }
+    for n in 0..20 {
+        assert_eq!(s.post_event(typing("r", &format!("u{n}"), true).to_string().as_bytes()).await.0, 202);
+    }
+    assert_eq!(s.post_event(typing("r", "u0", false).to_string().as_bytes()).await.0, 202);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut last = std::collections::BTreeMap::new();
+    loop {
+        let (status, body) = request(s.port, "GET", &path, &[], b"").await.expect("poll");
+        assert_eq!(status, 200, "{body}");
+        if body.is_empty() {
+            break;
+        }
+        for record in body.split('\u{1e}').filter(|r| !r.is_empty()) {
+            let m: Value = serde_json::from_str(record).expect("JSON record");
+            assert_ne!(m["type"], 7, "not closed: typing frames are dropped, not overflowed");
+            if m["target"] == "UserTyping" {
+                let user = m["arguments"][0]["user_id"].as_str().expect("user_id").to_string();
+                last.insert(user, m["arguments"][0]["is_typing"].clone());
+            }
+        }
+    }
+    let typing: Vec<&String> = last.iter().filter(|(_, t)| **t == json!(true)).map(|(u, _)| u).collect();
+    assert!(!last.is_empty() && typing.is_empty(), "left typing for ever: {typing:?} of {last:?}");
+}

@@ -312,9 +312,10 @@ impl Outbox {
         Outbox { state: Mutex::new(State::default()), notify: Notify::new(), limits }
     }
 
-    /// Queues a frame without waiting. A full queue first gives up droppable
-    /// frames (the new one if it is droppable, else the oldest queued ones);
-    /// when that is not enough the outbox is kicked as a slow consumer.
+    /// Queues a frame without waiting. A full queue first gives up its oldest
+    /// droppable frames (a droppable frame itself is dropped only when they
+    /// cannot make room for it); when that is not enough for a frame that
+    /// may not be dropped, the outbox is kicked as a slow consumer.
     /// Returns how many queued droppable frames were evicted.
     pub(crate) fn try_push(&self, frame: OutFrame) -> Result<usize, PushError> {
         self.push(frame, Write::Now)
@@ -368,9 +369,10 @@ impl Outbox {
     }
 
     /// Makes room for `frame` under the limits. A full queue first gives up
-    /// droppable frames (the new one if it is droppable, else the oldest
-    /// queued ones); when that is not enough the outbox is kicked as a slow
-    /// consumer. Returns how many queued frames were evicted.
+    /// its oldest droppable frames (a droppable `frame` is dropped itself
+    /// only when they cannot make room for it); when that is not enough the
+    /// outbox is kicked as a slow consumer. Returns how many queued frames
+    /// were evicted.
     fn admit(&self, s: &mut State, frame: &OutFrame) -> Result<usize, PushError> {
         if s.ending || s.kicked.is_some() {
             return Err(PushError::Closed);
@@ -379,9 +381,13 @@ impl Outbox {
         let fits = |s: &State| s.queue.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes;
         let mut evicted = 0;
         if !fits(s) {
-            if frame.droppable {
+            if frame.droppable && !self.fits_without_droppable(s, len) {
                 return Err(PushError::Dropped);
             }
+            // A droppable frame takes the place of older ones: it carries
+            // the latest state of its (room, user), so a slow client that
+            // catches up shows that (a typist's stop, the server's clear)
+            // rather than a state long gone that nothing would ever clear.
             while !fits(s) {
                 // A half-written front frame is not the queue's to drop.
                 let skip = usize::from(s.front_written > 0);
@@ -401,6 +407,15 @@ impl Outbox {
             }
         }
         Ok(evicted)
+    }
+
+    /// Whether a frame of `len` bytes would fit once every queued droppable
+    /// frame (but a half-written front one) is gone.
+    fn fits_without_droppable(&self, s: &State, len: usize) -> bool {
+        let skip = usize::from(s.front_written > 0);
+        let (frames, bytes) =
+            s.queue.iter().skip(skip).filter(|f| f.droppable).fold((0, 0), |(n, b), f| (n + 1, b + f.payload.len()));
+        s.queue.len() - frames < self.limits.max_frames && s.bytes - bytes + len <= self.limits.max_bytes
     }
 
     /// Puts an admitted frame in the queue for the connection's task, and
@@ -831,8 +846,9 @@ mod tests {
         let o = outbox(2);
         o.try_push(frame("typing", true)).expect("room");
         o.try_push(frame("chat1", false)).expect("room");
-        assert_eq!(o.try_push(frame("typing2", true)), Err(PushError::Dropped));
+        assert_eq!(o.try_push(frame("typing2", true)), Ok(1), "the newer state takes the older one's place");
         assert_eq!(o.try_push(frame("chat2", false)), Ok(1), "evicts the queued typing frame");
+        assert_eq!(o.try_push(frame("typing3", true)), Err(PushError::Dropped), "no droppable frame left to give up");
         let batch = o.take(10);
         let texts: Vec<_> = batch.frames.iter().map(|p| String::from_utf8_lossy(p.as_bytes()).to_string()).collect();
         assert_eq!(texts, ["chat1", "chat2"]);
