@@ -1,7 +1,7 @@
 //! The official client's browser build in headless Chromium (Debian's
 //! package through puppeteer-core): negotiate, WebSockets with the token in
 //! the `access_token` query string, join, receive; then the same page
-//! forced onto Server-Sent Events.
+//! forced onto Server-Sent Events, and onto Long Polling.
 
 mod support;
 
@@ -29,7 +29,7 @@ fn procs_root() -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn a_browser_page_receives_over_websockets_and_server_sent_events() {
+async fn a_browser_page_receives_over_every_transport() {
     let s = Sidecar::start(&[("SIDECAR_CORS_ORIGINS", "*".into())]).await;
     for (transport, used, unused) in
         [("WebSockets", "websockets", "eventStreams"), ("ServerSentEvents", "eventStreams", "websockets")]
@@ -47,4 +47,9 @@ async fn a_browser_page_receives_over_websockets_and_server_sent_events() {
         );
         assert_eq!(result[unused], serde_json::json!([]), "{result}");
     }
+    // Long Polling: neither a WebSocket nor an event stream goes out.
+    let result = run_page(&s, "LongPolling").await;
+    assert_eq!(result["ok"], true, "LongPolling: {result}");
+    assert_eq!(result["received"]["content"], "hello from the browser test", "{result}");
+    assert_eq!((&result["websockets"], &result["eventStreams"]), (&serde_json::json!([]), &serde_json::json!([])));
 }
