@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of signalr-sidecar, installing what the tests need on a
-# fresh Debian machine: redis-server and chromium (apt-get), the official
-# SignalR clients (npm ci in tests/client), Python packages (./.venv),
-# prometheus (the dashboard test scrapes the real sidecar with it).
+# fresh Debian machine: redis-server, chromium, npm and python3-venv where
+# missing (apt-get), prometheus (the dashboard test scrapes the real sidecar
+# with it), the official SignalR clients (npm ci in tests/client), Python
+# packages (./.venv).
 #
 #   bash scripts/test.sh            # everything
 #   SKIP_INSTALL=1 bash scripts/test.sh   # assume the tools are there
@@ -15,7 +16,10 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
-  command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  # Debian packages npm apart from nodejs, and venv (ensurepip) apart from python3.
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  [ -x .venv/bin/python ] || python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
