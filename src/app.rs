@@ -76,9 +76,12 @@ pub async fn run_with(
         Arc::new(Schemas::load(&config.schemas_dir).map_err(|e| InvalidSetting(format!("SIDECAR_SCHEMAS_DIR: {e}")))?);
     let metrics = Arc::new(Metrics::new());
     let read_here = |stream: &str| config.redis.is_none() || config.streams.iter().any(|s| s == stream);
+    let dead_letter_streams = if config.redis.is_some() { config.streams.as_slice() } else { &[] };
     metrics.precreate_known(
         routes.hubs.iter().map(|h| h.name.as_str()),
         routes.routes().filter(|r| read_here(&r.stream)).map(|r| (r.stream.as_str(), r.event_type.as_str())),
+        dead_letter_streams.iter().map(String::as_str),
+        routes.hubs.iter().flat_map(|h| h.methods().map(move |m| (h.name.as_str(), m.name.as_str()))),
     );
     let auth = match &config.auth {
         AuthConfig::None => None,

@@ -97,3 +97,59 @@ async fn a_fresh_instance_shows_every_family_the_contract_names() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The families of README's *Observability > Metrics* table, as the
+/// exposition names them (a counter's `_total` is its samples' suffix).
+fn readme_families() -> Vec<String> {
+    let readme = std::fs::read_to_string(procs::root().join("README.md")).expect("README.md");
+    let section = readme.split("\n### Metrics").nth(1).expect("README.md has ### Metrics");
+    let section = section.split("\n### ").next().expect("the section");
+    let families: Vec<String> = section
+        .lines()
+        .filter_map(|row| row.strip_prefix("| `sidecar_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("sidecar_{}", name.strip_suffix("_total").unwrap_or(name)))
+        .collect();
+    assert!(families.len() >= 13, "{families:?}");
+    families
+}
+
+/// The families of `wanted` with no sample on `page`.
+fn without_samples<'a>(page: &str, wanted: &'a [String]) -> Vec<&'a String> {
+    let sampled = |family: &str| {
+        page.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix(family))
+            .any(|rest| ["{", " ", "_total", "_bucket", "_count", "_sum"].iter().any(|suffix| rest.starts_with(suffix)))
+    };
+    wanted.iter().filter(|f| !sampled(f)).collect()
+}
+
+#[tokio::test]
+async fn a_fresh_instance_shows_every_family_the_readme_lists() {
+    // README: "a fresh instance's page has every family below", save the
+    // ones it names as appearing later: failed token checks (by a reason
+    // known only when one fails) and, without Redis, the per-stream ones.
+    let families = readme_families();
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let later = ["sidecar_auth_failures"];
+    let wanted: Vec<String> = families.iter().filter(|f| !later.contains(&f.as_str())).cloned().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, page) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        let missing = without_samples(&page, &wanted);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "missing from a fresh instance with Redis: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let s = Sidecar::start(&[]).await;
+    let later = ["sidecar_auth_failures", "sidecar_stream_lag", "sidecar_stream_pending", "sidecar_dead_letters"];
+    let wanted: Vec<String> = families.iter().filter(|f| !later.contains(&f.as_str())).cloned().collect();
+    let (_, page) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    let missing = without_samples(&page, &wanted);
+    assert!(missing.is_empty(), "missing from a fresh instance on the in-process bus: {missing:?}");
+}

@@ -393,7 +393,9 @@ async fn a_flooding_client_is_limited_and_its_room_is_not_slowed() {
     d.message("calm", "ReceiveMessage", WAIT).await.expect("the calm client receives");
     assert!(sent.elapsed() < Duration::from_millis(200), "{:?}", sent.elapsed());
     let (_, metrics) = request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    // The series is there from the start at zero: counted, not just present.
     assert!(metrics.contains("sidecar_limited_total{limit=\"invocations\"}"), "{metrics}");
+    assert!(!metrics.contains("sidecar_limited_total{limit=\"invocations\"} 0\n"), "{metrics}");
 }
 
 #[tokio::test]

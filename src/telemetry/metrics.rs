@@ -14,9 +14,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::labels::{
-    AuthFailure, Connection, Consumed, Continuity, ContinuityCause, Disconnect, DropReason, Dropped, Handoff,
-    HistoryEvent, HistoryEventOutcome, HistoryJoin, HistoryJoinOutcome, Invocation, Limited, OneLabel, Push,
-    PushOutcome, Spool, SpoolOutcome, Stream, Transport,
+    AuthFailure, Connection, Consumed, Continuity, ContinuityCause, Disconnect, DisconnectReason, DropReason, Dropped,
+    Handoff, HandoffOutcome, HistoryEvent, HistoryEventOutcome, HistoryJoin, HistoryJoinOutcome, Invocation, Limit,
+    Limited, OneLabel, Push, PushOutcome, Spool, SpoolOutcome, Stream, Transport,
 };
 use super::PerValue;
 
@@ -154,7 +154,7 @@ families! {
         "sidecar_stream_pending", "Entries read by this instance's group and not acknowledged";
     slow_consumer_disconnects: Counter =
         "sidecar_slow_consumer_disconnects", "Connections closed because their outbound queue overflowed";
-    /// Absent without Redis.
+    /// 0 without Redis (the in-process bus).
     redis_up: Gauge = "sidecar_redis_up", "1 while Redis answers, 0 while it does not";
     /// Counted (and logged) through [`super::events::DeadLettered`].
     dead_letters: Family<Stream, Counter> = "sidecar_dead_letters", "Invalid entries copied to a dead-letter stream";
@@ -204,18 +204,30 @@ impl Metrics {
         // Counted only after a fault: zeros from the start, so an alert on
         // them has a series to watch before the first one.
         m.continuity_closes.precreate(ContinuityCause::ALL);
+        // Closed sets too: the first slow consumer, limit hit or handoff
+        // is then an increase from zero, not a series that starts at one
+        // (which `increase()` and `rate()` do not see).
+        m.disconnects.precreate(DisconnectReason::ALL);
+        m.limited.precreate(Limit::ALL);
+        m.session_handoffs.precreate(HandoffOutcome::ALL);
         m
     }
 
     /// Zeros for the labelled series known at start: every hub on every
     /// transport, every routed (stream, event type) this instance reads,
-    /// every drop reason. Prometheus's own advice: a series that appears only
-    /// with its first event leaves rates and alerts undefined until then, and
-    /// a fresh instance's page would lack families the contract names.
+    /// every drop reason, the dead letters of every stream it reads from
+    /// Redis (`dead_letter_streams`, none on the in-process bus), and the
+    /// successful calls of every server method of the routing file
+    /// (`methods`: hub and method names; failures appear with their reason).
+    /// Prometheus's own advice: a series that appears only with its first
+    /// event leaves rates and alerts undefined until then, and a fresh
+    /// instance's page would lack families the contract names.
     pub fn precreate_known<'a>(
         &self,
         hubs: impl IntoIterator<Item = &'a str>,
         consumed: impl IntoIterator<Item = (&'a str, &'a str)>,
+        dead_letter_streams: impl IntoIterator<Item = &'a str>,
+        methods: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
         for hub in hubs {
             let hub: Arc<str> = Arc::from(hub);
@@ -229,6 +241,16 @@ impl Metrics {
                 .get_or_create(&Consumed { stream: Arc::from(stream), event_type: Arc::from(event_type) });
         }
         self.events_dropped.precreate(DropReason::ALL);
+        for stream in dead_letter_streams {
+            let _ = self.dead_letters.get_or_create(&Stream { stream: Arc::from(stream) });
+        }
+        for (hub, method) in methods {
+            let _ = self.invocations.get_or_create(&Invocation {
+                hub: Arc::from(hub),
+                method: Arc::from(method),
+                outcome: "ok",
+            });
+        }
     }
 
     /// Counts `n` POSTed events through the spool with `outcome`.

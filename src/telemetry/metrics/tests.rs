@@ -88,7 +88,18 @@ sidecar_continuity_closes_total{cause="instance_lagged"} 0
 sidecar_continuity_closes_total{cause="stream_lost"} 0
 sidecar_continuity_closes_total{cause="stream_trimmed"} 2
 sidecar_dead_letters_total{stream="events:chat"} 1
+sidecar_disconnects_total{reason="client"} 0
+sidecar_disconnects_total{reason="client_timeout"} 0
+sidecar_disconnects_total{reason="continuity"} 0
+sidecar_disconnects_total{reason="handoff"} 0
+sidecar_disconnects_total{reason="handshake_timeout"} 0
+sidecar_disconnects_total{reason="inactivity"} 0
+sidecar_disconnects_total{reason="message_too_large"} 0
+sidecar_disconnects_total{reason="session"} 0
+sidecar_disconnects_total{reason="shutdown"} 0
 sidecar_disconnects_total{reason="slow_consumer"} 1
+sidecar_disconnects_total{reason="token_expired"} 0
+sidecar_disconnects_total{reason="write_failed"} 0
 sidecar_event_delivery_seconds_bucket{le="+Inf"} 1
 sidecar_event_delivery_seconds_bucket{le="0.0001"} 0
 sidecar_event_delivery_seconds_bucket{le="0.00025"} 0
@@ -146,7 +157,10 @@ sidecar_ingest_wait_seconds_bucket{le="5.0"} 1
 sidecar_ingest_wait_seconds_count 1
 sidecar_ingest_wait_seconds_sum 0.01
 sidecar_invocations_total{hub="chat",method="JoinRoom",outcome="ok"} 1
+sidecar_limited_total{limit="connections_per_ip"} 0
+sidecar_limited_total{limit="connections_per_user"} 0
 sidecar_limited_total{limit="invocations"} 1
+sidecar_limited_total{limit="max_connections"} 0
 sidecar_push_notifications_total{outcome="error"} 0
 sidecar_push_notifications_total{outcome="expired"} 0
 sidecar_push_notifications_total{outcome="failed"} 0
@@ -158,7 +172,11 @@ sidecar_push_notifications_total{outcome="retried"} 0
 sidecar_push_notifications_total{outcome="sent"} 1
 sidecar_push_notifications_total{outcome="taken"} 0
 sidecar_redis_up 1
+sidecar_session_handoffs_total{outcome="refused"} 0
 sidecar_session_handoffs_total{outcome="resumed"} 1
+sidecar_session_handoffs_total{outcome="save_failed"} 0
+sidecar_session_handoffs_total{outcome="saved"} 0
+sidecar_session_handoffs_total{outcome="unresumable"} 0
 sidecar_slow_consumer_disconnects_total 1
 sidecar_spool_depth 2
 sidecar_spool_events_total{outcome="flushed"} 1
@@ -230,9 +248,10 @@ fn every_closed_value_reads_as_its_label() {
         ]
     );
     // A handle is resolved once: the second count adds to the same series.
+    // (Drop reasons are made at start by `precreate_known`, not by `new`.)
     let m = Metrics::new();
-    m.limited.get(Limit::ConnectionsPerIp).inc();
-    m.limited.get(Limit::ConnectionsPerIp).inc();
-    assert!(m.render().contains("sidecar_limited_total{limit=\"connections_per_ip\"} 2"));
-    assert!(!m.render().contains("limit=\"max_connections\""), "only used series appear");
+    m.events_dropped.get(DropReason::Stale).inc();
+    m.events_dropped.get(DropReason::Stale).inc();
+    assert!(m.render().contains("sidecar_events_dropped_total{reason=\"stale\"} 2"));
+    assert!(!m.render().contains("reason=\"duplicate\""), "only used series appear");
 }
