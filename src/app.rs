@@ -424,7 +424,7 @@ impl FirstRedis<'_> {
             };
             anyhow::Error::new(InvalidSetting(format!(
                 "SIDECAR_REDIS_URL: cannot connect to {}: {e}{hint}",
-                redis.urls.join(",")
+                redis.urls.iter().map(|u| crate::config::redact_url(u)).collect::<Vec<_>>().join(",")
             )))
         };
         // The redis crate would reconnect after a refused password (it may

@@ -43,6 +43,19 @@ fn valid_origin(origin: &str) -> bool {
         && hyper::header::HeaderValue::from_str(origin).is_ok()
 }
 
+/// `url` as it may be shown (logs, errors): a password in it becomes `***`
+/// (`redis://user:***@host:6379`); the user name and the rest stay, so the
+/// operator still sees which server and user were meant.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// The default streams (CONTRACT section 5).
 pub const DEFAULT_STREAMS: [&str; 4] = ["events:chat", "events:ticket", "events:notification", "events:remote"];
 
@@ -482,7 +495,7 @@ impl Config {
         };
         for url in &redis.urls {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                r.error("redis_url", format!("'{url}' must start with redis:// or rediss://"));
+                r.error("redis_url", format!("'{}' must start with redis:// or rediss://", redact_url(url)));
             }
         }
         let streams_set = raw.get("streams").is_some();

@@ -356,3 +356,15 @@ fn the_redis_ca_file_is_read_at_start_and_must_hold_a_certificate() {
     assert!(errors[0].starts_with("SIDECAR_REDIS_CA_FILE: cannot read"), "{errors:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_redis_password_is_never_shown() {
+    assert_eq!(redact_url("redis://u:pw@h:6379/3"), "redis://u:***@h:6379/3");
+    assert_eq!(redact_url("rediss://:p%40ss@h"), "rediss://:***@h");
+    assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:***@h:1");
+    assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    assert_eq!(redact_url("redis://user@h"), "redis://user@h");
+    assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
+    let errors = errors_of(&[("SIDECAR_REDIS_URL", "http://u:secret@h")]);
+    assert_eq!(errors, ["SIDECAR_REDIS_URL: 'http://u:***@h' must start with redis:// or rediss://"]);
+}
