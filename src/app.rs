@@ -419,6 +419,8 @@ impl FirstRedis<'_> {
         let fatal = |e: redis::RedisError| {
             let hint = if ingest::untrusted_certificate(&e) {
                 " (a Redis with a private certificate authority: set SIDECAR_REDIS_CA_FILE to its certificate)"
+            } else if e.code() == Some("NOAUTH") {
+                " (Redis wants a password: redis://[user]:password@host:port)"
             } else {
                 ""
             };
@@ -435,7 +437,7 @@ impl FirstRedis<'_> {
                 && e.kind() != redis::ErrorKind::AuthenticationFailed
                 && !ingest::untrusted_certificate(e)
         };
-        let error = match ingest::connect(redis, Some(Duration::from_secs(5))).await {
+        let error = match connect_and_ping(redis).await {
             Ok(conn) => return Ok(Some(conn)),
             Err(e) if mendable(&e) => e,
             Err(e) => return Err(fatal(e)),
@@ -466,7 +468,7 @@ impl FirstRedis<'_> {
                 () = shutdown.as_mut() => break Ok(None),
                 () = tokio::time::sleep(pause) => {}
             }
-            match ingest::connect(redis, Some(Duration::from_secs(5))).await {
+            match connect_and_ping(redis).await {
                 Ok(conn) => {
                     tracing::info!("Redis answers: starting");
                     break Ok(Some(conn));
@@ -486,6 +488,15 @@ impl FirstRedis<'_> {
         self.readiness.waiting_for_redis(false);
         outcome
     }
+}
+
+/// Connects to Redis and has it answer a PING: a Redis that wants a
+/// password the URL does not give accepts the connection and then answers
+/// every command NOAUTH, which no wait mends (a setting does).
+async fn connect_and_ping(redis: &crate::config::RedisConfig) -> redis::RedisResult<ingest::RedisConn> {
+    let mut conn = ingest::connect(redis, Some(Duration::from_secs(5))).await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+    Ok(conn)
 }
 
 /// The introspection API's view of this instance, and the Redis bus that

@@ -275,6 +275,20 @@ async fn a_wrong_password_stops_the_start() {
     }
 }
 
+/// A Redis that wants a password and is given none (the URL lacks it)
+/// answers every command NOAUTH: as with a wrong password, the start stops
+/// with exit code 64 naming the setting (README, *Settings*), not with a
+/// failure of the running service (exit 1, "ensuring the consumer groups").
+#[tokio::test]
+async fn a_missing_password_stops_the_start_naming_the_setting() {
+    let redis = Redis::start().await;
+    let mut admin = redis.conn();
+    let () = redis::cmd("CONFIG").arg(&["SET", "requirepass", "s3cret"][..]).query(&mut admin).expect("CONFIG SET");
+    let (code, stderr) = Sidecar::refused(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    assert_eq!(code, Some(64), "still waiting after 10 s, or another exit: {stderr}");
+    assert!(stderr.contains("SIDECAR_REDIS_URL"), "{stderr}");
+}
+
 #[tokio::test]
 async fn a_read_window_holds_what_follows_an_event_and_never_an_event_after_quiet() {
     let redis = Redis::start().await;
