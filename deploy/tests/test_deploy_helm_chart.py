@@ -498,13 +498,26 @@ def test_rollback_is_a_values_change(render):
 
 
 def test_grace_period_override_must_exceed_the_shutdown_timeout(render):
-    objs, _ = render({"terminationGracePeriodSeconds": 60, "drainWindowSeconds": 30})
+    objs, _ = render({"terminationGracePeriodSeconds": 60, "drainWindowSeconds": 30, "shutdownTimeoutSeconds": 40})
     assert dc.sidecar_deployment(objs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
     with pytest.raises(HelmError, match="terminationGracePeriodSeconds"):
         render({"terminationGracePeriodSeconds": 12, "drainWindowSeconds": 10})
     # Longer than the drain, but shorter than the process's own deadline.
     with pytest.raises(HelmError, match="shutdownTimeoutSeconds"):
         render({"terminationGracePeriodSeconds": 28, "drainWindowSeconds": 10, "shutdownTimeoutSeconds": 25})
+
+
+def test_a_drain_window_the_shutdown_deadline_cannot_hold_is_refused(render):
+    # The binary refuses to start (exit 64) unless SIDECAR_SHUTDOWN_TIMEOUT_SECONDS
+    # is longer than SIDECAR_DRAIN_WINDOW_SECONDS: a release with a longer drain
+    # window than the default deadline would crash-loop every pod.
+    with pytest.raises(HelmError, match="shutdownTimeoutSeconds"):
+        render({"drainWindowSeconds": 30})
+    with pytest.raises(HelmError, match="shutdownTimeoutSeconds"):
+        render({"drainWindowSeconds": 25, "shutdownTimeoutSeconds": 25})
+    objs, _ = render({"drainWindowSeconds": 30, "shutdownTimeoutSeconds": 45})
+    env = dc.env_map(dc.sidecar_container(dc.sidecar_deployment(objs)))
+    assert int(env["SIDECAR_SHUTDOWN_TIMEOUT_SECONDS"]["value"]) > int(env["SIDECAR_DRAIN_WINDOW_SECONDS"]["value"])
 
 
 def test_pre_stop_sleep_keeps_serving_before_sigterm_and_counts_in_the_grace_period(render):
