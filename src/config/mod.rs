@@ -513,6 +513,16 @@ impl Config {
             leeway_seconds: r.get("jwt_leeway_seconds", 30),
             user_claim: r.get("jwt_user_claim", "sub".to_string()),
         };
+        // Token keys given while no token is checked: said at start, since
+        // the operator most likely meant `jwt` and every client is let in.
+        let unused_keys: Vec<&str> = [
+            ("SIDECAR_JWT_SECRET", jwt.secret.is_some()),
+            ("SIDECAR_JWT_PUBLIC_KEY_FILE", jwt.public_key_file.is_some()),
+            ("SIDECAR_JWKS_FILE", jwt.jwks_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
         let auth = match auth_mode.as_str() {
             "none" => AuthConfig::None,
             "jwt" => {
@@ -587,7 +597,14 @@ impl Config {
             push: push::read(&mut r),
             warnings: Vec::new(),
         };
-        let (errors, warnings) = r.finish();
+        let (errors, mut warnings) = r.finish();
+        if auth_mode == "none" && !unused_keys.is_empty() {
+            warnings.push(format!(
+                "SIDECAR_AUTH: none, so no token is checked and clients connect without one: {} unused (set \
+                 SIDECAR_AUTH=jwt to require a token)",
+                unused_keys.join(", ")
+            ));
+        }
         if errors.is_empty() {
             Ok(Config { warnings, ..config })
         } else {

@@ -368,3 +368,20 @@ fn a_redis_password_is_never_shown() {
     let errors = errors_of(&[("SIDECAR_REDIS_URL", "http://u:secret@h")]);
     assert_eq!(errors, ["SIDECAR_REDIS_URL: 'http://u:***@h' must start with redis:// or rediss://"]);
 }
+
+#[test]
+fn a_token_key_without_auth_jwt_is_warned_about() {
+    // A secret or key given while SIDECAR_AUTH stays `none` checks no token:
+    // every client connects anonymously. Said at start, not silently.
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_JWT_SECRET", "s"), ("SIDECAR_JWKS_FILE", "/k")])
+        .expect("valid");
+    assert!(matches!(c.auth, AuthConfig::None));
+    assert_eq!(
+        c.warnings,
+        ["SIDECAR_AUTH: none, so no token is checked and clients connect without one: SIDECAR_JWT_SECRET, \
+          SIDECAR_JWKS_FILE unused (set SIDECAR_AUTH=jwt to require a token)"]
+    );
+    let c = config("", &[("SIDECAR_INSTANCE_ID", "a"), ("SIDECAR_AUTH", "jwt"), ("SIDECAR_JWT_SECRET", "s")])
+        .expect("valid");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
