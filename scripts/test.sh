@@ -16,6 +16,8 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  # tests/readme_examples.rs runs the README's curl command as written.
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   # Debian packages npm apart from nodejs, and venv (ensurepip) apart from python3.
   command -v npm >/dev/null 2>&1 || missing+=(npm)

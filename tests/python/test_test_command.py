@@ -50,7 +50,7 @@ def run_install_steps(tmp_path: Path, tools: list[str], python3: str) -> tuple[s
 def test_npm_is_installed_when_node_comes_without_it(tmp_path):
     # Debian's nodejs package has no npm: `npm ci` would be "command not found".
     installed, stderr = run_install_steps(
-        tmp_path, ["redis-server", "chromium", "prometheus", "node"], python3="exit 0"
+        tmp_path, ["redis-server", "chromium", "prometheus", "curl", "node"], python3="exit 0"
     )
     assert "npm" in installed.split(), f"apt-get was asked for {installed!r}; stderr: {stderr}"
 
@@ -59,7 +59,7 @@ def test_venv_support_is_installed_when_python_lacks_it(tmp_path):
     # Debian's python3 without python3-venv: `python3 -m venv` fails (no ensurepip).
     installed, stderr = run_install_steps(
         tmp_path,
-        ["redis-server", "chromium", "prometheus", "node", "npm"],
+        ["redis-server", "chromium", "prometheus", "curl", "node", "npm"],
         python3='case "$*" in *ensurepip*|*venv*) exit 1;; esac; exit 0',
     )
     assert "python3-venv" in installed.split(), f"apt-get was asked for {installed!r}; stderr: {stderr}"
@@ -67,6 +67,14 @@ def test_venv_support_is_installed_when_python_lacks_it(tmp_path):
 
 def test_nothing_is_installed_when_everything_is_there(tmp_path):
     installed, _ = run_install_steps(
-        tmp_path, ["redis-server", "chromium", "prometheus", "node", "npm"], python3="exit 0"
+        tmp_path, ["redis-server", "chromium", "prometheus", "curl", "node", "npm"], python3="exit 0"
     )
     assert installed == ""
+
+
+def test_curl_is_installed_when_missing(tmp_path):
+    # tests/readme_examples.rs runs the README's curl command; a minimal Debian has no curl.
+    installed, stderr = run_install_steps(
+        tmp_path, ["redis-server", "chromium", "prometheus", "node", "npm"], python3="exit 0"
+    )
+    assert installed.split()[-1:] == ["curl"], f"apt-get was asked for {installed!r}; stderr: {stderr}"
