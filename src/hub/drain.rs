@@ -13,8 +13,9 @@ use crate::telemetry::events::ContinuityClosed;
 use crate::telemetry::labels::ContinuityCause;
 
 /// Tells every connection to reconnect elsewhere (Close with
-/// `allowReconnect: true`), spread evenly over `window` so clients do not
-/// all come back at once. Events keep flowing to the connections not yet
+/// `allowReconnect: true`), spread over `window` in 100 ms steps of at
+/// least one connection each (fewer connections than steps finish early)
+/// so clients do not all come back at once. Events keep flowing to the connections not yet
 /// closed: the caller stops ingest only after this returns. Stateful
 /// sessions are handed off instead: each leaves fan-out at a cut after
 /// every held batch went out to it ([`detach_at_cut`]), so its snapshot
