@@ -215,3 +215,51 @@ async fn introspection_answers_for_every_instance_on_a_cluster() {
         assert_eq!(rooms["rooms"], json!([{"name": "shared", "connections": 2}]));
     }
 }
+
+/// `XLEN` of `stream` through the cluster, waiting (up to `within`) for it
+/// to reach `n`; then, after a settling pause, still `n`.
+async fn stream_holds(cluster: &Cluster, stream: &str, n: usize, within: Duration) {
+    let mut conn = cluster.client().get_connection().expect("cluster connection");
+    let deadline = Instant::now() + within;
+    loop {
+        let len: usize = redis::cmd("XLEN").arg(stream).query(&mut conn).expect("XLEN");
+        if len == n {
+            break;
+        }
+        assert!(len < n && Instant::now() < deadline, "{stream} holds {len} entries, expected {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Dead letters on a cluster (CONTRACT sections 4 and 11): every instance
+/// reads every entry, yet each invalid one is copied once, on a plain
+/// stream name and on one with a hash tag (`{tenant}:events`, the way
+/// cluster users pin related keys to one slot), whose dead-letter stream
+/// and exactly-once marker must share a slot for the script to run.
+#[tokio::test]
+async fn invalid_entries_are_dead_lettered_once_on_a_cluster_whatever_the_stream_name() {
+    let cluster = Cluster::start().await;
+    let tagged = "{tenant}:events";
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", cluster.urls()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_STREAMS", format!("events:chat,events:ticket,events:notification,events:remote,{tagged}")),
+        ]
+    };
+    let (_a, _b) = (Sidecar::start(&env("dl-a")).await, Sidecar::start(&env("dl-b")).await);
+    // Let both beat and elect (a claim tick) before the entries come.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut conn = cluster.client().get_connection().expect("cluster connection");
+    let mut bad = envelope("chat_message", "nobody", chat_payload("nobody", 0));
+    bad["payload"].as_object_mut().expect("object").remove("content");
+    for stream in ["events:chat", tagged] {
+        xadd(&mut conn, stream, &bad);
+        let _: String = redis::cmd("XADD").arg(stream).arg("*").arg("garbage").arg("x").query(&mut conn).expect("XADD");
+    }
+    stream_holds(&cluster, "events:chat:dead", 2, WAIT).await;
+    stream_holds(&cluster, &format!("{tagged}:dead"), 2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stream_holds(&cluster, "events:chat:dead", 2, Duration::ZERO).await;
+    stream_holds(&cluster, &format!("{tagged}:dead"), 2, Duration::ZERO).await;
+}

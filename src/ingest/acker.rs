@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use redis::cluster_routing::Slot;
 use tokio::sync::mpsc;
 
 use super::{RedisConn, StreamId};
@@ -136,8 +137,7 @@ pub(super) async fn run(
 const DEAD_LETTER_SEEN_MS: u64 = 3_600_000;
 
 /// Writes a dead letter once however many instances try: `SET NX` of a
-/// key beside the dead-letter stream (`{<stream>:dead}:seen:<id>`, in the
-/// stream's cluster slot by its hash tag), then the `XADD`; a failed XADD
+/// key beside the dead-letter stream (see [`seen_key`]), then the `XADD`; a failed XADD
 /// forgets the key so a retry can write it. 1 when this call wrote it.
 const DEAD_LETTER_SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
@@ -168,11 +168,67 @@ async fn dead_letter(
 ) -> redis::RedisResult<bool> {
     let dead = format!("{stream}:dead");
     let mut call = script.key(&dead);
-    call.key(format!("{{{dead}}}:seen:{id}")).arg(DEAD_LETTER_SEEN_MS).arg(maxlen);
+    call.key(seen_key(&dead, id)).arg(DEAD_LETTER_SEEN_MS).arg(maxlen);
     for (k, v) in fields.iter() {
         call.arg(k).arg(v);
     }
     call.arg("reason").arg(reason);
     let written: i64 = call.invoke_async(conn).await?;
     Ok(written == 1)
+}
+
+/// The key that marks entry `id`'s dead letter as written: in the cluster
+/// slot of the dead-letter stream `dead`, since one script touches both
+/// (a Redis Cluster refuses keys of two slots: CROSSSLOT, and the entry
+/// would stay pending for ever).
+/// - `{<dead>}:seen:<id>` for an ordinary name (no `}`): the whole name
+///   is the hash tag, as the whole name is what Redis hashes;
+/// - `<dead>:seen:<id>` when the name carries a hash tag of its own
+///   (`{tenant}:events:dead`): the suffix keeps that tag;
+/// - `{<n>}:seen:<dead>:<id>` otherwise (a `}` but no tag, `a}b:dead`):
+///   `<n>` is the smallest number hashing to the name's slot.
+fn seen_key(dead: &str, id: StreamId) -> String {
+    if hash_tag(dead).is_some() {
+        return format!("{dead}:seen:{id}");
+    }
+    if !dead.contains('}') {
+        return format!("{{{dead}}}:seen:{id}");
+    }
+    let slot = Slot::for_key(dead);
+    let n = (0u32..).find(|n| Slot::for_key(n.to_string()) == slot).expect("every slot has a number hashing to it");
+    format!("{{{n}}}:seen:{dead}:{id}")
+}
+
+/// What Redis Cluster hashes of `key` when it is not the whole key: the
+/// text between its first `{` and the next `}`, if not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    Some(&key[open + 1..open + 1 + close]).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seen_key_shares_its_dead_letter_streams_slot_whatever_the_name() {
+        let id = StreamId { ms: 1_700_000_000_000, seq: 3 };
+        assert_eq!(seen_key("events:chat:dead", id), "{events:chat:dead}:seen:1700000000000-3");
+        for dead in [
+            "events:chat:dead",
+            "{tenant}:events:dead",
+            "events:{chat}:dead",
+            "a}b:dead",
+            "{}x}:dead",
+            "x{}y:dead",
+            "{:dead",
+            "x{y:dead",
+            "}{a}:dead",
+        ] {
+            let key = seen_key(dead, id);
+            assert_eq!(Slot::for_key(&key), Slot::for_key(dead), "{dead} -> {key}");
+            assert!(key.contains(dead), "one key per stream: {dead} -> {key}");
+        }
+    }
 }
