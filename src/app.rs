@@ -228,9 +228,12 @@ pub async fn run_with(
         presence,
     )
     .with_webhook(Arc::new(http::HyperWebhook));
+    // The handoff's connection also finds a node for the resume asks' subscriber.
+    let mut handoff_conn = None;
     if let Some(redis) = &config.redis {
         let conn =
             ingest::connect(redis, Some(std::time::Duration::from_secs(5))).await.context("SIDECAR_REDIS_URL")?;
+        handoff_conn = Some(conn.clone());
         let freshness =
             pipeline::Freshness { max_age: config.delivery.max_event_age, max_skew: config.delivery.max_clock_skew };
         hubs = hubs.with_handoff(hub::Handoff {
@@ -255,14 +258,15 @@ pub async fn run_with(
     let hubs = Arc::new(hubs);
     // A client whose socket dropped may resume on another instance: that
     // one asks for the session, and this one hands it over if it holds it.
-    if let Some(redis) = &config.redis {
+    if let (Some(redis), Some(conn)) = (&config.redis, handoff_conn) {
         let (hubs, spawner) = (hubs.clone(), tasks.clone());
         let on_token = move |token: String| {
             let hubs = hubs.clone();
             spawner.spawn(async move { hub::release(&hubs, &token).await });
         };
         let channel = crate::continuity::release_channel(&redis.group_prefix);
-        tasks.spawn(ingest::listen(redis.clone(), channel, on_token, keepalive_stop.clone()));
+        let nodes = ingest::SubscribeNodes::new(redis.clone(), conn);
+        tasks.spawn(ingest::listen(nodes, channel, on_token, keepalive_stop.clone()));
     }
     if let Some(redis) = &config.redis {
         share_activity(&hubs, redis, &config.instance_id, &tasks, &keepalive_stop).await?;
@@ -583,6 +587,7 @@ async fn share_activity(
         let hub = out.routes.hubs.get(a.hub)?.path.clone();
         Some(crate::presence::SharedActivity { instance: own.clone(), hub, user: a.user.to_string() })
     };
+    let nodes = ingest::SubscribeNodes::new(redis.clone(), conn.clone());
     tasks.spawn(crate::presence::publish_activity(queue, conn, channel.clone(), to_message, stop.clone()));
     let (hubs, own) = (hubs.clone(), instance.to_string());
     let on_message = move |text: String| {
@@ -594,6 +599,6 @@ async fn share_activity(
             hubs.activity.remote(hub.id, &a.user, hubs.now_ms(), &hubs.registry);
         }
     };
-    tasks.spawn(ingest::listen(redis.clone(), channel, on_message, stop.clone()));
+    tasks.spawn(ingest::listen(nodes, channel, on_message, stop.clone()));
     Ok(())
 }

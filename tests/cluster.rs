@@ -47,7 +47,7 @@ impl Cluster {
                 Command::new("redis-server")
                     .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
                     .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
-                    .args(["--save", "", "--appendonly", "no", "--dir"])
+                    .args(["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--dir"])
                     .arg(&node_dir)
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
@@ -89,6 +89,55 @@ impl Cluster {
             let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut self.node(*p)).unwrap_or_default();
             info.contains("cluster_state:ok") && nodes.lines().filter(|l| l.contains("slave")).count() == 3
         })
+    }
+
+    /// Kills the node on `port` (SIGKILL: no goodbye) and waits until the
+    /// others have promoted its replica and answer for every slot again.
+    async fn kill_and_fail_over(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of the cluster");
+        // A replica takes over only once it has synchronised with its master.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ports.iter().any(|p| {
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut self.node(*p)).unwrap_or_default();
+            info.contains(&format!("master_port:{port}\r")) && info.contains("master_link_status:up")
+        }) {
+            assert!(Instant::now() < deadline, "node {port}'s replica never synchronised");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self._nodes[i].start_kill().expect("kill");
+        let _ = self._nodes[i].wait().await;
+        let others: Vec<u16> = self.ports.iter().copied().filter(|p| *p != port).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let dead = format!("127.0.0.1:{port}@");
+            let ok = others.iter().all(|p| {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut self.node(*p)).unwrap_or_default();
+                let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut self.node(*p)).unwrap_or_default();
+                let flags = |l: &str| {
+                    l.split(' ').nth(2).unwrap_or_default().split(',').map(str::to_string).collect::<Vec<_>>()
+                };
+                info.contains("cluster_state:ok")
+                    && nodes.lines().any(|l| l.contains(&dead) && flags(l).iter().any(|f| f == "fail"))
+                    && nodes
+                        .lines()
+                        .filter(|l| {
+                            !l.contains(&dead) && flags(l).iter().any(|f| f == "master") && l.split(' ').count() > 8
+                        })
+                        .count()
+                        == 3
+            });
+            if ok {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let nodes: String =
+                    redis::cmd("CLUSTER").arg("NODES").query(&mut self.node(others[0])).unwrap_or_default();
+                let info: String =
+                    redis::cmd("CLUSTER").arg("INFO").query(&mut self.node(others[0])).unwrap_or_default();
+                panic!("no failover after node {port} was killed: {nodes}\n{info}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn urls(&self) -> String {
@@ -262,4 +311,26 @@ async fn invalid_entries_are_dead_lettered_once_on_a_cluster_whatever_the_stream
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stream_holds(&cluster, "events:chat:dead", 2, Duration::ZERO).await;
     stream_holds(&cluster, &format!("{tagged}:dead"), 2, Duration::ZERO).await;
+}
+
+/// `SIDECAR_REDIS_CLUSTER=true` with one seed, and that seed's node dies:
+/// its replica takes over, commands follow the cluster's map, and the
+/// pub/sub every instance listens on (introspection's questions and
+/// answers; resume asks and user activity ride the same kind) must follow
+/// too, to a node the cluster names: with a single Redis nothing is left
+/// to reach, with a cluster everything else still works.
+#[tokio::test]
+async fn pub_sub_moves_to_another_node_when_the_only_seed_dies() {
+    let mut cluster = Cluster::start().await;
+    let seed = cluster.ports[0];
+    let mut env = jwt_env();
+    env.push(("SIDECAR_ADMIN_TOKEN", admin::ADMIN_TOKEN.into()));
+    env.push(("SIDECAR_REDIS_URL", format!("redis://127.0.0.1:{seed}")));
+    env.push(("SIDECAR_REDIS_CLUSTER", "true".into()));
+    let s0 = Sidecar::start(&env).await;
+    let s1 = Sidecar::start(&env).await;
+    admin::wait_for_answers(&s0, 2).await;
+    cluster.kill_and_fail_over(seed).await;
+    admin::wait_for_answers(&s0, 2).await;
+    admin::wait_for_answers(&s1, 2).await;
 }

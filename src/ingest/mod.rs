@@ -20,7 +20,8 @@
 //! - `spool` and `spool_flush`: POSTed events kept while Redis does not
 //!   answer, and the task that appends them once it does (CONTRACT 14);
 //! - `subscriber`: one pub/sub channel heard (resume asks, other instances'
-//!   user activity), for what `main` wires to it.
+//!   user activity), for what `main` wires to it; `pubsub_nodes`: which
+//!   node a subscriber connects to (any live one of a cluster).
 
 mod acker;
 mod append;
@@ -31,6 +32,7 @@ mod intake;
 mod orphans;
 mod position;
 mod publisher;
+mod pubsub_nodes;
 mod range;
 mod read_conn;
 mod redis_conn;
@@ -47,8 +49,9 @@ pub(crate) use append::is_unavailable;
 pub(crate) use hole::{Hole, OnHole};
 pub(crate) use position::StreamId;
 pub(crate) use publisher::{PublishError, Published, Publisher};
+pub(crate) use pubsub_nodes::SubscribeNodes;
 pub(crate) use range::entries_between;
-pub(crate) use redis_conn::{client, connect, untrusted_certificate, RedisConn};
+pub(crate) use redis_conn::{connect, untrusted_certificate, RedisConn};
 pub(crate) use redis_streams::RedisIngest;
 pub(crate) use seen::Recent;
 pub(crate) use spool::Spool;

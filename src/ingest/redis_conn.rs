@@ -6,7 +6,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value,
+};
 
 use crate::config::RedisConfig;
 
@@ -20,13 +22,15 @@ pub(crate) enum RedisConn {
     Cluster(ClusterConnection),
 }
 
-/// A client for one server at `url`: a `rediss://` one is checked against
-/// `SIDECAR_REDIS_CA_FILE` when set (a Redis with a private CA), else
-/// against the public web roots.
-pub(crate) fn client(config: &RedisConfig, url: &str) -> RedisResult<redis::Client> {
+/// A client for one server at `info`: a `rediss://` one is checked
+/// against `SIDECAR_REDIS_CA_FILE` when set (a Redis with a private CA),
+/// else against the public web roots.
+pub(super) fn client(config: &RedisConfig, info: ConnectionInfo) -> RedisResult<redis::Client> {
     match &config.ca_pem {
-        Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(url, certificates(ca)),
-        _ => redis::Client::open(url),
+        Some(ca) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
+            redis::Client::build_with_tls(info, certificates(ca))
+        }
+        _ => redis::Client::open(info),
     }
 }
 
@@ -59,7 +63,7 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Option<Durat
         let client = builder.build()?;
         Ok(RedisConn::Cluster(client.get_async_connection().await?))
     } else {
-        let client = client(config, &config.urls[0])?;
+        let client = client(config, config.urls[0].as_str().into_connection_info()?)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(response_timeout)

@@ -9,37 +9,42 @@
 //! after its wait and that client reconnects afresh (told, never silent); a
 //! missed activity makes a user away early on this instance until the next.
 //! In a Redis Cluster PUBLISH reaches subscribers on every node, so one
-//! configured node is enough, and the next one is tried when it fails.
+//! node is enough, and the next live one is tried when it fails
+//! ([`SubscribeNodes`]).
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::SubscribeNodes;
+
 /// Longest pause between two attempts to subscribe.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Subscribes to `channel` on one of `redis`'s URLs and calls `on_message`
-/// with each message's text, until `stop`.
+/// Longest wait to connect and subscribe (a node gone without a reset).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Subscribes to `channel` on one of `nodes` and calls `on_message` with
+/// each message's text, until `stop`.
 pub(crate) async fn listen(
-    redis: crate::config::RedisConfig,
+    mut nodes: SubscribeNodes,
     channel: String,
     on_message: impl Fn(String) + Send + 'static,
     stop: CancellationToken,
 ) {
     let mut pause = Duration::from_millis(200);
-    let mut attempt = 0usize;
     loop {
-        let url = &redis.urls[attempt % redis.urls.len().max(1)];
-        attempt += 1;
         let subscribed = async {
-            let mut pubsub = crate::ingest::client(&redis, url)?.get_async_pubsub().await?;
+            let mut pubsub = nodes.client()?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let pubsub = tokio::select! {
             () = stop.cancelled() => return,
-            s = subscribed => s,
+            s = tokio::time::timeout(CONNECT_TIMEOUT, subscribed) => s.unwrap_or_else(|_| {
+                Err((redis::ErrorKind::Io, "connecting to subscribe timed out").into())
+            }),
         };
         match pubsub {
             Ok(mut pubsub) => {
@@ -60,6 +65,7 @@ pub(crate) async fn listen(
             }
             Err(e) => {
                 tracing::debug!(error = %e, channel = %channel, "pub/sub: cannot subscribe yet");
+                nodes.advance().await;
             }
         }
         tokio::select! {

@@ -22,8 +22,8 @@
 //! names the instance as missing, which is the truth.
 //!
 //! In a Redis Cluster, PUBLISH reaches subscribers on every node, so the
-//! subscriber connects to one configured node as a plain client, and to
-//! the next one when that fails.
+//! subscriber connects to one node as a plain client, and to the next live
+//! one when that fails (`ingest::SubscribeNodes`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use super::error::IntrospectError;
 use super::local::Local;
 use super::model::{Answer, Query, QueryMessage, ReplyMessage};
 use crate::config::RedisConfig;
-use crate::ingest::RedisConn;
+use crate::ingest::{RedisConn, SubscribeNodes};
 use crate::sync::Unpoisoned;
 
 /// An instance whose heartbeat is older than this is not waited for.
@@ -183,30 +183,28 @@ impl Bus {
     /// once the first try has succeeded or failed.
     async fn subscribe(&self, local: &Local, tried: tokio::sync::watch::Sender<bool>, stop: &CancellationToken) {
         let mut pause = Duration::from_millis(100);
-        let mut node = 0;
+        // A node that worked is tried again after a disconnect; the next
+        // live one once it fails.
+        let mut nodes = SubscribeNodes::new(self.redis.clone(), self.conn.clone());
         while !stop.is_cancelled() {
-            // Config validation keeps at least one URL when Redis is set.
-            let Some(url) = self.redis.urls.get(node % self.redis.urls.len().max(1)) else {
-                return;
-            };
-            node += 1;
-            let messages = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(url)).await {
+            let messages = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(&nodes)).await {
                 Ok(Ok(messages)) => messages,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "introspection subscriber: cannot subscribe");
                     tried.send_replace(true);
+                    nodes.advance().await;
                     self.pause(&mut pause, stop).await;
                     continue;
                 }
                 Err(_) => {
                     tracing::debug!("introspection subscriber: connect timed out");
                     tried.send_replace(true);
+                    nodes.advance().await;
                     self.pause(&mut pause, stop).await;
                     continue;
                 }
             };
             pause = Duration::from_millis(100);
-            node -= 1; // this node works: back to it after a disconnect
             tried.send_replace(true);
             tokio::pin!(messages);
             loop {
@@ -231,8 +229,11 @@ impl Bus {
         *pause = (*pause * 2).min(CONNECT_TIMEOUT);
     }
 
-    async fn connect(&self, url: &str) -> redis::RedisResult<impl futures_util::Stream<Item = redis::Msg>> {
-        let client = crate::ingest::client(&self.redis, url)?;
+    async fn connect(
+        &self,
+        nodes: &SubscribeNodes,
+    ) -> redis::RedisResult<impl futures_util::Stream<Item = redis::Msg>> {
+        let client = nodes.client()?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&self.channel).await?;
         pubsub.subscribe(&self.reply_channel).await?;
