@@ -520,6 +520,18 @@ def test_a_drain_window_the_shutdown_deadline_cannot_hold_is_refused(render):
     assert int(env["SIDECAR_SHUTDOWN_TIMEOUT_SECONDS"]["value"]) > int(env["SIDECAR_DRAIN_WINDOW_SECONDS"]["value"])
 
 
+def test_one_port_for_clients_and_admin_is_refused(render):
+    # The binary exits 64 when SIDECAR_LISTEN and SIDECAR_ADMIN_LISTEN are
+    # the same address (CONTRACT 2: nothing on the client port can publish
+    # or read metrics): such a release would crash-loop every pod.
+    with pytest.raises(HelmError, match="ports.client and ports.admin"):
+        render({"ports": {"client": 9090, "admin": 9090}})
+    objs, _ = render({"ports": {"client": 8081, "admin": 9091}})
+    env = dc.env_map(dc.sidecar_container(dc.sidecar_deployment(objs)))
+    assert env["SIDECAR_LISTEN"]["value"].endswith(":8081")
+    assert env["SIDECAR_ADMIN_LISTEN"]["value"].endswith(":9091")
+
+
 def test_pre_stop_sleep_keeps_serving_before_sigterm_and_counts_in_the_grace_period(render):
     dep = dc.sidecar_deployment(render({})[0])
     assert "lifecycle" not in dc.sidecar_container(dep), "no hook by default"

@@ -194,6 +194,9 @@ told to reconnect. Default: drain window + shutdown timeout + 5 s.
 {{- if and .Values.routes.content .Values.routes.existingConfigMap -}}
 {{- fail "set routes.content or routes.existingConfigMap, not both" -}}
 {{- end -}}
+{{- if eq (int .Values.ports.client) (int .Values.ports.admin) -}}
+{{- fail (printf "ports.client and ports.admin are both %d: the admin port (metrics, probes, POST /internal/events) must not be the client port, and the sidecar refuses to start otherwise (SIDECAR_LISTEN, SIDECAR_ADMIN_LISTEN)" (int .Values.ports.client)) -}}
+{{- end -}}
 {{- if le (int .Values.shutdownTimeoutSeconds) (int .Values.drainWindowSeconds) -}}
 {{- fail (printf "shutdownTimeoutSeconds (%d) must be greater than drainWindowSeconds (%d): the drain runs inside the shutdown deadline, and the sidecar refuses to start otherwise (SIDECAR_SHUTDOWN_TIMEOUT_SECONDS)" (int .Values.shutdownTimeoutSeconds) (int .Values.drainWindowSeconds)) -}}
 {{- end -}}
