@@ -18,7 +18,7 @@ use crate::telemetry::labels::ContinuityCause;
 /// so clients do not all come back at once. Events keep flowing to the connections not yet
 /// closed: the caller stops ingest only after this returns. Stateful
 /// sessions are handed off instead: each leaves fan-out at a cut after
-/// every held batch went out to it ([`detach_at_cut`]), so its snapshot
+/// every held batch went out to it ([`handoff::detach_at_cut`]), so its snapshot
 /// carries what a batch window was holding for it.
 pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
     let (resumable, rest): (Vec<_>, Vec<_>) =
@@ -27,7 +27,7 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
         session.finish(crate::transport::Ended::Kicked(crate::transport::Kick::ServerShutdown)).await;
     }
     if !resumable.is_empty() {
-        let cuts = detach_at_cut(hubs, resumable.iter().map(HubSession::conn).collect()).await;
+        let cuts = handoff::detach_at_cut(hubs, resumable.iter().map(HubSession::conn).collect()).await;
         for (session, (groups, positions)) in resumable.into_iter().zip(cuts) {
             handoff::hand_off(hubs, session, groups, positions).await;
         }
@@ -51,7 +51,7 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
         }
         let stateful: Vec<u64> = chunk.iter().filter(|e| e.outbox.is_stateful()).map(|e| e.id).collect();
         if !stateful.is_empty() {
-            let cuts = detach_at_cut(hubs, stateful.clone()).await;
+            let cuts = handoff::detach_at_cut(hubs, stateful.clone()).await;
             hubs.handing_off.locked().extend(stateful.into_iter().zip(cuts));
         }
         for entry in chunk {
@@ -62,24 +62,6 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
             });
         }
     }
-}
-
-/// Takes the connections `ids` out of fan-out in the pipeline's task, after
-/// every batch held back went out (to them among others): their cut then
-/// passes no event they did not get. Directly when there is no pipeline
-/// (unit tests) or it has stopped.
-pub(super) async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::server::Cut> {
-    let detach = {
-        let registry = hubs.registry.clone();
-        let ids = ids.clone();
-        move || ids.iter().map(|id| registry.detach(*id)).collect::<Vec<_>>()
-    };
-    if let Some(cuts) = &hubs.cuts {
-        if let Some(done) = cuts.at_cut_of_everything(detach).await {
-            return done;
-        }
-    }
-    ids.iter().map(|id| hubs.registry.detach(*id)).collect()
 }
 
 /// How many entries each step of a spread takes, and the pause between steps.

@@ -279,7 +279,7 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
 async fn hand_on(hubs: &Arc<Hubs>, session: &HubSession) {
     tracing::debug!(connection_id = %session.connection_id, "stateful session taken over during the drain: handed on");
     let conn = session.conn();
-    if let Some(cut) = super::drain::detach_at_cut(hubs, vec![conn]).await.pop() {
+    if let Some(cut) = detach_at_cut(hubs, vec![conn]).await.pop() {
         hubs.handing_off.locked().insert(conn, cut);
     }
     session.outbox().kick(crate::transport::Kick::Handoff);
@@ -323,4 +323,22 @@ impl crate::fault::Blame for HandoffError {
             HandoffError::Corrupt(_) => "corrupt",
         }
     }
+}
+
+/// Takes the connections `ids` out of fan-out in the pipeline's task, after
+/// every batch held back went out (to them among others): their cut then
+/// passes no event they did not get. Directly when there is no pipeline
+/// (unit tests) or it has stopped.
+pub(super) async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::server::Cut> {
+    let detach = {
+        let registry = hubs.registry.clone();
+        let ids = ids.clone();
+        move || ids.iter().map(|id| registry.detach(*id)).collect::<Vec<_>>()
+    };
+    if let Some(cuts) = &hubs.cuts {
+        if let Some(done) = cuts.at_cut_of_everything(detach).await {
+            return done;
+        }
+    }
+    ids.iter().map(|id| hubs.registry.detach(*id)).collect()
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{drain, handoff, Hubs};
+use super::{handoff, Hubs};
 use crate::sync::Unpoisoned;
 use crate::transport::Kick;
 
@@ -35,7 +35,7 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
             return;
         }
         tracing::debug!(connection_id = %session.connection_id, "stateful session asked for by another instance: handed off");
-        let cut = drain::detach_at_cut(hubs, vec![session.conn()]).await.pop();
+        let cut = handoff::detach_at_cut(hubs, vec![session.conn()]).await.pop();
         let (groups, positions) = cut.unwrap_or_else(|| session.detach());
         handoff::hand_off(hubs, session, groups, positions).await;
         return;
@@ -45,7 +45,7 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
     // does, `connection.rs`).
     if let Some((conn, outbox)) = served {
         tracing::debug!(conn, "stateful session still served here asked for by another instance: handed off");
-        if let Some(cut) = drain::detach_at_cut(hubs, vec![conn]).await.pop() {
+        if let Some(cut) = handoff::detach_at_cut(hubs, vec![conn]).await.pop() {
             hubs.handing_off.locked().insert(conn, cut);
         }
         outbox.kick(Kick::Handoff);
