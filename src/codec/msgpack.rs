@@ -232,21 +232,21 @@ mod tests {
         out.expect("one message")
     }
 
+    /// Decodes a `JoinRoom` invocation of message type `kind` with `id` and
+    /// one argument, `argument` (and an empty StreamIds array if `streams`).
+    fn invocation(kind: i64, id: Mp, argument: Mp, streams: bool) -> Result<HubMessage, Error> {
+        let mut items = vec![kind.into(), Mp::Map(Vec::new()), id, "JoinRoom".into(), Mp::Array(vec![argument])];
+        if streams {
+            items.push(Mp::Array(Vec::new()));
+        }
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &Mp::Array(items)).expect("encodes");
+        decode(&body)
+    }
+
     #[test]
     fn an_empty_invocation_id_is_a_non_blocking_call_and_a_stream_needs_one() {
-        let call = |kind: i64, id: &str| {
-            let v = Mp::Array(vec![
-                kind.into(),
-                Mp::Map(Vec::new()),
-                id.into(),
-                "JoinRoom".into(),
-                Mp::Array(vec!["r".into()]),
-                Mp::Array(Vec::new()),
-            ]);
-            let mut body = Vec::new();
-            rmpv::encode::write_value(&mut body, &v).expect("encodes");
-            decode(&body)
-        };
+        let call = |kind: i64, id: &str| invocation(kind, id.into(), "r".into(), true);
         assert!(matches!(call(1, ""), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
         assert!(matches!(call(4, ""), Err(Error::Malformed(_))));
         assert!(matches!(call(4, "7"), Ok(HubMessage::StreamInvocation(_))));
@@ -254,19 +254,7 @@ mod tests {
 
     #[test]
     fn an_argument_no_json_stands_for_is_a_binding_failure() {
-        let call = |kind: i64, id: &str| {
-            let v = Mp::Array(vec![
-                kind.into(),
-                Mp::Map(Vec::new()),
-                id.into(),
-                "JoinRoom".into(),
-                Mp::Array(vec![Mp::Binary(vec![1, 2])]),
-                Mp::Array(Vec::new()),
-            ]);
-            let mut body = Vec::new();
-            rmpv::encode::write_value(&mut body, &v).expect("encodes");
-            decode(&body)
-        };
+        let call = |kind: i64, id: &str| invocation(kind, id.into(), Mp::Binary(vec![1, 2]), true);
         let binding = |id: Option<&str>| Error::Binding {
             invocation_id: id.map(String::from),
             target: "JoinRoom".into(),
@@ -286,12 +274,7 @@ mod tests {
 
     #[test]
     fn an_invocation_id_is_a_string_or_nil() {
-        let call = |id: Mp| {
-            let v = Mp::Array(vec![1.into(), Mp::Map(Vec::new()), id, "JoinRoom".into(), Mp::Array(vec!["r".into()])]);
-            let mut body = Vec::new();
-            rmpv::encode::write_value(&mut body, &v).expect("encodes");
-            decode(&body)
-        };
+        let call = |id: Mp| invocation(1, id, "r".into(), false);
         assert!(matches!(call(Mp::Nil), Ok(HubMessage::Invocation(Invocation { invocation_id: None, .. }))));
         assert!(matches!(call(7.into()), Err(Error::Malformed(_))));
         assert!(matches!(call(Mp::Boolean(true)), Err(Error::Malformed(_))));
