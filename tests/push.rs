@@ -237,8 +237,19 @@ async fn a_gone_subscription_is_removed_and_a_failing_one_retried_then_counted()
     let _ = std::fs::remove_file(key);
 }
 
-#[tokio::test]
-async fn two_instances_on_one_redis_send_one_push_and_see_each_others_users() {
+/// Two instances on one Redis, and user u1 who registered a laptop's
+/// subscription on `a` and whose connection has gone since.
+struct Gone {
+    redis: Redis,
+    service: PushService,
+    key: std::path::PathBuf,
+    a: Sidecar,
+    b: Sidecar,
+    d: Driver,
+    laptop: Browser,
+}
+
+async fn registered_then_gone() -> Gone {
     let redis = Redis::start().await;
     let service = PushService::start().await;
     let (key, _) = vapid_key(&std::env::temp_dir());
@@ -246,9 +257,15 @@ async fn two_instances_on_one_redis_send_one_push_and_see_each_others_users() {
     let b = Sidecar::start(&env(Some(&redis), &key)).await;
     let mut d = Driver::start().await;
     let laptop = Browser::subscribe(service.endpoint("laptop"));
-    register(&mut d, &a, "on-a", "u1", &[&laptop]).await;
-    d.stop("on-a").await;
+    register(&mut d, &a, "registering", "u1", &[&laptop]).await;
+    d.stop("registering").await;
     until("u1's liveness entry to go", || live_instances(&redis, "u1").is_empty()).await;
+    Gone { redis, service, key, a, b, d, laptop }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_send_one_push_and_see_each_others_users() {
+    let Gone { redis, service, key, a, b, mut d, laptop } = registered_then_gone().await;
 
     // Both instances read every event; one of them sends.
     let event = notification("u1", "New reply");
@@ -282,16 +299,7 @@ async fn a_user_connected_only_to_another_hub_is_pushed_to() {
     // discussion page open: the notification's hub has no connection of
     // hers to show it in the app, here or on the other instance, so it
     // goes by push (it used to count as "online" and reach her nowhere).
-    let redis = Redis::start().await;
-    let service = PushService::start().await;
-    let (key, _) = vapid_key(&std::env::temp_dir());
-    let a = Sidecar::start(&env(Some(&redis), &key)).await;
-    let b = Sidecar::start(&env(Some(&redis), &key)).await;
-    let mut d = Driver::start().await;
-    let laptop = Browser::subscribe(service.endpoint("laptop"));
-    register(&mut d, &a, "registering", "u1", &[&laptop]).await;
-    d.stop("registering").await;
-    until("u1's liveness entry to go", || live_instances(&redis, "u1").is_empty()).await;
+    let Gone { redis, service, key, a, b, mut d, laptop } = registered_then_gone().await;
     d.connect("page", &a.hub("/hubs/discussion"), &[], json!({"accessToken": support::token("u1", "Ann")}))
         .await
         .expect("connect to the discussion hub");

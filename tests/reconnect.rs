@@ -113,6 +113,15 @@ async fn sigterm_tells_every_client_to_reconnect_and_exits() {
     }
 }
 
+/// The settings of one instance `id` on `redis`, with a 1 s drain window.
+fn instance_env(redis: &Redis, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SIDECAR_REDIS_URL", redis.url()),
+        ("SIDECAR_INSTANCE_ID", id.to_string()),
+        ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+    ]
+}
+
 /// CONTRACT section 14: a stateful session outlives its instance. The
 /// instance drains (SIGTERM) while events flow; the client's resume reaches
 /// another instance, which takes the session over and delivers every event
@@ -127,11 +136,7 @@ async fn client_on_a(
     options: Value,
 ) -> (Sidecar, Sidecar, Proxy, Driver) {
     let env = |id: String| {
-        let mut env = vec![
-            ("SIDECAR_REDIS_URL", redis.url()),
-            ("SIDECAR_INSTANCE_ID", id),
-            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-        ];
+        let mut env = instance_env(redis, &id);
         env.extend(extra.iter().cloned());
         env
     };
@@ -400,13 +405,7 @@ async fn a_held_batch_is_not_doubled_in_a_handoff() {
 /// leaving Connected.
 async fn a_retry_in_the_replayed_stretch_arrives_once(live_first: bool) {
     let redis = Redis::start().await;
-    let env = |id: &str| {
-        vec![
-            ("SIDECAR_REDIS_URL", redis.url()),
-            ("SIDECAR_INSTANCE_ID", id.to_string()),
-            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-        ]
-    };
+    let env = |id: &str| instance_env(&redis, id);
     let mut a = Sidecar::start(&env("dup-a")).await;
     let b = Sidecar::start(&env("dup-b")).await;
     let proxy = Proxy::start(a.port).await;
@@ -584,12 +583,7 @@ async fn settled(redis: &Redis, group: &str, entries: i64) {
 async fn a_session_taken_over_during_the_drain_is_handed_on() {
     let redis = Redis::start().await;
     let (a, mut b, proxy, mut d) = client_on_a(&redis, "late", &[], json!({"statefulReconnect": true})).await;
-    let c = Sidecar::start(&[
-        ("SIDECAR_REDIS_URL", redis.url()),
-        ("SIDECAR_INSTANCE_ID", "late-c".to_string()),
-        ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-    ])
-    .await;
+    let c = Sidecar::start(&instance_env(&redis, "late-c")).await;
     for n in 0..10 {
         redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
     }
@@ -676,13 +670,7 @@ async fn a_session_taken_over_during_the_drain_is_handed_on() {
 #[tokio::test]
 async fn a_retry_read_by_an_instance_started_after_its_first_copy_is_still_a_duplicate() {
     let redis = Redis::start().await;
-    let env = |id: &str| {
-        vec![
-            ("SIDECAR_REDIS_URL", redis.url()),
-            ("SIDECAR_INSTANCE_ID", id.to_string()),
-            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
-        ]
-    };
+    let env = |id: &str| instance_env(&redis, id);
     let mut a = Sidecar::start(&env("retry-a")).await;
     let proxy = Proxy::start(a.port).await;
     let mut d = Driver::start().await;
