@@ -471,8 +471,9 @@ impl HubSession {
     async fn dispatch(&mut self, message: HubMessage) -> Flow {
         if let (HubMessage::Invocation(inv) | HubMessage::StreamInvocation(inv), Some(entry)) = (&message, &self.entry)
         {
-            let method = self.hubs.routes.hubs[self.hub].method(&inv.target);
-            let share = method.is_none_or(|m| m.action != Action::SetPresence);
+            // Asked only where activity is shared at all (hubs that track away).
+            let share = self.hubs.activity.tracks_away(self.hub)
+                && self.hubs.routes.hubs[self.hub].method(&inv.target).is_none_or(|m| m.action != Action::SetPresence);
             self.hubs.activity.invoked(entry, self.hubs.now_ms(), &self.hubs.registry, share);
         }
         match message {
