@@ -372,9 +372,10 @@ pub async fn run_with(
     readiness.set(Phase::Draining);
     client_stop.cancel();
     // Connections not yet told to go are still owed every event: ingest and
-    // the pipeline run until the last one has been closed.
+    // the pipeline run until the last one has been closed, and the last
+    // takeover under way has its session (handed on, or refused).
     hub::drain(&hubs, config.shutdown.drain_window).await;
-    wait_for_connections(&registry, deadline).await;
+    wait_for_connections(&hubs, deadline).await;
     ingest_stop.cancel();
     pipeline_stop.cancel();
     if tokio::time::timeout_at(deadline, pipeline_task).await.is_err() {
@@ -535,9 +536,10 @@ async fn introspection(
 }
 
 /// Waits (until `deadline`) for the connections told to go to finish
-/// writing their Close.
-async fn wait_for_connections(registry: &Registry, deadline: tokio::time::Instant) {
-    while !registry.is_empty() && tokio::time::Instant::now() < deadline {
+/// writing their Close, and for takeovers under way to end (one restored
+/// during the drain is handed on, so it is among those connections).
+async fn wait_for_connections(hubs: &Hubs, deadline: tokio::time::Instant) {
+    while (!hubs.registry.is_empty() || hubs.takeovers.any()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

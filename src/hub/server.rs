@@ -115,6 +115,8 @@ pub(crate) struct Hubs {
     pub cuts: Option<crate::fanout::Cuts>,
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
+    /// Takeovers under way: the drain keeps ingest running for them.
+    pub takeovers: super::handoff::Takeovers,
     next_conn: AtomicU64,
     /// Tokio's clock (the system clock outside tests), so that tests with
     /// paused time can step the keep-alive and the client timeout.
@@ -155,6 +157,7 @@ impl Hubs {
             history: None,
             cuts: None,
             handing_off: std::sync::Mutex::default(),
+            takeovers: super::handoff::Takeovers::default(),
             next_conn: AtomicU64::new(1),
             clock: tokio::time::Instant::now(),
         }
