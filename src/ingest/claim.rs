@@ -12,10 +12,17 @@ use super::replies::{self, pairs, text};
 use super::RedisConn;
 use crate::telemetry::labels::Stream;
 
-/// Runs until `stop`.
-pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<Arc<str>>, stop: CancellationToken) {
+/// Runs until `stop`: the claims in a loop of their own, because a claim
+/// hands entries to the pipeline and waits while its queue is full; the
+/// lag and pending gauges, read in the other loop, must not stall exactly
+/// when the pipeline is behind and an operator looks at them.
+pub(super) async fn run(conn: RedisConn, shared: Arc<Shared>, streams: Vec<Arc<str>>, stop: CancellationToken) {
+    tokio::join!(housekeeping(conn.clone(), &shared, &streams, &stop), claims(conn, &shared, &streams, &stop));
+}
+
+/// The gauges, the checker's election and the orphan sweep, every tick.
+async fn housekeeping(mut conn: RedisConn, shared: &Shared, streams: &[Arc<str>], stop: &CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.claim_interval.min(std::time::Duration::from_secs(5)));
-    let mut since_claim = std::time::Duration::ZERO;
     let mut since_orphans = std::time::Duration::ZERO;
     let orphan_check = (shared.config.orphan_group_idle / 2)
         .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
@@ -24,24 +31,33 @@ pub(super) async fn run(mut conn: RedisConn, shared: Arc<Shared>, streams: Vec<A
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
-        since_claim += tick.period();
         since_orphans += tick.period();
         if since_orphans >= orphan_check {
             since_orphans = std::time::Duration::ZERO;
-            sweep_orphans(&mut conn, &shared, &streams).await;
+            sweep_orphans(&mut conn, shared, streams).await;
         }
-        elect_checker(&mut conn, &shared, &streams).await;
-        for stream in &streams {
-            if let Err(e) = refresh_stats(&mut conn, &shared, stream).await {
+        elect_checker(&mut conn, shared, streams).await;
+        for stream in streams {
+            if let Err(e) = refresh_stats(&mut conn, shared, stream).await {
                 tracing::debug!(stream = %stream, error = %e, "XINFO GROUPS failed");
             }
         }
-        if since_claim < shared.config.claim_interval {
-            continue;
+    }
+}
+
+/// Entries pending longer than `claim_min_idle`, claimed again every
+/// `claim_interval`.
+async fn claims(mut conn: RedisConn, shared: &Shared, streams: &[Arc<str>], stop: &CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.claim_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is at once: the first claim one interval in
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
         }
-        since_claim = std::time::Duration::ZERO;
-        for stream in &streams {
-            match claim_stream(&mut conn, &shared, stream, &stop).await {
+        for stream in streams {
+            match claim_stream(&mut conn, shared, stream, stop).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(stream = %stream, claimed = n, "claimed pending entries again")
