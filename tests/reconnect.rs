@@ -306,6 +306,51 @@ async fn a_taken_over_session_stays_present() {
     );
 }
 
+/// A session that moved to another instance while its old one lives on
+/// leaves presence when it ends (CONTRACT section 11: the last connection
+/// to leave publishes `user_left`). Ann's stateful session drops on `a`
+/// and resumes on `b` (no session affinity: `a` releases it); `a` keeps
+/// running. When Ann stops, Bob sees her leave within the presence TTL
+/// (2 s) and a sweep, and GetPresence lists him alone: `a` must not keep
+/// refreshing the entries of a session it no longer holds, which kept
+/// them (and its memory of them) for as long as `a` ran.
+#[tokio::test]
+async fn a_session_released_to_another_instance_leaves_presence_when_it_ends() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        let mut env = jwt_env();
+        env.extend(instance_env(&redis, id));
+        env.push(("SIDECAR_PRESENCE_TTL_SECONDS", "2".to_string()));
+        env
+    };
+    let a = Sidecar::start(&env("released-a")).await;
+    let b = Sidecar::start(&env("released-b")).await;
+    let proxy = Proxy::start(a.port).await;
+    let mut d = Driver::start().await;
+    let methods = ["UserJoined", "UserLeft"];
+    let ann = json!({"statefulReconnect": true, "accessToken": token("ann", "Ann")});
+    d.connect("ann", &format!("{}/hubs/chat", proxy.url()), &methods, ann).await.expect("ann connects");
+    d.invoke("ann", "JoinRoom", json!(["r"])).await.expect("ann joins");
+    let bob = json!({"accessToken": token("bob", "Bob")});
+    d.connect("bob", &b.hub("/hubs/chat"), &methods, bob).await.expect("bob connects");
+    d.invoke("bob", "JoinRoom", json!(["r"])).await.expect("bob joins");
+    d.drain_messages("bob", Duration::from_millis(300)).await;
+
+    proxy.retarget(b.port);
+    proxy.cut();
+    metric_appears(&b, "sidecar_session_handoffs_total{outcome=\"resumed\"} 1").await;
+    assert_still_connected(&mut d).await;
+    d.stop("ann").await;
+    let left = d
+        .wait_for(Duration::from_secs(8), |v| v["name"] == "bob" && v["method"] == "UserLeft")
+        .await
+        .expect("Bob sees Ann leave once her session ends on the instance it moved to");
+    assert_eq!(left["args"][0]["user_id"], "ann", "{left}");
+    let p = d.invoke("bob", "GetPresence", json!(["r"])).await.expect("presence");
+    assert_eq!(p["count"], 1, "only Bob is left: {p}");
+    drop(a);
+}
+
 /// Polls `s`'s /metrics until a line contains `needle`.
 async fn metric_appears(s: &Sidecar, needle: &str) {
     let deadline = std::time::Instant::now() + WAIT;

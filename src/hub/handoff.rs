@@ -245,7 +245,7 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
         }
     };
     hubs.metrics.session_handoffs.get(outcome).inc();
-    session.finish_handed_off().await;
+    session.finish_handed_off(&groups).await;
 }
 
 /// Takes over the session saved for `token` on `hub` for a client that
@@ -296,7 +296,7 @@ pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identit
         Err(e) => {
             tracing::info!(connection_id = %snapshot.connection_id, error = %e, "resume refused: the client reconnects afresh");
             count(HandoffOutcome::Refused);
-            session.finish_handed_off().await;
+            session.finish_handed_off(&groups).await;
             None
         }
     }

@@ -393,15 +393,25 @@ impl HubSession {
         Some((session, groups, added))
     }
 
-    /// Ends a session whose client carries on elsewhere; the token is free.
-    /// Its presence entries stay: this instance refreshes them until it
-    /// exits, and they expire a presence TTL later. Meanwhile the instance
-    /// the client resumes on adds its own ([`HubSession::rejoin_presence`]),
-    /// so the user never looks gone, not even for the moment between the
-    /// two (no `user_left`, no participant count without them); a client
-    /// that never resumes leaves, with `user_left`, when they expire.
-    pub(crate) async fn finish_handed_off(self) {
+    /// Ends a session whose client carries on elsewhere, taken out of
+    /// fan-out with `groups`; the token is free. Its presence entries stay
+    /// but are no longer refreshed: they expire a presence TTL later.
+    /// Meanwhile the instance the client resumes on adds its own
+    /// ([`HubSession::rejoin_presence`]), so the user never looks gone, not
+    /// even for the moment between the two (no `user_left`, no participant
+    /// count without them); a client that never resumes leaves, with
+    /// `user_left`, when they expire. Refreshed on, they would outlive the
+    /// session for as long as this instance runs (a session released to
+    /// another instance while this one lives on): the user would never
+    /// leave, and this instance would remember them forever.
+    pub(crate) async fn finish_handed_off(self, groups: &[Box<str>]) {
         self.hubs.registry.remove(self.conn);
+        let caller = self.caller();
+        if caller.in_presence() {
+            for group in groups {
+                self.hubs.presence.forget(&caller.member(group));
+            }
+        }
         if let Some(gauge) = &self.connected {
             gauge.dec();
         }

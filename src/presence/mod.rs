@@ -140,6 +140,20 @@ impl Presence {
         Ok(t)
     }
 
+    /// Stops keeping `member`'s entry alive without removing it: a session
+    /// that moved to another instance (a handoff) leaves its entries to
+    /// expire a TTL later, by when the instance it moved to has added its
+    /// own, so the user never looks gone. Without this the entries would be
+    /// refreshed, and remembered, for as long as this instance runs: the
+    /// user would never leave (no `user_left`) and the memory never return.
+    pub(crate) fn forget(&self, member: &Member) {
+        match &self.store {
+            // Handoffs go through Redis: no other instance shares this store.
+            Store::Memory(_) => {}
+            Store::Redis(r) => r.forget(member),
+        }
+    }
+
     /// Sets a user's state (`online` / `away`) in a room it is present in.
     pub(crate) async fn set_state(
         &self,

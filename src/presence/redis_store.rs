@@ -211,6 +211,11 @@ impl RedisPresence {
         Ok((left, changed))
     }
 
+    /// Stops refreshing `m`'s entry; it expires a TTL later.
+    pub(super) fn forget(&self, m: &Member) {
+        self.lock().remove(m);
+    }
+
     pub(super) async fn set_idle(&self, m: &Member, idle: bool) -> Result<StateChanged, PresenceError> {
         let mut inv = self.set_idle.prepare_invoke();
         for k in self.keys(&self.room_tag(m.hub, &m.room)) {
