@@ -195,6 +195,12 @@ impl Registry {
         self.user_watch.get_or_init(Arc::default).clone()
     }
 
+    /// Users recorded in the watch and not yet taken (0 without a watch).
+    #[cfg(test)]
+    pub(crate) fn users_recorded(&self) -> usize {
+        self.user_watch.get().map_or(0, |w| w.recorded())
+    }
+
     fn user_changed(&self, user: Option<&Arc<str>>) {
         if let (Some(watch), Some(user)) = (self.user_watch.get(), user) {
             watch.mark(user);

@@ -23,6 +23,12 @@ impl UserWatch {
         self.notify.notify_one();
     }
 
+    /// How many users are recorded and not yet taken.
+    #[cfg(test)]
+    pub(crate) fn recorded(&self) -> usize {
+        self.changed.locked().len()
+    }
+
     /// The users changed since the last call.
     pub(crate) fn take(&self) -> Vec<Arc<str>> {
         self.changed.locked().drain().collect()

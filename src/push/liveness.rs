@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Error;
 use crate::config::HubId;
-use crate::fanout::{Registry, UserWatch};
+use crate::fanout::Registry;
 use crate::ingest::RedisConn;
 
 /// Liveness across instances.
@@ -83,8 +83,13 @@ impl Liveness {
 
     /// Keeps this instance's entries in Redis in step with its registry
     /// until `stop`; nothing to do without Redis.
-    pub(crate) async fn run(self: Arc<Self>, watch: Arc<UserWatch>, stop: CancellationToken) {
+    /// The registry's user watch is asked for only here, with Redis:
+    /// once asked for, every user whose connections open or close is
+    /// recorded in it until read, and without Redis nothing reads it (every
+    /// user that ever connected would stay in it).
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
         let Some(s) = &self.shared else { return };
+        let watch = self.registry.watch_users();
         let mut tick = tokio::time::interval((s.ttl / 3).max(Duration::from_millis(200)));
         // Users with an entry of ours, and users whose entry must be
         // written again (changed, or a write that failed).
@@ -136,5 +141,26 @@ impl Liveness {
             let _: i64 = redis::cmd("ZREM").arg(&key).arg(&s.instance).query_async(&mut conn).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::ConnEntry;
+
+    /// Without Redis nothing reads the users whose connections changed:
+    /// none may be recorded, or every user that ever connected stays
+    /// recorded for the life of the process.
+    #[tokio::test]
+    async fn without_redis_no_user_is_recorded() {
+        let registry = Arc::new(Registry::new(1, 10));
+        let liveness = Arc::new(Liveness::local(registry.clone(), vec![(0, "notification".to_string())]));
+        liveness.run(CancellationToken::new()).await;
+        for id in 0..100 {
+            registry.add(Arc::new(ConnEntry::for_test(id, 0, Some(&format!("u{id}")), 2)));
+            registry.remove(id);
+        }
+        assert_eq!(registry.users_recorded(), 0, "nobody reads them: nobody is recorded");
     }
 }

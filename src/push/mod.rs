@@ -142,7 +142,7 @@ pub(crate) fn start(
         None => (Store::memory(), Liveness::local(registry.clone(), hubs)),
     };
     let (store, liveness) = (Arc::new(store), Arc::new(liveness));
-    tasks.spawn(liveness.clone().run(registry.watch_users(), stop));
+    tasks.spawn(liveness.clone().run(stop));
     let (tap, rx) = crate::pipeline::push_channel(config.queue_capacity);
     let sender = Arc::new(sender::Sender {
         store: store.clone(),
