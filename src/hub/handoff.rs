@@ -252,7 +252,50 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
 /// resumed here, with the events it missed queued before the live ones.
 /// `None` (the caller answers 404) when there is none, or it cannot be
 /// carried on whole.
-pub(crate) async fn take_over(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
+///
+/// The takeover runs in a task of `tasks`, not in the caller's future: it
+/// puts the session in the registry and then awaits Redis, and the caller
+/// is an HTTP request that hyper drops when its client goes away. Dropped
+/// there, the session stayed registered with nobody to end it (its groups,
+/// its token and a connection counted for the life of the process). A
+/// session nobody is left to take is kept as a dropped socket's session is
+/// ([`abandoned`]).
+pub(crate) async fn take_over(
+    hubs: &Arc<Hubs>,
+    tasks: &tokio_util::task::TaskTracker,
+    token: &str,
+    hub: HubId,
+    identity: &Identity,
+) -> Option<HubSession> {
+    hubs.handoff.as_ref()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (hubs, token, identity) = (hubs.clone(), token.to_string(), identity.clone());
+    tasks.spawn(async move {
+        let Some(session) = take_over_here(&hubs, &token, hub, &identity).await else { return };
+        if let Err(session) = tx.send(session) {
+            abandoned(&hubs, session, token).await;
+        }
+    });
+    rx.await.ok()
+}
+
+/// A session taken over for a resume whose request went away meanwhile:
+/// handed off if the drain told it to go, else parked for its client's
+/// next resume as a session whose socket dropped is, else ended.
+async fn abandoned(hubs: &Arc<Hubs>, session: HubSession, token: String) {
+    tracing::debug!(connection_id = %session.connection_id, "the resume went away during its takeover: the session waits for the next");
+    if session.outbox().kicked() == Some(crate::transport::Kick::Handoff) {
+        let (groups, positions) = hubs.take_handing_off(session.conn()).unwrap_or_else(|| session.detach());
+        hand_off(hubs, session, groups, positions).await;
+    } else if session.can_resume() {
+        hubs.parked.park(token, session);
+    } else {
+        session.finish(crate::transport::Ended::ByClient).await;
+    }
+}
+
+/// [`take_over`] in the task that runs it.
+async fn take_over_here(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Identity) -> Option<HubSession> {
     let handoff = hubs.handoff.clone()?;
     let _under_way = hubs.takeovers.begin();
     let count = |outcome: HandoffOutcome| hubs.metrics.session_handoffs.get(outcome).inc();
@@ -374,3 +417,6 @@ pub(super) async fn detach_at_cut(hubs: &Hubs, ids: Vec<u64>) -> Vec<super::serv
     }
     ids.iter().map(|id| hubs.registry.detach(*id)).collect()
 }
+
+#[cfg(test)]
+mod tests;

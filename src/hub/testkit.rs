@@ -56,13 +56,22 @@ pub(crate) struct Kit {
 
 /// A kit with settings from `env`.
 pub(crate) fn kit(env: &[(&str, &str)]) -> Kit {
+    kit_where(env, |hubs| hubs)
+}
+
+/// A kit whose hubs keep stateful sessions through `handoff`.
+pub(crate) fn kit_with_handoff(env: &[(&str, &str)], handoff: super::Handoff) -> Kit {
+    kit_where(env, |hubs| hubs.with_handoff(handoff))
+}
+
+fn kit_where(env: &[(&str, &str)], finish: impl FnOnce(Hubs) -> Hubs) -> Kit {
     let c = config(env);
     let routes = routes();
     let registry = Arc::new(Registry::new(routes.hubs.len(), c.delivery.max_groups_per_connection));
     let (publisher, next) = Publisher::memory_bus(routes.clone(), 64);
     let settings = HubSettings::from_config(&c.server, &c.limits, &c.instance_id);
     let hubs = Hubs::new(routes, registry, publisher, Arc::new(Metrics::new()), settings, Presence::memory());
-    Kit { hubs: Arc::new(hubs), next: Box::new(next) }
+    Kit { hubs: Arc::new(finish(hubs)), next: Box::new(next) }
 }
 
 impl Kit {

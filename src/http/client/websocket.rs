@@ -39,7 +39,7 @@ pub(super) async fn upgrade(
     // instance handed off while draining (CONTRACT section 14).
     if let (None, Some(t)) = (&parked, &token) {
         if !state.hubs.tokens.knows(t) {
-            parked = hub::take_over(&state.hubs, t, hub.id, &identity).await;
+            parked = hub::take_over(&state.hubs, &state.tasks, t, hub.id, &identity).await;
         }
     }
     let attached = match (&parked, &token) {

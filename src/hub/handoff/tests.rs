@@ -1,0 +1,99 @@
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::hub::testkit::{kit_with_handoff, CHAT};
+use crate::sync::Unpoisoned;
+
+/// Hands out one snapshot, once.
+struct OneSnapshot(Mutex<Option<SessionSnapshot>>);
+
+impl SessionStore for OneSnapshot {
+    fn save<'a>(&'a self, _: &'a str, _: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn take<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>> {
+        Box::pin(async { Ok(self.0.locked().take()) })
+    }
+    fn ask_release<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn mark_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn is_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// Covers every position; its replay of the missed events waits until
+/// `release` is told (as a slow Redis would keep it).
+struct HeldReplay {
+    release: Arc<Notify>,
+}
+
+impl CatchUp for HeldReplay {
+    fn covers(&self, _: &[(String, String)], _: &Positions) -> bool {
+        true
+    }
+    fn missed<'a>(
+        &'a self,
+        _: &'a [(String, String)],
+        _: &'a Positions,
+        _: Addressee<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Payload>, HandoffError>> {
+        Box::pin(async {
+            self.release.notified().await;
+            Ok(Vec::new())
+        })
+    }
+}
+
+fn snapshot() -> SessionSnapshot {
+    SessionSnapshot {
+        hub: "chat".into(),
+        connection_id: "c-resumed".into(),
+        protocol: "json".into(),
+        user_id: None,
+        groups: vec!["r".into()],
+        next_seq: 1,
+        frames: Vec::new(),
+        incoming: (1, 0, 0),
+        positions: Vec::new(),
+    }
+}
+
+/// The resume's request goes away (hyper drops it: its client gave up)
+/// while the takeover, the session already in fan-out, waits on Redis for
+/// the missed events. The session must end up owned: parked for the
+/// client's next resume, and ended when that never comes. It stayed in the
+/// registry, in its groups, with nobody to end it.
+#[tokio::test]
+async fn a_session_whose_resume_went_away_mid_takeover_is_parked_not_left_registered() {
+    let release = Arc::new(Notify::new());
+    let handoff = Handoff {
+        store: Arc::new(OneSnapshot(Mutex::new(Some(snapshot())))),
+        catch_up: Arc::new(HeldReplay { release: release.clone() }),
+    };
+    let kit = kit_with_handoff(&[], handoff);
+    let tasks = TaskTracker::new();
+    let resume = {
+        let (hubs, tasks) = (kit.hubs.clone(), tasks.clone());
+        tokio::spawn(async move { take_over(&hubs, &tasks, "tok", CHAT, &Identity::default()).await.is_some() })
+    };
+    while kit.hubs.registry.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    resume.abort();
+    assert!(resume.await.is_err_and(|e| e.is_cancelled()), "the request went away mid-takeover");
+    release.notify_one();
+    tasks.close();
+    tasks.wait().await;
+    assert!(kit.hubs.parked.holds_resumable("tok"), "parked for the client's next resume");
+    for session in kit.hubs.parked.expired(Duration::ZERO) {
+        session.finish(crate::transport::Ended::ByClient).await;
+    }
+    assert!(kit.hubs.registry.is_empty(), "ended when its client never came back");
+}
