@@ -259,7 +259,8 @@ pub(super) async fn hand_off(hubs: &Hubs, session: HubSession, groups: Vec<Box<s
 /// there, the session stayed registered with nobody to end it (its groups,
 /// its token and a connection counted for the life of the process). A
 /// session nobody is left to take is kept as a dropped socket's session is
-/// ([`abandoned`]).
+/// ([`abandoned`]), whether the request went away before the session was
+/// sent or after ([`Awaiting`]).
 pub(crate) async fn take_over(
     hubs: &Arc<Hubs>,
     tasks: &tokio_util::task::TaskTracker,
@@ -269,6 +270,7 @@ pub(crate) async fn take_over(
 ) -> Option<HubSession> {
     hubs.handoff.as_ref()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut waiting = Awaiting { rx: Some(rx), hubs: hubs.clone(), tasks: tasks.clone(), token: token.to_string() };
     let (hubs, token, identity) = (hubs.clone(), token.to_string(), identity.clone());
     tasks.spawn(async move {
         let Some(session) = take_over_here(&hubs, &token, hub, &identity).await else { return };
@@ -276,7 +278,38 @@ pub(crate) async fn take_over(
             abandoned(&hubs, session, token).await;
         }
     });
-    rx.await.ok()
+    let session = waiting.rx.as_mut()?.await.ok();
+    waiting.rx = None;
+    session
+}
+
+/// The resume's end of a takeover, until it has the session. A request
+/// dropped after the takeover's task sent the session but before the
+/// request was polled again (its client's EOF and the send in the same
+/// instant) would drop the session with the channel: registered, in its
+/// groups, its token adopted, with nobody to end it. Dropped, this closes
+/// the channel (a later send fails, and the task keeps the session) and
+/// gives a session already sent to [`abandoned`], on a task of `tasks`.
+struct Awaiting {
+    /// Taken once the session (or the takeover's failure) was received.
+    rx: Option<tokio::sync::oneshot::Receiver<HubSession>>,
+    hubs: Arc<Hubs>,
+    tasks: tokio_util::task::TaskTracker,
+    token: String,
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        let Some(rx) = self.rx.as_mut() else { return };
+        rx.close();
+        let Ok(session) = rx.try_recv() else { return };
+        // Outside a runtime the process is exiting: nothing is left to keep.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (hubs, token) = (self.hubs.clone(), std::mem::take(&mut self.token));
+        self.tasks.spawn(async move { abandoned(&hubs, session, token).await });
+    }
 }
 
 /// A session taken over for a resume whose request went away meanwhile:

@@ -97,3 +97,41 @@ async fn a_session_whose_resume_went_away_mid_takeover_is_parked_not_left_regist
     }
     assert!(kit.hubs.registry.is_empty(), "ended when its client never came back");
 }
+
+/// The takeover's task sends the session in the instant hyper drops the
+/// resume's request (its client's EOF read in the same wake-up): the send
+/// succeeded, so the task does not keep the session, and the request is
+/// never polled again to receive it. The session must still end up owned
+/// (parked, then ended), not dropped with the channel, registered.
+#[tokio::test]
+async fn a_session_sent_to_a_resume_dropped_before_it_took_it_is_parked_not_left_registered() {
+    let release = Arc::new(Notify::new());
+    let handoff = Handoff {
+        store: Arc::new(OneSnapshot(Mutex::new(Some(snapshot())))),
+        catch_up: Arc::new(HeldReplay { release: release.clone() }),
+    };
+    let kit = kit_with_handoff(&[], handoff);
+    let tasks = TaskTracker::new();
+    let identity = Identity::default();
+    let mut resume = Box::pin(take_over(&kit.hubs, &tasks, "tok", CHAT, &identity));
+    // Polled once, as hyper polls the request: the takeover's task starts.
+    std::future::poll_fn(|cx| {
+        assert!(resume.as_mut().poll(cx).is_pending(), "the takeover waits on its task");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    while kit.hubs.registry.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    tasks.close();
+    tasks.wait().await;
+    assert_eq!(kit.hubs.registry.len(), 1, "sent to the request, which has not taken it yet");
+    drop(resume);
+    tasks.wait().await;
+    assert!(kit.hubs.parked.holds_resumable("tok"), "parked for the client's next resume");
+    for session in kit.hubs.parked.expired(Duration::ZERO) {
+        session.finish(crate::transport::Ended::ByClient).await;
+    }
+    assert!(kit.hubs.registry.is_empty(), "ended when its client never came back");
+}
