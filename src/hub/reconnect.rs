@@ -187,6 +187,33 @@ impl Parked {
         }
     }
 
+    /// Waits until the session served on fan-out id `conn` for `token` has
+    /// ended (parked, handed off or finished; at once if it is not served),
+    /// at most `wait`; false when it is still served then.
+    pub(crate) async fn served_ended(&self, token: &str, conn: u64, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.serving.locked().by_token.get(token).is_none_or(|(_, _, _, c)| *c != conn) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Takes the session parked for `token` if it is fan-out id `conn`.
+    pub(crate) fn take_conn(&self, token: &str, conn: u64) -> Option<HubSession> {
+        let mut sessions = self.lock();
+        if sessions.get(token).is_none_or(|(s, _)| s.conn() != conn) {
+            return None;
+        }
+        sessions.remove(token).map(|(s, _)| s)
+    }
+
     /// Takes the session parked for `token` on `hub`.
     pub(crate) fn take(&self, token: &str, hub: HubId) -> Option<HubSession> {
         let mut sessions = self.lock();

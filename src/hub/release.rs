@@ -49,5 +49,37 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
             hubs.handing_off.locked().insert(conn, cut);
         }
         outbox.kick(Kick::Handoff);
+        settle(hubs, token, conn).await;
     }
 }
+
+/// How long a release waits for the transport it kicked to end.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After the kick of a session still served here: its transport may have
+/// ended on its own (the old socket's end read) while the session was
+/// being taken out of fan-out, too early to see the kick. It then parked
+/// the session, out of fan-out already (no event reached it, and its
+/// groups were gone, so its end would leave no room and presence kept the
+/// user, refreshed, for the life of the process), or finished it; either
+/// way its cut stayed in `handing_off` for good and the asker, told the
+/// session was coming, waited in vain. Once the transport has ended, a
+/// session parked meanwhile is handed off from here with its cut, and a cut
+/// nobody took is dropped.
+async fn settle(hubs: &Arc<Hubs>, token: &str, conn: u64) {
+    if !hubs.parked.served_ended(token, conn, SETTLE_WAIT).await {
+        // Still served: the kick ends it, and its end hands it off.
+        return;
+    }
+    match hubs.parked.take_conn(token, conn) {
+        Some(session) => {
+            tracing::debug!(connection_id = %session.connection_id, "stateful session parked as it was asked for: handed off");
+            let (groups, positions) = hubs.take_handing_off(conn).unwrap_or_else(|| session.detach());
+            handoff::hand_off(hubs, session, groups, positions).await;
+        }
+        None => drop(hubs.take_handing_off(conn)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

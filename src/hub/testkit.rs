@@ -64,6 +64,16 @@ pub(crate) fn kit_with_handoff(env: &[(&str, &str)], handoff: super::Handoff) ->
     kit_where(env, |hubs| hubs.with_handoff(handoff))
 }
 
+/// A kit whose hubs keep stateful sessions through `handoff` and take
+/// their cuts through `cuts` (the test plays the pipeline).
+pub(crate) fn kit_with_handoff_and_cuts(
+    env: &[(&str, &str)],
+    handoff: super::Handoff,
+    cuts: crate::fanout::Cuts,
+) -> Kit {
+    kit_where(env, |hubs| hubs.with_handoff(handoff).with_cuts(cuts))
+}
+
 fn kit_where(env: &[(&str, &str)], finish: impl FnOnce(Hubs) -> Hubs) -> Kit {
     let c = config(env);
     let routes = routes();
