@@ -160,6 +160,12 @@ async fn after_websocket(
         (Ended::ByClient | Ended::WriteFailed, Some(token)) if session.can_resume() => {
             tracing::debug!(connection_id = %session.connection_id, "stateful reconnect: waiting for the client");
             hubs.parked.park(token, *session);
+            // A drain's kick that came after the look above found no
+            // transport: handed off here, or by the drain's own look after
+            // its kicks, whichever takes it from the parked sessions first.
+            if outbox.kicked() == Some(Kick::Handoff) {
+                handoff::hand_off_parked_kicked(hubs).await;
+            }
         }
         _ => Box::pin(session.finish(ended)).await,
     }

@@ -61,6 +61,10 @@ pub(crate) async fn drain(hubs: &Hubs, window: Duration) {
                 crate::transport::Kick::ServerShutdown
             });
         }
+        // A stateful session parked since the drain began has no transport
+        // to hand it off on its kick (`connection.rs` looks again after it
+        // parks, for a kick that comes in between).
+        handoff::hand_off_parked_kicked(hubs).await;
     }
 }
 

@@ -378,6 +378,19 @@ async fn take_over_here(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Id
     }
 }
 
+/// Hands off the parked sessions a drain told to go: their socket dropped
+/// (they parked) after the drain began and before their turn came, so no
+/// transport was left to see the kick and hand them off. They waited,
+/// out of fan-out at the kick's cut, for a client that resumes elsewhere
+/// and was refused there (404: told, but the session lost), and kept the
+/// drain waiting until its deadline.
+pub(super) async fn hand_off_parked_kicked(hubs: &Hubs) {
+    for session in hubs.parked.take_kicked(crate::transport::Kick::Handoff) {
+        let (groups, positions) = hubs.take_handing_off(session.conn()).unwrap_or_else(|| session.detach());
+        hand_off(hubs, session, groups, positions).await;
+    }
+}
+
 /// A session taken over while this instance drains, after the drain
 /// listed the connections it hands off: handed off again as the drain does
 /// (out of fan-out at a cut, then its transport ends without a Close and

@@ -231,6 +231,15 @@ impl Parked {
         old.iter().filter_map(|t| sessions.remove(t)).map(|(s, _)| s).collect()
     }
 
+    /// Removes and returns the parked sessions whose outbox was kicked for
+    /// `why` (a drain's handoff that found them parked).
+    pub(crate) fn take_kicked(&self, why: Kick) -> Vec<HubSession> {
+        let mut sessions = self.lock();
+        let kicked: Vec<String> =
+            sessions.iter().filter(|(_, (s, _))| s.outbox().kicked() == Some(why)).map(|(t, _)| t.clone()).collect();
+        kicked.iter().filter_map(|t| sessions.remove(t)).map(|(s, _)| s).collect()
+    }
+
     /// Removes every parked session (shutdown).
     pub(crate) fn drain(&self) -> Vec<HubSession> {
         self.lock().drain().map(|(_, (s, _))| s).collect()
