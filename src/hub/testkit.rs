@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{HubSession, HubSettings, Hubs, Identity};
+use super::{Addressee, BoxFuture, CatchUp, HandoffError, HubSession, HubSettings, Hubs, Identity};
+use super::{SessionSnapshot, SessionStore};
 use crate::codec::{HubMessage, Protocol, RECORD_SEPARATOR};
 use crate::config::{Config, RawSettings, RouteTable};
 use crate::envelope::Envelope;
-use crate::fanout::Registry;
+use crate::fanout::{Positions, Registry};
 use crate::ingest::Publisher;
 use crate::presence::Presence;
+use crate::sync::Unpoisoned;
 use crate::telemetry::labels::Transport;
 use crate::telemetry::Metrics;
 use crate::transport::{Outbox, Session};
@@ -156,4 +158,62 @@ pub(crate) fn record(value: Value) -> Vec<u8> {
 /// A blocking invocation record.
 pub(crate) fn invoke(id: &str, target: &str, arguments: Value) -> Vec<u8> {
     record(serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": arguments}))
+}
+
+/// A session store in memory: keeps the tokens of the snapshots saved, and
+/// hands out `snapshot`, if any, once (whatever the token).
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    /// The tokens saved, in order.
+    pub saved: std::sync::Mutex<Vec<String>>,
+    /// What the next take hands out.
+    pub snapshot: std::sync::Mutex<Option<SessionSnapshot>>,
+}
+
+impl SessionStore for MemoryStore {
+    fn save<'a>(&'a self, token: &'a str, _: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async move {
+            self.saved.locked().push(token.to_string());
+            Ok(())
+        })
+    }
+    fn take<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>> {
+        Box::pin(async { Ok(self.snapshot.locked().take()) })
+    }
+    fn ask_release<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn mark_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn is_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// Covers every position and replays nothing; with `held`, the replay
+/// waits until that is told (as a slow Redis would keep it).
+#[derive(Default)]
+pub(crate) struct NoReplay {
+    /// What a replay waits for, if anything.
+    pub held: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl CatchUp for NoReplay {
+    fn covers(&self, _: &[(String, String)], _: &Positions) -> bool {
+        true
+    }
+    fn missed<'a>(
+        &'a self,
+        _: &'a [(String, String)],
+        _: &'a Positions,
+        _: Addressee<'a>,
+    ) -> BoxFuture<'a, Result<Vec<crate::transport::Payload>, HandoffError>> {
+        Box::pin(async {
+            if let Some(held) = &self.held {
+                held.notified().await;
+            }
+            Ok(Vec::new())
+        })
+    }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{close_for_hole, close_lost, drain};
-use crate::hub::testkit::{handshake, invoke, kit, messages, CHAT, TICKET};
+use crate::hub::testkit::{handshake, invoke, kit, kit_with_handoff, messages, MemoryStore, NoReplay, CHAT, TICKET};
 use crate::hub::HubSession;
+use crate::sync::Unpoisoned;
 use crate::telemetry::labels::{ContinuityCause, Transport};
 use crate::transport::{Kick, Session};
 
@@ -120,55 +121,6 @@ async fn connections_sent_as_lost_are_closed_once_and_counted_once() {
     );
 }
 
-/// Keeps what is saved, by token.
-#[derive(Default)]
-struct Saved(std::sync::Mutex<Vec<String>>);
-
-impl crate::hub::SessionStore for Saved {
-    fn save<'a>(
-        &'a self,
-        token: &'a str,
-        _: &'a crate::hub::SessionSnapshot,
-    ) -> crate::hub::BoxFuture<'a, Result<(), crate::hub::HandoffError>> {
-        Box::pin(async move {
-            self.0.lock().expect("unpoisoned").push(token.to_string());
-            Ok(())
-        })
-    }
-    fn take<'a>(
-        &'a self,
-        _: &'a str,
-    ) -> crate::hub::BoxFuture<'a, Result<Option<crate::hub::SessionSnapshot>, crate::hub::HandoffError>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn ask_release<'a>(&'a self, _: &'a str) -> crate::hub::BoxFuture<'a, Result<(), crate::hub::HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn mark_releasing<'a>(&'a self, _: &'a str) -> crate::hub::BoxFuture<'a, Result<(), crate::hub::HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn is_releasing<'a>(&'a self, _: &'a str) -> crate::hub::BoxFuture<'a, Result<bool, crate::hub::HandoffError>> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
-/// Nothing to replay.
-struct NoReplay;
-
-impl crate::hub::CatchUp for NoReplay {
-    fn covers(&self, _: &[(String, String)], _: &crate::fanout::Positions) -> bool {
-        true
-    }
-    fn missed<'a>(
-        &'a self,
-        _: &'a [(String, String)],
-        _: &'a crate::fanout::Positions,
-        _: crate::hub::Addressee<'a>,
-    ) -> crate::hub::BoxFuture<'a, Result<Vec<crate::transport::Payload>, crate::hub::HandoffError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-}
-
 /// CONTRACT section 14, a socket that drops during the drain: a stateful
 /// session whose socket dropped after the drain began and before its turn
 /// came was parked, and the drain's kick found no transport to hand it off:
@@ -177,9 +129,9 @@ impl crate::hub::CatchUp for NoReplay {
 /// handed off as the others are.
 #[tokio::test(start_paused = true)]
 async fn a_session_parked_during_the_drain_is_handed_off_on_its_turn() {
-    let saved = Arc::new(Saved::default());
-    let handoff = crate::hub::Handoff { store: saved.clone(), catch_up: Arc::new(NoReplay) };
-    let k = crate::hub::testkit::kit_with_handoff(&[], handoff);
+    let store = Arc::new(MemoryStore::default());
+    let handoff = crate::hub::Handoff { store: store.clone(), catch_up: Arc::new(NoReplay::default()) };
+    let k = kit_with_handoff(&[], handoff);
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
@@ -204,11 +156,7 @@ async fn a_session_parked_during_the_drain_is_handed_off_on_its_turn() {
     let conn = session.conn();
     k.hubs.parked.park(token.clone(), session);
     task.await.expect("the drain returns");
-    assert_eq!(
-        *saved.0.lock().expect("unpoisoned"),
-        std::slice::from_ref(&token),
-        "handed off: saved for its client's resume"
-    );
+    assert_eq!(*store.saved.locked(), std::slice::from_ref(&token), "handed off: saved for its client's resume");
     assert!(k.hubs.parked.take_any(&token).is_none(), "no longer parked");
     assert!(!k.hubs.registry.snapshot().iter().any(|e| e.id == conn), "out of this instance's fan-out");
 }

@@ -1,55 +1,8 @@
-use std::sync::Mutex;
-
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::hub::testkit::{kit_with_handoff, CHAT};
-use crate::sync::Unpoisoned;
-
-/// Hands out one snapshot, once.
-struct OneSnapshot(Mutex<Option<SessionSnapshot>>);
-
-impl SessionStore for OneSnapshot {
-    fn save<'a>(&'a self, _: &'a str, _: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn take<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>> {
-        Box::pin(async { Ok(self.0.locked().take()) })
-    }
-    fn ask_release<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn mark_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn is_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
-/// Covers every position; its replay of the missed events waits until
-/// `release` is told (as a slow Redis would keep it).
-struct HeldReplay {
-    release: Arc<Notify>,
-}
-
-impl CatchUp for HeldReplay {
-    fn covers(&self, _: &[(String, String)], _: &Positions) -> bool {
-        true
-    }
-    fn missed<'a>(
-        &'a self,
-        _: &'a [(String, String)],
-        _: &'a Positions,
-        _: Addressee<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Payload>, HandoffError>> {
-        Box::pin(async {
-            self.release.notified().await;
-            Ok(Vec::new())
-        })
-    }
-}
+use crate::hub::testkit::{kit_with_handoff, MemoryStore, NoReplay, CHAT};
 
 fn snapshot() -> SessionSnapshot {
     SessionSnapshot {
@@ -74,8 +27,8 @@ fn snapshot() -> SessionSnapshot {
 async fn a_session_whose_resume_went_away_mid_takeover_is_parked_not_left_registered() {
     let release = Arc::new(Notify::new());
     let handoff = Handoff {
-        store: Arc::new(OneSnapshot(Mutex::new(Some(snapshot())))),
-        catch_up: Arc::new(HeldReplay { release: release.clone() }),
+        store: Arc::new(MemoryStore { snapshot: Some(snapshot()).into(), ..MemoryStore::default() }),
+        catch_up: Arc::new(NoReplay { held: Some(release.clone()) }),
     };
     let kit = kit_with_handoff(&[], handoff);
     let tasks = TaskTracker::new();
@@ -107,8 +60,8 @@ async fn a_session_whose_resume_went_away_mid_takeover_is_parked_not_left_regist
 async fn a_session_sent_to_a_resume_dropped_before_it_took_it_is_parked_not_left_registered() {
     let release = Arc::new(Notify::new());
     let handoff = Handoff {
-        store: Arc::new(OneSnapshot(Mutex::new(Some(snapshot())))),
-        catch_up: Arc::new(HeldReplay { release: release.clone() }),
+        store: Arc::new(MemoryStore { snapshot: Some(snapshot()).into(), ..MemoryStore::default() }),
+        catch_up: Arc::new(NoReplay { held: Some(release.clone()) }),
     };
     let kit = kit_with_handoff(&[], handoff);
     let tasks = TaskTracker::new();

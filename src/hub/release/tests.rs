@@ -1,57 +1,15 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::release;
-use crate::fanout::{cut_channel, Positions};
-use crate::hub::handoff::{Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore};
-use crate::hub::testkit::{handshake, invoke, kit_with_handoff_and_cuts, user, CHAT};
+use crate::fanout::cut_channel;
+use crate::hub::handoff::Handoff;
+use crate::hub::testkit::{handshake, invoke, kit_with_handoff_and_cuts, user, MemoryStore, NoReplay, CHAT};
 use crate::hub::HubSession;
 use crate::sync::Unpoisoned;
 use crate::telemetry::labels::Transport;
-use crate::transport::{Payload, Session};
-
-/// Keeps the tokens of the snapshots saved.
-#[derive(Default)]
-struct Saved(Mutex<Vec<String>>);
-
-impl SessionStore for Saved {
-    fn save<'a>(&'a self, token: &'a str, _: &'a SessionSnapshot) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async move {
-            self.0.locked().push(token.to_string());
-            Ok(())
-        })
-    }
-    fn take<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<SessionSnapshot>, HandoffError>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn ask_release<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn mark_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), HandoffError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn is_releasing<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, HandoffError>> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
-/// Never asked: releasing reads no stream.
-struct NoCatchUp;
-
-impl CatchUp for NoCatchUp {
-    fn covers(&self, _: &[(String, String)], _: &Positions) -> bool {
-        true
-    }
-    fn missed<'a>(
-        &'a self,
-        _: &'a [(String, String)],
-        _: &'a Positions,
-        _: Addressee<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Payload>, HandoffError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-}
+use crate::transport::Session;
 
 /// Another instance asks for a stateful session still served here, and its
 /// old socket's end is read while the session is being taken out of fan-out
@@ -62,8 +20,8 @@ impl CatchUp for NoCatchUp {
 /// the life of the process) and its cut stayed in `handing_off` for good.
 #[tokio::test]
 async fn a_served_session_parked_while_it_was_being_released_is_handed_off_all_the_same() {
-    let store = Arc::new(Saved::default());
-    let handoff = Handoff { store: store.clone(), catch_up: Arc::new(NoCatchUp) };
+    let store = Arc::new(MemoryStore::default());
+    let handoff = Handoff { store: store.clone(), catch_up: Arc::new(NoReplay::default()) };
     let (cuts, mut pipeline) = cut_channel();
     let k = kit_with_handoff_and_cuts(&[], handoff, cuts);
     let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
@@ -89,7 +47,7 @@ async fn a_served_session_parked_while_it_was_being_released_is_handed_off_all_t
         .expect("the release ends")
         .expect("the release does not panic");
 
-    assert_eq!(*store.0.locked(), std::slice::from_ref(&token), "handed off: the asker gets its snapshot");
+    assert_eq!(*store.saved.locked(), std::slice::from_ref(&token), "handed off: the asker gets its snapshot");
     assert!(k.hubs.parked.take_any(&token).is_none(), "not left parked out of fan-out");
     assert!(k.hubs.take_handing_off(conn).is_none(), "no cut left behind");
     assert!(k.hubs.registry.is_empty());
