@@ -35,6 +35,7 @@ mod reconnect;
 mod release;
 mod server;
 mod session;
+mod takeovers;
 mod tokens;
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub(crate) struct Hubs {
     /// Sessions taken out of fan-out for a handoff, until their task saves them.
     pub(super) handing_off: std::sync::Mutex<std::collections::HashMap<u64, Cut>>,
     /// Takeovers under way: the drain keeps ingest running for them.
-    pub takeovers: super::handoff::Takeovers,
+    pub takeovers: super::takeovers::Takeovers,
     next_conn: AtomicU64,
     /// Tokio's clock (the system clock outside tests), so that tests with
     /// paused time can step the keep-alive and the client timeout.
@@ -157,7 +157,7 @@ impl Hubs {
             history: None,
             cuts: None,
             handing_off: std::sync::Mutex::default(),
-            takeovers: super::handoff::Takeovers::default(),
+            takeovers: super::takeovers::Takeovers::default(),
             next_conn: AtomicU64::new(1),
             clock: tokio::time::Instant::now(),
         }
