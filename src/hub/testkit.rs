@@ -104,6 +104,23 @@ impl Kit {
         HubSession::new(self.hubs.clone(), hub, id, None, identity, transport, stateful)
     }
 
+    /// A JSON WebSocket session of the chat hub on a negotiated token, with
+    /// its handshake done (the answer taken): the token and the session.
+    pub(crate) async fn negotiated(&self, stateful: bool, identity: Identity) -> (String, HubSession) {
+        let (id, token) = self.hubs.tokens.issue(CHAT, stateful, 1);
+        let mut s = HubSession::new(
+            self.hubs.clone(),
+            CHAT,
+            id,
+            Some(token.clone()),
+            identity,
+            Transport::WebSockets,
+            stateful,
+        );
+        handshake(&mut s).await;
+        (token, s)
+    }
+
     /// A JSON WebSocket session of the chat hub with its handshake done
     /// (the handshake answer taken).
     pub(crate) async fn open(&self, stateful: bool) -> HubSession {

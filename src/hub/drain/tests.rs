@@ -49,10 +49,7 @@ async fn a_drained_connection_is_told_to_reconnect() {
 #[tokio::test(start_paused = true)]
 async fn parked_sessions_are_finished_by_the_drain() {
     let k = kit(&[]);
-    let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-    let mut s =
-        HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), Default::default(), Transport::WebSockets, true);
-    handshake(&mut s).await;
+    let (token, s) = k.negotiated(true, Default::default()).await;
     k.hubs.parked.park(token.clone(), s);
     assert_eq!(k.hubs.registry.len(), 1, "a parked session stays in fan-out");
     drain(&k.hubs, Duration::ZERO).await;
@@ -134,18 +131,7 @@ async fn a_session_parked_during_the_drain_is_handed_off_on_its_turn() {
     let k = kit_with_handoff(&[], handoff);
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-        let mut s = HubSession::new(
-            k.hubs.clone(),
-            CHAT,
-            id,
-            Some(token.clone()),
-            Default::default(),
-            Transport::WebSockets,
-            true,
-        );
-        handshake(&mut s).await;
-        sessions.push((token, s));
+        sessions.push(k.negotiated(true, Default::default()).await);
     }
     let hubs = k.hubs.clone();
     let task = tokio::spawn(async move { drain(&hubs, Duration::from_secs(1)).await });

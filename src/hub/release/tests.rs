@@ -5,10 +5,8 @@ use serde_json::json;
 use super::release;
 use crate::fanout::cut_channel;
 use crate::hub::handoff::Handoff;
-use crate::hub::testkit::{handshake, invoke, kit_with_handoff_and_cuts, user, MemoryStore, NoReplay, CHAT};
-use crate::hub::HubSession;
+use crate::hub::testkit::{invoke, kit_with_handoff_and_cuts, user, MemoryStore, NoReplay, CHAT};
 use crate::sync::Unpoisoned;
-use crate::telemetry::labels::Transport;
 use crate::transport::Session;
 
 /// Another instance asks for a stateful session still served here, and its
@@ -24,10 +22,7 @@ async fn a_served_session_parked_while_it_was_being_released_is_handed_off_all_t
     let handoff = Handoff { store: store.clone(), catch_up: Arc::new(NoReplay::default()) };
     let (cuts, mut pipeline) = cut_channel();
     let k = kit_with_handoff_and_cuts(&[], handoff, cuts);
-    let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-    let mut s =
-        HubSession::new(k.hubs.clone(), CHAT, id, Some(token.clone()), user("u1", "Ann"), Transport::WebSockets, true);
-    handshake(&mut s).await;
+    let (token, mut s) = k.negotiated(true, user("u1", "Ann")).await;
     s.receive(&invoke("1", "JoinRoom", json!(["r"]))).await;
     let ticket = k.hubs.parked.serving(&token, CHAT, s.conn(), s.outbox());
 

@@ -636,17 +636,8 @@ async fn a_resume_takes_the_fresh_token_of_the_same_user_only() {
 #[tokio::test]
 async fn a_snapshot_carries_a_session_to_another_instance() {
     let k = kit(&[]);
-    let (id, token) = k.hubs.tokens.issue(CHAT, true, 1);
-    let mut s = HubSession::new(
-        k.hubs.clone(),
-        CHAT,
-        id.clone(),
-        Some(token.clone()),
-        user("u1", "Ann"),
-        Transport::WebSockets,
-        true,
-    );
-    handshake(&mut s).await;
+    let (token, mut s) = k.negotiated(true, user("u1", "Ann")).await;
+    let id = s.connection_id.clone();
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     texts(&s.outbox());
     let (groups, positions) = s.detach();
@@ -714,17 +705,7 @@ async fn a_kicked_session_is_told_why_in_its_protocol() {
 #[tokio::test]
 async fn finish_leaves_fan_out_releases_the_token_and_counts_why() {
     let k = kit(&[]);
-    let (id, token) = k.hubs.tokens.issue(CHAT, false, 1);
-    let mut s = HubSession::new(
-        k.hubs.clone(),
-        CHAT,
-        id,
-        Some(token.clone()),
-        Identity::default(),
-        Transport::WebSockets,
-        false,
-    );
-    handshake(&mut s).await;
+    let (token, mut s) = k.negotiated(false, Identity::default()).await;
     s.receive(&invoke("1", "JoinRoom", json!(["r1"]))).await;
     s.outbox().kick(Kick::SlowConsumer);
     s.finish(Ended::WriteFailed).await;
