@@ -143,9 +143,7 @@ async fn after_websocket(
     if outbox.kicked() == Some(Kick::Handoff) {
         // Saved before the socket goes, so the client's immediate resume
         // finds the session on whichever instance it reaches.
-        let cut = hubs.take_handing_off(session.conn());
-        let (groups, positions) = cut.unwrap_or_else(|| session.detach());
-        Box::pin(handoff::hand_off(hubs, *session, groups, positions)).await;
+        Box::pin(handoff::hand_off_at_cut(hubs, *session)).await;
         drop(ws);
         return;
     }

@@ -287,8 +287,7 @@ impl Drop for Awaiting {
 async fn abandoned(hubs: &Arc<Hubs>, session: HubSession, token: String) {
     tracing::debug!(connection_id = %session.connection_id, "the resume went away during its takeover: the session waits for the next");
     if session.outbox().kicked() == Some(crate::transport::Kick::Handoff) {
-        let (groups, positions) = hubs.take_handing_off(session.conn()).unwrap_or_else(|| session.detach());
-        hand_off(hubs, session, groups, positions).await;
+        hand_off_at_cut(hubs, session).await;
     } else if session.can_resume() {
         hubs.parked.park(token, session);
     } else {
@@ -347,6 +346,13 @@ async fn take_over_here(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Id
     }
 }
 
+/// Hands off a session kicked for a handoff at the cut that took it out
+/// of fan-out (taken out now if none was recorded).
+pub(super) async fn hand_off_at_cut(hubs: &Hubs, session: HubSession) {
+    let (groups, positions) = hubs.take_handing_off(session.conn()).unwrap_or_else(|| session.detach());
+    hand_off(hubs, session, groups, positions).await;
+}
+
 /// Hands off the parked sessions a drain told to go: their socket dropped
 /// (they parked) after the drain began and before their turn came, so no
 /// transport was left to see the kick and hand them off. They waited,
@@ -355,8 +361,7 @@ async fn take_over_here(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Id
 /// drain waiting until its deadline.
 pub(super) async fn hand_off_parked_kicked(hubs: &Hubs) {
     for session in hubs.parked.take_kicked(crate::transport::Kick::Handoff) {
-        let (groups, positions) = hubs.take_handing_off(session.conn()).unwrap_or_else(|| session.detach());
-        hand_off(hubs, session, groups, positions).await;
+        hand_off_at_cut(hubs, session).await;
     }
 }
 

@@ -74,8 +74,7 @@ async fn settle(hubs: &Arc<Hubs>, token: &str, conn: u64) {
     match hubs.parked.take_conn(token, conn) {
         Some(session) => {
             tracing::debug!(connection_id = %session.connection_id, "stateful session parked as it was asked for: handed off");
-            let (groups, positions) = hubs.take_handing_off(conn).unwrap_or_else(|| session.detach());
-            handoff::hand_off(hubs, session, groups, positions).await;
+            handoff::hand_off_at_cut(hubs, session).await;
         }
         None => drop(hubs.take_handing_off(conn)),
     }
