@@ -554,6 +554,48 @@ async fn a_version_1_handshake_turns_stateful_reconnect_off() {
     }
 }
 
+/// A resume whose client resets its socket right after the request (the
+/// 101 never reaches it, or the upgrade fails under it) leaves the session
+/// parked for the next resume, as a socket dropped a moment later would:
+/// the session was ended there, and the client's next resume got 404.
+#[tokio::test]
+async fn a_resume_reset_before_its_socket_leaves_the_session_for_the_next() {
+    let s = Sidecar::start(&[]).await;
+    // The first socket stays open: the resume ends its transport first
+    // (as a client resuming before the server saw its old socket die), a
+    // wait in which the reset reaches the server before its 101.
+    let (_first, token) = stateful_socket(&s, 2).await;
+    let upgrade = format!(
+        "GET /hubs/chat?id={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    for attempt in 0..30u64 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("tcp connect");
+        tcp.set_zero_linger().expect("linger");
+        tcp.write_all(upgrade.as_bytes()).await.expect("request");
+        // From at once to a few milliseconds: before, during and after the
+        // server's answer.
+        tokio::time::sleep(Duration::from_micros(attempt * 150)).await;
+        drop(tcp);
+    }
+    // The session is parked again (or still being ended by the last reset
+    // socket): the next resume takes it within the supersede wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut ws = loop {
+        match RawWs::connect(s.port, &format!("/hubs/chat?id={token}")).await {
+            Ok(ws) => break ws,
+            Err(status) => {
+                assert!(std::time::Instant::now() < deadline, "the session was lost: resume answered {status}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // The resumed session answers (the client's Sequence, then an invocation).
+    ws.send(&format!("{{\"type\":9,\"sequenceId\":1}}{RS}")).await;
+    ws.send(&format!("{}{RS}", json!({"type":1,"invocationId":"1","target":"JoinRoom","arguments":["r"]}))).await;
+    assert_eq!(ws.recv_type(3).await.expect("answered")["invocationId"], "1");
+}
+
 #[tokio::test]
 async fn the_drain_close_carries_no_error() {
     let mut s = Sidecar::start(&[("SIDECAR_DRAIN_WINDOW_SECONDS", "1".into())]).await;

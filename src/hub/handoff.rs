@@ -281,10 +281,12 @@ impl Drop for Awaiting {
     }
 }
 
-/// A session taken over for a resume whose request went away meanwhile:
-/// handed off if the drain told it to go, else parked for its client's
+/// A session taken for a resume (from this instance's parked sessions or
+/// over from another instance) whose request went away before its
+/// transport ran: during the takeover, or in the upgrade after the 101.
+/// Handed off if the drain told it to go, else parked for its client's
 /// next resume as a session whose socket dropped is, else ended.
-async fn abandoned(hubs: &Arc<Hubs>, session: HubSession, token: String) {
+pub(crate) async fn abandoned(hubs: &Arc<Hubs>, session: HubSession, token: String) {
     tracing::debug!(connection_id = %session.connection_id, "the resume went away during its takeover: the session waits for the next");
     if session.outbox().kicked() == Some(crate::transport::Kick::Handoff) {
         hand_off_at_cut(hubs, session).await;

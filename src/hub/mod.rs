@@ -47,7 +47,7 @@ pub(crate) use connection::{resume_websocket, run, Carrier, Start};
 pub(crate) use drain::{close_for_hole, close_lost, drain};
 pub(crate) use error::Error;
 pub(crate) use handoff::{
-    take_over, Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore,
+    abandoned, take_over, Addressee, BoxFuture, CatchUp, Handoff, HandoffError, SessionSnapshot, SessionStore,
 };
 pub(crate) use keepalive::run_keepalive;
 pub(crate) use labels::HubLabels;

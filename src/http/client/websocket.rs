@@ -69,9 +69,15 @@ pub(super) async fn upgrade(
                 Ok(ws) => {
                     tasks.spawn(hub::resume_websocket(hubs, session, identity, ws));
                 }
+                // The client went away between its request and the
+                // socket: the session waits for its next resume, as it
+                // would had the socket dropped a moment later.
                 Err(e) => {
-                    tracing::debug!(error = %e, "websocket upgrade failed");
-                    session.finish(transport::Ended::ByClient).await;
+                    tracing::debug!(error = %e, "websocket upgrade of a resume failed");
+                    match token {
+                        Some(token) => hub::abandoned(&hubs, session, token).await,
+                        None => session.finish(transport::Ended::ByClient).await,
+                    }
                 }
             }
         }),
