@@ -38,6 +38,9 @@ async fn negotiate_answers_like_aspnet_core() {
     for (asked, error) in [
         ("one", "The client requested a non-integer protocol version."),
         ("-1", "The client requested version '-1', but the server does not support this version."),
+        // Given twice, the version is its values joined ("1,1"), as
+        // ASP.NET Core's StringValues reads it: no integer.
+        ("1&negotiateVersion=1", "The client requested a non-integer protocol version."),
     ] {
         let (status, body) =
             request(s.port, "POST", &format!("/hubs/chat/negotiate?negotiateVersion={asked}"), &[], b"")

@@ -1,13 +1,21 @@
 //! Query-string parameters, percent-decoded.
 
-/// The first value of `name` in a query string. Names match in any case,
-/// as in ASP.NET Core's query collection (`NegotiateVersion`, `id`,
-/// `access_token` are all looked up so).
+/// The value of `name` in a query string, as ASP.NET Core reads it: names
+/// match in any case (`NegotiateVersion`, `id`, `access_token` are all
+/// looked up so), and a name given more than once stands for its values
+/// joined with commas (`StringValues`' text), so `negotiateVersion=1&
+/// negotiateVersion=1` is no integer and two `id`s name no connection.
 pub(super) fn param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
+    let mut values = query?.split('&').filter_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         decode(k).eq_ignore_ascii_case(name).then(|| decode(v))
-    })
+    });
+    let first = values.next()?;
+    Some(values.fold(first, |mut joined, v| {
+        joined.push(',');
+        joined.push_str(&v);
+        joined
+    }))
 }
 
 fn decode(s: &str) -> String {
@@ -50,5 +58,13 @@ mod tests {
         assert_eq!(param(Some("ID=x&NegotiateVersion=1"), "id").as_deref(), Some("x"), "names in any case");
         assert_eq!(param(Some("ID=x&NegotiateVersion=1"), "negotiateVersion").as_deref(), Some("1"));
         assert_eq!(param(None, "id"), None);
+    }
+
+    #[test]
+    fn a_name_given_twice_stands_for_its_values_joined() {
+        let q = Some("negotiateVersion=1&id=a&NegotiateVersion=1&x=&x=");
+        assert_eq!(param(q, "negotiateVersion").as_deref(), Some("1,1"));
+        assert_eq!(param(q, "id").as_deref(), Some("a"));
+        assert_eq!(param(q, "x").as_deref(), Some(","));
     }
 }
