@@ -81,9 +81,19 @@ pub(super) fn decode(body: &[u8]) -> Result<HubMessage, Error> {
         4 => HubMessage::StreamInvocation(invocation()?),
         5 => HubMessage::CancelInvocation { invocation_id: id(2)? },
         6 => HubMessage::Ping,
+        // As ASP.NET Core's CreateCloseMessage reads it: the error (a string
+        // or nil) is required, allowReconnect a boolean where present.
         7 => HubMessage::Close(CloseMessage {
-            error: text(1),
-            allow_reconnect: items.get(2).and_then(Mp::as_bool).unwrap_or(false),
+            error: match items.get(1) {
+                Some(Mp::Nil) => None,
+                Some(Mp::String(e)) => e.as_str().map(str::to_string),
+                _ => return Err(malformed("Reading 'error' as String failed.")),
+            },
+            allow_reconnect: match items.get(2) {
+                None => false,
+                Some(Mp::Boolean(b)) => *b,
+                Some(_) => return Err(malformed("Reading 'allowReconnect' as Boolean failed.")),
+            },
         }),
         8 => HubMessage::Ack { sequence_id: seq()? },
         9 => HubMessage::Sequence { sequence_id: seq()? },
@@ -188,6 +198,24 @@ mod tests {
         .expect("decodes");
         assert_eq!(out.len(), 1);
         out.remove(0)
+    }
+
+    fn body(items: Vec<Mp>) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &Mp::Array(items)).expect("encodes");
+        out
+    }
+
+    /// A Close read as ASP.NET Core reads it: its error element required
+    /// (nil or a string), allowReconnect a boolean when it is there.
+    #[test]
+    fn a_close_needs_its_error_element_and_a_boolean_allow_reconnect() {
+        let close = |error, allow_reconnect| HubMessage::Close(CloseMessage { error, allow_reconnect });
+        assert_eq!(decode(&body(vec![7.into(), Mp::Nil])).ok(), Some(close(None, false)));
+        assert_eq!(decode(&body(vec![7.into(), "x".into(), true.into()])).ok(), Some(close(Some("x".into()), true)));
+        for bad in [vec![7.into()], vec![7.into(), 1.into()], vec![7.into(), Mp::Nil, 1.into()]] {
+            assert!(matches!(decode(&body(bad.clone())), Err(Error::Malformed(_))), "{bad:?}");
+        }
     }
 
     #[test]
