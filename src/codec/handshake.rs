@@ -25,7 +25,7 @@ impl HandshakeRequest {
     /// `HubConnectionContext` turns the feature off for it).
     pub fn parse_versioned(record: &[u8]) -> Result<(Protocol, u32), Error> {
         let req: HandshakeRequest =
-            serde_json::from_slice(record).map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
+            super::json::from_object(record).map_err(|e| Error::Malformed(format!("handshake: {e}")))?;
         Ok((Protocol::from_handshake(&req.protocol, req.version)?, req.version))
     }
 }
@@ -50,6 +50,12 @@ impl HandshakeResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_key_counts_its_last_value() {
+        let p = HandshakeRequest::parse(br#"{"protocol":"messagepack","version":1,"protocol":"json"}"#);
+        assert_eq!(p, Ok(Protocol::Json));
+    }
 
     #[test]
     fn accepts_json_version_1() {

@@ -1,5 +1,6 @@
 //! The JSON hub protocol: one JSON object per record.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -22,9 +23,22 @@ struct Wire {
     sequence_id: Option<u64>,
 }
 
+/// Parses a JSON object (a hub message, a handshake) as ASP.NET Core's
+/// readers do when a key repeats: the last of each counts (serde's derive
+/// refuses a repeated field). The second parse runs only after the first
+/// failed, so well-formed records never pay for it, and a record it
+/// cannot read either keeps the first parse's error.
+pub(super) fn from_object<T: DeserializeOwned>(record: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(record).or_else(|first| {
+        serde_json::from_slice::<serde_json::Map<String, Value>>(record)
+            .and_then(|fields| T::deserialize(Value::Object(fields)))
+            .map_err(|_| first)
+    })
+}
+
 /// Decodes one record (without its separator).
 pub(super) fn decode(record: &[u8]) -> Result<HubMessage, Error> {
-    let wire: Wire = serde_json::from_slice(record).map_err(|e| Error::Malformed(e.to_string()))?;
+    let wire: Wire = from_object(record).map_err(|e| Error::Malformed(e.to_string()))?;
     let id = |w: &Wire| {
         w.invocation_id
             .clone()

@@ -71,3 +71,17 @@ fn an_empty_invocation_id_is_a_non_blocking_call() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A key given twice: the last one counts, as in ASP.NET Core's reader
+/// (the connection was closed for it); a record broken otherwise keeps
+/// its error.
+#[test]
+fn a_repeated_key_counts_its_last_value() {
+    let m = decode(br#"{"type":7,"type":6}"#).expect("decodes");
+    assert_eq!(m, HubMessage::Ping);
+    let m = decode(br#"{"type":1,"target":"A","arguments":[1],"target":"B","arguments":[2]}"#).expect("decodes");
+    let HubMessage::Invocation(inv) = m else { panic!("an invocation: {m:?}") };
+    assert_eq!((inv.target.as_str(), inv.arguments), ("B", vec![serde_json::json!(2)]));
+    assert!(matches!(decode(br#"{"type":"1","type":"2"}"#), Err(Error::Malformed(_))));
+    assert!(matches!(decode(br#"{"type":6,"#), Err(Error::Malformed(e)) if e.contains("EOF")));
+}
