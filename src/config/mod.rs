@@ -8,6 +8,7 @@
 mod admin_token;
 mod arguments;
 mod hub_options;
+mod log_filter;
 mod push;
 mod routes;
 mod source;
@@ -573,6 +574,9 @@ impl Config {
             log_json: log_format == "json",
             log_filter: r.opt("log").or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_string()),
         };
+        if let Some(why) = log_filter::misspelt_level(&telemetry.log_filter) {
+            r.error("log", why);
+        }
         let instance_id = r.opt("instance_id").unwrap_or_else(host_name);
         if instance_id.is_empty() || instance_id.contains(|c: char| c.is_whitespace() || c == ':') {
             // ':' separates the group prefix from the instance id in group

@@ -227,6 +227,7 @@ fn values_that_do_not_fit_name_the_setting_and_the_value() {
         ("SIDECAR_COALESCE_WINDOW_MS", "0"),
         ("SIDECAR_LOG_FORMAT", "xml"),
         ("SIDECAR_MAX_MESSAGE_BYTES", "100"),
+        ("SIDECAR_LOG", "debu"),
     ]);
     let all = errors.join("\n");
     assert!(all.contains("SIDECAR_STATEFUL_RECONNECT: 'maybe' is not valid"), "{all}");
@@ -234,6 +235,7 @@ fn values_that_do_not_fit_name_the_setting_and_the_value() {
     assert!(all.contains("SIDECAR_COALESCE_WINDOW_MS: must be at least 1 (milliseconds), got 0"), "{all}");
     assert!(all.contains("SIDECAR_LOG_FORMAT: 'xml' must be text or json"), "{all}");
     assert!(all.contains("SIDECAR_MAX_MESSAGE_BYTES: must be between 256 and 16777216, got 100"), "{all}");
+    assert!(all.contains("SIDECAR_LOG: 'debu' is no level (did you mean 'debug'?)"), "{all}");
     assert!(errors.iter().all(|e| e.starts_with("SIDECAR_")), "{all}");
 }
 
