@@ -121,6 +121,24 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: the server hangs with every socket open (a VM paused, a
+    /// stalled disk under `appendfsync always`): connects still succeed
+    /// (the kernel's backlog), nothing is answered. [`Redis::resume`] ends it.
+    pub fn hang(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Redis::hang`]: the server answers what queued meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("redis-server runs");
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// A blocking connection for test commands.
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url()).expect("url").get_connection().expect("connect")
