@@ -27,7 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::replies::{self, Read};
 use super::resp::{self, ParseError};
-use super::RedisConn;
+use super::{RedisConn, StreamId};
 use crate::config::RedisConfig;
 
 /// How long a reply may take beyond the read's own block before the
@@ -104,8 +104,9 @@ pub(super) struct ReadCommand<'a> {
 pub(super) enum ReadConn {
     /// One server over TCP: our own socket.
     Own(Box<OwnConn>),
-    /// Anything else: the crate's connection, and the command it sends.
-    Crate(RedisConn, redis::Cmd),
+    /// Anything else: the crate's connection, the command it sends, and
+    /// the history read's arguments ([`ReadConn::read_pending`]).
+    Crate(RedisConn, redis::Cmd, Vec<Vec<u8>>),
 }
 
 impl ReadConn {
@@ -131,6 +132,9 @@ impl ReadConn {
             read.stream.as_bytes(),
             b">",
         ];
+        // This consumer's own entries after an id (XREADGROUP with an id
+        // instead of `>`), the id added when asked.
+        let history: Vec<Vec<u8>> = [&args[..6], &args[8..10]].concat().into_iter().map(<[u8]>::to_vec).collect();
         let single = !config.cluster && config.urls.len() == 1;
         if single {
             let info = redis::Client::open(config.urls[0].as_str())?.get_connection_info().clone();
@@ -159,6 +163,9 @@ impl ReadConn {
                     buf: Vec::new(),
                     hold,
                     held: false,
+                    id: None,
+                    abandoned: None,
+                    history,
                 };
                 own.socket = Some(own.connect().await?);
                 return Ok(ReadConn::Own(Box::new(own)));
@@ -168,7 +175,29 @@ impl ReadConn {
         for arg in args {
             cmd.arg(arg);
         }
-        Ok(ReadConn::Crate(super::connect(config, None).await?, cmd))
+        Ok(ReadConn::Crate(super::connect(config, None).await?, cmd, history))
+    }
+
+    /// The entries Redis handed this consumer after `after` and the
+    /// reader never saw: after a read failed, reads written on the socket
+    /// it gave up on may still have been answered in Redis (a Redis that
+    /// hung past the reply's time limit runs them when it wakes), which
+    /// moves the group past entries into this consumer's pending list, and
+    /// the next `>` read skips them. Read before any new entry, they are
+    /// delivered in stream order instead of 30 s later by the claimer,
+    /// after the ones behind them (or counted as a hole by `tally`).
+    pub(super) async fn read_pending(&mut self, after: StreamId) -> Result<Read, ReadError> {
+        match self {
+            ReadConn::Own(own) => own.read_pending(after).await,
+            ReadConn::Crate(conn, _, history) => {
+                let mut cmd = redis::Cmd::new();
+                for arg in history.iter() {
+                    cmd.arg(arg.as_slice());
+                }
+                let reply: Value = cmd.arg(after.to_string()).query_async(conn).await?;
+                Ok(replies::from_read_reply(reply))
+            }
+        }
     }
 
     /// Whether this connection holds a read window in Redis (see the
@@ -183,7 +212,7 @@ impl ReadConn {
     pub(super) async fn read(&mut self, hold: bool) -> Result<Read, ReadError> {
         match self {
             ReadConn::Own(own) => own.read(hold).await,
-            ReadConn::Crate(conn, cmd) => {
+            ReadConn::Crate(conn, cmd, _) => {
                 let reply: Value = cmd.query_async(conn).await?;
                 Ok(replies::from_read_reply(reply))
             }
@@ -221,6 +250,14 @@ pub(super) struct OwnConn {
     hold: Option<Hold>,
     /// The read in flight is behind a hold whose reply comes first.
     held: bool,
+    /// This socket's client id in Redis (CLIENT ID; none if refused).
+    id: Option<i64>,
+    /// The client id of a socket given up on with reads still queued in
+    /// Redis: killed (CLIENT KILL ID) from the next socket before it reads,
+    /// so those reads cannot take entries once the reader has moved on.
+    abandoned: Option<i64>,
+    /// The history read's arguments, without its id.
+    history: Vec<Vec<u8>>,
 }
 
 /// A read window held in Redis: a BLPOP that times out after the window,
@@ -258,11 +295,7 @@ impl OwnConn {
     async fn read(&mut self, hold: bool) -> Result<Read, ReadError> {
         let mut socket = match self.socket.take() {
             Some(socket) => socket,
-            None => {
-                self.in_flight = 0;
-                self.held = false;
-                self.connect().await?
-            }
+            None => self.reconnect().await?,
         };
         let now = Instant::now();
         // A hold's window plus its overrun: when to cut it short.
@@ -345,6 +378,52 @@ impl OwnConn {
         reply
     }
 
+    /// See [`ReadConn::read_pending`]. With reads of this socket still in
+    /// flight nothing can have been taken from under it: nothing to read.
+    async fn read_pending(&mut self, after: StreamId) -> Result<Read, ReadError> {
+        let mut socket = match self.socket.take() {
+            Some(socket) if self.in_flight > 0 => {
+                self.socket = Some(socket);
+                return Ok(Read::default());
+            }
+            Some(socket) => socket,
+            None => self.reconnect().await?,
+        };
+        let after = after.to_string();
+        let mut args: Vec<&[u8]> = self.history.iter().map(Vec::as_slice).collect();
+        args.push(after.as_bytes());
+        socket.write_all(&resp::command(&args)).await?;
+        let read = tokio::time::timeout(self.reply_within, reply(&mut socket, &mut self.buf, resp::read_reply))
+            .await
+            .map_err(|_| ReadError::Timeout(self.reply_within))??;
+        self.socket = Some(socket);
+        Ok(read)
+    }
+
+    /// A new socket after the last one failed or was dropped; reads that
+    /// one left queued in Redis are ended first (see `abandoned`).
+    async fn reconnect(&mut self) -> Result<TcpStream, ReadError> {
+        if std::mem::take(&mut self.in_flight) > 0 {
+            self.abandoned = self.id.take().or(self.abandoned);
+        }
+        self.held = false;
+        let mut socket = self.connect().await?;
+        if let Some(old) = self.abandoned.take() {
+            socket.write_all(&resp::command(&[b"CLIENT", b"KILL", b"ID", old.to_string().as_bytes()])).await?;
+            match reply(&mut socket, &mut self.buf, resp::integer).await {
+                Ok(_) => {}
+                Err(ReadError::Server(line)) => {
+                    tracing::warn!(error = %line, "CLIENT KILL refused: reads left queued on a connection given up on may take entries from under this reader (they are then counted as a hole)");
+                }
+                Err(e) => {
+                    self.abandoned = Some(old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(socket)
+    }
+
     async fn connect(&mut self) -> Result<TcpStream, ReadError> {
         let handshake = async {
             let mut socket = TcpStream::connect((self.host.as_str(), self.port)).await?;
@@ -361,16 +440,19 @@ impl OwnConn {
             if self.db != 0 {
                 ok(&mut socket, &mut self.buf, &[b"SELECT", self.db.to_string().as_bytes()]).await?;
             }
-            if let Some(hold) = self.hold.as_mut() {
-                socket.write_all(&resp::command(&[b"CLIENT", b"ID"])).await?;
-                hold.client_id = match reply(&mut socket, &mut self.buf, resp::integer).await {
-                    Ok(id) => Some(id),
-                    Err(ReadError::Server(line)) => {
+            socket.write_all(&resp::command(&[b"CLIENT", b"ID"])).await?;
+            self.id = match reply(&mut socket, &mut self.buf, resp::integer).await {
+                Ok(id) => Some(id),
+                Err(ReadError::Server(line)) => {
+                    if self.hold.is_some() {
                         tracing::warn!(error = %line, "CLIENT ID refused: the read window is held in the sidecar");
-                        None
                     }
-                    Err(e) => return Err(e),
-                };
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(hold) = self.hold.as_mut() {
+                hold.client_id = self.id;
             }
             Ok(socket)
         };
@@ -430,6 +512,8 @@ mod tests {
             let (mut socket, _) = listener.accept().await.expect("accepts");
             let mut buf = [0u8; 4096];
             let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b":7\r\n").await; // CLIENT ID
+            let _ = socket.read(&mut buf).await;
             tokio::time::sleep(Duration::from_millis(150)).await;
             let _ = socket.write_all(b"*-1\r\n").await; // the block ran out: no entries
             let _ = socket.read(&mut buf).await;
@@ -457,6 +541,9 @@ mod tests {
             buf: Vec::new(),
             hold: None,
             held: false,
+            id: None,
+            abandoned: None,
+            history: Vec::new(),
         };
         assert_eq!(conn.read(false).await.expect("answered in time").len(), 0);
         // The timer was set for the first read and fires first at 300 ms:

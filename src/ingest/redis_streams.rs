@@ -296,7 +296,33 @@ async fn read_stream(
     // more than the wake-up it saves (two instances side by side at 60
     // events/s: 1.13 of the CPU); the window is held here then.
     let mut in_redis = false;
+    // A read failed: before new entries, the ones reads given up on may
+    // have taken (`ReadConn::read_pending`).
+    let mut reclaim = false;
     loop {
+        if reclaim {
+            let pending = tokio::select! {
+                r = reader.read_pending(position) => r,
+                _ = &mut stopped => break,
+            };
+            match pending {
+                Ok(entries) => {
+                    reclaim = false;
+                    count_soon |= backoff.reset(&shared);
+                    match hand_over_reclaimed(&shared, &stream, entries, &mut position, &mut tally).await {
+                        Some(()) => {}
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    tokio::select! {
+                        _ = backoff.fail(&shared, &stream, &e) => {}
+                        _ = &mut stopped => break,
+                    }
+                }
+            }
+            continue;
+        }
         if flowing && !in_redis {
             window_end.as_mut().reset(tokio::time::Instant::now() + window);
         }
@@ -354,6 +380,7 @@ async fn read_stream(
                 }
             }
             Err(e) => {
+                reclaim = true;
                 tokio::select! {
                     _ = backoff.fail(&shared, &stream, &e) => {}
                     _ = &mut stopped => break,
@@ -362,6 +389,30 @@ async fn read_stream(
         }
     }
     tracing::info!(stream = %stream, "reader stopped");
+}
+
+/// Hands on the entries [`ReadConn::read_pending`] found after `position`
+/// (none, usually), counted like any read; `None` when the pipeline has
+/// stopped.
+async fn hand_over_reclaimed(
+    shared: &Shared,
+    stream: &Arc<str>,
+    entries: super::replies::Read,
+    position: &mut StreamId,
+    tally: &mut Tally,
+) -> Option<()> {
+    let Some(last) = entries.last_id() else { return Some(()) };
+    tracing::warn!(stream = %stream, group = %shared.group, entries = entries.len(), after = %position,
+        "entries Redis handed to reads given up on: delivered now, in stream order");
+    let before = std::mem::replace(position, last);
+    let missing = tally.read(&entries.ids);
+    if !hand_over(shared, stream, entries).await {
+        return None;
+    }
+    if let Some(missing) = missing {
+        report_hole(shared, stream, HoleCause::StreamTrimmed, before, missing.entries);
+    }
+    Some(())
 }
 
 /// The group is gone (Redis restarted without persistence, or someone
