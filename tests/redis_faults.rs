@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::continuity::Scenario;
 use support::continuity_check::Expect;
-use support::{chat_payload, envelope, Driver, Redis, Sidecar, WAIT};
+use support::{chat_payload, envelope, Driver, Redis, Sidecar};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -171,7 +171,11 @@ async fn assert_posted_delivered(d: &mut Driver, watchers: &[String], posts: &[P
             .collect();
         for p in &accepted {
             let n = got.iter().filter(|&&s| s == p.seq).count();
-            assert_eq!(n, 1, "{name} received POST #{} (answered {} {}) {n} times: got {got:?}", p.seq, p.status, p.body);
+            assert_eq!(
+                n, 1,
+                "{name} received POST #{} (answered {} {}) {n} times: got {got:?}",
+                p.seq, p.status, p.body
+            );
         }
         for seq in &got {
             let p = posts.iter().find(|p| p.seq == *seq);
@@ -302,3 +306,135 @@ async fn redis_hung_for_15s() {
 /// figure; a reader gives up on a reply after its block (1 s) plus 10 s,
 /// which a Kubernetes probe (every 10 s by default) sees within one period.
 const UNREADY_WITHIN_MS: f64 = 12_000.0;
+
+/// Runs a Redis command on a connection of the test's own.
+fn redis_cmd(redis: &Redis, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut redis.conn())
+}
+
+/// The scenario with POSTs too: 30 clients under load, one watcher of
+/// [`POSTED_ROOM`] per instance, and `fault` run `times` times with a
+/// POST to each instance right after each; then every client must have
+/// received every event once, in order, Connected throughout, and every
+/// POST answered 202 must have reached every watcher once.
+async fn under_load(fault: &[&str], times: usize, between: Duration) {
+    let mut s = Scenario::start_on(&[], &["WebSockets", "ServerSentEvents", "LongPolling"]).await;
+    let (mut d, watchers) = posted_room_watchers(&s).await;
+    let admin: Vec<u16> = s.instances.iter().map(|i| i.as_ref().expect("running").admin_port).collect();
+    s.start_load();
+    s.run_for(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let mut posting = Vec::new();
+    let mut seq = 0;
+    for _ in 0..times {
+        let answer = redis_cmd(&s.redis, fault);
+        assert!(answer.is_ok(), "{fault:?}: {answer:?}");
+        for (slot, &port) in admin.iter().enumerate() {
+            posting.push(tokio::spawn(post(port, slot, seq, t0)));
+            seq += 1;
+        }
+        s.run_for(between).await;
+    }
+    s.run_for(Duration::from_secs(2)).await;
+    let mut posts = Vec::new();
+    for p in posting {
+        posts.push(p.await.expect("post task"));
+    }
+    let report = s.finish(TAIL).await;
+    println!("{fault:?} x {times}");
+    for p in &posts {
+        println!(
+            "  POST #{} to slot {} at {:.0} ms: {} {} after {:.0} ms",
+            p.seq, p.slot, p.sent_ms, p.status, p.body, p.took_ms
+        );
+    }
+    println!("{report}");
+    for p in &posts {
+        assert_clear_answer(p);
+        assert!(p.accepted(), "a POST while Redis answers is accepted or queued: {p:?}");
+    }
+    assert_posted_delivered(&mut d, &watchers, &posts).await;
+    // Nothing in Redis was lost: nobody may miss a single event.
+    report.assert(Expect { everyone_miss_none: true, ..Expect::default() });
+}
+
+/// `CLIENT KILL TYPE normal` three times while events flow: every
+/// connection of every instance (readers with reads queued, the acker,
+/// the publisher) drops at once. Nothing in Redis is lost, so every client
+/// gets every event once, in order, and stays Connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redis_connection_killed_while_events_flow() {
+    let _serial = SERIAL.lock().await;
+    under_load(&["CLIENT", "KILL", "TYPE", "normal"], 3, Duration::from_millis(2500)).await;
+}
+
+/// `CLIENT PAUSE 3000 ALL`, then `CLIENT PAUSE 3000 WRITE`, while events
+/// flow: replies wait, nothing is lost; everyone gets everything once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_all_while_events_flow() {
+    let _serial = SERIAL.lock().await;
+    under_load(&["CLIENT", "PAUSE", "3000", "ALL"], 2, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pause_write_while_events_flow() {
+    let _serial = SERIAL.lock().await;
+    under_load(&["CLIENT", "PAUSE", "3000", "WRITE"], 2, Duration::from_secs(5)).await;
+}
+
+/// Redis at `maxmemory` with `noeviction`: XADD is refused with OOM. A
+/// POST then gets a clear answer; each one answered 202 reaches the
+/// clients of both instances once, in order, when memory is freed; the
+/// readers keep reading (XREADGROUP is not refused: `/readyz` stays 200,
+/// `sidecar_redis_up` 1) and deliver a POST at once after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_refuses_xadd() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start().await;
+    let env = |id: &str| vec![("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", id.to_string())];
+    let (env_a, env_b) = (env("oom-a"), env("oom-b"));
+    let (a, b) = tokio::join!(Sidecar::start(&env_a), Sidecar::start(&env_b));
+    let mut d = Driver::start().await;
+    for (name, s, transport) in [("on-a", &a, "WebSockets"), ("on-b", &b, "ServerSentEvents")] {
+        d.connect(name, &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({"transport": transport}))
+            .await
+            .expect("connects");
+        assert_eq!(d.invoke(name, "JoinRoom", json!([POSTED_ROOM])).await, Ok(Value::Null));
+    }
+    let t0 = Instant::now();
+    let mut posts = vec![post(a.admin_port, 0, 0, t0).await];
+    assert_eq!(posts[0].body, json!({"status": "accepted"}), "before the fault");
+
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).expect("policy");
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory", "1"]).expect("maxmemory");
+    let refused = redis_cmd(&redis, &["XADD", "events:chat", "*", "k", "v"]);
+    assert!(refused.as_ref().is_err_and(|e| e.code() == Some("OOM")), "XADD refused with OOM: {refused:?}");
+    for n in 1..=4 {
+        let (slot, port) = if n % 2 == 1 { (0, a.admin_port) } else { (1, b.admin_port) };
+        let p = post(port, slot, n, t0).await;
+        println!("POST #{n} while OOM: {} {} after {:.0} ms", p.status, p.body, p.took_ms);
+        assert_clear_answer(&p);
+        posts.push(p);
+    }
+    // Two of the readers' blocking reads (1 s each) while full: a read
+    // refused would turn /readyz 503 and sidecar_redis_up 0.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for s in [&a, &b] {
+        let (status, body) = support::http::request(s.admin_port, "GET", "/readyz", &[], b"").await.expect("readyz");
+        assert_eq!(status, 200, "Redis answers reads while full: still ready: {body}");
+        let (_, metrics) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        assert!(metrics.lines().any(|l| l == "sidecar_redis_up 1"), "the readers keep reading while Redis is full");
+    }
+
+    redis_cmd(&redis, &["CONFIG", "SET", "maxmemory", "0"]).expect("maxmemory off");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    posts.push(post(b.admin_port, 1, 5, t0).await);
+    assert_eq!(posts[5].status, 202, "{:?}", posts[5]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let watchers = ["on-a".to_string(), "on-b".to_string()];
+    assert_posted_delivered(&mut d, &watchers, &posts).await;
+}
