@@ -250,14 +250,25 @@ pub(super) struct OwnConn {
     hold: Option<Hold>,
     /// The read in flight is behind a hold whose reply comes first.
     held: bool,
-    /// This socket's client id in Redis (CLIENT ID; none if refused).
-    id: Option<i64>,
-    /// The client id of a socket given up on with reads still queued in
-    /// Redis: killed (CLIENT KILL ID) from the next socket before it reads,
-    /// so those reads cannot take entries once the reader has moved on.
-    abandoned: Option<i64>,
+    /// This socket as Redis knows it (none if CLIENT ID is refused).
+    id: Option<ClientRef>,
+    /// A socket given up on with reads still queued in Redis: killed from
+    /// the next socket before it reads, so those reads cannot take entries
+    /// once the reader has moved on.
+    abandoned: Option<ClientRef>,
     /// The history read's arguments, without its id.
     history: Vec<Vec<u8>>,
+}
+
+/// One of this reader's sockets as Redis knows it: its client id and its
+/// address. A kill names both (`CLIENT KILL ID .. ADDR ..`), so it can hit
+/// nobody else: a Redis restarted meanwhile numbers its clients afresh, and
+/// behind a NAT the address differs and the kill does nothing (the reader
+/// then relies on its pending read and the tally, `redis_streams`).
+#[derive(Debug, Clone)]
+struct ClientRef {
+    id: i64,
+    addr: String,
 }
 
 /// A read window held in Redis: a BLPOP that times out after the window,
@@ -404,14 +415,16 @@ impl OwnConn {
     /// one left queued in Redis are ended first (see `abandoned`).
     async fn reconnect(&mut self) -> Result<TcpStream, ReadError> {
         if std::mem::take(&mut self.in_flight) > 0 {
-            self.abandoned = self.id.take().or(self.abandoned);
+            if let Some(id) = self.id.take() {
+                self.abandoned = Some(id);
+            }
         }
         self.held = false;
         let mut socket = self.connect().await?;
         if let Some(old) = self.abandoned.take() {
-            socket.write_all(&resp::command(&[b"CLIENT", b"KILL", b"ID", old.to_string().as_bytes()])).await?;
-            match reply(&mut socket, &mut self.buf, resp::integer).await {
-                Ok(_) => {}
+            let killed = tokio::time::timeout(CONNECT_TIMEOUT, kill(&mut socket, &mut self.buf, &old)).await;
+            match killed.map_err(|_| ReadError::Timeout(CONNECT_TIMEOUT)).and_then(|r| r) {
+                Ok(()) => {}
                 Err(ReadError::Server(line)) => {
                     tracing::warn!(error = %line, "CLIENT KILL refused: reads left queued on a connection given up on may take entries from under this reader (they are then counted as a hole)");
                 }
@@ -442,7 +455,7 @@ impl OwnConn {
             }
             socket.write_all(&resp::command(&[b"CLIENT", b"ID"])).await?;
             self.id = match reply(&mut socket, &mut self.buf, resp::integer).await {
-                Ok(id) => Some(id),
+                Ok(id) => Some(ClientRef { id, addr: socket.local_addr()?.to_string() }),
                 Err(ReadError::Server(line)) => {
                     if self.hold.is_some() {
                         tracing::warn!(error = %line, "CLIENT ID refused: the read window is held in the sidecar");
@@ -452,12 +465,21 @@ impl OwnConn {
                 Err(e) => return Err(e),
             };
             if let Some(hold) = self.hold.as_mut() {
-                hold.client_id = self.id;
+                hold.client_id = self.id.as_ref().map(|c| c.id);
             }
             Ok(socket)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, handshake).await.map_err(|_| ReadError::Timeout(CONNECT_TIMEOUT))?
     }
+}
+
+/// Ends `client`'s connection in Redis, if it is still there.
+async fn kill(socket: &mut TcpStream, buf: &mut Vec<u8>, client: &ClientRef) -> Result<(), ReadError> {
+    let id = client.id.to_string();
+    socket
+        .write_all(&resp::command(&[b"CLIENT", b"KILL", b"ID", id.as_bytes(), b"ADDR", client.addr.as_bytes()]))
+        .await?;
+    reply(socket, buf, resp::integer).await.map(|_| ())
 }
 
 /// Sends a command whose answer is a status (`+OK`); an error line fails.

@@ -314,6 +314,8 @@ async fn read_stream(
                         None => break,
                     }
                 }
+                // No group, so nothing pending either: the read recreates it.
+                Err(e) if e.code() == Some("NOGROUP") => reclaim = false,
                 Err(e) => {
                     tokio::select! {
                         _ = backoff.fail(&shared, &stream, &e) => {}
