@@ -205,9 +205,9 @@ fn ready_runs(samples: &[ReadySample], slot: usize) -> Vec<(u16, f64, f64)> {
 /// stateful, every transport) receive 50 events/s, and a publisher POSTs
 /// one event a second to the instances in turn. Returns what `/readyz`
 /// said, for the caller's expectations.
-async fn hung_redis(hang: Duration) -> Vec<ReadySample> {
+async fn hung_redis(hang: Duration, env: &[(&str, &str)]) -> Vec<ReadySample> {
     let mut s = Scenario::start_on(
-        &[],
+        env,
         &["WebSockets", "WebSockets", "ServerSentEvents", "ServerSentEvents", "LongPolling", "LongPolling"],
     )
     .await;
@@ -276,7 +276,7 @@ async fn hung_redis(hang: Duration) -> Vec<ReadySample> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_for_3s() {
     let _serial = SERIAL.lock().await;
-    hung_redis(Duration::from_secs(3)).await;
+    hung_redis(Duration::from_secs(3), &[]).await;
 }
 
 /// A 15 s hang: as for 3 s, and each instance's `/readyz` turns 503
@@ -286,8 +286,20 @@ async fn redis_hung_for_3s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_for_15s() {
     let _serial = SERIAL.lock().await;
+    hung_redis_for_15s(&[]).await;
+}
+
+/// The 15 s hang with a read window held in Redis (one `BLPOP` and one
+/// read queued at a time instead of eight reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hung_for_15s_with_a_read_window() {
+    let _serial = SERIAL.lock().await;
+    hung_redis_for_15s(&[("SIDECAR_READ_WINDOW_MS", "20")]).await;
+}
+
+async fn hung_redis_for_15s(env: &[(&str, &str)]) {
     let hang = Duration::from_secs(15);
-    let samples = hung_redis(hang).await;
+    let samples = hung_redis(hang, env).await;
     let hang_ms = hang.as_secs_f64() * 1000.0;
     for slot in 0..support::continuity::INSTANCES {
         let first_unready = samples.iter().find(|x| x.slot == slot && x.status == 503);
