@@ -205,7 +205,7 @@ fn ready_runs(samples: &[ReadySample], slot: usize) -> Vec<(u16, f64, f64)> {
 /// stateful, every transport) receive 50 events/s, and a publisher POSTs
 /// one event a second to the instances in turn. Returns what `/readyz`
 /// said, for the caller's expectations.
-async fn hung_redis(hang: Duration, env: &[(&str, &str)]) -> Vec<ReadySample> {
+async fn hung_redis(hang: Duration, env: &[(&str, &str)], redis_setup: &[&[&str]]) -> Vec<ReadySample> {
     let mut s = Scenario::start_on(
         env,
         &["WebSockets", "WebSockets", "ServerSentEvents", "ServerSentEvents", "LongPolling", "LongPolling"],
@@ -213,6 +213,9 @@ async fn hung_redis(hang: Duration, env: &[(&str, &str)]) -> Vec<ReadySample> {
     .await;
     let (mut d, watchers) = posted_room_watchers(&s).await;
     let admin: Vec<u16> = s.instances.iter().map(|i| i.as_ref().expect("running").admin_port).collect();
+    for cmd in redis_setup {
+        redis_cmd(&s.redis, cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    }
     s.start_load();
     s.run_for(Duration::from_secs(2)).await;
 
@@ -276,7 +279,7 @@ async fn hung_redis(hang: Duration, env: &[(&str, &str)]) -> Vec<ReadySample> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_for_3s() {
     let _serial = SERIAL.lock().await;
-    hung_redis(Duration::from_secs(3), &[]).await;
+    hung_redis(Duration::from_secs(3), &[], &[]).await;
 }
 
 /// A 15 s hang: as for 3 s, and each instance's `/readyz` turns 503
@@ -286,7 +289,17 @@ async fn redis_hung_for_3s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_for_15s() {
     let _serial = SERIAL.lock().await;
-    hung_redis_for_15s(&[]).await;
+    hung_redis_for_15s(&[], &[]).await;
+}
+
+/// The 15 s hang with `CLIENT KILL` denied to the sidecar's Redis user (a
+/// managed Redis often denies `@admin`): the reads given up on cannot be
+/// ended, and the reader's read of its own pending entries, after Redis
+/// woke and dropped the old socket, still finds what they took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hung_for_15s_with_client_kill_denied() {
+    let _serial = SERIAL.lock().await;
+    hung_redis_for_15s(&[], &[&["ACL", "SETUSER", "default", "-client|kill"]]).await;
 }
 
 /// The 15 s hang with a read window held in Redis (one `BLPOP` and one
@@ -294,12 +307,12 @@ async fn redis_hung_for_15s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_for_15s_with_a_read_window() {
     let _serial = SERIAL.lock().await;
-    hung_redis_for_15s(&[("SIDECAR_READ_WINDOW_MS", "20")]).await;
+    hung_redis_for_15s(&[("SIDECAR_READ_WINDOW_MS", "20")], &[]).await;
 }
 
-async fn hung_redis_for_15s(env: &[(&str, &str)]) {
+async fn hung_redis_for_15s(env: &[(&str, &str)], redis_setup: &[&[&str]]) {
     let hang = Duration::from_secs(15);
-    let samples = hung_redis(hang, env).await;
+    let samples = hung_redis(hang, env, redis_setup).await;
     let hang_ms = hang.as_secs_f64() * 1000.0;
     for slot in 0..support::continuity::INSTANCES {
         let first_unready = samples.iter().find(|x| x.slot == slot && x.status == 503);
