@@ -494,8 +494,7 @@ fn gaps(name: &str, what: &str, got: &[u64]) -> usize {
 #[tokio::test]
 async fn notifications_and_announcements_reach_every_tab_through_a_rolling_restart() {
     let redis = Redis::start().await;
-    let mut fleet =
-        vec![instance(&redis, "no-a").await, instance(&redis, "no-b").await, instance(&redis, "no-c").await];
+    let mut fleet = [instance(&redis, "no-a").await, instance(&redis, "no-b").await, instance(&redis, "no-c").await];
     let ingress = support::affinity::Affinity::start(&fleet.iter().map(|s| s.port).collect::<Vec<_>>()).await;
     let url = format!("{}{NOTIFICATIONS}", ingress.url());
     let mut d = Driver::start().await;

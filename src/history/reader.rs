@@ -25,6 +25,15 @@ use crate::transport::Payload;
 const MAX_REPLAY: usize = 10_000;
 /// How long a join waits for the writer to write everything up to its cut.
 const WRITER_WAIT: Duration = Duration::from_secs(2);
+/// How long a join whose stretch of the stream is not yet vouched for waits
+/// for the other instances to publish theirs. Each publishes its stretch
+/// once per writer tick, so what an instance started less than a tick ago
+/// (a rolling restart's new pod, where the drained pod's clients land) did
+/// not write itself is vouched for by the live ones within a tick. Longer
+/// than a tick, so one late publication still counts.
+const COVERAGE_WAIT: Duration = Duration::from_millis(1500);
+/// How often the coverage is read again meanwhile.
+const COVERAGE_POLL: Duration = Duration::from_millis(100);
 
 /// The history in Redis, as the hub reads it.
 pub(super) struct RedisHistory {
@@ -61,6 +70,19 @@ impl RedisHistory {
             .into_iter()
             .chain(fields.values().filter_map(|v| parse_stretch(v)).map(|(from, to)| Stretch { from, to }))
             .collect())
+    }
+
+    /// Waits (up to [`COVERAGE_WAIT`]) until the published stretches cover
+    /// everything after `after` up to `upto`; false if they never do.
+    async fn covered_later(&self, stream: &Arc<str>, after: StreamId, upto: StreamId) -> Result<bool, NotRecovered> {
+        let deadline = tokio::time::Instant::now() + COVERAGE_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(COVERAGE_POLL).await;
+            if covers(&self.stretches(stream, upto).await?, after, upto) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether every entry `stream` ever had is from `oldest_kept` (ms) on,
@@ -122,14 +144,20 @@ impl RedisHistory {
             return Err(NotRecovered::Unavailable("the history writer is behind".into()));
         }
         let key = room_key(&self.shared.prefix, &hub.name, room);
-        let mut conn = self.shared.conn.clone();
-        let mut range_cmd = redis::cmd("ZRANGEBYSCORE");
-        range_cmd.arg(&key).arg(after.ms).arg(upto.ms).arg("LIMIT").arg(0).arg(MAX_REPLAY * 2);
-        let range = range_cmd.query_async::<Vec<Value>>(&mut conn);
-        let (stretches, members) = tokio::join!(self.stretches(&hub.stream, upto), range);
-        if !covers(&stretches?, after, upto) {
-            return Err(NotRecovered::NotCovered);
-        }
+        let range = || {
+            let mut range_cmd = redis::cmd("ZRANGEBYSCORE");
+            range_cmd.arg(&key).arg(after.ms).arg(upto.ms).arg("LIMIT").arg(0).arg(MAX_REPLAY * 2);
+            let mut conn = self.shared.conn.clone();
+            async move { range_cmd.query_async::<Vec<Value>>(&mut conn).await }
+        };
+        let (stretches, members) = tokio::join!(self.stretches(&hub.stream, upto), range());
+        let members = match covers(&stretches?, after, upto) {
+            true => members,
+            // Read again once covered: what proves the events written
+            // must be read before the events themselves.
+            false if self.covered_later(&hub.stream, after, upto).await? => range().await,
+            false => return Err(NotRecovered::NotCovered),
+        };
         let members = members.map_err(|e| NotRecovered::Unavailable(e.to_string()))?;
         if members.len() >= MAX_REPLAY * 2 {
             return Err(NotRecovered::TooLong(MAX_REPLAY));
