@@ -545,3 +545,58 @@ async fn notifications_and_announcements_reach_every_tab_through_a_rolling_resta
         }
     }
 }
+
+/// Stops Redis for `down` and starts it again, with its data (a Redis with
+/// persistence) or empty; then, as the pages would, rejoins every one of
+/// `clients` that was closed meanwhile. Returns when Redis is back.
+async fn restart_redis(
+    d: &mut Driver,
+    redis: &mut Redis,
+    down: Duration,
+    keep_data: bool,
+    clients: &[(&str, &Sidecar)],
+) {
+    redis.stop(keep_data).await;
+    tokio::time::sleep(down).await;
+    redis.restart().await;
+    tokio::time::sleep(TTL).await;
+    for (name, s) in clients {
+        if d.wait_for(Duration::ZERO, |v| v["event"] == "close" && v["name"] == *name).await.is_some() {
+            join(d, &s.url(), &format!("{name}-again"), name, ("WebSockets", "json"), Value::Null).await;
+        }
+    }
+}
+
+/// CONTRACT sections 11 and 15, presence through a Redis restart: users
+/// whose connections stay (or whose pages rejoin after a Close) are
+/// present again within the TTL once Redis answers, whether Redis came
+/// back with its data after an outage longer than an entry lives, or
+/// empty.
+#[tokio::test]
+async fn presence_converges_after_redis_restarts() {
+    let mut redis = Redis::start().await;
+    let a = instance(&redis, "rr-a").await;
+    let b = instance(&redis, "rr-b").await;
+    let mut d = Driver::start().await;
+    join(&mut d, &a.url(), "wendy", "wendy", ("WebSockets", "json"), Value::Null).await;
+    join(&mut d, &b.url(), "ann", "ann", ("LongPolling", "msgpack"), Value::Null).await;
+    join(&mut d, &a.url(), "bob", "bob", ("ServerSentEvents", "json"), Value::Null).await;
+    count_reaches(&mut d, "wendy", 3, WAIT).await;
+    let clients = [("wendy", &a), ("ann", &b), ("bob", &a)];
+    let everyone = ["ann", "bob", "wendy"];
+
+    for (down, keep_data) in [(TTL, true), (Duration::from_secs(1), false)] {
+        restart_redis(&mut d, &mut redis, down, keep_data, &clients).await;
+        let asker = if d.invoke("wendy", "GetPresence", json!(["d1"])).await.is_ok() { "wendy" } else { "wendy-again" };
+        let started = Instant::now();
+        loop {
+            let now = present(&mut d, asker).await;
+            if now == everyone {
+                break;
+            }
+            let waited = started.elapsed();
+            assert!(waited < TTL, "kept data {keep_data}: still {now:?} {waited:?} after Redis came back and settled");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
