@@ -7,7 +7,7 @@
 //! plus 100 per user.
 
 use crate::sync::Unpoisoned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,6 +117,22 @@ end
 return 0
 "#;
 
+/// Refreshes this instance's entries of one room (KEYS[1], its conns) to
+/// expire at ARGV[1]; returns those of ARGV[2..] that are not there any
+/// more (Redis restarted, or was down longer than an entry lives, and a
+/// sweep removed them), for the instance to add again.
+const REFRESH: &str = r#"
+local missing = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  else
+    table.insert(missing, ARGV[i])
+  end
+end
+return missing
+"#;
+
 /// The set of rooms with presence entries, so any instance can sweep them.
 const ROOMS: &str = "presence:rooms";
 
@@ -126,14 +142,16 @@ pub(crate) struct RedisPresence {
     instance: String,
     ttl: Duration,
     hub_names: Vec<String>,
-    /// This instance's entries, refreshed on every tick.
-    local: Mutex<HashSet<Member>>,
+    /// This instance's entries, refreshed on every tick, with the user's
+    /// display name (to add an entry again that Redis lost).
+    local: Mutex<HashMap<Member, String>>,
     join: Script,
     leave: Script,
     sweep: Script,
     set_state: Script,
     set_idle: Script,
     claim: Script,
+    refresh: Script,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -152,13 +170,14 @@ impl RedisPresence {
             instance: instance.to_string(),
             ttl,
             hub_names,
-            local: Mutex::new(HashSet::new()),
+            local: Mutex::new(HashMap::new()),
             join: with_expire(JOIN),
             leave: with_expire(LEAVE),
             sweep: with_expire(SWEEP),
             set_state: Script::new(SET_STATE),
             set_idle: with_expire(SET_IDLE),
             claim: Script::new(CLAIM),
+            refresh: Script::new(REFRESH),
         }
     }
 
@@ -188,7 +207,7 @@ impl RedisPresence {
         inv.arg(self.entry(m)).arg(&m.user_id).arg(now_ms() + self.lifetime_ms()).arg(now_ms()).arg(stored);
         let reply: Value = inv.invoke_async(&mut self.conn.clone()).await?;
         let _: i64 = redis::cmd("SADD").arg(ROOMS).arg(&tag).query_async(&mut self.conn.clone()).await?;
-        self.lock().insert(m.clone());
+        self.lock().insert(m.clone(), username.to_string());
         let (joined, mut out, changed) = transitions(m.hub, &m.room, reply);
         if joined {
             let user =
@@ -292,26 +311,20 @@ impl RedisPresence {
         self.ttl.saturating_sub(self.tick_interval()).as_millis() as u64
     }
 
-    /// Refreshes this instance's entries, then sweeps every room; returns
-    /// the users that left by expiry and the rooms where a state changed.
+    /// Refreshes this instance's entries (adding again those Redis lost),
+    /// then sweeps every room; returns the users that joined again or left
+    /// by expiry, and the rooms where a state changed.
     pub(super) async fn tick(&self) -> Result<(Vec<Transition>, Vec<(usize, String)>), PresenceError> {
-        let expiry = now_ms() + self.lifetime_ms();
-        let local: Vec<Member> = self.lock().iter().cloned().collect();
-        let mut by_room: HashMap<(usize, String), Vec<String>> = HashMap::new();
-        for m in &local {
-            by_room.entry((m.hub, m.room.clone())).or_default().push(self.entry(m));
-        }
-        for ((hub, room), entries) in by_room {
-            let [conns, ..] = self.keys(&self.room_tag(hub, &room));
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(conns).arg("XX");
-            for e in entries {
-                cmd.arg(expiry).arg(e);
+        let (mut out, mut changed_rooms) = (Vec::new(), Vec::new());
+        for m in self.refresh().await? {
+            let Some(username) = self.lock().get(&m).cloned() else { continue }; // left meanwhile
+            let (joined, changed) = self.join(&m, &username).await?;
+            out.extend(joined);
+            if changed {
+                changed_rooms.push((m.hub, m.room.clone()));
             }
-            let _: i64 = cmd.query_async(&mut self.conn.clone()).await?;
         }
         let tags: Vec<String> = redis::cmd("SMEMBERS").arg(ROOMS).query_async(&mut self.conn.clone()).await?;
-        let (mut out, mut changed_rooms) = (Vec::new(), Vec::new());
         for tag in tags {
             let Some((hub_name, room)) = tag.split_once(':') else { continue };
             let Some(hub) = self.hub_names.iter().position(|h| h == hub_name) else { continue };
@@ -334,7 +347,33 @@ impl RedisPresence {
         Ok((out, changed_rooms))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Member>> {
+    /// Pushes back the expiry of this instance's entries; returns those
+    /// Redis no longer has. Without adding them again, a user whose
+    /// connections outlived a Redis restart (or an outage longer than an
+    /// entry lives) would stay missing from the room for as long as they
+    /// stay connected.
+    async fn refresh(&self) -> Result<Vec<Member>, PresenceError> {
+        let expiry = now_ms() + self.lifetime_ms();
+        let local: Vec<Member> = self.lock().keys().cloned().collect();
+        let mut by_room: HashMap<(usize, String), Vec<&Member>> = HashMap::new();
+        for m in &local {
+            by_room.entry((m.hub, m.room.clone())).or_default().push(m);
+        }
+        let mut lost = Vec::new();
+        for ((hub, room), members) in by_room {
+            let [conns, ..] = self.keys(&self.room_tag(hub, &room));
+            let mut inv = self.refresh.key(conns);
+            inv.arg(expiry);
+            for m in &members {
+                inv.arg(self.entry(m));
+            }
+            let missing: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+            lost.extend(members.into_iter().filter(|m| missing.contains(&self.entry(m))).cloned());
+        }
+        Ok(lost)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Member, String>> {
         self.local.locked()
     }
 }
