@@ -149,6 +149,13 @@ impl Chain {
     }
 }
 
+/// Reads into the driver's queue every line Node has printed so far (300
+/// ms of reading): a zero timeout only sees lines the runtime has already
+/// noticed, so a list taken with one after a sleep can end early.
+async fn read_all(d: &mut Driver) {
+    d.wait_for(Duration::from_millis(300), |_| false).await;
+}
+
 fn is_message(v: &Value, name: &str, method: &str) -> bool {
     v["event"] == "message" && v["name"] == name && v["method"] == method
 }
@@ -312,6 +319,7 @@ async fn count_reaches(d: &mut Driver, name: &str, count: u64, within: Duration)
 /// Every `UserJoined` (true) and `UserLeft` (false) `name` got so far, as
 /// (user id, joined), in order.
 async fn transitions(d: &mut Driver, name: &str) -> Vec<(String, bool)> {
+    read_all(d).await;
     let mut out = Vec::new();
     while let Some(m) = d
         .wait_for(Duration::ZERO, |v| {
@@ -379,6 +387,7 @@ async fn presence_converges_after_an_instance_is_killed_and_another_drained() {
 /// The typing rosters `name` got so far: (arrival on the client's clock,
 /// user ids).
 async fn rosters(d: &mut Driver, name: &str) -> Vec<(f64, Vec<String>)> {
+    read_all(d).await;
     let mut out = Vec::new();
     while let Some(m) = d.wait_for(Duration::ZERO, |v| is_message(v, name, "TypingRoster")).await {
         let r = &m["args"][0];
@@ -459,6 +468,7 @@ fn notify_loop(redis: &Redis, every: Duration) -> Publisher {
 async fn notified(d: &mut Driver, name: &str) -> (Vec<u64>, Vec<u64>, usize) {
     let (mut replies, mut news, mut reconnects) = (Vec::new(), Vec::new(), 0);
     let mut events = Vec::new();
+    read_all(d).await;
     while let Some(v) = d.wait_for(Duration::ZERO, |v| v["name"] == name).await {
         match (v["event"].as_str(), v["method"].as_str()) {
             (Some("message"), Some("ReceiveNotification")) => replies.push(v["args"][1]["n"].as_u64().expect("n")),
@@ -560,6 +570,7 @@ async fn restart_redis(
     tokio::time::sleep(down).await;
     redis.restart().await;
     tokio::time::sleep(TTL).await;
+    read_all(d).await;
     for (name, s) in clients {
         if d.wait_for(Duration::ZERO, |v| v["event"] == "close" && v["name"] == *name).await.is_some() {
             join(d, &s.url(), &format!("{name}-again"), name, ("WebSockets", "json"), Value::Null).await;
