@@ -611,3 +611,55 @@ async fn presence_converges_after_redis_restarts() {
         }
     }
 }
+
+/// CONTRACT section 15, missed updates through a Redis restart: a reader
+/// that left before it, rejoining on another instance with its last
+/// position, gets every response it missed once, in order, when Redis came
+/// back with its data; when Redis came back empty (the responses published
+/// before the restart are gone) it is told `recovered: false`, with no
+/// partial replay, and goes on live.
+#[tokio::test]
+async fn missed_updates_through_a_redis_restart_are_replayed_or_refused_whole() {
+    for keep_data in [true, false] {
+        let mut redis = Redis::start().await;
+        let a = instance(&redis, "rx-a").await;
+        let b = instance(&redis, "rx-b").await;
+        let mut d = Driver::start().await;
+        let ws = ("WebSockets", "json");
+        join(&mut d, &a.url(), "r", "r", ws, Value::Null).await;
+        let mut chain = Chain::default();
+        burst(&redis, 0, 3);
+        chain.take_until(&mut d, "r", 3).await;
+        d.stop("r").await;
+        burst(&redis, 3, 6);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redis.stop(keep_data).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.restart().await;
+        // Both instances read again (a NOGROUP after an empty restart is
+        // found by the next read), then more responses.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        burst(&redis, 6, 9);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let last = json!(chain.last.clone());
+        let back = join(&mut d, &b.url(), "r-2", "r", ("LongPolling", "msgpack"), last.clone()).await;
+        if keep_data {
+            assert_eq!(
+                back["recovered"],
+                true,
+                "Redis kept its data: {last} recovers: {back}; {:?}",
+                metric_lines(&b, "sidecar_history_joins_total").await
+            );
+            chain.take_until(&mut d, "r-2", 9).await;
+            chain.assert_complete("r after a restart with the data kept", 9);
+        } else {
+            assert_eq!(back["recovered"], false, "3, 4 and 5 are gone: {back}");
+            let replayed = d.message("r-2", "ResponsesPosted", Duration::from_millis(700)).await;
+            assert!(replayed.is_none(), "no partial replay: {replayed:?}");
+            burst(&redis, 9, 10);
+            let mut live = Chain::default();
+            live.take_until(&mut d, "r-2", 10).await;
+            assert_eq!(live.ids, [9], "live after a join not recovered");
+        }
+    }
+}
