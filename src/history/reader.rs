@@ -85,21 +85,14 @@ impl RedisHistory {
         Ok(false)
     }
 
-    /// Whether every entry `stream` ever had is from `oldest_kept` (ms) on,
-    /// so none was trimmed from the rooms' history: the stream deleted
-    /// nothing (Redis 7's `max-deleted-entry-id`) and its first entry is
-    /// that recent. `0-0`, the position a join hands out while the stream
-    /// has no entry, is then good however old it looks; any other position
-    /// older than the window is too old (CONTRACT section 15).
-    async fn beginning_kept(&self, stream: &str, oldest_kept: u64) -> Result<bool, NotRecovered> {
+    /// The stream's `max-deleted-entry-id` (Redis 7) and its first entry's
+    /// id (`None` when it has no entry, or an id that does not parse).
+    async fn stream_start(&self, stream: &str) -> Result<(Option<StreamId>, Option<StreamId>), NotRecovered> {
         let unavailable = |e: redis::RedisError| NotRecovered::Unavailable(e.to_string());
         let mut conn = self.shared.conn.clone();
         let info: HashMap<String, Value> =
             redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await.map_err(unavailable)?;
         let deleted = info.get("max-deleted-entry-id").and_then(text).and_then(|id| id.parse::<StreamId>().ok());
-        if deleted != Some(StreamId::ZERO) {
-            return Ok(false);
-        }
         let first: Vec<Value> = redis::cmd("XRANGE")
             .arg(stream)
             .arg("-")
@@ -113,9 +106,35 @@ impl RedisHistory {
             Value::Array(parts) => parts.first().and_then(text),
             _ => None,
         });
-        Ok(match first_id {
-            None => first.is_empty(),
-            Some(id) => id.parse::<StreamId>().is_ok_and(|id| id.ms >= oldest_kept),
+        Ok((deleted, first_id.and_then(|id| id.parse::<StreamId>().ok())))
+    }
+
+    /// Whether every entry `stream` ever had is from `oldest_kept` (ms) on,
+    /// so none was trimmed from the rooms' history: the stream deleted
+    /// nothing (Redis 7's `max-deleted-entry-id`) and its first entry is
+    /// that recent. `0-0`, the position a join hands out while the stream
+    /// has no entry, is then good however old it looks; any other position
+    /// older than the window is too old (CONTRACT section 15).
+    async fn beginning_kept(&self, stream: &str, oldest_kept: u64) -> Result<bool, NotRecovered> {
+        Ok(match self.stream_start(stream).await? {
+            (Some(StreamId::ZERO), None) => true,
+            (Some(StreamId::ZERO), Some(first)) => first.ms >= oldest_kept,
+            _ => false,
+        })
+    }
+
+    /// Whether the stream began after `after`: it never deleted an entry
+    /// and its first is newer, so `after` was never one of its entries.
+    /// It is a new stream (Redis restarted empty): what came after `after`
+    /// in the old one is gone, whatever a stretch published before the
+    /// instances noticed (the history writer may vouch for its old run once
+    /// more, into the new Redis, before the reader finds its group gone)
+    /// says.
+    async fn began_after(&self, stream: &str, after: StreamId) -> Result<bool, NotRecovered> {
+        Ok(match self.stream_start(stream).await? {
+            (Some(StreamId::ZERO), None) => true,
+            (Some(StreamId::ZERO), Some(first)) => first > after,
+            _ => false,
         })
     }
 
@@ -139,6 +158,9 @@ impl RedisHistory {
         let beginning_kept = || self.beginning_kept(&hub.stream, oldest_kept);
         if after.ms < oldest_kept && !(after == StreamId::ZERO && beginning_kept().await?) {
             return Err(NotRecovered::TooOld);
+        }
+        if after != StreamId::ZERO && self.began_after(&hub.stream, after).await? {
+            return Err(NotRecovered::NotCovered);
         }
         if !self.writer_caught_up().await {
             return Err(NotRecovered::Unavailable("the history writer is behind".into()));
