@@ -255,6 +255,18 @@ fn burst(redis: &Redis, from: u64, to: u64) {
 /// each once as well.
 #[tokio::test]
 async fn a_burst_held_by_a_draining_instance_is_neither_lost_nor_doubled() {
+    burst_through(false).await;
+}
+
+/// As [`a_burst_held_by_a_draining_instance_is_neither_lost_nor_doubled`],
+/// the instance holding the batch SIGKILLed instead.
+#[tokio::test]
+async fn a_burst_held_by_a_killed_instance_is_neither_lost_nor_doubled() {
+    burst_through(true).await;
+}
+
+/// A burst whose batch `a` holds when it is drained or, with `kill`, killed.
+async fn burst_through(kill: bool) {
     let redis = Redis::start().await;
     let mut a = instance(&redis, "bu-a").await;
     let b = instance(&redis, "bu-b").await;
@@ -272,12 +284,18 @@ async fn a_burst_held_by_a_draining_instance_is_neither_lost_nor_doubled() {
     // The first went out alone: the window is open, the next are held.
     burst(&redis, 1, 6);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    a.terminate();
+    if kill {
+        a.kill().await;
+    } else {
+        a.terminate();
+    }
     burst(&redis, 6, 12);
     rejoin(&mut d, &mut chains[0], "ws", "ws-2", &b, ws).await;
     rejoin(&mut d, &mut chains[1], "lp", "lp-2", &b, lp).await;
     burst(&redis, 12, 15);
-    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    if !kill {
+        assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    }
 
     for (chain, (who, name)) in chains.iter_mut().zip([("ws", "ws-2"), ("lp", "lp-2"), ("stay", "stay")]) {
         chain.take_until(&mut d, name, 15).await;
