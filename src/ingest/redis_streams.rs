@@ -307,7 +307,9 @@ async fn read_stream(
             };
             match pending {
                 Ok(entries) => {
-                    reclaim = false;
+                    // One read gives at most COUNT entries, and eight reads
+                    // may have been left queued: read on until none is left.
+                    reclaim = !entries.is_empty();
                     count_soon |= backoff.reset(&shared);
                     match hand_over_reclaimed(&shared, &stream, entries, &mut position, &mut tally).await {
                         Some(()) => {}
