@@ -138,6 +138,35 @@ async fn replay_then_live(transport: &str) {
     assert!(id_of(back["position"].as_str().expect("position")) > id_of(&last), "{back}");
 }
 
+/// The stream trimmed past a client's position (the publisher appends with
+/// `MAXLEN ~`) loses nothing the discussion's history keeps: the join
+/// replays from the history. Redis 7.0 leaves `max-deleted-entry-id` at
+/// `0-0` on a trim, so a stream whose first entry is newer than the
+/// position is not taken for a new one (Redis restarted empty) unless it
+/// still holds every entry it was given.
+#[tokio::test]
+async fn a_stream_trimmed_past_a_position_still_replays_it_from_the_history() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&discussion_env(Some(&redis))).await;
+    let mut d = Driver::start().await;
+    join(&mut d, &s, "a", "d1", Value::Null).await;
+    let mut conn = redis.conn();
+    for n in 0..3 {
+        xadd_data_on(&mut conn, STREAM, &response("d1", n));
+    }
+    let last = received(&mut d, "a", 3).await[2].1.clone();
+    d.stop("a").await;
+    for n in 3..50 {
+        xadd_data_on(&mut conn, STREAM, &response("d1", n));
+    }
+    let _: i64 = redis::cmd("XTRIM").arg(STREAM).arg("MAXLEN").arg(10).query(&mut conn).expect("trims");
+    // Let this instance read and write the history up to the trim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = join(&mut d, &s, "b", "d1", json!(last)).await;
+    assert_eq!(back["recovered"], true, "{back}");
+    assert_eq!(ids(&received(&mut d, "b", 47).await), (3..50).collect::<Vec<_>>(), "every missed event once, in order");
+}
+
 #[tokio::test]
 async fn a_position_older_than_the_history_or_from_before_anyone_was_reading_is_not_recovered() {
     let redis = Redis::start().await;

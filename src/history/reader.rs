@@ -85,14 +85,18 @@ impl RedisHistory {
         Ok(false)
     }
 
-    /// The stream's `max-deleted-entry-id` (Redis 7) and its first entry's
-    /// id (`None` when it has no entry, or an id that does not parse).
-    async fn stream_start(&self, stream: &str) -> Result<(Option<StreamId>, Option<StreamId>), NotRecovered> {
+    /// What `stream` says of its beginning (XINFO STREAM, then its first
+    /// entry).
+    async fn stream_start(&self, stream: &str) -> Result<StreamStart, NotRecovered> {
         let unavailable = |e: redis::RedisError| NotRecovered::Unavailable(e.to_string());
         let mut conn = self.shared.conn.clone();
         let info: HashMap<String, Value> =
             redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await.map_err(unavailable)?;
         let deleted = info.get("max-deleted-entry-id").and_then(text).and_then(|id| id.parse::<StreamId>().ok());
+        let count = |name: &str| match info.get(name) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
         let first: Vec<Value> = redis::cmd("XRANGE")
             .arg(stream)
             .arg("-")
@@ -106,7 +110,11 @@ impl RedisHistory {
             Value::Array(parts) => parts.first().and_then(text),
             _ => None,
         });
-        Ok((deleted, first_id.and_then(|id| id.parse::<StreamId>().ok())))
+        Ok(StreamStart {
+            none_deleted: deleted == Some(StreamId::ZERO),
+            all_kept: count("entries-added").is_some_and(|added| Some(added) == count("length")),
+            first: first_id.and_then(|id| id.parse::<StreamId>().ok()),
+        })
     }
 
     /// Whether every entry `stream` ever had is from `oldest_kept` (ms) on,
@@ -116,26 +124,23 @@ impl RedisHistory {
     /// has no entry, is then good however old it looks; any other position
     /// older than the window is too old (CONTRACT section 15).
     async fn beginning_kept(&self, stream: &str, oldest_kept: u64) -> Result<bool, NotRecovered> {
-        Ok(match self.stream_start(stream).await? {
-            (Some(StreamId::ZERO), None) => true,
-            (Some(StreamId::ZERO), Some(first)) => first.ms >= oldest_kept,
-            _ => false,
-        })
+        let start = self.stream_start(stream).await?;
+        Ok(start.none_deleted && start.first.is_none_or(|first| first.ms >= oldest_kept))
     }
 
-    /// Whether the stream began after `after`: it never deleted an entry
-    /// and its first is newer, so `after` was never one of its entries.
+    /// Whether the stream began after `after`: it still holds every entry
+    /// it was ever given (`entries-added` is its length: nothing deleted,
+    /// nothing trimmed, which Redis 7.0 does not show in
+    /// `max-deleted-entry-id`) and its first is newer, so `after` was
+    /// never one of its entries.
     /// It is a new stream (Redis restarted empty): what came after `after`
     /// in the old one is gone, whatever a stretch published before the
     /// instances noticed (the history writer may vouch for its old run once
     /// more, into the new Redis, before the reader finds its group gone)
     /// says.
     async fn began_after(&self, stream: &str, after: StreamId) -> Result<bool, NotRecovered> {
-        Ok(match self.stream_start(stream).await? {
-            (Some(StreamId::ZERO), None) => true,
-            (Some(StreamId::ZERO), Some(first)) => first > after,
-            _ => false,
-        })
+        let start = self.stream_start(stream).await?;
+        Ok(start.all_kept && start.first.is_none_or(|first| first > after))
     }
 
     async fn read(
@@ -229,6 +234,18 @@ impl RedisHistory {
 }
 
 /// A reply's string, as text.
+/// What a stream says of its beginning, for a join's checks.
+struct StreamStart {
+    /// `max-deleted-entry-id` is `0-0`: no entry deleted (Redis 7.0 leaves
+    /// it so on a trim too).
+    none_deleted: bool,
+    /// `entries-added` equals its length: every entry it was ever given is
+    /// still there.
+    all_kept: bool,
+    /// Its first entry, if it has one.
+    first: Option<StreamId>,
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
