@@ -346,3 +346,91 @@ async fn an_agent_in_several_chats_gets_each_ones_messages_in_order() {
     assert_eq!(req, c1);
     assert!(d.drain_messages("agent", Duration::from_millis(100)).await.is_empty(), "nothing doubled");
 }
+
+/// US2 and SC-004 through the hub, as the apps type: SendTyping on one
+/// instance reaches a watcher on another (CONTRACT 3: into the bus, so
+/// every instance sees it) with the caller's id and name from the token,
+/// the first at once, a keystroke burst cut by at least 30 % (SC-004),
+/// and the stop as the last state.
+#[tokio::test]
+async fn send_typing_reaches_other_instances_coalesced_by_at_least_30_percent() {
+    let redis = Redis::start().await;
+    let instance = |id: &str| {
+        let mut env = jwt_env();
+        env.extend([("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", id.to_string())]);
+        env
+    };
+    let (a, b) = (Sidecar::start(&instance("a")).await, Sidecar::start(&instance("b")).await);
+    let mut d = Driver::start().await;
+    let typist = json!({"accessToken": token("ann", "Ann Agent"), "rooms": ["r"]});
+    let watcher = json!({"accessToken": token("rita", "Rita"), "rooms": ["r"]});
+    d.connect("ann", &a.hub("/hubs/chat"), &[], typist).await.expect("typist");
+    d.connect("rita", &b.hub("/hubs/chat"), &["UserTyping"], watcher).await.expect("watcher");
+    let keystrokes = 20;
+    let started = now_ms();
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..keystrokes {
+        pace.tick().await;
+        d.call(json!({"cmd": "send", "name": "ann", "method": "SendTyping", "args": ["r", true]})).await.expect("sent");
+    }
+    d.invoke("ann", "SendTyping", json!(["r", false])).await.expect("stops");
+    let frames = d.drain_messages("rita", Duration::from_millis(600)).await;
+    let first = frames.first().expect("the indicator reached the other instance");
+    assert_eq!(first["args"][0], json!({"user_id": "ann", "username": "Ann Agent", "is_typing": true}));
+    let shown_after = first["at"].as_f64().expect("at") - started;
+    assert!(shown_after < 200.0, "the indicator showed {shown_after:.0} ms after the first keystroke");
+    let last = frames.last().expect("last");
+    assert_eq!(last["args"][0], json!({"user_id": "ann", "username": "Ann Agent", "is_typing": false}));
+    let events = keystrokes + 1;
+    assert!(frames.len() * 10 <= events * 7, "{events} typing events became {} frames: {frames:?}", frames.len());
+}
+
+/// One sample of the Prometheus text, 0 when the series is absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// FR-008 and CONTRACT 6: when events come faster than the sidecar hands
+/// them out, the reader waits (the stream keeps the events) and says so in
+/// its metrics; nothing is dropped, nobody is disconnected, and every
+/// client still gets every event once, in order.
+#[tokio::test]
+async fn a_backlog_beyond_the_pipeline_pauses_the_reader_and_loses_nothing() {
+    let redis = Redis::start().await;
+    let env = [("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INGEST_QUEUE_CAPACITY", "1".to_string())];
+    let s = Sidecar::start(&env).await;
+    let mut d = Driver::start().await;
+    let clients = ["c1", "c2", "c3"];
+    for name in clients {
+        d.connect(name, &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({"rooms": ["r"]})).await.expect("connects");
+    }
+    let total = 1000u64;
+    let mut pipe = redis::pipe();
+    for n in 0..total {
+        let e = envelope("chat_message", "r", chat_payload("r", n));
+        pipe.cmd("XADD").arg("events:chat").arg("*").arg("data").arg(e.to_string());
+    }
+    let _: Vec<String> = pipe.query(&mut redis.conn()).expect("XADDs");
+    for name in clients {
+        let mut seqs = Vec::new();
+        while seqs.len() < total as usize {
+            let m = d.message(name, "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{name}: {}", seqs.len()));
+            seqs.push(m["args"][0]["sequence_number"].as_u64().expect("sequence"));
+        }
+        assert_eq!(seqs, (0..total).collect::<Vec<_>>(), "{name}: every event once, in order");
+    }
+    let (_, metrics) = support::http::request(s.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(sample(&metrics, "sidecar_ingest_wait_seconds_count") > 0.0, "the reader never waited: {metrics}");
+    let dropped: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("sidecar_events_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dropped, 0.0, "{metrics}");
+    assert_eq!(sample(&metrics, "sidecar_slow_consumer_disconnects_total"), 0.0);
+}
