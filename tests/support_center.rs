@@ -434,3 +434,82 @@ async fn a_backlog_beyond_the_pipeline_pauses_the_reader_and_loses_nothing() {
     assert_eq!(dropped, 0.0, "{metrics}");
     assert_eq!(sample(&metrics, "sidecar_slow_consumer_disconnects_total"), 0.0);
 }
+
+/// The dead letters of `stream`, each as its fields, once `n` are there.
+async fn dead_letters(redis: &Redis, stream: &str, n: usize) -> Vec<Vec<(String, String)>> {
+    let mut conn = redis.conn();
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(format!("{stream}:dead")).arg("-").arg("+").query(&mut conn).expect("XRANGE");
+        dead = reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).expect("text")))
+                    .collect()
+            })
+            .collect();
+        if dead.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dead
+}
+
+/// Seed 004's validation rules (UUID event_id, ISO 8601 timestamp,
+/// non-empty room_id, payload matching its event_type) and CONTRACT 4: an
+/// entry that breaks one reaches nobody; it is dead-lettered with its
+/// fields and a reason, the same envelope POSTed is a 400, and the next
+/// valid event still arrives.
+#[tokio::test]
+async fn entries_breaking_seed_004s_validation_rules_reach_nobody_and_are_dead_lettered() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    let methods = ["TicketStatusChanged", "TicketAssigned"];
+    d.connect("t", &s.hub("/hubs/ticket"), &methods, json!({})).await.expect("connects");
+    d.invoke("t", "SubscribeTicket", json!(["t-1"])).await.expect("subscribes");
+    let good = || envelope("status_change", "t-1", status("t-1", 0));
+    let mut bad = Vec::new();
+    let mut e = good();
+    e["event_id"] = json!("not-a-uuid");
+    bad.push(("event_id", e));
+    let mut e = good();
+    e["timestamp"] = json!("yesterday");
+    bad.push(("timestamp", e));
+    let mut e = good();
+    e["timestamp"] = json!("2026-13-45T99:99:99Z");
+    bad.push(("timestamp", e));
+    let mut e = good();
+    e["room_id"] = json!("");
+    bad.push(("room_id", e));
+    let mut e = good();
+    e["payload"].as_object_mut().expect("object").remove("new_status");
+    bad.push(("new_status", e));
+    let mut e = envelope("assignment_change", "t-1", assignment("t-1", 0));
+    e["payload"]["request_id"] = json!(42);
+    bad.push(("request_id", e));
+    for (what, e) in &bad {
+        let (code, body) = s.post_event(e.to_string().as_bytes()).await;
+        assert_eq!(code, 400, "POST of a bad {what}: {body}");
+        redis.xadd_data("events:ticket", e);
+    }
+    let mut last = good();
+    last["payload"]["n"] = json!(99);
+    redis.xadd_data("events:ticket", &last);
+    let got = d.message("t", "TicketStatusChanged", WAIT).await.expect("the valid event arrives");
+    assert_eq!(got["args"][0]["n"], 99, "a bad entry was delivered: {got}");
+    let stray = d.drain_messages("t", Duration::from_millis(300)).await;
+    assert!(stray.is_empty(), "{stray:?}");
+    let dead = dead_letters(&redis, "events:ticket", bad.len()).await;
+    assert_eq!(dead.len(), bad.len(), "every bad entry dead-lettered once: {dead:?}");
+    for ((what, e), fields) in bad.iter().zip(&dead) {
+        let field = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(field("data"), Some(e.to_string()), "{what}: the entry's fields are kept");
+        assert!(field("reason").is_some_and(|r| r.contains(what)), "{what}: the reason names it: {fields:?}");
+    }
+}
