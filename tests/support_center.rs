@@ -513,3 +513,59 @@ async fn entries_breaking_seed_004s_validation_rules_reach_nobody_and_are_dead_l
         assert!(field("reason").is_some_and(|r| r.contains(what)), "{what}: the reason names it: {fields:?}");
     }
 }
+
+/// CONTRACT 10 ("unknown extra fields are kept and passed through
+/// unchanged") on every transport and protocol: a payload with values a
+/// re-encoding could bend (negative and fractional numbers, null, nested
+/// empties, non-ASCII text, JSON escapes) reaches the client as published.
+#[tokio::test]
+async fn odd_payload_values_arrive_unchanged_on_every_transport_and_protocol() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    let pairs = [
+        ("WebSockets", "json"),
+        ("WebSockets", "msgpack"),
+        ("ServerSentEvents", "json"),
+        ("LongPolling", "json"),
+        ("LongPolling", "msgpack"),
+    ];
+    for (transport, protocol) in pairs {
+        let opts = json!({"transport": transport, "protocol": protocol, "rooms": ["r"]});
+        d.connect(&format!("{transport}-{protocol}"), &s.hub("/hubs/chat"), &["ReceiveMessage"], opts)
+            .await
+            .expect("connects");
+    }
+    let mut p = chat_payload("r", 1);
+    p["content"] = json!("Grüße 😀 \"quoted\" \\ back\nslash \u{1e} \u{0} end");
+    p["sender_id"] = Value::Null;
+    p["x"] = json!({"neg": -42, "half": 1.5, "tiny": -0.000123, "max_safe": 9007199254740991_i64,
+                    "empty_obj": {}, "empty_arr": [], "null": null, "t": true, "deep": [[[{"k": ["v"]}]]]});
+    let e = envelope("chat_message", "r", p);
+    redis.xadd_flat("events:chat", &e);
+    for (transport, protocol) in pairs {
+        let name = format!("{transport}-{protocol}");
+        let got = d.message(&name, "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{name}: nothing"));
+        assert_eq!(got["args"], json!([e["payload"]]), "{name}");
+    }
+}
+
+/// What an ASP.NET Core SignalR user expects of groups (the seed is
+/// silent): a group is a set, so a connection that joins a room twice gets
+/// each message once, and one LeaveRoom takes it out.
+#[tokio::test]
+async fn joining_a_room_twice_delivers_once_and_one_leave_ends_it() {
+    let redis = Redis::start().await;
+    let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
+    let mut d = Driver::start().await;
+    d.connect("c", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({"rooms": ["r", "r"]})).await.expect("connects");
+    d.connect("w", &s.hub("/hubs/chat"), &["ReceiveMessage"], json!({"rooms": ["r"]})).await.expect("control");
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 1)));
+    d.message("c", "ReceiveMessage", WAIT).await.expect("delivered");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(400)).await.is_none(), "delivered twice");
+    d.invoke("c", "LeaveRoom", json!(["r"])).await.expect("leaves");
+    redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", 2)));
+    let control = d.drain_messages("w", Duration::from_millis(500)).await;
+    assert_eq!(control.len(), 2, "the room's other member got both: {control:?}");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(100)).await.is_none(), "still in the room");
+}
