@@ -167,6 +167,26 @@ async fn rolling_restart_with_clients_on_every_transport() {
     s.finish(TAIL).await.assert(Expect::default());
 }
 
+/// (a'') The same rollout with MessagePack clients (binary frames, the
+/// length-prefixed records, a stateful session's buffer of binary
+/// messages) beside JSON ones: on WebSockets and Long Polling (Server-Sent
+/// Events carry text only), plain and stateful. Nobody misses anything
+/// while Connected, and the stateful WebSocket clients miss nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_with_messagepack_clients() {
+    let _serial = SERIAL.lock().await;
+    let mut s = Scenario::start_on(
+        &[],
+        &["WebSockets/msgpack", "WebSockets/msgpack", "LongPolling/msgpack", "LongPolling/msgpack", "WebSockets"],
+    )
+    .await;
+    s.start_load();
+    s.run_for(Duration::from_secs(2)).await;
+    s.rolling_restart(false).await;
+    s.run_for(Duration::from_secs(4)).await;
+    s.finish(TAIL).await.assert(Expect::default());
+}
+
 /// (b) A StatefulSet's rollout: the replacement keeps the instance id, so
 /// it resumes its consumer group; the backlog it reads must not reach a
 /// client twice.

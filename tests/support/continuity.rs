@@ -87,7 +87,8 @@ impl Scenario {
 
     /// As [`Scenario::start`], client `i` on `transports[i % len]` (the TS
     /// client resumes stateful sessions on WebSockets only: elsewhere a
-    /// stateful client behaves as a plain one).
+    /// stateful client behaves as a plain one); `LongPolling/msgpack` names
+    /// the hub protocol too (JSON when none is named).
     pub async fn start_on(extra_env: &[(&str, &str)], transports: &[&str]) -> Scenario {
         let t0 = super::now_ms();
         let redis = Redis::start().await;
@@ -106,8 +107,10 @@ impl Scenario {
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let given = transports[i % transports.len()];
+                let (transport, protocol) = given.split_once('/').unwrap_or((given, "json"));
                 json!({"cmd": "connect", "name": c.name, "url": url, "methods": ["ReceiveMessage"],
-                       "transport": transports[i % transports.len()],
+                       "transport": transport, "protocol": protocol,
                        "reconnect": true, "statefulReconnect": c.stateful, "rooms": [c.room]})
             })
             .collect();
