@@ -97,31 +97,6 @@ fn chat_from(n: u64, sender: Value) -> Value {
     p
 }
 
-/// Every entry of `<stream>:dead`, once there are `n`, as field maps.
-async fn dead_letters(redis: &Redis, n: usize) -> Vec<serde_json::Map<String, Value>> {
-    let mut conn = redis.conn();
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg("events:chat:dead").arg("-").arg("+").query(&mut conn).expect("XRANGE");
-        dead = reply
-            .ids
-            .iter()
-            .map(|e| {
-                e.map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(redis::from_redis_value_ref::<String>(v).expect("text"))))
-                    .collect()
-            })
-            .collect();
-        if dead.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    dead
-}
-
 #[tokio::test]
 async fn two_and_three_arguments_reach_json_and_messagepack_clients() {
     let redis = Redis::start().await;
@@ -177,7 +152,7 @@ async fn an_event_missing_a_named_field_is_dead_lettered_and_never_half_delivere
         assert!(rest.is_empty(), "{name} received more: {rest:?}");
     }
 
-    let dead = dead_letters(&redis, 2).await;
+    let dead = dead_letters(&redis, "events:chat", 2).await;
     assert_eq!(dead.len(), 2, "{dead:?}");
     let reason = "route 'chat_message': payload has no field 'sender.name' (argument 2 of the route)";
     assert_eq!(dead[0]["reason"], reason);

@@ -76,3 +76,29 @@ pub fn token(sub: &str, name: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("key");
     jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("sign")
 }
+
+/// Every entry of `<stream>:dead`, once there are `n` (or after 5 s), as
+/// its fields, each value a JSON string.
+pub async fn dead_letters(redis: &Redis, stream: &str, n: usize) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut conn = redis.conn();
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        let reply: ::redis::streams::StreamRangeReply =
+            ::redis::cmd("XRANGE").arg(format!("{stream}:dead")).arg("-").arg("+").query(&mut conn).expect("XRANGE");
+        dead = reply
+            .ids
+            .iter()
+            .map(|e| {
+                e.map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ::redis::from_redis_value_ref::<String>(v).expect("text").into()))
+                    .collect()
+            })
+            .collect();
+        if dead.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dead
+}
