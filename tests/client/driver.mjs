@@ -17,8 +17,12 @@
 // A stateful-reconnect connection also prints {"event":"resuming"} when its socket drops
 // and {"event":"resumed"} when the resume's replay went out; a refused resume is followed
 // by "reconnecting" or "close" instead.
-import * as signalR from "@microsoft/signalr";
-import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+// SIGNALR_PACKAGE / SIGNALR_MSGPACK_PACKAGE pick another installed version
+// (the npm aliases of package.json, e.g. "signalr-8"); the newest otherwise.
+const signalR = await import(process.env.SIGNALR_PACKAGE || "@microsoft/signalr");
+const { MessagePackHubProtocol } = await import(
+  process.env.SIGNALR_MSGPACK_PACKAGE || "@microsoft/signalr-protocol-msgpack"
+);
 import readline from "node:readline";
 
 const conns = new Map();
@@ -64,7 +68,7 @@ async function connect(cmd) {
     await join(conn, cmd.rooms);
     out({ event: "joined", name: cmd.name, connectionId: conn.connectionId, at: Date.now() });
   }
-  return { connectionId: conn.connectionId };
+  return { connectionId: conn.connectionId, version: signalR.VERSION };
 }
 
 async function join(conn, rooms) {
