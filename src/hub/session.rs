@@ -102,9 +102,11 @@ impl HubSession {
     }
 
     /// Whether this session can wait for its client to reconnect (stateful
-    /// reconnect negotiated, handshake done, still open).
+    /// reconnect negotiated, handshake done, still open, and every frame
+    /// the client has not acknowledged still held: past the buffer's bound
+    /// the resume is refused, 404, and the client reconnects afresh).
     pub(crate) fn can_resume(&self) -> bool {
-        self.stateful && self.protocol.is_some() && !self.outbox.is_closed()
+        self.stateful && self.protocol.is_some() && !self.outbox.is_closed() && self.outbox.replay_intact()
     }
 
     /// Whether the client negotiated stateful reconnect.

@@ -693,6 +693,15 @@ impl Outbox {
         self.lock().replay.is_some()
     }
 
+    /// Whether a resume could resend every frame the client may lack:
+    /// replay is on and never had to drop an unacknowledged frame. A
+    /// session without it must not wait for a resume: taken up, it would
+    /// start with no `Sequence`, and the official clients drop everything
+    /// until one comes (Connected, and deaf).
+    pub(crate) fn replay_intact(&self) -> bool {
+        self.lock().replay.as_ref().is_some_and(Replay::is_intact)
+    }
+
     /// The client acknowledged every frame up to `sequence_id`. False when it
     /// names a frame never sent (a protocol error).
     pub(crate) fn ack(&self, sequence_id: u64) -> bool {

@@ -61,6 +61,11 @@ impl Replay {
         true
     }
 
+    /// False once a frame was dropped unacknowledged.
+    pub(crate) fn is_intact(&self) -> bool {
+        !self.broken
+    }
+
     /// The id of the first frame to resend and the frames, oldest first;
     /// `None` when frames were lost.
     pub(crate) fn resume(&self) -> Option<(u64, Vec<Payload>)> {

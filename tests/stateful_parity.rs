@@ -1,0 +1,520 @@
+//! Stateful reconnect against ASP.NET Core's behaviour (the official
+//! clients' `MessageBuffer`, the server's `MessageBuffer.cs`,
+//! `HubConnectionContext` and `HttpConnectionDispatcher`), in the cases the
+//! other files leave out: Acks trimming the server's buffer, a client's
+//! resend after the resume, a Sequence below what the server processed,
+//! the buffer overflowing, the disconnect timeout, another hub or user,
+//! MessagePack, and the oldest and newest official clients that resume.
+//! Raw frames where the official client cannot produce the case.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rmpv::Value as Mp;
+use serde_json::{json, Value};
+use support::http::request;
+use support::raw::RawWs;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const RS: char = '\u{1e}';
+
+/// A hub message as the test reads it, whatever the protocol: JSON as it
+/// is; MessagePack as `{"type", "sequenceId" | "invocationId" | "n"}`.
+type Msg = Value;
+
+/// Negotiates stateful reconnect on `hub` (with `query`, e.g. an
+/// `access_token`); the connection token.
+async fn negotiate(s: &Sidecar, hub: &str, query: &str) -> String {
+    let path = format!("{hub}/negotiate?negotiateVersion=1&useStatefulReconnect=true{query}");
+    let (status, body) = request(s.port, "POST", &path, &[], b"").await.expect("negotiate");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["useStatefulReconnect"], true, "granted: {v}");
+    v["connectionToken"].as_str().expect("token").to_string()
+}
+
+/// Which hub protocol a raw socket speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Json,
+    MessagePack,
+}
+
+/// A raw stateful socket: the token it resumes with and its protocol.
+struct Client {
+    ws: RawWs,
+    proto: Proto,
+}
+
+impl Client {
+    /// Opens the WebSocket for `token` and does a version-2 handshake.
+    async fn open(s: &Sidecar, hub: &str, token: &str, query: &str, proto: Proto) -> Client {
+        let ws = RawWs::connect(s.port, &format!("{hub}?id={token}{query}")).await.expect("connect");
+        let mut c = Client { ws, proto };
+        let name = if proto == Proto::Json { "json" } else { "messagepack" };
+        c.ws.send(&format!("{{\"protocol\":\"{name}\",\"version\":2}}{RS}")).await;
+        assert_eq!(c.ws.recv().await.as_deref(), Some("{}\u{1e}"), "handshake");
+        c
+    }
+
+    /// Takes up the parked session for `token` (no handshake: a resume).
+    async fn resume(s: &Sidecar, hub: &str, token: &str, query: &str, proto: Proto) -> Result<Client, u16> {
+        RawWs::connect(s.port, &format!("{hub}?id={token}{query}")).await.map(|ws| Client { ws, proto })
+    }
+
+    async fn send_json(&mut self, v: Value) {
+        self.ws.send(&format!("{v}{RS}")).await;
+    }
+
+    async fn send_mp(&mut self, v: Mp) {
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &v).expect("encode");
+        let mut frame = Vec::new();
+        let mut len = body.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                frame.push(byte);
+                break;
+            }
+            frame.push(byte | 0x80);
+        }
+        frame.extend(body);
+        futures_util::SinkExt::send(&mut self.ws.ws, Message::binary(frame)).await.expect("send");
+    }
+
+    /// An invocation of `target` with one string argument.
+    async fn invoke(&mut self, id: &str, target: &str, arg: &str) {
+        match self.proto {
+            Proto::Json => self.send_json(json!({"type":1,"invocationId":id,"target":target,"arguments":[arg]})).await,
+            Proto::MessagePack => {
+                let items = vec![
+                    1.into(),
+                    Mp::Map(vec![]),
+                    id.into(),
+                    target.into(),
+                    Mp::Array(vec![arg.into()]),
+                    Mp::Array(vec![]),
+                ];
+                self.send_mp(Mp::Array(items)).await
+            }
+        }
+    }
+
+    /// An Ack (8) or Sequence (9) with `id`.
+    async fn numbered(&mut self, ty: u64, id: u64) {
+        match self.proto {
+            Proto::Json => self.send_json(json!({"type": ty, "sequenceId": id})).await,
+            Proto::MessagePack => self.send_mp(Mp::Array(vec![ty.into(), id.into()])).await,
+        }
+    }
+
+    /// Every message that arrives until `quiet` passes without one; stops
+    /// at the socket's end.
+    async fn drain(&mut self, quiet: Duration) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(quiet, self.ws.ws.next()).await {
+            match m {
+                Message::Text(t) => out.extend(
+                    t.split(RS).filter(|r| !r.is_empty()).map(|r| serde_json::from_str::<Value>(r).expect("JSON")),
+                ),
+                Message::Binary(b) => out.extend(mp_messages(&b).into_iter().map(mp_to_json)),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Messages until one satisfies `pred` (included), within the wait.
+    async fn until(&mut self, pred: impl Fn(&Msg) -> bool) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut out = Vec::new();
+        while tokio::time::Instant::now() < deadline {
+            let got = self.drain(Duration::from_millis(100)).await;
+            let done = got.iter().any(&pred);
+            out.extend(got);
+            if done {
+                return out;
+            }
+        }
+        panic!("nothing matched within the wait; got {out:?}");
+    }
+}
+
+/// The length-prefixed MessagePack messages of a binary frame.
+fn mp_messages(mut bytes: &[u8]) -> Vec<Vec<Mp>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (mut len, mut shift, mut i) = (0usize, 0, 0);
+        loop {
+            let b = bytes[i];
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = &bytes[i..i + len];
+        match rmpv::decode::read_value(&mut body).expect("MessagePack") {
+            Mp::Array(items) => out.push(items),
+            other => panic!("a hub message is an array, got {other}"),
+        }
+        bytes = &bytes[i + len..];
+    }
+    out
+}
+
+/// The fields these tests read, from a MessagePack hub message.
+fn mp_to_json(items: Vec<Mp>) -> Msg {
+    let ty = items[0].as_u64().expect("type");
+    match ty {
+        // [1, headers, invocationId, target, [args], streamIds]
+        1 => {
+            let n = match &items[4] {
+                Mp::Array(args) => mp_sequence_number(&args[0]),
+                _ => None,
+            };
+            json!({"type": 1, "target": items[3].as_str(), "n": n})
+        }
+        // [3, headers, invocationId, resultKind, result?]
+        3 => json!({"type": 3, "invocationId": items[2].as_str()}),
+        8 | 9 => json!({"type": ty, "sequenceId": items[1].as_u64()}),
+        _ => json!({"type": ty}),
+    }
+}
+
+fn mp_sequence_number(arg: &Mp) -> Option<u64> {
+    let Mp::Map(p) = arg else { return None };
+    p.iter().find(|(k, _)| k.as_str() == Some("sequence_number")).and_then(|(_, v)| v.as_u64())
+}
+
+/// The chat event's sequence number, whichever protocol carried it.
+fn event_n(m: &Msg) -> Option<u64> {
+    if m["type"] != 1 {
+        return None;
+    }
+    m["n"].as_u64().or_else(|| m["arguments"][0]["sequence_number"].as_u64())
+}
+
+fn events(ms: &[Msg]) -> Vec<u64> {
+    ms.iter().filter_map(event_n).collect()
+}
+
+/// Publishes chat events `range` to `room` through the admin port.
+async fn publish(s: &Sidecar, room: &str, range: std::ops::Range<u64>) {
+    for n in range {
+        let env = envelope("chat_message", room, chat_payload(room, n));
+        let (status, body) = s.post_event(env.to_string().as_bytes()).await;
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+/// A resume that waits for the server to have seen the old socket's end
+/// is not needed (the sidecar supersedes the old transport), but the events
+/// published "while away" must find the session parked: give it a moment.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// A client joined to `room`, the join's Completion read (sequence id 1).
+async fn joined(s: &Sidecar, proto: Proto, room: &str) -> (Client, String) {
+    let token = negotiate(s, "/hubs/chat", "").await;
+    let mut c = Client::open(s, "/hubs/chat", &token, "", proto).await;
+    c.invoke("j", "JoinRoom", room).await;
+    c.until(|m| m["type"] == 3).await;
+    (c, token)
+}
+
+// === The server's buffer, trimmed by the client's Acks ===
+
+/// HubProtocol.md: Ack(n) lets the server drop every message up to n; on
+/// resume it sends Sequence(first unacknowledged) and the rest, then what
+/// was published meanwhile, in order (MessageBuffer.cs `ResendAsync`).
+async fn acks_trim_what_a_resume_resends(proto: Proto) {
+    let s = Sidecar::start(&[]).await;
+    let (mut c, token) = joined(&s, proto, "r").await;
+    publish(&s, "r", 0..5).await;
+    let got = c.until(|m| event_n(m) == Some(4)).await;
+    assert_eq!(events(&got), [0, 1, 2, 3, 4]);
+    // Completion = 1, events 0..5 = 2..=6; acknowledge up to event 2 (id 4).
+    c.numbered(8, 4).await;
+    settle().await;
+    drop(c);
+    settle().await;
+    publish(&s, "r", 5..8).await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", proto).await.expect("resumed");
+    let got = c.until(|m| event_n(m) == Some(7)).await;
+    assert_eq!(got[0], json!({"type": 9, "sequenceId": 5}), "first a Sequence of the oldest unacked: {got:?}");
+    assert_eq!(events(&got), [3, 4, 5, 6, 7], "unacked, then the missed ones, once, in order");
+    // The session goes on: the client's numbering continues (the join was 1).
+    c.numbered(9, 2).await;
+    c.invoke("k", "JoinRoom", "r2").await;
+    let got = c.until(|m| m["type"] == 3).await;
+    assert_eq!(got.iter().filter(|m| m["type"] == 3).count(), 1, "{got:?}");
+}
+
+#[tokio::test]
+async fn acks_trim_what_a_resume_resends_json() {
+    acks_trim_what_a_resume_resends(Proto::Json).await;
+}
+
+#[tokio::test]
+async fn acks_trim_what_a_resume_resends_messagepack() {
+    acks_trim_what_a_resume_resends(Proto::MessagePack).await;
+}
+
+// === The client's resend after a resume ===
+
+/// The client resends what the server had not acknowledged when the socket
+/// dropped (TS `_resend`); the server's MessageBuffer numbers each message
+/// and skips those already processed. Here the client goes back further
+/// than the server's Acks (a Sequence below what it already processed):
+/// nothing runs twice, no Completion comes twice, and the next new message
+/// is processed.
+#[tokio::test]
+async fn a_resent_invocation_runs_once_and_its_completion_comes_once() {
+    let s = Sidecar::start(&[]).await;
+    let token = negotiate(&s, "/hubs/chat", "").await;
+    let mut c = Client::open(&s, "/hubs/chat", &token, "", Proto::Json).await;
+    c.invoke("1", "JoinRoom", "r").await;
+    c.invoke("2", "LeaveRoom", "r").await;
+    let got = c.until(|m| m["type"] == 3 && m["invocationId"] == "2").await;
+    assert!(got.iter().any(|m| m["type"] == 8 && m["sequenceId"] == 2), "the server acked both: {got:?}");
+    drop(c);
+    settle().await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.expect("resumed");
+    let first = c.drain(Duration::from_millis(300)).await;
+    // Both Completions (ids 1 and 2) were never acknowledged: resent, with
+    // their numbering, for the client to skip.
+    assert_eq!(first[0], json!({"type": 9, "sequenceId": 1}), "{first:?}");
+    assert_eq!(first.iter().filter(|m| m["type"] == 3).count(), 2, "{first:?}");
+    c.numbered(8, 2).await;
+    // The client resends from 1 although the server processed 1 and 2.
+    c.numbered(9, 1).await;
+    c.invoke("1", "JoinRoom", "r").await;
+    c.invoke("2", "LeaveRoom", "r").await;
+    c.invoke("3", "JoinRoom", "other").await;
+    let got = c.until(|m| m["type"] == 3 && m["invocationId"] == "3").await;
+    let completions: Vec<_> = got.iter().filter(|m| m["type"] == 3).map(|m| m["invocationId"].clone()).collect();
+    assert_eq!(completions, ["3"], "the resent 1 and 2 were not run again: {got:?}");
+    // Had the resent JoinRoom run again (after its LeaveRoom), "r" would reach it.
+    publish(&s, "r", 0..1).await;
+    publish(&s, "other", 10..11).await;
+    let got = c.until(|m| event_n(m) == Some(10)).await;
+    assert_eq!(events(&got), [10], "not in room r: {got:?}");
+}
+
+/// MessageBuffer.cs `ResetSequence`: a Sequence above what the server
+/// received is refused (`community_clients.rs`); one at exactly the next id
+/// (nothing to resend) is fine, and the numbering goes on from it.
+#[tokio::test]
+async fn a_sequence_at_the_next_id_resends_nothing_and_numbering_goes_on() {
+    let s = Sidecar::start(&[]).await;
+    let token = negotiate(&s, "/hubs/chat", "").await;
+    let mut c = Client::open(&s, "/hubs/chat", &token, "", Proto::Json).await;
+    c.invoke("1", "JoinRoom", "r").await;
+    c.until(|m| m["type"] == 3).await;
+    drop(c);
+    settle().await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.expect("resumed");
+    c.numbered(9, 2).await;
+    c.invoke("2", "LeaveRoom", "r").await;
+    let got = c.until(|m| m["type"] == 3 && m["invocationId"] == "2").await;
+    assert!(got.iter().all(|m| m["type"] != 7), "no Close: {got:?}");
+    assert!(got.iter().any(|m| m["type"] == 8 && m["sequenceId"] == 2), "acked as id 2: {got:?}");
+}
+
+// === The buffer's limit ===
+
+/// README ("Coming back"): past `SIDECAR_STATEFUL_RECONNECT_BUFFER_BYTES` of
+/// unacknowledged messages the resume is refused (404) and the client
+/// reconnects afresh. ASP.NET Core holds the writes back instead; either
+/// way the client never resumes onto a gap. A resume accepted here would
+/// get no Sequence (the buffer cannot say where it starts), and the
+/// official client drops everything until a Sequence: Connected and deaf.
+#[tokio::test]
+async fn a_resume_after_the_buffer_overflowed_is_refused() {
+    let s = Sidecar::start(&[("SIDECAR_STATEFUL_RECONNECT_BUFFER_BYTES", "2000".into())]).await;
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    // Never acknowledged: about 300 bytes each, well past 2000.
+    publish(&s, "r", 0..20).await;
+    let got = c.until(|m| event_n(m) == Some(19)).await;
+    assert_eq!(events(&got), (0..20).collect::<Vec<_>>(), "delivered while connected");
+    drop(c);
+    settle().await;
+    match Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await {
+        Err(status) => assert_eq!(status, 404),
+        Ok(mut c) => {
+            let got = c.drain(Duration::from_millis(500)).await;
+            panic!("a resume onto lost frames was accepted; it got {got:?}");
+        }
+    }
+}
+
+/// The same with the official client (its Ack comes a second after what it
+/// received, so a burst within that second is unacknowledged): told, it
+/// reconnects afresh and gets what follows, where a resume onto the gap
+/// left it Connected and deaf.
+#[tokio::test]
+async fn the_official_client_past_the_buffer_reconnects_afresh_and_hears_again() {
+    let s = Sidecar::start(&[("SIDECAR_STATEFUL_RECONNECT_BUFFER_BYTES", "2000".into())]).await;
+    let proxy = Proxy::start(s.port).await;
+    let mut d = Driver::start().await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    let extra = json!({"statefulReconnect": true, "reconnect": true});
+    d.connect("c", &url, &["ReceiveMessage"], extra).await.expect("connects");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    publish(&s, "r", 0..20).await;
+    for n in 0..20 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.expect("before the cut");
+        assert_eq!(m["args"][0]["sequence_number"], n);
+    }
+    proxy.cut();
+    let told = d.wait_for(WAIT, |v| v["event"] == "reconnected" || v["event"] == "close").await;
+    assert_eq!(told.map(|v| v["event"].clone()), Some(json!("reconnected")), "told, and back");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins again");
+    publish(&s, "r", 20..21).await;
+    let m = d.message("c", "ReceiveMessage", WAIT).await.expect("hears again");
+    assert_eq!(m["args"][0]["sequence_number"], 20);
+}
+
+/// While the client is away its events queue in the connection's outbox;
+/// past its bound (`SIDECAR_OUTBOX_MAX_FRAMES`) the client must be told
+/// (CONTRACT section 14): the resume is refused, or ends in a Close with
+/// `allowReconnect: true`, never a Sequence and a silent gap.
+#[tokio::test]
+async fn more_events_than_the_session_holds_while_away_are_never_a_silent_gap() {
+    let s = Sidecar::start(&[("SIDECAR_OUTBOX_MAX_FRAMES", "8".into())]).await;
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    c.numbered(8, 1).await;
+    settle().await;
+    drop(c);
+    settle().await;
+    publish(&s, "r", 0..30).await;
+    match Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await {
+        Err(status) => assert_eq!(status, 404),
+        Ok(mut c) => {
+            let got = c.drain(Duration::from_millis(1000)).await;
+            let close = got.iter().find(|m| m["type"] == 7);
+            assert_eq!(close.map(|m| &m["allowReconnect"]), Some(&json!(true)), "told to reconnect: {got:?}");
+            let n = events(&got);
+            assert_eq!(n, (0..n.len() as u64).collect::<Vec<_>>(), "no gap before the Close: {got:?}");
+        }
+    }
+}
+
+// === When a resume is refused ===
+
+/// `DisconnectTimeout` in ASP.NET Core, `SIDECAR_CLIENT_TIMEOUT_SECONDS`
+/// here (README): a session not resumed in time is gone, and its resume
+/// gets 404, the client then reconnecting afresh.
+#[tokio::test]
+async fn a_resume_after_the_disconnect_timeout_gets_404() {
+    let s =
+        Sidecar::start(&[("SIDECAR_CLIENT_TIMEOUT_SECONDS", "2".into()), ("SIDECAR_KEEPALIVE_SECONDS", "1".into())])
+            .await;
+    let (c, token) = joined(&s, Proto::Json, "r").await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    assert_eq!(Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.err(), Some(404));
+}
+
+/// The token names a session of the chat hub: a resume on another hub's
+/// path does not take it (404), and leaves it for the right one.
+#[tokio::test]
+async fn a_resume_on_another_hub_gets_404_and_leaves_the_session() {
+    let s = Sidecar::start(&[]).await;
+    let (c, token) = joined(&s, Proto::Json, "r").await;
+    drop(c);
+    settle().await;
+    assert_eq!(Client::resume(&s, "/hubs/ticket", &token, "", Proto::Json).await.err(), Some(404));
+    publish(&s, "r", 0..2).await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.expect("still parked");
+    let got = c.until(|m| event_n(m) == Some(1)).await;
+    assert_eq!(got[0], json!({"type": 9, "sequenceId": 1}));
+    assert_eq!(events(&got), [0, 1]);
+}
+
+/// HttpConnectionDispatcher only logs a user change on a request that
+/// carries a connection on; the session keeps its user (README: the
+/// sidecar does the same on the instance that holds it). So another
+/// user's token resumes it, but user-addressed events still follow the
+/// session's own user, not the token's.
+#[tokio::test]
+async fn a_resume_with_another_users_token_keeps_the_sessions_user() {
+    let s = Sidecar::start(&jwt_env()).await;
+    let alice = format!("&access_token={}", token("alice", "Alice"));
+    let mallory = format!("&access_token={}", token("mallory", "Mallory"));
+    let conn = negotiate(&s, "/hubs/notification", &alice).await;
+    let c = Client::open(&s, "/hubs/notification", &conn, &alice, Proto::Json).await;
+    drop(c);
+    settle().await;
+    let mut c = Client::resume(&s, "/hubs/notification", &conn, &mallory, Proto::Json).await.expect("resumed");
+    for (user, title) in [("mallory", "for mallory"), ("alice", "for alice")] {
+        let env = json!({"event_id": uuid(), "event_type": "notification", "timestamp": now(), "room_id": format!("user:{user}"),
+            "payload": {"id": uuid(), "user_id": user, "title": title, "message": "m", "created_at": now()}});
+        let (status, body) = s.post_event(env.to_string().as_bytes()).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let got = c.until(|m| m["type"] == 1).await;
+    let got = [got, c.drain(Duration::from_millis(300)).await].concat();
+    let titles: Vec<_> = got.iter().filter(|m| m["type"] == 1).map(|m| m["arguments"][0]["title"].clone()).collect();
+    assert_eq!(titles, ["for alice"], "{got:?}");
+}
+
+// === The official clients: oldest and newest that resume ===
+
+/// `@microsoft/signalr` 8.0 introduced stateful reconnect; 10.0.11 is the
+/// newest. Each, over MessagePack and JSON, resumes after a cut socket and
+/// gets the events published while away once, in order, without closing.
+async fn an_official_client_resumes(package: &str, version: &str, protocol: &str) {
+    let s = Sidecar::start(&[]).await;
+    let proxy = Proxy::start(s.port).await;
+    let (msgpack, lib) = match package {
+        "@microsoft/signalr" => ("@microsoft/signalr-protocol-msgpack".to_string(), package.to_string()),
+        other => (other.replace("signalr-", "signalr-protocol-msgpack-"), other.to_string()),
+    };
+    let mut d = Driver::start_with_env(&[("SIGNALR_PACKAGE", lib), ("SIGNALR_MSGPACK_PACKAGE", msgpack)]).await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    let extra = json!({"statefulReconnect": true, "protocol": protocol});
+    let started = d.connect("c", &url, &["ReceiveMessage"], extra).await.expect("connects");
+    assert_eq!(started["version"], version, "the client under test");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    publish(&s, "r", 0..5).await;
+    for n in 0..5 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.expect("before the cut");
+        assert_eq!(m["args"][0]["sequence_number"], n);
+    }
+    proxy.cut();
+    publish(&s, "r", 5..25).await;
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("after the cut only {got:?}"));
+        got.push(m["args"][0]["sequence_number"].as_u64().expect("n"));
+    }
+    assert_eq!(got, (5..25).collect::<Vec<_>>(), "{package} {protocol}: once, in order");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    assert!(d.wait_for(Duration::from_millis(10), |v| v["event"] == "close").await.is_none(), "never closed");
+    assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null));
+}
+
+#[tokio::test]
+async fn the_oldest_client_that_resumes_8_0_json() {
+    an_official_client_resumes("signalr-8", "8.0.29", "json").await;
+}
+
+#[tokio::test]
+async fn the_oldest_client_that_resumes_8_0_messagepack() {
+    an_official_client_resumes("signalr-8", "8.0.29", "msgpack").await;
+}
+
+#[tokio::test]
+async fn the_newest_client_resumes_messagepack() {
+    an_official_client_resumes("@microsoft/signalr", "10.0.11", "msgpack").await;
+}
