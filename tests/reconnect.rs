@@ -704,3 +704,19 @@ async fn a_retry_read_by_an_instance_started_after_its_first_copy_is_still_a_dup
     assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
     assert_still_connected(&mut d).await;
 }
+
+/// The handoff over MessagePack: the snapshot keeps the binary frames and
+/// the protocol, and the instance that takes the session over numbers and
+/// frames what it missed in MessagePack as well.
+#[tokio::test]
+async fn a_messagepack_stateful_session_resumes_on_another_instance_after_a_drain() {
+    let redis = Redis::start().await;
+    let options = json!({"statefulReconnect": true, "protocol": "msgpack"});
+    let (mut a, b, proxy, mut d) = client_on_a(&redis, "handoff-mp", &[], options).await;
+    let publisher = publish_120(&redis);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.retarget(b.port);
+    assert_eq!(a.stop().await, Some(0), "the drained instance exits cleanly");
+    publisher.await.expect("publisher");
+    all_120_once_and_still_connected(&mut d, &b).await;
+}

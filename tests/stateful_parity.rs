@@ -468,6 +468,28 @@ async fn a_resume_with_another_users_token_keeps_the_sessions_user() {
     assert_eq!(titles, ["for alice"], "{got:?}");
 }
 
+/// On another instance the README is stricter than ASP.NET Core: a session
+/// handed over is refused (404) to a token of another user, and the
+/// takeover is counted as refused.
+#[tokio::test]
+async fn a_resume_on_another_instance_with_another_users_token_gets_404() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        let mut env = jwt_env();
+        env.extend([("SIDECAR_REDIS_URL", redis.url()), ("SIDECAR_INSTANCE_ID", id.to_string())]);
+        env
+    };
+    let (a, b) = (Sidecar::start(&env("user-a")).await, Sidecar::start(&env("user-b")).await);
+    let alice = format!("&access_token={}", token("alice", "Alice"));
+    let mallory = format!("&access_token={}", token("mallory", "Mallory"));
+    let conn = negotiate(&a, "/hubs/notification", &alice).await;
+    drop(Client::open(&a, "/hubs/notification", &conn, &alice, Proto::Json).await);
+    settle().await;
+    assert_eq!(Client::resume(&b, "/hubs/notification", &conn, &mallory, Proto::Json).await.err(), Some(404));
+    let (_, metrics) = request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"refused\"} 1"), "{metrics}");
+}
+
 // === The official clients: oldest and newest that resume ===
 
 /// `@microsoft/signalr` 8.0 introduced stateful reconnect; 10.0.11 is the
