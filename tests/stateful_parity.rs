@@ -269,6 +269,32 @@ async fn acks_trim_what_a_resume_resends_messagepack() {
     acks_trim_what_a_resume_resends(Proto::MessagePack).await;
 }
 
+/// With everything acknowledged the resume's Sequence names the next id
+/// (MessageBuffer.cs: total + 1) and nothing is resent; what follows is
+/// numbered on from there.
+#[tokio::test]
+async fn a_resume_with_everything_acked_resends_nothing() {
+    let s = Sidecar::start(&[]).await;
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    publish(&s, "r", 0..2).await;
+    c.until(|m| event_n(m) == Some(1)).await;
+    c.numbered(8, 3).await;
+    settle().await;
+    drop(c);
+    settle().await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.expect("resumed");
+    assert_eq!(c.drain(Duration::from_millis(300)).await, [json!({"type": 9, "sequenceId": 4})]);
+    publish(&s, "r", 2..3).await;
+    let got = c.until(|m| event_n(m) == Some(2)).await;
+    assert_eq!(events(&got), [2]);
+    // Numbered 4: acknowledging it is no error, 5 would be.
+    c.numbered(8, 4).await;
+    c.numbered(9, 2).await;
+    c.invoke("k", "LeaveRoom", "r").await;
+    let got = c.until(|m| m["type"] == 3 || m["type"] == 7).await;
+    assert!(got.iter().all(|m| m["type"] != 7), "{got:?}");
+}
+
 // === The client's resend after a resume ===
 
 /// The client resends what the server had not acknowledged when the socket
