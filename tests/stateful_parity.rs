@@ -383,6 +383,28 @@ async fn a_resume_after_the_buffer_overflowed_is_refused() {
     }
 }
 
+/// The bound is on what is unacknowledged (README): once the client's Ack
+/// covers every frame the buffer had to drop, nothing is missing any more
+/// and the session resumes again. The official client acks once a second,
+/// so a burst past the bound within that second is routine.
+#[tokio::test]
+async fn a_buffer_that_overflowed_resumes_again_once_the_client_acked_past_it() {
+    let s = Sidecar::start(&[("SIDECAR_STATEFUL_RECONNECT_BUFFER_BYTES", "2000".into())]).await;
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    publish(&s, "r", 0..20).await;
+    c.until(|m| event_n(m) == Some(19)).await;
+    // The join's Completion is 1, the events 2..=21.
+    c.numbered(8, 21).await;
+    settle().await;
+    drop(c);
+    settle().await;
+    publish(&s, "r", 20..22).await;
+    let mut c = Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.expect("nothing is missing: resumed");
+    let got = c.until(|m| event_n(m) == Some(21)).await;
+    assert_eq!(got[0], json!({"type": 9, "sequenceId": 22}), "{got:?}");
+    assert_eq!(events(&got), [20, 21]);
+}
+
 /// The same with the official client (its Ack comes a second after what it
 /// received, so a burst within that second is unacknowledged): told, it
 /// reconnects afresh and gets what follows, where a resume onto the gap

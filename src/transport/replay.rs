@@ -14,21 +14,24 @@ pub(crate) struct Replay {
     frames: VecDeque<(u64, Payload)>,
     bytes: usize,
     max_bytes: usize,
-    /// Set when frames had to be dropped unacknowledged: a resume would
-    /// lose them, so it is refused and the client reconnects afresh.
-    broken: bool,
+    /// The newest frame dropped unacknowledged (0: none). Until an Ack
+    /// covers it a resume would lose frames, so it is refused and the
+    /// client reconnects afresh; once one does, nothing is missing (the
+    /// official clients ack once a second, so a burst past the bound is
+    /// routine and must not end resumability for good).
+    lost_through: u64,
 }
 
 impl Replay {
     /// An empty buffer of at most `max_bytes`.
     pub(crate) fn new(max_bytes: usize) -> Replay {
-        Replay { next_seq: 1, frames: VecDeque::new(), bytes: 0, max_bytes, broken: false }
+        Replay { next_seq: 1, frames: VecDeque::new(), bytes: 0, max_bytes, lost_through: 0 }
     }
 
     /// A buffer handed over by another instance.
     pub(crate) fn restored(max_bytes: usize, next_seq: u64, frames: Vec<(u64, Payload)>) -> Replay {
         let bytes = frames.iter().map(|(_, p)| p.len()).sum();
-        Replay { next_seq, frames: frames.into(), bytes, max_bytes, broken: false }
+        Replay { next_seq, frames: frames.into(), bytes, max_bytes, lost_through: 0 }
     }
 
     /// Numbers and keeps one frame as it goes out.
@@ -38,9 +41,9 @@ impl Replay {
         self.next_seq += 1;
         while self.bytes > self.max_bytes {
             match self.frames.pop_front() {
-                Some((_, old)) => {
+                Some((seq, old)) => {
                     self.bytes -= old.len();
-                    self.broken = true;
+                    self.lost_through = seq;
                 }
                 None => break,
             }
@@ -58,18 +61,21 @@ impl Replay {
                 self.bytes -= p.len();
             }
         }
+        if sequence_id >= self.lost_through {
+            self.lost_through = 0;
+        }
         true
     }
 
-    /// False once a frame was dropped unacknowledged.
+    /// False while a frame dropped unacknowledged is not acknowledged yet.
     pub(crate) fn is_intact(&self) -> bool {
-        !self.broken
+        self.lost_through == 0
     }
 
     /// The id of the first frame to resend and the frames, oldest first;
     /// `None` when frames were lost.
     pub(crate) fn resume(&self) -> Option<(u64, Vec<Payload>)> {
-        if self.broken {
+        if !self.is_intact() {
             return None;
         }
         let first = self.frames.front().map(|(seq, _)| *seq).unwrap_or(self.next_seq);
@@ -79,7 +85,7 @@ impl Replay {
     /// The next id and the numbered frames, for a handoff; `None` when
     /// frames were lost.
     pub(crate) fn frames(&self) -> Option<(u64, Vec<(u64, Payload)>)> {
-        (!self.broken).then(|| (self.next_seq, self.frames.iter().cloned().collect()))
+        self.is_intact().then(|| (self.next_seq, self.frames.iter().cloned().collect()))
     }
 }
 
@@ -122,12 +128,17 @@ mod tests {
     #[test]
     fn a_buffer_that_lost_frames_cannot_resume_or_hand_off() {
         let mut r = Replay::new(3);
-        r.record(p("ab"));
-        r.record(p("cd"));
+        for s in ["ab", "cd", "ef"] {
+            r.record(p(s));
+        }
         assert!(r.resume().is_none());
         assert!(r.frames().is_none());
-        assert!(r.ack(2), "acks still count");
-        assert!(r.resume().is_none(), "a lost frame stays lost");
+        assert!(r.ack(1), "acks still count");
+        assert!(r.resume().is_none(), "frame 2 was dropped and not acknowledged yet");
+        assert!(r.ack(2), "an Ack past every dropped frame");
+        let (first, frames) = r.resume().expect("nothing is missing any more");
+        assert_eq!((first, texts(&frames)), (3, vec!["ef".to_string()]));
+        assert!(r.frames().is_some(), "and it can be handed off");
     }
 
     #[test]
