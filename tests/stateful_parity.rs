@@ -459,6 +459,45 @@ async fn more_events_than_the_session_holds_while_away_are_never_a_silent_gap() 
 
 // === When a resume is refused ===
 
+/// A Close ends the session for good, whichever side sent it (ASP.NET
+/// Core: the client's Close aborts the connection, which disables
+/// reconnect; after the server's Close the connection is disposed). The
+/// TS client still opens one stray WebSocket with the old token after a
+/// Close: it must get 404, not a session. An Ack of a message never sent
+/// and a Sequence of 0 end it with the server's Close (README,
+/// "Differences from ASP.NET Core SignalR").
+#[tokio::test]
+async fn after_a_close_either_way_the_token_gets_404() {
+    let s = Sidecar::start(&[]).await;
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    c.send_json(json!({"type": 7})).await;
+    c.drain(Duration::from_millis(300)).await;
+    drop(c);
+    settle().await;
+    assert_eq!(Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.err(), Some(404), "client's Close");
+
+    let (mut c, token) = joined(&s, Proto::Json, "r").await;
+    c.numbered(8, 99).await;
+    let got = c.until(|m| m["type"] == 7).await;
+    assert_eq!(
+        got.last(),
+        Some(&json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true}))
+    );
+    drop(c);
+    settle().await;
+    assert_eq!(Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await.err(), Some(404), "server's Close");
+
+    // A Sequence of 0 names no message (README: closed, where ASP.NET Core
+    // would skip the next message as a duplicate).
+    let (mut c, _) = joined(&s, Proto::Json, "r").await;
+    c.numbered(9, 0).await;
+    let got = c.until(|m| m["type"] == 7).await;
+    assert_eq!(
+        got.last(),
+        Some(&json!({"type": 7, "error": "Connection closed with an error.", "allowReconnect": true}))
+    );
+}
+
 /// `DisconnectTimeout` in ASP.NET Core, `SIDECAR_CLIENT_TIMEOUT_SECONDS`
 /// here (README): a session not resumed in time is gone, and its resume
 /// gets 404, the client then reconnecting afresh.
