@@ -613,6 +613,64 @@ async fn an_official_client_resumes(package: &str, version: &str, protocol: &str
     assert_eq!(d.invoke("c", "LeaveRoom", json!(["r"])).await, Ok(Value::Null));
 }
 
+/// The oldest client that resumes, handed from a draining instance to
+/// another (CONTRACT section 14): every event published meanwhile, once,
+/// in order, over MessagePack, without leaving Connected.
+#[tokio::test]
+async fn the_oldest_client_resumes_on_another_instance_after_a_drain() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_DRAIN_WINDOW_SECONDS", "1".to_string()),
+        ]
+    };
+    let (mut a, b) = (Sidecar::start(&env("old-a")).await, Sidecar::start(&env("old-b")).await);
+    let proxy = Proxy::start(a.port).await;
+    let packages = [
+        ("SIGNALR_PACKAGE", "signalr-8".to_string()),
+        ("SIGNALR_MSGPACK_PACKAGE", "signalr-protocol-msgpack-8".to_string()),
+    ];
+    let mut d = Driver::start_with_env(&packages).await;
+    let url = format!("{}/hubs/chat", proxy.url());
+    let started =
+        d.connect("c", &url, &["ReceiveMessage"], json!({"statefulReconnect": true, "protocol": "msgpack"})).await;
+    assert_eq!(started.expect("connects")["version"], "8.0.29");
+    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins");
+    let xadd = |range: std::ops::Range<u64>| {
+        for n in range {
+            redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+        }
+    };
+    xadd(0..10);
+    for n in 0..10 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.expect("before the drain");
+        assert_eq!(m["args"][0]["sequence_number"], n);
+    }
+    proxy.retarget(b.port);
+    let publish_meanwhile = async {
+        for n in 10..40 {
+            xadd(n..n + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (code, ()) = tokio::join!(a.stop(), publish_meanwhile);
+    assert_eq!(code, Some(0), "the drained instance exits cleanly");
+    xadd(40..50);
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        let m = d.message("c", "ReceiveMessage", WAIT).await.unwrap_or_else(|| panic!("after the drain only {got:?}"));
+        got.push(m["args"][0]["sequence_number"].as_u64().expect("n"));
+    }
+    assert_eq!(got, (10..50).collect::<Vec<_>>(), "once, in order, across the instances");
+    assert!(d.message("c", "ReceiveMessage", Duration::from_millis(500)).await.is_none(), "nothing doubled");
+    let left = d.wait_for(Duration::from_millis(10), |v| v["event"] == "close" || v["event"] == "reconnecting").await;
+    assert!(left.is_none(), "a resume, not a reconnect: {left:?}");
+    let (_, metrics) = request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+    assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"resumed\"} 1"), "{metrics}");
+}
+
 #[tokio::test]
 async fn the_oldest_client_that_resumes_8_0_json() {
     an_official_client_resumes("signalr-8", "8.0.29", "json").await;
