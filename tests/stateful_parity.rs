@@ -405,6 +405,47 @@ async fn a_buffer_that_overflowed_resumes_again_once_the_client_acked_past_it() 
     assert_eq!(events(&got), [20, 21]);
 }
 
+/// A resume that reaches another instance while the old one still serves
+/// the session (it has not seen the socket die) whose buffer lost frames:
+/// nothing can carry it on, so the resume is refused at once (404 within
+/// the 200 ms an asker waits for a holder to speak up, README "Handoff on
+/// request"), not after the 2 s wait for a snapshot that never comes,
+/// during which the official client is Connected and deaf.
+#[tokio::test]
+async fn a_resume_elsewhere_of_a_served_session_past_its_buffer_is_refused_at_once() {
+    let redis = Redis::start().await;
+    let env = |id: &str| {
+        vec![
+            ("SIDECAR_REDIS_URL", redis.url()),
+            ("SIDECAR_INSTANCE_ID", id.to_string()),
+            ("SIDECAR_STATEFUL_RECONNECT_BUFFER_BYTES", "2000".to_string()),
+        ]
+    };
+    let (a, b) = (Sidecar::start(&env("lost-a")).await, Sidecar::start(&env("lost-b")).await);
+    let (mut c, token) = joined(&a, Proto::Json, "r").await;
+    for n in 0..20 {
+        redis.xadd_data("events:chat", &envelope("chat_message", "r", chat_payload("r", n)));
+    }
+    c.until(|m| event_n(m) == Some(19)).await;
+    // The old socket stays open: A still serves the session.
+    let asked = std::time::Instant::now();
+    let resumed = Client::resume(&b, "/hubs/chat", &token, "", Proto::Json).await;
+    let took = asked.elapsed();
+    assert_eq!(resumed.err(), Some(404));
+    assert!(took < Duration::from_millis(1000), "refused after {took:?}");
+    // And the session is not left on A, served to a socket its client left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, metrics) = request(a.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
+        if metrics.contains("sidecar_connections{hub=\"chat\",transport=\"websockets\"} 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served on A: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+}
+
 /// The same with the official client (its Ack comes a second after what it
 /// received, so a burst within that second is unacknowledged): told, it
 /// reconnects afresh and gets what follows, where a resume onto the gap

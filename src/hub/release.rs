@@ -19,6 +19,13 @@ pub(crate) async fn release(hubs: &Arc<Hubs>, token: &str) {
     // Only a session another instance could carry on is noted: for any
     // other the asker answers at once, as it would here.
     let served = hubs.parked.served_session(token).filter(|(_, outbox)| outbox.is_stateful() && !outbox.is_closed());
+    if let Some((_, outbox)) = served.as_ref().filter(|(_, outbox)| !outbox.replay_intact()) {
+        // Its buffer lost frames its client never acknowledged: no instance
+        // can carry it on. Its old transport ends, as a resume here would
+        // end it, and the asker, told nothing, refuses at once.
+        outbox.kick(Kick::Superseded);
+        return;
+    }
     if !hubs.parked.holds_resumable(token) && served.is_none() {
         return;
     }
