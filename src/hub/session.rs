@@ -109,6 +109,13 @@ impl HubSession {
         self.stateful && self.protocol.is_some() && !self.outbox.is_closed() && self.outbox.replay_intact()
     }
 
+    /// Whether the session was told to go (its outbox kicked) for a reason
+    /// that ends it: not a drain's handoff, nor a resume superseding its
+    /// old transport, which it outlives.
+    pub(crate) fn told_to_go(&self) -> bool {
+        self.outbox.kicked().is_some_and(|k| !matches!(k, Kick::Handoff | Kick::Superseded))
+    }
+
     /// Whether the client negotiated stateful reconnect.
     pub(crate) fn is_stateful(&self) -> bool {
         self.stateful

@@ -8,7 +8,7 @@ use hyper::{Request, Response, StatusCode};
 use super::super::error::{text, Body, HttpError};
 use super::state::ClientState;
 use crate::config::HubDef;
-use crate::hub::{self, Attached, Identity, TokenTransport};
+use crate::hub::{self, Attached, Identity, TokenError, TokenTransport};
 use crate::transport;
 
 /// How long a resume waits for the transport it supersedes to end (a
@@ -35,6 +35,15 @@ pub(super) async fn upgrade(
         Some(t) => state.hubs.parked.take_for_resume(t, hub.id, SUPERSEDE_WAIT).await,
         None => None,
     };
+    // A session told to go while its client was away (its outbox overflowed,
+    // its events were lost, its token expired) would resume only to carry
+    // the Close: refused instead, as one whose buffer lost frames is, and the
+    // client reconnects afresh at once. The TS client answers a Close by
+    // opening a stray socket that races its own automatic reconnect.
+    if let Some(session) = parked.take_if(|s| s.told_to_go()) {
+        Box::pin(session.finish(transport::Ended::ByClient)).await;
+        return Err(TokenError::Unknown.into());
+    }
     // A token this instance never issued may be a stateful session another
     // instance handed off while draining (CONTRACT section 14).
     if let (None, Some(t)) = (&parked, &token) {
