@@ -45,50 +45,8 @@ fn records(text: &str) -> Vec<Value> {
 
 // === MessagePack ===
 
-/// One MessagePack hub message with its VarInt length prefix.
-fn mp_frame(value: &Mp) -> Vec<u8> {
-    let mut body = Vec::new();
-    rmpv::encode::write_value(&mut body, value).expect("encode");
-    let (mut out, mut len) = (Vec::new(), body.len());
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend(body);
-    out
-}
-
-/// Every length-prefixed message of a binary body.
-fn mp_messages(mut bytes: &[u8]) -> Vec<Vec<Mp>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (mut len, mut shift, mut i) = (0usize, 0, 0);
-        loop {
-            let b = bytes[i];
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = &bytes[i..i + len];
-        match rmpv::decode::read_value(&mut body).expect("a MessagePack value") {
-            Mp::Array(items) => out.push(items),
-            other => panic!("a hub message is an array, got {other}"),
-        }
-        bytes = &bytes[i + len..];
-    }
-    out
-}
-
 fn mp_join(room: &str) -> Vec<u8> {
-    mp_frame(&Mp::Array(vec![
+    support::msgpack::frame(&Mp::Array(vec![
         1.into(),
         Mp::Map(vec![]),
         "1".into(),
@@ -158,7 +116,7 @@ async fn version_0_clients_connect_join_and_receive_over_websockets_with_message
     let mut published = false;
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, ws.ws.next()).await {
         let Message::Binary(bytes) = msg else { continue };
-        for items in mp_messages(&bytes) {
+        for items in support::msgpack::messages(&bytes) {
             match items[0].as_u64() {
                 Some(3) => {
                     assert_mp_void_completion(&items, "1");
@@ -182,7 +140,7 @@ async fn version_0_clients_connect_join_and_receive_over_websockets_with_message
 async fn mp_until(ws: &mut RawWs, want: impl Fn(&[Mp]) -> bool) -> Option<Vec<Mp>> {
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, ws.ws.next()).await {
         let Message::Binary(bytes) = msg else { continue };
-        if let Some(found) = mp_messages(&bytes).into_iter().find(|m| want(m)) {
+        if let Some(found) = support::msgpack::messages(&bytes).into_iter().find(|m| want(m)) {
             return Some(found);
         }
     }
@@ -201,7 +159,7 @@ async fn a_messagepack_argument_that_cannot_be_bound_gets_a_completion_error_not
     ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}")).await;
     assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
     let call = |id: &str, target: &str, args: Vec<Mp>| {
-        mp_frame(&Mp::Array(vec![
+        support::msgpack::frame(&Mp::Array(vec![
             1.into(),
             Mp::Map(vec![]),
             id.into(),
@@ -246,7 +204,7 @@ async fn a_messagepack_invocation_id_that_is_not_a_string_closes_with_an_error()
     let mut ws = RawWs::connect(s.port, "/hubs/chat").await.expect("connects");
     ws.send(&format!("{{\"protocol\":\"messagepack\",\"version\":1}}{RS}")).await;
     assert_eq!(ws.recv().await.as_deref(), Some("{}\u{1e}"));
-    let call = mp_frame(&Mp::Array(vec![
+    let call = support::msgpack::frame(&Mp::Array(vec![
         1.into(),
         Mp::Map(vec![]),
         7.into(),
@@ -336,10 +294,10 @@ async fn version_0_long_polling_works_with_messagepack() {
     assert_eq!(lp.post(format!("{{\"protocol\":\"messagepack\",\"version\":0}}{RS}").as_bytes()).await, 200);
     assert_eq!(lp.poll_data().await, b"{}\x1e");
     assert_eq!(lp.post(&mp_join("v0-lp-mp")).await, 200);
-    assert_mp_void_completion(&mp_messages(&lp.poll_data().await)[0], "1");
+    assert_mp_void_completion(&support::msgpack::messages(&lp.poll_data().await)[0], "1");
     let event = chat_event("v0-lp-mp");
     publish(&s, &event).await;
-    assert_mp_invocation(&mp_messages(&lp.poll_data().await)[0], "ReceiveMessage", &event["payload"]);
+    assert_mp_invocation(&support::msgpack::messages(&lp.poll_data().await)[0], "ReceiveMessage", &event["payload"]);
 }
 
 #[tokio::test]
@@ -612,7 +570,7 @@ async fn the_drain_close_carries_no_error() {
     loop {
         match tokio::time::timeout(WAIT, mp_ws.ws.next()).await.expect("a Close within the wait") {
             Some(Ok(Message::Binary(b))) => {
-                let messages = mp_messages(&b);
+                let messages = support::msgpack::messages(&b);
                 if let Some(close) = messages.iter().find(|m| m[0].as_u64() == Some(7)) {
                     assert_eq!(close, &vec![Mp::from(7), Mp::Nil, Mp::Boolean(true)], "[7, nil, true]");
                     break;

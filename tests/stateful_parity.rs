@@ -70,20 +70,7 @@ impl Client {
     }
 
     async fn send_mp(&mut self, v: Mp) {
-        let mut body = Vec::new();
-        rmpv::encode::write_value(&mut body, &v).expect("encode");
-        let mut frame = Vec::new();
-        let mut len = body.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                frame.push(byte);
-                break;
-            }
-            frame.push(byte | 0x80);
-        }
-        frame.extend(body);
+        let frame = support::msgpack::frame(&v);
         futures_util::SinkExt::send(&mut self.ws.ws, Message::binary(frame)).await.expect("send");
     }
 
@@ -122,7 +109,7 @@ impl Client {
                 Message::Text(t) => out.extend(
                     t.split(RS).filter(|r| !r.is_empty()).map(|r| serde_json::from_str::<Value>(r).expect("JSON")),
                 ),
-                Message::Binary(b) => out.extend(mp_messages(&b).into_iter().map(mp_to_json)),
+                Message::Binary(b) => out.extend(support::msgpack::messages(&b).into_iter().map(mp_to_json)),
                 Message::Close(_) => break,
                 _ => {}
             }
@@ -144,30 +131,6 @@ impl Client {
         }
         panic!("nothing matched within the wait; got {out:?}");
     }
-}
-
-/// The length-prefixed MessagePack messages of a binary frame.
-fn mp_messages(mut bytes: &[u8]) -> Vec<Vec<Mp>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (mut len, mut shift, mut i) = (0usize, 0, 0);
-        loop {
-            let b = bytes[i];
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = &bytes[i..i + len];
-        match rmpv::decode::read_value(&mut body).expect("MessagePack") {
-            Mp::Array(items) => out.push(items),
-            other => panic!("a hub message is an array, got {other}"),
-        }
-        bytes = &bytes[i + len..];
-    }
-    out
 }
 
 /// The fields these tests read, from a MessagePack hub message.

@@ -13,6 +13,7 @@ pub mod continuity;
 pub mod continuity_check;
 pub mod driver;
 pub mod http;
+pub mod msgpack;
 pub mod procs;
 pub mod push_service;
 pub mod raw;
