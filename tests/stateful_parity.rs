@@ -615,6 +615,10 @@ async fn a_resume_on_another_instance_with_another_users_token_gets_404() {
     assert_eq!(Client::resume(&b, "/hubs/notification", &conn, &mallory, Proto::Json).await.err(), Some(404));
     let (_, metrics) = request(b.admin_port, "GET", "/metrics", &[], b"").await.expect("metrics");
     assert!(metrics.contains("sidecar_session_handoffs_total{outcome=\"refused\"} 1"), "{metrics}");
+    // Neither a wrong hub path nor another user's token costs the session:
+    // its own client still resumes there.
+    assert_eq!(Client::resume(&b, "/hubs/chat", &conn, &alice, Proto::Json).await.err(), Some(404));
+    assert!(Client::resume(&b, "/hubs/notification", &conn, &alice, Proto::Json).await.is_ok(), "the session was lost");
 }
 
 // === The official clients: oldest and newest that resume ===

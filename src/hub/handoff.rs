@@ -313,6 +313,11 @@ async fn take_over_here(hubs: &Arc<Hubs>, token: &str, hub: HubId, identity: &Id
     if snapshot.hub != hubs.routes.hubs[hub].name || snapshot.user_id.as_deref() != identity.user_id.as_deref() {
         tracing::debug!(connection_id = %snapshot.connection_id, "resume refused: another hub or user");
         count(HandoffOutcome::Refused);
+        // Put back for its own client: a wrong hub path or another user's
+        // token must not cost the session (on one instance it stays parked).
+        if let Err(e) = handoff.store.save(token, &snapshot).await {
+            tracing::warn!(error = %e, connection_id = %snapshot.connection_id, "a refused resume's session could not be put back");
+        }
         return None;
     }
     let waited = tokio::time::Instant::now();
