@@ -337,13 +337,7 @@ async fn a_resume_after_the_buffer_overflowed_is_refused() {
     assert_eq!(events(&got), (0..20).collect::<Vec<_>>(), "delivered while connected");
     drop(c);
     settle().await;
-    match Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await {
-        Err(status) => assert_eq!(status, 404),
-        Ok(mut c) => {
-            let got = c.drain(Duration::from_millis(500)).await;
-            panic!("a resume onto lost frames was accepted; it got {got:?}");
-        }
-    }
+    assert_resume_refused(&s, &token, "a resume onto lost frames").await;
 }
 
 /// The bound is on what is unacknowledged (README): once the client's Ack
@@ -453,11 +447,17 @@ async fn more_events_than_the_session_holds_while_away_refuse_the_resume() {
     drop(c);
     settle().await;
     publish(&s, "r", 0..30).await;
-    match Client::resume(&s, "/hubs/chat", &token, "", Proto::Json).await {
+    assert_resume_refused(&s, &token, "a resume onto an overflowed session").await;
+}
+
+/// The chat session of `token` on `s` cannot be resumed (404); accepted,
+/// what it got then is in the failure.
+async fn assert_resume_refused(s: &Sidecar, token: &str, what: &str) {
+    match Client::resume(s, "/hubs/chat", token, "", Proto::Json).await {
         Err(status) => assert_eq!(status, 404),
         Ok(mut c) => {
             let got = c.drain(Duration::from_millis(1000)).await;
-            panic!("a resume onto an overflowed session was taken; it got {got:?}");
+            panic!("{what} was accepted; it got {got:?}");
         }
     }
 }
