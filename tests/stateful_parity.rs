@@ -424,10 +424,16 @@ async fn the_official_client_past_the_buffer_reconnects_afresh_and_hears_again()
     proxy.cut();
     let told = d.wait_for(WAIT, |v| v["event"] == "reconnected" || v["event"] == "close").await;
     assert_eq!(told.map(|v| v["event"].clone()), Some(json!("reconnected")), "told, and back");
+    hears_again(&mut d, &s, 20).await;
+}
+
+/// Official client `c`, reconnected afresh, joins room `r` again and gets
+/// event `n` published then.
+async fn hears_again(d: &mut Driver, s: &Sidecar, n: u64) {
     d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins again");
-    publish(&s, "r", 20..21).await;
+    publish(s, "r", n..n + 1).await;
     let m = d.message("c", "ReceiveMessage", WAIT).await.expect("hears again");
-    assert_eq!(m["args"][0]["sequence_number"], 20);
+    assert_eq!(m["args"][0]["sequence_number"], n);
 }
 
 /// While the client is away its events queue in the connection's outbox;
@@ -491,10 +497,7 @@ async fn the_official_client_away_past_its_outbox_reconnects_afresh_and_hears_ag
     };
     assert_eq!(told.map(|v| v["event"].clone()), Some(json!("reconnected")), "told, and back; heard {heard:?}");
     assert_eq!(heard, (0..heard.len() as u64).collect::<Vec<_>>(), "no gap before being told");
-    d.invoke("c", "JoinRoom", json!(["r"])).await.expect("joins again");
-    publish(&s, "r", 30..31).await;
-    let m = d.message("c", "ReceiveMessage", WAIT).await.expect("hears again");
-    assert_eq!(m["args"][0]["sequence_number"], 30);
+    hears_again(&mut d, &s, 30).await;
 }
 
 // === When a resume is refused ===
